@@ -1,0 +1,1 @@
+"""Readers and writers of images, annotations, centres and batch outputs."""

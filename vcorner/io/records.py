@@ -1,0 +1,51 @@
+"""In-memory records shared by every stage: one image and its vertebrae.
+
+Coordinates are pixels, origin at the top-left pixel's centre, x right, y down (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class InputError(ValueError):
+    """Bad user input (a file, a row, a value); its message is one line that names the culprit."""
+
+
+@dataclass(frozen=True)
+class Vertebra:
+    """One vertebra of one image.
+
+    Attributes:
+        name: Vertebra label, e.g. ``"C3"``.
+        center: (2,) clicked centre, pixels.
+        corners: (4, 2) corners in the order of ``vcorner.CORNER_NAMES``, or None at inference.
+        boundary: (K, 2) clicked contour points, or None (then the quadrilateral through the corners).
+    """
+
+    name: str
+    center: np.ndarray
+    corners: np.ndarray | None = None
+    boundary: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image and its vertebrae, ordered cranial to caudal.
+
+    Attributes:
+        file: Image path relative to the dataset root (POSIX separators).
+        vertebrae: Vertebrae, cranial first.
+        pixel_spacing_mm: Physical pixel size, or None when unknown.
+    """
+
+    file: str
+    vertebrae: tuple[Vertebra, ...] = field(default_factory=tuple)
+    pixel_spacing_mm: float | None = None
+
+    @property
+    def centers(self) -> np.ndarray:
+        """(V, 2) float64 centres, cranial first."""
+        return np.array([v.center for v in self.vertebrae], dtype=np.float64).reshape(-1, 2)
