@@ -1,0 +1,3 @@
+from vcorner.cli import main
+
+main()

@@ -1,0 +1,35 @@
+"""The ``vcorner`` command line: one module per command, each a thin layer over a library call."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="vcorner",
+    help="Vertebral corners in X-ray images: synthesize, train, export, batch-infer, evaluate, benchmark.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    """Attach each command module's function to the app (imports stay light: no torch here)."""
+    from vcorner.cli import synth
+
+    app.command("synth")(synth.synth)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages to stderr.")) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,100 @@
+"""Settings that travel with a model: how patches are cut, how ground truth is drawn, how maps decode.
+
+Frozen dataclasses; TOML recipes and model cards only fill them (``from_dict`` rejects unknown keys).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``data``; lists become tuples; unknown keys raise ValueError."""
+    data = dict(data or {})
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain JSON-ready dict of a dataclass (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Patch sampling around each vertebra centre (DESIGN.md section 3, step 2).
+
+    Offsets are in units of the vertebra size (mean distance to neighbouring centres); a patch covers a
+    square of ``extent * scale`` sizes, rotated by the frame angle plus one of ``rotations_deg``.
+    Inference cuts ``grid_steps**2 * len(scales) * len(rotations_deg)`` patches per vertebra.
+    """
+
+    patch_size: int = 64
+    extent: float = 1.6
+    grid_radius: float = 0.12
+    grid_steps: int = 3
+    scales: tuple[float, ...] = (0.9, 1.1)
+    rotations_deg: tuple[float, ...] = (-8.0, 8.0)
+    jitter_offset: float = 0.06
+    jitter_scale: float = 0.08
+    jitter_rotation_deg: float = 6.0
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 16 or self.patch_size % 16:
+            raise ValueError(f"patch_size must be a multiple of 16 (4 poolings), got {self.patch_size}")
+        if self.grid_steps < 1 or not self.scales or not self.rotations_deg or self.extent <= 0:
+            raise ValueError("sampling needs grid_steps >= 1, a positive extent, scales and rotations")
+
+    @property
+    def patches_per_vertebra(self) -> int:
+        return self.grid_steps**2 * len(self.scales) * len(self.rotations_deg)
+
+
+@dataclass(frozen=True)
+class GroundTruthConfig:
+    """Ground-truth maps (DESIGN.md section 3, step 3).
+
+    Corner Gaussians have standard deviations ``sigma_width`` and ``sigma_height`` times the vertebra size
+    along the frame's x and y axes; the boundary is drawn with a line of ``line_sd_px`` patch pixels.
+    ``corners`` is ``"own"`` (only the corners of the vertebra a patch was cut for) or ``"all"`` (the
+    paper: every corner inside the patch).
+    """
+
+    sigma_width: float = 0.07
+    sigma_height: float = 0.055
+    line_sd_px: float = 1.0
+    corners: str = "own"
+
+    def __post_init__(self) -> None:
+        if self.corners not in ("own", "all"):
+            raise ValueError(f"ground_truth.corners must be 'own' or 'all', got {self.corners!r}")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Post-processing of patch maps into corners (DESIGN.md section 3, steps 7 and 8).
+
+    Attributes:
+        background_quantile: per-patch residual background level (quantile of the map's values).
+        prior_inflation: prior covariance multiplier when weighting the accumulated map.
+        search_radius: half-width of a vertebra's accumulator region, in vertebra sizes.
+        min_peak: a quadrant whose accumulated maximum is below this falls back to the prior.
+        refine_radius_px: window half-width for sub-pixel refinement and covariance, in pixels.
+        ellipse_scale: multiplier on the moment-based standard deviations (calibration).
+        subpixel: refine the maximum to sub-pixel precision.
+    """
+
+    background_quantile: float = 0.75
+    prior_inflation: float = 4.0
+    search_radius: float = 1.0
+    min_peak: float = 0.02
+    refine_radius_px: float = 4.0
+    ellipse_scale: float = 1.0
+    subpixel: bool = True
