@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 from vcorner.config import GroundTruthConfig, SamplingConfig
 from vcorner.geometry.frames import frames_from_centers
 from vcorner.geometry.patches import (
-    apply_affine, build_pyramid, extract_patches, invert_affines, patch_affines, sample_poses,
+    apply_affine,
+    build_pyramid,
+    extract_patches,
+    invert_affines,
+    patch_affines,
+    sample_poses,
 )
 from vcorner.groundtruth import patch_targets, vertebra_contours
 from vcorner.io.records import InputError

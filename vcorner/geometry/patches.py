@@ -15,7 +15,8 @@ from vcorner.geometry.frames import Frames, rotation
 
 def grid_offsets(config: SamplingConfig) -> np.ndarray:
     """(G, 2) grid points around a centre in frame units (G = grid_steps ** 2)."""
-    line = np.linspace(-config.grid_radius, config.grid_radius, config.grid_steps) if config.grid_steps > 1 else np.zeros(1)
+    radius = config.grid_radius if config.grid_steps > 1 else 0.0
+    line = np.linspace(-radius, radius, config.grid_steps)
     gx, gy = np.meshgrid(line, line)
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 

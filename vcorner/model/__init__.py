@@ -1,0 +1,1 @@
+"""The network (torch; imported only for training, export and the torch reference backend)."""

@@ -1,0 +1,1 @@
+"""Training (torch): recipes, patch datasets, the loop and checkpoints."""

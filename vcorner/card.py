@@ -1,0 +1,62 @@
+"""The model card: what travels with a model's weights (checkpoint metadata, ONNX metadata, sidecar JSON).
+
+Torch-free, so inference reads it without training dependencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig, from_dict, to_dict
+from vcorner.io.records import InputError
+from vcorner.prior import CornerPrior
+
+CARD_FORMAT = "vcorner-card/1"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What travels with the weights: how to rebuild the model and use it exactly as trained."""
+
+    model_args: dict[str, Any]
+    sampling: SamplingConfig
+    ground_truth: GroundTruthConfig
+    decode: DecodeConfig
+    prior: CornerPrior
+    training: dict[str, Any]
+
+    def with_decode(self, decode: DecodeConfig) -> ModelCard:
+        """A copy with other decoding settings."""
+        return replace(self, decode=decode)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": CARD_FORMAT, "model_args": self.model_args, "sampling": to_dict(self.sampling),
+            "ground_truth": to_dict(self.ground_truth), "decode": to_dict(self.decode),
+            "prior": self.prior.to_dict(), "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model card") -> ModelCard:
+        if data.get("format") != CARD_FORMAT:
+            raise InputError(f"{where}: not a vcorner model card (format {data.get('format')!r})")
+        return cls(
+            model_args=dict(data["model_args"]),
+            sampling=from_dict(SamplingConfig, data["sampling"], where),
+            ground_truth=from_dict(GroundTruthConfig, data["ground_truth"], where),
+            decode=from_dict(DecodeConfig, data["decode"], where),
+            prior=CornerPrior.from_dict(data["prior"]),
+            training=dict(data.get("training", {})),
+        )
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,84 @@
+"""Training recipes: TOML files that fill frozen dataclasses (``train/<recipe>.toml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig, from_dict, to_dict
+from vcorner.io.records import InputError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which UNet: a recipe name from ``vcorner.model.unet.RECIPES`` plus constructor overrides."""
+
+    recipe: str = "lite"
+    widths: tuple[int, ...] | None = None
+    padding_mode: str = "zeros"
+
+    def constructor_overrides(self) -> dict[str, Any]:
+        overrides: dict[str, Any] = {"padding_mode": self.padding_mode}
+        if self.widths is not None:
+            overrides["widths"] = list(self.widths)
+        return overrides
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    """Optimization: epochs of freshly jittered patches, Adam with cosine decay, validation split."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    patches_per_vertebra: int = 12
+    val_fraction: float = 0.15
+    val_patches_per_vertebra: int = 6
+    seed: int = 0
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a training run needs besides the data."""
+
+    name: str = "lite"
+    model: ModelSpec = field(default_factory=ModelSpec)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    ground_truth: GroundTruthConfig = field(default_factory=GroundTruthConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    train: OptimSpec = field(default_factory=OptimSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **{k: to_dict(getattr(self, k))
+                                      for k in ("model", "sampling", "ground_truth", "decode", "train")}}
+
+
+def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    """Build a :class:`Recipe` from nested tables; unknown tables or keys raise InputError."""
+    sections = {"model": ModelSpec, "sampling": SamplingConfig, "ground_truth": GroundTruthConfig,
+                "decode": DecodeConfig, "train": OptimSpec}
+    unknown = sorted(set(data) - set(sections) - {"name", "reproduce"})
+    if unknown:
+        raise InputError(f"{where}: unknown table(s) {', '.join(unknown)}")
+    try:
+        parts = {k: from_dict(cls, data.get(k), f"{where} [{k}]") for k, cls in sections.items()}
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err)) from None
+    return Recipe(name=str(data.get("name", "custom")), **parts)
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read a TOML recipe file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such recipe file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path}: not valid TOML ({err})") from None
+    return recipe_from_dict(data, str(path))
