@@ -17,9 +17,10 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (imports stay light: no torch here)."""
-    from vcorner.cli import synth
+    from vcorner.cli import synth, train
 
     app.command("synth")(synth.synth)
+    app.command("train")(train.train)
 
 
 @app.callback()

@@ -1,0 +1,45 @@
+"""What every command shares: one-line errors with exit codes, and progress bars on stderr."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from vcorner.io.records import InputError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+"""0: every image done; 1: some images failed (see errors.csv); 2: usage or configuration error."""
+
+stderr = Console(stderr=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: message`` on one line to stderr and exit with ``code``."""
+    stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn bad input (InputError, OSError, ValueError from configuration) into a one-line error, exit 2."""
+    try:
+        yield
+    except InputError as err:
+        fail(str(err))
+    except OSError as err:
+        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+
+
+def progress_bar(*extra_columns) -> Progress:
+    """A rich progress bar on stderr, disabled when stderr is not a terminal."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra_columns,
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=stderr, disable=not sys.stderr.isatty(), transient=False,
+    )

@@ -1,0 +1,63 @@
+"""``vcorner train DATA --config train/<recipe>.toml --out RUN``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, TextColumn
+
+from vcorner.cli.common import fail, progress_bar, stderr, user_errors
+
+
+class RichReporter:
+    """Shows a progress bar per epoch with patches/s and loss, and a line of metrics after it."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress, self.task, self.began, self.done = progress, None, 0.0, 0
+
+    def start_epoch(self, epoch: int, epochs: int, patches: int) -> None:
+        self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=patches, rate=0.0, loss=float("nan"))
+        self.began, self.done = time.perf_counter(), 0
+
+    def advance(self, patches: int, loss: float) -> None:
+        self.done += patches
+        rate = self.done / max(time.perf_counter() - self.began, 1e-9)
+        self.progress.update(self.task, advance=patches, rate=rate, loss=loss)
+
+    def end_epoch(self, metrics: dict[str, float]) -> None:
+        stderr.print(f"epoch {metrics['epoch']}: val BC {metrics['val_bc']:.4f}, loss {metrics['train_loss']:.4f}, "
+                     f"{metrics['patches_per_s']:.0f} patches/s, {metrics['seconds']:.0f} s", highlight=False)
+
+
+def train(
+    data: Annotated[Path, typer.Argument(help="Dataset folder with annotations.json and its images.")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Recipe TOML, e.g. train/lite.toml.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints and metrics.")],
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    device: Annotated[str | None, typer.Option(help="torch device (default: cuda if present, else cpu).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
+) -> None:
+    """Train the network on an annotated dataset; saves OUT/model.safetensors with its model card."""
+    with user_errors():
+        try:
+            from vcorner.training.recipe import load_recipe
+            from vcorner.training.trainer import train as run_training
+        except ImportError as err:
+            fail(f"training needs torch: pip install 'vcorner[train]' ({err})")
+        recipe = load_recipe(config)
+        if epochs is not None:
+            from dataclasses import replace
+
+            recipe = replace(recipe, train=replace(recipe.train, epochs=epochs))
+        command = "vcorner " + shlex.join(sys.argv[1:])
+        with progress_bar(TextColumn("{task.fields[rate]:.0f} patches/s"),
+                          TextColumn("loss {task.fields[loss]:.4f}")) as progress:
+            result = run_training(data, recipe, out, resume=resume, device=device,
+                                  reporter=RichReporter(progress), command=command)
+    first, last = result.history[0]["val_bc"], max(h["val_bc"] for h in result.history)
+    stderr.print(f"validation BC {first:.4f} -> {last:.4f} (best); model: {result.model_path}", highlight=False)

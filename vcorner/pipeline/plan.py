@@ -1,0 +1,71 @@
+"""What a batch has to do: the images of ``centers.csv`` resolved safely inside DIR."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from vcorner.io.centers import read_centers
+from vcorner.io.records import ImageRecord, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image to process: its record (centres) and its path, guaranteed to lie inside DIR."""
+
+    record: ImageRecord
+    path: Path
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Images to run, images refused before any work (name -> reason), and images in DIR without centres."""
+
+    images: list[PlannedImage]
+    refused: dict[str, str]
+    unlisted: list[str]
+
+
+def safe_path(root: Path, name: str) -> Path:
+    """``root / name`` if it stays inside ``root`` (no absolute path, no ``..``), else InputError."""
+    pure = PurePosixPath(name.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts or Path(name).is_absolute():
+        raise InputError(f"{name}: image paths must be relative to DIR without '..'")
+    path = (root / Path(*pure.parts)).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise InputError(f"{name}: resolves outside DIR (symbolic link?)")
+    return path
+
+
+def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
+    """Read ``centers.csv`` and resolve each image inside ``image_dir``.
+
+    Raises:
+        InputError: DIR missing, or a structurally broken CSV.
+    """
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise InputError(f"{image_dir}: no such directory")
+    records = read_centers(centers_csv)
+    images, refused = [], {}
+    for record in records:
+        try:
+            path = safe_path(image_dir, record.file)
+        except InputError as err:
+            refused[record.file] = str(err)
+            continue
+        images.append(PlannedImage(record, path))
+    listed = {p.path for p in images}
+    from vcorner.io.images import is_image_path
+
+    unlisted = sorted(
+        p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*")
+        if p.is_file() and is_image_path(p) and p.resolve() not in listed
+    )
+    if unlisted:
+        log.warning("%d image(s) in %s have no centres in %s and are skipped (e.g. %s)",
+                    len(unlisted), image_dir, centers_csv, unlisted[0])
+    return Plan(images, refused, unlisted)

@@ -1,0 +1,84 @@
+"""The per-image work of a batch, split into the stages that the pipeline overlaps.
+
+``prepare`` (decode + patch extraction) -> the runner fills inference batches across images -> ``finish``
+(back-projection, prior weighting, quadrant search). The Ray path runs the same functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vcorner.card import ModelCard
+from vcorner.geometry.frames import Frames, frames_from_centers
+from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
+from vcorner.io.images import read_image
+from vcorner.io.records import InputError
+from vcorner.pipeline.plan import PlannedImage
+from vcorner.postprocess.decode import VertebraCorners, decode_image
+
+
+@dataclass
+class ImageJob:
+    """One image between stages.
+
+    Attributes:
+        name: image path relative to DIR.
+        shape: (H, W) of the image, pixels.
+        frames: vertebra frames from the clicked centres.
+        names: vertebra names, cranial first.
+        affines: (P, 2, 3) patch-to-image affines of all its patches.
+        owner: (P,) index of the vertebra each patch was cut for.
+        patches: (P, 1, N, N) float32 network inputs.
+        maps: (P, 1, N, N) float32 network outputs, filled by the inference stage.
+        pixels: the decoded image, kept only when overlays are requested.
+    """
+
+    name: str
+    shape: tuple[int, int]
+    frames: Frames
+    names: list[str]
+    affines: np.ndarray
+    owner: np.ndarray
+    patches: np.ndarray
+    maps: np.ndarray = field(default=None)  # type: ignore[assignment]
+    pixels: np.ndarray | None = None
+    filled: int = 0
+
+
+def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
+    """InputError naming the vertebra if a centre is not finite or lies outside the image."""
+    height, width = shape
+    for name, (x, y) in zip(names, centers, strict=True):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            raise InputError(f"vertebra {name}: centre is NaN or infinite")
+        if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
+            raise InputError(f"vertebra {name}: centre ({x:.1f}, {y:.1f}) lies outside the {width}x{height} image")
+
+
+def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
+            max_pixels: int | None = None) -> ImageJob:
+    """Decode one image and cut every patch of every vertebra (the poses of the model's card).
+
+    Raises:
+        InputError: unreadable image, bad centres (one line naming the problem).
+    """
+    image = read_image(item.path) if max_pixels is None else read_image(item.path, max_pixels=max_pixels)
+    names = [v.name for v in item.record.vertebrae]
+    centers = item.record.centers
+    check_centers(centers, image.pixels.shape, names)
+    frames = frames_from_centers(centers)
+    sampling = card.sampling
+    poses = sample_poses(sampling)
+    affines = np.concatenate([patch_affines(frames, i, poses, sampling) for i in range(len(frames))])
+    owner = np.repeat(np.arange(len(frames)), len(poses))
+    patches = extract_patches(build_pyramid(image.pixels), affines, sampling.patch_size)[:, None]
+    return ImageJob(item.record.file, image.pixels.shape, frames, names, affines, owner, patches,
+                    np.empty_like(patches), image.pixels if keep_pixels else None)
+
+
+def finish(job: ImageJob, card: ModelCard) -> list[VertebraCorners]:
+    """Corners of every vertebra of a job whose maps are filled."""
+    return decode_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.names, card.prior, job.shape,
+                        card.decode)

@@ -1,0 +1,37 @@
+"""The runner interface every backend implements (after Polygraphy's ``BaseRunner``)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from types import TracebackType
+
+import numpy as np
+
+
+class Runner(ABC):
+    """Runs the patch network on batches; use as a context manager.
+
+    ``infer`` takes (B, 1, N, N) float32 standardized patches and returns (B, 1, N, N) float32 maps that
+    each sum to 1. Batches of any size up to ``max_batch`` are accepted.
+    """
+
+    name: str = "runner"
+    max_batch: int = 1 << 16
+
+    def __enter__(self) -> Runner:
+        self.activate()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.deactivate()
+
+    def activate(self) -> None:
+        """Load the model (called by ``__enter__``)."""
+
+    def deactivate(self) -> None:
+        """Release resources (called by ``__exit__``)."""
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """(B, 1, N, N) float32 patches -> (B, 1, N, N) float32 maps."""

@@ -1,0 +1,93 @@
+"""ONNX Runtime backend: the CPU execution provider tuned for throughput; CUDA/TensorRT EPs when present."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from vcorner.io.records import InputError
+from vcorner.modelfile import INPUT_NAME, OUTPUT_NAME
+from vcorner.runtime.base import Runner
+
+log = logging.getLogger(__name__)
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def session_options(threads: int | None = None):
+    """Session options: all graph optimizations, intra-op threads = physical cores, sequential execution."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or (os.cpu_count() or 1)
+    options.inter_op_num_threads = 1
+    return options
+
+
+def providers_for(device: str, cache_dir: Path | None = None) -> list:
+    """Execution providers for ``device`` in {"cpu", "cuda", "tensorrt"} (with FP16 and engine cache for TRT)."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    cache = str(cache_dir or Path.home() / ".cache" / "vcorner" / "ort-trt")
+    trt = ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                                         "trt_engine_cache_path": cache, "trt_timing_cache_enable": True})
+    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    chosen = [trt, cuda] if device == "tensorrt" else [cuda]
+    return [*chosen, "CPUExecutionProvider"]
+
+
+def available_devices() -> list[str]:
+    """ORT devices usable here, best first: ``tensorrt``, ``cuda``, ``cpu``."""
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [d for d, p in (("tensorrt", GPU_PROVIDERS[0]), ("cuda", GPU_PROVIDERS[1])) if p in have] + ["cpu"]
+
+
+class OnnxRuntimeRunner(Runner):
+    """ONNX Runtime session over an ONNX model file.
+
+    Args:
+        model: path of the ``.onnx`` file.
+        device: ``cpu``, ``cuda`` or ``tensorrt`` (execution provider).
+        threads: intra-op threads (default: all cores).
+    """
+
+    name = "ort"
+
+    def __init__(self, model: Path, device: str = "cpu", threads: int | None = None) -> None:
+        self.model, self.device, self.threads = Path(model), device, threads
+        self.session = None
+
+    def activate(self) -> None:
+        import onnxruntime as ort
+
+        try:
+            self.session = ort.InferenceSession(str(self.model), session_options(self.threads),
+                                                providers=providers_for(self.device))
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise InputError(f"{self.model}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
+        check_io(self.session, self.model)
+        self.name = f"ort-{self.device}"
+
+    def deactivate(self) -> None:
+        self.session = None
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+
+def check_io(session, model: Path) -> None:
+    """Raise InputError unless the graph maps ``patches`` (B, 1, N, N) to ``maps`` of the same shape."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    names = ([i.name for i in inputs], [o.name for o in outputs])
+    if names != ([INPUT_NAME], [OUTPUT_NAME]):
+        raise InputError(f"{model}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', got {names}")
+    shape = inputs[0].shape
+    if len(shape) != 4 or shape[1] != 1 or not isinstance(shape[2], int) or shape[2] != shape[3]:
+        raise InputError(f"{model}: input must be (batch, 1, N, N), got {shape}")

@@ -1,0 +1,172 @@
+"""The training loop: jittered patches each epoch, Bhattacharyya loss, validation BC, checkpoints, resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from vcorner.card import ModelCard
+from vcorner.io.atomic import write_text_atomic
+from vcorner.io.records import InputError
+from vcorner.model.loss import bhattacharyya, bhattacharyya_loss
+from vcorner.model.unet import UNet, count_parameters, create_model
+from vcorner.prior import fit_prior
+from vcorner.training.checkpoint import load_resume_state, save_model, save_resume_state
+from vcorner.training.data import batches, epoch_patches, load_dataset, split_images
+from vcorner.training.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI shows it, tests ignore it."""
+
+    def start_epoch(self, epoch: int, epochs: int, patches: int) -> None: ...
+    def advance(self, patches: int, loss: float) -> None: ...
+    def end_epoch(self, metrics: dict[str, float]) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that reports nothing."""
+
+    def start_epoch(self, epoch: int, epochs: int, patches: int) -> None:
+        pass
+
+    def advance(self, patches: int, loss: float) -> None:
+        pass
+
+    def end_epoch(self, metrics: dict[str, float]) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where the run wrote its model and how validation BC evolved (one entry per epoch)."""
+
+    model_path: Path
+    history: list[dict[str, float]]
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` if given, else CUDA when present, else CPU."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.no_grad()
+def evaluate_bc(model: UNet, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int = 128) -> float:
+    """Mean Bhattacharyya coefficient of the model's maps against ground truth (patches (M, N, N))."""
+    model.eval()
+    scores = [bhattacharyya(torch.from_numpy(yb).to(device), model(torch.from_numpy(xb).to(device))).cpu()
+              for xb, yb in batches(x, y, batch_size, None)]
+    return float(torch.cat(scores).mean()) if scores else math.nan
+
+
+def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, x: np.ndarray, y: np.ndarray,
+                batch_size: int, rng: np.random.Generator, device: torch.device, reporter: Reporter,
+                steps_left: int | None) -> tuple[float, int]:
+    """One pass over (x, y); returns the mean training loss and the number of optimizer steps taken."""
+    model.train()
+    losses, steps = [], 0
+    for xb, yb in batches(x, y, batch_size, rng):
+        if steps_left is not None and steps >= steps_left:
+            break
+        if len(xb) < 2:  # batch norm needs two samples
+            continue
+        loss = bhattacharyya_loss(torch.from_numpy(yb).to(device), model(torch.from_numpy(xb).to(device)))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss))
+        steps += 1
+        reporter.advance(len(xb), losses[-1])
+    return (float(np.mean(losses)) if losses else math.nan), steps
+
+
+def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device: str | None = None,
+          reporter: Reporter | None = None, command: str = "") -> TrainResult:
+    """Train ``recipe`` on the annotated dataset in ``data``, writing ``out/model.safetensors``.
+
+    ``out`` receives ``model.safetensors`` (best validation BC, with its model card), ``last.pt`` (resume
+    state), ``metrics.jsonl`` (one line per epoch) and ``recipe.json``.
+    """
+    reporter = reporter or SilentReporter()
+    opt, out = recipe.train, Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(opt.seed)
+    dev = pick_device(device)
+    records, images = load_dataset(Path(data), recipe.ground_truth)
+    train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
+    train_images = [images[i] for i in train_idx]
+    val_images = [images[i] for i in val_idx] or train_images
+    prior = fit_prior([im.record for im in train_images])
+    val_x, val_y = epoch_patches(val_images, opt.val_patches_per_vertebra, recipe.sampling, recipe.ground_truth, None)
+
+    model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides()).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    per_epoch = math.ceil(sum(len(im.frames) for im in train_images) * opt.patches_per_vertebra / opt.batch_size)
+    total_steps = min(per_epoch * opt.epochs, opt.max_steps or per_epoch * opt.epochs)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opt.lr, total_steps=max(total_steps, 1) + 1,
+                                                    pct_start=0.1)
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if resume and (out / "last.pt").exists():
+        state = load_resume_state(out / "last.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        history, start_epoch = state["history"], int(state["epoch"])
+        for _ in range(sum(int(h["steps"]) for h in history)):
+            scheduler.step()
+        log.info("resuming %s at epoch %d", out, start_epoch + 1)
+    elif resume:
+        raise InputError(f"{out}: nothing to resume (no last.pt)")
+
+    if not history:
+        history.append({"epoch": 0, "val_bc": evaluate_bc(model, val_x, val_y, dev), "train_loss": math.nan,
+                        "steps": 0, "patches_per_s": 0.0, "seconds": 0.0})
+    write_text_atomic(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
+    card_training = {"data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
+                     "train_images": len(train_images), "val_images": len(val_images),
+                     "parameters": count_parameters(model), "device": str(dev)}
+    steps_done = sum(int(h["steps"]) for h in history)
+    for epoch in range(start_epoch, opt.epochs):
+        if steps_done >= total_steps:
+            break
+        rng = np.random.default_rng([opt.seed, epoch])
+        x, y = epoch_patches(train_images, opt.patches_per_vertebra, recipe.sampling, recipe.ground_truth, rng)
+        reporter.start_epoch(epoch + 1, opt.epochs, min(len(x), (total_steps - steps_done) * opt.batch_size))
+        began = time.perf_counter()
+        loss, steps = train_epoch(model, optimizer, scheduler, x, y, opt.batch_size, rng, dev, reporter,
+                                  total_steps - steps_done)
+        seconds = time.perf_counter() - began
+        steps_done += steps
+        metrics = {"epoch": epoch + 1, "val_bc": evaluate_bc(model, val_x, val_y, dev), "train_loss": loss,
+                   "steps": steps, "patches_per_s": steps * opt.batch_size / max(seconds, 1e-9), "seconds": seconds}
+        history.append(metrics)
+        reporter.end_epoch(metrics)
+        _checkpoint(out, model, optimizer, epoch + 1, history, recipe, prior, card_training)
+    return TrainResult(out / "model.safetensors", history)
+
+
+def _checkpoint(out: Path, model: UNet, optimizer: torch.optim.Optimizer, epoch: int,
+                history: list[dict[str, float]], recipe: Recipe, prior, training: dict) -> None:
+    """Append metrics, save the resume state, and save the model when its validation BC is the best."""
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(history[-1]) + "\n")
+    save_resume_state(out / "last.pt", model, optimizer, epoch, history)
+    best = max(h["val_bc"] for h in history[1:])
+    if history[-1]["val_bc"] >= best:
+        card = ModelCard(model.constructor_args(), recipe.sampling, recipe.ground_truth, recipe.decode, prior,
+                         {**training, "epoch": epoch, "val_bc": history[-1]["val_bc"],
+                          "val_bc_start": history[0]["val_bc"]})
+        save_model(out / "model.safetensors", model, card)
