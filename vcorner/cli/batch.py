@@ -1,0 +1,82 @@
+"""``vcorner batch DIR --centers centers.csv``: the main job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import TextColumn
+
+from vcorner.cli.common import EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
+from vcorner.runtime.select import Backend
+
+
+class BarProgress:
+    """Feeds the batch's progress bar: images done, images/s, patches/s."""
+
+    def __init__(self, bar) -> None:
+        import time
+
+        self.bar, self.task, self.patches, self.clock, self.began = bar, None, 0, time.perf_counter, 0.0
+
+    def start(self, images: int) -> None:
+        self.began = self.clock()
+        self.task = self.bar.add_task("images", total=images, ips=0.0, pps=0.0)
+
+    def image_done(self, patches: int) -> None:
+        self.patches += patches
+        elapsed = max(self.clock() - self.began, 1e-9)
+        done = self.bar.tasks[0].completed + 1
+        self.bar.update(self.task, advance=1, ips=done / elapsed, pps=self.patches / elapsed)
+
+
+def batch(
+    image_dir: Annotated[Path, typer.Argument(help="Folder of X-rays (PNG, JPEG, TIFF, DICOM).")],
+    centers: Annotated[Path, typer.Option("--centers", help="centers.csv: image,vertebra,x,y[,pixel_spacing_mm].")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vcorner-out"),
+    model: Annotated[Path | None, typer.Option(help="ONNX model or checkpoint (default: the shipped model).")] = None,
+    backend: Annotated[Backend, typer.Option(help="Inference backend.")] = Backend.auto,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patches per inference batch.")] = 256,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip images already in corners.csv.")] = True,
+    json_out: Annotated[bool, typer.Option("--json", help="Also write OUT/json/<image>.json.")] = False,
+    vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
+    max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs).")] = None,
+) -> None:
+    """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR.
+
+    Writes OUT/corners.csv and OUT/errors.csv. Exit code 0: all images done; 1: some failed (listed in
+    errors.csv); 2: usage or configuration error.
+    """
+    from vcorner.pipeline.batch import BatchOptions, run_batch
+    from vcorner.pipeline.plan import make_plan
+    from vcorner.runtime.select import open_runner
+
+    with user_errors():
+        check_writable(out)
+        plan = make_plan(image_dir, centers)
+        runner, card = open_runner(model, backend, threads=threads)
+        options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
+                               max_pixels=max_pixels)
+        with runner, progress_bar(TextColumn("{task.fields[ips]:.1f} img/s"),
+                                  TextColumn("{task.fields[pps]:.0f} patches/s")) as bar:
+            summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
+    rate = summary.patches / max(summary.seconds, 1e-9)
+    stderr.print(f"{summary.done} image(s) done, {summary.skipped} already done, {len(summary.failed)} failed "
+                 f"in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner.name}); "
+                 f"corners: {out / 'corners.csv'}", highlight=False)
+    if summary.failed:
+        stderr.print(f"failed images are listed with reasons in {out / 'errors.csv'}", highlight=False)
+    raise typer.Exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+
+
+def check_writable(out: Path) -> None:
+    """Fail fast, with one line, when OUT cannot be created or written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".vcorner-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        fail(f"{out}: output folder is not writable ({err.strerror or err})")
