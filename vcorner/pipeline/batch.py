@@ -118,14 +118,14 @@ def _finish_all(finished: queue.Queue, card: ModelCard, journal: CornerJournal, 
             progress.image_done(0)
             continue
         try:
-            corners = finish(item, card)
+            corners, accumulated = finish(item, card)
             journal.add(corner_rows(item.name, corners))
             if options.write_json:
                 write_image_json(out_dir, item.name, corners)
             if options.vis:
-                from vcorner.pipeline.overlay import write_overlay
+                from vcorner.pipeline.overlay import overlay_name, write_overlay
 
-                write_overlay(out_dir, item, corners, card)
+                write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated)
             summary.done += 1
         except (InputError, ValueError, OSError) as err:
             summary.failed[item.name] = f"post-processing failed: {err}"

@@ -18,7 +18,7 @@ import numpy as np
 
 from vcorner import CORNER_NAMES
 from vcorner.io.atomic import write_text_atomic
-from vcorner.postprocess.decode import VertebraCorners, ellipse_from_cov
+from vcorner.postprocess.decode import VertebraCorners
 
 CORNER_COLUMNS = ("image", "vertebra", "corner", "x", "y", "confidence", "sd_major_px", "sd_minor_px",
                   "angle_deg", "source")
@@ -29,8 +29,9 @@ def corner_rows(image: str, corners: Sequence[VertebraCorners]) -> list[list[str
     """The ``corners.csv`` rows of one image (4 per vertebra, in CORNER_NAMES order)."""
     rows = []
     for v in corners:
+        ellipses = v.ellipses()
         for k, corner in enumerate(CORNER_NAMES):
-            major, minor, angle = ellipse_from_cov(v.cov[k])
+            major, minor, angle = ellipses[k]
             rows.append([image, v.name, corner, f"{v.xy[k, 0]:.3f}", f"{v.xy[k, 1]:.3f}",
                          f"{v.confidence[k]:.4f}", f"{major:.3f}", f"{minor:.3f}", f"{angle:.2f}", v.source[k]])
     return rows

@@ -16,7 +16,7 @@ from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affin
 from vcorner.io.images import read_image
 from vcorner.io.records import InputError
 from vcorner.pipeline.plan import PlannedImage
-from vcorner.postprocess.decode import VertebraCorners, decode_image
+from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners, accumulate_image, decode_accumulated
 
 
 @dataclass
@@ -78,7 +78,7 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
                     np.empty_like(patches), image.pixels if keep_pixels else None)
 
 
-def finish(job: ImageJob, card: ModelCard) -> list[VertebraCorners]:
-    """Corners of every vertebra of a job whose maps are filled."""
-    return decode_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.names, card.prior, job.shape,
-                        card.decode)
+def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
+    """Corners of every vertebra of a job whose maps are filled, and each vertebra's accumulated map."""
+    accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
+    return decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode), accumulated

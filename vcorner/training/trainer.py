@@ -87,7 +87,7 @@ def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, x: np.
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         steps += 1
         reporter.advance(len(xb), losses[-1])
     return (float(np.mean(losses)) if losses else math.nan), steps

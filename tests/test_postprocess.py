@@ -1,0 +1,222 @@
+"""Post-processing: numba kernels against their NumPy references, background removal, decoding end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import make_spine
+from vcorner.config import DecodeConfig, SamplingConfig
+from vcorner.geometry.frames import Frames, frames_from_centers, rotation
+from vcorner.geometry.patches import apply_affine, invert_affines, patch_affines, sample_poses
+from vcorner.postprocess import reference
+from vcorner.postprocess.background import remove_background
+from vcorner.postprocess.decode import (
+    _quadratic_offset,
+    accumulate_image,
+    covariance_ellipse,
+    decode_image,
+    decode_vertebra,
+    vertebra_region,
+)
+from vcorner.postprocess.kernels import backproject, quadrant_argmax
+from vcorner.prior import ANY, CornerPrior
+
+ORIGIN, SHAPE = (10, 20), (40, 50)
+
+
+def random_affines(rng: np.random.Generator, count: int, n: int) -> np.ndarray:
+    """(count, 2, 3) patch-to-image affines: random rotation, scale and shear, centres around the region.
+
+    Centres range past the region's edges so that some patches are cut off, and the last patch lies
+    entirely outside it.
+    """
+    linear = rotation(rng.uniform(-np.pi, np.pi, count)) * rng.uniform(0.5, 2.5, (count, 1, 1))
+    linear += rng.normal(0.0, 0.2, (count, 2, 2))
+    centres = np.array(ORIGIN) + rng.uniform(-10, 10, (count, 2)) + rng.uniform(0, 1, (count, 2)) * SHAPE[::-1]
+    centres[-1] = [ORIGIN[0] - 300.0, ORIGIN[1]]
+    translation = centres - linear @ np.full(2, (n - 1) / 2.0)
+    return np.concatenate([linear, translation[:, :, None]], axis=2)
+
+
+def gaussian_maps(points: np.ndarray, n: int, sd: float) -> np.ndarray:
+    """(P, N, N) float32 maps, each the sum of unit-peak Gaussians at its (K, 2) patch points (u, v)."""
+    v, u = np.mgrid[0:n, 0:n].astype(np.float64)
+    d2 = (u[None, None] - points[:, :, 0, None, None]) ** 2 + (v[None, None] - points[:, :, 1, None, None]) ** 2
+    return np.exp(-0.5 * d2 / sd**2).sum(axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_backproject_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    maps = rng.random((6, 16, 16), dtype=np.float32)
+    to_patch = invert_affines(random_affines(rng, 6, 16))
+    fast = backproject(maps, to_patch, ORIGIN, SHAPE)
+    slow = reference.backproject(maps, to_patch, ORIGIN, SHAPE)
+    assert fast.shape == SHAPE and fast.dtype == np.float32
+    assert np.count_nonzero(slow) > 100
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-5)
+
+
+def test_backproject_of_a_shifted_patch_is_the_patch():
+    maps = np.arange(2 * 16 * 16, dtype=np.float32).reshape(2, 16, 16)
+    patch_to_image = np.array([[[1.0, 0.0, ORIGIN[0] + 3], [0.0, 1.0, ORIGIN[1] + 2]]] * 2)
+    out = backproject(maps, invert_affines(patch_to_image), ORIGIN, SHAPE)
+    np.testing.assert_allclose(out[2:18, 3:19], maps.mean(axis=0))
+    assert out.sum() == pytest.approx(maps.mean(axis=0).sum())
+    assert not backproject(maps[:0], patch_to_image[:0], ORIGIN, SHAPE).any()
+
+
+def test_backproject_agrees_loosely_with_the_cv2_loop():
+    rng = np.random.default_rng(3)
+    affines = random_affines(rng, 5, 64)
+    maps = gaussian_maps(rng.uniform(16, 48, (5, 2, 2)), 64, sd=4.0)  # smooth, near zero at the edges
+    fast = backproject(maps, invert_affines(affines), ORIGIN, SHAPE)
+    loop = reference.backproject_cv2(maps, affines, ORIGIN, SHAPE)
+    assert np.abs(fast - loop).max() < 0.02 * fast.max()
+
+
+def quadrant_case(seed: int) -> tuple:
+    """Random arguments of ``quadrant_argmax`` over the module's region (the centre inside it)."""
+    rng = np.random.default_rng(seed)
+    acc = rng.random(SHAPE, dtype=np.float32)
+    center = np.array(ORIGIN) + rng.uniform(0.3, 0.7, 2) * SHAPE[::-1]
+    axes = rotation(rng.uniform(-np.pi, np.pi))
+    means = center + rng.normal(0.0, 8.0, (4, 2))
+    root = rng.normal(0.0, 0.2, (4, 2, 2))
+    inv_cov = root @ root.transpose(0, 2, 1) + 0.01 * np.eye(2)
+    return acc, ORIGIN, center, axes, 20.0, means, inv_cov, 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_quadrant_argmax_matches_reference(seed):
+    args = quadrant_case(seed)
+    peaks, values = quadrant_argmax(*args)
+    ref_peaks, ref_values = reference.quadrant_argmax(*args)
+    np.testing.assert_array_equal(peaks, ref_peaks)
+    np.testing.assert_allclose(values, ref_values, rtol=0, atol=1e-5)
+    assert np.all(peaks >= 0) and np.all(values >= 0)
+
+
+def test_quadrant_argmax_reports_quadrants_outside_the_region():
+    acc, _, center, _, size, means, inv_cov, radius = quadrant_case(4)
+    axes = np.eye(2)
+    origin = (int(np.ceil(center[0])) + 1, ORIGIN[1])  # the region starts right of the centre: no left half
+    peaks, values = quadrant_argmax(acc, origin, center, axes, size, means, inv_cov, radius)
+    ref_peaks, ref_values = reference.quadrant_argmax(acc, origin, center, axes, size, means, inv_cov, radius)
+    np.testing.assert_array_equal(peaks, ref_peaks)
+    np.testing.assert_array_equal(peaks[[0, 2]], -1)
+    np.testing.assert_array_equal(values[[0, 2]], -1.0)
+    assert np.all(peaks[[1, 3]] >= 0)
+
+
+def test_remove_background_properties():
+    rng = np.random.default_rng(0)
+    maps = 0.3 + 0.05 * rng.random((4, 16, 16), dtype=np.float32)
+    maps[:, 5, 7] = 2.0
+    maps[1] = 0.25  # flat
+    maps[2, 0, 0] = np.nan
+    out = remove_background(maps, 0.75)
+    assert out.shape == maps.shape and out.dtype == np.float32
+    assert np.all(out >= 0.0) and np.all(out <= 1.0)
+    np.testing.assert_array_equal(out.max(axis=(1, 2)), [1.0, 0.0, 1.0, 1.0])
+    assert np.all(np.mean(out[[0, 2, 3]] == 0.0, axis=(1, 2)) >= 0.75)  # the quantile's share is background
+    assert out[2, 0, 0] == 0.0
+    # Invariant to a positive gain and an offset (what the spatial normalization leaves free).
+    np.testing.assert_allclose(remove_background(3.0 * maps[[0, 3]] + 7.0, 0.75), out[[0, 3]], atol=1e-5)
+    assert not remove_background(np.zeros((2, 8, 8), np.float32), 0.5).any()
+    with pytest.raises(ValueError, match="quantile"):
+        remove_background(maps, 1.5)
+
+
+def test_covariance_ellipse_of_a_known_covariance():
+    def cov(sd_major: float, sd_minor: float, angle_deg: float) -> np.ndarray:
+        r = rotation(np.deg2rad(angle_deg))
+        return r @ np.diag([sd_major**2, sd_minor**2]) @ r.T
+
+    major, minor, angle = covariance_ellipse(np.stack([cov(3, 1, 30), cov(3, 1, -60), cov(2, 1, 90), cov(1, 1, 0)]))
+    np.testing.assert_allclose(major, [3, 3, 2, 1])
+    np.testing.assert_allclose(minor, [1, 1, 1, 1])
+    np.testing.assert_allclose(angle, [30, -60, 90, 0], atol=1e-9)
+
+
+def test_quadratic_offset_recovers_a_gaussian_peak():
+    y, x = np.mgrid[-1:2, -1:2].astype(np.float64)
+    f = np.exp(-0.5 * ((x - 0.3) ** 2 / 4.0 + (y + 0.2) ** 2 / 2.0))
+    np.testing.assert_allclose(_quadratic_offset(f), [0.3, -0.2], atol=1e-9)
+    assert not _quadratic_offset(np.ones((3, 3))).any()
+
+
+def test_vertebra_region_is_clipped_to_the_image():
+    frames = frames_from_centers(np.array([[5.0, 10.0], [5.0, 30.0]]))  # size 20
+    assert vertebra_region(frames, 0, 1.0, (100, 100)) == ((0, 0), (31, 26))
+    assert vertebra_region(frames, 1, 1.0, (35, 100)) == ((0, 10), (25, 26))
+    assert vertebra_region(frames, 1, 1.0, (5, 100))[1][0] == 0
+
+
+# --- decoding end to end on synthetic maps ---------------------------------------------------------------
+
+SAMPLING = SamplingConfig()
+IMAGE_SHAPE = (360, 320)
+
+
+def shifted_prior(frames: Frames, corners: np.ndarray) -> CornerPrior:
+    """A pooled prior 0.03 sizes off the true frame corners, standard deviation 0.05 sizes."""
+    mean = frames.to_frame(0, corners[0]) + 0.03
+    cov = np.tile(0.05**2 * np.eye(2), (4, 1, 1))
+    return CornerPrior(means={ANY: mean}, covariances={ANY: cov}, counts={ANY: 100})
+
+
+def synthetic_outputs(frames: Frames, corners: np.ndarray, flat: int, seed: int = 0) -> tuple:
+    """'Perfect' network outputs: Gaussians at each vertebra's own corners in its patches, a background
+    level, noise and a zero border; the patches of vertebra ``flat`` are constant."""
+    rng = np.random.default_rng(seed)
+    poses = sample_poses(SAMPLING)
+    affines = np.concatenate([patch_affines(frames, i, poses, SAMPLING) for i in range(len(frames))])
+    owner = np.repeat(np.arange(len(frames)), len(poses))
+    to_patch = invert_affines(affines)
+    points = np.stack([apply_affine(a, corners[v]) for a, v in zip(to_patch, owner, strict=True)])
+    n = SAMPLING.patch_size
+    maps = gaussian_maps(points, n, sd=2.5) + 0.3 + 0.03 * rng.random((len(owner), n, n), dtype=np.float32)
+    maps[owner == flat] = 0.25
+    maps[:, [0, -1], :] = 0.0
+    maps[:, :, [0, -1]] = 0.0
+    return maps / maps.sum(axis=(1, 2), keepdims=True), affines, owner
+
+
+def test_decode_image_finds_the_true_corners_and_falls_back_to_the_prior():
+    spine = make_spine(n=4, angle_deg=10.0, size=60.0)
+    corners = np.stack([v.corners for v in spine.vertebrae])
+    frames = frames_from_centers(spine.centers)
+    prior, config = shifted_prior(frames, corners), DecodeConfig()
+    maps, affines, owner = synthetic_outputs(frames, corners, flat=2)
+    names = [v.name for v in spine.vertebrae]
+    found = decode_image(maps, affines, owner, frames, names, prior, IMAGE_SHAPE, config)
+    assert [f.name for f in found] == names
+    for index in (0, 1, 3):
+        assert found[index].source == ("network",) * 4
+        np.testing.assert_allclose(found[index].xy, corners[index], atol=1.0)
+        assert np.all(found[index].confidence > 0.5) and np.all(found[index].confidence <= 1.0)
+        assert np.all(np.linalg.eigvalsh(found[index].cov) > 0.0)
+        assert np.all(found[index].ellipses()[:, 0] < 5.0)
+    means, covs = prior.in_image(frames, 2, names[2])
+    assert found[2].source == ("prior",) * 4
+    np.testing.assert_allclose(found[2].xy, means)
+    np.testing.assert_allclose(found[2].cov, covs)
+    assert not found[2].confidence.any()
+
+
+def test_accumulated_maps_and_a_vertebra_outside_the_image():
+    spine = make_spine(n=3)
+    corners = np.stack([v.corners for v in spine.vertebrae])
+    frames = frames_from_centers(spine.centers)
+    prior, config = shifted_prior(frames, corners), DecodeConfig()
+    maps, affines, owner = synthetic_outputs(frames, corners, flat=-1)
+    accumulated = accumulate_image(maps, affines, owner, frames, IMAGE_SHAPE, config)
+    for index, m in enumerate(accumulated):
+        assert (m.origin, m.acc.shape) == vertebra_region(frames, index, config.search_radius, IMAGE_SHAPE)
+        assert 0.5 < m.acc.max() <= 1.0
+    lost = decode_vertebra(np.zeros((0, 0), np.float32), (0, 0), frames, 1, "C4", prior, config)
+    assert lost.source == ("prior",) * 4
+    with pytest.raises(ValueError, match="disagree"):
+        accumulate_image(maps, affines[:-1], owner, frames, IMAGE_SHAPE, config)

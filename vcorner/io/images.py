@@ -1,0 +1,394 @@
+"""Read and write radiographs: PNG, JPEG, TIFF (8/16-bit) and DICOM, with a decompression-bomb guard.
+
+Every image is returned as float32 intensities in [0, 1] with bone bright (0 = air). Intensity mapping:
+
+- PNG/JPEG/TIFF: by the sample type's range (uint8 / 255, uint16 / 65535); other sample types (float or
+  signed TIFFs) by their min-max.
+- DICOM: the modality LUT (RescaleSlope/Intercept) is applied, then the values are min-max normalized
+  (robust to files whose BitsStored overstates the range actually used), then MONOCHROME1 is inverted.
+
+Before any pixel is decoded, the dimensions are read from the header (PNG IHDR, JPEG SOF marker, TIFF
+first IFD, DICOM Rows/Columns read with ``stop_before_pixels``) and an image with more than ``max_pixels``
+pixels is refused, so a decompression bomb never allocates its claimed size. Every failure is an
+:class:`~vcorner.io.records.InputError` whose message is one line naming the file.
+
+EXIF orientation is ignored: coordinates refer to the pixels as stored.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+import numpy as np
+
+from vcorner.io.atomic import write_bytes_atomic
+from vcorner.io.records import InputError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 200_000_000
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm", ".dicom")
+_KIND_BY_SUFFIX = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff",
+                   ".dcm": "dicom", ".dicom": "dicom"}
+_MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "jpeg": (b"\xff\xd8",), "tiff": (b"II*\x00", b"MM\x00*", b"II+\x00",
+                                                                          b"MM\x00+")}
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_MAX_SEGMENTS = 10_000
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+@dataclass(frozen=True)
+class XRayImage:
+    """A decoded radiograph.
+
+    Attributes:
+        pixels: (H, W) float32 in [0, 1]; 0 = dark (air), 1 = bright (bone).
+        pixel_spacing_mm: Physical pixel size in mm (DICOM only), or None when unknown.
+        bits: Stored bit depth (8, 16, or DICOM BitsStored such as 12).
+    """
+
+    pixels: np.ndarray
+    pixel_spacing_mm: float | None
+    bits: int
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_image_path(path: Path) -> bool:
+    """True for a supported image suffix, or a file of any other suffix with the DICOM ``DICM`` preamble."""
+    path = Path(path)
+    if path.suffix.lower() in SUPPORTED_SUFFIXES:
+        return True
+    return path.is_file() and _has_dicom_preamble(path)
+
+
+def _kind(path: Path) -> str:
+    """The image kind of ``path`` from its suffix (or DICOM preamble), after checking the file exists."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected an image file")
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    if size == 0:
+        raise InputError(f"{path}: empty file (0 bytes)")
+    kind = _KIND_BY_SUFFIX.get(path.suffix.lower())
+    if kind is None and _has_dicom_preamble(path):
+        kind = "dicom"
+    if kind is None:
+        raise InputError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; "
+                         f"supported: {', '.join(SUPPORTED_SUFFIXES)} or DICOM without suffix")
+    return kind
+
+
+def _unpack(fmt: str, data: bytes) -> tuple[int, ...]:
+    if len(data) < struct.calcsize(fmt):
+        raise ValueError("truncated header")
+    return struct.unpack(fmt, data[: struct.calcsize(fmt)])
+
+
+def _png_size(handle: BinaryIO) -> tuple[int, int]:
+    head = handle.read(24)
+    if head[12:16] != b"IHDR":
+        raise ValueError("no IHDR chunk")
+    return _unpack(">II", head[16:24])  # type: ignore[return-value]
+
+
+def _jpeg_size(handle: BinaryIO) -> tuple[int, int]:
+    """Walk the JPEG markers up to the first start-of-frame; reads a few bytes per segment."""
+    handle.read(2)
+    for _ in range(_MAX_SEGMENTS):
+        byte = handle.read(1)
+        if byte != b"\xff":
+            raise ValueError("bad marker" if byte else "truncated header")
+        marker = handle.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = handle.read(1)
+        if not marker:
+            raise ValueError("truncated header")
+        code = marker[0]
+        if code in (0x01, 0xD8) or 0xD0 <= code <= 0xD7:
+            continue
+        if code in (0xD9, 0xDA):
+            raise ValueError("no frame header before the image data")
+        (length,) = _unpack(">H", handle.read(2))
+        if code in _JPEG_SOF:
+            height, width = _unpack(">xHH", handle.read(5))
+            return width, height
+        handle.seek(length - 2, io.SEEK_CUR)
+    raise ValueError("no frame header")
+
+
+def _tiff_size(handle: BinaryIO) -> tuple[int, int]:
+    """Width and height from the first IFD of a classic or Big TIFF."""
+    head = handle.read(16)
+    order = "<" if head[:2] == b"II" else ">"
+    (magic,) = _unpack(order + "H", head[2:4])
+    big = magic == 43
+    (offset,) = _unpack(order + ("Q" if big else "I"), head[8:16] if big else head[4:8])
+    handle.seek(offset)
+    (count,) = _unpack(order + ("Q" if big else "H"), handle.read(8 if big else 2))
+    entry = 20 if big else 12
+    data = handle.read(min(count, 4096) * entry)
+    sizes: dict[int, int] = {}
+    for i in range(len(data) // entry):
+        tag, kind = _unpack(order + "HH", data[i * entry : i * entry + 4])
+        value = data[i * entry + (12 if big else 8) : (i + 1) * entry]
+        code = {3: "H", 4: "I", 16: "Q"}.get(kind)
+        if tag in (256, 257) and code:
+            sizes[tag] = _unpack(order + code, value)[0]
+    if 256 not in sizes or 257 not in sizes:
+        raise ValueError("no ImageWidth/ImageLength in the first IFD")
+    return sizes[256], sizes[257]
+
+
+def raster_size(path: Path, kind: str) -> tuple[int, int]:
+    """(width, height) of a PNG/JPEG/TIFF read from its header only (bounded memory and time).
+
+    Raises:
+        InputError: the header is missing, truncated or of another format.
+    """
+    parsers = {"png": _png_size, "jpeg": _jpeg_size, "tiff": _tiff_size}
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(8)
+            if not magic.startswith(_MAGIC[kind]):
+                raise ValueError(f"not a {kind.upper()} file (unrecognized signature)")
+            handle.seek(0)
+            return parsers[kind](handle)
+    except (ValueError, struct.error, OSError) as err:
+        raise InputError(f"{path}: corrupt {kind.upper()} header ({err})") from None
+
+
+def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
+    if width < 1 or height < 1:
+        raise InputError(f"{path}: absurd image dimensions {width} x {height}")
+    if width * height > max_pixels:
+        raise InputError(f"{path}: image of {width} x {height} = {width * height} pixels exceeds the limit of "
+                         f"{max_pixels} (decompression bomb?); refused before decoding")
+
+
+def _to_gray(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim == 3 and array.shape[2] == 1:
+        return array[:, :, 0]
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        code = cv2.COLOR_BGR2GRAY if array.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        return cv2.cvtColor(array, code)
+    if array.ndim != 2:
+        raise InputError(f"{path}: unsupported pixel layout {array.shape}")
+    return array
+
+
+def _unit_range(array: np.ndarray) -> np.ndarray:
+    """(H, W) values min-max normalized to float32 [0, 1] (zeros for a constant image)."""
+    values = array.astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _read_raster(path: Path, kind: str, max_pixels: int) -> XRayImage:
+    width, height = raster_size(path, kind)
+    _check_size(path, width, height, max_pixels)
+    data = np.fromfile(path, dtype=np.uint8)
+    if kind == "jpeg" and b"\xff\xd9" not in data[-1024:].tobytes():
+        raise InputError(f"{path}: truncated JPEG data (no end-of-image marker)")
+    try:
+        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as err:
+        raise InputError(f"{path}: cannot decode {kind.upper()} ({str(err).strip().splitlines()[-1]})") from None
+    if array is None or array.size == 0:
+        raise InputError(f"{path}: corrupt or truncated {kind.upper()} data (decoder failed)")
+    array = _to_gray(array, path)
+    if array.dtype == np.uint8:
+        return XRayImage(array.astype(np.float32) / 255.0, None, 8)
+    if array.dtype == np.uint16:
+        return XRayImage(array.astype(np.float32) / 65535.0, None, 16)
+    logger.warning("%s: %s samples, intensities min-max normalized", path, array.dtype)
+    return XRayImage(_unit_range(array), None, array.dtype.itemsize * 8)
+
+
+def _spacing_pair(value: object) -> float | None:
+    """Mean of a DICOM (row, column) spacing pair in mm, or None when absent or invalid."""
+    try:
+        numbers = [float(v) for v in value] if value is not None else []  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    if len(numbers) != 2 or not all(math.isfinite(v) and v > 0 for v in numbers):
+        return None
+    return (numbers[0] + numbers[1]) / 2
+
+
+def dicom_spacing(ds: object, path: Path) -> float | None:
+    """Pixel spacing in mm from PixelSpacing, else ImagerPixelSpacing (mean of row/column, with a warning)."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = getattr(ds, keyword, None)
+        spacing = _spacing_pair(value)
+        if spacing is not None:
+            if abs(float(value[0]) - float(value[1])) > 1e-6 * spacing:  # type: ignore[index]
+                logger.warning("%s: anisotropic %s %s, using the mean %.6g mm", path, keyword, list(value), spacing)
+            return spacing
+        if value is not None:
+            logger.warning("%s: ignoring invalid %s %r", path, keyword, value)
+    return None
+
+
+def _dicom_header(path: Path, max_pixels: int) -> object:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="1 MB", force=True)
+    except Exception as err:  # pydicom raises many types on corrupt files
+        raise InputError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from None
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    if rows is None or cols is None:
+        raise InputError(f"{path}: DICOM file without an image (no Rows/Columns)")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    _check_size(path, int(cols), int(rows) * max(frames, 1), max_pixels)
+    return ds
+
+
+def _read_dicom(path: Path, max_pixels: int) -> XRayImage:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    header = _dicom_header(path, max_pixels)
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        stored = ds.pixel_array
+        values = apply_modality_lut(stored, ds)
+    except Exception as err:  # truncated data, unsupported transfer syntax, bad attributes
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: cannot decode DICOM pixel data ({message})") from None
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        logger.warning("%s: %d frames, using the first", path, int(ds.NumberOfFrames))
+        values = values[0]
+    if values.ndim == 3:
+        values = cv2.cvtColor(values.astype(np.float32), cv2.COLOR_RGB2GRAY)
+    pixels = _unit_range(values)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        pixels = 1.0 - pixels
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    return XRayImage(np.ascontiguousarray(pixels, dtype=np.float32), dicom_spacing(header, path), bits)
+
+
+def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRayImage:
+    """Read a radiograph as float32 intensities in [0, 1], bone bright.
+
+    Args:
+        path: PNG, JPEG, TIFF or DICOM file (DICOM also without suffix when it has the DICM preamble).
+        max_pixels: Largest accepted width x height (x frames); larger images are refused before decoding.
+
+    Returns:
+        The image; ``pixel_spacing_mm`` is set for DICOM with PixelSpacing or ImagerPixelSpacing.
+
+    Raises:
+        InputError: one line naming the file and the problem (missing, directory, empty, unsupported,
+            corrupt or truncated, absurd or too large dimensions).
+    """
+    path = Path(path)
+    kind = _kind(path)
+    try:
+        if kind == "dicom":
+            return _read_dicom(path, max_pixels)
+        return _read_raster(path, kind, max_pixels)
+    except PermissionError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    except MemoryError:
+        raise InputError(f"{path}: out of memory while decoding") from None
+
+
+def _dicom_bytes(pixels: np.ndarray, spacing: float | None, photometric: str, bits_stored: int,
+                 uid_entropy: list[str] | None) -> bytes:
+    """A Secondary Capture DICOM file (explicit VR little endian) holding ``pixels`` as stored values."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    def uid(role: str) -> str:
+        return generate_uid(entropy_srcs=[*uid_entropy, role] if uid_entropy is not None else None)
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SECONDARY_CAPTURE
+    ds.SOPClassUID, ds.SOPInstanceUID = SECONDARY_CAPTURE, uid("instance")
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study"), uid("series")
+    ds.PatientName, ds.PatientID, ds.Modality, ds.ConversionType = "PHANTOM^VCORNER", "PHANTOM", "OT", "SYN"
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, 1
+    for keyword in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                    "AccessionNumber"):
+        setattr(ds, keyword, "")  # type 2: present, empty
+    ds.ImageType, ds.PatientOrientation = ["DERIVED", "SECONDARY"], ["A", "F"]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, 0
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
+    if spacing is not None:
+        ds.PixelSpacing = [f"{spacing:.6g}", f"{spacing:.6g}"]
+    stored = ((1 << bits_stored) - 1 - pixels.astype(np.int64)) if photometric == "MONOCHROME1" else pixels
+    ds.PixelData = np.ascontiguousarray(stored, dtype=pixels.dtype.newbyteorder("<")).tobytes()
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def write_image(path: Path, pixels: np.ndarray, *, pixel_spacing_mm: float | None = None,
+                photometric: str = "MONOCHROME2", bits_stored: int | None = None, jpeg_quality: int = 95,
+                uid_entropy: list[str] | None = None) -> None:
+    """Write a grayscale image atomically; the format follows the suffix.
+
+    Args:
+        path: Destination; ``.png``, ``.jpg``/``.jpeg`` (8-bit only), ``.tif``/``.tiff`` or ``.dcm``/``.dicom``.
+        pixels: (H, W) uint8 or uint16 values, bright = bone.
+        pixel_spacing_mm: Stored as DICOM PixelSpacing; other formats do not keep it.
+        photometric: DICOM only: ``MONOCHROME2`` stores the values, ``MONOCHROME1`` stores
+            ``2**bits_stored - 1 - value`` so that readers invert them back.
+        bits_stored: DICOM BitsStored (default: the sample size); values must fit.
+        jpeg_quality: JPEG quality, 0-100.
+        uid_entropy: DICOM only: strings from which the UIDs are derived (reproducible files);
+            None draws random UIDs.
+
+    Raises:
+        ValueError: unsupported suffix, dtype, shape, photometric or bit depth.
+    """
+    path = Path(path)
+    kind = _KIND_BY_SUFFIX.get(path.suffix.lower())
+    if kind is None:
+        raise ValueError(f"{path}: unsupported suffix for writing; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+    if pixels.ndim != 2 or pixels.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{path}: expected (H, W) uint8 or uint16 pixels, got {pixels.shape} {pixels.dtype}")
+    if kind == "dicom":
+        bits = bits_stored or pixels.dtype.itemsize * 8
+        if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+            raise ValueError(f"{path}: photometric must be MONOCHROME1 or MONOCHROME2, got {photometric!r}")
+        if not 1 <= bits <= pixels.dtype.itemsize * 8 or int(pixels.max(initial=0)) >= 1 << bits:
+            raise ValueError(f"{path}: values do not fit in BitsStored={bits}")
+        data = _dicom_bytes(pixels, pixel_spacing_mm, photometric, bits, uid_entropy)
+    else:
+        if kind == "jpeg" and pixels.dtype != np.uint8:
+            raise ValueError(f"{path}: JPEG holds 8-bit pixels only, got {pixels.dtype}")
+        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if kind == "jpeg" else []
+        ok, encoded = cv2.imencode(path.suffix.lower(), np.ascontiguousarray(pixels), params)
+        if not ok:
+            raise ValueError(f"{path}: OpenCV could not encode the image")
+        data = encoded.tobytes()
+    write_bytes_atomic(path, data)

@@ -1,0 +1,191 @@
+"""Numba kernels of the post-processing (DESIGN.md section 3, step 7).
+
+:func:`backproject` warps patch maps back onto an image region and averages them; :func:`quadrant_argmax`
+finds the prior-weighted maximum of an accumulated map in each quadrant of a vertebra frame. Each public
+function checks and converts its arguments, then calls one compiled kernel with a single type signature, so
+numba compiles once and caches the machine code on disk (next to this file, or in numba's user-wide cache
+directory when an installed package is read-only). Plain NumPy references are in
+:mod:`vcorner.postprocess.reference`.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _span(slope: float, offset: float, upper: float) -> tuple[float, float]:
+    """Interval of x where ``0 <= slope * x + offset <= upper``; empty when the first bound exceeds the second."""
+    if slope > 0.0:
+        return (0.0 - offset) / slope, (upper - offset) / slope
+    if slope < 0.0:
+        return (upper - offset) / slope, (0.0 - offset) / slope
+    if 0.0 <= offset <= upper:
+        return -np.inf, np.inf
+    return np.inf, -np.inf
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _bilinear(patch: np.ndarray, u: float, v: float) -> float:
+    """Bilinear sample of an (N, N) map at column ``u``, row ``v``, both within [0, N - 1]."""
+    n = patch.shape[0]
+    iu = min(int(u), n - 2)
+    iv = min(int(v), n - 2)
+    fu = u - iu
+    fv = v - iv
+    top = (1.0 - fu) * patch[iv, iu] + fu * patch[iv, iu + 1]
+    bottom = (1.0 - fu) * patch[iv + 1, iu] + fu * patch[iv + 1, iu + 1]
+    return (1.0 - fv) * top + fv * bottom
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _row_columns(
+    slope_u: float, offset_u: float, slope_v: float, offset_v: float, x0: int, width: int, last: float
+) -> tuple[int, int]:
+    """Columns ``[first, stop)`` of a region row that may fall inside a patch (one pixel of slack each side).
+
+    Along the row, patch coordinates are ``u = slope_u * x + offset_u`` and ``v = slope_v * x + offset_v``.
+    """
+    lo_u, hi_u = _span(slope_u, offset_u, last)
+    lo_v, hi_v = _span(slope_v, offset_v, last)
+    lo = max(lo_u, lo_v) - x0
+    hi = min(hi_u, hi_v) - x0
+    if lo > hi:
+        return 0, 0
+    first = max(0, int(np.ceil(min(max(lo, -2.0), width + 2.0))) - 1)
+    stop = min(width, int(np.floor(min(max(hi, -2.0), width + 2.0))) + 2)
+    return first, max(first, stop)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
+def _backproject(maps: np.ndarray, to_patch: np.ndarray, x0: int, y0: int, height: int, width: int) -> np.ndarray:
+    out = np.zeros((height, width), dtype=np.float32)
+    n_patches = maps.shape[0]
+    if n_patches == 0:
+        return out
+    last = maps.shape[1] - 1.0
+    for i in numba.prange(height):
+        y = float(y0 + i)
+        row = np.zeros(width, dtype=np.float64)
+        for k in range(n_patches):
+            a = to_patch[k]
+            cu = a[0, 1] * y + a[0, 2]
+            cv = a[1, 1] * y + a[1, 2]
+            first, stop = _row_columns(a[0, 0], cu, a[1, 0], cv, x0, width, last)
+            for j in range(first, stop):
+                x = float(x0 + j)
+                u = a[0, 0] * x + cu
+                v = a[1, 0] * x + cv
+                if 0.0 <= u <= last and 0.0 <= v <= last:
+                    row[j] += _bilinear(maps[k], u, v)
+        for j in range(width):
+            out[i, j] = row[j] / n_patches
+    return out
+
+
+def backproject(
+    maps: np.ndarray, to_patch: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]
+) -> np.ndarray:
+    """Mean of patch maps warped back onto an image region.
+
+    Region pixel ``(i, j)`` is image pixel ``(x0 + j, y0 + i)``; each patch contributes its bilinearly
+    interpolated map at that pixel's patch coordinates when they lie within [0, N - 1] on both axes, and
+    nothing otherwise. Per region row, each patch's range of covered columns is solved from its affine, so
+    patches that miss a row cost O(1). Parallel over rows.
+
+    Args:
+        maps: (P, N, N) patch maps, N >= 2 (converted to float32).
+        to_patch: (P, 2, 3) image-to-patch affines (image pixel -> patch column, row).
+        origin: ``(x0, y0)`` image pixel of the region's first pixel.
+        shape: ``(H, W)`` of the region.
+
+    Returns:
+        (H, W) float32 sum over patches divided by P (all zero when P == 0).
+    """
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    to_patch = np.ascontiguousarray(to_patch, dtype=np.float64)
+    if maps.ndim != 3 or maps.shape[1] != maps.shape[2] or (len(maps) and maps.shape[1] < 2):
+        raise ValueError(f"maps must be (P, N, N) with N >= 2, got {maps.shape}")
+    if to_patch.shape != (len(maps), 2, 3):
+        raise ValueError(f"to_patch must be ({len(maps)}, 2, 3), got {to_patch.shape}")
+    height, width = (max(0, int(s)) for s in shape)
+    return _backproject(maps, to_patch, int(origin[0]), int(origin[1]), height, width)
+
+
+@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
+def _quadrant_rows(
+    acc: np.ndarray, x0: int, y0: int, center: np.ndarray, axes: np.ndarray, reach: float,
+    means: np.ndarray, inv_cov: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    height, width = acc.shape
+    best = np.full((height, 4), -1.0)
+    column = np.full((height, 4), -1, dtype=np.int64)
+    for i in numba.prange(height):
+        y = float(y0 + i)
+        dy = y - center[1]
+        for j in range(width):
+            x = float(x0 + j)
+            dx = x - center[0]
+            if dx * dx + dy * dy > reach * reach:
+                continue
+            qx = axes[0, 0] * dx + axes[1, 0] * dy
+            qy = axes[0, 1] * dx + axes[1, 1] * dy
+            k = (2 if qy >= 0.0 else 0) + (1 if qx >= 0.0 else 0)
+            ex = x - means[k, 0]
+            ey = y - means[k, 1]
+            m = inv_cov[k, 0, 0] * ex * ex + (inv_cov[k, 0, 1] + inv_cov[k, 1, 0]) * ex * ey
+            m += inv_cov[k, 1, 1] * ey * ey
+            score = acc[i, j] * np.exp(-0.5 * m)
+            if score > best[i, k]:
+                best[i, k] = score
+                column[i, k] = j
+    return best, column
+
+
+def quadrant_argmax(
+    acc: np.ndarray, origin: tuple[int, int], center: np.ndarray, axes: np.ndarray, size: float,
+    prior_means: np.ndarray, prior_inv_cov: np.ndarray, radius: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Prior-weighted maximum of an accumulated map in each quadrant of a vertebra frame.
+
+    Pixels within ``radius * size`` of the centre take part. A pixel's frame coordinates ``q`` (frame x to
+    the image right of the spine, y caudal) pick its quadrant: superior when ``q_y < 0``, left when
+    ``q_x < 0``; the order is ``vcorner.CORNER_NAMES``. Its score is
+    ``acc * exp(-0.5 * d^T inv_cov_k d)`` with ``d`` = pixel - ``prior_means[k]``. Ties go to the first
+    pixel in row-major order.
+
+    Args:
+        acc: (H, W) accumulated map of the region (converted to float32).
+        origin: ``(x0, y0)`` image pixel of ``acc[0, 0]``.
+        center: (2,) vertebra centre, image pixels.
+        axes: (2, 2) frame axes as columns (x, y).
+        size: vertebra size, pixels.
+        prior_means: (4, 2) prior corner means, image pixels.
+        prior_inv_cov: (4, 2, 2) inverse prior covariances, 1 / px^2.
+        radius: search radius in vertebra sizes.
+
+    Returns:
+        peaks: (4, 2) int64 ``(row, col)`` of each quadrant's maximum in ``acc``; ``(-1, -1)`` when no
+            pixel of the region lies in that quadrant within the radius.
+        values: (4,) float64 weighted score at each peak; -1 where there is no pixel.
+    """
+    acc = np.ascontiguousarray(acc, dtype=np.float32)
+    if acc.ndim != 2:
+        raise ValueError(f"acc must be (H, W), got {acc.shape}")
+    best, column = _quadrant_rows(
+        acc, int(origin[0]), int(origin[1]), np.ascontiguousarray(center, dtype=np.float64).reshape(2),
+        np.ascontiguousarray(axes, dtype=np.float64).reshape(2, 2), float(radius * size),
+        np.ascontiguousarray(prior_means, dtype=np.float64).reshape(4, 2),
+        np.ascontiguousarray(prior_inv_cov, dtype=np.float64).reshape(4, 2, 2),
+    )
+    peaks = np.full((4, 2), -1, dtype=np.int64)
+    values = np.full(4, -1.0)
+    if len(best) == 0:
+        return peaks, values
+    rows = np.argmax(best, axis=0)  # first row holding the maximum: row-major tie order
+    for k, row in enumerate(rows):
+        if best[row, k] >= 0.0:
+            peaks[k] = row, column[row, k]
+            values[k] = best[row, k]
+    return peaks, values
