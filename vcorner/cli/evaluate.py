@@ -1,0 +1,62 @@
+"""``vcorner evaluate PRED ANNOTATIONS``: the paper's Table 1, per-corner/per-vertebra tables and plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from vcorner.cli.common import stderr, user_errors
+
+COLUMNS = (("p2p_median", "P2P median"), ("p2p_mean", "mean"), ("p2p_std", "std"),
+           ("fit_failure_pct", "fit failure %"), ("p2c_median", "P2C median"), ("p2c_mean", "mean"),
+           ("p2c_std", "std"), ("corners", "corners"))
+
+
+def rich_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    """A Table-1 style table, one row per method/corner/vertebra."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for _, label in COLUMNS:
+        table.add_column(label, justify="right")
+    for name, row in rows.items():
+        table.add_row(name, *(f"{row[k]:.2f}" if k != "corners" else str(row[k]) for k, _ in COLUMNS))
+    return table
+
+
+def evaluate(
+    predictions: Annotated[Path, typer.Argument(help="corners.csv written by vcorner batch.")],
+    annotations: Annotated[Path, typer.Argument(help="annotations.json with the true corners.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for metrics.json and plots.")] = None,
+) -> None:
+    """Compare predicted corners with annotations: P2P, P2C (mm, or px without spacing), fit failure (> 3 mm)."""
+    from vcorner.evaluation.metrics import grouped_rows, match, read_predictions, table1_row
+    from vcorner.io.annotations import read_annotations
+
+    with user_errors():
+        errors = match(read_predictions(predictions), read_annotations(annotations))
+        overall = table1_row(errors)
+        unit = overall["unit"]
+        console = Console()
+        console.print(rich_table(f"Corner error ({unit})", {"vcorner": overall}))
+        console.print(rich_table("Per corner", grouped_rows(errors, "corner")))
+        console.print(rich_table("Per vertebra", grouped_rows(errors, "vertebra")))
+        for kind in ("missing", "unexpected"):
+            names = getattr(errors, kind)
+            if names:
+                stderr.print(f"{len(names)} {kind} corner(s), e.g. {', '.join(names[:3])}", highlight=False)
+        if out is not None:
+            from vcorner.evaluation.plots import box_plots, cumulative_curve
+
+            out.mkdir(parents=True, exist_ok=True)
+            report = {"overall": overall, "per_corner": grouped_rows(errors, "corner"),
+                      "per_vertebra": grouped_rows(errors, "vertebra"),
+                      "missing": errors.missing, "unexpected": errors.unexpected}
+            (out / "metrics.json").write_text(json.dumps(report, indent=1))
+            cumulative_curve({"vcorner": errors}, out / "cumulative_error.png", unit)
+            box_plots(errors, out / "box_plots.png", unit)
+            stderr.print(f"wrote {out / 'metrics.json'} and plots", highlight=False)

@@ -1,0 +1,127 @@
+"""Corner accuracy the paper's way (section 4, Table 1): P2P and P2C in millimetres, fit failure.
+
+Predictions (``corners.csv``) are matched to annotations by image, vertebra and corner name; whatever does not
+match is reported by name and counted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vcorner import CORNER_NAMES
+from vcorner.geometry.spline import contour, point_to_curve
+from vcorner.io.records import ImageRecord, InputError
+
+FIT_FAILURE_MM = 3.0
+
+
+@dataclass
+class CornerErrors:
+    """Per-corner errors of matched predictions (one entry per annotated corner found in the predictions).
+
+    Attributes:
+        image, vertebra, corner: identifiers per entry.
+        p2p, p2c: errors in mm where the image has a pixel spacing, else in pixels (see ``unit``).
+        p2p_px: point-to-point errors in pixels.
+        confidence, sd_major_px, sd_minor_px, angle_deg, dx, dy: predicted uncertainty and signed offsets.
+        source: ``network`` or ``prior``.
+        missing: annotated corners without a prediction (``image/vertebra/corner``).
+        unexpected: predicted corners without an annotation.
+    """
+
+    image: list[str] = field(default_factory=list)
+    vertebra: list[str] = field(default_factory=list)
+    corner: list[str] = field(default_factory=list)
+    p2p: list[float] = field(default_factory=list)
+    p2c: list[float] = field(default_factory=list)
+    p2p_px: list[float] = field(default_factory=list)
+    in_mm: list[bool] = field(default_factory=list)
+    confidence: list[float] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def read_predictions(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
+    """``corners.csv`` rows keyed by (image, vertebra, corner)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such predictions file")
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        needed = {"image", "vertebra", "corner", "x", "y"}
+        if not needed <= set(reader.fieldnames or []):
+            raise InputError(f"{path}: needs columns {', '.join(sorted(needed))}")
+        rows = {}
+        for line, row in enumerate(reader, start=2):
+            if row["corner"] not in CORNER_NAMES:
+                raise InputError(f"{path}: row {line}: unknown corner {row['corner']!r}")
+            rows[(row["image"], row["vertebra"], row["corner"])] = row
+    return rows
+
+
+def match(predictions: dict[tuple[str, str, str], dict[str, str]], truth: Sequence[ImageRecord]) -> CornerErrors:
+    """Errors of every annotated corner against its prediction."""
+    errors = CornerErrors()
+    seen = set()
+    for record in truth:
+        scale = record.pixel_spacing_mm or 1.0
+        for v in record.vertebrae:
+            if v.corners is None:
+                continue
+            outline = contour(v.corners, v.boundary, spacing=0.25)
+            for k, name in enumerate(CORNER_NAMES):
+                key = (record.file, v.name, name)
+                row = predictions.get(key)
+                if row is None:
+                    errors.missing.append("/".join(key))
+                    continue
+                seen.add(key)
+                xy = np.array([float(row["x"]), float(row["y"])])
+                errors.image.append(record.file)
+                errors.vertebra.append(v.name)
+                errors.corner.append(name)
+                errors.p2p_px.append(float(np.linalg.norm(xy - v.corners[k])))
+                errors.p2p.append(errors.p2p_px[-1] * scale)
+                errors.p2c.append(float(point_to_curve(xy[None], outline)[0]) * scale)
+                errors.in_mm.append(record.pixel_spacing_mm is not None)
+                errors.confidence.append(float(row.get("confidence") or "nan"))
+                errors.source.append(row.get("source", ""))
+    errors.unexpected = sorted("/".join(k) for k in predictions if k not in seen)
+    return errors
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """Median, mean and standard deviation (NaN when empty)."""
+    a = np.asarray(values, dtype=np.float64)
+    if not len(a):
+        return {"median": float("nan"), "mean": float("nan"), "std": float("nan")}
+    return {"median": float(np.median(a)), "mean": float(a.mean()), "std": float(a.std())}
+
+
+def table1_row(errors: CornerErrors) -> dict[str, float]:
+    """The paper's Table 1 row: P2P median/mean/std, fit failure %, P2C median/mean/std."""
+    p2p, p2c = summarize(errors.p2p), summarize(errors.p2c)
+    failure = 100.0 * float(np.mean(np.asarray(errors.p2p) > FIT_FAILURE_MM)) if errors.p2p else float("nan")
+    return {"p2p_median": p2p["median"], "p2p_mean": p2p["mean"], "p2p_std": p2p["std"],
+            "fit_failure_pct": failure, "p2c_median": p2c["median"], "p2c_mean": p2c["mean"],
+            "p2c_std": p2c["std"], "corners": len(errors.p2p), "missing": len(errors.missing),
+            "unexpected": len(errors.unexpected), "prior_fallbacks": errors.source.count("prior"),
+            "unit": "mm" if errors.in_mm and all(errors.in_mm) else "px"}
+
+
+def grouped_rows(errors: CornerErrors, by: str) -> dict[str, dict[str, float]]:
+    """Table 1 rows per corner name (``by="corner"``) or per vertebra (``by="vertebra"``)."""
+    keys = getattr(errors, by)
+    out = {}
+    for key in sorted(set(keys), key=lambda k: (CORNER_NAMES.index(k) if k in CORNER_NAMES else 9, k)):
+        pick = [i for i, k in enumerate(keys) if k == key]
+        sub = CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick],
+                           in_mm=[errors.in_mm[i] for i in pick], source=[errors.source[i] for i in pick])
+        out[key] = table1_row(sub)
+    return out
