@@ -26,3 +26,59 @@ def make_spine(n: int = 4, angle_deg: float = 10.0, size: float = 60.0, origin=(
 @pytest.fixture
 def spine() -> ImageRecord:
     return make_spine()
+
+
+def render_spine(record: ImageRecord, shape=(450, 400), seed: int = 0) -> np.ndarray:
+    """A plain uint8 radiograph of ``record``: blurred bright bodies on a dark, noisy background."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = np.zeros(shape, np.float32)
+    for v in record.vertebrae:
+        cv2.fillPoly(image, [np.round(v.corners[[0, 1, 3, 2]] * 16).astype(np.int32)], 0.7, cv2.LINE_AA, shift=4)
+    image = cv2.GaussianBlur(image, (0, 0), 1.5) + rng.normal(0, 0.05, shape)
+    return (np.clip(image, 0, 1) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory):
+    """A folder of 4 rendered spines with annotations.json and centers.csv."""
+    from dataclasses import replace
+
+    from vcorner.io.annotations import write_annotations
+    from vcorner.io.centers import write_centers
+    from vcorner.io.images import write_image
+
+    root = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(4):
+        record = make_spine(n=5, angle_deg=rng.uniform(-15, 15), size=rng.uniform(50, 70),
+                            origin=(200 + rng.uniform(-20, 20), 80))
+        record = replace(record, file=f"toy{i}.png")
+        write_image(root / record.file, render_spine(record, seed=i))
+        records.append(record)
+    write_annotations(root / "annotations.json", records)
+    write_centers(root / "centers.csv", records)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, toy_dataset):
+    """An untrained tiny UNet exported to ONNX with a prior fitted on the toy dataset."""
+    torch = pytest.importorskip("torch")
+    from vcorner.card import ModelCard
+    from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
+    from vcorner.export.onnx_export import export_model
+    from vcorner.io.annotations import read_annotations
+    from vcorner.model.unet import create_model
+    from vcorner.prior import fit_prior
+
+    torch.manual_seed(0)
+    model = create_model("tiny").eval()
+    sampling = SamplingConfig(grid_steps=2, scales=(1.0,), rotations_deg=(0.0,))
+    card = ModelCard(model.constructor_args(), sampling, GroundTruthConfig(), DecodeConfig(),
+                     fit_prior(read_annotations(toy_dataset / "annotations.json")), {"data": "toy"})
+    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
+    export_model(model, card, path)
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +32,13 @@ def export_model(model: UNet, card: ModelCard, out: Path, opset: int = OPSET) ->
     n = card.sampling.patch_size
     example = torch.zeros(2, model.in_channels, n, n)
     tmp = out.with_name(f".{out.name}.tmp")
-    torch.onnx.export(
-        model.eval().cpu(), (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        opset_version=opset, dynamo=False, do_constant_folding=True,
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated but gives the plainest graph
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model.eval().cpu(), (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamo=False, do_constant_folding=True,
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
     graph = onnx.load(str(tmp))
     onnx.checker.check_model(graph)
     graph.doc_string = "vcorner spatial probability regressor (UNet + spatial normalization)"

@@ -1,0 +1,109 @@
+"""``vcorner batch``: outputs, bad input, resume, exit codes, CLI and subprocess without torch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+from vcorner.pipeline.outputs import CORNER_COLUMNS, CornerJournal
+
+
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture
+def xrays(tmp_path, toy_dataset):
+    """A copy of the toy dataset plus a corrupt image, a missing one, and an escaping path in the CSV."""
+    root = tmp_path / "xrays"
+    shutil.copytree(toy_dataset, root)
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with open(root / "centers.csv", "a", encoding="utf-8") as handle:
+        handle.write("broken.png,C3,100,100\nbroken.png,C4,100,160\n")
+        handle.write("gone.png,C3,100,100\ngone.png,C4,100,160\n")
+        handle.write("../outside.png,C3,100,100\n../outside.png,C4,100,160\n")
+    return root
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_batch_writes_every_corner_and_lists_failures(xrays, tiny_onnx, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("batch", xrays, "--centers", xrays / "centers.csv", "--out", out, "--model", tiny_onnx,
+                     "--json", "--vis")
+    assert result.exit_code == 1, result.output  # some images failed
+    rows = read_rows(out / "corners.csv")
+    assert list(rows[0]) == list(CORNER_COLUMNS)
+    assert len(rows) == 4 * 5 * 4  # 4 good images x 5 vertebrae x 4 corners
+    assert {r["image"] for r in rows} == {f"toy{i}.png" for i in range(4)}
+    for r in rows:
+        assert 0.0 <= float(r["confidence"]) <= 1.0 and r["source"] in ("network", "prior")
+        assert float(r["sd_major_px"]) >= float(r["sd_minor_px"]) > 0
+    errors = {r["image"]: r["reason"] for r in read_rows(out / "errors.csv")}
+    assert set(errors) == {"broken.png", "gone.png", "../outside.png"}
+    assert "outside" in errors["../outside.png"] or ".." in errors["../outside.png"]
+    assert all("\n" not in reason for reason in errors.values())
+    assert json.loads((out / "json" / "toy0.png.json").read_text())["vertebrae"][0]["name"] == "C3"
+    assert (out / "vis" / "toy0.png").stat().st_size > 1000
+    assert not (tmp_path / "outside.png").exists()
+
+
+def test_resume_skips_finished_images_without_duplicates(toy_dataset, tiny_onnx, tmp_path):
+    out = tmp_path / "out"
+    args = ("batch", toy_dataset, "--centers", toy_dataset / "centers.csv", "--out", out, "--model", tiny_onnx)
+    assert run_cli(*args).exit_code == 0
+    first = (out / "corners.csv").read_text()
+    # Simulate a kill mid-write: a partial trailing row of an extra image.
+    with open(out / "corners.csv", "a", encoding="utf-8") as handle:
+        handle.write("toy9.png,C3,superior_left,1.0")
+    second = run_cli(*args)
+    assert second.exit_code == 0
+    assert (out / "corners.csv").read_text() == first
+
+
+def test_journal_keeps_only_complete_images(tmp_path):
+    path = tmp_path / "corners.csv"
+    row = ["a.png", "C3", "superior_left", "1", "2", "0.5", "1", "1", "0", "network"]
+    path.write_text(",".join(CORNER_COLUMNS) + "\n" + "\n".join(",".join(row) for _ in range(4)) + "\n"
+                    + ",".join(["b.png"] + row[1:]) + "\n")
+    journal = CornerJournal(path, {"a.png": 4, "b.png": 4}, resume=True)
+    journal.close()
+    assert journal.done == {"a.png"}
+    assert len(read_rows(path)) == 4
+
+
+def test_usage_errors_exit_2_with_one_line(tmp_path, tiny_onnx):
+    result = run_cli("batch", tmp_path / "nope", "--centers", tmp_path / "c.csv", "--model", tiny_onnx,
+                     "--out", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "no such directory" in result.output and "Traceback" not in result.output
+    (tmp_path / "d").mkdir()
+    (tmp_path / "c.csv").write_text("image,x,y\na.png,1,2\n")
+    result = run_cli("batch", tmp_path / "d", "--centers", tmp_path / "c.csv", "--model", tiny_onnx,
+                     "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "missing column(s) vertebra" in result.output
+
+
+def test_batch_subprocess_never_imports_torch(toy_dataset, tiny_onnx, tmp_path):
+    script = (
+        "import sys\n"
+        "from vcorner.cli import main\n"
+        f"sys.argv = ['vcorner', 'batch', {str(toy_dataset)!r}, '--centers', {str(toy_dataset / 'centers.csv')!r},"
+        f" '--out', {str(tmp_path / 'out')!r}, '--model', {str(tiny_onnx)!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(read_rows(tmp_path / "out" / "corners.csv")) == 4 * 5 * 4

@@ -1,0 +1,71 @@
+"""Training: a tiny UNet learns (validation BC rises), checkpoints carry their card, resume continues."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vcorner.config import SamplingConfig  # noqa: E402
+from vcorner.io.records import InputError  # noqa: E402
+from vcorner.training.checkpoint import load_model, load_resume_state, read_card  # noqa: E402
+from vcorner.training.recipe import ModelSpec, OptimSpec, Recipe, load_recipe  # noqa: E402
+from vcorner.training.trainer import train  # noqa: E402
+
+TINY = Recipe(name="tiny", model=ModelSpec(recipe="tiny"),
+              sampling=SamplingConfig(grid_steps=2, scales=(0.95, 1.05), rotations_deg=(-5.0, 5.0)),
+              train=OptimSpec(epochs=3, batch_size=16, lr=3e-3, patches_per_vertebra=32, seed=0))
+
+
+@pytest.fixture(scope="module")
+def run(toy_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return out, train(toy_dataset, TINY, out)
+
+
+def test_tiny_unet_learns(run):
+    _, result = run
+    start, best = result.history[0]["val_bc"], max(h["val_bc"] for h in result.history[1:])
+    assert best > start + 0.15, [round(h["val_bc"], 3) for h in result.history]
+
+
+def test_checkpoint_carries_model_args_sampling_and_prior(run):
+    out, _ = run
+    model, card = load_model(out)
+    assert card.model_args["widths"] == list(model.widths)
+    assert card.sampling == TINY.sampling
+    assert set(card.prior.means) >= {"C3", "C7", "*"}
+    assert read_card(out / "model.safetensors").training["recipe"] == "tiny"
+    assert load_resume_state(out / "last.pt")["epoch"] == 3
+
+
+def test_resume_continues_where_it_stopped(toy_dataset, run):
+    out, result = run
+    from dataclasses import replace
+
+    more = replace(TINY, train=replace(TINY.train, epochs=4))
+    resumed = train(toy_dataset, more, out, resume=True)
+    assert len(resumed.history) == len(result.history) + 1
+    assert [h["val_bc"] for h in resumed.history[:4]] == [h["val_bc"] for h in result.history]
+    assert resumed.history[-1]["epoch"] == 4
+
+
+def test_pickled_checkpoints_and_bad_recipes_are_refused(tmp_path):
+    bad = tmp_path / "last.pt"
+    torch.save({"x": object()}, bad)
+    with pytest.raises(InputError, match="cannot resume"):
+        load_resume_state(bad)
+    with pytest.raises(InputError, match="pickled"):
+        load_model(bad)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[sampling]\npatchsize = 64\n")
+    with pytest.raises(InputError, match="unknown setting"):
+        load_recipe(recipe)
+
+
+@pytest.mark.parametrize("name", ["lite", "paper"])
+def test_shipped_recipes_load(name):
+    from pathlib import Path
+
+    recipe = load_recipe(Path(__file__).parents[1] / "train" / f"{name}.toml")
+    assert recipe.model.recipe == name
