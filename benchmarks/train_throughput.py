@@ -1,0 +1,61 @@
+"""Training throughput (patches/s) of the recipes on this machine: forward + backward + Adam step.
+
+    python benchmarks/train_throughput.py [--steps 20] [--batch 32]
+
+Appends a JSON line per recipe to benchmarks/results/train_throughput.jsonl (machine, date, numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from vcorner.model.loss import bhattacharyya_loss
+from vcorner.model.unet import count_parameters, create_model
+
+
+def measure(recipe: str, steps: int, batch: int) -> dict:
+    torch.manual_seed(0)
+    model = create_model(recipe).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(batch, 1, 64, 64)
+    y = torch.softmax(torch.randn(batch, 64 * 64), dim=1).reshape(batch, 1, 64, 64)
+    for step in range(steps + 2):
+        if step == 2:
+            began = time.perf_counter()
+        loss = bhattacharyya_loss(y, model(x))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - began
+    return {"recipe": recipe, "parameters": count_parameters(model), "batch": batch, "steps": steps,
+            "patches_per_s": round(steps * batch / seconds, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--recipes", nargs="+", default=["lite", "paper"])
+    args = parser.parse_args()
+    out = Path(__file__).parent / "results" / "train_throughput.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "torch": torch.__version__, "threads": torch.get_num_threads()}
+    for recipe in args.recipes:
+        row = {**measure(recipe, args.steps, args.batch), "machine": machine,
+               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        print(json.dumps(row))
+        with open(out, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
