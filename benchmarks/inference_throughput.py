@@ -1,0 +1,77 @@
+"""Inference throughput (patches/s): ONNX Runtime CPU against torch eager, same weights, same batches.
+
+    python benchmarks/inference_throughput.py [--model runs/lite] [--batches 64 256] [--seconds 5]
+
+Without --model, a randomly initialised model of --recipe is exported to a temporary ONNX file (speed does
+not depend on the weights). Appends JSON lines to benchmarks/results/inference_throughput.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from vcorner.card import ModelCard
+from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
+from vcorner.export.onnx_export import export_model
+from vcorner.model.unet import create_model
+from vcorner.prior import CornerPrior
+from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from vcorner.training.checkpoint import load_model
+
+
+def rate(infer, batch: np.ndarray, seconds: float) -> float:
+    """Patches per second of ``infer`` on ``batch`` after one warm-up call."""
+    infer(batch)
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        infer(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", type=Path, help="checkpoint (run folder or .safetensors)")
+    parser.add_argument("--recipe", default="lite")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    if args.model:
+        model, card = load_model(args.model)
+    else:
+        model = create_model(args.recipe).eval()
+        prior = CornerPrior({"*": np.zeros((4, 2))}, {"*": np.tile(np.eye(2), (4, 1, 1))}, {"*": 1})
+        card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(), prior, {})
+    onnx_path = Path(tempfile.mkdtemp()) / "model.onnx"
+    export_model(model, card, onnx_path)
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+               "onnxruntime": ort.__version__, "torch": torch.__version__}
+    out = Path(__file__).parent / "results" / "inference_throughput.jsonl"
+    out.parent.mkdir(exist_ok=True)
+    with OnnxRuntimeRunner(onnx_path) as runner, torch.inference_mode():
+        for b in args.batches:
+            x = np.random.default_rng(0).standard_normal((b, 1, 64, 64)).astype(np.float32)
+            ort_rate = rate(runner.infer, x, args.seconds)
+            torch_rate = rate(lambda a: model(torch.from_numpy(a)).numpy(), x, args.seconds)
+            row = {"recipe": args.model.name if args.model else args.recipe, "batch": b,
+                   "ort_cpu_patches_per_s": round(ort_rate, 1), "torch_eager_patches_per_s": round(torch_rate, 1),
+                   "ort_over_torch": round(ort_rate / torch_rate, 2), "machine": machine,
+                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            print(json.dumps(row))
+            with open(out, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
