@@ -111,7 +111,13 @@ def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: que
 
 def _finish_all(finished: queue.Queue, card: ModelCard, journal: CornerJournal, out_dir: Path,
                 options: BatchOptions, summary: BatchSummary, progress: Progress) -> None:
-    """Finisher thread: decode corners, write rows (and JSON/overlays), record failures."""
+    """Finisher thread: decode corners, write rows (and JSON/overlays), record failures.
+
+    Its numba kernels run on one thread: the cores belong to inference, which this stage hides behind.
+    """
+    import numba
+
+    numba.set_num_threads(1)
     while (item := finished.get()) is not _DONE:
         if isinstance(item, tuple):
             summary.failed[item[0]] = item[1]

@@ -34,9 +34,27 @@ def remove_background(maps: np.ndarray, quantile: float) -> np.ndarray:
         raise ValueError(f"maps must be (P, N, N), got {maps.shape}")
     if maps.size == 0:
         return np.zeros(maps.shape, dtype=np.float32)
-    flat = np.nan_to_num(maps.reshape(len(maps), -1).astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    level = np.quantile(flat, quantile, axis=1, keepdims=True).astype(np.float32)
-    above = np.maximum(flat - level, 0.0)
-    peak = above.max(axis=1, keepdims=True)
-    scaled = np.divide(above, peak, out=np.zeros_like(above), where=peak > 0.0)
-    return scaled.reshape(maps.shape)
+    flat = maps.reshape(len(maps), -1).astype(np.float32)  # a copy, modified in place below
+    if not np.isfinite(flat).all():
+        np.nan_to_num(flat, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.subtract(flat, _quantile_rows(flat, quantile)[:, None], out=flat)
+    np.maximum(flat, 0.0, out=flat)
+    peak = flat.max(axis=1, keepdims=True)
+    np.divide(flat, peak, out=flat, where=peak > 0.0)  # rows with peak 0 are already all zero
+    return flat.reshape(maps.shape)
+
+
+def _quantile_rows(flat: np.ndarray, quantile: float) -> np.ndarray:
+    """(P,) ``quantile`` of each row of a (P, M) array, interpolated linearly between order statistics.
+
+    The value of ``np.quantile``'s default method, from one partial sort per row (about half the time of
+    ``np.quantile``): the next order statistic is the minimum of the part above the partition point.
+    """
+    position = quantile * (flat.shape[1] - 1)
+    lo = int(np.floor(position))
+    ordered = np.partition(flat, lo, axis=1)
+    below = ordered[:, lo]
+    if lo + 1 >= flat.shape[1]:
+        return below
+    above = ordered[:, lo + 1 :].min(axis=1)
+    return below + (above - below) * np.float32(position - lo)

@@ -6,9 +6,9 @@ corners of the vertebra above), weight by the learned prior, take each frame qua
 sub-pixel precision, and describe its uncertainty by the moments of the weighted map around it. A quadrant
 without enough mass falls back to the prior.
 
-The accumulated map is the mean over the vertebra's patches of maps rescaled to a maximum of 1, so its value
-at a corner reads as the fraction of patches that put their maximum there; that value is the corner's
-``confidence``.
+The accumulated map is the mean over the vertebra's patches of maps rescaled to a maximum of 1 (a patch that
+does not cover a pixel counts 0 there), so its value at a corner reads as the fraction of patches that put
+their maximum there; that value is the corner's ``confidence``.
 """
 
 from __future__ import annotations
@@ -168,11 +168,15 @@ def decode_vertebra(
 ) -> VertebraCorners:
     """Four corners of one vertebra from its accumulated map.
 
-    The map is weighted by the prior (covariance inflated by ``config.prior_inflation``), each frame
-    quadrant within ``config.search_radius`` sizes keeps its weighted maximum, refined by
-    :func:`_refine_corner`. Where the accumulated value at that maximum is below ``config.min_peak`` (or the
-    quadrant lies outside the image) the corner is the prior mean, with confidence 0 and the prior's
-    covariance.
+    The map is weighted by the prior (covariance inflated by ``config.prior_inflation``) and each frame
+    quadrant within ``config.search_radius`` sizes keeps its weighted maximum. With ``config.subpixel`` that
+    pixel is refined by a quadratic fit to the log of the weighted map on its 3 x 3 neighbourhood (clamped to
+    +-1 px). The covariance is the second moment of the weighted map minus its minimum, over a disc of
+    ``config.refine_radius_px`` around the peak, about its weighted mean, times ``config.ellipse_scale ** 2``,
+    plus :data:`COV_FLOOR_PX2`. The confidence is the unweighted accumulated value at the peak pixel.
+    Where that value is below ``config.min_peak`` (no patch mass where the prior allows a corner), or the
+    quadrant lies outside the image, the corner is the prior mean with confidence 0 and the prior's own
+    (uninflated) covariance.
 
     Args:
         acc: (H, W) accumulated map of the vertebra's region (from :func:`accumulate_image`).
