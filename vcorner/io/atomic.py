@@ -17,6 +17,7 @@ def atomic_open(path: Path, mode: str = "w", **kwargs) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs should be readable like any written file
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
             handle.flush()

@@ -357,7 +357,8 @@ def write_image(path: Path, pixels: np.ndarray, *, pixel_spacing_mm: float | Non
     """Write a grayscale image atomically; the format follows the suffix.
 
     Args:
-        path: Destination; ``.png``, ``.jpg``/``.jpeg`` (8-bit only), ``.tif``/``.tiff`` or ``.dcm``/``.dicom``.
+        path: Destination; ``.png``, ``.jpg``/``.jpeg`` (8-bit only), ``.tif``/``.tiff`` (deflate with
+            horizontal predictor) or ``.dcm``/``.dicom`` (uncompressed, explicit VR little endian).
         pixels: (H, W) uint8 or uint16 values, bright = bone.
         pixel_spacing_mm: Stored as DICOM PixelSpacing; other formats do not keep it.
         photometric: DICOM only: ``MONOCHROME2`` stores the values, ``MONOCHROME1`` stores
@@ -386,7 +387,9 @@ def write_image(path: Path, pixels: np.ndarray, *, pixel_spacing_mm: float | Non
     else:
         if kind == "jpeg" and pixels.dtype != np.uint8:
             raise ValueError(f"{path}: JPEG holds 8-bit pixels only, got {pixels.dtype}")
-        params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if kind == "jpeg" else []
+        params = {"jpeg": [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)],
+                  "tiff": [cv2.IMWRITE_TIFF_COMPRESSION, cv2.IMWRITE_TIFF_COMPRESSION_ADOBE_DEFLATE,
+                           cv2.IMWRITE_TIFF_PREDICTOR, cv2.IMWRITE_TIFF_PREDICTOR_HORIZONTAL]}.get(kind, [])
         ok, encoded = cv2.imencode(path.suffix.lower(), np.ascontiguousarray(pixels), params)
         if not ok:
             raise ValueError(f"{path}: OpenCV could not encode the image")

@@ -93,7 +93,8 @@ def osteophyte(shape: BodyShape, corner: int, length: float) -> np.ndarray:
     """(K, 2) polygon of an anterior spur growing from ``corner`` (1 or 3) towards the disc, body frame."""
     apex = body_corners(shape)[corner]
     toward_disc = -1.0 if corner == 1 else 1.0
-    offsets = np.array([[-1.6, -0.4], [0.15, -3.2], [0.8, -0.9], [0.45 + 0.35 * length, length * 0.9]])
+    offsets = np.array([[-2.2, -0.3], [0.15, -3.8], [0.9, -1.2], [0.6 + 0.3 * length, length * 0.8],
+                        [-0.4, length * 0.35]])
     return apex + offsets * np.array([1.0, toward_disc])
 
 
@@ -167,7 +168,7 @@ def _centreline(s_nodes: np.ndarray, kind: str, rng: np.random.Generator) -> tup
     """Centreline samples (M, 2) and angles (M,) for body arc positions ``s_nodes`` (C3 at 0)."""
     bend = {"lordotic": (12.0, 32.0), "straight": (-4.0, 5.0), "kyphotic": (-14.0, -5.0)}[kind]
     kappa = np.deg2rad(rng.uniform(*bend)) / (s_nodes[5] - s_nodes[1])
-    lean = np.deg2rad(rng.uniform(-6.0, 14.0))
+    lean = np.deg2rad(rng.uniform(2.0, 18.0))
     s = np.arange(s_nodes[0] - 140.0, s_nodes[-1] + 140.0, 0.25)
     angle = lean + kappa * (np.clip(s, s_nodes[0], s_nodes[-1]) - s_nodes[3])
     step = np.stack([-np.sin(angle), np.cos(angle)], axis=1) * 0.25

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcorner.phantoms.anatomy import LEVELS, Body, Spine, body_outline, osteophyte
+from vcorner.phantoms.anatomy import LEVELS, Body, Spine, osteophyte
 from vcorner.phantoms.shapes import catmull_rom, ellipse, place, polyline, stroke, superellipse
 
 _SPINOUS_MM = (22.0, 13.0, 13.0, 14.0, 18.0, 26.0, 26.0)
@@ -44,16 +44,29 @@ def _parallelogram(center: tuple[float, float], width: float, top: float, bottom
     return catmull_rom(control, per_segment=6)
 
 
-def _spinous(body: Body, level: int, rng: np.random.Generator, base: np.ndarray) -> np.ndarray:
-    """Tapered, downward-curving spinous process outline from ``base`` (body frame)."""
+def _arch(level: int, pillar: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
+    """Lamina and spinous process as one smooth outline (body frame, mm).
+
+    Args:
+        level: Index into ``LEVELS`` (sets the spinous length and tip).
+        pillar: (posterior edge x, centre y, height) of the articular pillar the lamina leaves from.
+        rng: Random generator.
+    """
+    x0, y0, height = pillar
     length = _SPINOUS_MM[level] * rng.uniform(0.85, 1.15)
-    slope = np.deg2rad(rng.uniform(10.0, 35.0) + (8.0 if level in (5, 6) else 0.0))
-    sag = rng.uniform(0.0, 0.15) * length
-    t = np.linspace(0.0, 1.0, 8)
-    path = base + np.stack([-np.cos(slope) * length * t, np.sin(slope) * length * t + sag * t**2], axis=1)
-    thick = 9.0 if level == 0 else 7.0
-    tip = 6.5 if level in (0, 5, 6) else 4.5
-    return stroke(path, thick + (tip - thick) * t)
+    slope = np.deg2rad(rng.uniform(25.0, 50.0) - (10.0 if level in (5, 6) else 0.0))
+    axis, normal = np.array([-np.cos(slope), np.sin(slope)]), np.array([np.sin(slope), np.cos(slope)])
+    junction = np.array([x0 - 4.0, y0 + 0.15 * height])
+    tip = junction + axis * length
+    base, end = (6.0 if level == 0 else 4.5), (3.5 if level in (0, 5, 6) else 2.2)
+    control = [
+        (x0 + 2.0, y0 - 0.3 * height), junction - normal * base,
+        junction + axis * length * 0.5 - normal * (base + end) / 2, tip - normal * end,
+        tip + axis * end * 0.8, tip + normal * end,
+        junction + axis * length * 0.5 + normal * (base + end) / 2, junction + normal * base * 1.1,
+        (x0 + 2.0, y0 + 0.35 * height),
+    ]
+    return catmull_rom(np.array(control, dtype=np.float64), 6)
 
 
 def posterior_elements(body: Body, level: int, discs: tuple[float, float], rng: np.random.Generator) -> list[Part]:
@@ -64,22 +77,25 @@ def posterior_elements(body: Body, level: int, discs: tuple[float, float], rng: 
         level: Index into ``LEVELS``.
         discs: Disc heights above and below, mm (the pillars span them to form the facet joints).
         rng: Random generator.
+
+    Returns:
+        Parts in the spine frame; the pedicles, pillars and transverse processes overlap the posterior
+        part of the body as they do on a lateral film.
     """
     a, b = body.shape.depth / 2, body.shape.height / 2
-    parts = [Part(ellipse((-a - 2.5, -b * 0.35), 4.2, 2.8), 0.3, 0.25, 0.5)]
     width = rng.uniform(8.5, 11.0) * (1.15 if level == 0 else 1.0)
-    cx, slope = -a - 10.0 + rng.normal(0.0, 0.8), np.tan(np.deg2rad(rng.uniform(25.0, 45.0)))
-    top, bottom = -b - discs[0] * 0.5 + 0.8, b + discs[1] * 0.5 - 0.8
-    for _ in range(2):  # left and right pillars, imperfectly superimposed
-        offset = rng.normal(0.0, 1.0, 2)
-        pillar = _parallelogram((cx + offset[0], 0.6 + offset[1]), width, top, bottom, slope)
-        parts.append(Part(pillar, 0.28, 0.3, 0.6))
-    lamina = np.array([[cx - width / 2 + 1.0, 1.5], [-a - 21.0, 4.0]])
-    parts.append(Part(stroke(polyline(lamina, 6), 5.0), 0.35, 0.2, 0.5))
-    parts.append(Part(_spinous(body, level, rng, np.array([-a - 20.0, 3.5])), 0.4, 0.35, 0.6))
-    parts.append(Part(ellipse((-a * 0.35, -b * 0.1), 6.0, 4.0, rng.normal(0.0, 0.2)), 0.12))
+    cx, slope = -a - 8.5 + rng.normal(0.0, 0.8), np.tan(np.deg2rad(rng.uniform(30.0, 50.0)))
+    top, bottom = -b - discs[0] * 0.5 + 0.7, b + discs[1] * 0.5 - 0.7
+    parts = []
+    for _ in range(2):  # left and right, imperfectly superimposed
+        dx, dy = rng.normal(0.0, 0.9, 2)
+        pedicle = stroke(polyline([(-a + 2.0, -0.3 * b + dy), (cx + dx, -0.3 * b + dy)], 6), 0.45 * body.shape.height)
+        parts.append(Part(pedicle, 0.1))
+        parts.append(Part(_parallelogram((cx + dx, 0.6 + dy), width, top, bottom, slope), 0.2, 0.12, 0.5))
+    parts.append(Part(_arch(level, (cx - width / 2, 0.6, bottom - top), rng), 0.3, 0.18, 0.6))
+    parts.append(Part(ellipse((-a * 0.4, -b * 0.1), 6.0, 4.0, rng.normal(0.0, 0.2)), 0.08))
     if level > 0:
-        parts.append(Part(ellipse((-a * 0.6, -b - 0.6), 3.0, 1.6), 0.22))
+        parts.append(Part(ellipse((-a * 0.6, -b - 0.5), 3.0, 1.5), 0.15))
     return [Part(body.to_spine(p.polygon), p.density, p.rim, p.rim_mm) for p in parts]
 
 
@@ -98,40 +114,53 @@ def vertebral_bodies(spine: Spine, density: float, rim: float, rim_mm: float) ->
 
 
 def atlas_and_skull(spine: Spine, rng: np.random.Generator) -> list[Part]:
-    """C1 arches and lateral masses, occiput with the mastoid, in the spine frame."""
+    """C1 arches and lateral masses, the occiput, clivus and mastoid, in the spine frame."""
     c2 = spine.body("C2")
     a, b = c2.shape.depth / 2, c2.shape.height / 2
     y1 = -b - 14.0 + rng.normal(0.0, 1.5)
+    tip = -b - 17.0
     parts = [
-        Part(ellipse((a + 2.5, y1), 3.6, 5.8, 0.2), 0.25, 0.4, 0.8),
-        Part(stroke(polyline([(-a - 13.0, y1 + 1), (-a - 28.0, y1), (-a - 42.0, y1 + 3)], 10),
-                    np.linspace(6.5, 9.5, 10)), 0.35, 0.35, 0.8),
-        Part(ellipse((-a * 0.5, y1 - 1.0), 9.0, 6.0), 0.3),
-        Part(ellipse((-a - 9.0, y1 - 12.0), 8.0, 10.0, 0.3), 0.45, 0.2, 0.8),
+        Part(ellipse((a + 2.5, y1), 3.4, 5.6, 0.2), 0.2, 0.35, 0.8),
+        Part(stroke(polyline([(-a - 12.0, y1 + 1), (-a - 27.0, y1), (-a - 40.0, y1 + 3)], 10),
+                    np.linspace(6.0, 9.0, 10)), 0.25, 0.3, 0.8),
+        Part(ellipse((-a * 0.4, y1 - 2.0), 10.0, 6.5, 0.1), 0.12),
+        Part(ellipse((0.0, tip - 12.0), 9.0, 14.0, 0.35), 0.22, 0.1, 1.0),
+        Part(stroke(polyline([(a * 0.2, tip - 5.0), (a + 8.0, tip - 30.0)], 6), 9.0), 0.3, 0.2, 1.0),
     ]
-    drop = rng.uniform(-6.0, 8.0)
-    occiput = [(-a - 110, y1 - 12 + drop), (-a - 70, y1 - 9 + drop), (-a - 40, y1 - 11 + drop / 2),
-               (-a - 18, y1 - 16), (-a - 10, y1 - 40), (-a - 5, y1 - 140), (-a - 110, y1 - 140)]
-    parts.append(Part(catmull_rom(np.array(occiput), 8), 0.9, 0.5, 1.5))
+    drop = rng.uniform(-5.0, 12.0)
+    lower = [(-a - 8.0, tip - 6.0), (-a - 30.0, tip - 10.0 + drop * 0.3), (-a - 60.0, tip - 22.0 + drop),
+             (-a - 95.0, tip - 50.0 + drop), (-a - 130.0, tip - 90.0 + drop)]
+    edge = polyline(lower, 30)
+    occiput = np.vstack([edge, [(-a - 160.0, tip - 200.0), (-a + 10.0, tip - 200.0)]])
+    parts.append(Part(occiput, 0.45, 0.0))
+    parts.append(Part(stroke(edge, 5.0), 0.35))
     return [Part(c2.to_spine(p.polygon), p.density, p.rim, p.rim_mm) for p in parts]
 
 
+_MANDIBLE = np.array([(-15, -62), (-9, -35), (-4, -12), (2, -1), (14, 5), (40, 12), (95, 30), (97, -2), (60, -11),
+                      (36, -15), (27, -30), (21, -50), (13, -66)], dtype=np.float64)
+_MOLARS = ((44.0, -19.0), (55.0, -16.5), (66.0, -14.0))
+
+
 def mandible_and_hyoid(spine: Spine, rng: np.random.Generator) -> list[Part]:
-    """Both hemimandibles (ramus, angle, body) and the hyoid, in the spine frame."""
+    """Both hemimandibles (ramus, angle, body, molar crowns) and the hyoid, in the spine frame."""
     c2, c3 = spine.body("C2"), spine.body("C3")
-    x_r = c2.center[0] + c2.shape.depth / 2 + rng.uniform(3.0, 16.0)
-    gy = c3.center[1] + rng.uniform(-12.0, 6.0)
-    outline = np.array([(0, -75), (1, -25), (4, -4), (14, 2), (45, 3), (100, -6), (100, -38), (52, -31),
-                        (33, -30), (29, -75)], dtype=np.float64)
+    gonion = (c2.center[0] + c2.shape.depth / 2 + rng.uniform(4.0, 16.0),
+              (c2.center[1] + c3.center[1]) / 2 + rng.uniform(-8.0, 10.0))
+    tilt = np.deg2rad(rng.normal(0.0, 6.0))
     parts = []
     for side in range(2):
         scale = 1.0 if side == 0 else rng.uniform(1.02, 1.08)
-        shift = (x_r, gy) if side == 0 else (x_r + rng.uniform(1.0, 7.0), gy + rng.uniform(0.0, 6.0))
-        shape = catmull_rom(outline * scale, 6)
-        parts.append(Part(place(shape, np.deg2rad(rng.normal(0.0, 4.0)), shift), 0.22, 0.45, 1.6))
-    hyoid = ellipse((c3.center[0] + c3.shape.depth / 2 + rng.uniform(22.0, 34.0), c3.center[1] + rng.uniform(0, 12)),
-                    6.5, 2.6, np.deg2rad(rng.uniform(-30.0, 0.0)))
-    parts.append(Part(hyoid, 0.3, 0.3, 0.7))
+        shift = np.array(gonion) + (rng.uniform(1.0, 7.0, 2) if side else 0.0)
+        parts.append(Part(place(catmull_rom(_MANDIBLE * scale, 6), tilt, shift), 0.18, 0.4, 2.0))
+        if rng.random() < 0.7:
+            for x, y in _MOLARS:
+                crown = place(superellipse(5.0, 4.0, 3.0, 24), 0.0, (x, y - 4.0))
+                parts.append(Part(place(crown * scale, tilt, shift), 0.55, 0.2, 0.8))
+    c3_front = c3.center[0] + c3.shape.depth / 2
+    hyoid = ellipse((c3_front + rng.uniform(22.0, 34.0), c3.center[1] + rng.uniform(0, 12)), 5.5, 2.2,
+                    np.deg2rad(rng.uniform(-30.0, 0.0)))
+    parts.append(Part(hyoid, 0.2, 0.25, 0.7))
     return parts
 
 
@@ -158,7 +187,7 @@ def hardware(spine: Spine, rng: np.random.Generator) -> tuple[list[Part], str]:
         screw = np.stack([a + 1.0 - length * t * np.cos(tilt), y * b + length * t * np.sin(tilt)], axis=1)
         widths = 3.6 + 0.5 * np.sign(np.sin(2 * np.pi * t * length / 1.1)) - 1.2 * t**4
         parts.append(Part(body.to_spine(stroke(screw, widths)), 3.0, layer="metal"))
-    for upper, lower in zip(fused[:-1], fused[1:]):
+    for upper, lower in zip(fused[:-1], fused[1:], strict=True):
         mid = (upper.center + lower.center) / 2
         size = (min(upper.shape.depth, lower.shape.depth) * 0.42, 2.2)
         cage = place(superellipse(*size, 6.0), (upper.angle + lower.angle) / 2, mid)
@@ -174,5 +203,3 @@ def clutter(spine: Spine, rng: np.random.Generator) -> list[Part]:
         parts += posterior_elements(body, level, (discs[level], discs[level + 1]), rng)
     return parts + atlas_and_skull(spine, rng) + mandible_and_hyoid(spine, rng)
 
-
-__all__ = ["Part", "body_outline", "clutter", "hardware", "vertebral_bodies"]
