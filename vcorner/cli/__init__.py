@@ -17,13 +17,14 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (imports stay light: no torch here)."""
-    from vcorner.cli import batch, evaluate, export, synth, train
+    from vcorner.cli import batch, evaluate, export, synth, train, tune
 
     app.command("synth")(synth.synth)
     app.command("train")(train.train)
     app.command("export")(export.export)
     app.command("batch")(batch.batch)
     app.command("evaluate")(evaluate.evaluate)
+    app.command("tune")(tune.tune)
 
 
 @app.callback()

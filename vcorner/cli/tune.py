@@ -1,0 +1,49 @@
+"""``vcorner tune MODEL DATA``: decoding constants and ellipse calibration chosen on a validation set."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vcorner.cli.common import progress_bar, stderr, user_errors
+from vcorner.config import to_dict
+
+
+def tune(
+    model: Annotated[Path, typer.Argument(help="ONNX model whose sidecar card receives the tuned settings.")],
+    data: Annotated[Path, typer.Argument(help="Annotated validation folder (never the test set).")],
+    report: Annotated[Path | None, typer.Option(help="Write every candidate's scores as JSON here.")] = None,
+) -> None:
+    """Grid-search the decoding settings by mean P2P on DATA and calibrate the 95% ellipses; update MODEL's card."""
+    from vcorner.evaluation.tune import DEFAULT_GRID, infer_records, tune_decode
+    from vcorner.io.annotations import read_annotations
+    from vcorner.modelfile import read_model_card, write_sidecar
+    from vcorner.runtime.select import open_runner
+
+    with user_errors():
+        records = read_annotations(data / "annotations.json")
+        runner, card = open_runner(model)
+        with runner:
+            jobs = infer_records(data, records, runner, card)
+        total = 1
+        for values in DEFAULT_GRID.values():
+            total *= len(values)
+        with progress_bar() as bar:
+            task = bar.add_task("decoding settings", total=total)
+            result = tune_decode(jobs, card, progress=lambda: bar.update(task, advance=1))
+        card = read_model_card(model)
+        tuned = replace(card.with_decode(result.decode),
+                        training={**card.training, "decode_tuned_on": str(data), "tune_images": len(jobs),
+                                  "tune_coverage": result.coverage})
+        write_sidecar(model, tuned)
+        if report:
+            report.write_text(json.dumps({"decode": to_dict(result.decode), "coverage": result.coverage,
+                                          "candidates": result.candidates}, indent=1))
+    best = min(result.candidates, key=lambda c: c["p2p_mean"])
+    stderr.print(f"tuned on {len(jobs)} images: mean P2P {best['p2p_mean']:.3f}, ellipse scale "
+                 f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}); "
+                 f"updated {model}.json", highlight=False)

@@ -1,0 +1,137 @@
+"""Tune the decoding constants and calibrate the uncertainty ellipses on an annotated validation set.
+
+The network runs once per image; decoding (cheap) then runs for every candidate setting. The setting with the
+lowest mean P2P error wins; then ``ellipse_scale`` is chosen so that the 95% ellipses hold 95% of the true
+corners. Never tune on the test set: use a validation split (e.g. phantoms of another seed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from vcorner import CORNER_NAMES
+from vcorner.card import ModelCard
+from vcorner.config import DecodeConfig
+from vcorner.evaluation.metrics import CornerErrors, match, table1_row
+from vcorner.io.records import ImageRecord, InputError
+from vcorner.pipeline.plan import PlannedImage, safe_path
+from vcorner.pipeline.stages import ImageJob, prepare
+from vcorner.postprocess.decode import VertebraCorners, accumulate_image, decode_accumulated
+from vcorner.runtime.base import Runner
+
+log = logging.getLogger(__name__)
+
+CHI2_2DOF = {0.5: 1.3863, 0.95: 5.9915}
+"""Squared Mahalanobis radius of the 50% and 95% ellipses of a 2-D Gaussian."""
+
+DEFAULT_GRID: dict[str, tuple] = {
+    "background_quantile": (0.6, 0.75, 0.9),
+    "prior_inflation": (1.0, 2.0, 4.0, 9.0),
+    "min_peak": (0.01, 0.05, 0.15),
+}
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The chosen decoding settings, the P2P of every candidate, and calibration figures."""
+
+    decode: DecodeConfig
+    candidates: list[dict]
+    coverage: dict[str, float]
+
+
+def infer_records(root: Path, records: Sequence[ImageRecord], runner: Runner, card: ModelCard,
+                  batch_size: int = 256) -> list[tuple[ImageJob, ImageRecord]]:
+    """Run the network on every usable annotated image; returns jobs with filled maps."""
+    jobs = []
+    for record in records:
+        try:
+            job = prepare(PlannedImage(record, safe_path(Path(root), record.file)), card)
+        except InputError as err:
+            log.warning("skipping %s: %s", record.file, err)
+            continue
+        for start in range(0, len(job.patches), batch_size):
+            job.maps[start:start + batch_size] = runner.infer(job.patches[start:start + batch_size])
+        jobs.append((job, record))
+    if not jobs:
+        raise InputError(f"{root}: no usable annotated image to tune on")
+    return jobs
+
+
+def decode_jobs(jobs: Sequence[tuple[ImageJob, ImageRecord]], card: ModelCard,
+                decode: DecodeConfig) -> dict[str, list[VertebraCorners]]:
+    """Corners of every job under ``decode`` settings, keyed by image."""
+    out = {}
+    for job, _ in jobs:
+        acc = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, decode)
+        out[job.name] = decode_accumulated(acc, job.frames, job.names, card.prior, decode)
+    return out
+
+
+def as_predictions(corners: dict[str, list[VertebraCorners]]) -> dict[tuple[str, str, str], dict]:
+    """Decoded corners in the form of :func:`vcorner.evaluation.metrics.read_predictions`."""
+    return {(image, v.name, name): {"x": v.xy[k, 0], "y": v.xy[k, 1], "confidence": v.confidence[k],
+                                    "source": v.source[k], "cov": v.cov[k]}
+            for image, vertebrae in corners.items() for v in vertebrae for k, name in enumerate(CORNER_NAMES)}
+
+
+def mahalanobis_squared(predictions: dict, truth: Sequence[ImageRecord]) -> np.ndarray:
+    """Squared Mahalanobis distance of each true corner under its predicted covariance (network corners)."""
+    out = []
+    for record in truth:
+        for v in record.vertebrae:
+            for k, name in enumerate(CORNER_NAMES):
+                p = predictions.get((record.file, v.name, name))
+                if p is None or v.corners is None or p["source"] != "network":
+                    continue
+                d = v.corners[k] - np.array([p["x"], p["y"]])
+                out.append(float(d @ np.linalg.solve(p["cov"], d)))
+    return np.asarray(out)
+
+
+def coverage(d2: np.ndarray) -> dict[str, float]:
+    """Share of true corners inside the predicted 50% and 95% ellipses."""
+    return {f"inside_{int(q * 100)}": float(np.mean(d2 <= r)) if len(d2) else float("nan")
+            for q, r in CHI2_2DOF.items()}
+
+
+def evaluate_decode(jobs, card: ModelCard, decode: DecodeConfig) -> tuple[CornerErrors, dict]:
+    """Errors and raw predictions of the jobs under ``decode``."""
+    predictions = as_predictions(decode_jobs(jobs, card, decode))
+    return match(predictions, [r for _, r in jobs]), predictions
+
+
+def calibrate_scale(jobs, card: ModelCard, decode: DecodeConfig, target: float = 0.95) -> tuple[float, dict]:
+    """The ``ellipse_scale`` whose 95% ellipses hold ``target`` of the true corners, and the coverage then."""
+    best, best_gap, best_cov = 1.0, np.inf, {}
+    for scale in np.geomspace(0.25, 16.0, 31):
+        _, predictions = evaluate_decode(jobs, card, replace(decode, ellipse_scale=float(scale)))
+        cov = coverage(mahalanobis_squared(predictions, [r for _, r in jobs]))
+        gap = abs(cov["inside_95"] - target)
+        if gap < best_gap:
+            best, best_gap, best_cov = float(scale), gap, cov
+    return round(best, 3), best_cov
+
+
+def tune_decode(jobs, card: ModelCard, grid: dict[str, tuple] | None = None,
+                progress: Callable[[], None] | None = None) -> TuneResult:
+    """Grid-search the decoding settings by mean P2P, then calibrate the ellipses."""
+    grid = grid or DEFAULT_GRID
+    candidates = []
+    for values in itertools.product(*grid.values()):
+        decode = replace(card.decode, **dict(zip(grid, values, strict=True)))
+        row = table1_row(evaluate_decode(jobs, card, decode)[0])
+        candidates.append({**dict(zip(grid, values, strict=True)), "p2p_mean": row["p2p_mean"],
+                           "p2p_median": row["p2p_median"], "fit_failure_pct": row["fit_failure_pct"]})
+        if progress:
+            progress()
+    best = min(candidates, key=lambda c: (c["p2p_mean"], c["p2p_median"]))
+    decode = replace(card.decode, **{k: best[k] for k in grid})
+    scale, cov = calibrate_scale(jobs, card, decode)
+    return TuneResult(replace(decode, ellipse_scale=scale), candidates, cov)
