@@ -42,6 +42,7 @@ def evaluate(
         overall = table1_row(errors)
         unit = overall["unit"]
         console = Console()
+        console.width = max(console.width, 120)  # keep Table 1 on one line per row in logs too
         console.print(rich_table(f"Corner error ({unit})", {"vcorner": overall}))
         console.print(rich_table("Per corner", grouped_rows(errors, "corner")))
         console.print(rich_table("Per vertebra", grouped_rows(errors, "vertebra")))

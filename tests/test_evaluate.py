@@ -1,0 +1,75 @@
+"""Evaluation (P2P, P2C, fit failure, tables, plots) and tuning of the decoding settings."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vcorner import CORNER_NAMES
+from vcorner.cli import app
+from vcorner.evaluation.metrics import match, read_predictions, table1_row
+from vcorner.io.annotations import read_annotations
+
+
+def write_predictions(path, records, shift=(0.0, 0.0), drop=0):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "corner", "x", "y", "confidence", "source"])
+        rows = [[r.file, v.name, name, v.corners[k, 0] + shift[0], v.corners[k, 1] + shift[1], 0.9, "network"]
+                for r in records for v in r.vertebrae for k, name in enumerate(CORNER_NAMES)]
+        writer.writerows(rows[drop:])
+
+
+def test_errors_in_mm_and_fit_failure(toy_dataset, tmp_path):
+    records = read_annotations(toy_dataset / "annotations.json")
+    write_predictions(tmp_path / "p.csv", records, shift=(3.0, 4.0))  # 5 px = 0.75 mm at 0.15 mm/px
+    row = table1_row(match(read_predictions(tmp_path / "p.csv"), records))
+    assert row["unit"] == "mm" and row["corners"] == 4 * 5 * 4
+    assert row["p2p_mean"] == pytest.approx(0.75) and row["p2p_std"] == pytest.approx(0.0, abs=1e-9)
+    assert row["fit_failure_pct"] == 0.0
+    write_predictions(tmp_path / "far.csv", records, shift=(30.0, 0.0))  # 4.5 mm: every corner fails
+    assert table1_row(match(read_predictions(tmp_path / "far.csv"), records))["fit_failure_pct"] == 100.0
+
+
+def test_p2c_is_zero_on_the_boundary(toy_dataset, tmp_path):
+    records = read_annotations(toy_dataset / "annotations.json")
+    write_predictions(tmp_path / "p.csv", records)
+    row = table1_row(match(read_predictions(tmp_path / "p.csv"), records))
+    assert row["p2p_mean"] == pytest.approx(0.0, abs=1e-3) and row["p2c_mean"] < 0.02
+
+
+def test_evaluate_cli_reports_missing_corners_and_writes_plots(toy_dataset, tmp_path):
+    records = read_annotations(toy_dataset / "annotations.json")
+    write_predictions(tmp_path / "p.csv", records, shift=(1.0, 0.0), drop=3)
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "p.csv"), str(toy_dataset / "annotations.json"),
+                                      "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "P2P median" in result.output and "3 missing corner(s)" in result.output
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["overall"]["corners"] == 77 and len(report["missing"]) == 3
+    assert set(report["per_corner"]) == set(CORNER_NAMES)
+    for name in ("cumulative_error.png", "box_plots.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 5000
+
+
+def test_tune_picks_a_grid_setting_and_calibrates(toy_dataset, tiny_onnx, tmp_path):
+    from vcorner.evaluation.tune import infer_records, tune_decode
+    from vcorner.runtime.select import open_runner
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(tiny_onnx, model)
+    shutil.copy(f"{tiny_onnx}.json", f"{model}.json")
+    runner, card = open_runner(model)
+    with runner:
+        jobs = infer_records(toy_dataset, read_annotations(toy_dataset / "annotations.json"), runner, card)
+    grid = {"prior_inflation": (1.0, 4.0), "min_peak": (0.05,)}
+    result = tune_decode(jobs, card, grid)
+    best = min(result.candidates, key=lambda c: c["p2p_mean"])
+    assert len(result.candidates) == 2 and result.decode.prior_inflation == best["prior_inflation"]
+    assert 0.25 <= result.decode.ellipse_scale <= 16.0
+    assert 0.0 <= result.coverage["inside_95"] <= 1.0 and np.isfinite(best["p2p_mean"])
