@@ -72,3 +72,20 @@ def test_runner_infers_any_batch(exported):
         maps = runner.infer(np.zeros((3, 1, 64, 64), np.float32))
     assert maps.shape == (3, 1, 64, 64)
     np.testing.assert_allclose(maps.sum(axis=(2, 3)), 1.0, rtol=1e-4)
+
+
+def test_onnxruntime_matches_torch_eager_on_phantom_patches(exported):
+    from pathlib import Path
+
+    from vcorner.geometry.frames import frames_from_centers
+    from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
+    from vcorner.io.annotations import read_annotations
+    from vcorner.io.images import read_image
+
+    model, card, path = exported
+    root = Path(__file__).parents[1] / "examples" / "xrays"
+    record = read_annotations(root / "annotations.json")[1]  # the MONOCHROME1 DICOM
+    frames = frames_from_centers(record.centers)
+    affines = patch_affines(frames, 2, sample_poses(card.sampling), card.sampling)
+    patches = extract_patches(build_pyramid(read_image(root / record.file).pixels), affines, 64)[:, None]
+    assert max_abs_difference(model, path, patches) <= 1e-5
