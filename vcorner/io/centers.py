@@ -6,6 +6,7 @@ import csv
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,22 +44,47 @@ def _number(value: str, column: str, where: str) -> float:
     return number
 
 
-def read_centers(path: Path) -> list[ImageRecord]:
-    """Read ``centers.csv`` into image records (centres only), images in order of first appearance.
+@dataclass(frozen=True)
+class CentersTable:
+    """A parsed ``centers.csv``: usable images, and images refused for a bad row (image -> one-line reason)."""
 
-    Non-finite coordinates are kept (NaN) so that the batch can report that image in ``errors.csv``;
-    structural problems (columns, numbers, duplicates) raise.
+    records: list[ImageRecord]
+    problems: dict[str, str]
 
-    Raises:
-        InputError: one line naming the file, the row and the problem.
-    """
-    path = Path(path)
+
+def _read_text(path: Path) -> str:
     try:
-        text = _decode(path.read_bytes(), path)
+        return _decode(path.read_bytes(), path)
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, expected a CSV file") from None
+
+
+def _row_values(row: dict, where: str) -> tuple[float, float, float | None]:
+    """x, y (NaN/inf kept for the batch to report) and the optional spacing of one row."""
+    if None in row:
+        raise InputError(f"{where}: more fields than the header has")
+    x, y = _number(row["x"], "x", where), _number(row["y"], "y", where)
+    raw = (row.get("pixel_spacing_mm") or "").strip()
+    if not raw:
+        return x, y, None
+    value = _number(raw, "pixel_spacing_mm", where)
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"{where}: pixel_spacing_mm must be positive, got {raw!r}")
+    return x, y, value
+
+
+def load_centers(path: Path) -> CentersTable:
+    """Read ``centers.csv``; a bad row refuses only its image (reported in ``problems``).
+
+    Images keep their order of first appearance; vertebrae their order in the file (cranial to caudal).
+
+    Raises:
+        InputError: the file is missing or its header lacks a required column (one line).
+    """
+    path = Path(path)
+    text = _read_text(path)
     reader = csv.DictReader(io.StringIO(text), dialect=_dialect(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED if c not in header]
@@ -67,30 +93,38 @@ def read_centers(path: Path) -> list[ImageRecord]:
     reader.fieldnames = header
     rows: dict[str, list[tuple[str, float, float]]] = {}
     spacing: dict[str, float | None] = {}
+    problems: dict[str, str] = {}
     for line, row in enumerate(reader, start=2):
-        where = f"{path}: row {line}"
-        if None in row:
-            raise InputError(f"{where}: more fields than the header has")
+        where = f"{path.name}: row {line}"
         image, name = (row.get("image") or "").strip(), (row.get("vertebra") or "").strip()
-        if not image or not name:
-            raise InputError(f"{where}: empty 'image' or 'vertebra'")
-        x, y = _number(row["x"], "x", where), _number(row["y"], "y", where)
-        entries = rows.setdefault(image, [])
-        if any(n == name for n, _, _ in entries):
-            raise InputError(f"{where}: vertebra {name!r} listed twice for image {image!r}")
-        entries.append((name, x, y))
-        raw = (row.get("pixel_spacing_mm") or "").strip()
-        if raw:
-            value = _number(raw, "pixel_spacing_mm", where)
-            if not math.isfinite(value) or value <= 0:
-                raise InputError(f"{where}: pixel_spacing_mm must be positive, got {raw!r}")
-            spacing[image] = value
-        else:
-            spacing.setdefault(image, None)
-    return [
+        try:
+            if not image or not name:
+                raise InputError(f"{where}: empty 'image' or 'vertebra'")
+            x, y, value = _row_values(row, where)
+            if any(n == name for n, _, _ in rows.get(image, [])):
+                raise InputError(f"{where}: vertebra {name!r} listed twice for this image")
+        except InputError as err:
+            problems.setdefault(image or f"<row {line}>", str(err))
+            continue
+        rows.setdefault(image, []).append((name, x, y))
+        spacing[image] = value if value is not None else spacing.get(image)
+    records = [
         ImageRecord(image, tuple(Vertebra(n, np.array([x, y])) for n, x, y in entries), spacing[image])
-        for image, entries in rows.items()
+        for image, entries in rows.items() if image not in problems
     ]
+    return CentersTable(records, problems)
+
+
+def read_centers(path: Path) -> list[ImageRecord]:
+    """Read ``centers.csv`` strictly: any bad row raises.
+
+    Raises:
+        InputError: one line naming the file, the row and the problem.
+    """
+    table = load_centers(path)
+    if table.problems:
+        raise InputError(next(iter(table.problems.values())))
+    return table.records
 
 
 def centers_to_csv(records: Sequence[ImageRecord]) -> str:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from vcorner.io.centers import read_centers
+from vcorner.io.centers import load_centers
 from vcorner.io.records import ImageRecord, InputError
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,16 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: no such directory")
-    records = read_centers(centers_csv)
-    images, refused = [], {}
-    for record in records:
+    table = load_centers(centers_csv)
+    images, refused = [], dict(table.problems)
+    for record in table.records:
         try:
             path = safe_path(image_dir, record.file)
         except InputError as err:
             refused[record.file] = str(err)
             continue
         images.append(PlannedImage(record, path))
-    listed = {p.path for p in images}
+    listed = {p.path for p in images} | {(image_dir / name).resolve() for name in refused}
     from vcorner.io.images import is_image_path
 
     unlisted = sorted(
