@@ -73,3 +73,27 @@ def test_tune_picks_a_grid_setting_and_calibrates(toy_dataset, tiny_onnx, tmp_pa
     assert len(result.candidates) == 2 and result.decode.prior_inflation == best["prior_inflation"]
     assert 0.25 <= result.decode.ellipse_scale <= 16.0
     assert 0.0 <= result.coverage["inside_95"] <= 1.0 and np.isfinite(best["p2p_mean"])
+
+
+@pytest.mark.parametrize("method", ["prior", "harris"])
+def test_baselines_write_corners_that_evaluate_reads(toy_dataset, tiny_onnx, tmp_path, method):
+    out = tmp_path / method
+    result = CliRunner().invoke(app, ["baseline", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
+                                      "--method", method, "--model", str(tiny_onnx), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    records = read_annotations(toy_dataset / "annotations.json")
+    row = table1_row(match(read_predictions(out / "corners.csv"), records))
+    assert row["corners"] == 80 and row["missing"] == 0
+    # The toy bodies are exact rectangles of one shape: the prior alone is almost exact and Harris finds
+    # the rectangle corners within a couple of pixels.
+    assert row["p2p_mean"] < 0.5
+
+
+def test_evaluate_compares_methods(toy_dataset, tmp_path):
+    records = read_annotations(toy_dataset / "annotations.json")
+    write_predictions(tmp_path / "a.csv", records, shift=(1.0, 0.0))
+    write_predictions(tmp_path / "b.csv", records, shift=(2.0, 0.0))
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "a.csv"), str(toy_dataset / "annotations.json"),
+                                      "--compare", f"b={tmp_path / 'b.csv'}"])
+    assert result.exit_code == 0, result.output
+    assert "relative improvement of vcorner over b in mean P2P: 50%" in result.output

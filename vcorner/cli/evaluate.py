@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vcorner.cli.common import stderr, user_errors
+from vcorner.io.records import InputError
 
 COLUMNS = (("p2p_median", "P2P median"), ("p2p_mean", "mean"), ("p2p_std", "std"),
            ("fit_failure_pct", "fit failure %"), ("p2c_median", "P2C median"), ("p2c_mean", "mean"),
@@ -28,22 +29,42 @@ def rich_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+def _pairs(items: list[str]) -> list[tuple[str, str]]:
+    """Parse NAME=PATH items."""
+    pairs = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"--compare expects NAME=PATH, got {item!r}")
+        pairs.append((name, path))
+    return pairs
+
+
 def evaluate(
     predictions: Annotated[Path, typer.Argument(help="corners.csv written by vcorner batch.")],
     annotations: Annotated[Path, typer.Argument(help="annotations.json with the true corners.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for metrics.json and plots.")] = None,
+    label: Annotated[str, typer.Option(help="Name of PREDICTIONS in the tables.")] = "vcorner",
+    compare: Annotated[list[str] | None, typer.Option(
+        "--compare", help="NAME=corners.csv of another method (repeatable), e.g. prior=out/prior/corners.csv.")] = None,
 ) -> None:
     """Compare predicted corners with annotations: P2P, P2C (mm, or px without spacing), fit failure (> 3 mm)."""
     from vcorner.evaluation.metrics import grouped_rows, match, read_predictions, table1_row
     from vcorner.io.annotations import read_annotations
 
     with user_errors():
-        errors = match(read_predictions(predictions), read_annotations(annotations))
+        truth = read_annotations(annotations)
+        errors = match(read_predictions(predictions), truth)
+        others = {name: match(read_predictions(Path(path)), truth) for name, path in _pairs(compare or [])}
         overall = table1_row(errors)
         unit = overall["unit"]
+        rows = {label: overall, **{name: table1_row(e) for name, e in others.items()}}
         console = Console()
         console.width = max(console.width, 120)  # keep Table 1 on one line per row in logs too
-        console.print(rich_table(f"Corner error ({unit})", {"vcorner": overall}))
+        console.print(rich_table(f"Corner error ({unit})", rows))
+        for name, row in list(rows.items())[1:]:
+            gain = 100.0 * (row["p2p_mean"] - overall["p2p_mean"]) / row["p2p_mean"]
+            console.print(f"relative improvement of {label} over {name} in mean P2P: {gain:.0f}%", highlight=False)
         console.print(rich_table("Per corner", grouped_rows(errors, "corner")))
         console.print(rich_table("Per vertebra", grouped_rows(errors, "vertebra")))
         for kind in ("missing", "unexpected"):
@@ -54,10 +75,10 @@ def evaluate(
             from vcorner.evaluation.plots import box_plots, cumulative_curve
 
             out.mkdir(parents=True, exist_ok=True)
-            report = {"overall": overall, "per_corner": grouped_rows(errors, "corner"),
+            report = {"overall": overall, "methods": rows, "per_corner": grouped_rows(errors, "corner"),
                       "per_vertebra": grouped_rows(errors, "vertebra"),
                       "missing": errors.missing, "unexpected": errors.unexpected}
             (out / "metrics.json").write_text(json.dumps(report, indent=1))
-            cumulative_curve({"vcorner": errors}, out / "cumulative_error.png", unit)
+            cumulative_curve({label: errors, **others}, out / "cumulative_error.png", unit)
             box_plots(errors, out / "box_plots.png", unit)
             stderr.print(f"wrote {out / 'metrics.json'} and plots", highlight=False)
