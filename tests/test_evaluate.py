@@ -97,3 +97,14 @@ def test_evaluate_compares_methods(toy_dataset, tmp_path):
                                       "--compare", f"b={tmp_path / 'b.csv'}"])
     assert result.exit_code == 0, result.output
     assert "relative improvement of vcorner over b in mean P2P: 50%" in result.output
+
+
+def test_calibration_counts_corners_inside_ellipses():
+    from vcorner.evaluation.metrics import CornerErrors, calibration, ellipse_cov
+
+    rng = np.random.default_rng(0)
+    cov = ellipse_cov(3.0, 1.0, 30.0)
+    offsets = rng.multivariate_normal([0, 0], cov, size=4000)
+    d2 = [float(o @ np.linalg.solve(cov, o)) for o in offsets]
+    calib = calibration(CornerErrors(d2=d2, source=["network"] * len(d2)))
+    assert calib["inside_50"] == pytest.approx(0.5, abs=0.03) and calib["inside_95"] == pytest.approx(0.95, abs=0.015)

@@ -49,7 +49,7 @@ def evaluate(
         "--compare", help="NAME=corners.csv of another method (repeatable), e.g. prior=out/prior/corners.csv.")] = None,
 ) -> None:
     """Compare predicted corners with annotations: P2P, P2C (mm, or px without spacing), fit failure (> 3 mm)."""
-    from vcorner.evaluation.metrics import grouped_rows, match, read_predictions, table1_row
+    from vcorner.evaluation.metrics import calibration, grouped_rows, match, read_predictions, table1_row
     from vcorner.io.annotations import read_annotations
 
     with user_errors():
@@ -62,6 +62,9 @@ def evaluate(
         console = Console()
         console.width = max(console.width, 120)  # keep Table 1 on one line per row in logs too
         console.print(rich_table(f"Corner error ({unit})", rows))
+        calib = calibration(errors)
+        console.print(f"calibration: {calib['inside_50']:.1%} of true corners inside the 50% ellipses, "
+                      f"{calib['inside_95']:.1%} inside the 95% ellipses", highlight=False)
         for name, row in list(rows.items())[1:]:
             gain = 100.0 * (row["p2p_mean"] - overall["p2p_mean"]) / row["p2p_mean"]
             console.print(f"relative improvement of {label} over {name} in mean P2P: {gain:.0f}%", highlight=False)
@@ -72,13 +75,15 @@ def evaluate(
             if names:
                 stderr.print(f"{len(names)} {kind} corner(s), e.g. {', '.join(names[:3])}", highlight=False)
         if out is not None:
-            from vcorner.evaluation.plots import box_plots, cumulative_curve
+            from vcorner.evaluation.plots import box_plots, cumulative_curve, reliability_plot
 
             out.mkdir(parents=True, exist_ok=True)
-            report = {"overall": overall, "methods": rows, "per_corner": grouped_rows(errors, "corner"),
+            report = {"overall": overall, "methods": rows, "calibration": calib,
+                      "per_corner": grouped_rows(errors, "corner"),
                       "per_vertebra": grouped_rows(errors, "vertebra"),
                       "missing": errors.missing, "unexpected": errors.unexpected}
             (out / "metrics.json").write_text(json.dumps(report, indent=1))
             cumulative_curve({label: errors, **others}, out / "cumulative_error.png", unit)
             box_plots(errors, out / "box_plots.png", unit)
+            reliability_plot(errors, out / "reliability.png")
             stderr.print(f"wrote {out / 'metrics.json'} and plots", highlight=False)

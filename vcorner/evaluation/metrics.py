@@ -43,6 +43,7 @@ class CornerErrors:
     in_mm: list[bool] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
     source: list[str] = field(default_factory=list)
+    d2: list[float] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
 
@@ -63,6 +64,30 @@ def read_predictions(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
                 raise InputError(f"{path}: row {line}: unknown corner {row['corner']!r}")
             rows[(row["image"], row["vertebra"], row["corner"])] = row
     return rows
+
+
+def ellipse_cov(sd_major: float, sd_minor: float, angle_deg: float) -> np.ndarray:
+    """(2, 2) covariance of a 1-sigma ellipse (angle of the major axis from +x towards +y)."""
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return rot @ np.diag([sd_major**2, sd_minor**2]) @ rot.T
+
+
+def mahalanobis2(row: dict, offset: np.ndarray) -> float:
+    """Squared Mahalanobis distance of ``offset`` (truth - prediction, px) under the row's ellipse; NaN without."""
+    try:
+        cov = ellipse_cov(float(row["sd_major_px"]), float(row["sd_minor_px"]), float(row["angle_deg"]))
+        return float(offset @ np.linalg.solve(cov, offset))
+    except (KeyError, TypeError, ValueError, np.linalg.LinAlgError):
+        return float("nan")
+
+
+def calibration(errors: CornerErrors, levels: Sequence[float] = (0.5, 0.95)) -> dict[str, float]:
+    """Share of true corners inside the predicted ellipse of each probability level (network corners)."""
+    d2 = np.asarray([d for d, s in zip(errors.d2, errors.source, strict=True) if s == "network"])
+    d2 = d2[np.isfinite(d2)]
+    return {f"inside_{round(100 * p)}": float(np.mean(d2 <= -2.0 * np.log(1.0 - p))) if len(d2) else float("nan")
+            for p in levels}
 
 
 def match(predictions: dict[tuple[str, str, str], dict[str, str]], truth: Sequence[ImageRecord]) -> CornerErrors:
@@ -92,6 +117,7 @@ def match(predictions: dict[tuple[str, str, str], dict[str, str]], truth: Sequen
                 errors.in_mm.append(record.pixel_spacing_mm is not None)
                 errors.confidence.append(float(row.get("confidence") or "nan"))
                 errors.source.append(row.get("source", ""))
+                errors.d2.append(mahalanobis2(row, v.corners[k] - xy))
     errors.unexpected = sorted("/".join(k) for k in predictions if k not in seen)
     return errors
 

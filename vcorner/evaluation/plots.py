@@ -51,3 +51,21 @@ def box_plots(errors: CornerErrors, path: Path, unit: str = "mm") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def reliability_plot(errors: CornerErrors, path: Path) -> None:
+    """Observed share of true corners inside the predicted p-ellipse against p (the diagonal is perfect)."""
+    from vcorner.evaluation.metrics import calibration
+
+    plt = _pyplot()
+    levels = np.linspace(0.05, 0.95, 19)
+    observed = [calibration(errors, (p,))[f"inside_{round(100 * p)}"] for p in levels]
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    ax.plot([0, 1], [0, 1], color="grey", ls=":", lw=1, label="calibrated")
+    ax.plot(levels, observed, marker="o", ms=3, label="vcorner")
+    ax.set(xlabel="ellipse probability", ylabel="share of true corners inside", xlim=(0, 1), ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
