@@ -43,6 +43,10 @@ def batch(
     vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs).")] = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Run on Ray Data: 'auto' (running cluster, else local), 'local', or an ADDRESS.")] = None,
+    ray_actors: Annotated[int, typer.Option(min=1, help="Ray actors, each holding one inference session.")] = 1,
+    ray_gpus: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (e.g. 1 or 0.5).")] = 0.0,
 ) -> None:
     """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR.
 
@@ -56,15 +60,27 @@ def batch(
     with user_errors():
         check_writable(out)
         plan = make_plan(image_dir, centers)
-        runner, card = open_runner(model, backend, threads=threads)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
                                max_pixels=max_pixels)
-        with runner, progress_bar(TextColumn("{task.fields[ips]:.1f} img/s"),
-                                  TextColumn("{task.fields[pps]:.0f} patches/s")) as bar:
-            summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
+        columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
+        if ray is not None:
+            from vcorner.pipeline.ray_batch import import_ray, run_batch_ray
+
+            import_ray()
+            if json_out or vis:
+                fail("--json and --vis are not available with --ray yet; run without --ray for them")
+            with progress_bar(*columns) as bar:
+                summary = run_batch_ray(plan, out, model, backend.value, options, ray, ray_actors, threads,
+                                        ray_gpus, BarProgress(bar))
+            runner_name = f"ray ({ray_actors} actor(s), {backend.value})"
+        else:
+            runner, card = open_runner(model, backend, threads=threads)
+            with runner, progress_bar(*columns) as bar:
+                summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
+            runner_name = runner.name
     rate = summary.patches / max(summary.seconds, 1e-9)
     stderr.print(f"{summary.done} image(s) done, {summary.skipped} already done, {len(summary.failed)} failed "
-                 f"in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner.name}); "
+                 f"in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False)
     if summary.failed:
         stderr.print(f"failed images are listed with reasons in {out / 'errors.csv'}", highlight=False)

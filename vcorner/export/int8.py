@@ -3,9 +3,12 @@
 Weights are quantized per output channel, activations per tensor, both from MinMax (or percentile) ranges
 collected on standardized phantom patches (:func:`vcorner.pipeline.stages.prepare` on the images of an
 annotated folder or a ``centers.csv``). The spatial normalization tail (Cast/ReduceMin/Sub/ReduceSum/Add/Div
-after the last convolution) stays FP32, and so by default does the 1x1 head convolution that feeds it: an
-8-bit logit would quantize the map itself. The result is ``m.int8.onnx`` with its own model card sidecar
-(precision and calibration recorded under ``card.training["quantization"]``).
+after the last convolution) stays FP32; the 1x1 head convolution can stay FP32 too (``keep_head_fp32``), which
+measured no better on the lite model (P2P change within 0.0002 mm either way). ``u8s8`` (unsigned
+activations) is the default: with ONNX Runtime 1.32 on AVX-512 VNNI it fuses every Conv, MaxPool and Concat
+into integer kernels, where ``s8s8`` leaves Concat, MaxPool and the convolutions after them in FP32, and it
+gave the same maps. The result is ``m.int8.onnx`` with its own model card sidecar (precision and calibration
+recorded under ``card.training["quantization"]``).
 
 Needs ``onnx`` (the ``train`` extra); ONNX Runtime's quantization tools ship with ``onnxruntime``.
 """
@@ -115,8 +118,8 @@ def tail_nodes(graph, keep_head_fp32: bool = True) -> list[str]:
 
 
 def quantize_int8(
-    onnx_in: Path, onnx_out: Path, calib_dir: Path, n_patches: int = 512, *, scheme: str = "s8s8",
-    method: str = "minmax", keep_head_fp32: bool = True, preprocess: bool = False, seed: int = 0,
+    onnx_in: Path, onnx_out: Path, calib_dir: Path, n_patches: int = 512, *, scheme: str = "u8s8",
+    method: str = "minmax", keep_head_fp32: bool = False, preprocess: bool = False, seed: int = 0,
 ) -> Path:
     """Write a static QDQ INT8 copy of an FP32 vcorner ONNX model, with its model card.
 
@@ -125,7 +128,7 @@ def quantize_int8(
         onnx_out: where to write the INT8 model (its ``.json`` sidecar goes beside it).
         calib_dir: annotated folder, folder with ``centers.csv``, or a ``centers.csv`` (images relative to it).
         n_patches: calibration patches, spread over the images.
-        scheme: ``s8s8`` (signed activations and weights) or ``u8s8`` (unsigned activations).
+        scheme: ``u8s8`` (unsigned activations, signed per-channel weights) or ``s8s8`` (both signed).
         method: activation ranges from ``minmax`` or the 99.999th ``percentile``.
         keep_head_fp32: leave the final 1x1 convolution FP32 as well as the normalization.
         preprocess: run ``quant_pre_process`` (shape inference and graph optimization) first.

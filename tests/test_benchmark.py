@@ -1,0 +1,143 @@
+"""``vcorner benchmark`` on the tiny model with very short timings: rows, skips with reasons, JSON lines, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnx")
+
+import typer  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from vcorner import benchmark as lib  # noqa: E402
+from vcorner.benchmark import BenchmarkSettings, run_benchmark  # noqa: E402
+from vcorner.cli.benchmark import benchmark  # noqa: E402
+
+MEASURED = {"backend", "precision", "device", "batch", "status", "patches_per_s", "p50_ms", "p95_ms", "max_abs_diff",
+            "p2p_mean", "p2p_unit", "p2p_delta", "corner_shift_px", "model", "model_sha256", "variant",
+            "variant_sha256", "images", "patches", "seed", "seconds", "machine", "versions", "date"}
+FAST = {"seconds": 0.01, "images": 1, "batch_sizes": (8, 32)}
+
+
+@pytest.fixture(scope="module")
+def onnx_rows(tiny_onnx):
+    settings = BenchmarkSettings(model=tiny_onnx, backends=("ort", "torch", "trt"), precisions=("fp32", "int8", "fp16"),
+                                 **FAST)
+    return run_benchmark(settings)
+
+
+def _by(rows: list[dict], backend: str, precision: str) -> list[dict]:
+    return [r for r in rows if r["backend"] == backend and r["precision"] == precision]
+
+
+def test_measured_rows_have_every_field(onnx_rows):
+    fp32, int8 = _by(onnx_rows, "ort", "fp32"), _by(onnx_rows, "ort", "int8")
+    assert [r["batch"] for r in fp32] == [8, 32] and [r["batch"] for r in int8] == [8, 32]
+    for row in fp32 + int8:
+        assert MEASURED <= set(row), MEASURED - set(row)
+        assert row["status"] == "ok" and row["patches_per_s"] > 0 and 0 < row["p50_ms"] <= row["p95_ms"]
+        assert row["p2p_unit"] == "mm" and row["p2p_mean"] > 0
+    assert fp32[0]["max_abs_diff"] == 0.0 and fp32[0]["p2p_delta"] == 0.0  # the reference itself
+    assert int8[0]["variant"] == "model.int8.onnx" and int8[0]["variant_sha256"] != int8[0]["model_sha256"]
+    assert 0.0 < int8[0]["max_abs_diff"] < 1e-3
+    assert abs(int8[0]["p2p_delta"]) < 0.5  # mm, an untrained tiny model on one phantom
+    machine = fp32[0]["machine"]
+    assert machine["cores"] >= 1 and machine["cpu"] and isinstance(machine["gpu"], list)
+    assert {"onnxruntime", "numpy", "python"} <= set(fp32[0]["versions"])
+
+
+def test_unavailable_combinations_are_skipped_with_a_reason(onnx_rows):
+    skipped = {(r["backend"], r["precision"]): r for r in onnx_rows if r["status"] != "ok"}
+    assert set(skipped) >= {("torch", "fp32"), ("torch", "int8"), ("torch", "fp16"), ("trt", "fp32")}
+    assert "checkpoint" in skipped[("torch", "fp32")]["reason"]
+    assert "ONNX Runtime only" in skipped[("torch", "int8")]["reason"]
+    assert "TensorRT" in skipped[("trt", "fp16")]["reason"]
+    if not lib.gpu_names():
+        assert "GPU" in skipped[("ort", "fp16")]["reason"]
+    assert all(r["status"] == "skipped" and r["batch"] is None and r["reason"] for r in skipped.values())
+
+
+def test_a_checkpoint_also_runs_torch_which_matches_onnx_runtime(tmp_path, tiny_onnx):
+    torch = pytest.importorskip("torch")
+    from vcorner.model.unet import create_model
+    from vcorner.modelfile import read_model_card
+    from vcorner.training.checkpoint import save_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # OpenMP barriers crawl on a machine whose cores other jobs keep busy
+    torch.manual_seed(0)
+    save_model(tmp_path / "tiny.safetensors", create_model("tiny").eval(), read_model_card(tiny_onnx))
+    settings = BenchmarkSettings(model=tmp_path / "tiny.safetensors", backends=("ort", "torch"),
+                                 precisions=("fp32",), **{**FAST, "batch_sizes": (16,)})
+    try:
+        rows = run_benchmark(settings)
+    finally:
+        torch.set_num_threads(threads)
+    ort_row, torch_row = _by(rows, "ort", "fp32")[0], _by(rows, "torch", "fp32")[0]
+    assert torch_row["status"] == "ok" and torch_row["max_abs_diff"] < 1e-5
+    assert torch_row["corner_shift_px"] < 1e-2 and ort_row["model"] == "tiny.safetensors"
+
+
+def test_a_failing_backend_becomes_a_row_not_a_crash(tiny_onnx, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("driver exploded\nsecond line")
+
+    monkeypatch.setattr(lib, "torch_runner", broken)
+    rows = run_benchmark(BenchmarkSettings(model=tiny_onnx, backends=("torch",), precisions=("fp32",), **FAST))
+    assert [(r["status"], r["reason"]) for r in rows] == [("failed", "RuntimeError: driver exploded")]
+
+
+def test_a_missing_model_is_a_one_line_error(tmp_path):
+    with pytest.raises(lib.InputError, match="no such model"):
+        run_benchmark(BenchmarkSettings(model=tmp_path / "none.onnx", **FAST))
+
+
+def test_results_append_as_json_lines_in_the_repo_or_here(tmp_path):
+    repo = tmp_path / "repo"
+    for folder in ("benchmarks", "vcorner", "deep/er"):
+        (repo / folder).mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("", encoding="utf-8")
+    assert lib.default_results_path(repo / "deep" / "er") == repo / "benchmarks" / "results" / "benchmark.jsonl"
+    assert lib.default_results_path(tmp_path) == tmp_path.resolve() / "benchmark.jsonl"
+    path = lib.append_jsonl(tmp_path / "out" / "r.jsonl", [{"a": 1}])
+    lib.append_jsonl(path, [{"b": 2}, {"c": None}])
+    assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == [
+        {"a": 1}, {"b": 2}, {"c": None}]
+
+
+def test_cpu_info_reads_model_and_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 avx512_vnni\n\n"
+                       "processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: fpu\n", encoding="utf-8")
+    assert lib.cpu_info(cpuinfo) == ("Test CPU 9000", ["avx2", "avx512_vnni"])
+    assert lib.cpu_info(tmp_path / "missing")[1] == []
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("benchmark")(benchmark)
+    app.command("noop")(lambda: None)  # two commands: typer keeps the command name on the command line
+    return app
+
+
+def test_cli_prints_the_table_and_appends_rows(tiny_onnx, tmp_path):
+    results = tmp_path / "bench.jsonl"
+    args = ["benchmark", "--model", str(tiny_onnx), "--backend", "ort,trt", "--precision", "fp32",
+            "--batch-size", "4", "--batch-size", "8", "--seconds", "0.01", "--images", "1", "--results", str(results)]
+    outcome = CliRunner().invoke(_app(), args, env={"COLUMNS": "200"})
+    assert outcome.exit_code == 0, outcome.output
+    assert "patches/s" in outcome.output and "not measured here" in outcome.output
+    rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    assert [(r["backend"], r["batch"]) for r in rows] == [("ort", 4), ("ort", 8), ("trt", None)]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--backend", "tensorflow"], "tensorflow"), (["--batch-size", "x"], "whole numbers"),
+    (["--batch-size", "0"], "at least 1"), (["--model", "missing.onnx"], "no such model")])
+def test_cli_rejects_bad_options_in_one_line(args, message, tmp_path):
+    outcome = CliRunner().invoke(_app(), ["benchmark", *args, "--results", str(tmp_path / "r.jsonl")])
+    assert outcome.exit_code == 2 and message in outcome.output
+    assert not Path(tmp_path / "r.jsonl").exists()

@@ -1,0 +1,129 @@
+"""CPU INT8: static QDQ quantization of the tiny model, and the rule that decides when INT8 is used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+from vcorner.export.int8 import calibration_patches, int8_path, quantize_int8, tail_nodes  # noqa: E402
+from vcorner.io.records import InputError  # noqa: E402
+from vcorner.modelfile import read_model_card  # noqa: E402
+from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
+from vcorner.runtime.precision import int8_wins, read_rows  # noqa: E402
+
+NORMALIZATION_OPS = {"Cast", "ReduceMin", "Sub", "ReduceSum", "Add", "Div"}
+MAX_REL_DIFF = 0.10
+"""INT8 maps stay within 10% of the FP32 map's peak, per pixel (measured: 2-3% on the tiny model)."""
+MAX_L1 = 0.05
+"""... and within 0.05 in total variation per map (measured: 0.011-0.019)."""
+
+
+@pytest.fixture(scope="module", params=["s8s8", "u8s8"])
+def quantized(request, tiny_onnx, toy_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8") / f"tiny.{request.param}.onnx"
+    return quantize_int8(tiny_onnx, out, toy_dataset, n_patches=48, scheme=request.param), request.param
+
+
+@pytest.fixture(scope="module")
+def patches(tiny_onnx, toy_dataset):
+    return calibration_patches(toy_dataset / "centers.csv", read_model_card(tiny_onnx), n_patches=40, seed=7)
+
+
+def test_graph_is_qdq_with_the_normalization_left_in_fp32(quantized):
+    path, scheme = quantized
+    graph = onnx.load(str(path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers = {i: [n for n in graph.node if i in n.input] for n in graph.node for i in n.output}
+    tail = [n for n in graph.node if n.op_type in NORMALIZATION_OPS]
+    assert {n.op_type for n in tail} == NORMALIZATION_OPS
+    for node in tail:
+        assert not any(c.op_type == "QuantizeLinear" for o in node.output for c in consumers.get(o, []))
+        if node.op_type != "Cast":  # Cast takes the head's (dequantized) output and makes it FP32
+            assert not any(producer[i].op_type == "DequantizeLinear" for i in node.input if i in producer)
+    assert producer["maps"].op_type == "Div"
+    zero_point = {i.name: i for i in graph.initializer}["patches_zero_point"]  # the input's activation type
+    assert zero_point.data_type == (onnx.TensorProto.INT8 if scheme == "s8s8" else onnx.TensorProto.UINT8)
+
+
+def test_tail_nodes_lists_the_normalization(tiny_onnx):
+    graph = onnx.load(str(tiny_onnx)).graph
+    by_name = {n.name: n.op_type for n in graph.node}
+    tail = tail_nodes(graph, keep_head_fp32=False)
+    assert NORMALIZATION_OPS <= {by_name[name] for name in tail}
+    assert {by_name[name] for name in tail} <= NORMALIZATION_OPS | {"Constant"}
+    assert by_name[tail_nodes(graph, keep_head_fp32=True)[0]] == "Conv"
+
+
+def test_maps_stay_close_to_fp32_and_sum_to_one(quantized, tiny_onnx, patches):
+    path, _ = quantized
+    with OnnxRuntimeRunner(tiny_onnx) as fp32, OnnxRuntimeRunner(path) as int8:
+        reference, maps = fp32.infer(patches), int8.infer(patches)
+    assert maps.shape == reference.shape and maps.dtype == np.float32
+    assert np.abs(maps - reference).max() <= MAX_REL_DIFF * reference.max()
+    assert np.abs(maps - reference).sum(axis=(1, 2, 3)).max() <= MAX_L1
+    assert np.allclose(maps.sum(axis=(1, 2, 3)), 1.0, atol=1e-5)
+    assert maps.min() >= 0.0
+
+
+def test_card_travels_with_the_int8_model(quantized, tiny_onnx):
+    path, scheme = quantized
+    card = read_model_card(path)  # sidecar present and its checksum matches
+    note = card.training["quantization"]
+    assert note["precision"] == "int8" and note["scheme"] == scheme and note["calibration_patches"] == 48
+    assert card.sampling == read_model_card(tiny_onnx).sampling
+    path.with_name(f"{path.name}.json").unlink()
+    assert read_model_card(path).training["quantization"]["precision"] == "int8"  # from the ONNX metadata
+
+
+def test_calibration_patches_are_standardized_and_spread_over_images(tiny_onnx, toy_dataset):
+    card = read_model_card(tiny_onnx)
+    patches = calibration_patches(toy_dataset, card, n_patches=12, seed=0)
+    assert patches.shape == (12, 1, 64, 64) and patches.dtype == np.float32
+    assert np.allclose(patches.mean(axis=(1, 2, 3)), 0.0, atol=1e-4)
+    assert np.allclose(patches.std(axis=(1, 2, 3)), 1.0, atol=1e-2)
+    with pytest.raises(InputError, match="calibration"):
+        calibration_patches(tiny_onnx.parent, card)
+
+
+def test_int8_path_sits_beside_the_model(tmp_path):
+    assert int8_path(tmp_path / "m.onnx") == tmp_path / "m.int8.onnx"
+
+
+def _row(precision: str, batch: int, rate: float, delta: float | None = 0.0, sha: str = "abc", **extra) -> dict:
+    return {"model_sha256": sha, "backend": "ort", "device": "cpu", "status": "ok", "precision": precision,
+            "batch": batch, "patches_per_s": rate, "p2p_delta": delta, **extra}
+
+
+def test_int8_wins_only_when_faster_by_ten_percent_at_no_accuracy_cost():
+    fp32 = [_row("fp32", 64, 400.0), _row("fp32", 256, 420.0)]
+    assert int8_wins(fp32 + [_row("int8", 256, 470.0, 0.01)], "abc").use_int8
+    slow = int8_wins(fp32 + [_row("int8", 256, 450.0, 0.0)], "abc")
+    assert not slow.use_int8 and "fast" in slow.reason and slow.speedup == pytest.approx(450 / 420)
+    costly = int8_wins(fp32 + [_row("int8", 256, 700.0, 0.2)], "abc")
+    assert not costly.use_int8 and "accuracy" in costly.reason
+    assert not int8_wins(fp32 + [_row("int8", 256, 700.0, float("nan"))], "abc").use_int8
+
+
+def test_int8_decision_uses_the_model_the_batch_and_the_latest_rows():
+    rows = [_row("fp32", 64, 400.0), _row("int8", 64, 300.0), _row("int8", 64, 500.0),  # re-measured: wins
+            _row("fp32", 256, 400.0), _row("int8", 256, 300.0),
+            _row("int8", 64, 900.0, sha="other"), _row("int8", 64, 900.0, status="skipped")]
+    assert int8_wins(rows, "abc", batch=64).use_int8
+    assert not int8_wins(rows, "abc", batch=256).use_int8
+    missing = int8_wins(rows, "nope")
+    assert not missing.use_int8 and missing.batch is None and "no INT8" in missing.reason
+    assert not int8_wins(rows, "abc", batch=64, int8_sha256="f00").use_int8  # timed another INT8 file
+    pinned = [*rows[:3], _row("int8", 64, 500.0, variant_sha256="f00")]
+    assert int8_wins(pinned, "abc", batch=64, int8_sha256="f00").use_int8
+
+
+def test_read_rows_skips_bad_lines(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"a": 1}\nnot json\n\n[1, 2]\n{"b": 2}\n', encoding="utf-8")
+    assert read_rows(path) == [{"a": 1}, {"b": 2}]
+    assert read_rows(tmp_path / "missing.jsonl") == []

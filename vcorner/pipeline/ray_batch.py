@@ -1,0 +1,154 @@
+"""``vcorner batch --ray``: the same per-image work on Ray Data, across the CPUs or GPUs of a cluster.
+
+``read_binary_files`` streams the images (one row per image, so no shuffle), a pool of stateful actors each
+holding one inference session (``compute=ActorPoolStrategy``) prepares, infers and decodes them, and the driver
+writes through the same atomic journal as the local batch, so results and ``errors.csv`` are identical.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vcorner.io.images import read_image
+from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress
+from vcorner.pipeline.outputs import CornerJournal, corner_rows, write_errors
+from vcorner.pipeline.plan import Plan, PlannedImage
+from vcorner.pipeline.stages import finish, prepare
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "Ray is not installed: pip install 'vcorner[ray]'"
+
+
+def import_ray():
+    """The ``ray`` module, or InputError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise InputError(INSTALL_HINT) from None
+    return ray
+
+
+def connect(address: str, num_cpus: int | None = None) -> None:
+    """Join a Ray cluster: ``local`` starts one here, ``auto`` joins a running one (else starts one)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                               "configure_logging": False}
+    if address == "local":
+        ray.init(num_cpus=num_cpus, **options)
+    elif address == "auto":
+        try:
+            ray.init(address="auto", **options)
+        except ConnectionError:
+            log.warning("no running Ray cluster found; starting a local one")
+            ray.init(num_cpus=num_cpus, **options)
+    else:
+        ray.init(address=address, **options)
+
+
+def _record_to_json(record: ImageRecord) -> str:
+    return json.dumps({"file": record.file, "spacing": record.pixel_spacing_mm,
+                       "vertebrae": [[v.name, *map(float, v.center)] for v in record.vertebrae]})
+
+
+def _record_from_json(text: str) -> ImageRecord:
+    data = json.loads(text)
+    vertebrae = tuple(Vertebra(n, np.array([x, y])) for n, x, y in data["vertebrae"])
+    return ImageRecord(data["file"], vertebrae, data["spacing"])
+
+
+class CornerActor:
+    """A Ray actor holding one inference session; maps a batch of image rows to corner rows or errors."""
+
+    def __init__(self, model: str | None, backend: str, threads: int | None, centers: dict[str, str],
+                 batch_size: int, max_pixels: int | None) -> None:
+        from vcorner.runtime.select import Backend, open_runner
+
+        runner, self.card = open_runner(Path(model) if model else None, Backend(backend), threads=threads)
+        self.runner = runner.__enter__()
+        self.centers, self.batch_size, self.max_pixels = centers, batch_size, max_pixels
+
+    def one(self, data: bytes, path: str) -> tuple[str, str, str]:
+        """(image name, corner rows as JSON, error reason or "") for one image's bytes."""
+        record = _record_from_json(self.centers[path])
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(path).name
+            local.write_bytes(data)
+            try:
+                job = prepare(PlannedImage(record, local), self.card, max_pixels=self.max_pixels)
+            except InputError as err:
+                return record.file, "", str(err).replace(str(local), path)
+        for start in range(0, len(job.patches), self.batch_size):
+            job.maps[start:start + self.batch_size] = self.runner.infer(job.patches[start:start + self.batch_size])
+        corners, _ = finish(job, self.card)
+        return record.file, json.dumps(corner_rows(record.file, corners)), ""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"image": [], "rows": [], "error": []}
+        for data, path in zip(batch["bytes"], batch["path"], strict=True):
+            image, rows, error = self.one(bytes(data), str(path))
+            out["image"].append(image)
+            out["rows"].append(rows)
+            out["error"].append(error)
+        return out
+
+
+def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, options: BatchOptions,
+                  address: str = "auto", actors: int = 1, threads: int | None = None, gpus_per_actor: float = 0.0,
+                  progress: Progress | None = None) -> BatchSummary:
+    """Process every planned image on Ray Data; same outputs as :func:`vcorner.pipeline.batch.run_batch`."""
+    ray = import_ray()
+    progress = progress or Progress()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expected = {p.record.file: 4 * len(p.record.vertebrae) for p in plan.images}
+    journal = CornerJournal(out_dir / "corners.csv", expected, options.resume)
+    todo = [p for p in plan.images if p.record.file not in journal.done]
+    summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused))
+    progress.start(len(todo))
+    began = time.perf_counter()
+    readable = [p for p in todo if p.path.is_file()]
+    for item in todo:
+        if not item.path.is_file():  # the same one-line reason the local batch gives
+            try:
+                read_image(item.path)
+            except InputError as err:
+                summary.failed[item.record.file] = str(err)
+            progress.image_done(0)
+    try:
+        if readable:
+            connect(address, num_cpus=None)
+            centers = {str(p.path): _record_to_json(p.record) for p in readable}
+            # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
+            dataset = ray.data.read_binary_files([str(p.path) for p in readable], include_paths=True,
+                                                 ray_remote_args={"num_cpus": 0.25})
+            results = dataset.map_batches(
+                CornerActor, batch_size=1, num_cpus=1, num_gpus=gpus_per_actor or None,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                fn_constructor_kwargs={"model": str(model) if model else None, "backend": backend,
+                                       "threads": threads, "centers": centers, "batch_size": options.batch_size,
+                                       "max_pixels": options.max_pixels},
+            )
+            for row in results.iter_rows():
+                if row["error"]:
+                    summary.failed[row["image"]] = row["error"]
+                else:
+                    journal.add(json.loads(row["rows"]))
+                    summary.done += 1
+                progress.image_done(0)
+    finally:
+        journal.close()
+        write_errors(out_dir / "errors.csv", summary.failed)
+    summary.seconds = time.perf_counter() - began
+    return summary

@@ -1,0 +1,114 @@
+"""Whether CPU INT8 wins for a model, decided from recorded ``vcorner benchmark`` rows (no measuring here).
+
+``--backend auto`` runs a model's INT8 variant only where the benchmark showed it at least
+``min_speedup`` times as fast as FP32 ONNX Runtime at the same batch size, with a mean P2P change on the
+benchmark's phantom set of at most ``max_p2p_delta`` (mm, or px where the phantoms had no pixel spacing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MIN_SPEEDUP = 1.10
+MAX_P2P_DELTA_MM = 0.05
+
+
+@dataclass(frozen=True)
+class Int8Decision:
+    """The verdict and the evidence behind it.
+
+    Attributes:
+        use_int8: run the INT8 variant.
+        reason: one line for logs and ``--verbose``.
+        batch: batch size compared (None without evidence).
+        speedup: INT8 patches/s over FP32 patches/s at that batch.
+        p2p_delta: INT8 mean P2P minus FP32 mean P2P on the benchmark phantoms.
+    """
+
+    use_int8: bool
+    reason: str
+    batch: int | None = None
+    speedup: float | None = None
+    p2p_delta: float | None = None
+
+
+def latest_ort_rows(rows: Iterable[dict[str, Any]], sha256: str,
+                    int8_sha256: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+    """The last measured CPU ONNX Runtime row per (precision, batch) for the model with ``sha256``.
+
+    With ``int8_sha256``, INT8 rows count only when they timed that very INT8 file (``variant_sha256``).
+    """
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        if (row.get("model_sha256") != sha256 or row.get("backend") != "ort" or row.get("status") != "ok"
+                or row.get("device", "cpu") != "cpu" or row.get("batch") is None):
+            continue
+        if int8_sha256 is not None and row.get("precision") == "int8" and row.get("variant_sha256") != int8_sha256:
+            continue
+        found[(row.get("precision", ""), int(row["batch"]))] = row  # later lines win
+    return found
+
+
+def int8_wins(rows: Iterable[dict[str, Any]], sha256: str, batch: int | None = None, *,
+              int8_sha256: str | None = None, min_speedup: float = MIN_SPEEDUP,
+              max_p2p_delta: float = MAX_P2P_DELTA_MM) -> Int8Decision:
+    """Decide from benchmark rows whether INT8 beats FP32 for the model with ``sha256``.
+
+    Args:
+        rows: benchmark JSON lines (any models, any order; later rows supersede earlier ones).
+        sha256: SHA-256 of the FP32 model the rows were recorded for (``model_sha256``).
+        batch: the batch size that will run; None compares at the batch size where FP32 is fastest.
+        int8_sha256: SHA-256 of the INT8 file that would run (None: any INT8 row of the model counts).
+        min_speedup: INT8 must reach this many times FP32's patches/s (1.10: 10% faster).
+        max_p2p_delta: largest acceptable increase of the mean P2P (mm).
+
+    Returns:
+        The decision; ``use_int8`` is False whenever evidence is missing.
+    """
+    found = latest_ort_rows(rows, sha256, int8_sha256)
+    batches = sorted({b for (p, b) in found if p == "int8"} & {b for (p, b) in found if p == "fp32"})
+    if batch is not None:
+        batches = [b for b in batches if b == batch]
+    if not batches:
+        return Int8Decision(False, "no INT8 and FP32 ONNX Runtime benchmark at the same batch size for this model")
+    chosen = max(batches, key=lambda b: found[("fp32", b)].get("patches_per_s") or 0.0)
+    fp32, int8 = found[("fp32", chosen)], found[("int8", chosen)]
+    speedup = float(int8["patches_per_s"]) / max(float(fp32["patches_per_s"]), 1e-9)
+    delta = int8.get("p2p_delta")
+    if delta is None:
+        return Int8Decision(False, "the INT8 row has no P2P change", chosen, speedup)
+    delta = float(delta)
+    evidence = f"batch {chosen}: {speedup:.2f}x FP32, mean P2P change {delta:+.4f}"
+    if speedup < min_speedup:
+        return Int8Decision(False, f"INT8 not fast enough ({evidence}; needs {min_speedup:.2f}x)", chosen, speedup,
+                            delta)
+    if not delta <= max_p2p_delta:  # NaN fails too
+        return Int8Decision(False, f"INT8 costs accuracy ({evidence}; limit {max_p2p_delta})", chosen, speedup,
+                            delta)
+    return Int8Decision(True, f"INT8 wins ({evidence})", chosen, speedup, delta)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """JSON lines of a results file; missing file: []; unreadable lines are skipped with a warning."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s: line %d is not JSON; ignored", path, number)
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
