@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -125,8 +126,10 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, start_epoch = state["history"], int(state["epoch"])
-        for _ in range(sum(int(h["steps"]) for h in history)):
-            scheduler.step()
+        with warnings.catch_warnings():  # replaying the schedule (possibly re-planned for new epochs)
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(sum(int(h["steps"]) for h in history)):
+                scheduler.step()
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
     elif resume:
         raise InputError(f"{out}: nothing to resume (no last.pt)")
