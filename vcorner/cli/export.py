@@ -1,4 +1,5 @@
-"""``vcorner export RUN_OR_CKPT``: ONNX (dynamic batch) with the model card, checked against torch eager."""
+"""``vcorner export RUN_OR_CKPT``: ONNX (dynamic batch) with the model card, checked against torch eager;
+``--fp16`` adds the mixed-precision FP16 ONNX, ``--engine`` the cached TensorRT engine of ``--profile``."""
 
 from __future__ import annotations
 
@@ -9,12 +10,27 @@ import typer
 
 from vcorner.cli.common import fail, stderr, user_errors
 
+FP16_TOLERANCE = 1e-2
+"""Largest FP16-vs-FP32 map difference accepted, relative to the FP32 map's peak."""
+
 
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Run folder or .safetensors checkpoint.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="ONNX file (default: RUN/model.onnx).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Compare ONNX Runtime with torch eager.")] = True,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write the mixed-precision FP16 ONNX for GPUs "
+                                                      "(FP32 I/O and normalization).")] = False,
+    fp16_out: Annotated[Path | None, typer.Option("--fp16-out", help="FP16 ONNX file (default: "
+                                                                     "<out stem>.fp16.onnx).")] = None,
+    engine: Annotated[bool, typer.Option("--engine", help="Build (or reuse) the TensorRT engine of --profile; "
+                                                          "needs TensorRT and a GPU.")] = False,
+    profile: Annotated[str, typer.Option("--profile", help="Export profile: batch range, precision, "
+                                                           "workspace (export/profiles.toml).")] = "gpu",
+    profiles: Annotated[Path | None, typer.Option("--profiles", help="Profiles TOML (default: the repository's "
+                                                                     "export/profiles.toml, else built-in).")] = None,
+    engine_dir: Annotated[Path | None, typer.Option("--engine-dir", help="Engine cache folder (default: beside "
+                                                                         "the ONNX file).")] = None,
 ) -> None:
     """Export a trained checkpoint to ONNX, with its model card in the metadata and a .json sidecar."""
     with user_errors():
@@ -22,18 +38,70 @@ def export(
             import numpy as np
 
             from vcorner.export.onnx_export import export_model, max_abs_difference
+            from vcorner.export.profiles import get_profile
             from vcorner.training.checkpoint import load_model, resolve_checkpoint
         except ImportError as err:
             fail(f"export needs torch and onnx: pip install 'vcorner[train]' ({err})")
+        chosen = get_profile(profile, profiles)
         source = resolve_checkpoint(checkpoint)
         target = out or source.with_suffix(".onnx")
         model, card = load_model(source)
         export_model(model, card, target, opset)
         stderr.print(f"wrote {target} and {target}.json", highlight=False)
+        n = card.sampling.patch_size
+        patches = np.random.default_rng(0).standard_normal((8, 1, n, n)).astype(np.float32)
         if check:
-            n = card.sampling.patch_size
-            patches = np.random.default_rng(0).standard_normal((8, 1, n, n)).astype(np.float32)
             diff = max_abs_difference(model, target, patches)
             stderr.print(f"ONNX Runtime vs torch eager: max |difference| {diff:.2e}", highlight=False)
             if diff > 1e-5:
                 fail(f"{target}: ONNX Runtime differs from torch eager by {diff:.2e} (> 1e-5)")
+        if not (fp16 or engine):
+            return
+        engine_onnx = target
+        if fp16 or chosen.precision == "fp16":
+            half = fp16_step(target, fp16_out, patches if check else None)
+            engine_onnx = half if chosen.precision == "fp16" else target
+        build_engine_step(checkpoint, engine_onnx, chosen, engine, engine_dir)
+
+
+def fp16_step(target: Path, fp16_out: Path | None, patches=None) -> Path:
+    """Write the FP16 variant of ``target``; with ``patches`` (B, 1, N, N), check its maps against FP32."""
+    import importlib.util
+
+    from vcorner.export.fp16 import convert_fp16, fp16_map_difference, fp16_path
+
+    if importlib.util.find_spec("onnxconverter_common") is None:
+        fail("--fp16 needs onnxconverter-common: pip install 'vcorner[train]'")
+    half = convert_fp16(target, fp16_out or fp16_path(target))
+    stderr.print(f"wrote {half} and {half}.json (FP16 body, FP32 I/O and normalization)", highlight=False,
+                 soft_wrap=True)
+    if patches is not None:
+        absolute, relative = fp16_map_difference(target, half, patches)
+        stderr.print(f"FP16 vs FP32 (ONNX Runtime CPU): max |difference| {absolute:.2e} "
+                     f"({relative:.1e} of the map peak)", highlight=False, soft_wrap=True)
+        if relative > FP16_TOLERANCE:
+            fail(f"{half}: FP16 maps differ from FP32 by {relative:.1e} of the peak (> {FP16_TOLERANCE})")
+    return half
+
+
+def build_engine_step(checkpoint: Path, onnx: Path, profile, requested: bool, engine_dir: Path | None) -> None:
+    """Build or reuse the TensorRT engine when asked and possible; otherwise say in one line how to get it."""
+    from vcorner.runtime.select import tensorrt_available
+
+    later = f"vcorner export {checkpoint} --fp16 --engine --profile {profile.name}"
+    if not tensorrt_available():
+        if requested:
+            fail(f"TensorRT is not installed here: run `{later}` on the GPU machine (pip install 'vcorner[gpu]')")
+        stderr.print(f"TensorRT is absent here: build the engine on the GPU machine with `{later}` (or let "
+                     "`vcorner batch --backend trt` build it on first use)", highlight=False, soft_wrap=True)
+        return
+    if not requested:
+        stderr.print(f"TensorRT is installed: add --engine to build the [{profile.name}] engine now (else "
+                     "`vcorner batch --backend trt` builds it on first use)", highlight=False, soft_wrap=True)
+        return
+    from vcorner.export.tensorrt_build import load_or_build_engine
+
+    loaded = load_or_build_engine(onnx, profile, engine_dir)
+    stderr.print(f"engine {loaded.plan} ({'built' if loaded.built else 'cached, key matches'}) for "
+                 f"{loaded.gpu.name} (compute capability {loaded.gpu.compute_capability}), batch "
+                 f"{profile.batch_min}..{profile.batch_max}", highlight=False, soft_wrap=True)

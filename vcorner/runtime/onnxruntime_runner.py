@@ -29,14 +29,37 @@ def session_options(threads: int | None = None):
     return options
 
 
-def providers_for(device: str, cache_dir: Path | None = None) -> list:
-    """Execution providers for ``device`` in {"cpu", "cuda", "tensorrt"} (with FP16 and engine cache for TRT)."""
+def default_ort_cache() -> Path:
+    """Engine and timing caches of ONNX Runtime's TensorRT EP: ``~/.cache/vcorner/ort-trt``."""
+    return Path.home() / ".cache" / "vcorner" / "ort-trt"
+
+
+def trt_profile_shapes(patch_size: int, batch: tuple[int, int, int]) -> dict[str, str]:
+    """TensorRT EP options fixing the optimization profile over the batch axis (min, opt, max patches)."""
+    return {f"trt_profile_{which}_shapes": f"{INPUT_NAME}:{b}x1x{patch_size}x{patch_size}"
+            for which, b in zip(("min", "opt", "max"), batch, strict=True)}
+
+
+def providers_for(device: str, cache_dir: Path | None = None, *, patch_size: int | None = None,
+                  batch: tuple[int, int, int] | None = None, fp16: bool = False, device_id: int = 0) -> list:
+    """Execution providers for ``device`` in {"cpu", "cuda", "tensorrt"}, best first, CPU last.
+
+    TensorRT EP: engine and timing caches under ``cache_dir``; with ``patch_size`` and ``batch`` an explicit
+    optimization profile over the batch axis (without one the EP builds for the first batch shape it sees
+    and rebuilds the engine whenever a larger batch arrives). ``fp16`` (``trt_fp16_enable``) stays off by
+    default: on an FP32 graph it lets TensorRT 10 run the normalization's reductions in FP16 too, and
+    TensorRT 11 has no such flag; run the mixed-precision ``m.fp16.onnx`` instead, whose types TensorRT
+    keeps. Option names as in ORT's ``tensorrt_execution_provider_info.cc`` and CUDA EP docs.
+    """
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    cache = str(cache_dir or Path.home() / ".cache" / "vcorner" / "ort-trt")
-    trt = ("TensorrtExecutionProvider", {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                                         "trt_engine_cache_path": cache, "trt_timing_cache_enable": True})
-    cuda = ("CUDAExecutionProvider", {"cudnn_conv_algo_search": "EXHAUSTIVE"})
+    cache = str(cache_dir or default_ort_cache())
+    trt_options = {"device_id": device_id, "trt_fp16_enable": fp16, "trt_engine_cache_enable": True,
+                   "trt_engine_cache_path": cache, "trt_timing_cache_enable": True, "trt_timing_cache_path": cache}
+    if patch_size is not None and batch is not None:
+        trt_options.update(trt_profile_shapes(patch_size, batch))
+    trt = ("TensorrtExecutionProvider", trt_options)
+    cuda = ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "EXHAUSTIVE"})
     chosen = [trt, cuda] if device == "tensorrt" else [cuda]
     return [*chosen, "CPUExecutionProvider"]
 
@@ -56,20 +79,33 @@ class OnnxRuntimeRunner(Runner):
         model: path of the ``.onnx`` file.
         device: ``cpu``, ``cuda`` or ``tensorrt`` (execution provider).
         threads: intra-op threads (default: all cores).
+        profile: export profile whose batch range the TensorRT EP's engine covers (default ``gpu``).
     """
 
     name = "ort"
 
-    def __init__(self, model: Path, device: str = "cpu", threads: int | None = None) -> None:
-        self.model, self.device, self.threads = Path(model), device, threads
+    def __init__(self, model: Path, device: str = "cpu", threads: int | None = None,
+                 profile: str | None = None) -> None:
+        self.model, self.device, self.threads, self.profile = Path(model), device, threads, profile
         self.session = None
+
+    def providers(self) -> list:
+        """The execution providers for this model and device."""
+        if self.device != "tensorrt":
+            return providers_for(self.device)
+        from vcorner.export.profiles import DEFAULT_PROFILE, get_profile
+        from vcorner.modelfile import read_model_card
+
+        default_ort_cache().mkdir(parents=True, exist_ok=True)
+        patch = read_model_card(self.model).sampling.patch_size
+        return providers_for(self.device, patch_size=patch, batch=get_profile(self.profile or DEFAULT_PROFILE).batch)
 
     def activate(self) -> None:
         import onnxruntime as ort
 
         try:
             self.session = ort.InferenceSession(str(self.model), session_options(self.threads),
-                                                providers=providers_for(self.device))
+                                                providers=self.providers())
         except Exception as err:  # onnxruntime raises its own exception types
             raise InputError(f"{self.model}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
         check_io(self.session, self.model)

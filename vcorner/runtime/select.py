@@ -36,18 +36,46 @@ def tensorrt_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "cuda"))
 
 
+def cuda_gpu_available() -> bool:
+    """A CUDA GPU is visible through cuda-python (False when cuda-python or the driver is missing)."""
+    from vcorner.export.tensorrt_build import cuda_device_count
+
+    return cuda_device_count() > 0
+
+
+def cuda_index(device: str | None) -> int:
+    """CUDA ordinal of ``device`` (``None``, ``cuda`` -> 0; ``cuda:1``, ``1`` -> 1).
+
+    Raises:
+        InputError: anything else.
+    """
+    text = (device or "0").removeprefix("cuda").lstrip(":") or "0"
+    if not text.isdigit():
+        raise InputError(f"TensorRT runs on a CUDA device (cuda, cuda:N or N), got {device!r}")
+    return int(text)
+
+
 def resolve_backend(model: Path, backend: Backend) -> Backend:
-    """The concrete backend for ``model`` when ``auto`` is asked."""
+    """The concrete backend for ``model`` when ``auto`` is asked.
+
+    ``auto``: torch for a checkpoint; native TensorRT when ``tensorrt`` and ``cuda-python`` import and a
+    CUDA GPU is visible; otherwise ONNX Runtime (whose best execution provider is picked later).
+    """
     if backend != Backend.auto:
         return backend
     if is_checkpoint(model):
         return Backend.torch
+    if tensorrt_available() and cuda_gpu_available():
+        return Backend.trt
     return Backend.ort
 
 
 def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str | None = None,
-                threads: int | None = None) -> tuple[Runner, ModelCard]:
+                threads: int | None = None, profile: str | None = None) -> tuple[Runner, ModelCard]:
     """A (not yet entered) runner for ``model`` (default: the shipped model) and the model's card.
+
+    ``profile`` names the export profile of a TensorRT engine (native, or ONNX Runtime's TensorRT EP; default
+    ``gpu``); other backends ignore it.
 
     Raises:
         InputError: unknown model file, failed checksum, or a backend that cannot run this model here.
@@ -59,15 +87,22 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
             raise InputError(f"{model}: the torch backend runs a .safetensors checkpoint or run folder")
         if importlib.util.find_spec("torch") is None:
             raise InputError("the torch backend needs torch: pip install 'vcorner[train]'")
+        import torch
+
         from vcorner.runtime.torch_runner import TorchRunner
         from vcorner.training.checkpoint import read_card
 
-        return TorchRunner(model, device or "cpu"), read_card(model)
+        return TorchRunner(model, device or ("cuda" if torch.cuda.is_available() else "cpu")), read_card(model)
     if is_checkpoint(model):
         raise InputError(f"{model}: a checkpoint; export it first (vcorner export {model}) or use --backend torch")
     if chosen == Backend.trt:
-        raise InputError("the TensorRT backend is not available in this build; use --backend ort")
+        from vcorner.export.profiles import DEFAULT_PROFILE
+        from vcorner.runtime.tensorrt_runner import TensorRTRunner, require_gpu_stack
+
+        require_gpu_stack()
+        card = read_model_card(model)
+        return TensorRTRunner(model, profile or DEFAULT_PROFILE, device=cuda_index(device)), card
     from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner, available_devices
 
     card = read_model_card(model)
-    return OnnxRuntimeRunner(model, device or available_devices()[0], threads), card
+    return OnnxRuntimeRunner(model, device or available_devices()[0], threads, profile), card

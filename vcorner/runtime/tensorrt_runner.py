@@ -1,0 +1,206 @@
+"""Native TensorRT backend: a cached strongly typed engine, cuda-python buffers, CUDA graphs per batch size.
+
+Buffers follow TensorRT's ``samples/python/common_runtime.py``: page-locked host memory
+(``cudaMallocHost``) and device memory (``cudaMalloc``) sized for the profile's largest batch, async copies
+and ``execute_async_v3`` on one non-blocking stream. A batch size seen twice is captured once into a CUDA
+graph (copy in, execute, copy out) and replayed from then on; batches above the profile's ``batch_max``
+are split into chunks of that size. Needs the ``gpu`` extra (``tensorrt``, ``cuda-python``) and a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from vcorner.export.profiles import DEFAULT_PROFILE, ExportProfile, get_profile
+from vcorner.export.tensorrt_build import INSTALL_HINT, LoadedEngine, cuda_call, cudart, has_module
+from vcorner.io.records import InputError
+from vcorner.modelfile import INPUT_NAME, OUTPUT_NAME
+from vcorner.runtime.base import Runner
+
+log = logging.getLogger(__name__)
+
+MAX_GRAPHS = 8
+"""CUDA graphs kept per runner (one per batch size; the batch pipeline uses one size plus a remainder)."""
+
+
+def require_gpu_stack() -> None:
+    """Raise a one-line InputError with the install hint unless ``tensorrt`` and ``cuda-python`` import."""
+    missing = [name for name, module in (("tensorrt", "tensorrt"), ("cuda-python", "cuda")) if not has_module(module)]
+    if missing:
+        raise InputError(f"the TensorRT backend needs {' and '.join(missing)} and a CUDA GPU: {INSTALL_HINT}, "
+                         "or use --backend ort")
+
+
+def pinned_array(count: int) -> tuple[int, np.ndarray]:
+    """(pointer, float32 view) of ``count`` floats of page-locked host memory (free with ``cudaFreeHost``)."""
+    pointer = cuda_call(cudart().cudaMallocHost(count * 4))
+    view = np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), (count,))
+    return pointer, view
+
+
+class TensorRTRunner(Runner):
+    """TensorRT engine for an ONNX model, built or loaded through the engine cache.
+
+    Args:
+        model: the ``.onnx`` model (FP32 or its ``.fp16.onnx`` variant; see
+            :func:`vcorner.export.fp16.variant_for` for which one an FP16 profile builds from).
+        profile: export profile name or object (batch range, precision, workspace).
+        cache_dir: engine folder (default: beside the model, or the user cache).
+        device: CUDA device ordinal.
+        cuda_graphs: capture a CUDA graph per repeated batch size.
+
+    Shapes:
+        ``infer``: (B, 1, N, N) float32 patches -> (B, 1, N, N) float32 maps, any B >= 1.
+    """
+
+    name = "trt"
+
+    def __init__(self, model: Path, profile: str | ExportProfile = DEFAULT_PROFILE, cache_dir: Path | None = None,
+                 device: int = 0, cuda_graphs: bool = True) -> None:
+        self.model, self.profile_arg, self.cache_dir = Path(model), profile, cache_dir
+        self.device, self.cuda_graphs = device, cuda_graphs
+        self.loaded: LoadedEngine | None = None
+        self.context = self.stream = None
+        self.host: dict[str, tuple[int, np.ndarray]] = {}
+        self.dev: dict[str, int] = {}
+        self.graphs: dict[int, object] = {}
+        self.seen: Counter[int] = Counter()
+        self.shape_batch = 0
+
+    def activate(self) -> None:
+        require_gpu_stack()
+        from vcorner.export.fp16 import model_precision
+        from vcorner.export.tensorrt_build import engine_source, load_or_build_engine
+
+        profile = self.profile_arg if isinstance(self.profile_arg, ExportProfile) else get_profile(self.profile_arg)
+        source = engine_source(self.model, profile, self.cache_dir)
+        self.loaded = load_or_build_engine(source, profile, self.cache_dir, self.device)
+        engine = self.loaded.engine
+        check_engine_io(engine, source)
+        low, _, high = (tuple(s) for s in engine.get_tensor_profile_shape(INPUT_NAME, 0))
+        self.patch, self.min_batch, self.max_chunk = int(high[-1]), int(low[0]), int(high[0])
+        self.context = engine.create_execution_context()
+        runtime = cudart()
+        self.stream = cuda_call(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking))
+        count = self.max_chunk * self.patch * self.patch
+        for name in (INPUT_NAME, OUTPUT_NAME):
+            self.host[name] = pinned_array(count)
+            self.dev[name] = cuda_call(runtime.cudaMalloc(count * 4))
+            self.context.set_tensor_address(name, int(self.dev[name]))
+        self.name = f"trt-{model_precision(source)}"
+        log.info("TensorRT engine %s on %s (sm %s), batches %d..%d", self.loaded.plan.name, self.loaded.gpu.name,
+                 self.loaded.gpu.compute_capability, self.min_batch, self.max_chunk)
+
+    def deactivate(self) -> None:
+        if self.loaded is None:
+            return
+        runtime = cudart()
+        if self.stream is not None:
+            cuda_call(runtime.cudaStreamSynchronize(self.stream))
+        for graph in self.graphs.values():
+            cuda_call(runtime.cudaGraphExecDestroy(graph))
+        for pointer in self.dev.values():
+            cuda_call(runtime.cudaFree(pointer))
+        for pointer, _ in self.host.values():
+            cuda_call(runtime.cudaFreeHost(pointer))
+        if self.stream is not None:
+            cuda_call(runtime.cudaStreamDestroy(self.stream))
+        self.graphs, self.dev, self.host, self.seen = {}, {}, {}, Counter()
+        self.context = self.stream = None  # the context goes before the engine and the runtime
+        self.loaded = None
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[1:] != (1, self.patch, self.patch):
+            raise InputError(f"TensorRT engine expects (B, 1, {self.patch}, {self.patch}) patches, got {batch.shape}")
+        out = np.empty_like(batch)
+        for start in range(0, len(batch), self.max_chunk):
+            chunk = batch[start:start + self.max_chunk]
+            out[start:start + len(chunk)] = self.run_chunk(chunk)
+        return out
+
+    def run_chunk(self, chunk: np.ndarray) -> np.ndarray:
+        """Maps of at most ``max_chunk`` patches (padded with zeros up to the profile's ``batch_min``)."""
+        b, size = len(chunk), self.patch * self.patch
+        run = max(b, self.min_batch)
+        host_in, host_out = self.host[INPUT_NAME][1], self.host[OUTPUT_NAME][1]
+        host_in[:b * size] = chunk.reshape(-1)
+        host_in[b * size:run * size] = 0.0
+        graph = self.graph_for(run)
+        if graph is not None:
+            cuda_call(cudart().cudaGraphLaunch(graph, self.stream))
+        else:
+            self.set_batch(run)
+            self.enqueue(run)
+        cuda_call(cudart().cudaStreamSynchronize(self.stream))
+        return host_out[:b * size].reshape(b, 1, self.patch, self.patch).copy()
+
+    def set_batch(self, batch: int) -> None:
+        """Set the context's input shape to ``batch`` patches (only when it changes)."""
+        if batch != self.shape_batch:
+            if not self.context.set_input_shape(INPUT_NAME, (batch, 1, self.patch, self.patch)):
+                raise InputError(f"TensorRT rejected batch {batch} (profile {self.min_batch}..{self.max_chunk})")
+            self.shape_batch = batch
+
+    def enqueue(self, batch: int) -> None:
+        """Queue copy-in, execution and copy-out of ``batch`` patches on the stream."""
+        runtime, nbytes = cudart(), batch * self.patch * self.patch * 4
+        kind = runtime.cudaMemcpyKind
+        cuda_call(runtime.cudaMemcpyAsync(self.dev[INPUT_NAME], self.host[INPUT_NAME][0], nbytes,
+                                          kind.cudaMemcpyHostToDevice, self.stream))
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        cuda_call(runtime.cudaMemcpyAsync(self.host[OUTPUT_NAME][0], self.dev[OUTPUT_NAME], nbytes,
+                                          kind.cudaMemcpyDeviceToHost, self.stream))
+
+    def graph_for(self, batch: int):
+        """The CUDA graph for ``batch`` (captured the second time the size is seen), or None."""
+        if not self.cuda_graphs:
+            return None
+        if batch in self.graphs:
+            self.set_batch(batch)
+            return self.graphs[batch]
+        self.seen[batch] += 1
+        if self.seen[batch] < 2 or len(self.graphs) >= MAX_GRAPHS:
+            return None
+        try:
+            self.graphs[batch] = self.capture(batch)
+        except RuntimeError as err:
+            log.warning("CUDA graph capture failed (%s); running without graphs", err)
+            self.cuda_graphs = False
+            return None
+        return self.graphs[batch]
+
+    def capture(self, batch: int):
+        """Capture copy-in, execute, copy-out of ``batch`` patches into an instantiated CUDA graph."""
+        runtime = cudart()
+        self.set_batch(batch)
+        self.enqueue(batch)  # TensorRT needs one enqueue after a shape change before capturing
+        cuda_call(runtime.cudaStreamSynchronize(self.stream))
+        cuda_call(runtime.cudaStreamBeginCapture(self.stream,
+                                                 runtime.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
+        try:
+            self.enqueue(batch)
+        finally:
+            graph = cuda_call(runtime.cudaStreamEndCapture(self.stream))
+        try:
+            return cuda_call(runtime.cudaGraphInstantiateWithFlags(graph, 0))
+        finally:
+            cuda_call(runtime.cudaGraphDestroy(graph))
+
+
+def check_engine_io(engine, source: Path) -> None:
+    """Raise InputError unless the engine maps float32 ``patches`` (B, 1, N, N) to float32 ``maps``."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    if sorted(names) != sorted([INPUT_NAME, OUTPUT_NAME]):
+        raise InputError(f"{source}: engine tensors {names}, expected '{INPUT_NAME}' and '{OUTPUT_NAME}'")
+    import tensorrt as trt
+
+    for name in names:
+        if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+            raise InputError(f"{source}: engine tensor '{name}' is {engine.get_tensor_dtype(name)}, expected FP32 I/O")
