@@ -16,26 +16,12 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vcorner.config import SamplingConfig
 from vcorner.evaluation.metrics import table1_row
-from vcorner.evaluation.tune import evaluate_decode, infer_records
+from vcorner.evaluation.tune import evaluate_decode, infer_records, sampling_variants
 from vcorner.io.annotations import read_annotations
 from vcorner.runtime.select import open_runner
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def sampling_variants(base: SamplingConfig) -> dict[str, SamplingConfig]:
-    """Named patch-sampling variants, from the full grid down to one patch per vertebra."""
-    mid_scale = (sum(base.scales) / len(base.scales),)
-    return {
-        f"full grid ({base.patches_per_vertebra}/vertebra)": base,
-        "no rotations": replace(base, rotations_deg=(0.0,)),
-        "one scale": replace(base, scales=mid_scale),
-        "one scale, no rotations": replace(base, scales=mid_scale, rotations_deg=(0.0,)),
-        "2x2 grid, one scale, no rotations": replace(base, grid_steps=2, scales=mid_scale, rotations_deg=(0.0,)),
-        "centre only (1/vertebra)": replace(base, grid_steps=1, scales=mid_scale, rotations_deg=(0.0,)),
-    }
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from vcorner import CORNER_NAMES
 from vcorner.card import ModelCard
-from vcorner.config import DecodeConfig
+from vcorner.config import DecodeConfig, SamplingConfig
 from vcorner.evaluation.metrics import CornerErrors, match, table1_row
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.pipeline.plan import PlannedImage, safe_path
@@ -31,10 +31,39 @@ CHI2_2DOF = {0.5: 1.3863, 0.95: 5.9915}
 """Squared Mahalanobis radius of the 50% and 95% ellipses of a 2-D Gaussian."""
 
 DEFAULT_GRID: dict[str, tuple] = {
-    "background_quantile": (0.6, 0.75, 0.9),
-    "prior_inflation": (1.0, 2.0, 4.0, 9.0),
-    "min_peak": (0.01, 0.05, 0.15),
+    "background_quantile": (0.6, 0.75, 0.9, 0.95),
+    "prior_inflation": (1.0, 4.0, 9.0, 16.0, 25.0),
+    "min_peak": (0.05, 0.15, 0.3),
 }
+
+
+def sampling_variants(base: SamplingConfig) -> dict[str, SamplingConfig]:
+    """Named patch-sampling variants of a model's own, from its full grid down to one patch per vertebra."""
+    mid_scale = (sum(base.scales) / len(base.scales),)
+    return {
+        f"full grid ({base.patches_per_vertebra}/vertebra)": base,
+        "no rotations": replace(base, rotations_deg=(0.0,)),
+        "one scale": replace(base, scales=mid_scale),
+        "one scale, no rotations": replace(base, scales=mid_scale, rotations_deg=(0.0,)),
+        "2x2 grid, one scale, no rotations": replace(base, grid_steps=2, scales=mid_scale, rotations_deg=(0.0,)),
+        "centre only (1/vertebra)": replace(base, grid_steps=1, scales=mid_scale, rotations_deg=(0.0,)),
+    }
+
+
+def cheapest_sampling(root: Path, records: Sequence[ImageRecord], runner: Runner, card: ModelCard,
+                      tolerance: float = 0.0) -> tuple[SamplingConfig, list[dict]]:
+    """The sampling variant with the fewest patches whose mean P2P is within ``tolerance`` (relative) of the
+    best variant's, and every variant's scores."""
+    scores = []
+    for name, sampling in sampling_variants(card.sampling).items():
+        variant = replace(card, sampling=sampling)
+        row = table1_row(evaluate_decode(infer_records(root, records, runner, variant), variant, card.decode)[0])
+        scores.append({"variant": name, "patches_per_vertebra": sampling.patches_per_vertebra,
+                       "p2p_mean": row["p2p_mean"], "p2p_median": row["p2p_median"], "sampling": sampling})
+    best = min(s["p2p_mean"] for s in scores)
+    chosen = min((s for s in scores if s["p2p_mean"] <= best * (1 + tolerance)),
+                 key=lambda s: s["patches_per_vertebra"])
+    return chosen["sampling"], [{k: v for k, v in s.items() if k != "sampling"} for s in scores]
 
 
 @dataclass(frozen=True)
