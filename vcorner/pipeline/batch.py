@@ -138,6 +138,16 @@ def _finish_all(finished: queue.Queue, card: ModelCard, journal: CornerJournal, 
         progress.image_done(len(item.patches))
 
 
+def start_outputs(plan: Plan, out_dir: Path, resume: bool) -> tuple[CornerJournal, list[PlannedImage],
+                                                                      BatchSummary]:
+    """Open ``corners.csv`` (keeping complete images when resuming); the images still to do; a summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    expected = {p.record.file: 4 * len(p.record.vertebrae) for p in plan.images}
+    journal = CornerJournal(out_dir / "corners.csv", expected, resume)
+    todo = [p for p in plan.images if p.record.file not in journal.done]
+    return journal, todo, BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused))
+
+
 def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, options: BatchOptions | None = None,
               progress: Progress | None = None) -> BatchSummary:
     """Process every planned image; write ``corners.csv``, ``errors.csv`` and requested extras in ``out_dir``.
@@ -145,12 +155,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     The runner must already be entered. Images finished by an earlier run are skipped when resuming.
     """
     options, progress = options or BatchOptions(), progress or Progress()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    expected = {p.record.file: 4 * len(p.record.vertebrae) for p in plan.images}
-    journal = CornerJournal(out_dir / "corners.csv", expected, options.resume)
-    todo = [p for p in plan.images if p.record.file not in journal.done]
-    summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused))
+    journal, todo, summary = start_outputs(plan, Path(out_dir), options.resume)
     progress.start(len(todo))
     jobs: queue.Queue = queue.Queue(maxsize=options.queue_images)
     finished: queue.Queue = queue.Queue(maxsize=options.queue_images)

@@ -18,8 +18,8 @@ import numpy as np
 
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
-from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress
-from vcorner.pipeline.outputs import CornerJournal, corner_rows, write_errors
+from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress, start_outputs
+from vcorner.pipeline.outputs import corner_rows, write_errors
 from vcorner.pipeline.plan import Plan, PlannedImage
 from vcorner.pipeline.stages import finish, prepare
 
@@ -119,11 +119,7 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
     ray = import_ray()
     progress = progress or Progress()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    expected = {p.record.file: 4 * len(p.record.vertebrae) for p in plan.images}
-    journal = CornerJournal(out_dir / "corners.csv", expected, options.resume)
-    todo = [p for p in plan.images if p.record.file not in journal.done]
-    summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused))
+    journal, todo, summary = start_outputs(plan, out_dir, options.resume)
     progress.start(len(todo))
     began = time.perf_counter()
     readable = [p for p in todo if p.path.is_file()]
