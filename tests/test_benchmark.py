@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnx")
@@ -15,10 +17,12 @@ from typer.testing import CliRunner  # noqa: E402
 from vcorner import benchmark as lib  # noqa: E402
 from vcorner.benchmark import BenchmarkSettings, run_benchmark  # noqa: E402
 from vcorner.cli.benchmark import benchmark  # noqa: E402
+from vcorner.runtime.base import Runner  # noqa: E402
 
 MEASURED = {"backend", "precision", "device", "batch", "status", "patches_per_s", "p50_ms", "p95_ms", "max_abs_diff",
             "p2p_mean", "p2p_unit", "p2p_delta", "corner_shift_px", "model", "model_sha256", "variant",
-            "variant_sha256", "images", "patches", "seed", "seconds", "machine", "versions", "date"}
+            "variant_sha256", "images", "patches", "seed", "seconds", "rounds", "batches_timed", "machine", "versions",
+    "date"}
 FAST = {"seconds": 0.01, "images": 1, "batch_sizes": (8, 32)}
 
 
@@ -90,6 +94,26 @@ def test_a_failing_backend_becomes_a_row_not_a_crash(tiny_onnx, monkeypatch):
     assert [(r["status"], r["reason"]) for r in rows] == [("failed", "RuntimeError: driver exploded")]
 
 
+class _SmallMemoryRunner(Runner):
+    """Maps like a flat model, but fails on batches above 8 patches (out of memory)."""
+
+    device = "fake"
+
+    def infer(self, batch):
+        if len(batch) > 8:
+            raise MemoryError("out of memory at batch 32")
+        return np.full(batch.shape, 1.0 / batch[0, 0].size, dtype=np.float32)
+
+
+def test_a_backend_failing_while_timed_becomes_a_row(tiny_onnx, monkeypatch):
+    monkeypatch.setattr(lib, "open_variant", lambda *args: _SmallMemoryRunner())
+    settings = BenchmarkSettings(model=tiny_onnx, backends=("torch",), precisions=("fp32",), **FAST)
+    with monkeypatch.context() as patch:
+        patch.setattr(lib, "infer_all", lambda runner, patches, batch: np.full(patches.shape, 1 / 4096, np.float32))
+        rows = run_benchmark(settings)
+    assert [(r["status"], r["reason"]) for r in rows] == [("failed", "MemoryError: out of memory at batch 32")]
+
+
 def test_a_missing_model_is_a_one_line_error(tmp_path):
     with pytest.raises(lib.InputError, match="no such model"):
         run_benchmark(BenchmarkSettings(model=tmp_path / "none.onnx", **FAST))
@@ -116,6 +140,15 @@ def test_cpu_info_reads_model_and_flags(tmp_path):
     assert lib.cpu_info(tmp_path / "missing")[1] == []
 
 
+def test_busy_cores_reads_proc_stat(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3\n", encoding="utf-8")
+    assert lib.busy_cores(0.0, stat) is None  # no clock ticks between the samples: no information
+    assert lib.busy_cores(0.0, tmp_path / "missing") is None
+    live = lib.busy_cores(0.05)
+    assert live is None or 0.0 <= live <= (os.cpu_count() or 1)
+
+
 def _app() -> typer.Typer:
     app = typer.Typer()
     app.command("benchmark")(benchmark)
@@ -130,6 +163,7 @@ def test_cli_prints_the_table_and_appends_rows(tiny_onnx, tmp_path):
     outcome = CliRunner().invoke(_app(), args, env={"COLUMNS": "200"})
     assert outcome.exit_code == 0, outcome.output
     assert "patches/s" in outcome.output and "not measured here" in outcome.output
+    assert "vcorner[gpu]" in outcome.output  # reasons are not read as rich markup
     rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
     assert [(r["backend"], r["batch"]) for r in rows] == [("ort", 4), ("ort", 8), ("trt", None)]
 

@@ -8,7 +8,14 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from vcorner.export.int8 import calibration_patches, int8_path, quantize_int8, tail_nodes  # noqa: E402
+from vcorner.card import sha256_file  # noqa: E402
+from vcorner.export.int8 import (  # noqa: E402
+    calibration_patches,
+    int8_path,
+    quantize_int8,
+    tail_nodes,
+    upsampling_as_conv,
+)
 from vcorner.io.records import InputError  # noqa: E402
 from vcorner.modelfile import read_model_card  # noqa: E402
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
@@ -37,6 +44,7 @@ def test_graph_is_qdq_with_the_normalization_left_in_fp32(quantized):
     graph = onnx.load(str(path)).graph
     ops = [n.op_type for n in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 4  # upsampling runs as 1x1 Conv
     producer = {o: n for n in graph.node for o in n.output}
     consumers = {i: [n for n in graph.node if i in n.input] for n in graph.node for i in n.output}
     tail = [n for n in graph.node if n.op_type in NORMALIZATION_OPS]
@@ -59,6 +67,17 @@ def test_tail_nodes_lists_the_normalization(tiny_onnx):
     assert by_name[tail_nodes(graph, keep_head_fp32=True)[0]] == "Conv"
 
 
+def test_upsampling_rewrite_is_exact_in_fp32(tiny_onnx, patches, tmp_path):
+    graph = onnx.load(str(tiny_onnx))
+    assert upsampling_as_conv(graph) == 4
+    ops = [n.op_type for n in graph.graph.node]
+    assert "ConvTranspose" not in ops and ops.count("DepthToSpace") == 4
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(tmp_path / "rewritten.onnx"))
+    with OnnxRuntimeRunner(tiny_onnx) as original, OnnxRuntimeRunner(tmp_path / "rewritten.onnx") as rewritten:
+        assert np.abs(rewritten.infer(patches) - original.infer(patches)).max() <= 1e-7
+
+
 def test_maps_stay_close_to_fp32_and_sum_to_one(quantized, tiny_onnx, patches):
     path, _ = quantized
     with OnnxRuntimeRunner(tiny_onnx) as fp32, OnnxRuntimeRunner(path) as int8:
@@ -75,6 +94,7 @@ def test_card_travels_with_the_int8_model(quantized, tiny_onnx):
     card = read_model_card(path)  # sidecar present and its checksum matches
     note = card.training["quantization"]
     assert note["precision"] == "int8" and note["scheme"] == scheme and note["calibration_patches"] == 48
+    assert note["upsampling_as_conv"] == 4 and note["source_sha256"] == sha256_file(tiny_onnx)
     assert card.sampling == read_model_card(tiny_onnx).sampling
     path.with_name(f"{path.name}.json").unlink()
     assert read_model_card(path).training["quantization"]["precision"] == "int8"  # from the ONNX metadata
@@ -120,6 +140,15 @@ def test_int8_decision_uses_the_model_the_batch_and_the_latest_rows():
     assert not int8_wins(rows, "abc", batch=64, int8_sha256="f00").use_int8  # timed another INT8 file
     pinned = [*rows[:3], _row("int8", 64, 500.0, variant_sha256="f00")]
     assert int8_wins(pinned, "abc", batch=64, int8_sha256="f00").use_int8
+
+
+def test_int8_decision_compares_rows_of_one_run_only():
+    first = [_row("fp32", 64, 200.0, date="1"), _row("int8", 64, 400.0, date="1")]
+    busy = [_row("fp32", 64, 100.0, date="2")]  # a later FP32-only run on a loaded machine
+    decision = int8_wins(first + busy, "abc")
+    assert decision.use_int8 and decision.speedup == pytest.approx(2.0)
+    later = [_row("fp32", 64, 300.0, date="3"), _row("int8", 64, 310.0, date="3")]
+    assert not int8_wins(first + busy + later, "abc").use_int8  # the latest paired run decides
 
 
 def test_read_rows_skips_bad_lines(tmp_path):

@@ -1,12 +1,9 @@
 """``vcorner benchmark``: patches/s per backend, precision and batch size, with accuracy deltas.
 
-For every (backend, precision) that can run here, the model maps all patches of a small fixed phantom set
-(written with :func:`vcorner.phantoms.dataset.synthesize_dataset` at a fixed seed, cut by
-:func:`vcorner.pipeline.stages.prepare`, decoded by :func:`vcorner.pipeline.stages.finish`): the maps are
-compared with FP32 ONNX Runtime's, and the corners with ``annotations.json`` (mean P2P, :mod:`vcorner.
-evaluation.metrics`). Then each batch size is timed on those patches for a few seconds. Combinations that
-cannot run here come back as ``skipped`` rows with the reason. Every row carries the machine, library
-versions and date, ready to append to a JSON-lines file.
+Each (backend, precision) that can run here maps every patch of a small fixed phantom set and is timed per
+batch size; then the maps are compared with FP32 ONNX Runtime's and decoded (``stages.finish``) into corners
+scored against ``annotations.json`` (mean P2P). Combinations that cannot run here come back as ``skipped``
+rows with the reason. Rows carry the machine, library versions and date, for a JSON-lines file.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -56,7 +54,9 @@ class BenchmarkSettings:
     Attributes:
         model: ONNX file, ``.safetensors`` checkpoint or run folder (None: the shipped model).
         backends, precisions, batch_sizes: the grid; unavailable combinations are skipped.
-        seconds: timing per batch size (at least 3 batches run).
+        seconds: timing per variant and batch size, spread over ``rounds`` turns (at least one batch a turn).
+        rounds: turns in which every variant is timed once per batch size, so that changing load from
+            other work on the machine falls on all variants alike.
         images: phantom images for the accuracy columns.
         threads: ONNX Runtime intra-op threads (default: all cores).
         int8_model: a ready INT8 model (default: ``m.int8.onnx`` beside the model, else quantized here).
@@ -68,6 +68,7 @@ class BenchmarkSettings:
     precisions: tuple[str, ...] = PRECISIONS
     batch_sizes: tuple[int, ...] = (16, 64, 256)
     seconds: float = 3.0
+    rounds: int = 3
     images: int = 4
     threads: int | None = None
     int8_model: Path | None = None
@@ -98,13 +99,16 @@ class PhantomSet:
         self.patches = np.concatenate([job.patches for job in self.jobs])
 
 
-@dataclass(frozen=True)
-class Measured:
-    """What timing a variant gave: its device and file, one timing per batch size, and its maps."""
+@dataclass
+class Variant:
+    """One open (backend, precision): its runner, device and file, maps, and seconds per batch by batch size."""
 
+    ident: dict[str, Any]
+    runner: Runner
     fields: dict[str, Any]
-    timings: list[dict[str, Any]]
     maps: np.ndarray
+    times: dict[int, list[float]] = field(default_factory=dict)
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,12 +150,31 @@ def gpu_names() -> list[str]:
     return []
 
 
+def busy_cores(interval: float = 0.25, stat: Path = Path("/proc/stat")) -> float | None:
+    """Cores kept busy by all processes during ``interval`` seconds (from /proc/stat); None without it.
+
+    Taken before a measurement starts, it tells whether other work shared the machine.
+    """
+    def sample() -> tuple[float, float]:
+        ticks = [float(x) for x in stat.read_text(encoding="utf-8").split("\n", 1)[0].split()[1:]]
+        return sum(ticks), ticks[3] + ticks[4]  # all, idle + iowait
+
+    try:
+        (total0, idle0), _, (total1, idle1) = sample(), time.sleep(interval), sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total1 <= total0:
+        return None
+    return round((1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1), 2)
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, cores, CPU flags, GPUs, OS, and the 1-minute load average (other work on the machine)."""
+    """CPU model, cores, CPU flags, GPUs, OS; the 1-minute load average and the busy cores just before."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     cpu, flags = cpu_info()
     return {"cpu": cpu, "cores": os.cpu_count(), "cpu_flags": flags, "gpu": gpu_names(),
-            "platform": platform.platform(), "load_1m": None if load is None else round(load, 2)}
+            "platform": platform.platform(), "load_1m": None if load is None else round(load, 2),
+            "busy_cores_before": busy_cores()}
 
 
 def library_versions() -> dict[str, str]:
@@ -215,6 +238,27 @@ def resolve_model(model: Path | None, scratch: Path) -> ModelFiles:
     return ModelFiles(model, sha, card, export_checkpoint(checkpoint, scratch / "model.onnx"), checkpoint)
 
 
+def random_model(recipe: str, out: Path, seed: int = 0) -> Path:
+    """A randomly initialised ``recipe`` UNet exported to ONNX at ``out``, with a generic prior (needs torch).
+
+    For speed measurements only: patches/s does not depend on the weights.
+    """
+    import torch
+
+    from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
+    from vcorner.export.onnx_export import export_model
+    from vcorner.model.unet import create_model
+    from vcorner.prior import CornerPrior
+
+    torch.manual_seed(seed)
+    model = create_model(recipe).eval()
+    means = np.array([[-0.4, -0.3], [0.4, -0.3], [-0.4, 0.3], [0.4, 0.3]])
+    prior = CornerPrior({"*": means}, {"*": np.tile(0.01 * np.eye(2), (4, 1, 1))}, {"*": 1})
+    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(), prior,
+                     {"weights": f"random {recipe} (seed {seed})"})
+    return export_model(model, card, Path(out))
+
+
 def phantom_set(folder: Path, card: ModelCard, images: int, seed: int) -> PhantomSet:
     """Write ``images`` phantoms at ``seed`` into ``folder`` and cut their patches as inference does."""
     from vcorner.io.annotations import read_annotations
@@ -260,9 +304,13 @@ def ort_runner(files: ModelFiles, precision: str, scratch: Path, settings: Bench
         return OnnxRuntimeRunner(int8_model(files, scratch, settings), "cpu", settings.threads)
     if gpu is None:
         raise Skip("FP16 needs a GPU (ONNX Runtime has no CUDA execution provider here)")
-    fp16 = files.onnx.with_name(f"{files.onnx.stem}.fp16.onnx")
-    if not fp16.is_file():
-        raise Skip(f"no FP16 ONNX beside the model ({fp16.name}: vcorner export --fp16)")
+    try:  # m.fp16.onnx beside the model, else converted into scratch (needs onnxconverter-common)
+        from vcorner.export.fp16 import variant_for
+    except ImportError as err:
+        raise Skip(f"no FP16 export in this build ({err})") from None
+    fp16 = variant_for(files.onnx, "fp16", scratch)
+    if fp16 == files.onnx:
+        raise Skip(f"no {files.onnx.stem}.fp16.onnx beside the model (vcorner export --fp16) and no converter here")
     return OnnxRuntimeRunner(fp16, gpu, settings.threads)
 
 
@@ -282,13 +330,26 @@ def torch_runner(files: ModelFiles, precision: str) -> Runner:
     return TorchRunner(files.checkpoint, "cuda" if cuda else "cpu", half=precision == "fp16")
 
 
+def trt_runner(files: ModelFiles, precision: str) -> Runner:
+    """A native TensorRT runner (engine of the ``gpu`` or ``gpu-fp32`` export profile), or Skip."""
+    if precision == "int8":
+        raise Skip("INT8 runs on ONNX Runtime's CPU provider only")
+    if not all(importlib.util.find_spec(m) for m in ("tensorrt", "cuda")):
+        raise Skip("TensorRT needs tensorrt and cuda-python (pip install 'vcorner[gpu]') and a GPU")
+    if files.onnx is None or not gpu_names():
+        raise Skip(files.no_onnx_reason or "TensorRT needs a GPU (none here)")
+    try:
+        from vcorner.runtime.tensorrt_runner import TensorRTRunner
+    except ImportError as err:
+        raise Skip(f"no TensorRT runner in this build ({err})") from None
+    return TensorRTRunner(files.onnx, "gpu" if precision == "fp16" else "gpu-fp32")
+
+
 def open_variant(files: ModelFiles, backend: str, precision: str, scratch: Path,
                  settings: BenchmarkSettings) -> Runner:
     """A not yet entered runner for (``backend``, ``precision``); raises Skip with the reason if impossible."""
     if backend == "trt":
-        if not all(importlib.util.find_spec(m) for m in ("tensorrt", "cuda")):
-            raise Skip("TensorRT needs tensorrt and cuda-python (pip install 'vcorner[gpu]') and a GPU")
-        raise Skip("the native TensorRT runner is not part of this build")
+        return trt_runner(files, precision)
     if backend == "torch":
         return torch_runner(files, precision)
     if backend == "ort":
@@ -325,13 +386,9 @@ def evaluate(maps: np.ndarray, phantoms: PhantomSet, card: ModelCard) -> Accurac
 
 
 def corner_shift(a: dict, b: dict) -> float:
-    """Mean distance (px) between the corners two prediction sets share."""
-    keys = sorted(set(a) & set(b))
-    if not keys:
-        return float("nan")
-    xy = [[float(p[k]["x"]), float(p[k]["y"])] for k in keys for p in (a, b)]
-    pairs = np.asarray(xy).reshape(len(keys), 2, 2)
-    return float(np.mean(np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1)))
+    """Mean distance (px) between the corners two prediction sets share (NaN when none)."""
+    pairs = np.asarray([[[float(p[k]["x"]), float(p[k]["y"])] for p in (a, b)] for k in set(a) & set(b)])
+    return float(np.mean(np.linalg.norm(pairs[:, 0] - pairs[:, 1], axis=1))) if len(pairs) else float("nan")
 
 
 def compare(result: Accuracy, reference: Accuracy | None) -> dict[str, Any]:
@@ -344,32 +401,59 @@ def compare(result: Accuracy, reference: Accuracy | None) -> dict[str, Any]:
     return out
 
 
-def time_batches(runner: Runner, batch: np.ndarray, seconds: float, min_batches: int = 3) -> np.ndarray:
-    """Seconds per call of ``runner.infer(batch)`` over ``seconds`` (after one warm-up call)."""
-    runner.infer(batch)
+def time_batches(runner: Runner, batch: np.ndarray, seconds: float, min_batches: int = 3) -> list[float]:
+    """Seconds per call of ``runner.infer(batch)``: at least ``min_batches`` calls and ``seconds`` in all."""
     times: list[float] = []
     began = time.perf_counter()
     while len(times) < min_batches or time.perf_counter() - began < seconds:
         start = time.perf_counter()
         runner.infer(batch)
         times.append(time.perf_counter() - start)
-    return np.asarray(times)
+    return times
+
+
+def cycled(patches: np.ndarray, batch: int) -> np.ndarray:
+    """A batch of ``batch`` patches taken in turn from ``patches``."""
+    return np.ascontiguousarray(patches[np.arange(batch) % len(patches)])
+
+
+def rates(batch: int, times: list[float]) -> dict[str, Any]:
+    """patches/s and p50/p95 ms per batch from the seconds of each call."""
+    seconds = np.asarray(times)
+    return {"patches_per_s": round(batch * len(seconds) / float(seconds.sum()), 1),
+            "p50_ms": round(1e3 * float(np.percentile(seconds, 50)), 3),
+            "p95_ms": round(1e3 * float(np.percentile(seconds, 95)), 3), "batches_timed": len(seconds)}
 
 
 def speed(runner: Runner, patches: np.ndarray, batch: int, seconds: float) -> dict[str, Any]:
-    """patches/s and p50/p95 ms per batch of ``batch`` patches cycled from ``patches``."""
-    feed = np.ascontiguousarray(patches[np.arange(batch) % len(patches)])
-    times = time_batches(runner, feed, seconds)
-    return {"patches_per_s": round(batch * len(times) / float(times.sum()), 1),
-            "p50_ms": round(1e3 * float(np.percentile(times, 50)), 3),
-            "p95_ms": round(1e3 * float(np.percentile(times, 95)), 3), "batches_timed": len(times)}
+    """patches/s and p50/p95 ms of one runner at ``batch``, after a warm-up call."""
+    feed = cycled(patches, batch)
+    runner.infer(feed)
+    return rates(batch, time_batches(runner, feed, seconds))
 
 
-def measure_variant(runner: Runner, phantoms: PhantomSet, settings: BenchmarkSettings) -> Measured:
-    """Maps of every phantom patch, then speed per batch size, of an entered runner (nothing decoded yet)."""
-    maps = infer_all(runner, phantoms.patches, 64).astype(np.float32)
-    timings = [{"batch": b, **speed(runner, phantoms.patches, b, settings.seconds)} for b in settings.batch_sizes]
-    return Measured(variant_fields(runner), timings, maps)
+def time_in_turns(variants: list[Variant], patches: np.ndarray, settings: BenchmarkSettings) -> None:
+    """Time every variant at every batch size, ``settings.rounds`` turns of ``seconds / rounds`` each.
+
+    A variant that fails (say, out of GPU memory at a large batch) keeps its error and drops out.
+    """
+    feeds = {b: cycled(patches, b) for b in settings.batch_sizes}
+    turns = max(settings.rounds, 1)
+    for turn in range(turns):
+        for variant in (v for v in variants if v.error is None):
+            try:
+                for batch, feed in feeds.items():
+                    if turn == 0:
+                        variant.runner.infer(feed)  # warm-up: allocations, CUDA graphs, engine profiles
+                    times = time_batches(variant.runner, feed, settings.seconds / turns, min_batches=1)
+                    variant.times.setdefault(batch, []).extend(times)
+            except Exception as err:  # report it in the table, time the others
+                variant.error = describe(err)
+
+
+def describe(err: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters)."""
+    return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
 
 
 def reference_maps(files: ModelFiles, phantoms: PhantomSet, scratch: Path,
@@ -392,26 +476,22 @@ def variant_fields(runner: Runner) -> dict[str, Any]:
     return fields
 
 
-def one_line(err: BaseException) -> str:
-    """``Type: first line of the message`` (at most 200 characters)."""
-    text = str(err).splitlines()[0][:200] if str(err) else ""
-    return f"{type(err).__name__}: {text}"
-
-
 def run_benchmark(settings: BenchmarkSettings, on_step: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure every combination of ``settings``; one row per (backend, precision, batch) or per skipped pair.
 
     Rows hold: model, model_sha256, backend, precision, device, variant (file run), variant_sha256, batch,
     status (``ok``/``skipped``/``failed``), reason, patches_per_s, p50_ms, p95_ms, max_abs_diff (maps vs
-    FP32 ORT), p2p_mean, p2p_delta, corner_shift_px, images, patches, seed, seconds, machine, versions, date.
+    FP32 ORT), p2p_mean, p2p_delta, corner_shift_px, images, patches, seed, seconds, rounds, batches_timed,
+    machine, versions, date.
 
     Raises:
         InputError: the model cannot be read.
     """
     step = on_step or (lambda message: None)
-    common = {"images": settings.images, "seed": settings.seed, "seconds": settings.seconds, **stamp()}
-    done: list[tuple[dict[str, Any], Measured | dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory(prefix="vcorner-bench-") as tmp:
+    common = {"images": settings.images, "seed": settings.seed, "seconds": settings.seconds,
+              "rounds": settings.rounds, **stamp()}
+    done: list[Variant | dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="vcorner-bench-") as tmp, ExitStack() as stack:
         scratch = Path(tmp)
         files = resolve_model(settings.model, scratch)
         common.update(model=files.named.name, model_sha256=files.sha256)
@@ -420,24 +500,37 @@ def run_benchmark(settings: BenchmarkSettings, on_step: Callable[[str], None] | 
         common["patches"] = len(phantoms.patches)
         reference = reference_maps(files, phantoms, scratch, settings)
         for backend, precision in ((b, p) for b in settings.backends for p in settings.precisions):
-            step(f"{backend} {precision}")
+            step(f"loading {backend} {precision}")
             ident = {"backend": backend, "precision": precision}
             try:
-                with open_variant(files, backend, precision, scratch, settings) as runner:
-                    done.append((ident, measure_variant(runner, phantoms, settings)))
+                runner = stack.enter_context(open_variant(files, backend, precision, scratch, settings))
+                maps = infer_all(runner, phantoms.patches, 64).astype(np.float32)
+                done.append(Variant(ident, runner, variant_fields(runner), maps))
             except Skip as why:
-                done.append((ident, {"batch": None, "status": "skipped", "reason": str(why)}))
+                done.append({**ident, "batch": None, "status": "skipped", "reason": str(why)})
             except Exception as err:  # a backend failing here must not stop the rest of the table
                 log.warning("%s %s failed: %s", backend, precision, err)
-                done.append((ident, {"batch": None, "status": "failed", "reason": one_line(err)}))
+                done.append({**ident, "batch": None, "status": "failed", "reason": describe(err)})
+        step(f"timing in {settings.rounds} turn(s)")
+        time_in_turns([v for v in done if isinstance(v, Variant)], phantoms.patches, settings)
     step("decoding corners")  # after all timing: numba's OpenMP workers slow torch down when they ran first
     ref = evaluate(reference, phantoms, files.card) if reference is not None else None
     rows = []
-    for ident, result in done:
-        if isinstance(result, dict):
-            rows.append({**ident, **result, **common})
-            continue
-        same = ref is not None and np.array_equal(result.maps, ref.maps)  # FP32 ORT: decoded once
-        columns = compare(ref if same else evaluate(result.maps, phantoms, files.card), ref)
-        rows += [{**ident, **result.fields, **t, "status": "ok", **columns, **common} for t in result.timings]
+    for variant in done:
+        if isinstance(variant, dict):
+            rows.append({**variant, **common})
+        elif variant.error is not None:
+            rows.append({**variant.ident, "batch": None, "status": "failed", "reason": variant.error, **common})
+        else:
+            rows += variant_rows(variant, ref, phantoms, files.card, common)
     return rows
+
+
+def variant_rows(variant: Variant, ref: Accuracy | None, phantoms: PhantomSet, card: ModelCard,
+                 common: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per batch size of a timed variant, with its accuracy columns."""
+    same = ref is not None and np.array_equal(variant.maps, ref.maps)  # FP32 ORT: decoded once
+    columns = compare(ref if same else evaluate(variant.maps, phantoms, card), ref)
+    return [{**variant.ident, **variant.fields, "batch": b, **rates(b, t), "status": "ok", **columns, **common}
+            for b, t in variant.times.items()]
+

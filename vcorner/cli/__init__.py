@@ -17,7 +17,7 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (imports stay light: no torch here)."""
-    from vcorner.cli import baseline, batch, evaluate, export, synth, train, tune
+    from vcorner.cli import baseline, batch, benchmark, evaluate, export, synth, train, tune
 
     app.command("synth")(synth.synth)
     app.command("train")(train.train)
@@ -26,6 +26,7 @@ def _register() -> None:
     app.command("evaluate")(evaluate.evaluate)
     app.command("tune")(tune.tune)
     app.command("baseline")(baseline.baseline)
+    app.command("benchmark")(benchmark.benchmark)
 
 
 @app.callback()

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vcorner.cli.common import fail, stderr, user_errors
@@ -58,7 +59,7 @@ def skipped_table(rows: list[dict[str, Any]]) -> Table:
     """Combinations that did not run, with the reason."""
     table = Table("backend", "precision", "reason", title="not measured here", title_justify="left")
     for r in (r for r in rows if r["status"] != "ok"):
-        table.add_row(r["backend"], r["precision"], f"{r['status']}: {r['reason']}")
+        table.add_row(r["backend"], r["precision"], escape(f"{r['status']}: {r['reason']}"))
     return table
 
 
@@ -71,7 +72,9 @@ def benchmark(
                                                               "default 16,64,256).")] = None,
     precision: Annotated[list[str] | None, typer.Option(help="Precisions: fp32, int8, fp16 (repeat or "
                                                              "comma-separate; default all).")] = None,
-    seconds: Annotated[float, typer.Option(min=0.0, help="Timing per batch size, seconds.")] = 3.0,
+    seconds: Annotated[float, typer.Option(min=0.0, help="Timing per variant and batch size, seconds.")] = 3.0,
+    rounds: Annotated[int, typer.Option(min=1, help="Turns the timing is split into, all variants timed in "
+                                                    "each, so that other load falls on all alike.")] = 3,
     images: Annotated[int, typer.Option(min=1, help="Phantom images for the accuracy columns.")] = 4,
     int8_model: Annotated[Path | None, typer.Option(help="INT8 ONNX to time (default: M.int8.onnx beside the "
                                                          "model, else quantized on phantoms now).")] = None,
@@ -90,7 +93,7 @@ def benchmark(
     settings = lib.BenchmarkSettings(
         model=model, backends=split_values(backend, lib.BACKENDS) or lib.BACKENDS,
         precisions=split_values(precision, lib.PRECISIONS) or lib.PRECISIONS,
-        batch_sizes=batch_sizes(batch_size) or (16, 64, 256), seconds=seconds, images=images,
+        batch_sizes=batch_sizes(batch_size) or (16, 64, 256), seconds=seconds, rounds=rounds, images=images,
         threads=threads, int8_model=int8_model,
     )
     with user_errors(), stderr.status("benchmark") as status:

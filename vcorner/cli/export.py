@@ -31,6 +31,10 @@ def export(
                                                                      "export/profiles.toml, else built-in).")] = None,
     engine_dir: Annotated[Path | None, typer.Option("--engine-dir", help="Engine cache folder (default: beside "
                                                                          "the ONNX file).")] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write the CPU INT8 ONNX (static QDQ, u8s8), "
+                                                      "calibrated on --calib.")] = False,
+    calib: Annotated[Path | None, typer.Option("--calib", help="Calibration images: an annotated folder or "
+                                                               "one with centers.csv.")] = None,
 ) -> None:
     """Export a trained checkpoint to ONNX, with its model card in the metadata and a .json sidecar."""
     with user_errors():
@@ -55,6 +59,8 @@ def export(
             stderr.print(f"ONNX Runtime vs torch eager: max |difference| {diff:.2e}", highlight=False)
             if diff > 1e-5:
                 fail(f"{target}: ONNX Runtime differs from torch eager by {diff:.2e} (> 1e-5)")
+        if int8:
+            write_int8(target, calib)
         if not (fp16 or engine):
             return
         engine_onnx = target
@@ -105,3 +111,14 @@ def build_engine_step(checkpoint: Path, onnx: Path, profile, requested: bool, en
     stderr.print(f"engine {loaded.plan} ({'built' if loaded.built else 'cached, key matches'}) for "
                  f"{loaded.gpu.name} (compute capability {loaded.gpu.compute_capability}), batch "
                  f"{profile.batch_min}..{profile.batch_max}", highlight=False, soft_wrap=True)
+
+
+def write_int8(model: Path, calib: Path | None) -> None:
+    """Quantize ``model`` to ``m.int8.onnx`` with patches cut from ``calib``."""
+    from vcorner.export.int8 import int8_path, quantize_int8
+
+    if calib is None:
+        fail("--int8 needs --calib DATA: a folder of images with centers.csv or annotations.json")
+    out = quantize_int8(model, int8_path(model), calib)
+    stderr.print(f"wrote {out} (INT8; `vcorner benchmark --precision fp32,int8` measures whether it wins here, "
+                 "and --backend auto uses it only then)", highlight=False)

@@ -39,21 +39,28 @@ class Int8Decision:
     p2p_delta: float | None = None
 
 
-def latest_ort_rows(rows: Iterable[dict[str, Any]], sha256: str,
-                    int8_sha256: str | None = None) -> dict[tuple[str, int], dict[str, Any]]:
-    """The last measured CPU ONNX Runtime row per (precision, batch) for the model with ``sha256``.
+def paired_rows(rows: Iterable[dict[str, Any]], sha256: str,
+                int8_sha256: str | None = None) -> dict[int, tuple[dict[str, Any], dict[str, Any]]]:
+    """(FP32, INT8) CPU ONNX Runtime rows per batch size, both from the latest run that measured the pair.
 
-    With ``int8_sha256``, INT8 rows count only when they timed that very INT8 file (``variant_sha256``).
+    Rows of one ``vcorner benchmark`` run share their ``date``; ratios are taken within a run (timed side by
+    side), never across runs. With ``int8_sha256``, INT8 rows count only when they timed that very INT8 file
+    (``variant_sha256``).
     """
-    found: dict[tuple[str, int], dict[str, Any]] = {}
+    runs: dict[Any, dict[tuple[str, int], dict[str, Any]]] = {}
     for row in rows:
         if (row.get("model_sha256") != sha256 or row.get("backend") != "ort" or row.get("status") != "ok"
                 or row.get("device", "cpu") != "cpu" or row.get("batch") is None):
             continue
         if int8_sha256 is not None and row.get("precision") == "int8" and row.get("variant_sha256") != int8_sha256:
             continue
-        found[(row.get("precision", ""), int(row["batch"]))] = row  # later lines win
-    return found
+        runs.setdefault(row.get("date"), {})[(row.get("precision", ""), int(row["batch"]))] = row  # later wins
+    pairs: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+    for found in runs.values():  # in file order: later runs replace earlier ones
+        for (precision, batch), row in found.items():
+            if precision == "int8" and ("fp32", batch) in found:
+                pairs[batch] = (found[("fp32", batch)], row)
+    return pairs
 
 
 def int8_wins(rows: Iterable[dict[str, Any]], sha256: str, batch: int | None = None, *,
@@ -62,7 +69,7 @@ def int8_wins(rows: Iterable[dict[str, Any]], sha256: str, batch: int | None = N
     """Decide from benchmark rows whether INT8 beats FP32 for the model with ``sha256``.
 
     Args:
-        rows: benchmark JSON lines (any models, any order; later rows supersede earlier ones).
+        rows: benchmark JSON lines (any models, any order; later runs supersede earlier ones).
         sha256: SHA-256 of the FP32 model the rows were recorded for (``model_sha256``).
         batch: the batch size that will run; None compares at the batch size where FP32 is fastest.
         int8_sha256: SHA-256 of the INT8 file that would run (None: any INT8 row of the model counts).
@@ -72,14 +79,13 @@ def int8_wins(rows: Iterable[dict[str, Any]], sha256: str, batch: int | None = N
     Returns:
         The decision; ``use_int8`` is False whenever evidence is missing.
     """
-    found = latest_ort_rows(rows, sha256, int8_sha256)
-    batches = sorted({b for (p, b) in found if p == "int8"} & {b for (p, b) in found if p == "fp32"})
+    pairs = paired_rows(rows, sha256, int8_sha256)
     if batch is not None:
-        batches = [b for b in batches if b == batch]
-    if not batches:
+        pairs = {b: pair for b, pair in pairs.items() if b == batch}
+    if not pairs:
         return Int8Decision(False, "no INT8 and FP32 ONNX Runtime benchmark at the same batch size for this model")
-    chosen = max(batches, key=lambda b: found[("fp32", b)].get("patches_per_s") or 0.0)
-    fp32, int8 = found[("fp32", chosen)], found[("int8", chosen)]
+    chosen = max(pairs, key=lambda b: pairs[b][0].get("patches_per_s") or 0.0)
+    fp32, int8 = pairs[chosen]
     speedup = float(int8["patches_per_s"]) / max(float(fp32["patches_per_s"]), 1e-9)
     delta = int8.get("p2p_delta")
     if delta is None:

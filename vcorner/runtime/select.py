@@ -105,4 +105,28 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
     from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner, available_devices
 
     card = read_model_card(model)
-    return OnnxRuntimeRunner(model, device or available_devices()[0], threads, profile), card
+    device = device or available_devices()[0]
+    graph = int8_variant(model) if backend == Backend.auto and device == "cpu" else model
+    return OnnxRuntimeRunner(graph, device, threads, profile), card
+
+
+def int8_variant(model: Path, results: Path | None = None) -> Path:
+    """``m.int8.onnx`` beside ``model`` when it exists and recorded benchmarks show that it wins, else ``model``.
+
+    The evidence is ``vcorner benchmark``'s results file (``results``, default: the repository's
+    ``benchmarks/results/benchmark.jsonl`` or ``./benchmark.jsonl``), keyed by both files' SHA-256.
+    """
+    from vcorner.card import sha256_file
+    from vcorner.export.int8 import int8_path
+    from vcorner.runtime.precision import int8_wins, read_rows
+
+    candidate = int8_path(model)
+    if not candidate.is_file():
+        return model
+    if results is None:
+        from vcorner.benchmark import default_results_path
+
+        results = default_results_path()
+    decision = int8_wins(read_rows(results), sha256_file(model), int8_sha256=sha256_file(candidate))
+    log.info("INT8 variant %s: %s", candidate.name, decision.reason)
+    return candidate if decision.use_int8 else model

@@ -1,0 +1,41 @@
+"""``vcorner export --int8 --calib`` and ``--backend auto``'s choice of the INT8 variant."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnx")
+
+
+@pytest.fixture
+def checkpoint(tmp_path, tiny_onnx):
+    from vcorner.model.unet import create_model
+    from vcorner.modelfile import read_model_card
+    from vcorner.training.checkpoint import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny.safetensors"
+    save_model(path, create_model("tiny").eval(), read_model_card(tiny_onnx))
+    return path
+
+
+def test_export_int8_writes_the_variant_and_auto_keeps_fp32_without_evidence(checkpoint, toy_dataset, tmp_path):
+    from vcorner.runtime.select import int8_variant
+
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(out), "--int8",
+                                      "--calib", str(toy_dataset)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.int8.onnx").is_file() and (tmp_path / "m.int8.onnx.json").is_file()
+    assert int8_variant(out, results=tmp_path / "no-results.jsonl") == out  # no benchmark: stay FP32
+    (tmp_path / "m.int8.onnx").unlink()
+    assert int8_variant(out, results=tmp_path / "no-results.jsonl") == out
+
+
+def test_export_int8_needs_calibration_data(checkpoint, tmp_path):
+    result = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--int8"])
+    assert result.exit_code == 2 and "--calib" in result.output
