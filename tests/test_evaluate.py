@@ -108,3 +108,17 @@ def test_calibration_counts_corners_inside_ellipses():
     d2 = [float(o @ np.linalg.solve(cov, o)) for o in offsets]
     calib = calibration(CornerErrors(d2=d2, source=["network"] * len(d2)))
     assert calib["inside_50"] == pytest.approx(0.5, abs=0.03) and calib["inside_95"] == pytest.approx(0.95, abs=0.015)
+
+
+def test_patch_mode_reports_bc_and_a_histogram(toy_dataset, tiny_onnx, tmp_path):
+    from vcorner.evaluation.patch_bc import bhattacharyya
+
+    y = np.zeros((1, 4, 4))
+    y[0, 0, :2] = 0.5
+    assert bhattacharyya(y, y)[0] == pytest.approx(1.0)
+    result = CliRunner().invoke(app, ["evaluate", str(tiny_onnx), str(toy_dataset / "annotations.json"),
+                                      "--patches", "--out", str(tmp_path / "pbc")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "pbc" / "patch_bc.json").read_text())
+    assert summary["patches"] == 4 * 5 * 4 and 0.0 < summary["mean"] < 1.0  # 4 images x 5 vertebrae x 4 patches
+    assert (tmp_path / "pbc" / "patch_bc.png").stat().st_size > 5000

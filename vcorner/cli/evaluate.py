@@ -41,17 +41,23 @@ def _pairs(items: list[str]) -> list[tuple[str, str]]:
 
 
 def evaluate(
-    predictions: Annotated[Path, typer.Argument(help="corners.csv written by vcorner batch.")],
+    predictions: Annotated[Path, typer.Argument(help="corners.csv written by vcorner batch (with --patches: "
+                                                     "the ONNX model).")],
     annotations: Annotated[Path, typer.Argument(help="annotations.json with the true corners.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for metrics.json and plots.")] = None,
     label: Annotated[str, typer.Option(help="Name of PREDICTIONS in the tables.")] = "vcorner",
     compare: Annotated[list[str] | None, typer.Option(
         "--compare", help="NAME=corners.csv of another method (repeatable), e.g. prior=out/prior/corners.csv.")] = None,
+    patches: Annotated[bool, typer.Option("--patches", help="Patch level instead: BC of PREDICTIONS (a model)'s "
+                                                            "maps against ground truth, with a histogram.")] = False,
 ) -> None:
     """Compare predicted corners with annotations: P2P, P2C (mm, or px without spacing), fit failure (> 3 mm)."""
     from vcorner.evaluation.metrics import calibration, grouped_rows, match, read_predictions, table1_row
     from vcorner.io.annotations import read_annotations
 
+    if patches:
+        evaluate_patches(predictions, annotations, out)
+        return
     with user_errors():
         truth = read_annotations(annotations)
         errors = match(read_predictions(predictions), truth)
@@ -87,3 +93,25 @@ def evaluate(
             box_plots(errors, out / "box_plots.png", unit)
             reliability_plot(errors, out / "reliability.png")
             stderr.print(f"wrote {out / 'metrics.json'} and plots", highlight=False)
+
+
+def evaluate_patches(model: Path, annotations: Path, out: Path | None) -> None:
+    """Patch-level BC of a model on the annotated images beside ANNOTATIONS."""
+    from vcorner.evaluation.patch_bc import bc_histogram, dataset_patch_bc, summarize_bc
+    from vcorner.io.annotations import read_annotations
+    from vcorner.runtime.select import open_runner
+
+    with user_errors():
+        records = read_annotations(annotations)
+        runner, card = open_runner(model)
+        with runner:
+            scores = dataset_patch_bc(annotations.parent, records, runner, card)
+        summary = summarize_bc(scores)
+        Console().print(f"patch-level BC over {summary['patches']} patches: mean {summary['mean']:.4f}, "
+                        f"median {summary['median']:.4f}, 5th percentile {summary['p5']:.4f}, "
+                        f"min {summary['min']:.4f}", highlight=False)
+        if out is not None and len(scores):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "patch_bc.json").write_text(json.dumps(summary, indent=1))
+            bc_histogram(scores, out / "patch_bc.png")
+            stderr.print(f"wrote {out / 'patch_bc.json'} and {out / 'patch_bc.png'}", highlight=False)
