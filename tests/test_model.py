@@ -78,3 +78,13 @@ def test_loss_gradient_is_finite_where_prediction_is_zero():
     y0[0, 0, 0, 0] = 1
     bhattacharyya_loss(y0, q).backward()
     assert torch.all(q.grad.flatten()[1:] == 0)  # no gradient where y = 0
+
+
+def test_background_mass_counts_probability_outside_the_ground_truth():
+    from vcorner.model.loss import background_mass
+
+    y = torch.zeros(1, 1, 4, 4)
+    y[0, 0, 0, 0] = 1.0
+    p = torch.full((1, 1, 4, 4), 1 / 16)
+    assert float(background_mass(y, p)) == pytest.approx(15 / 16)
+    assert float(background_mass(y, y)) == 0.0

@@ -29,7 +29,10 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class OptimSpec:
-    """Optimization: epochs of freshly jittered patches, Adam with cosine decay, validation split."""
+    """Optimization: epochs of freshly jittered patches, AdamW with a one-cycle schedule, validation split.
+
+    ``background_weight`` > 0 adds that multiple of the predicted mass outside the ground truth to the loss.
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -40,6 +43,7 @@ class OptimSpec:
     val_patches_per_vertebra: int = 6
     seed: int = 0
     max_steps: int | None = None
+    background_weight: float = 0.0
 
 
 @dataclass(frozen=True)

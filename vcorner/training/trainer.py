@@ -17,7 +17,7 @@ import torch
 from vcorner.card import ModelCard
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
-from vcorner.model.loss import bhattacharyya, bhattacharyya_loss
+from vcorner.model.loss import background_mass, bhattacharyya, bhattacharyya_loss
 from vcorner.model.unet import UNet, count_parameters, create_model
 from vcorner.prior import fit_prior
 from vcorner.training.checkpoint import load_resume_state, save_model, save_resume_state
@@ -74,7 +74,7 @@ def evaluate_bc(model: UNet, x: np.ndarray, y: np.ndarray, device: torch.device,
 
 def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, x: np.ndarray, y: np.ndarray,
                 batch_size: int, rng: np.random.Generator, device: torch.device, reporter: Reporter,
-                steps_left: int | None) -> tuple[float, int]:
+                steps_left: int | None, background_weight: float = 0.0) -> tuple[float, int]:
     """One pass over (x, y); returns the mean training loss and the number of optimizer steps taken."""
     model.train()
     losses, steps = [], 0
@@ -83,7 +83,10 @@ def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, x: np.
             break
         if len(xb) < 2:  # batch norm needs two samples
             continue
-        loss = bhattacharyya_loss(torch.from_numpy(yb).to(device), model(torch.from_numpy(xb).to(device)))
+        target, maps = torch.from_numpy(yb).to(device), model(torch.from_numpy(xb).to(device))
+        loss = bhattacharyya_loss(target, maps)
+        if background_weight:
+            loss = loss + background_weight * background_mass(target, maps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -150,7 +153,7 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device
         reporter.start_epoch(epoch + 1, opt.epochs, min(len(x), (total_steps - steps_done) * opt.batch_size))
         began = time.perf_counter()
         loss, steps = train_epoch(model, optimizer, scheduler, x, y, opt.batch_size, rng, dev, reporter,
-                                  total_steps - steps_done)
+                                  total_steps - steps_done, opt.background_weight)
         seconds = time.perf_counter() - began
         steps_done += steps
         metrics = {"epoch": epoch + 1, "val_bc": evaluate_bc(model, val_x, val_y, dev), "train_loss": loss,

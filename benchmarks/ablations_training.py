@@ -1,0 +1,83 @@
+"""Training-side ablations the paper's conclusion asks for: reflect padding (border effect) and a loss that
+also penalizes residual background, against the lite recipe, all with the same short budget.
+
+    python benchmarks/ablations_training.py [--epochs 2] [--patches-per-vertebra 8]
+
+Trains each variant on data/phantoms-train (seed 11), evaluates on data/phantoms-val (seed 12) with the
+shipped model's patch sampling and decoding settings (so only the network differs), and writes
+benchmarks/results/ablations_training.{json,md}. A short budget (minutes on 2 CPU cores) ranks the ideas; it
+does not reach the shipped model's accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vcorner.evaluation.metrics import table1_row
+from vcorner.evaluation.patch_bc import dataset_patch_bc, summarize_bc
+from vcorner.evaluation.tune import evaluate_decode, infer_records
+from vcorner.export.onnx_export import export_checkpoint
+from vcorner.io.annotations import read_annotations
+from vcorner.modelfile import default_model_path, read_model_card
+from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from vcorner.training.recipe import load_recipe
+from vcorner.training.trainer import train
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def variants(base):
+    """The recipe variants compared."""
+    return {
+        "lite (zero padding, BC loss)": base,
+        "reflect padding": replace(base, model=replace(base.model, padding_mode="reflect")),
+        "BC loss + 1.0 x background mass": replace(base, train=replace(base.train, background_weight=1.0)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--patches-per-vertebra", type=int, default=8)
+    parser.add_argument("--train", type=Path, default=Path("data/phantoms-train"))
+    parser.add_argument("--val", type=Path, default=Path("data/phantoms-val"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/ablations"))
+    args = parser.parse_args()
+    base = load_recipe(Path("train/lite.toml"))
+    base = replace(base, train=replace(base.train, epochs=args.epochs, patches_per_vertebra=args.patches_per_vertebra))
+    shipped = read_model_card(default_model_path())
+    records = read_annotations(args.val / "annotations.json")
+    rows = []
+    for name, recipe in variants(base).items():
+        run = args.runs / name.split(" (")[0].replace(" ", "-").replace(".", "")
+        result = train(args.train, recipe, run)
+        onnx = export_checkpoint(run, run / "model.onnx")
+        card = replace(read_model_card(onnx), sampling=shipped.sampling, decode=shipped.decode)
+        with OnnxRuntimeRunner(onnx) as runner:
+            errors = evaluate_decode(infer_records(args.val, records, runner, card), card, card.decode)[0]
+            bc = summarize_bc(dataset_patch_bc(args.val, records, runner, card))
+        row = table1_row(errors)
+        rows.append({"variant": name, "best_val_bc": max(h["val_bc"] for h in result.history),
+                     "patch_bc_mean": bc["mean"], **{k: row[k] for k in ("p2p_median", "p2p_mean", "p2p_std",
+                                                                         "fit_failure_pct")}})
+        print(json.dumps(rows[-1]), flush=True)
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "ablations_training.json").write_text(json.dumps({"date": date, "epochs": args.epochs,
+                                                                 "patches_per_vertebra": args.patches_per_vertebra,
+                                                                 "rows": rows}, indent=1) + "\n")
+    lines = [f"{args.epochs} epochs x {args.patches_per_vertebra} patches per vertebra on {args.train}, "
+             f"evaluated on {args.val}; {date}.", "",
+             "| variant | best val BC | patch BC (val) | P2P median (mm) | mean | std | fit failure % |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | {r['best_val_bc']:.4f} | {r['patch_bc_mean']:.4f} | {r['p2p_median']:.3f} | "
+              f"{r['p2p_mean']:.3f} | {r['p2p_std']:.3f} | {r['fit_failure_pct']:.2f} |" for r in rows]
+    (RESULTS / "ablations_training.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
