@@ -119,13 +119,14 @@ def test_a_missing_model_is_a_one_line_error(tmp_path):
         run_benchmark(BenchmarkSettings(model=tmp_path / "none.onnx", **FAST))
 
 
-def test_results_append_as_json_lines_in_the_repo_or_here(tmp_path):
+def test_results_append_as_json_lines_in_the_repo_or_the_user_cache(tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     for folder in ("benchmarks", "vcorner", "deep/er"):
         (repo / folder).mkdir(parents=True)
     (repo / "pyproject.toml").write_text("", encoding="utf-8")
     assert lib.default_results_path(repo / "deep" / "er") == repo / "benchmarks" / "results" / "benchmark.jsonl"
-    assert lib.default_results_path(tmp_path) == tmp_path.resolve() / "benchmark.jsonl"
+    monkeypatch.setenv("VCORNER_CACHE", str(tmp_path / "cache"))
+    assert lib.default_results_path(tmp_path) == tmp_path / "cache" / "benchmark.jsonl"
     path = lib.append_jsonl(tmp_path / "out" / "r.jsonl", [{"a": 1}])
     lib.append_jsonl(path, [{"b": 2}, {"c": None}])
     assert [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] == [

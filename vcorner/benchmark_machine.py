@@ -103,9 +103,12 @@ def append_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 
 def default_results_path(cwd: Path | None = None) -> Path:
-    """``benchmarks/results/benchmark.jsonl`` of the vcorner repo around ``cwd``, else ``cwd/benchmark.jsonl``."""
+    """``benchmarks/results/benchmark.jsonl`` of the vcorner repo around ``cwd``, else the user cache's
+    ``benchmark.jsonl`` (where ``--backend auto`` of an installed vcorner looks for INT8 evidence)."""
     cwd = Path(cwd or Path.cwd()).resolve()
     for folder in (cwd, *cwd.parents):
         if (folder / "benchmarks").is_dir() and (folder / "vcorner").is_dir() and (folder / "pyproject.toml").is_file():
             return folder / "benchmarks" / "results" / "benchmark.jsonl"
-    return cwd / "benchmark.jsonl"
+    from vcorner.cache import user_cache_dir
+
+    return user_cache_dir() / "benchmark.jsonl"

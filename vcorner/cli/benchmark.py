@@ -99,6 +99,7 @@ def benchmark(
     with user_errors(), stderr.status("benchmark") as status:
         rows = lib.run_benchmark(settings, on_step=lambda message: status.update(f"benchmark: {message}"))
     console = Console()
+    console.width = max(console.width, 140)  # a readable table in logs too
     console.print(results_table(rows))
     if any(r["status"] != "ok" for r in rows):
         console.print(skipped_table(rows))

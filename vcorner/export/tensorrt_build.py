@@ -101,10 +101,10 @@ def key_differences(expected: dict[str, Any], found: dict[str, Any]) -> list[str
 
 
 def default_cache_dir() -> Path:
-    """``$VCORNER_CACHE`` or ``$XDG_CACHE_HOME/vcorner`` (``~/.cache/vcorner``), plus ``engines``."""
-    if os.environ.get("VCORNER_CACHE"):
-        return Path(os.environ["VCORNER_CACHE"]) / "engines"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vcorner" / "engines"
+    """The user cache (``$VCORNER_CACHE``, ``$XDG_CACHE_HOME/vcorner`` or ``~/.cache/vcorner``) plus ``engines``."""
+    from vcorner.cache import user_cache_dir
+
+    return user_cache_dir() / "engines"
 
 
 def engine_dir(onnx: Path, cache_dir: Path | None = None) -> Path:

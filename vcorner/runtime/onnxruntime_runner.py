@@ -109,7 +109,7 @@ class OnnxRuntimeRunner(Runner):
         except Exception as err:  # onnxruntime raises its own exception types
             raise InputError(f"{self.model}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
         check_io(self.session, self.model)
-        self.name = f"ort-{self.device}"
+        self.name = f"ort-{self.device}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
 
     def deactivate(self) -> None:
         self.session = None

@@ -110,11 +110,23 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
     return OnnxRuntimeRunner(graph, device, threads, profile), card
 
 
+def this_machine(rows: list[dict]) -> list[dict]:
+    """Benchmark rows recorded on a machine like this one (same CPU model and core count)."""
+    import os
+
+    from vcorner.benchmark_machine import cpu_info
+
+    cpu = cpu_info()[0]
+    return [r for r in rows if r.get("machine", {}).get("cpu") == cpu
+            and r.get("machine", {}).get("cores") == os.cpu_count()]
+
+
 def int8_variant(model: Path, results: Path | None = None) -> Path:
     """``m.int8.onnx`` beside ``model`` when it exists and recorded benchmarks show that it wins, else ``model``.
 
     The evidence is ``vcorner benchmark``'s results file (``results``, default: the repository's
-    ``benchmarks/results/benchmark.jsonl`` or ``./benchmark.jsonl``), keyed by both files' SHA-256.
+    ``benchmarks/results/benchmark.jsonl`` or the user cache's), keyed by both files' SHA-256 and taken only
+    from rows recorded on a machine with this CPU model and core count.
     """
     from vcorner.card import sha256_file
     from vcorner.export.int8 import int8_path
@@ -127,6 +139,6 @@ def int8_variant(model: Path, results: Path | None = None) -> Path:
         from vcorner.benchmark import default_results_path
 
         results = default_results_path()
-    decision = int8_wins(read_rows(results), sha256_file(model), int8_sha256=sha256_file(candidate))
+    decision = int8_wins(this_machine(read_rows(results)), sha256_file(model), int8_sha256=sha256_file(candidate))
     log.info("INT8 variant %s: %s", candidate.name, decision.reason)
     return candidate if decision.use_int8 else model
