@@ -2,6 +2,7 @@
 also penalizes residual background, against the lite recipe, all with the same short budget.
 
     python benchmarks/ablations_training.py [--epochs 2] [--patches-per-vertebra 8]
+    python benchmarks/ablations_training.py --epochs 1 --only lite paper --name recipes_accuracy
 
 Trains each variant on data/phantoms-train (seed 11), evaluates on data/phantoms-val (seed 12) with the
 shipped model's patch sampling and decoding settings (so only the network differs), and writes
@@ -30,12 +31,14 @@ from vcorner.training.trainer import train
 RESULTS = Path(__file__).parent / "results"
 
 
-def variants(base):
-    """The recipe variants compared."""
+def variants(base, paper):
+    """The recipe variants compared (``paper``: the paper's recipe under the same budget)."""
     return {
         "lite (zero padding, BC loss)": base,
         "reflect padding": replace(base, model=replace(base.model, padding_mode="reflect")),
         "BC loss + 1.0 x background mass": replace(base, train=replace(base.train, background_weight=1.0)),
+        "paper recipe (23.8M parameters)": replace(paper, train=replace(paper.train, epochs=base.train.epochs,
+                                                                        patches_per_vertebra=base.train.patches_per_vertebra)),
     }
 
 
@@ -46,13 +49,17 @@ def main() -> None:
     parser.add_argument("--train", type=Path, default=Path("data/phantoms-train"))
     parser.add_argument("--val", type=Path, default=Path("data/phantoms-val"))
     parser.add_argument("--runs", type=Path, default=Path("runs/ablations"))
+    parser.add_argument("--only", nargs="+", help="variant name prefixes to run (default: the three lite variants)")
+    parser.add_argument("--name", default="ablations_training", help="results file stem in benchmarks/results")
     args = parser.parse_args()
     base = load_recipe(Path("train/lite.toml"))
     base = replace(base, train=replace(base.train, epochs=args.epochs, patches_per_vertebra=args.patches_per_vertebra))
     shipped = read_model_card(default_model_path())
     records = read_annotations(args.val / "annotations.json")
     rows = []
-    for name, recipe in variants(base).items():
+    chosen = {k: v for k, v in variants(base, load_recipe(Path("train/paper.toml"))).items()
+              if (args.only and any(k.startswith(p) for p in args.only)) or (not args.only and "paper" not in k)}
+    for name, recipe in chosen.items():
         run = args.runs / name.split(" (")[0].replace(" ", "-").replace(".", "")
         result = train(args.train, recipe, run)
         onnx = export_checkpoint(run, run / "model.onnx")
@@ -67,7 +74,7 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ablations_training.json").write_text(json.dumps({"date": date, "epochs": args.epochs,
+    (RESULTS / f"{args.name}.json").write_text(json.dumps({"date": date, "epochs": args.epochs,
                                                                  "patches_per_vertebra": args.patches_per_vertebra,
                                                                  "rows": rows}, indent=1) + "\n")
     lines = [f"{args.epochs} epochs x {args.patches_per_vertebra} patches per vertebra on {args.train}, "
@@ -76,7 +83,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['best_val_bc']:.4f} | {r['patch_bc_mean']:.4f} | {r['p2p_median']:.3f} | "
               f"{r['p2p_mean']:.3f} | {r['p2p_std']:.3f} | {r['fit_failure_pct']:.2f} |" for r in rows]
-    (RESULTS / "ablations_training.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
