@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
+from vcorner.benchmark_machine import append_jsonl, stamp
 from vcorner.card import ModelCard
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
 from vcorner.export.onnx_export import export_model
@@ -55,8 +52,6 @@ def main() -> None:
         card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(), prior, {})
     onnx_path = Path(tempfile.mkdtemp()) / "model.onnx"
     export_model(model, card, onnx_path)
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "onnxruntime": ort.__version__, "torch": torch.__version__}
     out = Path(__file__).parent / "results" / "inference_throughput.jsonl"
     out.parent.mkdir(exist_ok=True)
     with OnnxRuntimeRunner(onnx_path) as runner, torch.inference_mode():
@@ -66,11 +61,9 @@ def main() -> None:
             torch_rate = rate(lambda a: model(torch.from_numpy(a)).numpy(), x, args.seconds)
             row = {"recipe": args.model.name if args.model else args.recipe, "batch": b,
                    "ort_cpu_patches_per_s": round(ort_rate, 1), "torch_eager_patches_per_s": round(torch_rate, 1),
-                   "ort_over_torch": round(ort_rate / torch_rate, 2), "machine": machine,
-                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                   "ort_over_torch": round(ort_rate / torch_rate, 2), **stamp()}
             print(json.dumps(row))
-            with open(out, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(row) + "\n")
+            append_jsonl(out, [row])
 
 
 if __name__ == "__main__":

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from vcorner.benchmark_machine import append_jsonl, stamp
 from vcorner.model.loss import bhattacharyya_loss
 from vcorner.model.unet import count_parameters, create_model
 
@@ -47,14 +45,10 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(__file__).parent / "results" / "train_throughput.jsonl"
     out.parent.mkdir(exist_ok=True)
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-               "torch": torch.__version__, "threads": torch.get_num_threads()}
     for recipe in args.recipes:
-        row = {**measure(recipe, args.steps, args.batch), "machine": machine,
-               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        row = {**measure(recipe, args.steps, args.batch), "threads": torch.get_num_threads(), **stamp()}
         print(json.dumps(row))
-        with open(out, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(row) + "\n")
+        append_jsonl(out, [row])
 
 
 if __name__ == "__main__":
