@@ -160,9 +160,9 @@ def test_fresh_plan_that_cannot_load_is_a_one_line_error(tmp_path):
 @pytest.fixture
 def no_gpu_stack(monkeypatch):
     """Pretend neither tensorrt nor cuda-python is installed."""
-    monkeypatch.setattr(tb, "has_module", lambda name: False)
-    import vcorner.runtime.tensorrt_runner as runner_module
+    import vcorner.runtime.tensorrt_runner as runner_module  # before patching: it copies tb.has_module on import
 
+    monkeypatch.setattr(tb, "has_module", lambda name: False)
     monkeypatch.setattr(runner_module, "has_module", lambda name: False)
     monkeypatch.setattr("vcorner.runtime.select.tensorrt_available", lambda: False)
 

@@ -43,6 +43,9 @@ def batch(
     vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs).")] = None,
+    profile: Annotated[str | None, typer.Option(
+        "--profile", help="Export profile of TensorRT engines (trt backend or ONNX Runtime's TensorRT provider): "
+                          "batch range and precision, from export/profiles.toml; default gpu.")] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", help="Run on Ray Data: 'auto' (running cluster, else local), 'local', or an ADDRESS.")] = None,
     ray_actors: Annotated[int, typer.Option(min=1, help="Ray actors, each holding one inference session.")] = 1,
@@ -58,6 +61,10 @@ def batch(
     from vcorner.runtime.select import open_runner
 
     with user_errors():
+        if profile is not None:
+            from vcorner.export.profiles import get_profile
+
+            get_profile(profile)  # an unknown name fails here, before any work
         check_writable(out)
         plan = make_plan(image_dir, centers)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
@@ -71,19 +78,20 @@ def batch(
                 fail("--json and --vis are not available with --ray yet; run without --ray for them")
             with progress_bar(*columns) as bar:
                 summary = run_batch_ray(plan, out, model, backend.value, options, ray, ray_actors, threads,
-                                        ray_gpus, BarProgress(bar))
+                                        ray_gpus, BarProgress(bar), profile)
             runner_name = f"ray ({ray_actors} actor(s), {backend.value})"
         else:
-            runner, card = open_runner(model, backend, threads=threads)
+            runner, card = open_runner(model, backend, threads=threads, profile=profile)
             with runner, progress_bar(*columns) as bar:
                 summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
             runner_name = runner.name
     rate = summary.patches / max(summary.seconds, 1e-9)
     stderr.print(f"{summary.done} image(s) done, {summary.skipped} already done, {len(summary.failed)} failed "
                  f"in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner_name}); "
-                 f"corners: {out / 'corners.csv'}", highlight=False)
+                 f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)
     if summary.failed:
-        stderr.print(f"failed images are listed with reasons in {out / 'errors.csv'}", highlight=False)
+        stderr.print(f"failed images are listed with reasons in {out / 'errors.csv'}", highlight=False,
+                     soft_wrap=True)
     raise typer.Exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
 
 

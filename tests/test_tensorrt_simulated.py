@@ -1,0 +1,211 @@
+"""The TensorRT path end to end on a simulated GPU stack (:mod:`tests.fake_gpu`): runner buffers, padding,
+chunking, CUDA graph capture and replay, clean-up, the engine cache, ``vcorner export --engine`` and
+``vcorner batch --backend trt``. The real stack runs in ``tests/test_tensorrt.py`` on GPU machines."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+
+import numpy as np
+import pytest
+
+from tests import fake_gpu
+from vcorner.export import tensorrt_build as tb
+from vcorner.export.profiles import ExportProfile
+
+FP32 = ExportProfile("sim", "fp32", 4, 8, 16, 64)
+"""batch_min 4 makes the runner pad small batches; batch_max 16 makes it chunk large ones."""
+
+
+@pytest.fixture
+def stack(monkeypatch):
+    """(simulated CUDA device, simulated TensorRT), installed for one test."""
+    cuda, trt = fake_gpu.install(monkeypatch)
+    yield cuda, trt
+    tb.trt_logger.cache_clear()
+
+
+def ort_maps(model, patches: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"patches": patches})[0]
+
+
+def patches(batch: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((batch, 1, 64, 64)).astype(np.float32)
+
+
+def trt_runner(model, profile=FP32, cache=None, **kwargs):
+    from vcorner.runtime.tensorrt_runner import TensorRTRunner
+
+    return TensorRTRunner(model, profile, cache_dir=cache, **kwargs)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 4, 13, 16, 37])
+def test_runner_returns_the_models_maps_for_any_batch(stack, tiny_onnx, tmp_path, batch):
+    _, trt = stack
+    x = patches(batch, seed=batch)
+    with trt_runner(tiny_onnx, cache=tmp_path, cuda_graphs=False) as runner:
+        maps = runner.infer(x)
+        assert runner.name == "trt-fp32"
+    np.testing.assert_allclose(maps, ort_maps(tiny_onnx, x), rtol=0, atol=1e-6)
+    chunks = [min(FP32.batch_max, batch - s) for s in range(0, batch, FP32.batch_max)]
+    assert trt.contexts[0].executed == [max(c, FP32.batch_min) for c in chunks]  # padded up, chunked down
+
+
+def test_cuda_graphs_are_captured_on_the_second_sighting_and_replayed(stack, tiny_onnx, tmp_path):
+    cuda, trt = stack
+    batches = [patches(8, seed) for seed in range(4)] + [patches(3, 9), patches(8, 10)]
+    with trt_runner(tiny_onnx, cache=tmp_path) as graphed, \
+            trt_runner(tiny_onnx, cache=tmp_path, cuda_graphs=False) as plain:
+        for x in batches:
+            np.testing.assert_allclose(graphed.infer(x), plain.infer(x), rtol=0, atol=0)
+        assert set(graphed.graphs) == {8} and not plain.graphs
+    assert cuda.launches == 4  # the 2nd, 3rd, 4th and 6th batch of 8; the 1st and the padded 3 run plainly
+    assert cuda.live == 0, "buffers, streams or graphs leaked"
+
+
+def test_fp16_profile_runs_the_fp16_graph(stack, tiny_onnx, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    _, trt = stack
+    profile = ExportProfile("sim16", "fp16", 1, 8, 16, 64)
+    x = patches(5)
+    with trt_runner(tiny_onnx, profile, tmp_path) as runner:
+        maps = runner.infer(x)
+        assert runner.name == "trt-fp16"
+    assert trt.builds[0]["onnx"].endswith("tiny.fp16.onnx")
+    reference = ort_maps(tiny_onnx, x)
+    assert np.abs(maps - reference).max() <= 1e-2 * reference.max()
+
+
+def test_engine_is_cached_and_rebuilt_when_tensorrt_or_the_gpu_changes(stack, tiny_onnx, tmp_path, caplog):
+    cuda, trt = stack
+    first = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path)
+    assert first.built and first.plan == tmp_path / "tiny.sim.sm90.plan" and first.gpu.name == "Simulated GPU"
+    record = fake_gpu.plan_record(first.plan)
+    assert record["shapes"]["patches"] == [[4, 1, 64, 64], [8, 1, 64, 64], [16, 1, 64, 64]]
+    assert record["workspace"] == 64 << 20
+    timing = tb.timing_cache_path(tmp_path, first.gpu, trt.version)
+    assert timing.read_bytes() == b"fake-timing:1"
+
+    assert not tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).built and len(trt.builds) == 1
+
+    fake_gpu.set_version(trt, "11.4.0")
+    with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
+        upgraded = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path)
+    assert upgraded.built and upgraded.plan == first.plan and "TensorRT 10.14.1 -> 11.4.0" in caplog.text
+
+    cuda.gpu = fake_gpu.Props(b"Other GPU", 8, 9)
+    other = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path)
+    assert other.built and other.plan.name == "tiny.sim.sm89.plan" and len(trt.builds) == 3
+    assert tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).plan == other.plan  # both plans stay usable
+
+
+def test_a_plan_copied_from_another_machine_is_rebuilt_not_fatal(stack, tiny_onnx, tmp_path, caplog):
+    _, trt = stack
+    plan = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).plan
+    sidecar = tb.read_engine_sidecar(f"{plan}.json")
+    sidecar["key"]["tensorrt"] = "9.9.9"  # hand-edited key: the plan inside is fine, the key is not trusted
+    tb.write_engine_sidecar(f"{plan}.json", sidecar)
+    with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
+        assert tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).built
+    assert "TensorRT 9.9.9 -> 10.14.1" in caplog.text and len(trt.builds) == 2
+
+
+def test_a_corrupt_timing_cache_is_replaced(stack, tiny_onnx, tmp_path, caplog):
+    gpu = tb.current_gpu()
+    timing = tb.timing_cache_path(tmp_path, gpu, stack[1].version)
+    timing.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
+        assert tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).built
+    assert "timing cache rejected" in caplog.text and timing.read_bytes() == b"fake-timing:1"
+
+
+def test_auto_backend_picks_tensorrt_when_the_stack_and_a_gpu_are_present(stack, tmp_path):
+    from vcorner.runtime.select import Backend, resolve_backend
+
+    assert resolve_backend(tmp_path / "m.onnx", Backend.auto) == Backend.trt
+
+
+def test_cli_export_builds_then_reuses_the_engine(stack, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+
+    run = make_run(tmp_path)
+    args = ["export", str(run), "--fp16", "--engine", "--profile", "gpu", "--engine-dir", str(tmp_path / "e")]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert re.search(r"model\.fp16\.gpu\.sm90\.plan \(built\) for Simulated GPU", first.output.replace("\n", " "))
+    second = CliRunner().invoke(app, args)
+    assert second.exit_code == 0 and "(cached, key matches)" in second.output
+    assert len(stack[1].builds) == 1 and stack[1].builds[0]["onnx"].endswith("model.fp16.onnx")
+
+
+def test_cli_batch_on_tensorrt_matches_onnxruntime(stack, tiny_onnx, toy_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+
+    def run(backend: str, *extra: str) -> str:
+        out = tmp_path / backend
+        args = ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"), "--model", str(tiny_onnx),
+                "--backend", backend, "--out", str(out), "--batch-size", "24", *extra]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return result.output, (out / "corners.csv").read_text()
+
+    trt_output, trt_csv = run("trt", "--profile", "gpu-fp32")
+    _, ort_csv = run("ort")
+    assert "backend trt-fp32" in trt_output.replace("\n", " ")
+    assert trt_csv == ort_csv
+
+
+def test_batch_profile_must_exist(tiny_onnx, toy_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+
+    result = CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
+                                      "--model", str(tiny_onnx), "--profile", "nope", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "nope" in result.output
+
+
+def make_run(folder):
+    """A run folder with a tiny checkpoint (as in tests/test_fp16.py)."""
+    from tests.conftest import make_spine
+    from tests.test_fp16 import tiny_model
+    from vcorner.card import ModelCard
+    from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
+    from vcorner.prior import fit_prior
+    from vcorner.training.checkpoint import save_model
+
+    model = tiny_model(1)
+    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
+                     fit_prior([make_spine()]), {"data": "test"})
+    run = folder / "run"
+    run.mkdir()
+    save_model(run / "model.safetensors", model, card)
+    return run
+
+
+def test_simulated_cuda_calls_exist_in_the_real_bindings_with_the_same_arguments():
+    real = pytest.importorskip("cuda.bindings.runtime")
+    fake = fake_gpu.FakeCuda().module()
+    for name in ("cudaError_t", "cudaMemcpyKind", "cudaStreamCaptureMode", "cudaStreamNonBlocking"):
+        assert hasattr(real, name), name
+    for member in ("cudaSuccess",):
+        assert hasattr(real.cudaError_t, member)
+    assert hasattr(real.cudaMemcpyKind, "cudaMemcpyHostToDevice") and \
+        hasattr(real.cudaStreamCaptureMode, "cudaStreamCaptureModeThreadLocal")
+    for name, function in vars(fake).items():
+        if not name.startswith("cuda") or not callable(function) or isinstance(function, type):
+            continue
+        assert hasattr(real, name), f"cuda.bindings.runtime has no {name}"
+        signature = (getattr(real, name).__doc__ or "").split("\n")[0]
+        real_args = re.findall(r"(\w+)(?::[^,)]*)?(?=[,)])", signature[signature.index("("):])
+        fake_args = list(inspect.signature(function).parameters)
+        assert len(real_args) == len(fake_args), f"{name}: real {signature}, simulated {fake_args}"
