@@ -211,6 +211,12 @@ def has_module(name: str) -> bool:
         return False
 
 
+def has_cuda_python() -> bool:
+    """cuda-python's runtime bindings are importable (``cuda.bindings``, or ``cuda.cudart`` before 12.6); a bare
+    ``cuda`` namespace package (e.g. cuda-pathfinder alone) does not count."""
+    return has_module("cuda.bindings") or has_module("cuda.cudart")
+
+
 def cudart():
     """cuda-python's runtime module (``cuda.bindings.runtime``; ``cuda.cudart`` before cuda-python 12.6).
 
@@ -239,7 +245,7 @@ def cuda_call(result: tuple) -> Any:
 
 def cuda_device_count() -> int:
     """Number of visible CUDA devices (0 when cuda-python, the driver or a GPU is missing)."""
-    if not has_module("cuda"):
+    if not has_cuda_python():
         return 0
     try:
         error, count = cudart().cudaGetDeviceCount()

@@ -15,6 +15,7 @@ from vcorner.runtime.base import Runner
 log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+PROVIDER_OF = {"tensorrt": GPU_PROVIDERS[0], "cuda": GPU_PROVIDERS[1], "cpu": "CPUExecutionProvider"}
 
 
 def session_options(threads: int | None = None):
@@ -64,12 +65,44 @@ def providers_for(device: str, cache_dir: Path | None = None, *, patch_size: int
     return [*chosen, "CPUExecutionProvider"]
 
 
+def gpu_visible() -> bool:
+    """An NVIDIA GPU is visible: through cuda-python when installed, else the Linux driver's device list."""
+    from vcorner.export.tensorrt_build import cuda_device_count, has_cuda_python
+
+    if has_cuda_python():
+        return cuda_device_count() > 0
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
 def available_devices() -> list[str]:
-    """ORT devices usable here, best first: ``tensorrt``, ``cuda``, ``cpu``."""
+    """ORT devices usable here, best first: ``tensorrt``, ``cuda``, ``cpu``.
+
+    ``ort.get_available_providers()`` lists the providers compiled into the installed wheel, not those that
+    can run: onnxruntime-gpu on a machine without a GPU lists both. GPU providers are therefore offered only
+    when a GPU is visible, and the TensorRT one only when TensorRT itself is installed.
+    """
     import onnxruntime as ort
 
+    from vcorner.export.tensorrt_build import has_module
+
     have = set(ort.get_available_providers())
-    return [d for d, p in (("tensorrt", GPU_PROVIDERS[0]), ("cuda", GPU_PROVIDERS[1])) if p in have] + ["cpu"]
+    if not (have & set(GPU_PROVIDERS)) or not gpu_visible():
+        return ["cpu"]
+    usable = {"tensorrt": GPU_PROVIDERS[0] in have and has_module("tensorrt"), "cuda": GPU_PROVIDERS[1] in have}
+    return [d for d, ok in usable.items() if ok] + ["cpu"]
+
+
+def split_device(device: str) -> tuple[str, int]:
+    """(provider device, CUDA ordinal) of ``cpu``, ``cuda``, ``cuda:1``, ``tensorrt`` or ``tensorrt:1``.
+
+    Raises:
+        InputError: anything else.
+    """
+    kind, colon, index = device.partition(":")
+    if kind not in PROVIDER_OF or (colon and (kind == "cpu" or not index.isdigit())):
+        raise InputError(f"ONNX Runtime device must be cpu, cuda[:N] or tensorrt[:N], got {device!r}")
+    return kind, int(index or 0)
 
 
 class OnnxRuntimeRunner(Runner):
@@ -77,7 +110,7 @@ class OnnxRuntimeRunner(Runner):
 
     Args:
         model: path of the ``.onnx`` file.
-        device: ``cpu``, ``cuda`` or ``tensorrt`` (execution provider).
+        device: ``cpu``, ``cuda[:N]`` or ``tensorrt[:N]`` (execution provider and GPU).
         threads: intra-op threads (default: all cores).
         profile: export profile whose batch range the TensorRT EP's engine covers (default ``gpu``).
     """
@@ -86,19 +119,21 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, model: Path, device: str = "cpu", threads: int | None = None,
                  profile: str | None = None) -> None:
-        self.model, self.device, self.threads, self.profile = Path(model), device, threads, profile
+        self.device, self.device_id = split_device(device)
+        self.model, self.threads, self.profile = Path(model), threads, profile
         self.session = None
 
     def providers(self) -> list:
         """The execution providers for this model and device."""
         if self.device != "tensorrt":
-            return providers_for(self.device)
+            return providers_for(self.device, device_id=self.device_id)
         from vcorner.export.profiles import DEFAULT_PROFILE, get_profile
         from vcorner.modelfile import read_model_card
 
         default_ort_cache().mkdir(parents=True, exist_ok=True)
         patch = read_model_card(self.model).sampling.patch_size
-        return providers_for(self.device, patch_size=patch, batch=get_profile(self.profile or DEFAULT_PROFILE).batch)
+        return providers_for(self.device, patch_size=patch, batch=get_profile(self.profile or DEFAULT_PROFILE).batch,
+                             device_id=self.device_id)
 
     def activate(self) -> None:
         import onnxruntime as ort
@@ -109,7 +144,10 @@ class OnnxRuntimeRunner(Runner):
         except Exception as err:  # onnxruntime raises its own exception types
             raise InputError(f"{self.model}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
         check_io(self.session, self.model)
-        self.name = f"ort-{self.device}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
+        running = {provider: device for device, provider in PROVIDER_OF.items()}.get(self.session.get_providers()[0])
+        if running != self.device:  # ORT falls back silently when a provider's libraries fail to load
+            log.warning("ONNX Runtime could not start the %s provider and runs on %s instead", self.device, running)
+        self.name = f"ort-{running}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
 
     def deactivate(self) -> None:
         self.session = None

@@ -33,7 +33,9 @@ def is_checkpoint(model: Path) -> bool:
 
 def tensorrt_available() -> bool:
     """Native TensorRT and cuda-python importable (a GPU is checked when the engine loads)."""
-    return all(importlib.util.find_spec(m) is not None for m in ("tensorrt", "cuda"))
+    from vcorner.export.tensorrt_build import has_cuda_python, has_module
+
+    return has_module("tensorrt") and has_cuda_python()
 
 
 def cuda_gpu_available() -> bool:

@@ -4,7 +4,10 @@ Buffers follow TensorRT's ``samples/python/common_runtime.py``: page-locked host
 (``cudaMallocHost``) and device memory (``cudaMalloc``) sized for the profile's largest batch, async copies
 and ``execute_async_v3`` on one non-blocking stream. A batch size seen twice is captured once into a CUDA
 graph (copy in, execute, copy out) and replayed from then on; batches above the profile's ``batch_max``
-are split into chunks of that size. Needs the ``gpu`` extra (``tensorrt``, ``cuda-python``) and a GPU.
+are split into chunks of that size. All graphs share one execution context, whose input shape is set to the
+graph's batch before each launch (the pattern of NVIDIA's TensorRT-Edge-LLM ``EngineExecutor``: one context,
+graphs keyed by binding state); one context per graph would multiply activation memory by the graph count.
+Needs the ``gpu`` extra (``tensorrt``, ``cuda-python``) and a GPU.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.export.profiles import DEFAULT_PROFILE, ExportProfile, get_profile
-from vcorner.export.tensorrt_build import INSTALL_HINT, LoadedEngine, cuda_call, cudart, has_module
+from vcorner.export.tensorrt_build import INSTALL_HINT, LoadedEngine, cuda_call, cudart, has_cuda_python, has_module
 from vcorner.io.records import InputError
 from vcorner.modelfile import INPUT_NAME, OUTPUT_NAME
 from vcorner.runtime.base import Runner
@@ -30,7 +33,8 @@ MAX_GRAPHS = 8
 
 def require_gpu_stack() -> None:
     """Raise a one-line InputError with the install hint unless ``tensorrt`` and ``cuda-python`` import."""
-    missing = [name for name, module in (("tensorrt", "tensorrt"), ("cuda-python", "cuda")) if not has_module(module)]
+    missing = [name for name, present in (("tensorrt", has_module("tensorrt")), ("cuda-python", has_cuda_python()))
+               if not present]
     if missing:
         raise InputError(f"the TensorRT backend needs {' and '.join(missing)} and a CUDA GPU: {INSTALL_HINT}, "
                          "or use --backend ort")

@@ -71,7 +71,7 @@ class TorchRunner(Runner):
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.compile:
-            model = torch.compile(model, mode="max-autotune-no-cudagraphs", dynamic=False)
+            model = torch.compile(model, mode="max-autotune-no-cudagraphs")  # dynamic batch after a 2nd size
         self.model, self._torch = model, torch
         self.name = "torch" + ("-cuda" if self.device.startswith("cuda") else "") + ("-fp16" if self.half else "")
 
@@ -112,15 +112,16 @@ class TorchRunner(Runner):
         """Warm up on a side stream, then capture the model on a static (``batch``, 1, N, N) input."""
         torch = self._torch
         n = self.card.sampling.patch_size
-        static_in = self.to_input(np.zeros((batch, 1, n, n), np.float32))
-        side = torch.cuda.Stream(device=self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_RUNS):
-                self.model(static_in)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = self.model(static_in)
+        with torch.cuda.device(self.device):  # the capture stream must live on this runner's GPU (cuda:N)
+            static_in = self.to_input(np.zeros((batch, 1, n, n), np.float32))
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_RUNS):
+                    self.model(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=side):
+                static_out = self.model(static_in)
         log.debug("captured a CUDA graph for batch %d", batch)
         return static_in, static_out, graph
