@@ -209,3 +209,27 @@ def test_simulated_cuda_calls_exist_in_the_real_bindings_with_the_same_arguments
         real_args = re.findall(r"(\w+)(?::[^,)]*)?(?=[,)])", signature[signature.index("("):])
         fake_args = list(inspect.signature(function).parameters)
         assert len(real_args) == len(fake_args), f"{name}: real {signature}, simulated {fake_args}"
+
+
+def test_benchmark_times_tensorrt_fp32_and_fp16(stack, tiny_onnx, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    import json
+
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+
+    model = tmp_path / "tiny.onnx"  # a copy: the FP16 variant and engines are written beside it
+    model.write_bytes(tiny_onnx.read_bytes())
+    (tmp_path / "tiny.onnx.json").write_bytes(tiny_onnx.with_name("tiny.onnx.json").read_bytes())
+    results = tmp_path / "bench.jsonl"
+    args = ["benchmark", "--model", str(model), "--backend", "trt", "--precision", "fp32,fp16", "--batch-size", "8",
+            "--seconds", "0.01", "--rounds", "1", "--images", "1", "--results", str(results)]
+    outcome = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert outcome.exit_code == 0, outcome.output
+    rows = {r["precision"]: r for r in map(json.loads, results.read_text().splitlines())}
+    assert set(rows) == {"fp32", "fp16"} and all(r["backend"] == "trt" for r in rows.values())
+    assert all(r["patches_per_s"] > 0 and r["device"] == "cuda:0" for r in rows.values()), rows
+    assert rows["fp16"]["variant"] == "tiny.fp16.gpu.sm90.plan" and rows["fp32"]["variant"] == "tiny.gpu-fp32.sm90.plan"
+    assert rows["fp32"]["max_abs_diff"] < rows["fp16"]["max_abs_diff"]  # the simulated FP16 engine runs the FP16 graph
+    assert len(stack[1].builds) == 2

@@ -202,17 +202,15 @@ def ort_runner(files: ModelFiles, precision: str, scratch: Path, settings: Bench
     """An ONNX Runtime runner for ``precision``, or Skip."""
     if files.onnx is None:
         raise Skip(files.no_onnx_reason)
-    import onnxruntime as ort
+    from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner, available_devices
 
-    from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
-
-    gpu = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else None
+    gpu = "cuda" if "cuda" in available_devices() else None
     if precision == "fp32":
         return OnnxRuntimeRunner(files.onnx, gpu or "cpu", settings.threads)
     if precision == "int8":
         return OnnxRuntimeRunner(int8_model(files, scratch, settings), "cpu", settings.threads)
     if gpu is None:
-        raise Skip("FP16 needs a GPU (ONNX Runtime has no CUDA execution provider here)")
+        raise Skip("FP16 needs a GPU and ONNX Runtime's GPU build (no usable CUDA execution provider here)")
     try:  # m.fp16.onnx beside the model, else converted into scratch (needs onnxconverter-common)
         from vcorner.export.fp16 import variant_for
     except ImportError as err:
@@ -236,16 +234,19 @@ def torch_runner(files: ModelFiles, precision: str) -> Runner:
     cuda = torch.cuda.is_available()
     if precision == "fp16" and not cuda:
         raise Skip("FP16 needs a CUDA GPU (none here)")
-    return TorchRunner(files.checkpoint, "cuda" if cuda else "cpu", half=precision == "fp16")
+    # On a GPU: channels_last (the runner's CUDA default) and one CUDA graph per batch size.
+    return TorchRunner(files.checkpoint, "cuda" if cuda else "cpu", half=precision == "fp16", cuda_graphs=cuda)
 
 
 def trt_runner(files: ModelFiles, precision: str) -> Runner:
     """A native TensorRT runner (engine of the ``gpu`` or ``gpu-fp32`` export profile), or Skip."""
     if precision == "int8":
         raise Skip("INT8 runs on ONNX Runtime's CPU provider only")
-    if not all(importlib.util.find_spec(m) for m in ("tensorrt", "cuda")):
+    from vcorner.runtime.select import cuda_gpu_available, tensorrt_available
+
+    if not tensorrt_available():
         raise Skip("TensorRT needs tensorrt and cuda-python (pip install 'vcorner[gpu]') and a GPU")
-    if files.onnx is None or not gpu_names():
+    if files.onnx is None or not cuda_gpu_available():
         raise Skip(files.no_onnx_reason or "TensorRT needs a GPU (none here)")
     try:
         from vcorner.runtime.tensorrt_runner import TensorRTRunner
@@ -379,7 +380,10 @@ def reference_maps(files: ModelFiles, phantoms: PhantomSet, scratch: Path,
 def variant_fields(runner: Runner) -> dict[str, Any]:
     """Device and the file a runner ran (name and SHA-256: the INT8 file ``--backend auto`` would use)."""
     path = getattr(runner, "model", None) or getattr(runner, "checkpoint", None)
-    fields = {"device": getattr(runner, "device", "cpu")}
+    loaded = getattr(runner, "loaded", None)  # TensorRT: the engine plan is the file that ran
+    path = loaded.plan if loaded is not None else path
+    device = getattr(runner, "device", "cpu")
+    fields = {"device": f"cuda:{device}" if isinstance(device, int) else str(device)}
     if isinstance(path, Path) and path.is_file():
         fields.update(variant=path.name, variant_sha256=sha256_file(path))
     return fields
