@@ -16,8 +16,9 @@ the normalization add well under 1%. Achieved TFLOP/s = FLOPs per patch x patche
 (dense FP16 tensor-core peak of the card, from its datasheet) and ``--peak-tflops-fp32`` give the fraction.
 
 Without a CUDA GPU the GPU variants are skipped with a message and torch eager FP32 runs on the CPU at the
-batches up to 64, so the script still runs end to end. Appends JSON lines (with machine, library versions
-and date) to benchmarks/results/gpu_throughput.jsonl unless --out says otherwise.
+batches up to 64, so the script still runs end to end; those CPU rows are recorded only with --out. Appends
+JSON lines (with machine, library versions and date) to benchmarks/results/gpu_throughput.jsonl unless --out
+says otherwise.
 """
 
 from __future__ import annotations
@@ -177,8 +178,12 @@ def main() -> None:
                     shown = ("runner", "batch", "patches_per_s", "achieved_tflops", "fraction_of_peak",
                              "max_map_delta_vs_fp32_eager_over_peak")
                     print(json.dumps({k: row[k] for k in shown}))
+    if not cuda and args.out == RESULTS:
+        print(f"no CUDA GPU: the CPU rows are not added to {RESULTS.name} (pass --out FILE to keep them)")
+        return
     lib.append_jsonl(args.out, rows)
     print(f"appended {len(rows)} rows to {args.out}")
+
 
 if __name__ == "__main__":
     main()
