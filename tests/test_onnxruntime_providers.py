@@ -92,3 +92,16 @@ def test_runner_is_named_after_the_provider_that_actually_runs(tiny_onnx, caplog
             ortr.OnnxRuntimeRunner(tiny_onnx, "cuda:0") as runner:
         assert runner.name == "ort-cpu"
     assert "could not start the cuda provider and runs on cpu" in caplog.text
+
+
+def test_gpu_providers_run_the_fp16_graph_of_an_fp16_profile(gpu_wheel, monkeypatch, tmp_path, tiny_onnx):
+    pytest.importorskip("onnxconverter_common")
+    from vcorner.runtime import select
+
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(tiny_onnx.read_bytes())
+    monkeypatch.setattr(ortr, "gpu_visible", lambda: True)
+    runner, _ = select.open_runner(model, select.Backend.ort, device="cuda")
+    assert runner.model == tmp_path / "tiny.fp16.onnx" and runner.device == "cuda"
+    runner, _ = select.open_runner(model, select.Backend.ort, device="cuda:1", profile="gpu-fp32")
+    assert runner.model == model and runner.device_id == 1

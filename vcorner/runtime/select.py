@@ -108,8 +108,21 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
 
     card = read_model_card(model)
     device = device or available_devices()[0]
-    graph = int8_variant(model) if backend == Backend.auto and device == "cpu" else model
+    if device == "cpu":
+        graph = int8_variant(model) if backend == Backend.auto else model
+    else:
+        graph = gpu_variant(model, profile)
     return OnnxRuntimeRunner(graph, device, threads, profile), card
+
+
+def gpu_variant(model: Path, profile: str | None = None) -> Path:
+    """The graph ONNX Runtime's GPU providers run: the mixed FP16 ``m.fp16.onnx`` for an FP16 export profile
+    (the default ``gpu``; made now if missing and the converter is installed), else ``model``."""
+    from vcorner.export.fp16 import variant_for
+    from vcorner.export.profiles import DEFAULT_PROFILE, get_profile
+    from vcorner.export.tensorrt_build import engine_dir
+
+    return variant_for(model, get_profile(profile or DEFAULT_PROFILE).precision, engine_dir(model))
 
 
 def this_machine(rows: list[dict]) -> list[dict]:
