@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcorner.benchmark_machine import append_jsonl, stamp
+from vcorner.benchmark.machine import append_jsonl, stamp
 from vcorner.card import ModelCard
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
 from vcorner.export.onnx_export import export_model

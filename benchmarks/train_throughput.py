@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vcorner.benchmark_machine import append_jsonl, stamp
+from vcorner.benchmark.machine import append_jsonl, stamp
 from vcorner.model.loss import bhattacharyya_loss
 from vcorner.model.unet import count_parameters, create_model
 

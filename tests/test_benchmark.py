@@ -15,8 +15,9 @@ import typer  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from vcorner import benchmark as lib  # noqa: E402
-from vcorner.benchmark import BenchmarkSettings, run_benchmark  # noqa: E402
+from vcorner.benchmark import BenchmarkSettings, run, run_benchmark, variants  # noqa: E402
 from vcorner.cli.benchmark import benchmark  # noqa: E402
+from vcorner.io.records import InputError  # noqa: E402
 from vcorner.runtime.base import Runner  # noqa: E402
 
 MEASURED = {"backend", "precision", "device", "batch", "status", "patches_per_s", "p50_ms", "p95_ms", "max_abs_diff",
@@ -89,7 +90,7 @@ def test_a_failing_backend_becomes_a_row_not_a_crash(tiny_onnx, monkeypatch):
     def broken(*args):
         raise RuntimeError("driver exploded\nsecond line")
 
-    monkeypatch.setattr(lib, "torch_runner", broken)
+    monkeypatch.setattr(variants, "torch_runner", broken)
     rows = run_benchmark(BenchmarkSettings(model=tiny_onnx, backends=("torch",), precisions=("fp32",), **FAST))
     assert [(r["status"], r["reason"]) for r in rows] == [("failed", "RuntimeError: driver exploded")]
 
@@ -106,16 +107,16 @@ class _SmallMemoryRunner(Runner):
 
 
 def test_a_backend_failing_while_timed_becomes_a_row(tiny_onnx, monkeypatch):
-    monkeypatch.setattr(lib, "open_variant", lambda *args: _SmallMemoryRunner())
+    monkeypatch.setattr(run, "open_variant", lambda *args: _SmallMemoryRunner())
     settings = BenchmarkSettings(model=tiny_onnx, backends=("torch",), precisions=("fp32",), **FAST)
     with monkeypatch.context() as patch:
-        patch.setattr(lib, "infer_all", lambda runner, patches, batch: np.full(patches.shape, 1 / 4096, np.float32))
+        patch.setattr(run, "infer_all", lambda runner, patches, batch: np.full(patches.shape, 1 / 4096, np.float32))
         rows = run_benchmark(settings)
     assert [(r["status"], r["reason"]) for r in rows] == [("failed", "MemoryError: out of memory at batch 32")]
 
 
 def test_a_missing_model_is_a_one_line_error(tmp_path):
-    with pytest.raises(lib.InputError, match="no such model"):
+    with pytest.raises(InputError, match="no such model"):
         run_benchmark(BenchmarkSettings(model=tmp_path / "none.onnx", **FAST))
 
 

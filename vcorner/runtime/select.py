@@ -129,7 +129,7 @@ def this_machine(rows: list[dict]) -> list[dict]:
     """Benchmark rows recorded on a machine like this one (same CPU model and core count)."""
     import os
 
-    from vcorner.benchmark_machine import cpu_info
+    from vcorner.benchmark.machine import cpu_info
 
     cpu = cpu_info()[0]
     return [r for r in rows if r.get("machine", {}).get("cpu") == cpu
