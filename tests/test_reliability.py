@@ -93,7 +93,7 @@ def test_paths_never_leave_dir(folder, tiny_onnx, tmp_path, name):
     errors = {r["image"]: r["reason"] for r in rows(tmp_path / "out" / "errors.csv")}
     assert name in errors and "relative to DIR" in errors[name]
     written = {p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    assert written == {"corners.csv", "errors.csv", "vis/good.png"}
+    assert written == {"corners.csv", "errors.csv", "run.json", "vis/good.png"}
 
 
 @pytest.mark.parametrize("kind", ["zero bytes", "truncated", "text", "unsupported", "directory"])
@@ -264,3 +264,55 @@ def test_image_readers_survive_random_corruption(tmp_path, name):
             assert path.name in str(err) and "\n" not in str(err)
         else:
             assert image.pixels.ndim == 2 and np.isfinite(image.pixels).all()
+
+
+def _two_images(folder: Path) -> str:
+    shutil.copy(folder / "good.png", folder / "other.png")
+    return HEADER + spine_rows("good.png") + spine_rows("other.png")
+
+
+def test_resuming_with_another_model_is_refused_in_one_line(folder, tiny_onnx, tmp_path):
+    text = _two_images(folder)
+    assert batch(folder, text, tmp_path / "out", tiny_onnx).exit_code == 0
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tiny_onnx))
+    model.doc_string = "another model"  # same graph, another file: another SHA-256
+    other = tmp_path / "other.onnx"
+    onnx.save(model, str(other))
+    result = batch(folder, text, tmp_path / "out", other)
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "another model" in errors[0] and "--no-resume" in errors[0], result.output
+    assert len(rows(tmp_path / "out" / "corners.csv")) == 40  # nothing lost
+    assert batch(folder, text, tmp_path / "out", other, "--no-resume").exit_code == 0
+
+
+def test_resume_redoes_images_whose_centres_changed(folder, tiny_onnx, tmp_path):
+    text = _two_images(folder)
+    assert batch(folder, text, tmp_path / "out", tiny_onnx).exit_code == 0
+    before = {(r["image"], r["vertebra"], r["corner"]): r for r in rows(tmp_path / "out" / "corners.csv")}
+    moved = HEADER + spine_rows("good.png", x=204.0) + spine_rows("other.png")
+    result = batch(folder, moved, tmp_path / "out", tiny_onnx)
+    assert result.exit_code == 0 and "1 image(s) done (1 redone" in result.output.replace("\n", " ")
+    after = rows(tmp_path / "out" / "corners.csv")
+    assert Counter(r["image"] for r in after) == {"good.png": 20, "other.png": 20}
+    assert all(before[(r["image"], r["vertebra"], r["corner"])] == r for r in after if r["image"] == "other.png")
+    assert any(before[(r["image"], r["vertebra"], r["corner"])] != r for r in after if r["image"] == "good.png")
+
+    broken = HEADER + "good.png,C3,nan,80\n" + spine_rows("good.png")[len("good.png,C3,200.0,80\n"):] + \
+        spine_rows("other.png")
+    result = batch(folder, broken, tmp_path / "out", tiny_onnx)
+    assert result.exit_code == 1  # a centre that became NaN fails its image instead of keeping stale corners
+    assert {r["image"] for r in rows(tmp_path / "out" / "corners.csv")} == {"other.png"}
+    assert [r["image"] for r in rows(tmp_path / "out" / "errors.csv")] == ["good.png"]
+
+
+@pytest.mark.parametrize("extra, made", [("--vis", "vis/good.png"), ("--json", "json/good.png.json")])
+def test_resume_writes_requested_extras_that_are_missing(folder, tiny_onnx, tmp_path, extra, made):
+    text = _two_images(folder)
+    assert batch(folder, text, tmp_path / "out", tiny_onnx).exit_code == 0
+    result = batch(folder, text, tmp_path / "out", tiny_onnx, extra)
+    assert result.exit_code == 0 and (tmp_path / "out" / made).is_file()
+    assert Counter(r["image"] for r in rows(tmp_path / "out" / "corners.csv")) == {"good.png": 20, "other.png": 20}
+    again = batch(folder, text, tmp_path / "out", tiny_onnx, extra)
+    assert "0 image(s) done, 2 already done" in again.output.replace("\n", " ")

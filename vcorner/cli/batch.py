@@ -42,7 +42,8 @@ def batch(
     json_out: Annotated[bool, typer.Option("--json", help="Also write OUT/json/<image>.json.")] = False,
     vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
-    max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs).")] = None,
+    max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs; default "
+                                                                      "200 megapixels).")] = None,
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Export profile of TensorRT engines (trt backend or ONNX Runtime's TensorRT provider): "
                           "batch range and precision, from export/profiles.toml; default gpu.")] = None,
@@ -56,7 +57,9 @@ def batch(
     Writes OUT/corners.csv and OUT/errors.csv. Exit code 0: all images done; 1: some failed (listed in
     errors.csv); 2: usage or configuration error.
     """
+    from vcorner.modelfile import default_model_path
     from vcorner.pipeline.batch import BatchOptions, run_batch
+    from vcorner.pipeline.manifest import model_identity
     from vcorner.pipeline.plan import make_plan
     from vcorner.runtime.select import open_runner
 
@@ -68,7 +71,7 @@ def batch(
         check_writable(out)
         plan = make_plan(image_dir, centers)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
-                               max_pixels=max_pixels)
+                               max_pixels=max_pixels, model_sha256=model_identity(model or default_model_path()))
         columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
         if ray is not None:
             from vcorner.pipeline.ray_batch import import_ray, run_batch_ray
@@ -86,7 +89,8 @@ def batch(
                 summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
             runner_name = runner.name
     rate = summary.patches / max(summary.seconds, 1e-9)
-    stderr.print(f"{summary.done} image(s) done, {summary.skipped} already done, {len(summary.failed)} failed "
+    redone = f" ({summary.redone} redone: centres changed or --json/--vis files missing)" if summary.redone else ""
+    stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed "
                  f"in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)
     if summary.failed:
@@ -97,6 +101,8 @@ def batch(
 
 def check_writable(out: Path) -> None:
     """Fail fast, with one line, when OUT cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        fail(f"{out}: is a file, not a folder (choose another --out)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".vcorner-write-test"

@@ -80,8 +80,9 @@ def benchmark(
                                                          "model, else quantized on phantoms now).")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime threads (default: all cores).")] = None,
     results: Annotated[Path | None, typer.Option(help="JSON-lines file to append to (default: "
-                                                      "benchmarks/results/benchmark.jsonl in the repo, else "
-                                                      "./benchmark.jsonl).")] = None,
+                                                      "benchmarks/results/benchmark.jsonl inside the vcorner "
+                                                      "repository, else ~/.cache/vcorner/benchmark.jsonl, where "
+                                                      "--backend auto looks for INT8 evidence).")] = None,
 ) -> None:
     """Patches/s, latency and accuracy change per backend, precision and batch size, on this machine.
 
@@ -98,7 +99,7 @@ def benchmark(
     )
     with user_errors(), stderr.status("benchmark") as status:
         rows = lib.run_benchmark(settings, on_step=lambda message: status.update(f"benchmark: {message}"))
-    console = Console()
+    console = Console(soft_wrap=True)
     console.width = max(console.width, 140)  # a readable table in logs too
     console.print(results_table(rows))
     if any(r["status"] != "ok" for r in rows):

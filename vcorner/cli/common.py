@@ -17,7 +17,8 @@ from vcorner.io.records import InputError
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
 """0: every image done; 1: some images failed (see errors.csv); 2: usage or configuration error."""
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, soft_wrap=True)
+"""Messages and summaries: never wrapped mid-path, so logs stay greppable (tables still fit the width)."""
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -65,7 +65,7 @@ def evaluate(
         overall = table1_row(errors)
         unit = overall["unit"]
         rows = {label: overall, **{name: table1_row(e) for name, e in others.items()}}
-        console = Console()
+        console = Console(soft_wrap=True)
         console.width = max(console.width, 120)  # keep Table 1 on one line per row in logs too
         console.print(rich_table(f"Corner error ({unit})", rows))
         calib = calibration(errors)
@@ -107,7 +107,7 @@ def evaluate_patches(model: Path, annotations: Path, out: Path | None) -> None:
         with runner:
             scores = dataset_patch_bc(annotations.parent, records, runner, card)
         summary = summarize_bc(scores)
-        Console().print(f"patch-level BC over {summary['patches']} patches: mean {summary['mean']:.4f}, "
+        Console(soft_wrap=True).print(f"patch-level BC over {summary['patches']} patches: mean {summary['mean']:.4f}, "
                         f"median {summary['median']:.4f}, 5th percentile {summary['p5']:.4f}, "
                         f"min {summary['min']:.4f}", highlight=False)
         if out is not None and len(scores):

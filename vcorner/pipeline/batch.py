@@ -30,7 +30,7 @@ _DONE = object()
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """How a batch runs: inference batch size (patches), resume, extra outputs, image size limit."""
+    """How a batch runs: inference batch size (patches), resume, extra outputs, image size limit, model identity."""
 
     batch_size: int = 256
     resume: bool = True
@@ -38,6 +38,8 @@ class BatchOptions:
     vis: bool = False
     max_pixels: int | None = None
     queue_images: int = 6
+    model_sha256: str | None = None
+    """Model identity recorded in ``OUT/run.json``; resuming with another model is refused (None: unchecked)."""
 
 
 @dataclass
@@ -49,6 +51,8 @@ class BatchSummary:
     failed: dict[str, str] = field(default_factory=dict)
     patches: int = 0
     seconds: float = 0.0
+    redone: int = 0
+    """Images done again on resume because their centres changed or requested extras were missing."""
 
 
 class Progress:
@@ -138,14 +142,37 @@ def _finish_all(finished: queue.Queue, card: ModelCard, journal: CornerJournal, 
         progress.image_done(len(item.patches))
 
 
-def start_outputs(plan: Plan, out_dir: Path, resume: bool) -> tuple[CornerJournal, list[PlannedImage],
-                                                                      BatchSummary]:
-    """Open ``corners.csv`` (keeping complete images when resuming); the images still to do; a summary."""
+def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[CornerJournal, list[PlannedImage],
+                                                                         BatchSummary]:
+    """Open ``corners.csv`` and record ``run.json``; the images still to do; a summary.
+
+    Resuming keeps an image's rows only when they are complete, were found from the same centres, and its
+    requested ``--json``/``--vis`` files exist; a different model is refused
+    (:mod:`vcorner.pipeline.manifest`).
+
+    Raises:
+        InputError: resuming into an OUT whose corners came from another model.
+    """
+    from vcorner.pipeline import manifest
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    expected = {p.record.file: 4 * len(p.record.vertebrae) for p in plan.images}
-    journal = CornerJournal(out_dir / "corners.csv", expected, resume)
+    records = [p.record for p in plan.images]
+    expected = {r.file: 4 * len(r.vertebrae) for r in records}
+    redo: set[str] = set()
+    if options.resume:
+        previous = manifest.read_manifest(out_dir)
+        manifest.check_same_model(previous, options.model_sha256, out_dir)
+        redo = manifest.changed_centers(previous, records) | manifest.missing_extras(
+            out_dir, list(expected), options.write_json, options.vis)
+    journal = CornerJournal(out_dir / "corners.csv", {k: v for k, v in expected.items() if k not in redo},
+                            options.resume)
+    manifest.write_manifest(out_dir, options.model_sha256, records)  # after the stale rows are gone
     todo = [p for p in plan.images if p.record.file not in journal.done]
-    return journal, todo, BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused))
+    summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused),
+                           redone=len(redo & set(expected)))
+    if summary.redone:
+        log.info("%d image(s) redone: centres changed or requested --json/--vis files missing", summary.redone)
+    return journal, todo, summary
 
 
 def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, options: BatchOptions | None = None,
@@ -155,7 +182,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     The runner must already be entered. Images finished by an earlier run are skipped when resuming.
     """
     options, progress = options or BatchOptions(), progress or Progress()
-    journal, todo, summary = start_outputs(plan, Path(out_dir), options.resume)
+    journal, todo, summary = start_outputs(plan, Path(out_dir), options)
     progress.start(len(todo))
     jobs: queue.Queue = queue.Queue(maxsize=options.queue_images)
     finished: queue.Queue = queue.Queue(maxsize=options.queue_images)

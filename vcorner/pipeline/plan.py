@@ -48,7 +48,7 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
     """
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
-        raise InputError(f"{image_dir}: no such directory")
+        raise InputError(f"{image_dir}: {'not a directory' if image_dir.exists() else 'no such directory'}")
     table = load_centers(centers_csv)
     images, refused = [], dict(table.problems)
     for record in table.records:

@@ -123,7 +123,7 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
     ray = import_ray()
     progress = progress or Progress()
     out_dir = Path(out_dir)
-    journal, todo, summary = start_outputs(plan, out_dir, options.resume)
+    journal, todo, summary = start_outputs(plan, out_dir, options)
     progress.start(len(todo))
     began = time.perf_counter()
     readable = [p for p in todo if p.path.is_file()]
