@@ -105,3 +105,18 @@ def test_gpu_providers_run_the_fp16_graph_of_an_fp16_profile(gpu_wheel, monkeypa
     assert runner.model == tmp_path / "tiny.fp16.onnx" and runner.device == "cuda"
     runner, _ = select.open_runner(model, select.Backend.ort, device="cuda:1", profile="gpu-fp32")
     assert runner.model == model and runner.device_id == 1
+
+
+def test_batch_device_option(toy_dataset, tiny_onnx, tmp_path):
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+
+    def run(device: str):
+        return CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
+                                        "--model", str(tiny_onnx), "--backend", "ort", "--device", device,
+                                        "--out", str(tmp_path / device)])
+
+    assert run("cpu").exit_code == 0
+    bad = run("gpu")
+    assert bad.exit_code == 2 and bad.output.startswith("error:") and "cpu, cuda[:N] or tensorrt[:N]" in bad.output

@@ -44,6 +44,10 @@ def batch(
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs; default "
                                                                       "200 megapixels).")] = None,
+    device: Annotated[str | None, typer.Option(
+        "--device", help="Where to run: cpu, cuda[:N] (ONNX Runtime's CUDA provider, or torch), tensorrt[:N] "
+                         "(ONNX Runtime's TensorRT provider); the GPU for --backend trt. Default: the best here.")
+    ] = None,
     profile: Annotated[str | None, typer.Option(
         "--profile", help="Export profile of TensorRT engines (trt backend or ONNX Runtime's TensorRT provider): "
                           "batch range and precision, from export/profiles.toml; default gpu.")] = None,
@@ -81,10 +85,10 @@ def batch(
                 fail("--json and --vis are not available with --ray yet; run without --ray for them")
             with progress_bar(*columns) as bar:
                 summary = run_batch_ray(plan, out, model, backend.value, options, ray, ray_actors, threads,
-                                        ray_gpus, BarProgress(bar), profile)
+                                        ray_gpus, BarProgress(bar), profile, device)
             runner_name = f"ray ({ray_actors} actor(s), {backend.value})"
         else:
-            runner, card = open_runner(model, backend, threads=threads, profile=profile)
+            runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
             with runner, progress_bar(*columns) as bar:
                 summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
             runner_name = runner.name

@@ -80,11 +80,12 @@ class CornerActor:
     """A Ray actor holding one inference session; maps a batch of image rows to corner rows or errors."""
 
     def __init__(self, model: str | None, backend: str, threads: int | None, centers: dict[str, str],
-                 batch_size: int, max_pixels: int | None, profile: str | None = None) -> None:
+                 batch_size: int, max_pixels: int | None, profile: str | None = None,
+                 device: str | None = None) -> None:
         from vcorner.runtime.select import Backend, open_runner
 
-        runner, self.card = open_runner(Path(model) if model else None, Backend(backend), threads=threads,
-                                        profile=profile)
+        runner, self.card = open_runner(Path(model) if model else None, Backend(backend), device=device,
+                                        threads=threads, profile=profile)
         self.runner = runner.__enter__()
         self.centers, self.batch_size, self.max_pixels = centers, batch_size, max_pixels
 
@@ -115,10 +116,12 @@ class CornerActor:
 
 def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, options: BatchOptions,
                   address: str = "auto", actors: int = 1, threads: int | None = None, gpus_per_actor: float = 0.0,
-                  progress: Progress | None = None, profile: str | None = None) -> BatchSummary:
+                  progress: Progress | None = None, profile: str | None = None,
+                  device: str | None = None) -> BatchSummary:
     """Process every planned image on Ray Data; same outputs as :func:`vcorner.pipeline.batch.run_batch`.
 
-    ``profile`` names the export profile of TensorRT engines (see :func:`vcorner.runtime.select.open_runner`).
+    ``profile`` and ``device`` go to each actor's :func:`vcorner.runtime.select.open_runner` (an actor given a
+    GPU by ``gpus_per_actor`` sees it as ``cuda:0``).
     """
     ray = import_ray()
     progress = progress or Progress()
@@ -145,7 +148,8 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 fn_constructor_kwargs={"model": str(model) if model else None, "backend": backend,
                                        "threads": threads, "centers": centers, "batch_size": options.batch_size,
-                                       "max_pixels": options.max_pixels, "profile": profile},
+                                       "max_pixels": options.max_pixels, "profile": profile,
+                                       "device": device},
             )
             for row in results.iter_rows():
                 if row["error"]:
