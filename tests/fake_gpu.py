@@ -4,9 +4,10 @@
 work while it is being captured and CUDA graphs replay the recorded work; an "engine" runs its ONNX model
 with ONNX Runtime on whatever the execution context's input address holds. This lets the TensorRT runner's
 buffers, padding, chunking, graph capture and clean-up, the engine cache and the CLI run end to end
-without a GPU. The functions mirror the real APIs (names and argument order;
-``tests/test_tensorrt_simulated.py`` checks the CUDA half against the real bindings when they are installed);
-the real stack is tested by ``tests/test_tensorrt.py`` on a GPU machine.
+without a GPU. Classes, methods and arguments carry the real APIs' names: ``tests/test_tensorrt_simulated.py``
+checks the CUDA half against the real cuda-python bindings (names and argument counts) and the TensorRT half
+against the names bound by the real TensorRT 11 Python module. The real stack is tested by
+``tests/test_tensorrt.py`` on a GPU machine.
 """
 
 from __future__ import annotations
@@ -207,21 +208,21 @@ class MemoryPoolType(enum.IntEnum):
 
 
 @dataclass
-class Tensor:
+class ITensor:
     name: str
     shape: tuple
 
 
-class Network:
+class INetworkDefinition:
     def __init__(self, flags: int) -> None:
         self.flags, self.inputs, self.onnx = flags, [], None
 
-    def get_input(self, index: int) -> Tensor:
+    def get_input(self, index: int) -> ITensor:
         return self.inputs[index]
 
 
 class OnnxParser:
-    def __init__(self, network: Network, logger: ILogger) -> None:
+    def __init__(self, network: INetworkDefinition, logger: ILogger) -> None:
         self.network, self.errors = network, []
 
     @property
@@ -240,12 +241,12 @@ class OnnxParser:
             self.errors.append(f"ModelImporter: {err}")
             return False
         tensor = session.get_inputs()[0]
-        self.network.inputs.append(Tensor(tensor.name, tuple(d if isinstance(d, int) else -1 for d in tensor.shape)))
+        self.network.inputs.append(ITensor(tensor.name, tuple(d if isinstance(d, int) else -1 for d in tensor.shape)))
         self.network.onnx = path
         return True
 
 
-class OptimizationProfile:
+class IOptimizationProfile:
     def __init__(self) -> None:
         self.shapes: dict[str, list] = {}
 
@@ -253,7 +254,7 @@ class OptimizationProfile:
         self.shapes[name] = [list(min), list(opt), list(max)]
 
 
-class TimingCache:
+class ITimingCache:
     def __init__(self, data: bytes) -> None:
         if data and not data.startswith(b"fake-timing:"):
             raise RuntimeError("timing cache is corrupt")
@@ -263,28 +264,28 @@ class TimingCache:
         return b"fake-timing:%d" % self.builds
 
 
-class BuilderConfig:
+class IBuilderConfig:
     def __init__(self) -> None:
         self.pools: dict[MemoryPoolType, int] = {}
-        self.profiles: list[OptimizationProfile] = []
-        self.timing_cache: TimingCache | None = None
+        self.profiles: list[IOptimizationProfile] = []
+        self.timing_cache: ITimingCache | None = None
 
     def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None:
         self.pools[pool] = pool_size
 
-    def add_optimization_profile(self, profile: OptimizationProfile) -> int:
+    def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
         self.profiles.append(profile)
         return len(self.profiles) - 1
 
-    def create_timing_cache(self, serialized_timing_cache: bytes) -> TimingCache:
-        return TimingCache(bytes(serialized_timing_cache))
+    def create_timing_cache(self, serialized_timing_cache: bytes) -> ITimingCache:
+        return ITimingCache(bytes(serialized_timing_cache))
 
-    def set_timing_cache(self, cache: TimingCache, ignore_mismatch: bool) -> bool:
+    def set_timing_cache(self, cache: ITimingCache, ignore_mismatch: bool) -> bool:
         self.timing_cache = cache
         return True
 
 
-class Engine:
+class ICudaEngine:
     """A deserialized plan: runs its ONNX file with ONNX Runtime on the CPU."""
 
     def __init__(self, plan: dict, cuda: FakeCuda) -> None:
@@ -308,12 +309,12 @@ class Engine:
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> list:
         return [tuple(s) for s in self.plan["shapes"][name]]
 
-    def create_execution_context(self) -> Context:
-        return Context(self)
+    def create_execution_context(self) -> IExecutionContext:
+        return IExecutionContext(self)
 
 
-class Context:
-    def __init__(self, engine: Engine) -> None:
+class IExecutionContext:
+    def __init__(self, engine: ICudaEngine) -> None:
         self.engine, self.addresses, self.shape = engine, {}, None
         self.executed: list[int] = []
 
@@ -355,16 +356,16 @@ class FakeTensorRT:
     cuda: FakeCuda
     version: str = "10.14.1"
     builds: list[dict] = field(default_factory=list)
-    contexts: list[Context] = field(default_factory=list)
+    contexts: list[IExecutionContext] = field(default_factory=list)
 
-    def build(self, network: Network, config: BuilderConfig) -> bytes | None:
+    def build(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes | None:
         """A plan (JSON) recording what the builder was given; None for an unusable configuration."""
         if not network.flags & (1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED) or len(config.profiles) != 1:
             return None
         shapes = config.profiles[0].shapes
         if set(shapes) != {network.get_input(0).name}:
             return None
-        shapes[Engine({"onnx": network.onnx}, self.cuda).output] = next(iter(shapes.values()))
+        shapes[ICudaEngine({"onnx": network.onnx}, self.cuda).output] = next(iter(shapes.values()))
         if config.timing_cache is not None:
             config.timing_cache.builds += 1
         record = {"onnx": network.onnx, "shapes": shapes, "tensorrt": self.version,
@@ -380,7 +381,7 @@ class FakeTensorRT:
             return None
         if plan.get("tensorrt") != self.version or plan.get("gpu") != self.cuda.gpu.name.decode():
             return None
-        engine = Engine(plan, self.cuda)
+        engine = ICudaEngine(plan, self.cuda)
         create = engine.create_execution_context
         engine.create_execution_context = lambda: self.contexts.append(create()) or self.contexts[-1]
         return engine
@@ -392,16 +393,16 @@ class FakeTensorRT:
             def __init__(self, logger: ILogger) -> None:
                 self.logger = logger
 
-            def create_network(self, flags: int = 0) -> Network:
-                return Network(flags)
+            def create_network(self, flags: int = 0) -> INetworkDefinition:
+                return INetworkDefinition(flags)
 
-            def create_builder_config(self) -> BuilderConfig:
-                return BuilderConfig()
+            def create_builder_config(self) -> IBuilderConfig:
+                return IBuilderConfig()
 
-            def create_optimization_profile(self) -> OptimizationProfile:
-                return OptimizationProfile()
+            def create_optimization_profile(self) -> IOptimizationProfile:
+                return IOptimizationProfile()
 
-            def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes | None:
+            def build_serialized_network(self, network: INetworkDefinition, config: IBuilderConfig) -> bytes | None:
                 self.logger.log(Severity.INFO, "simulated build")
                 return fake.build(network, config)
 

@@ -4,6 +4,7 @@ chunking, CUDA graph capture and replay, clean-up, the engine cache, ``vcorner e
 
 from __future__ import annotations
 
+import enum
 import inspect
 import logging
 import re
@@ -233,3 +234,57 @@ def test_benchmark_times_tensorrt_fp32_and_fp16(stack, tiny_onnx, tmp_path):
     assert rows["fp16"]["variant"] == "tiny.fp16.gpu.sm90.plan" and rows["fp32"]["variant"] == "tiny.gpu-fp32.sm90.plan"
     assert rows["fp32"]["max_abs_diff"] < rows["fp16"]["max_abs_diff"]  # the simulated FP16 engine runs the FP16 graph
     assert len(stack[1].builds) == 2
+
+
+CONSTRUCTED_BY_USERS = ("Builder", "Runtime", "OnnxParser")
+"""Classes vcorner instantiates itself; the others come from TensorRT factories, so their fake constructors
+are not part of the API."""
+
+
+def tensorrt_binding_names() -> set[str]:
+    """Every identifier in the real TensorRT Python bindings' pybind11 module (``tensorrt-cu13-bindings``).
+
+    The module cannot be imported without TensorRT's GPU libraries, but it holds each class, method, enum
+    member and keyword argument it binds as a string; ``find_spec`` locates it without importing it.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("tensorrt_bindings")
+    if spec is None or spec.origin is None:
+        pytest.skip("needs the tensorrt-cu13-bindings wheel (a test dependency)")
+    data = (Path(spec.origin).parent / "tensorrt.so").read_bytes()
+    return {m.decode() for m in re.findall(rb"[A-Za-z_][A-Za-z0-9_]+", data)}
+
+
+def simulated_tensorrt_names() -> dict[str, set[str]]:
+    """Class -> the public names (methods, properties, enum members, argument names) the simulation offers."""
+    module = fake_gpu.FakeTensorRT(fake_gpu.FakeCuda()).module()
+    classes = {name: value for name, value in vars(module).items() if isinstance(value, type)}
+    classes.update((c.__name__, c) for c in (fake_gpu.ITensor, fake_gpu.INetworkDefinition,
+                                               fake_gpu.IOptimizationProfile, fake_gpu.ITimingCache,
+                                               fake_gpu.IBuilderConfig, fake_gpu.ICudaEngine,
+                                               fake_gpu.IExecutionContext))
+    names: dict[str, set[str]] = {}
+    for class_name, cls in classes.items():
+        members = set(cls.__members__) if issubclass(cls, enum.Enum) else set()
+        for attr, value in vars(cls).items():
+            if attr.startswith("_") and not (attr == "__init__" and class_name in CONSTRUCTED_BY_USERS):
+                continue
+            if isinstance(value, property):
+                members.add(attr)
+            elif inspect.isfunction(value):
+                members |= {attr} if attr != "__init__" else set()
+                members |= set(inspect.signature(value).parameters) - {"self"}
+        names[class_name] = members
+    return names
+
+
+def test_simulated_tensorrt_uses_only_names_of_the_real_bindings():
+    real = tensorrt_binding_names()
+    simulated = simulated_tensorrt_names()
+    missing = {cls: sorted((members | {cls}) - real) for cls, members in simulated.items()}
+    assert not {cls: m for cls, m in missing.items() if m}, "names the real TensorRT bindings do not have"
+    # and what vcorner's own code calls beyond the simulation's surface
+    assert {"execute_async_v3", "set_timing_cache", "ignore_mismatch", "STRONGLY_TYPED", "WORKSPACE",
+            "get_tensor_profile_shape", "deserialize_cuda_engine", "build_serialized_network"} <= real
