@@ -314,5 +314,8 @@ def test_resume_writes_requested_extras_that_are_missing(folder, tiny_onnx, tmp_
     result = batch(folder, text, tmp_path / "out", tiny_onnx, extra)
     assert result.exit_code == 0 and (tmp_path / "out" / made).is_file()
     assert Counter(r["image"] for r in rows(tmp_path / "out" / "corners.csv")) == {"good.png": 20, "other.png": 20}
+    assert "2 image(s) done (2 redone" in result.output.replace("\n", " ")
     again = batch(folder, text, tmp_path / "out", tiny_onnx, extra)
     assert "0 image(s) done, 2 already done" in again.output.replace("\n", " ")
+    fresh = batch(folder, text, tmp_path / "fresh", tiny_onnx, extra)
+    assert "2 image(s) done, 0 already done" in fresh.output.replace("\n", " ")  # nothing to redo in a new OUT

@@ -164,12 +164,11 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
         manifest.check_same_model(previous, options.model_sha256, out_dir)
         redo = manifest.changed_centers(previous, records) | manifest.missing_extras(
             out_dir, list(expected), options.write_json, options.vis)
-    journal = CornerJournal(out_dir / "corners.csv", {k: v for k, v in expected.items() if k not in redo},
-                            options.resume)
+    journal = CornerJournal(out_dir / "corners.csv", expected, options.resume, redo)
     manifest.write_manifest(out_dir, options.model_sha256, records)  # after the stale rows are gone
     todo = [p for p in plan.images if p.record.file not in journal.done]
     summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused),
-                           redone=len(redo & set(expected)))
+                           redone=len(journal.redone))
     if summary.redone:
         log.info("%d image(s) redone: centres changed or requested --json/--vis files missing", summary.redone)
     return journal, todo, summary

@@ -64,12 +64,18 @@ class CornerJournal:
         path: the ``corners.csv`` file.
         expected_rows: image -> number of rows a complete image has (4 x its vertebrae).
         resume: keep complete images already in the file (else start afresh).
+        redo: images whose rows are dropped even when complete (they are done again).
+
+    Attributes:
+        done: images kept from the file. redone: images of ``redo`` that had complete rows.
     """
 
-    def __init__(self, path: Path, expected_rows: dict[str, int], resume: bool) -> None:
+    def __init__(self, path: Path, expected_rows: dict[str, int], resume: bool,
+                 redo: set[str] | frozenset[str] = frozenset()) -> None:
         self.path = Path(path)
-        kept = self._complete_rows(expected_rows) if resume else {}
-        self.done = set(kept)
+        complete = self._complete_rows(expected_rows) if resume else {}
+        kept = {image: rows for image, rows in complete.items() if image not in redo}
+        self.done, self.redone = set(kept), set(complete) - set(kept)
         write_text_atomic(self.path, _csv_text([r for rows in kept.values() for r in rows], CORNER_COLUMNS))
         self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
 
