@@ -107,3 +107,30 @@ def test_batch_subprocess_never_imports_torch(toy_dataset, tiny_onnx, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(read_rows(tmp_path / "out" / "corners.csv")) == 4 * 5 * 4
+
+
+def test_more_cpu_workers_give_the_same_outputs(xrays, tiny_onnx, tmp_path):
+    def run(workers: int):
+        out = tmp_path / f"w{workers}"
+        result = run_cli("batch", xrays, "--centers", xrays / "centers.csv", "--out", out, "--model", tiny_onnx,
+                         "--workers", workers, "--json")
+        assert result.exit_code == 1  # the broken, missing and escaping images
+        return [(out / name).read_text() for name in ("corners.csv", "errors.csv", "json/toy2.png.json")]
+
+    assert run(3) == run(1)
+
+
+def test_cpu_workers_default_to_one_beside_cpu_inference_and_all_cores_beside_gpu():
+    import os
+
+    from vcorner.pipeline.batch import BatchOptions, cpu_workers
+    from vcorner.runtime.base import Runner
+
+    class Fake(Runner):
+        def infer(self, batch):
+            return batch
+
+    cpu, gpu = Fake(), Fake()
+    gpu.on_gpu = True
+    assert cpu_workers(cpu, BatchOptions()) == 1 and cpu_workers(gpu, BatchOptions()) == (os.cpu_count() or 1)
+    assert cpu_workers(gpu, BatchOptions(workers=2)) == 2

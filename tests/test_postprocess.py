@@ -222,3 +222,31 @@ def test_accumulated_maps_and_a_vertebra_outside_the_image():
     assert lost.source == ("prior",) * 4
     with pytest.raises(ValueError, match="disagree"):
         accumulate_image(maps, affines[:-1], owner, frames, IMAGE_SHAPE, config)
+
+
+def test_serial_kernels_from_many_threads_match_the_parallel_ones():
+    """The batch's finisher threads call the single-threaded builds concurrently, without the lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vcorner.postprocess.kernels import use_serial_kernels
+
+    rng = np.random.default_rng(7)
+    cases = [(rng.random((6, 16, 16), dtype=np.float32), invert_affines(random_affines(rng, 6, 16)))
+             for _ in range(8)]
+    expected = [backproject(maps, to_patch, ORIGIN, SHAPE) for maps, to_patch in cases]
+    peaks_args = quadrant_case(3)
+    expected_peaks = quadrant_argmax(*peaks_args)
+
+    def serial(case):
+        use_serial_kernels()
+        try:
+            return backproject(*case, ORIGIN, SHAPE), quadrant_argmax(*peaks_args)
+        finally:
+            use_serial_kernels(False)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(serial, cases * 4))
+    for (out, peaks), want in zip(results, expected * 4, strict=True):
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(peaks[0], expected_peaks[0])
+        np.testing.assert_array_equal(peaks[1], expected_peaks[1])

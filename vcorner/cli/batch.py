@@ -42,6 +42,9 @@ def batch(
     json_out: Annotated[bool, typer.Option("--json", help="Also write OUT/json/<image>.json.")] = False,
     vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Threads decoding images and finding corners (default: 1 with CPU inference, all cores with "
+                    "GPU inference).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs; default "
                                                                       "200 megapixels).")] = None,
     device: Annotated[str | None, typer.Option(
@@ -75,7 +78,8 @@ def batch(
         check_writable(out)
         plan = make_plan(image_dir, centers)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
-                               max_pixels=max_pixels, model_sha256=model_identity(model or default_model_path()))
+                               max_pixels=max_pixels, workers=workers,
+                               model_sha256=model_identity(model or default_model_path()))
         columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
         if ray is not None:
             from vcorner.pipeline.ray_batch import import_ray, run_batch_ray

@@ -1,17 +1,22 @@
 """``vcorner batch``: corners for every image of a folder, with decoding, inference and decoding overlapped.
 
-Three stages run concurrently: a loader thread decodes images and cuts patches, the calling thread fills
-inference batches across images, and a finisher thread back-projects, searches quadrants and writes rows.
+Three stages run concurrently: loader threads decode images and cut patches, the calling thread fills
+inference batches across images, and finisher threads back-project, search quadrants and write rows. Beside
+CPU inference there is one loader and one finisher (inference needs the cores); beside GPU inference, one of
+each per core (``BatchOptions.workers``). Images keep their order through every stage, so the outputs do
+not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +43,9 @@ class BatchOptions:
     vis: bool = False
     max_pixels: int | None = None
     queue_images: int = 6
+    workers: int | None = None
+    """Threads that decode images and cut patches, and as many that find corners (None: 1 each beside CPU
+    inference, which needs the cores; one per core beside GPU inference, which leaves them idle)."""
     model_sha256: str | None = None
     """Model identity recorded in ``OUT/run.json``; resuming with another model is refused (None: unchecked)."""
 
@@ -62,21 +70,41 @@ class Progress:
     def image_done(self, patches: int) -> None: ...
 
 
-def _load(items: list[PlannedImage], card: ModelCard, options: BatchOptions, out: queue.Queue) -> None:
-    """Loader thread: put an ImageJob or (name, reason) per image, then _DONE."""
+def _prepare_one(item: PlannedImage, card: ModelCard, options: BatchOptions) -> ImageJob | tuple[str, str]:
+    """An image's job, or (name, one-line reason) when it cannot be read or cut."""
     try:
-        for item in items:
-            try:
-                out.put(prepare(item, card, keep_pixels=options.vis, max_pixels=options.max_pixels))
-            except InputError as err:
-                out.put((item.record.file, str(err)))
-            except (OSError, ValueError, MemoryError) as err:
-                out.put((item.record.file, f"cannot process: {err}"))
+        return prepare(item, card, keep_pixels=options.vis, max_pixels=options.max_pixels)
+    except InputError as err:
+        return item.record.file, str(err)
+    except (OSError, ValueError, MemoryError) as err:
+        return item.record.file, f"cannot process: {err}"
+
+
+def _load(items: list[PlannedImage], card: ModelCard, options: BatchOptions, out: queue.Queue,
+          workers: int = 1) -> None:
+    """Loader: put an ImageJob or (name, reason) per image, in plan order, then _DONE.
+
+    With ``workers`` > 1 a thread pool prepares up to ``2 * workers`` images ahead (OpenCV decoding and
+    warping release the GIL); the order, and so the inference batches and every output, stay the same.
+    """
+    try:
+        if workers <= 1:
+            for item in items:
+                out.put(_prepare_one(item, card, options))
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="vcorner-load") as pool:
+            ahead: deque[Future] = deque()
+            for item in items:
+                ahead.append(pool.submit(_prepare_one, item, card, options))
+                if len(ahead) >= 2 * workers:
+                    out.put(ahead.popleft().result())
+            while ahead:
+                out.put(ahead.popleft().result())
     finally:
         out.put(_DONE)
 
 
-def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: queue.Queue) -> Iterator[int]:
+def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: _Sequenced) -> Iterator[int]:
     """Fill batches of exactly ``batch_size`` patches across images (the last may be smaller), run them,
     and pass completed jobs (and failures) on to ``finished``; yields each batch's size."""
     pending: deque[tuple[ImageJob, int, int]] = deque()  # (job, first patch, count) not yet inferred
@@ -113,33 +141,73 @@ def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: que
         yield size
 
 
-def _finish_all(finished: queue.Queue, card: ModelCard, journal: CornerJournal, out_dir: Path,
-                options: BatchOptions, summary: BatchSummary, progress: Progress) -> None:
-    """Finisher thread: decode corners, write rows (and JSON/overlays), record failures.
+class _Sequenced:
+    """A queue whose items carry the order they were put in (all puts come from the inference thread)."""
 
-    Its numba kernels run on one thread: the cores belong to inference, which this stage hides behind.
-    """
-    import numba
+    def __init__(self, maxsize: int) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
+        self.count = 0
 
-    numba.set_num_threads(1)
-    while (item := finished.get()) is not _DONE:
+    def put(self, item) -> None:
+        self.queue.put((self.count, item))
+        self.count += 1
+
+    def get(self) -> tuple[int, object]:
+        return self.queue.get()
+
+
+class _InOrder:
+    """Records finished images in the order inference queued them, whichever finisher thread is done first,
+    so ``corners.csv``, the summary and the progress bar are the same with one finisher or many."""
+
+    def __init__(self, journal: CornerJournal, summary: BatchSummary, progress: Progress) -> None:
+        self.journal, self.summary, self.progress = journal, summary, progress
+        self.next, self.ready, self.lock = 0, {}, threading.Lock()
+
+    def put(self, seq: int, name: str, rows: list[list[str]] | None, reason: str, patches: int) -> None:
+        """Image ``seq``: its rows, or None and the reason it failed."""
+        with self.lock:
+            self.ready[seq] = name, rows, reason, patches
+            while self.next in self.ready:
+                name, rows, reason, patches = self.ready.pop(self.next)
+                if rows is None:
+                    self.summary.failed[name] = reason
+                else:
+                    self.journal.add(rows)
+                    self.summary.done += 1
+                self.progress.image_done(patches)
+                self.next += 1
+
+
+def _finish_all(finished: _Sequenced, card: ModelCard, out_dir: Path, options: BatchOptions,
+                record: _InOrder) -> None:
+    """Finisher thread: decode corners and write JSON/overlays of one image after another; rows and failures
+    go to ``record``. Its numba kernels are the single-threaded builds: one finisher beside CPU inference,
+    which needs the cores and which this stage hides behind; one per core beside GPU inference."""
+    from vcorner.postprocess.kernels import use_serial_kernels
+
+    use_serial_kernels()
+    while (entry := finished.get())[1] is not _DONE:
+        seq, item = entry
         if isinstance(item, tuple):
-            summary.failed[item[0]] = item[1]
-            progress.image_done(0)
+            record.put(seq, item[0], None, item[1], 0)
             continue
         try:
             corners, accumulated = finish(item, card)
-            journal.add(corner_rows(item.name, corners))
+            rows = corner_rows(item.name, corners)
             if options.write_json:
                 write_image_json(out_dir, item.name, corners)
             if options.vis:
                 from vcorner.pipeline.overlay import overlay_name, write_overlay
 
                 write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated)
-            summary.done += 1
+            record.put(seq, item.name, rows, "", len(item.patches))
         except (InputError, ValueError, OSError) as err:
-            summary.failed[item.name] = f"post-processing failed: {err}"
-        progress.image_done(len(item.patches))
+            record.put(seq, item.name, None, f"post-processing failed: {err}", len(item.patches))
+        except Exception as err:  # anything else fails this image only: the in-order record must not stall
+            log.exception("post-processing %s", item.name)
+            record.put(seq, item.name, None, f"post-processing failed: {type(err).__name__}: {err}",
+                       len(item.patches))
 
 
 def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[CornerJournal, list[PlannedImage],
@@ -174,6 +242,13 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
     return journal, todo, summary
 
 
+def cpu_workers(runner: Runner, options: BatchOptions) -> int:
+    """Threads for the CPU stages: ``options.workers``, else 1 beside CPU inference and all cores beside GPU."""
+    if options.workers is not None:
+        return max(1, options.workers)
+    return (os.cpu_count() or 1) if runner.on_gpu else 1
+
+
 def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, options: BatchOptions | None = None,
               progress: Progress | None = None) -> BatchSummary:
     """Process every planned image; write ``corners.csv``, ``errors.csv`` and requested extras in ``out_dir``.
@@ -183,19 +258,25 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     options, progress = options or BatchOptions(), progress or Progress()
     journal, todo, summary = start_outputs(plan, Path(out_dir), options)
     progress.start(len(todo))
+    workers = cpu_workers(runner, options)
     jobs: queue.Queue = queue.Queue(maxsize=options.queue_images)
-    finished: queue.Queue = queue.Queue(maxsize=options.queue_images)
-    loader = threading.Thread(target=_load, args=(todo, card, options, jobs), daemon=True, name="vcorner-load")
-    finisher = threading.Thread(target=_finish_all, name="vcorner-finish", daemon=True,
-                                args=(finished, card, journal, out_dir, options, summary, progress))
+    finished = _Sequenced(maxsize=options.queue_images + workers)
+    record = _InOrder(journal, summary, progress)
+    loader = threading.Thread(target=_load, args=(todo, card, options, jobs, workers), daemon=True,
+                              name="vcorner-load")
+    finishers = [threading.Thread(target=_finish_all, name=f"vcorner-finish-{i}", daemon=True,
+                                  args=(finished, card, out_dir, options, record)) for i in range(workers)]
     began = time.perf_counter()
     loader.start()
-    finisher.start()
+    for finisher in finishers:
+        finisher.start()
     try:
         summary.patches = sum(_infer_all(jobs, runner, options.batch_size, finished))
     finally:
-        finished.put(_DONE)
-        finisher.join()
+        for _ in finishers:
+            finished.put(_DONE)
+        for finisher in finishers:
+            finisher.join()
         journal.close()
         write_errors(out_dir / "errors.csv", summary.failed)
     summary.seconds = time.perf_counter() - began

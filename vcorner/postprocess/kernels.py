@@ -11,6 +11,7 @@ directory when an installed package is read-only). Plain NumPy references are in
 from __future__ import annotations
 
 import threading
+import types
 
 import numba
 import numpy as np
@@ -18,6 +19,17 @@ import numpy as np
 _LOCK = threading.Lock()
 """Serializes calls of the parallel kernels: numba's fallback ``workqueue`` threading layer aborts when two
 Python threads launch parallel kernels at once, and each kernel already uses every numba thread."""
+_MODE = threading.local()
+
+
+def use_serial_kernels(serial: bool = True) -> None:
+    """Make this thread call the single-threaded kernels, which need no lock: N such threads, each on its own
+    images, scale where one parallel kernel per small region would not (the batch's finisher threads)."""
+    _MODE.serial = serial
+
+
+def _serial() -> bool:
+    return getattr(_MODE, "serial", False)
 
 
 @numba.njit(cache=True, fastmath=False, nogil=True)
@@ -148,6 +160,8 @@ def backproject(
     padded[:, :n, :n] = maps
     flat = padded.reshape(count, (n + 1) ** 2)
     height, width = (max(0, int(s)) for s in shape)
+    if _serial():
+        return _backproject_serial(flat, n, to_patch, int(origin[0]), int(origin[1]), height, width)
     with _LOCK:
         return _backproject(flat, n, to_patch, int(origin[0]), int(origin[1]), height, width)
 
@@ -212,13 +226,15 @@ def quadrant_argmax(
     acc = np.ascontiguousarray(acc, dtype=np.float32)
     if acc.ndim != 2:
         raise ValueError(f"acc must be (H, W), got {acc.shape}")
-    with _LOCK:
-        best, column = _quadrant_rows(
-            acc, int(origin[0]), int(origin[1]), np.ascontiguousarray(center, dtype=np.float64).reshape(2),
+    args = (acc, int(origin[0]), int(origin[1]), np.ascontiguousarray(center, dtype=np.float64).reshape(2),
             np.ascontiguousarray(axes, dtype=np.float64).reshape(2, 2), float(radius * size),
             np.ascontiguousarray(prior_means, dtype=np.float64).reshape(4, 2),
-            np.ascontiguousarray(prior_inv_cov, dtype=np.float64).reshape(4, 2, 2),
-        )
+            np.ascontiguousarray(prior_inv_cov, dtype=np.float64).reshape(4, 2, 2))
+    if _serial():
+        best, column = _quadrant_rows_serial(*args)
+    else:
+        with _LOCK:
+            best, column = _quadrant_rows(*args)
     peaks = np.full((4, 2), -1, dtype=np.int64)
     values = np.full(4, -1.0)
     if len(best) == 0:
@@ -229,3 +245,18 @@ def quadrant_argmax(
             peaks[k] = row, column[row, k]
             values[k] = best[row, k]
     return peaks, values
+
+
+def _renamed(function, name: str):
+    """A copy of ``function`` under another name (numba's disk cache is keyed by the function's name)."""
+    copy = types.FunctionType(function.__code__, function.__globals__, name, function.__defaults__,
+                              function.__closure__)
+    copy.__qualname__ = name
+    return copy
+
+
+# Single-threaded builds of the same kernels (``prange`` runs as ``range``), for :func:`use_serial_kernels`.
+_backproject_serial = numba.njit(cache=True, fastmath=False, nogil=True)(
+    _renamed(_backproject.py_func, "_backproject_serial"))
+_quadrant_rows_serial = numba.njit(cache=True, fastmath=False, nogil=True)(
+    _renamed(_quadrant_rows.py_func, "_quadrant_rows_serial"))

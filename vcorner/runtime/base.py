@@ -17,6 +17,8 @@ class Runner(ABC):
 
     name: str = "runner"
     max_batch: int = 1 << 16
+    on_gpu: bool = False
+    """Inference runs on a GPU (then the batch gives the CPU cores to decoding and post-processing)."""
 
     def __enter__(self) -> Runner:
         self.activate()

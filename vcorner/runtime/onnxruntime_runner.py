@@ -148,6 +148,7 @@ class OnnxRuntimeRunner(Runner):
         if running != self.device:  # ORT falls back silently when a provider's libraries fail to load
             log.warning("ONNX Runtime could not start the %s provider and runs on %s instead", self.device, running)
         self.name = f"ort-{running}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
+        self.on_gpu = running != "cpu"
 
     def deactivate(self) -> None:
         self.session = None

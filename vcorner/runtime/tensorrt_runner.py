@@ -63,6 +63,7 @@ class TensorRTRunner(Runner):
     """
 
     name = "trt"
+    on_gpu = True
 
     def __init__(self, model: Path, profile: str | ExportProfile = DEFAULT_PROFILE, cache_dir: Path | None = None,
                  device: int = 0, cuda_graphs: bool = True) -> None:

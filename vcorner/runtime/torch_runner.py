@@ -73,6 +73,7 @@ class TorchRunner(Runner):
         if self.compile:
             model = torch.compile(model, mode="max-autotune-no-cudagraphs")  # dynamic batch after a 2nd size
         self.model, self._torch = model, torch
+        self.on_gpu = self.device.startswith("cuda")
         self.name = "torch" + ("-cuda" if self.device.startswith("cuda") else "") + ("-fp16" if self.half else "")
 
     def deactivate(self) -> None:
