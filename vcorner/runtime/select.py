@@ -77,7 +77,8 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
     """A (not yet entered) runner for ``model`` (default: the shipped model) and the model's card.
 
     ``profile`` names the export profile of a TensorRT engine (native, or ONNX Runtime's TensorRT EP; default
-    ``gpu``); other backends ignore it.
+    ``gpu``) and the graph ONNX Runtime's GPU providers run; given with the torch backend on a CUDA device, it
+    turns on that path's FP16 (for an FP16 profile) and CUDA graphs; without it torch stays the FP32 reference.
 
     Raises:
         InputError: unknown model file, failed checksum, or a backend that cannot run this model here.
@@ -91,10 +92,14 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
             raise InputError("the torch backend needs torch: pip install 'vcorner[train]'")
         import torch
 
+        from vcorner.export.profiles import get_profile
         from vcorner.runtime.torch_runner import TorchRunner
         from vcorner.training.checkpoint import read_card
 
-        return TorchRunner(model, device or ("cuda" if torch.cuda.is_available() else "cpu")), read_card(model)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        fast = profile is not None and device.startswith("cuda")  # else the FP32 eager reference
+        half = fast and get_profile(profile).precision == "fp16"
+        return TorchRunner(model, device, half=half, cuda_graphs=fast), read_card(model)
     if is_checkpoint(model):
         raise InputError(f"{model}: a checkpoint; export it first (vcorner export {model}) or use --backend torch")
     if chosen == Backend.trt:
