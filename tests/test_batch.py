@@ -123,7 +123,7 @@ def test_more_cpu_workers_give_the_same_outputs(xrays, tiny_onnx, tmp_path):
 def test_cpu_workers_default_to_one_beside_cpu_inference_and_all_cores_beside_gpu():
     import os
 
-    from vcorner.pipeline.batch import BatchOptions, cpu_workers
+    from vcorner.pipeline.batch import MAX_DEFAULT_WORKERS, BatchOptions, available_cores, cpu_workers
     from vcorner.runtime.base import Runner
 
     class Fake(Runner):
@@ -132,5 +132,70 @@ def test_cpu_workers_default_to_one_beside_cpu_inference_and_all_cores_beside_gp
 
     cpu, gpu = Fake(), Fake()
     gpu.on_gpu = True
-    assert cpu_workers(cpu, BatchOptions()) == 1 and cpu_workers(gpu, BatchOptions()) == (os.cpu_count() or 1)
-    assert cpu_workers(gpu, BatchOptions(workers=2)) == 2
+    cores = min(available_cores(), MAX_DEFAULT_WORKERS)
+    assert cpu_workers(cpu, BatchOptions()) == 1 and cpu_workers(gpu, BatchOptions()) == cores
+    assert cpu_workers(gpu, BatchOptions(workers=2)) == 2 and 1 <= available_cores() <= (os.cpu_count() or 1)
+
+
+def _toy_run(toy_dataset, tiny_onnx, out, workers: int, runner=None):
+    from vcorner.modelfile import read_model_card
+    from vcorner.pipeline.batch import BatchOptions, run_batch
+    from vcorner.pipeline.plan import make_plan
+    from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+    plan = make_plan(toy_dataset, toy_dataset / "centers.csv")
+    options = BatchOptions(batch_size=16, resume=False, workers=workers)
+    with runner or OnnxRuntimeRunner(tiny_onnx) as entered:
+        return run_batch(plan, out, entered, read_model_card(tiny_onnx), options)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_failed_write_fails_only_its_image(toy_dataset, tiny_onnx, tmp_path, monkeypatch, workers):
+    calls = []
+    add = CornerJournal.add
+
+    def flaky(self, rows):
+        calls.append(rows[0][0])
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        add(self, rows)
+
+    monkeypatch.setattr(CornerJournal, "add", flaky)
+    summary = _toy_run(toy_dataset, tiny_onnx, tmp_path / "out", workers)
+    assert summary.done == 3 and list(summary.failed.values()) == ["cannot write corners.csv: No space left on device"]
+    written = {r["image"] for r in read_rows(tmp_path / "out" / "corners.csv")}
+    assert written == set(calls) - set(summary.failed) and len(written) == 3
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_an_unexpected_error_preparing_an_image_fails_only_that_image(toy_dataset, tiny_onnx, tmp_path,
+                                                                      monkeypatch, workers):
+    from vcorner.pipeline import batch
+
+    prepare = batch.prepare
+
+    def broken(item, *args, **kwargs):
+        if item.record.file == "toy1.png":
+            raise RuntimeError("cv2.error: (-215) assertion failed")
+        return prepare(item, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "prepare", broken)
+    summary = _toy_run(toy_dataset, tiny_onnx, tmp_path / "out", workers)
+    assert summary.done == 3 and "RuntimeError: cv2.error" in summary.failed["toy1.png"]
+
+
+def test_failing_inference_leaves_no_loader_threads(toy_dataset, tiny_onnx, tmp_path):
+    import threading
+
+    from vcorner.runtime.base import Runner
+
+    class Broken(Runner):
+        on_gpu = True  # several loader threads
+
+        def infer(self, batch):
+            raise RuntimeError("device lost")
+
+    with pytest.raises(RuntimeError, match="device lost"):
+        _toy_run(toy_dataset, tiny_onnx, tmp_path / "out", 3, Broken())
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("vcorner-")]
+    assert not alive, alive

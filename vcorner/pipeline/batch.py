@@ -31,6 +31,8 @@ from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
 _DONE = object()
+MAX_DEFAULT_WORKERS = 16
+"""Cap of the default CPU-stage threads beside GPU inference: each holds about two images in flight."""
 
 
 @dataclass(frozen=True)
@@ -78,28 +80,39 @@ def _prepare_one(item: PlannedImage, card: ModelCard, options: BatchOptions) -> 
         return item.record.file, str(err)
     except (OSError, ValueError, MemoryError) as err:
         return item.record.file, f"cannot process: {err}"
+    except Exception as err:  # anything else (an OpenCV error, say) fails this image only, not the rest
+        log.exception("preparing %s", item.record.file)
+        return item.record.file, f"cannot process: {type(err).__name__}: {err}"
 
 
 def _load(items: list[PlannedImage], card: ModelCard, options: BatchOptions, out: queue.Queue,
-          workers: int = 1) -> None:
-    """Loader: put an ImageJob or (name, reason) per image, in plan order, then _DONE.
+          workers: int = 1, stop: threading.Event | None = None) -> None:
+    """Loader: put an ImageJob or (name, reason) per image, in plan order, then _DONE; quits early once
+    ``stop`` is set (inference failed).
 
     With ``workers`` > 1 a thread pool prepares up to ``2 * workers`` images ahead (OpenCV decoding and
     warping release the GIL); the order, and so the inference batches and every output, stay the same.
     """
+    stop = stop or threading.Event()
     try:
         if workers <= 1:
             for item in items:
+                if stop.is_set():
+                    return
                 out.put(_prepare_one(item, card, options))
             return
         with ThreadPoolExecutor(workers, thread_name_prefix="vcorner-load") as pool:
             ahead: deque[Future] = deque()
             for item in items:
+                if stop.is_set():
+                    break
                 ahead.append(pool.submit(_prepare_one, item, card, options))
                 if len(ahead) >= 2 * workers:
                     out.put(ahead.popleft().result())
-            while ahead:
+            while ahead and not stop.is_set():
                 out.put(ahead.popleft().result())
+            for future in ahead:
+                future.cancel()
     finally:
         out.put(_DONE)
 
@@ -165,18 +178,22 @@ class _InOrder:
         self.next, self.ready, self.lock = 0, {}, threading.Lock()
 
     def put(self, seq: int, name: str, rows: list[list[str]] | None, reason: str, patches: int) -> None:
-        """Image ``seq``: its rows, or None and the reason it failed."""
+        """Image ``seq``: its rows, or None and the reason it failed. Call once per ``seq``."""
         with self.lock:
             self.ready[seq] = name, rows, reason, patches
             while self.next in self.ready:
                 name, rows, reason, patches = self.ready.pop(self.next)
+                self.next += 1
+                if rows is not None:
+                    try:
+                        self.journal.add(rows)
+                    except OSError as err:  # disk full, say: this image fails, the next ones still try
+                        rows, reason = None, f"cannot write corners.csv: {err.strerror or err}"
                 if rows is None:
                     self.summary.failed[name] = reason
                 else:
-                    self.journal.add(rows)
                     self.summary.done += 1
                 self.progress.image_done(patches)
-                self.next += 1
 
 
 def _finish_all(finished: _Sequenced, card: ModelCard, out_dir: Path, options: BatchOptions,
@@ -192,22 +209,27 @@ def _finish_all(finished: _Sequenced, card: ModelCard, out_dir: Path, options: B
         if isinstance(item, tuple):
             record.put(seq, item[0], None, item[1], 0)
             continue
-        try:
-            corners, accumulated = finish(item, card)
-            rows = corner_rows(item.name, corners)
-            if options.write_json:
-                write_image_json(out_dir, item.name, corners)
-            if options.vis:
-                from vcorner.pipeline.overlay import overlay_name, write_overlay
+        rows, reason = _finish_one(item, card, out_dir, options)
+        record.put(seq, item.name, rows, reason, len(item.patches))
 
-                write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated)
-            record.put(seq, item.name, rows, "", len(item.patches))
-        except (InputError, ValueError, OSError) as err:
-            record.put(seq, item.name, None, f"post-processing failed: {err}", len(item.patches))
-        except Exception as err:  # anything else fails this image only: the in-order record must not stall
-            log.exception("post-processing %s", item.name)
-            record.put(seq, item.name, None, f"post-processing failed: {type(err).__name__}: {err}",
-                       len(item.patches))
+
+def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOptions
+                ) -> tuple[list[list[str]] | None, str]:
+    """(corner rows, "") of a finished job, with its JSON/overlay written; or (None, one-line reason)."""
+    try:
+        corners, accumulated = finish(item, card)
+        if options.write_json:
+            write_image_json(out_dir, item.name, corners)
+        if options.vis:
+            from vcorner.pipeline.overlay import overlay_name, write_overlay
+
+            write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated)
+        return corner_rows(item.name, corners), ""
+    except (InputError, ValueError, OSError) as err:
+        return None, f"post-processing failed: {err}"
+    except Exception as err:  # anything else fails this image only: the in-order record must not stall
+        log.exception("post-processing %s", item.name)
+        return None, f"post-processing failed: {type(err).__name__}: {err}"
 
 
 def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[CornerJournal, list[PlannedImage],
@@ -242,11 +264,28 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
     return journal, todo, summary
 
 
+def _drain(jobs: queue.Queue, loader: threading.Thread) -> None:
+    """Empty ``jobs`` until the loader has stopped (it may be blocked putting one more image)."""
+    while loader.is_alive() or not jobs.empty():
+        try:
+            jobs.get(timeout=0.05)
+        except queue.Empty:
+            pass
+
+
 def cpu_workers(runner: Runner, options: BatchOptions) -> int:
     """Threads for the CPU stages: ``options.workers``, else 1 beside CPU inference and all cores beside GPU."""
     if options.workers is not None:
         return max(1, options.workers)
-    return (os.cpu_count() or 1) if runner.on_gpu else 1
+    return min(available_cores(), MAX_DEFAULT_WORKERS) if runner.on_gpu else 1
+
+
+def available_cores() -> int:
+    """Cores this process may run on (CPU affinity and container limits), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, options: BatchOptions | None = None,
@@ -261,8 +300,8 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     workers = cpu_workers(runner, options)
     jobs: queue.Queue = queue.Queue(maxsize=options.queue_images)
     finished = _Sequenced(maxsize=options.queue_images + workers)
-    record = _InOrder(journal, summary, progress)
-    loader = threading.Thread(target=_load, args=(todo, card, options, jobs, workers), daemon=True,
+    record, stop = _InOrder(journal, summary, progress), threading.Event()
+    loader = threading.Thread(target=_load, args=(todo, card, options, jobs, workers, stop), daemon=True,
                               name="vcorner-load")
     finishers = [threading.Thread(target=_finish_all, name=f"vcorner-finish-{i}", daemon=True,
                                   args=(finished, card, out_dir, options, record)) for i in range(workers)]
@@ -272,6 +311,10 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
         finisher.start()
     try:
         summary.patches = sum(_infer_all(jobs, runner, options.batch_size, finished))
+    except BaseException:
+        stop.set()  # inference failed or was interrupted: let the loader go, then the finishers drain
+        _drain(jobs, loader)
+        raise
     finally:
         for _ in finishers:
             finished.put(_DONE)
