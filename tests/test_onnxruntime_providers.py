@@ -144,3 +144,34 @@ def test_torch_backend_takes_its_fast_cuda_path_only_when_a_profile_is_given(tmp
     assert (fp32.half, fp32.cuda_graphs) == (False, True)
     cpu, _ = select.open_runner(tmp_path / "m.safetensors", select.Backend.torch, device="cpu", profile="gpu")
     assert (cpu.half, cpu.cuda_graphs) == (False, False)
+
+
+def test_an_fp16_graph_falls_back_to_the_fp32_model_when_onnx_runtime_lands_on_the_cpu(tiny_onnx, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    import onnxruntime
+
+    from vcorner.card import sha256_file
+    from vcorner.export.fp16 import convert_fp16
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("needs the CPU build of onnxruntime")
+    half = convert_fp16(tiny_onnx, tmp_path / "tiny.fp16.onnx")
+    with ortr.OnnxRuntimeRunner(half, "cuda", cpu_model=tiny_onnx) as runner:
+        assert runner.model == tiny_onnx and runner.name == "ort-cpu" and not runner.on_gpu
+        assert runner.identity() == sha256_file(tiny_onnx)
+
+
+def test_gpu_visible_asks_the_driver_when_cuda_python_sees_none(monkeypatch, tmp_path):
+    from vcorner.export import tensorrt_build
+
+    monkeypatch.setattr(tensorrt_build, "has_cuda_python", lambda: True)
+    monkeypatch.setattr(tensorrt_build, "cuda_device_count", lambda: 0)  # e.g. cuda-bindings 13, older driver
+    real = ortr.Path
+
+    def fake_path(text):
+        return real(tmp_path / "gpus") if text == "/proc/driver/nvidia/gpus" else real(text)
+
+    monkeypatch.setattr(ortr, "Path", fake_path)
+    assert not ortr.gpu_visible()
+    (tmp_path / "gpus" / "0000:00:04.0").mkdir(parents=True)
+    assert ortr.gpu_visible()

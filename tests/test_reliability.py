@@ -287,6 +287,18 @@ def test_resuming_with_another_model_is_refused_in_one_line(folder, tiny_onnx, t
     assert batch(folder, text, tmp_path / "out", other, "--no-resume").exit_code == 0
 
 
+def test_resuming_when_auto_switches_to_the_int8_graph_is_refused(folder, tiny_onnx, tmp_path, monkeypatch):
+    onnx = pytest.importorskip("onnx")
+    text = _two_images(folder)
+    assert batch(folder, text, tmp_path / "out", tiny_onnx).exit_code == 0
+    model = onnx.load(str(tiny_onnx))
+    model.doc_string = "stands in for the INT8 variant"
+    onnx.save(model, str(tmp_path / "tiny.int8.onnx"))
+    monkeypatch.setattr("vcorner.runtime.select.int8_variant", lambda model: tmp_path / "tiny.int8.onnx")
+    result = batch(folder, text, tmp_path / "out", tiny_onnx)  # same --model, but another graph would run
+    assert result.exit_code == 2 and "another model or precision" in result.output
+
+
 def test_resume_redoes_images_whose_centres_changed(folder, tiny_onnx, tmp_path):
     text = _two_images(folder)
     assert batch(folder, text, tmp_path / "out", tiny_onnx).exit_code == 0

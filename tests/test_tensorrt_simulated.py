@@ -288,3 +288,10 @@ def test_simulated_tensorrt_uses_only_names_of_the_real_bindings():
     # and what vcorner's own code calls beyond the simulation's surface
     assert {"execute_async_v3", "set_timing_cache", "ignore_mismatch", "STRONGLY_TYPED", "WORKSPACE",
             "get_tensor_profile_shape", "deserialize_cuda_engine", "build_serialized_network"} <= real
+
+
+@pytest.mark.parametrize("device, expected", [(None, "trt"), ("cuda:0", "trt"), ("cpu", "ort"), ("tensorrt", "ort")])
+def test_auto_backend_follows_the_device(stack, tmp_path, device, expected):
+    from vcorner.runtime.select import Backend, resolve_backend
+
+    assert resolve_backend(tmp_path / "m.onnx", Backend.auto, device).value == expected

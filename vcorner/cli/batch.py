@@ -9,6 +9,7 @@ import typer
 from rich.progress import TextColumn
 
 from vcorner.cli.common import EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
+from vcorner.io.records import InputError
 from vcorner.runtime.select import Backend
 
 
@@ -64,9 +65,9 @@ def batch(
     Writes OUT/corners.csv and OUT/errors.csv. Exit code 0: all images done; 1: some failed (listed in
     errors.csv); 2: usage or configuration error.
     """
-    from vcorner.modelfile import default_model_path
+    from dataclasses import replace
+
     from vcorner.pipeline.batch import BatchOptions, run_batch
-    from vcorner.pipeline.manifest import model_identity
     from vcorner.pipeline.plan import make_plan
     from vcorner.runtime.select import open_runner
 
@@ -78,8 +79,7 @@ def batch(
         check_writable(out)
         plan = make_plan(image_dir, centers)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
-                               max_pixels=max_pixels, workers=workers,
-                               model_sha256=model_identity(model or default_model_path()))
+                               max_pixels=max_pixels, workers=workers)
         columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
         if ray is not None:
             from vcorner.pipeline.ray_batch import import_ray, run_batch_ray
@@ -87,6 +87,12 @@ def batch(
             import_ray()
             if json_out or vis:
                 fail("--json and --vis are not available with --ray yet; run without --ray for them")
+            # the graph the actors will load, as the driver resolves it (None: unknown here, unchecked)
+            try:
+                options = replace(options, model_id=open_runner(model, backend, device=device, threads=threads,
+                                                                profile=profile)[0].identity())
+            except InputError:  # the backend may exist on the workers only
+                pass
             with progress_bar(*columns) as bar:
                 summary = run_batch_ray(plan, out, model, backend.value, options, ray, ray_actors, threads,
                                         ray_gpus, BarProgress(bar), profile, device)
@@ -94,6 +100,7 @@ def batch(
         else:
             runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
             with runner, progress_bar(*columns) as bar:
+                options = replace(options, model_id=runner.identity())
                 summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
             runner_name = runner.name
     rate = summary.patches / max(summary.seconds, 1e-9)

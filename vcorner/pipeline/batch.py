@@ -48,7 +48,7 @@ class BatchOptions:
     workers: int | None = None
     """Threads that decode images and cut patches, and as many that find corners (None: 1 each beside CPU
     inference, which needs the cores; one per core beside GPU inference, which leaves them idle)."""
-    model_sha256: str | None = None
+    model_id: str | None = None
     """Model identity recorded in ``OUT/run.json``; resuming with another model is refused (None: unchecked)."""
 
 
@@ -251,11 +251,11 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
     redo: set[str] = set()
     if options.resume:
         previous = manifest.read_manifest(out_dir)
-        manifest.check_same_model(previous, options.model_sha256, out_dir)
+        manifest.check_same_model(previous, options.model_id, out_dir)
         redo = manifest.changed_centers(previous, records) | manifest.missing_extras(
             out_dir, list(expected), options.write_json, options.vis)
     journal = CornerJournal(out_dir / "corners.csv", expected, options.resume, redo)
-    manifest.write_manifest(out_dir, options.model_sha256, records)  # after the stale rows are gone
+    manifest.write_manifest(out_dir, options.model_id, records)  # after the stale rows are gone
     todo = [p for p in plan.images if p.record.file not in journal.done]
     summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused),
                            redone=len(journal.redone))

@@ -1,8 +1,10 @@
 """``OUT/run.json``: what produced the corners already in OUT, so that a resumed run redoes what changed.
 
-It records the model's SHA-256 and, per image, a digest of the centres (and pixel spacing) the corners were
-found from. A resumed run refuses a different model (one line: use ``--no-resume`` or another ``--out``),
-and redoes an image whose centres changed or whose requested ``--json``/``--vis`` file is missing.
+It records the model that ran (:meth:`vcorner.runtime.base.Runner.identity`: the SHA-256 of the graph or
+checkpoint actually run, so an INT8 or FP16 variant is another model) and, per image, a digest of the
+centres (and pixel spacing) the corners were found from. A resumed run refuses a different model (one line:
+use ``--no-resume`` or another ``--out``), and redoes an image whose centres changed or whose requested
+``--json``/``--vis`` file is missing.
 """
 
 from __future__ import annotations
@@ -12,21 +14,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vcorner.card import sha256_file
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord, InputError
 
 MANIFEST = "run.json"
 FORMAT = "vcorner-run/1"
-
-
-def model_identity(model: Path) -> str:
-    """SHA-256 of a model file; for a run folder, of its ``.safetensors`` checkpoints' digests."""
-    model = Path(model)
-    if model.is_file():
-        return sha256_file(model)
-    digests = [sha256_file(p) for p in sorted(model.glob("*.safetensors"))]
-    return hashlib.sha256("".join(digests).encode()).hexdigest()
 
 
 def centers_digest(record: ImageRecord) -> str:
@@ -44,23 +36,23 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
 
 
-def write_manifest(out_dir: Path, model_sha256: str | None, records: list[ImageRecord]) -> None:
+def write_manifest(out_dir: Path, model_id: str | None, records: list[ImageRecord]) -> None:
     """Record the model and every planned image's centres digest (atomically)."""
-    data = {"format": FORMAT, "model_sha256": model_sha256,
+    data = {"format": FORMAT, "model": model_id,
             "centers": {r.file: centers_digest(r) for r in records}}
     write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1) + "\n")
 
 
-def check_same_model(manifest: dict[str, Any] | None, model_sha256: str | None, out_dir: Path) -> None:
+def check_same_model(manifest: dict[str, Any] | None, model_id: str | None, out_dir: Path) -> None:
     """Raise a one-line InputError when OUT's corners came from another model.
 
     Raises:
         InputError: the manifest names a different model.
     """
-    old = (manifest or {}).get("model_sha256")
-    if old and model_sha256 and old != model_sha256:
-        raise InputError(f"{out_dir} holds corners from another model (SHA-256 {old[:12]}, this one "
-                         f"{model_sha256[:12]}): pass --no-resume to redo them, or choose another --out")
+    old = (manifest or {}).get("model")
+    if old and model_id and old != model_id:
+        raise InputError(f"{out_dir} holds corners from another model or precision ({old[:12]}, this run "
+                         f"{model_id[:12]}): pass --no-resume to redo them, or choose another --out")
 
 
 def changed_centers(manifest: dict[str, Any] | None, records: list[ImageRecord]) -> set[str]:

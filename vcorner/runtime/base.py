@@ -28,6 +28,11 @@ class Runner(ABC):
                  traceback: TracebackType | None) -> None:
         self.deactivate()
 
+    def identity(self) -> str | None:
+        """What ran, for ``OUT/run.json``: the SHA-256 of the graph or checkpoint (with its precision where the
+        file does not fix it); None when unknown. Valid after ``__enter__``."""
+        return None
+
     def activate(self) -> None:
         """Load the model (called by ``__enter__``)."""
 

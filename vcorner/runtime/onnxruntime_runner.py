@@ -69,8 +69,8 @@ def gpu_visible() -> bool:
     """An NVIDIA GPU is visible: through cuda-python when installed, else the Linux driver's device list."""
     from vcorner.export.tensorrt_build import cuda_device_count, has_cuda_python
 
-    if has_cuda_python():
-        return cuda_device_count() > 0
+    if has_cuda_python() and cuda_device_count() > 0:
+        return True  # else cuda-python may just be newer than the driver: ask the driver's own list
     gpus = Path("/proc/driver/nvidia/gpus")
     return gpus.is_dir() and any(gpus.iterdir())
 
@@ -113,14 +113,17 @@ class OnnxRuntimeRunner(Runner):
         device: ``cpu``, ``cuda[:N]`` or ``tensorrt[:N]`` (execution provider and GPU).
         threads: intra-op threads (default: all cores).
         profile: export profile whose batch range the TensorRT EP's engine covers (default ``gpu``).
+        cpu_model: the graph to run instead if ONNX Runtime ends up on the CPU provider (the FP32 model
+            beside an FP16 variant, which the CPU provider runs very slowly).
     """
 
     name = "ort"
 
     def __init__(self, model: Path, device: str = "cpu", threads: int | None = None,
-                 profile: str | None = None) -> None:
+                 profile: str | None = None, cpu_model: Path | None = None) -> None:
         self.device, self.device_id = split_device(device)
         self.model, self.threads, self.profile = Path(model), threads, profile
+        self.cpu_model = Path(cpu_model) if cpu_model is not None else None
         self.session = None
 
     def providers(self) -> list:
@@ -136,19 +139,36 @@ class OnnxRuntimeRunner(Runner):
                              device_id=self.device_id)
 
     def activate(self) -> None:
-        import onnxruntime as ort
-
-        try:
-            self.session = ort.InferenceSession(str(self.model), session_options(self.threads),
-                                                providers=self.providers())
-        except Exception as err:  # onnxruntime raises its own exception types
-            raise InputError(f"{self.model}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
+        self.session = self.open_session(self.providers())
         check_io(self.session, self.model)
         running = {provider: device for device, provider in PROVIDER_OF.items()}.get(self.session.get_providers()[0])
         if running != self.device:  # ORT falls back silently when a provider's libraries fail to load
             log.warning("ONNX Runtime could not start the %s provider and runs on %s instead", self.device, running)
+        if running == "cpu" and self.cpu_model is not None and self.cpu_model != self.model:
+            log.warning("running %s instead of %s on the CPU provider", self.cpu_model.name, self.model.name)
+            self.model = self.cpu_model
+            self.session = self.open_session(providers_for("cpu"))
+            check_io(self.session, self.model)
         self.name = f"ort-{running}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
         self.on_gpu = running != "cpu"
+
+    def open_session(self, providers: list):
+        """An ONNX Runtime session of ``self.model`` on ``providers``.
+
+        Raises:
+            InputError: ONNX Runtime cannot load the model.
+        """
+        import onnxruntime as ort
+
+        try:
+            return ort.InferenceSession(str(self.model), session_options(self.threads), providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise InputError(f"{self.model}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
+
+    def identity(self) -> str:
+        from vcorner.card import sha256_file
+
+        return sha256_file(self.model)
 
     def deactivate(self) -> None:
         self.session = None

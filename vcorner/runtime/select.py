@@ -57,17 +57,19 @@ def cuda_index(device: str | None) -> int:
     return int(text)
 
 
-def resolve_backend(model: Path, backend: Backend) -> Backend:
+def resolve_backend(model: Path, backend: Backend, device: str | None = None) -> Backend:
     """The concrete backend for ``model`` when ``auto`` is asked.
 
-    ``auto``: torch for a checkpoint; native TensorRT when ``tensorrt`` and ``cuda-python`` import and a
-    CUDA GPU is visible; otherwise ONNX Runtime (whose best execution provider is picked later).
+    ``auto``: torch for a checkpoint; native TensorRT when ``tensorrt`` and ``cuda-python`` import, a CUDA
+    GPU is visible and ``device`` is unset or a CUDA device; otherwise ONNX Runtime (``cpu`` and
+    ``tensorrt[:N]`` are its devices; its best execution provider is picked later).
     """
     if backend != Backend.auto:
         return backend
     if is_checkpoint(model):
         return Backend.torch
-    if tensorrt_available() and cuda_gpu_available():
+    cuda_device = device is None or device.startswith("cuda") or device.isdigit()
+    if cuda_device and tensorrt_available() and cuda_gpu_available():
         return Backend.trt
     return Backend.ort
 
@@ -84,7 +86,7 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
         InputError: unknown model file, failed checksum, or a backend that cannot run this model here.
     """
     model = Path(model) if model is not None else default_model_path()
-    chosen = resolve_backend(model, backend)
+    chosen = resolve_backend(model, backend, device)
     if chosen == Backend.torch:
         if not is_checkpoint(model):
             raise InputError(f"{model}: the torch backend runs a .safetensors checkpoint or run folder")
@@ -117,7 +119,7 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
         graph = int8_variant(model) if backend == Backend.auto else model
     else:
         graph = gpu_variant(model, profile)
-    return OnnxRuntimeRunner(graph, device, threads, profile), card
+    return OnnxRuntimeRunner(graph, device, threads, profile, cpu_model=model), card
 
 
 def gpu_variant(model: Path, profile: str | None = None) -> Path:

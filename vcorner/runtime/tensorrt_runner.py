@@ -70,6 +70,7 @@ class TensorRTRunner(Runner):
         self.model, self.profile_arg, self.cache_dir = Path(model), profile, cache_dir
         self.device, self.cuda_graphs = device, cuda_graphs
         self.loaded: LoadedEngine | None = None
+        self.source: Path | None = None
         self.context = self.stream = None
         self.host: dict[str, tuple[int, np.ndarray]] = {}
         self.dev: dict[str, int] = {}
@@ -83,7 +84,7 @@ class TensorRTRunner(Runner):
         from vcorner.export.tensorrt_build import engine_source, load_or_build_engine
 
         profile = self.profile_arg if isinstance(self.profile_arg, ExportProfile) else get_profile(self.profile_arg)
-        source = engine_source(self.model, profile, self.cache_dir)
+        self.source = source = engine_source(self.model, profile, self.cache_dir)
         self.loaded = load_or_build_engine(source, profile, self.cache_dir, self.device)
         engine = self.loaded.engine
         check_engine_io(engine, source)
@@ -100,6 +101,11 @@ class TensorRTRunner(Runner):
         self.name = f"trt-{model_precision(source)}"
         log.info("TensorRT engine %s on %s (sm %s), batches %d..%d", self.loaded.plan.name, self.loaded.gpu.name,
                  self.loaded.gpu.compute_capability, self.min_batch, self.max_chunk)
+
+    def identity(self) -> str | None:
+        from vcorner.card import sha256_file
+
+        return sha256_file(self.source) if self.source is not None else None
 
     def deactivate(self) -> None:
         if self.loaded is None:

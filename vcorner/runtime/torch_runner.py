@@ -76,6 +76,12 @@ class TorchRunner(Runner):
         self.on_gpu = self.device.startswith("cuda")
         self.name = "torch" + ("-cuda" if self.device.startswith("cuda") else "") + ("-fp16" if self.half else "")
 
+    def identity(self) -> str:
+        from vcorner.card import sha256_file
+        from vcorner.training.checkpoint import resolve_checkpoint
+
+        return sha256_file(resolve_checkpoint(self.checkpoint)) + ("+fp16" if self.half else "")
+
     def deactivate(self) -> None:
         self.graphs, self.seen, self.model = {}, Counter(), None
 
