@@ -144,7 +144,7 @@ class OnnxRuntimeRunner(Runner):
         running = {provider: device for device, provider in PROVIDER_OF.items()}.get(self.session.get_providers()[0])
         if running != self.device:  # ORT falls back silently when a provider's libraries fail to load
             log.warning("ONNX Runtime could not start the %s provider and runs on %s instead", self.device, running)
-        if running == "cpu" and self.cpu_model is not None and self.cpu_model != self.model:
+        if running == "cpu" != self.device and self.cpu_model is not None and self.cpu_model != self.model:
             log.warning("running %s instead of %s on the CPU provider", self.cpu_model.name, self.model.name)
             self.model = self.cpu_model
             self.session = self.open_session(providers_for("cpu"))

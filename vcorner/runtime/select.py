@@ -116,10 +116,8 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
     card = read_model_card(model)
     device = device or available_devices()[0]
     if device == "cpu":
-        graph = int8_variant(model) if backend == Backend.auto else model
-    else:
-        graph = gpu_variant(model, profile)
-    return OnnxRuntimeRunner(graph, device, threads, profile, cpu_model=model), card
+        return OnnxRuntimeRunner(int8_variant(model) if backend == Backend.auto else model, device, threads), card
+    return OnnxRuntimeRunner(gpu_variant(model, profile), device, threads, profile, cpu_model=model), card
 
 
 def gpu_variant(model: Path, profile: str | None = None) -> Path:
