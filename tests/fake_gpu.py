@@ -46,6 +46,7 @@ class Stream:
 
     handle: int
     capture: list | None = None
+    pending: list = field(default_factory=list)
 
     def __int__(self) -> int:
         return self.handle
@@ -69,6 +70,8 @@ class FakeCuda:
     graphs: dict[int, list] = field(default_factory=dict)
     executables: dict[int, list] = field(default_factory=dict)
     launches: int = 0
+    capture_fails: bool = False
+    """Make ``cudaStreamBeginCapture`` fail, as on a stream or driver that cannot capture."""
 
     def alloc(self, nbytes: int, pinned: bool) -> tuple:
         buffer = (ctypes.c_char * int(nbytes))()
@@ -93,12 +96,22 @@ class FakeCuda:
         raise AssertionError(f"out-of-bounds or freed memory: {nbytes} bytes at {address:#x}")
 
     def enqueue(self, stream: Stream | int, work) -> None:
-        """Run ``work`` now, or record it while ``stream`` is being captured."""
+        """Queue ``work`` on ``stream`` (it runs at the next synchronize, as the GPU would run it some time
+        later), or record it while ``stream`` is being captured."""
+        stream = self.streams[int(stream)]
+        (stream.capture if stream.capture is not None else stream.pending).append(work)
+
+    def synchronize(self, stream) -> tuple:
+        """Run the stream's queued work in order."""
         stream = self.streams[int(stream)]
         if stream.capture is not None:
-            stream.capture.append(work)
-        else:
-            work()
+            return (CudaError.cudaErrorStreamCaptureUnsupported,)  # no synchronizing a capturing stream
+        while stream.pending:
+            stream.pending.pop(0)()
+        return (CudaError.cudaSuccess,)
+
+    def capturing(self, stream) -> bool:
+        return self.streams[int(stream)].capture is not None
 
     def memcpy_async(self, dst: int, src: int, count: int, kind: MemcpyKind, stream) -> tuple:
         to_device = kind == MemcpyKind.cudaMemcpyHostToDevice
@@ -119,6 +132,10 @@ class FakeCuda:
         return CudaError.cudaSuccess, stream
 
     def begin_capture(self, stream, mode: CaptureMode) -> tuple:
+        if self.capture_fails:
+            return (CudaError.cudaErrorStreamCaptureUnsupported,)
+        if self.streams[int(stream)].pending:
+            return (CudaError.cudaErrorInvalidValue,)  # earlier work would leak into the graph
         self.streams[int(stream)].capture = []
         return (CudaError.cudaSuccess,)
 
@@ -152,7 +169,7 @@ class FakeCuda:
             "cudaFreeHost": lambda ptr: self.free(ptr, pinned=True),
             "cudaFree": lambda devPtr: self.free(devPtr, pinned=False),
             "cudaStreamCreateWithFlags": self.stream_create,
-            "cudaStreamSynchronize": lambda stream: ok,
+            "cudaStreamSynchronize": self.synchronize,
             "cudaStreamDestroy": lambda stream: ok if self.streams.pop(int(stream), None) else
             (CudaError.cudaErrorInvalidValue,),
             "cudaMemcpyAsync": self.memcpy_async,
@@ -314,9 +331,14 @@ class ICudaEngine:
 
 
 class IExecutionContext:
+    """Enforces TensorRT's rule for CUDA graphs: after a shape change, one enqueue outside a capture first."""
+
     def __init__(self, engine: ICudaEngine) -> None:
         self.engine, self.addresses, self.shape = engine, {}, None
         self.executed: list[int] = []
+        self.shape_settled = False
+        self.refuse_capture = False
+        """Fail every enqueue made while a stream is captured (a TensorRT error inside a capture)."""
 
     def set_tensor_address(self, name: str, memory: int) -> bool:
         self.addresses[name] = int(memory)
@@ -326,12 +348,16 @@ class IExecutionContext:
         low, _, high = self.engine.plan["shapes"][name]
         if len(shape) != len(low) or not all(a <= s <= b for a, s, b in zip(low, shape, high, strict=True)):
             return False
+        self.shape_settled = self.shape_settled and tuple(shape) == self.shape
         self.shape = tuple(shape)
         return True
 
     def execute_async_v3(self, stream_handle: int) -> bool:
         if not isinstance(stream_handle, int) or self.shape is None:
             return False
+        if self.engine.cuda.capturing(stream_handle) and (self.refuse_capture or not self.shape_settled):
+            return False  # TensorRT: capturing right after a shape change fails
+        self.shape_settled = True
         shape, source = self.shape, self.addresses[self.engine.input]
         target, cuda = self.addresses[self.engine.output], self.engine.cuda
         nbytes = int(np.prod(shape)) * 4

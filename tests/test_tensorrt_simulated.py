@@ -58,14 +58,31 @@ def test_runner_returns_the_models_maps_for_any_batch(stack, tiny_onnx, tmp_path
 
 def test_cuda_graphs_are_captured_on_the_second_sighting_and_replayed(stack, tiny_onnx, tmp_path):
     cuda, trt = stack
-    batches = [patches(8, seed) for seed in range(4)] + [patches(3, 9), patches(8, 10)]
+    sizes = [8, 3, 8, 8, 8, 3, 8]  # each graph is captured right after a shape change
     with trt_runner(tiny_onnx, cache=tmp_path) as graphed, \
             trt_runner(tiny_onnx, cache=tmp_path, cuda_graphs=False) as plain:
-        for x in batches:
+        for seed, size in enumerate(sizes):
+            x = patches(size, seed)
             np.testing.assert_allclose(graphed.infer(x), plain.infer(x), rtol=0, atol=0)
-        assert set(graphed.graphs) == {8} and not plain.graphs
-    assert cuda.launches == 4  # the 2nd, 3rd, 4th and 6th batch of 8; the 1st and the padded 3 run plainly
+        assert set(graphed.graphs) == {8, 4} and not plain.graphs  # 3 patches run padded to batch_min 4
+    assert cuda.launches == 5  # every batch of 8 after the first, and the second batch of 3
     assert cuda.live == 0, "buffers, streams or graphs leaked"
+
+
+@pytest.mark.parametrize("failure", ["stream cannot capture", "TensorRT fails inside the capture"])
+def test_a_failed_capture_falls_back_to_plain_execution(stack, tiny_onnx, tmp_path, caplog, failure):
+    cuda, trt = stack
+    cuda.capture_fails = failure == "stream cannot capture"
+    x = patches(8)
+    with caplog.at_level(logging.WARNING, logger="vcorner.runtime.tensorrt_runner"), \
+            trt_runner(tiny_onnx, cache=tmp_path) as runner:
+        trt.contexts[0].refuse_capture = failure == "TensorRT fails inside the capture"
+        results = [runner.infer(x) for _ in range(3)]
+        assert not runner.graphs and not runner.cuda_graphs
+    assert "CUDA graph capture failed" in caplog.text and cuda.launches == 0
+    for maps in results:
+        np.testing.assert_allclose(maps, ort_maps(tiny_onnx, x), rtol=0, atol=1e-6)
+    assert cuda.live == 0
 
 
 def test_fp16_profile_runs_the_fp16_graph(stack, tiny_onnx, tmp_path):

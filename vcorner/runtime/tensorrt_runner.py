@@ -197,8 +197,10 @@ class TensorRTRunner(Runner):
                                                  runtime.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
         try:
             self.enqueue(batch)
-        finally:
-            graph = cuda_call(runtime.cudaStreamEndCapture(self.stream))
+        except BaseException:  # end the capture and drop its partial graph, then report
+            cuda_call(runtime.cudaGraphDestroy(cuda_call(runtime.cudaStreamEndCapture(self.stream))))
+            raise
+        graph = cuda_call(runtime.cudaStreamEndCapture(self.stream))
         try:
             return cuda_call(runtime.cudaGraphInstantiateWithFlags(graph, 0))
         finally:
