@@ -298,6 +298,7 @@ def simulated_tensorrt_names() -> dict[str, set[str]]:
 
 
 def test_simulated_tensorrt_uses_only_names_of_the_real_bindings():
+    """A name check, not a signature check: the binary tells which names exist, not which class binds them."""
     real = tensorrt_binding_names()
     simulated = simulated_tensorrt_names()
     missing = {cls: sorted((members | {cls}) - real) for cls, members in simulated.items()}
