@@ -39,13 +39,14 @@ def batch(
     model: Annotated[Path | None, typer.Option(help="ONNX model or checkpoint (default: the shipped model).")] = None,
     backend: Annotated[Backend, typer.Option(help="Inference backend.")] = Backend.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per inference batch.")] = 256,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip images already in corners.csv.")] = True,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip images already in corners.csv (redoing those whose "
+                                                                         "centres changed).")] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Also write OUT/json/<image>.json.")] = False,
     vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
     workers: Annotated[int | None, typer.Option(
-        min=1, help="Threads decoding images and finding corners (default: 1 with CPU inference, all cores with "
-                    "GPU inference).")] = None,
+        min=1, help="Threads decoding images and finding corners (default: 1 with CPU inference, one per core, "
+                    "at most 16, with GPU inference).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs; default "
                                                                       "200 megapixels).")] = None,
     device: Annotated[str | None, typer.Option(
@@ -53,8 +54,9 @@ def batch(
                          "(ONNX Runtime's TensorRT provider); the GPU for --backend trt. Default: the best here.")
     ] = None,
     profile: Annotated[str | None, typer.Option(
-        "--profile", help="Export profile of TensorRT engines (trt backend or ONNX Runtime's TensorRT provider): "
-                          "batch range and precision, from export/profiles.toml; default gpu.")] = None,
+        "--profile", help="Export profile of GPU runs (export/profiles.toml): batch range and precision of the "
+                          "TensorRT engine, ONNX Runtime's GPU graph and torch's CUDA path; default gpu (FP16).")
+    ] = None,
     ray: Annotated[str | None, typer.Option(
         "--ray", help="Run on Ray Data: 'auto' (running cluster, else local), 'local', or an ADDRESS.")] = None,
     ray_actors: Annotated[int, typer.Option(min=1, help="Ray actors, each holding one inference session.")] = 1,
