@@ -39,8 +39,9 @@ def batch(
     model: Annotated[Path | None, typer.Option(help="ONNX model or checkpoint (default: the shipped model).")] = None,
     backend: Annotated[Backend, typer.Option(help="Inference backend.")] = Backend.auto,
     batch_size: Annotated[int, typer.Option(min=1, help="Patches per inference batch.")] = 256,
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Skip images already in corners.csv (redoing those whose "
-                                                                         "centres changed).")] = True,
+    resume: Annotated[bool, typer.Option(
+        "--resume/--no-resume", help="Skip images already in corners.csv (redoing those whose centres changed).")
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Also write OUT/json/<image>.json.")] = False,
     vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="Inference threads (default: all cores).")] = None,
