@@ -156,3 +156,47 @@ def test_read_rows_skips_bad_lines(tmp_path):
     path.write_text('{"a": 1}\nnot json\n\n[1, 2]\n{"b": 2}\n', encoding="utf-8")
     assert read_rows(path) == [{"a": 1}, {"b": 2}]
     assert read_rows(tmp_path / "missing.jsonl") == []
+
+
+def test_evidence_shipped_beside_the_model_decides_and_local_runs_supersede_it(tmp_path):
+    import json
+    import os
+
+    from vcorner.benchmark.machine import cpu_info
+    from vcorner.card import sha256_file
+    from vcorner.runtime.select import evidence_path, int8_variant
+
+    model, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    model.write_bytes(b"fp32 graph")
+    int8.write_bytes(b"int8 graph")
+    here = {"cpu": cpu_info()[0], "cores": os.cpu_count()}
+
+    def rows(fp32_rate, int8_rate, date, machine):
+        common = {"sha": sha256_file(model), "date": date, "machine": machine}
+        return [_row("fp32", 64, fp32_rate, variant_sha256=sha256_file(model), **common),
+                _row("int8", 64, int8_rate, variant_sha256=sha256_file(int8), **common)]
+
+    def write(path, lines):
+        path.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
+
+    assert evidence_path(model) == tmp_path / "m.benchmark.jsonl"
+    none = tmp_path / "no-results.jsonl"
+    write(evidence_path(model), rows(400.0, 800.0, "1", here))
+    assert int8_variant(model, results=none) == int8  # the shipped evidence alone decides
+    write(evidence_path(model), rows(400.0, 800.0, "1", {**here, "cpu": "Another CPU"}))
+    assert int8_variant(model, results=none) == model  # measured on another machine: does not apply
+    write(evidence_path(model), rows(400.0, 800.0, "1", here))
+    local = tmp_path / "local.jsonl"
+    write(local, rows(400.0, 410.0, "2", here))  # this machine, measured later: INT8 barely faster
+    assert int8_variant(model, results=local) == model
+
+
+def test_the_shipped_evidence_times_exactly_the_shipped_files():
+    from vcorner.card import sha256_file
+    from vcorner.modelfile import default_model_path
+    from vcorner.runtime.select import evidence_path
+
+    model = default_model_path()
+    rows = read_rows(evidence_path(model))
+    assert rows and {r["model_sha256"] for r in rows} == {sha256_file(model)}
+    assert {r["variant_sha256"] for r in rows if r["precision"] == "int8"} == {sha256_file(int8_path(model))}

@@ -141,12 +141,19 @@ def this_machine(rows: list[dict]) -> list[dict]:
             and r.get("machine", {}).get("cores") == os.cpu_count()]
 
 
+def evidence_path(model: Path) -> Path:
+    """Benchmark rows shipped beside a model (``m.benchmark.jsonl``): the evidence its INT8 variant won, recorded
+    where the model was made; rows of a machine unlike this one are ignored like any others."""
+    return Path(model).with_name(Path(model).name.removesuffix(".onnx") + ".benchmark.jsonl")
+
+
 def int8_variant(model: Path, results: Path | None = None) -> Path:
     """``m.int8.onnx`` beside ``model`` when it exists and recorded benchmarks show that it wins, else ``model``.
 
-    The evidence is ``vcorner benchmark``'s results file (``results``, default: the repository's
-    ``benchmarks/results/benchmark.jsonl`` or the user cache's), keyed by both files' SHA-256 and taken only
-    from rows recorded on a machine with this CPU model and core count.
+    The evidence is ``vcorner benchmark``'s rows: first those shipped beside the model
+    (:func:`evidence_path`), then the results file (``results``, default: the repository's
+    ``benchmarks/results/benchmark.jsonl`` or the user cache's), whose later runs supersede them. Rows count
+    only when keyed by both files' SHA-256 and recorded on a machine with this CPU model and core count.
     """
     from vcorner.card import sha256_file
     from vcorner.export.int8 import int8_path
@@ -159,6 +166,7 @@ def int8_variant(model: Path, results: Path | None = None) -> Path:
         from vcorner.benchmark import default_results_path
 
         results = default_results_path()
-    decision = int8_wins(this_machine(read_rows(results)), sha256_file(model), int8_sha256=sha256_file(candidate))
+    rows = read_rows(evidence_path(model)) + read_rows(results)
+    decision = int8_wins(this_machine(rows), sha256_file(model), int8_sha256=sha256_file(candidate))
     log.info("INT8 variant %s: %s", candidate.name, decision.reason)
     return candidate if decision.use_int8 else model

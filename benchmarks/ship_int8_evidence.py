@@ -1,0 +1,42 @@
+"""Copy the benchmark rows that decide INT8 for the shipped model into the package, beside the model.
+
+    python benchmarks/ship_int8_evidence.py [--results benchmarks/results/benchmark.jsonl]
+
+``--backend auto`` runs ``default.int8.onnx`` only on evidence recorded on a machine like the one it runs on
+(same CPU model and core count; :func:`vcorner.runtime.select.int8_variant`). Shipping the rows that timed
+exactly the shipped FP32 and INT8 files (``vcorner/models/default.benchmark.jsonl``) makes that decision the
+same wherever vcorner is run from, on the machines where the project measured it; elsewhere the rows do not
+apply and FP32 runs until ``vcorner benchmark`` measures that machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vcorner.card import sha256_file
+from vcorner.export.int8 import int8_path
+from vcorner.modelfile import default_model_path
+from vcorner.runtime.precision import read_rows
+from vcorner.runtime.select import evidence_path
+
+RESULTS = Path(__file__).parent / "results" / "benchmark.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    model = default_model_path()
+    fp32, int8 = sha256_file(model), sha256_file(int8_path(model))
+    rows = [r for r in read_rows(args.results)
+            if r.get("model_sha256") == fp32 and r.get("backend") == "ort" and r.get("status") == "ok"
+            and (r.get("precision"), r.get("variant_sha256")) in {("fp32", fp32), ("int8", int8)}]
+    out = evidence_path(model)
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(f"wrote {len(rows)} rows ({sorted({r['date'] for r in rows})}) to {out}")
+
+
+if __name__ == "__main__":
+    main()
