@@ -1,8 +1,11 @@
 """Training-side ablations the paper's conclusion asks for: reflect padding (border effect) and a loss that
-also penalizes residual background, against the lite recipe, all with the same short budget.
+also penalizes residual background, against the lite recipe, all with the same short budget; and the
+paper's ground truth (every corner in a patch's map) against vcorner's (only the corners of the vertebra the
+patch was cut for, against neighbour confusion: DESIGN.md section 9).
 
     python benchmarks/ablations_training.py [--epochs 2] [--patches-per-vertebra 8]
     python benchmarks/ablations_training.py --epochs 1 --only lite paper --name recipes_accuracy
+    python benchmarks/ablations_training.py --only lite all --name ablations_ground_truth
 
 Trains each variant on data/phantoms-train (seed 11), evaluates on data/phantoms-val (seed 12) with the
 shipped model's patch sampling and decoding settings (so only the network differs), and writes
@@ -37,6 +40,8 @@ def variants(base, paper):
         "lite (zero padding, BC loss)": base,
         "reflect padding": replace(base, model=replace(base.model, padding_mode="reflect")),
         "BC loss + 1.0 x background mass": replace(base, train=replace(base.train, background_weight=1.0)),
+        "all corners in every patch (the paper's ground truth)": replace(
+            base, ground_truth=replace(base.ground_truth, corners="all")),
         "paper recipe (23.8M parameters)": replace(paper, train=replace(paper.train, epochs=base.train.epochs,
                                                                         patches_per_vertebra=base.train.patches_per_vertebra)),
     }
@@ -58,7 +63,8 @@ def main() -> None:
     records = read_annotations(args.val / "annotations.json")
     rows = []
     chosen = {k: v for k, v in variants(base, load_recipe(Path("train/paper.toml"))).items()
-              if (args.only and any(k.startswith(p) for p in args.only)) or (not args.only and "paper" not in k)}
+              if (args.only and any(k.startswith(p) for p in args.only))
+              or (not args.only and "paper" not in k and not k.startswith("all"))}
     for name, recipe in chosen.items():
         run = args.runs / name.split(" (")[0].replace(" ", "-").replace(".", "")
         result = train(args.train, recipe, run)
