@@ -3,6 +3,8 @@ maps against FP32 on the tiny model, the model card, ``vcorner export --fp16``; 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -47,14 +49,29 @@ def tiny_model(seed: int = 0):
     return model
 
 
+def tiny_card(model) -> ModelCard:
+    """A card for a tiny test model: default settings, a prior fitted on the hand-made spine."""
+    from tests.conftest import make_spine
+
+    return ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
+                     fit_prior([make_spine()]), {"data": "test"})
+
+
+def save_tiny_run(run) -> Path:
+    """``run`` made into a run folder holding a tiny checkpoint (``model.safetensors``)."""
+    from vcorner.training.checkpoint import save_model
+
+    model = tiny_model(1)
+    run.mkdir(parents=True, exist_ok=True)
+    save_model(run / "model.safetensors", model, tiny_card(model))
+    return run
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(model, card, FP32 path, FP16 path)."""
-    from tests.conftest import make_spine
-
     model = tiny_model()
-    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
-                     fit_prior([make_spine()]), {"data": "test"})
+    card = tiny_card(model)
     path = tmp_path_factory.mktemp("fp16") / "tiny.onnx"
     export_model(model, card, path)
     return model, card, path, convert_fp16(path)
@@ -176,15 +193,7 @@ def test_a_stale_fp16_sibling_is_not_used(tiny, tmp_path, caplog):
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder holding a tiny checkpoint."""
-    from tests.conftest import make_spine
-    from vcorner.training.checkpoint import save_model
-
-    model = tiny_model(1)
-    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
-                     fit_prior([make_spine()]), {"data": "test"})
-    run = tmp_path_factory.mktemp("run")
-    save_model(run / "model.safetensors", model, card)
-    return run
+    return save_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 def test_cli_export_fp16_without_tensorrt_says_so_in_one_line(run_dir, monkeypatch):

@@ -124,25 +124,17 @@ def test_batch_device_option(toy_dataset, tiny_onnx, tmp_path):
 
 def test_torch_backend_takes_its_fast_cuda_path_only_when_a_profile_is_given(tmp_path):
     pytest.importorskip("torch")
-    from tests.conftest import make_spine
-    from tests.test_fp16 import tiny_model
-    from vcorner.card import ModelCard
-    from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
-    from vcorner.prior import fit_prior
+    from tests.test_fp16 import save_tiny_run
     from vcorner.runtime import select
-    from vcorner.training.checkpoint import save_model
 
-    model = tiny_model(1)
-    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
-                     fit_prior([make_spine()]), {"data": "test"})
-    save_model(tmp_path / "m.safetensors", model, card)
-    reference, _ = select.open_runner(tmp_path / "m.safetensors", select.Backend.torch, device="cuda:1")
+    checkpoint = save_tiny_run(tmp_path / "run") / "model.safetensors"
+    reference, _ = select.open_runner(checkpoint, select.Backend.torch, device="cuda:1")
     assert (reference.half, reference.cuda_graphs) == (False, False)
-    fast, _ = select.open_runner(tmp_path / "m.safetensors", select.Backend.torch, device="cuda:1", profile="gpu")
+    fast, _ = select.open_runner(checkpoint, select.Backend.torch, device="cuda:1", profile="gpu")
     assert (fast.half, fast.cuda_graphs, fast.channels_last) == (True, True, True)
-    fp32, _ = select.open_runner(tmp_path / "m.safetensors", select.Backend.torch, device="cuda", profile="gpu-fp32")
+    fp32, _ = select.open_runner(checkpoint, select.Backend.torch, device="cuda", profile="gpu-fp32")
     assert (fp32.half, fp32.cuda_graphs) == (False, True)
-    cpu, _ = select.open_runner(tmp_path / "m.safetensors", select.Backend.torch, device="cpu", profile="gpu")
+    cpu, _ = select.open_runner(checkpoint, select.Backend.torch, device="cpu", profile="gpu")
     assert (cpu.half, cpu.cuda_graphs) == (False, False)
 
 

@@ -32,19 +32,13 @@ FP32_TOLERANCE = 2e-3
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(FP32 ONNX, FP16 ONNX) of the tiny UNet with non-trivial batch-norm statistics."""
-    from tests.conftest import make_spine
-    from tests.test_fp16 import tiny_model
-    from vcorner.card import ModelCard
-    from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
+    from tests.test_fp16 import tiny_card, tiny_model
     from vcorner.export.fp16 import convert_fp16
     from vcorner.export.onnx_export import export_model
-    from vcorner.prior import fit_prior
 
     model = tiny_model()
-    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
-                     fit_prior([make_spine()]), {"data": "test"})
     path = tmp_path_factory.mktemp("trt") / "tiny.onnx"
-    export_model(model, card, path)
+    export_model(model, tiny_card(model), path)
     return path, convert_fp16(path)
 
 

@@ -151,9 +151,10 @@ def test_cli_export_builds_then_reuses_the_engine(stack, tmp_path):
     pytest.importorskip("onnxconverter_common")
     from typer.testing import CliRunner
 
+    from tests.test_fp16 import save_tiny_run
     from vcorner.cli import app
 
-    run = make_run(tmp_path)
+    run = save_tiny_run(tmp_path / "run")
     args = ["export", str(run), "--fp16", "--engine", "--profile", "gpu", "--engine-dir", str(tmp_path / "e")]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
@@ -190,24 +191,6 @@ def test_batch_profile_must_exist(tiny_onnx, toy_dataset, tmp_path):
     result = CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
                                       "--model", str(tiny_onnx), "--profile", "nope", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "nope" in result.output
-
-
-def make_run(folder):
-    """A run folder with a tiny checkpoint (as in tests/test_fp16.py)."""
-    from tests.conftest import make_spine
-    from tests.test_fp16 import tiny_model
-    from vcorner.card import ModelCard
-    from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
-    from vcorner.prior import fit_prior
-    from vcorner.training.checkpoint import save_model
-
-    model = tiny_model(1)
-    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
-                     fit_prior([make_spine()]), {"data": "test"})
-    run = folder / "run"
-    run.mkdir()
-    save_model(run / "model.safetensors", model, card)
-    return run
 
 
 def test_simulated_cuda_calls_exist_in_the_real_bindings_with_the_same_arguments():
