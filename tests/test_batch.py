@@ -162,7 +162,7 @@ def test_a_failed_write_fails_only_its_image(toy_dataset, tiny_onnx, tmp_path, m
 
     monkeypatch.setattr(CornerJournal, "add", flaky)
     summary = _toy_run(toy_dataset, tiny_onnx, tmp_path / "out", workers)
-    assert summary.done == 3 and list(summary.failed.values()) == ["cannot write corners.csv: No space left on device"]
+    assert summary.done == 3 and list(summary.failed.values()) == [f"cannot write {tmp_path / 'out' / 'corners.csv'}: No space left on device"]
     written = {r["image"] for r in read_rows(tmp_path / "out" / "corners.csv")}
     assert written == set(calls) - set(summary.failed) and len(written) == 3
 

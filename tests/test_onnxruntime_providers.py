@@ -119,7 +119,7 @@ def test_batch_device_option(toy_dataset, tiny_onnx, tmp_path):
 
     assert run("cpu").exit_code == 0
     bad = run("gpu")
-    assert bad.exit_code == 2 and bad.output.startswith("error:") and "cpu, cuda[:N] or tensorrt[:N]" in bad.output
+    assert bad.exit_code == 2 and bad.output.startswith("error:") and "cpu, cuda[:N], tensorrt[:N] or N" in bad.output
 
 
 def test_torch_backend_takes_its_fast_cuda_path_only_when_a_profile_is_given(tmp_path):

@@ -52,19 +52,21 @@ def folder(tmp_path, toy_dataset):
     return root
 
 
-BAD_CENTRES = {
-    "nan": ("good.png,C3,nan,80\n", "NaN"),
-    "inf": ("good.png,C3,inf,80\n", "NaN or infinite"),
-    "outside": ("good.png,C3,5000,80\n", "outside"),
+BAD_ROWS = {
     "duplicate": ("good.png,C4,200,140\n", "listed twice"),
     "bad number": ("good.png,C3,12x,80\n", "not a number"),
 }
+BAD_CENTRES = {
+    "nan": ("good.png,C3,nan,80\n", "NaN"),
+    "inf": ("good.png,C3,inf,80\n", "NaN or infinite"),
+    "far out of line": ("good.png,C3,5000,80\n", "out of line"),
+}
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CENTRES))
-def test_bad_centres_fail_only_their_image(folder, tiny_onnx, tmp_path, case):
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_bad_rows_fail_only_their_image(folder, tiny_onnx, tmp_path, case):
     shutil.copy(folder / "good.png", folder / "other.png")
-    row, reason = BAD_CENTRES[case]
+    row, reason = BAD_ROWS[case]
     good = spine_rows("good.png").splitlines(keepends=True)
     good = good + [row] if case == "duplicate" else [row] + good[1:]  # the bad row replaces C3's
     text = HEADER + "".join(good) + spine_rows("other.png")
@@ -73,6 +75,19 @@ def test_bad_centres_fail_only_their_image(folder, tiny_onnx, tmp_path, case):
     errors = {r["image"]: r["reason"] for r in rows(tmp_path / "out" / "errors.csv")}
     assert list(errors) == ["good.png"] and reason in errors["good.png"]
     assert {r["image"] for r in rows(tmp_path / "out" / "corners.csv")} == {"other.png"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CENTRES))
+def test_a_bad_centre_fails_only_its_vertebra(folder, tiny_onnx, tmp_path, case):
+    shutil.copy(folder / "good.png", folder / "other.png")
+    row, reason = BAD_CENTRES[case]
+    text = HEADER + row + "".join(spine_rows("good.png").splitlines(keepends=True)[1:]) + spine_rows("other.png")
+    result = batch(folder, text, tmp_path / "out", tiny_onnx)
+    assert result.exit_code == 1, result.output
+    errors = [(r["image"], r["vertebra"], r["reason"]) for r in rows(tmp_path / "out" / "errors.csv")]
+    assert [e[:2] for e in errors] == [("good.png", "C3")] and reason in errors[0][2]
+    corners = Counter((r["image"], r["vertebra"]) for r in rows(tmp_path / "out" / "corners.csv"))
+    assert ("good.png", "C3") not in corners and corners[("good.png", "C4")] == 4 and len(corners) == 9
 
 
 def test_single_vertebra_missing_image_and_unlisted_image(folder, tiny_onnx, tmp_path):
@@ -314,8 +329,10 @@ def test_resume_redoes_images_whose_centres_changed(folder, tiny_onnx, tmp_path)
     broken = HEADER + "good.png,C3,nan,80\n" + spine_rows("good.png")[len("good.png,C3,200.0,80\n"):] + \
         spine_rows("other.png")
     result = batch(folder, broken, tmp_path / "out", tiny_onnx)
-    assert result.exit_code == 1  # a centre that became NaN fails its image instead of keeping stale corners
-    assert {r["image"] for r in rows(tmp_path / "out" / "corners.csv")} == {"other.png"}
+    assert result.exit_code == 1  # a centre that became NaN fails its vertebra instead of keeping stale corners
+    after = rows(tmp_path / "out" / "corners.csv")
+    assert Counter(r["image"] for r in after) == {"good.png": 16, "other.png": 20}
+    assert not any(r["vertebra"] == "C3" and r["image"] == "good.png" for r in after)
     assert [r["image"] for r in rows(tmp_path / "out" / "errors.csv")] == ["good.png"]
 
 

@@ -28,6 +28,18 @@ class ModelCard:
     prior: CornerPrior
     training: dict[str, Any]
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether the ellipses were calibrated on annotated images (by ``vcorner train`` or ``vcorner tune``)."""
+        return "tune_coverage" in self.training
+
+    def calibration_warning(self) -> str | None:
+        """One line for the user when the ellipses were never calibrated (None when they were)."""
+        if self.calibrated:
+            return None
+        return ("this model's uncertainty ellipses were never calibrated (its card has no tune_coverage): the "
+                "sd_major_px/sd_minor_px columns may be off by a large factor; run vcorner tune MODEL VAL_DATA")
+
     def with_decode(self, decode: DecodeConfig) -> ModelCard:
         """A copy with other decoding settings."""
         return replace(self, decode=decode)

@@ -1,17 +1,24 @@
 """Model files for inference: the ONNX graph's I/O names, its card (sidecar or metadata), the shipped model.
 
-A model ``m.onnx`` travels with ``m.onnx.json``: its card plus the SHA-256 of the ONNX bytes, checked on load.
+A model ``m.onnx`` travels with ``m.onnx.json``: its card, the SHA-256 of the ONNX bytes and the SHA-256 of
+the card's own content (:func:`card_digest`), both checked on load, so the graph and its card are one
+trusted unit: an edited decoding constant or prior is refused like a changed graph. ``vcorner tune`` and
+``vcorner export`` write both digests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from importlib import resources
 from pathlib import Path
 
 from vcorner.card import ModelCard, sha256_file
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
+
+log = logging.getLogger(__name__)
 
 INPUT_NAME, OUTPUT_NAME = "patches", "maps"
 CARD_METADATA_KEY = "vcorner_card"
@@ -27,9 +34,17 @@ def default_model_path() -> Path:
     return Path(str(resources.files("vcorner.models").joinpath("default.onnx")))
 
 
+def card_digest(card: ModelCard | dict) -> str:
+    """Hex SHA-256 of a card's content (canonical JSON: sorted keys, no whitespace)."""
+    data = card.to_dict() if isinstance(card, ModelCard) else card
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def write_sidecar(model: Path, card: ModelCard) -> Path:
-    """Write ``model``'s sidecar: its card and the SHA-256 of its bytes."""
-    data = {"model": Path(model).name, "sha256": sha256_file(model), "card": card.to_dict()}
+    """Write ``model``'s sidecar: its card, the SHA-256 of the model's bytes and that of the card."""
+    content = card.to_dict()
+    data = {"model": Path(model).name, "sha256": sha256_file(model), "card_sha256": card_digest(content),
+            "card": content}
     path = sidecar_path(model)
     write_text_atomic(path, json.dumps(data, indent=1) + "\n")
     return path
@@ -67,4 +82,11 @@ def read_model_card(model: Path, verify: bool = True) -> ModelCard:
         raise InputError(f"{sidecar}: not valid JSON ({err})") from None
     if verify and data.get("sha256") != sha256_file(model):
         raise InputError(f"{model}: SHA-256 does not match its card {sidecar.name} (file changed or corrupt)")
-    return ModelCard.from_dict(data.get("card", {}), str(sidecar))
+    content = data.get("card", {})
+    if verify and "card_sha256" not in data:
+        log.warning("%s: the card has no integrity digest (written by an older vcorner); run vcorner tune or "
+                    "vcorner export again to add one", sidecar)
+    elif verify and data["card_sha256"] != card_digest(content):
+        raise InputError(f"{sidecar}: the card's content does not match its SHA-256 (edited by hand?); rewrite it "
+                         "with vcorner tune or vcorner export")
+    return ModelCard.from_dict(content, str(sidecar))

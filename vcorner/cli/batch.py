@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.progress import TextColumn
 
-from vcorner.cli.common import EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
+from vcorner.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
 from vcorner.io.records import InputError
+from vcorner.pipeline.outputs import check_outputs_apart
+from vcorner.pipeline.plan import make_plan
 from vcorner.runtime.select import Backend
 
 
@@ -65,66 +67,131 @@ def batch(
 ) -> None:
     """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR.
 
-    Writes OUT/corners.csv and OUT/errors.csv. Exit code 0: all images done; 1: some failed (listed in
-    errors.csv); 2: usage or configuration error.
+    Writes OUT/corners.csv and OUT/errors.csv. Exit code 0: all images done; 1: some images or vertebrae
+    failed (listed in errors.csv); 2: usage or configuration error; 130: interrupted (Ctrl-C), resumable.
     """
-    from dataclasses import replace
-
-    from vcorner.pipeline.batch import BatchOptions, run_batch
-    from vcorner.pipeline.plan import make_plan
-    from vcorner.runtime.select import open_runner
+    from vcorner.pipeline.batch import BatchOptions
 
     with user_errors():
-        if profile is not None:
-            from vcorner.export.profiles import get_profile
-
-            get_profile(profile)  # an unknown name fails here, before any work
-        check_writable(out)
+        threads = clamp_threads(threads)
+        check_options(device, profile)
         plan = make_plan(image_dir, centers)
+        check_writable(out)
+        check_outputs_apart(out, [centers, *(p.path for p in plan.images), *unlisted_paths(image_dir, plan, out)],
+                            [p.record.file for p in plan.images], json_out, vis)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
                                max_pixels=max_pixels, workers=workers)
-        columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
-        if ray is not None:
-            from vcorner.pipeline.ray_batch import import_ray, run_batch_ray
+        try:
+            summary, runner_name = _run(plan, out, options, model, backend, device, threads, profile, ray,
+                                        ray_actors, ray_gpus)
+        except KeyboardInterrupt:
+            fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
+                 "to resume", EXIT_INTERRUPTED)
+    report(summary, runner_name, out)
 
-            import_ray()
-            if json_out or vis:
-                fail("--json and --vis are not available with --ray yet; run without --ray for them")
-            # the graph the actors will load, as the driver resolves it (None: unknown here, unchecked)
-            try:
-                options = replace(options, model_id=open_runner(model, backend, device=device, threads=threads,
-                                                                profile=profile)[0].identity())
-            except InputError:  # the backend may exist on the workers only
-                pass
-            with progress_bar(*columns) as bar:
-                summary = run_batch_ray(plan, out, model, backend.value, options, ray, ray_actors, threads,
-                                        ray_gpus, BarProgress(bar), profile, device)
-            runner_name = f"ray ({ray_actors} actor(s), {backend.value})"
-        else:
+
+def _run(plan, out: Path, options, model: Path | None, backend: Backend, device: str | None, threads: int | None,
+         profile: str | None, ray: str | None, ray_actors: int, ray_gpus: float):
+    """Run the batch locally or on Ray; (summary, backend name)."""
+    from dataclasses import replace
+
+    from vcorner.modelfile import card_digest
+    from vcorner.pipeline.batch import run_batch
+    from vcorner.runtime.select import open_runner
+
+    columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
+    if ray is not None:
+        from vcorner.pipeline.ray_batch import import_ray, run_batch_ray
+
+        import_ray()
+        if options.write_json or options.vis:
+            fail("--json and --vis are not available with --ray yet; run without --ray for them")
+        # the graph the actors will load, as the driver resolves it (None: unknown here, unchecked)
+        try:
             runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
-            with runner, progress_bar(*columns) as bar:
-                options = replace(options, model_id=runner.identity())
-                summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
-            runner_name = runner.name
+            options = replace(options, model_id=runner.identity(), card_id=card_digest(card),
+                              notes=calibration_notes(card))
+        except InputError:  # the backend may exist on the workers only
+            pass
+        with progress_bar(*columns) as bar:
+            summary = run_batch_ray(plan, out, model, backend.value, options, ray, ray_actors, threads,
+                                    ray_gpus, BarProgress(bar), profile, device)
+        return summary, f"ray ({ray_actors} actor(s), {backend.value})"
+    runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
+    with runner, progress_bar(*columns) as bar:
+        options = replace(options, model_id=runner.identity(), card_id=card_digest(card),
+                          notes=calibration_notes(card))
+        summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
+    return summary, runner.name
+
+
+def calibration_notes(card) -> tuple[tuple[str, str], ...]:
+    """run.json notes for the card, with the uncalibrated-ellipse warning printed once on stderr."""
+    warning = card.calibration_warning()
+    if warning is None:
+        return (("calibration", "calibrated"),)
+    stderr.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    return (("calibration", warning),)
+
+
+def report(summary, runner_name: str, out: Path) -> None:
+    """Print the summary line(s) and exit: 0 all done, 1 some images or vertebrae failed, 130 interrupted."""
     rate = summary.patches / max(summary.seconds, 1e-9)
-    redone = f" ({summary.redone} redone: centres changed or --json/--vis files missing)" if summary.redone else ""
-    stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed "
-                 f"in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner_name}); "
+    redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
+        if summary.redone else ""
+    left_out = f", {len(summary.refused_vertebrae)} vertebra(e) left out" if summary.refused_vertebrae else ""
+    stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed"
+                 f"{left_out} in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)
-    if summary.failed:
-        stderr.print(f"failed images are listed with reasons in {out / 'errors.csv'}", highlight=False,
-                     soft_wrap=True)
-    raise typer.Exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+    if summary.failed or summary.refused_vertebrae:
+        stderr.print(f"failed images and left-out vertebrae are listed with reasons in {out / 'errors.csv'}",
+                     highlight=False, soft_wrap=True)
+    if summary.interrupted:
+        stderr.print("interrupted: run the same command again to resume with the images not yet done",
+                     highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_PARTIAL if summary.failed or summary.refused_vertebrae else EXIT_OK)
+
+
+def clamp_threads(threads: int | None) -> int | None:
+    """``threads`` capped at the cores this process may use, with a warning when capped."""
+    from vcorner.pipeline.batch import available_cores
+
+    cores = available_cores()
+    if threads is not None and threads > cores:
+        stderr.print(f"[yellow]warning:[/] --threads {threads} is more than the {cores} core(s) here; using {cores}",
+                     highlight=False, soft_wrap=True)
+        return cores
+    return threads
+
+
+def check_options(device: str | None, profile: str | None) -> None:
+    """Every option that can be checked without reading inputs, before anything is written."""
+    from vcorner.runtime.select import check_device
+
+    check_device(device)
+    if profile is not None:
+        from vcorner.export.profiles import get_profile
+
+        get_profile(profile)  # an unknown name fails here, before any work
+
+
+def unlisted_paths(image_dir: Path, plan, out: Path) -> list[Path]:
+    """Images under DIR without centres, except those inside OUT (an earlier run's overlays)."""
+    inside_out = out.resolve()
+    paths = [(image_dir / name).resolve() for name in plan.unlisted]
+    return [p for p in paths if not p.is_relative_to(inside_out)]
 
 
 def check_writable(out: Path) -> None:
-    """Fail fast, with one line, when OUT cannot be created or written."""
+    """Fail fast, with one line, when OUT cannot be created or written; creates nothing (the batch makes OUT
+    once every option and input has been checked)."""
+    import os
+
     if out.exists() and not out.is_dir():
         fail(f"{out}: is a file, not a folder (choose another --out)")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".vcorner-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        fail(f"{out}: output folder is not writable ({err.strerror or err})")
+    existing = out.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{out}: output folder is not writable (no write permission in {existing})")

@@ -14,8 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from vcorner.io.records import InputError
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
-"""0: every image done; 1: some images failed (see errors.csv); 2: usage or configuration error."""
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+"""0: every image done; 1: some images or vertebrae failed (see errors.csv); 2: usage or configuration error;
+130: interrupted by Ctrl-C (a re-run resumes)."""
 
 stderr = Console(stderr=True, soft_wrap=True)
 """Messages and summaries: never wrapped mid-path, so logs stay greppable (tables still fit the width)."""

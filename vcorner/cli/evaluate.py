@@ -15,7 +15,26 @@ from vcorner.io.records import InputError
 
 COLUMNS = (("p2p_median", "P2P median"), ("p2p_mean", "mean"), ("p2p_std", "std"),
            ("fit_failure_pct", "fit failure %"), ("p2c_median", "P2C median"), ("p2c_mean", "mean"),
-           ("p2c_std", "std"), ("corners", "corners"))
+           ("p2c_std", "std"), ("inside_95", "in 95% ellipse"), ("corners", "corners"))
+
+
+def _cell(key: str, value: float) -> str:
+    if key == "corners":
+        return str(value)
+    if value != value:  # NaN: nothing to measure (e.g. no network corner to check an ellipse on)
+        return "n/a"
+    return f"{value:.1%}" if key == "inside_95" else f"{value:.2f}"
+
+
+def finite_or_none(value):
+    """``value`` with every NaN or infinity replaced by None, recursively (for valid JSON)."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def rich_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
@@ -25,7 +44,7 @@ def rich_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
     for _, label in COLUMNS:
         table.add_column(label, justify="right")
     for name, row in rows.items():
-        table.add_row(name, *(f"{row[k]:.2f}" if k != "corners" else str(row[k]) for k, _ in COLUMNS))
+        table.add_row(name, *(_cell(k, row.get(k, float("nan"))) for k, _ in COLUMNS))
     return table
 
 
@@ -62,15 +81,20 @@ def evaluate(
         truth = read_annotations(annotations)
         errors = match(read_predictions(predictions), truth)
         others = {name: match(read_predictions(Path(path)), truth) for name, path in _pairs(compare or [])}
-        overall = table1_row(errors)
+        for name, e in {label: errors, **others}.items():
+            if not e.p2p:
+                raise InputError(f"{name}: no predicted corner matches an annotated one (same image and vertebra "
+                                 f"names? {len(e.missing)} annotated, {len(e.unexpected)} predicted)")
+        overall = {**table1_row(errors), **calibration(errors)}
         unit = overall["unit"]
-        rows = {label: overall, **{name: table1_row(e) for name, e in others.items()}}
+        rows = {label: overall, **{name: {**table1_row(e), **calibration(e)} for name, e in others.items()}}
         console = Console(soft_wrap=True)
         console.width = max(console.width, 120)  # keep Table 1 on one line per row in logs too
         console.print(rich_table(f"Corner error ({unit})", rows))
         calib = calibration(errors)
-        console.print(f"calibration: {calib['inside_50']:.1%} of true corners inside the 50% ellipses, "
-                      f"{calib['inside_95']:.1%} inside the 95% ellipses", highlight=False)
+        console.print(f"calibration: {_cell('inside_95', calib['inside_50'])} of true corners inside the 50% "
+                      f"ellipses, {_cell('inside_95', calib['inside_95'])} inside the 95% ellipses (well calibrated: "
+                      "about 50% and 95%)", highlight=False)
         for name, row in list(rows.items())[1:]:
             gain = 100.0 * (row["p2p_mean"] - overall["p2p_mean"]) / row["p2p_mean"]
             console.print(f"relative improvement of {label} over {name} in mean P2P: {gain:.0f}%", highlight=False)
@@ -88,7 +112,7 @@ def evaluate(
                       "per_corner": grouped_rows(errors, "corner"),
                       "per_vertebra": grouped_rows(errors, "vertebra"),
                       "missing": errors.missing, "unexpected": errors.unexpected}
-            (out / "metrics.json").write_text(json.dumps(report, indent=1))
+            (out / "metrics.json").write_text(json.dumps(finite_or_none(report), indent=1, allow_nan=False))
             cumulative_curve({label: errors, **others}, out / "cumulative_error.png", unit)
             box_plots(errors, out / "box_plots.png", unit)
             reliability_plot(errors, out / "reliability.png")

@@ -16,6 +16,7 @@ import numpy as np
 from vcorner import CORNER_NAMES
 from vcorner.geometry.spline import contour, point_to_curve
 from vcorner.io.records import ImageRecord, InputError
+from vcorner.io.spreadsheet import restore
 
 FIT_FAILURE_MM = 3.0
 
@@ -48,8 +49,23 @@ class CornerErrors:
     unexpected: list[str] = field(default_factory=list)
 
 
+def _finite_xy(row: dict[str, str], where: str) -> None:
+    """InputError unless the row's x and y are finite numbers."""
+    try:
+        ok = all(np.isfinite(float(row[c])) for c in ("x", "y"))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"{where}: x and y must be finite numbers, got {row.get('x')!r}, {row.get('y')!r}")
+
+
 def read_predictions(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
-    """``corners.csv`` rows keyed by (image, vertebra, corner)."""
+    """``corners.csv`` rows keyed by (image, vertebra, corner); names un-neutralised
+    (:mod:`vcorner.io.spreadsheet`).
+
+    Raises:
+        InputError: missing file or columns, an unknown corner name, or a non-finite position (one line).
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such predictions file")
@@ -62,7 +78,8 @@ def read_predictions(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
         for line, row in enumerate(reader, start=2):
             if row["corner"] not in CORNER_NAMES:
                 raise InputError(f"{path}: row {line}: unknown corner {row['corner']!r}")
-            rows[(row["image"], row["vertebra"], row["corner"])] = row
+            _finite_xy(row, f"{path}: row {line}")
+            rows[(restore(row["image"]), restore(row["vertebra"]), row["corner"])] = row
     return rows
 
 
@@ -148,6 +165,7 @@ def grouped_rows(errors: CornerErrors, by: str) -> dict[str, dict[str, float]]:
     for key in sorted(set(keys), key=lambda k: (CORNER_NAMES.index(k) if k in CORNER_NAMES else 9, k)):
         pick = [i for i, k in enumerate(keys) if k == key]
         sub = CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick],
-                           in_mm=[errors.in_mm[i] for i in pick], source=[errors.source[i] for i in pick])
-        out[key] = table1_row(sub)
+                           in_mm=[errors.in_mm[i] for i in pick], source=[errors.source[i] for i in pick],
+                           d2=[errors.d2[i] for i in pick])
+        out[key] = {**table1_row(sub), "inside_95": calibration(sub, (0.95,))["inside_95"]}
     return out

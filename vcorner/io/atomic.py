@@ -12,8 +12,23 @@ from typing import IO
 
 @contextmanager
 def atomic_open(path: Path, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``."""
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``.
+
+    Raises:
+        OSError: with ``filename`` set to ``path`` (a full disk names the file it could not write).
+    """
     path = Path(path)
+    try:
+        with _atomic(path, mode, **kwargs) as handle:
+            yield handle
+    except OSError as err:
+        if err.filename is None or str(err.filename).endswith(".tmp"):
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
+
+
+@contextmanager
+def _atomic(path: Path, mode: str, **kwargs) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

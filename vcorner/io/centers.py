@@ -28,12 +28,33 @@ def _decode(raw: bytes, path: Path) -> str:
         return raw.decode("latin-1")
 
 
-def _dialect(text: str) -> type[csv.Dialect] | csv.Dialect:
-    """Sniff the delimiter among comma, semicolon and tab; default to comma."""
-    try:
-        return csv.Sniffer().sniff(text.splitlines()[0] if text else "", delimiters=",;\t")
-    except csv.Error:
-        return csv.excel
+MAX_VERTEBRAE = 64
+"""Most vertebrae one image may list (a human spine has 33); more refuses the image."""
+DELIMITERS = (",", ";", "\t")
+
+
+def delimiter_of(text: str) -> str:
+    """The delimiter among comma, semicolon and tab that splits the header line into the required columns.
+
+    The header is parsed with the standard CSV dialect (RFC 4180 quoting), so a delimiter inside a quoted
+    field or in a later row cannot mislead it; comma when none fits (the missing columns are reported then).
+    """
+    header = next(iter(text.splitlines()), "")
+    for delimiter in DELIMITERS:
+        names = {h.strip().lower() for h in next(csv.reader([header], delimiter=delimiter), [])}
+        if all(c in names for c in REQUIRED):
+            return delimiter
+    return ","
+
+
+def normalise_image_name(name: str) -> str:
+    """An image path as written in centers.csv, in one canonical POSIX spelling (``./a//b.png`` -> ``a/b.png``).
+
+    Only ``.`` parts and repeated separators go; ``..`` stays for the plan to refuse.
+    """
+    parts = [p for p in name.strip().replace("\\", "/").split("/") if p not in ("", ".")]
+    lead = "/" if name.strip().startswith(("/", "\\")) else ""
+    return lead + "/".join(parts)
 
 
 def _number(value: str, column: str, where: str) -> float:
@@ -85,27 +106,32 @@ def load_centers(path: Path) -> CentersTable:
     """
     path = Path(path)
     text = _read_text(path)
-    reader = csv.DictReader(io.StringIO(text), dialect=_dialect(text))
+    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter_of(text))
     header = [h.strip().lower() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}; header must be image,vertebra,x,y")
     reader.fieldnames = header
     rows: dict[str, list[tuple[str, float, float]]] = {}
+    seen: dict[str, set[str]] = {}
     spacing: dict[str, float | None] = {}
     problems: dict[str, str] = {}
     for line, row in enumerate(reader, start=2):
         where = f"{path.name}: row {line}"
-        image, name = (row.get("image") or "").strip(), (row.get("vertebra") or "").strip()
+        image = normalise_image_name(row.get("image") or "")
+        name = (row.get("vertebra") or "").strip()
         try:
             if not image or not name:
                 raise InputError(f"{where}: empty 'image' or 'vertebra'")
             x, y, value = _row_values(row, where)
-            if any(n == name for n, _, _ in rows.get(image, [])):
+            if name in seen.setdefault(image, set()):
                 raise InputError(f"{where}: vertebra {name!r} listed twice for this image")
+            if len(seen[image]) >= MAX_VERTEBRAE:
+                raise InputError(f"{where}: more than {MAX_VERTEBRAE} vertebrae listed for this image")
         except InputError as err:
             problems.setdefault(image or f"<row {line}>", str(err))
             continue
+        seen[image].add(name)
         rows.setdefault(image, []).append((name, x, y))
         spacing[image] = value if value is not None else spacing.get(image)
     records = [

@@ -24,7 +24,7 @@ import numpy as np
 
 from vcorner.card import ModelCard
 from vcorner.io.records import InputError
-from vcorner.pipeline.outputs import CornerJournal, corner_rows, write_errors, write_image_json
+from vcorner.pipeline.outputs import CornerJournal, corner_rows, keep_previous, write_errors, write_image_json
 from vcorner.pipeline.plan import Plan, PlannedImage
 from vcorner.pipeline.stages import ImageJob, finish, prepare
 from vcorner.runtime.base import Runner
@@ -50,6 +50,10 @@ class BatchOptions:
     inference, which needs the cores; one per core beside GPU inference, which leaves them idle)."""
     model_id: str | None = None
     """Model identity recorded in ``OUT/run.json``; resuming with another model is refused (None: unchecked)."""
+    card_id: str | None = None
+    """Digest of the model card (decoding constants, prior); resuming with another card redoes every image."""
+    notes: tuple[tuple[str, str], ...] = ()
+    """(key, message) pairs recorded in ``OUT/run.json`` (e.g. an uncalibrated card)."""
 
 
 @dataclass
@@ -59,10 +63,14 @@ class BatchSummary:
     done: int = 0
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
+    refused_vertebrae: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Vertebrae left out of images that were answered ((image, vertebra) -> reason)."""
     patches: int = 0
     seconds: float = 0.0
     redone: int = 0
     """Images done again on resume because their centres changed or requested extras were missing."""
+    interrupted: bool = False
+    """Stopped by Ctrl-C (SIGINT): what was finished is written, the rest is left for a resumed run."""
 
 
 class Progress:
@@ -188,7 +196,7 @@ class _InOrder:
                     try:
                         self.journal.add(rows)
                     except OSError as err:  # disk full, say: this image fails, the next ones still try
-                        rows, reason = None, f"cannot write corners.csv: {err.strerror or err}"
+                        rows, reason = None, f"cannot write {self.journal.path}: {err.strerror or err}"
                 if rows is None:
                     self.summary.failed[name] = reason
                 else:
@@ -197,15 +205,18 @@ class _InOrder:
 
 
 def _finish_all(finished: _Sequenced, card: ModelCard, out_dir: Path, options: BatchOptions,
-                record: _InOrder) -> None:
+                record: _InOrder, stop: threading.Event) -> None:
     """Finisher thread: decode corners and write JSON/overlays of one image after another; rows and failures
     go to ``record``. Its numba kernels are the single-threaded builds: one finisher beside CPU inference,
-    which needs the cores and which this stage hides behind; one per core beside GPU inference."""
+    which needs the cores and which this stage hides behind; one per core beside GPU inference. Once ``stop``
+    is set (Ctrl-C), the images still queued are left for a resumed run."""
     from vcorner.postprocess.kernels import use_serial_kernels
 
     use_serial_kernels()
     while (entry := finished.get())[1] is not _DONE:
         seq, item = entry
+        if stop.is_set():
+            continue
         if isinstance(item, tuple):
             record.put(seq, item[0], None, item[1], 0)
             continue
@@ -225,7 +236,9 @@ def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOp
 
             write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated)
         return corner_rows(item.name, corners), ""
-    except (InputError, ValueError, OSError) as err:
+    except OSError as err:  # a JSON or overlay that cannot be written (disk full, say): name the file
+        return None, f"cannot write {err.filename or 'an output file'}: {err.strerror or err}"
+    except (InputError, ValueError) as err:
         return None, f"post-processing failed: {err}"
     except Exception as err:  # anything else fails this image only: the in-order record must not stall
         log.exception("post-processing %s", item.name)
@@ -246,19 +259,29 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
     from vcorner.pipeline import manifest
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not options.resume and (kept := keep_previous(out_dir)) is not None:
+        log.warning("--no-resume: the earlier corners.csv, errors.csv and run.json of %s were moved to %s",
+                    out_dir, kept)
     records = [p.record for p in plan.images]
     expected = {r.file: 4 * len(r.vertebrae) for r in records}
     redo: set[str] = set()
+    previous = manifest.read_manifest(out_dir) if options.resume else None
     if options.resume:
-        previous = manifest.read_manifest(out_dir)
         manifest.check_same_model(previous, options.model_id, out_dir)
         redo = manifest.changed_centers(previous, records) | manifest.missing_extras(
             out_dir, list(expected), options.write_json, options.vis)
+        if manifest.card_changed(previous, options.card_id):
+            log.warning("the model card changed since %s was written (tuned?): redoing its images", out_dir)
+            redo |= set(expected)
     journal = CornerJournal(out_dir / "corners.csv", expected, options.resume, redo)
-    manifest.write_manifest(out_dir, options.model_id, records)  # after the stale rows are gone
+    if journal.others:
+        log.warning("%s keeps the rows of %d image(s) of an earlier run that this centres file does not list",
+                    out_dir / "corners.csv", len(journal.others))
+    manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous,  # after stale rows go
+                            dict(options.notes))
     todo = [p for p in plan.images if p.record.file not in journal.done]
     summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused),
-                           redone=len(journal.redone))
+                           refused_vertebrae=dict(plan.refused_vertebrae), redone=len(journal.redone))
     if summary.redone:
         log.info("%d image(s) redone: centres changed or requested --json/--vis files missing", summary.redone)
     return journal, todo, summary
@@ -304,13 +327,17 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     loader = threading.Thread(target=_load, args=(todo, card, options, jobs, workers, stop), daemon=True,
                               name="vcorner-load")
     finishers = [threading.Thread(target=_finish_all, name=f"vcorner-finish-{i}", daemon=True,
-                                  args=(finished, card, out_dir, options, record)) for i in range(workers)]
+                                  args=(finished, card, out_dir, options, record, stop)) for i in range(workers)]
     began = time.perf_counter()
     loader.start()
     for finisher in finishers:
         finisher.start()
     try:
         summary.patches = sum(_infer_all(jobs, runner, options.batch_size, finished))
+    except KeyboardInterrupt:  # Ctrl-C: stop the loader and finishers, keep what is finished, report it
+        summary.interrupted = True
+        stop.set()
+        _drain(jobs, loader)
     except BaseException:
         stop.set()  # inference failed or was interrupted: let the loader go, then the finishers drain
         _drain(jobs, loader)
@@ -321,6 +348,6 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
         for finisher in finishers:
             finisher.join()
         journal.close()
-        write_errors(out_dir / "errors.csv", summary.failed)
+        write_errors(out_dir / "errors.csv", summary.failed, summary.refused_vertebrae)
     summary.seconds = time.perf_counter() - began
     return summary

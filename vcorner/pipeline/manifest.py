@@ -4,7 +4,9 @@ It records the model that ran (:meth:`vcorner.runtime.base.Runner.identity`: the
 checkpoint actually run, so an INT8 or FP16 variant is another model) and, per image, a digest of the
 centres (and pixel spacing) the corners were found from. A resumed run refuses a different model (one line:
 use ``--no-resume`` or another ``--out``), and redoes an image whose centres changed or whose requested
-``--json``/``--vis`` file is missing.
+``--json``/``--vis`` file is missing. It also records the digest of the model card the corners were decoded
+with (:func:`vcorner.modelfile.card_digest`): after ``vcorner tune`` rewrites the card, every image is redone.
+Images of earlier runs that this run does not plan keep their entries (OUT holds the union of its runs).
 """
 
 from __future__ import annotations
@@ -36,11 +38,20 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) and data.get("format") == FORMAT else None
 
 
-def write_manifest(out_dir: Path, model_id: str | None, records: list[ImageRecord]) -> None:
-    """Record the model and every planned image's centres digest (atomically)."""
-    data = {"format": FORMAT, "model": model_id,
-            "centers": {r.file: centers_digest(r) for r in records}}
-    write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1) + "\n")
+def write_manifest(out_dir: Path, model_id: str | None, records: list[ImageRecord], card_id: str | None = None,
+                   previous: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Record the model, its card and every planned image's centres digest (atomically), keeping the
+    entries of ``previous`` images that this run does not plan; ``extra`` adds fields (e.g. warnings)."""
+    centers = {k: v for k, v in ((previous or {}).get("centers") or {}).items()}
+    centers.update({r.file: centers_digest(r) for r in records})
+    data = {"format": FORMAT, "model": model_id, "card": card_id, **(extra or {}), "centers": centers}
+    write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def card_changed(manifest: dict[str, Any] | None, card_id: str | None) -> bool:
+    """True when OUT's corners were decoded with another card than ``card_id`` (both known)."""
+    old = (manifest or {}).get("card")
+    return bool(old and card_id and old != card_id)
 
 
 def check_same_model(manifest: dict[str, Any] | None, model_id: str | None, out_dir: Path) -> None:

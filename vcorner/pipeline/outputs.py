@@ -2,7 +2,11 @@
 
 Each finished image's rows are appended in one write and fsynced; on resume, rows of images that are not
 complete (a kill mid-write) are dropped and the file is rewritten atomically, so every expected row ends up
-exactly once.
+exactly once. Rows of images that the current run does not plan (an earlier run with another
+``centers.csv``) are kept as they are: OUT holds the union of its runs, never silently less.
+
+Text fields pass through :func:`vcorner.io.spreadsheet.neutralise`; every number is checked finite first,
+so ``corners.csv`` and the JSON files never hold NaN (:func:`check_finite`).
 """
 
 from __future__ import annotations
@@ -18,27 +22,42 @@ import numpy as np
 
 from vcorner import CORNER_NAMES
 from vcorner.io.atomic import write_text_atomic
+from vcorner.io.records import InputError
+from vcorner.io.spreadsheet import neutralise, restore
 from vcorner.postprocess.decode import VertebraCorners
 
 CORNER_COLUMNS = ("image", "vertebra", "corner", "x", "y", "confidence", "sd_major_px", "sd_minor_px",
                   "angle_deg", "source")
-ERROR_COLUMNS = ("image", "reason")
+ERROR_COLUMNS = ("image", "vertebra", "reason")
+
+
+def check_finite(corners: Sequence[VertebraCorners]) -> None:
+    """InputError naming the first vertebra whose position, confidence or covariance is not finite."""
+    for v in corners:
+        if not (np.all(np.isfinite(v.xy)) and np.all(np.isfinite(v.confidence)) and np.all(np.isfinite(v.cov))):
+            raise InputError(f"vertebra {v.name}: non-finite corners or uncertainty (not written)")
 
 
 def corner_rows(image: str, corners: Sequence[VertebraCorners]) -> list[list[str]]:
-    """The ``corners.csv`` rows of one image (4 per vertebra, in CORNER_NAMES order)."""
+    """The ``corners.csv`` rows of one image (4 per vertebra, in CORNER_NAMES order).
+
+    Raises:
+        InputError: a non-finite value (nothing of the image is written then).
+    """
+    check_finite(corners)
     rows = []
     for v in corners:
         ellipses = v.ellipses()
         for k, corner in enumerate(CORNER_NAMES):
             major, minor, angle = ellipses[k]
-            rows.append([image, v.name, corner, f"{v.xy[k, 0]:.3f}", f"{v.xy[k, 1]:.3f}",
+            rows.append([neutralise(image), neutralise(v.name), corner, f"{v.xy[k, 0]:.3f}", f"{v.xy[k, 1]:.3f}",
                          f"{v.confidence[k]:.4f}", f"{major:.3f}", f"{minor:.3f}", f"{angle:.2f}", v.source[k]])
     return rows
 
 
 def image_json(image: str, corners: Sequence[VertebraCorners]) -> dict:
     """Per-image JSON: every vertebra's corners with confidence, covariance and source."""
+    check_finite(corners)
     return {"image": image, "vertebrae": [
         {"name": v.name, "corners": {
             corner: {"x": round(float(v.xy[k, 0]), 3), "y": round(float(v.xy[k, 1]), 3),
@@ -68,18 +87,23 @@ class CornerJournal:
 
     Attributes:
         done: images kept from the file. redone: images of ``redo`` that had complete rows.
+        others: images in the file that this run does not plan; their rows are kept untouched.
     """
 
     def __init__(self, path: Path, expected_rows: dict[str, int], resume: bool,
                  redo: set[str] | frozenset[str] = frozenset()) -> None:
         self.path = Path(path)
-        complete = self._complete_rows(expected_rows) if resume else {}
+        grouped = self._rows_by_image() if resume else {}
+        complete = {k: v for k, v in grouped.items() if len(v) == expected_rows.get(k, -1)}
+        others = {k: v for k, v in grouped.items() if k not in expected_rows}
         kept = {image: rows for image, rows in complete.items() if image not in redo}
-        self.done, self.redone = set(kept), set(complete) - set(kept)
-        write_text_atomic(self.path, _csv_text([r for rows in kept.values() for r in rows], CORNER_COLUMNS))
+        self.done, self.redone, self.others = set(kept), set(complete) - set(kept), set(others)
+        rows = [r for group in (others, kept) for image_rows in group.values() for r in image_rows]
+        write_text_atomic(self.path, _csv_text(rows, CORNER_COLUMNS))
         self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
 
-    def _complete_rows(self, expected_rows: dict[str, int]) -> dict[str, list[list[str]]]:
+    def _rows_by_image(self) -> dict[str, list[list[str]]]:
+        """Rows of the existing file grouped by image (its name as written, un-neutralised)."""
         if not self.path.is_file():
             return {}
         text = self.path.read_text(encoding="utf-8", errors="replace")
@@ -88,8 +112,8 @@ class CornerJournal:
         grouped: dict[str, list[list[str]]] = {}
         for row in csv.reader(io.StringIO(text)):
             if len(row) == len(CORNER_COLUMNS) and row[0] != "image":
-                grouped.setdefault(row[0], []).append(row)
-        return {k: v for k, v in grouped.items() if len(v) == expected_rows.get(k, -1)}
+                grouped.setdefault(restore(row[0]), []).append(row)
+        return grouped
 
     def add(self, rows: list[list[str]]) -> None:
         """Append one image's rows in a single write, then flush and fsync."""
@@ -101,12 +125,61 @@ class CornerJournal:
         self.handle.close()
 
 
-def write_errors(path: Path, errors: dict[str, str]) -> None:
-    """Write ``errors.csv`` (image, one-line reason) atomically."""
-    rows = [[image, " ".join(reason.split())] for image, reason in sorted(errors.items())]
+def write_errors(path: Path, errors: dict[str, str], vertebrae: dict[tuple[str, str], str] | None = None) -> None:
+    """Write ``errors.csv`` atomically: (image, "", reason) per failed image, (image, vertebra, reason) per
+    refused vertebra of an image whose other vertebrae were answered."""
+    entries = [(image, "", reason) for image, reason in errors.items()]
+    entries += [(image, name, reason) for (image, name), reason in (vertebrae or {}).items() if image not in errors]
+    rows = [[neutralise(image), neutralise(name), neutralise(" ".join(reason.split()))]
+            for image, name, reason in sorted(entries)]
     write_text_atomic(Path(path), _csv_text(rows, ERROR_COLUMNS))
 
 
 def write_image_json(out_dir: Path, image: str, corners: Sequence[VertebraCorners]) -> None:
-    """Write ``out_dir/json/<image>.json`` atomically (subfolders of the image path kept)."""
-    write_text_atomic(Path(out_dir) / "json" / f"{image}.json", json.dumps(image_json(image, corners), indent=1))
+    """Write ``out_dir/json/<image>.json`` atomically (subfolders of the image path kept); never NaN."""
+    text = json.dumps(image_json(image, corners), indent=1, allow_nan=False)
+    write_text_atomic(Path(out_dir) / "json" / f"{image}.json", text)
+
+
+OWN_FILES = ("corners.csv", "errors.csv", "run.json")
+
+
+def output_paths(out_dir: Path, images: Sequence[str], write_json: bool, vis: bool) -> list[Path]:
+    """Every file a batch over ``images`` may write in ``out_dir``, resolved."""
+    from vcorner.pipeline.overlay import overlay_name
+
+    out_dir = Path(out_dir)
+    paths = [out_dir / name for name in OWN_FILES]
+    paths += [out_dir / "json" / f"{image}.json" for image in images] if write_json else []
+    paths += [out_dir / "vis" / overlay_name(image) for image in images] if vis else []
+    return [p.resolve() for p in paths]
+
+
+def check_outputs_apart(out_dir: Path, inputs: Sequence[Path], images: Sequence[str], write_json: bool,
+                        vis: bool) -> None:
+    """Refuse a run whose outputs would overwrite one of its ``inputs`` (images, the centres file).
+
+    Raises:
+        InputError: one line naming the output and the input it would replace.
+    """
+    taken = {Path(p).resolve() for p in inputs}
+    for path in output_paths(out_dir, images, write_json, vis):
+        if path in taken:
+            raise InputError(f"{path} would overwrite an input of this run; choose an --out outside the images "
+                             "folder and away from the centres file")
+
+
+def keep_previous(out_dir: Path) -> Path | None:
+    """Move an earlier run's corners.csv, errors.csv and run.json into ``OUT/previous-<UTC time>/`` (for
+    ``--no-resume``, which starts afresh without losing what was there); the folder, or None if nothing moved."""
+    import time
+
+    out_dir = Path(out_dir)
+    found = [out_dir / name for name in OWN_FILES if (out_dir / name).is_file()]
+    if not (out_dir / "corners.csv").is_file() or (out_dir / "corners.csv").stat().st_size == 0:
+        return None
+    keep = out_dir / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+    keep.mkdir(exist_ok=True)
+    for path in found:
+        os.replace(path, keep / path.name)
+    return keep

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+from vcorner.geometry.sequence import check_sequence
 from vcorner.io.centers import load_centers
 from vcorner.io.records import ImageRecord, InputError
 
@@ -22,11 +23,30 @@ class PlannedImage:
 
 @dataclass(frozen=True)
 class Plan:
-    """Images to run, images refused before any work (name -> reason), and images in DIR without centres."""
+    """Images to run, images refused before any work (name -> reason), images in DIR without centres, and
+    vertebrae left out of images that still run ((image, vertebra) -> reason)."""
 
     images: list[PlannedImage]
     refused: dict[str, str]
     unlisted: list[str]
+    refused_vertebrae: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def checked_record(record: ImageRecord) -> tuple[ImageRecord, dict[str, str]]:
+    """``record`` with its vertebrae cranial first and bad centres left out (:func:`check_sequence`), and the
+    left-out vertebrae (name -> reason); corrections of the order are logged as warnings.
+
+    Raises:
+        InputError: too few consistent centres remain to frame any vertebra.
+    """
+    names = [v.name for v in record.vertebrae]
+    check = check_sequence(names, record.centers)
+    for note in check.notes:
+        log.warning("%s: %s", record.file, note)
+    if check.image_reason:
+        raise InputError(check.image_reason)
+    kept = tuple(record.vertebrae[i] for i in check.order)
+    return replace(record, vertebrae=kept), {names[i]: reason for i, reason in check.refused.items()}
 
 
 def safe_path(root: Path, name: str) -> Path:
@@ -50,13 +70,15 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: {'not a directory' if image_dir.exists() else 'no such directory'}")
     table = load_centers(centers_csv)
-    images, refused = [], dict(table.problems)
-    for record in table.records:
+    images, refused, refused_vertebrae = [], dict(table.problems), {}
+    for listed_record in table.records:
         try:
-            path = safe_path(image_dir, record.file)
+            path = safe_path(image_dir, listed_record.file)
+            record, left_out = checked_record(listed_record)
         except InputError as err:
-            refused[record.file] = str(err)
+            refused[listed_record.file] = str(err)
             continue
+        refused_vertebrae.update({(record.file, name): reason for name, reason in left_out.items()})
         images.append(PlannedImage(record, path))
     listed = {p.path for p in images} | {(image_dir / name).resolve() for name in refused}
     from vcorner.io.images import is_image_path
@@ -68,4 +90,7 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
     if unlisted:
         log.warning("%d image(s) in %s have no centres in %s and are skipped (e.g. %s)",
                     len(unlisted), image_dir, centers_csv, unlisted[0])
-    return Plan(images, refused, unlisted)
+    if refused_vertebrae:
+        log.warning("%d vertebra(e) left out for bad centres (listed in errors.csv), e.g. %s",
+                    len(refused_vertebrae), next(iter(refused_vertebrae.values())))
+    return Plan(images, refused, unlisted, refused_vertebrae)

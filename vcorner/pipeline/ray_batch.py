@@ -160,6 +160,6 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
                 progress.image_done(0)
     finally:
         journal.close()
-        write_errors(out_dir / "errors.csv", summary.failed)
+        write_errors(out_dir / "errors.csv", summary.failed, summary.refused_vertebrae)
     summary.seconds = time.perf_counter() - began
     return summary

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -48,13 +48,32 @@ class ImageJob:
 
 
 def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
-    """InputError naming the vertebra if a centre is not finite or lies outside the image."""
-    height, width = shape
+    """InputError naming the vertebra if a centre is not finite.
+
+    A centre outside the image is allowed: it still gives its neighbours their frames, and its own corners
+    that fall outside the image are flagged ``outside`` (:func:`flag_outside`).
+    """
     for name, (x, y) in zip(names, centers, strict=True):
         if not (np.isfinite(x) and np.isfinite(y)):
             raise InputError(f"vertebra {name}: centre is NaN or infinite")
-        if not (-0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5):
-            raise InputError(f"vertebra {name}: centre ({x:.1f}, {y:.1f}) lies outside the {width}x{height} image")
+
+
+def flag_outside(corners: list[VertebraCorners], shape: tuple[int, int]) -> list[VertebraCorners]:
+    """``corners`` with the source of every corner outside the ``(H, W)`` image set to ``"outside"``.
+
+    Such a corner was never seen: its position is the prior's and its confidence 0.
+    """
+    height, width = shape
+    flagged = []
+    for v in corners:
+        x, y = v.xy[:, 0], v.xy[:, 1]
+        inside = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+        if inside.all():
+            flagged.append(v)
+            continue
+        source = tuple(s if ok else "outside" for s, ok in zip(v.source, inside, strict=True))
+        flagged.append(replace(v, source=source, confidence=np.where(inside, v.confidence, 0.0)))
+    return flagged
 
 
 def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
@@ -81,4 +100,5 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
 def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
     """Corners of every vertebra of a job whose maps are filled, and each vertebra's accumulated map."""
     accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
-    return decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode), accumulated
+    corners = decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode)
+    return flag_outside(corners, job.shape), accumulated

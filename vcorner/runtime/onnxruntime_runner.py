@@ -115,13 +115,15 @@ class OnnxRuntimeRunner(Runner):
         profile: export profile whose batch range the TensorRT EP's engine covers (default ``gpu``).
         cpu_model: the graph to run instead if ONNX Runtime ends up on the CPU provider (the FP32 model
             beside an FP16 variant, which the CPU provider runs very slowly).
+        patch_size: the card's patch side N, checked against the graph's input on load (None: unchecked).
     """
 
     name = "ort"
 
     def __init__(self, model: Path, device: str = "cpu", threads: int | None = None,
-                 profile: str | None = None, cpu_model: Path | None = None) -> None:
+                 profile: str | None = None, cpu_model: Path | None = None, patch_size: int | None = None) -> None:
         self.device, self.device_id = split_device(device)
+        self.patch_size = patch_size
         self.model, self.threads, self.profile = Path(model), threads, profile
         self.cpu_model = Path(cpu_model) if cpu_model is not None else None
         self.session = None
@@ -140,7 +142,7 @@ class OnnxRuntimeRunner(Runner):
 
     def activate(self) -> None:
         self.session = self.open_session(self.providers())
-        check_io(self.session, self.model)
+        check_io(self.session, self.model, self.patch_size)
         running = {provider: device for device, provider in PROVIDER_OF.items()}.get(self.session.get_providers()[0])
         if running != self.device:  # ORT falls back silently when a provider's libraries fail to load
             log.warning("ONNX Runtime could not start the %s provider and runs on %s instead", self.device, running)
@@ -148,7 +150,7 @@ class OnnxRuntimeRunner(Runner):
             log.warning("running %s instead of %s on the CPU provider", self.cpu_model.name, self.model.name)
             self.model = self.cpu_model
             self.session = self.open_session(providers_for("cpu"))
-            check_io(self.session, self.model)
+            check_io(self.session, self.model, self.patch_size)
         self.name = f"ort-{running}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
         self.on_gpu = running != "cpu"
 
@@ -177,8 +179,9 @@ class OnnxRuntimeRunner(Runner):
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
 
 
-def check_io(session, model: Path) -> None:
-    """Raise InputError unless the graph maps ``patches`` (B, 1, N, N) to ``maps`` of the same shape."""
+def check_io(session, model: Path, patch_size: int | None = None) -> None:
+    """Raise InputError unless the graph maps ``patches`` (B, 1, N, N) to ``maps`` of the same shape, with N
+    the card's ``patch_size`` when given."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names = ([i.name for i in inputs], [o.name for o in outputs])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
@@ -186,3 +189,9 @@ def check_io(session, model: Path) -> None:
     shape = inputs[0].shape
     if len(shape) != 4 or shape[1] != 1 or not isinstance(shape[2], int) or shape[2] != shape[3]:
         raise InputError(f"{model}: input must be (batch, 1, N, N), got {shape}")
+    out = outputs[0].shape
+    if len(out) != 4 or any(isinstance(o, int) and o != i for o, i in zip(out[1:], shape[1:], strict=True)):
+        raise InputError(f"{model}: output must have the input's shape (batch, 1, {shape[2]}, {shape[3]}), got {out}")
+    if patch_size is not None and shape[2] != patch_size:
+        raise InputError(f"{model}: its card says {patch_size}x{patch_size} patches but the graph takes "
+                         f"{shape[2]}x{shape[3]}: the card belongs to another model")

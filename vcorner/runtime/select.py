@@ -57,6 +57,18 @@ def cuda_index(device: str | None) -> int:
     return int(text)
 
 
+def check_device(device: str | None) -> None:
+    """InputError unless ``device`` is None, ``cpu``, ``cuda[:N]``, ``tensorrt[:N]`` or a CUDA ordinal ``N``.
+
+    Called before any work, so a mistyped device never converts or writes anything.
+    """
+    if device is None or device.isdigit():
+        return
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "tensorrt") or (colon and (kind == "cpu" or not index.isdigit())):
+        raise InputError(f"--device must be cpu, cuda[:N], tensorrt[:N] or N, got {device!r}")
+
+
 def resolve_backend(model: Path, backend: Backend, device: str | None = None) -> Backend:
     """The concrete backend for ``model`` when ``auto`` is asked.
 
@@ -85,6 +97,7 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
     Raises:
         InputError: unknown model file, failed checksum, or a backend that cannot run this model here.
     """
+    check_device(device)
     model = Path(model) if model is not None else default_model_path()
     chosen = resolve_backend(model, backend, device)
     if chosen == Backend.torch:
@@ -115,9 +128,12 @@ def open_runner(model: Path | None, backend: Backend = Backend.auto, device: str
 
     card = read_model_card(model)
     device = device or available_devices()[0]
+    patch = card.sampling.patch_size
     if device == "cpu":
-        return OnnxRuntimeRunner(int8_variant(model) if backend == Backend.auto else model, device, threads), card
-    return OnnxRuntimeRunner(gpu_variant(model, profile), device, threads, profile, cpu_model=model), card
+        return OnnxRuntimeRunner(int8_variant(model) if backend == Backend.auto else model, device, threads,
+                                 patch_size=patch), card
+    return OnnxRuntimeRunner(gpu_variant(model, profile), device, threads, profile, cpu_model=model,
+                             patch_size=patch), card
 
 
 def gpu_variant(model: Path, profile: str | None = None) -> Path:

@@ -1,0 +1,202 @@
+"""Checks of a list of clicked vertebra centres before any frame is built from it (docs/architecture.md).
+
+A vertebra frame takes its orientation and size from the neighbouring centres (:mod:`vcorner.geometry.frames`),
+so one bad centre bends the frames of its neighbours and a list given caudal first turns every frame by 180
+degrees. :func:`check_sequence` finds, on the centres alone (no image needed):
+
+- **non-finite** centres;
+- **order**: names that are anatomical labels (C1-C7, T1-T12, L1-L6, S1-S5) are put in anatomical order,
+  cranial first, whatever order the file lists them in; a list of other names that runs up the image
+  (its last centre clearly above its first) is taken as caudal first and reversed. Both with a note;
+- **duplicates and near-coincident centres**: two centres closer than :data:`NEAR` times the sequence's
+  typical spacing (the median step), anywhere in the list;
+- **outliers**: a step shorter than :data:`NEAR` or longer than :data:`FAR` typical spacings (one
+  vertebra left out gives about 2), or a turn of more than :data:`MAX_TURN_DEG` between consecutive steps
+  (the spine does not double back).
+
+Bad vertebrae are removed one at a time, each time the one whose removal leaves the fewest anomalies, so one
+wrong click costs one vertebra, not the image. When fewer than two vertebrae, or fewer than half of them,
+would remain, the whole image is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+NEAR = 0.4
+"""Centres closer than this many typical spacings are near-coincident (adjacent vertebrae sit ~1 apart)."""
+FAR = 2.6
+"""A step longer than this many typical spacings is an outlier (a vertebra left out of the list gives ~2)."""
+MAX_TURN_DEG = 75.0
+"""Largest turn between consecutive steps along the spine, degrees (lordosis bends a few degrees a level)."""
+MIN_SPACING_PX = 2.0
+"""Centres closer than this (pixels) coincide whatever the sequence's spacing."""
+
+_REGIONS = {"C": (0, 7), "T": (7, 12), "L": (19, 6), "S": (25, 5)}
+_LABEL = re.compile(r"^\s*([CTLS])\s*(\d{1,2})\s*$", re.IGNORECASE)
+
+
+def anatomical_rank(name: str) -> int | None:
+    """Position of an anatomical vertebra label along the spine, cranial first (C1 -> 0, L5 -> 23), else None."""
+    match = _LABEL.match(name)
+    if not match:
+        return None
+    start, count = _REGIONS[match.group(1).upper()]
+    number = int(match.group(2))
+    return start + number - 1 if 1 <= number <= count else None
+
+
+@dataclass(frozen=True)
+class SequenceCheck:
+    """The outcome of :func:`check_sequence`.
+
+    Attributes:
+        order: indices (into the input) of the vertebrae to use, cranial first.
+        refused: input index -> one-line reason, for vertebrae left out.
+        notes: one-line remarks on corrections made (order changed), for a warning.
+        image_reason: set when the whole image must be refused (then ``order`` is empty).
+    """
+
+    order: tuple[int, ...]
+    refused: dict[int, str]
+    notes: tuple[str, ...] = ()
+    image_reason: str | None = None
+
+
+def _cranial_order(names: Sequence[str], centers: np.ndarray, usable: list[int]) -> tuple[list[int], str | None]:
+    """``usable`` put cranial first, and a note when that changed the listed order."""
+    ranks = [anatomical_rank(names[i]) for i in usable]
+    if all(r is not None for r in ranks) and len(set(ranks)) == len(ranks):
+        ordered = [i for _, i in sorted(zip(ranks, usable, strict=True))]
+        if ordered == usable:
+            return usable, None
+        what = "caudal to cranial" if ordered == usable[::-1] else "out of anatomical order"
+        return ordered, f"vertebrae listed {what}; taken in anatomical order {', '.join(names[i] for i in ordered)}"
+    if len(usable) >= 2:
+        run = centers[usable[-1]] - centers[usable[0]]
+        if run[1] < 0 and abs(run[1]) > abs(run[0]):
+            return usable[::-1], ("vertebrae listed bottom to top of the image; taken as caudal first and reversed "
+                                  "(list them cranial first, or use anatomical names C3, T1, L4...)")
+    return usable, None
+
+
+def _levels(names: Sequence[str], kept: list[int], count: int) -> np.ndarray:
+    """(count,) position of each vertebra along the spine: its anatomical rank when every kept name is an
+    anatomical label (a skipped vertebra then counts), else its position in ``kept``."""
+    levels = np.zeros(count)
+    ranks = [anatomical_rank(names[i]) for i in kept]
+    exact = all(r is not None for r in ranks) and len(set(ranks)) == len(ranks)
+    for position, i in enumerate(kept):
+        levels[i] = ranks[position] if exact else position
+    return levels
+
+
+def _anomalies(points: np.ndarray, levels: np.ndarray, spacing: float) -> list[tuple[float, tuple[int, ...], str]]:
+    """(severity, positions involved, kind) of every anomaly of a sequence of (K, 2) centres at (K,) levels.
+
+    A step between levels ``a`` and ``b`` is expected to be about ``(b - a) * spacing`` long.
+    """
+    found: list[tuple[float, tuple[int, ...], str]] = []
+    near = max(NEAR * spacing, MIN_SPACING_PX)
+    distance = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    for i, j in zip(*np.nonzero(np.triu(distance < near, k=1)), strict=True):
+        found.append((1.0 + (near - distance[i, j]) / near, (int(i), int(j)), "coincide"))
+    steps = np.diff(points, axis=0)
+    lengths = np.linalg.norm(steps, axis=1)
+    for k, length in enumerate(lengths):
+        expected = FAR * spacing * float(levels[k + 1] - levels[k])
+        if length > expected:
+            found.append((length / expected, (k, k + 1), "far"))
+    limit = math.cos(math.radians(MAX_TURN_DEG))
+    for k in range(len(steps) - 1):
+        denominator = lengths[k] * lengths[k + 1]
+        if denominator > 0 and float(steps[k] @ steps[k + 1]) / denominator < limit:
+            found.append((1.0 - float(steps[k] @ steps[k + 1]) / denominator, (k, k + 1, k + 2), "turn"))
+    return found
+
+
+def typical_spacing(points: np.ndarray, levels: np.ndarray) -> float:
+    """Median over all pairs of centres of their distance per level apart, pixels (0 for one centre).
+
+    Robust to a minority of wrong centres: with one bad centre among five, six of the ten pairs are good.
+    """
+    if len(points) < 2:
+        return 0.0
+    i, j = np.triu_indices(len(points), k=1)
+    apart = np.maximum(np.abs(levels[j] - levels[i]), 1.0)
+    return float(np.median(np.linalg.norm(points[j] - points[i], axis=1) / apart))
+
+
+def _score(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> tuple[int, float]:
+    """Number and total severity of the anomalies of the sequence ``kept``."""
+    found = _anomalies(centers[kept], levels[kept], typical_spacing(centers[kept], levels[kept]))
+    return len(found), sum(s for s, _, _ in found)
+
+
+def _worst(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> int | None:
+    """Position in ``kept`` whose removal leaves the fewest and mildest anomalies (ties: the most isolated
+    centre); None when there are none."""
+    found = _anomalies(centers[kept], levels[kept], typical_spacing(centers[kept], levels[kept]))
+    if not found:
+        return None
+    suspects = sorted({p for _, positions, _ in found for p in positions})
+
+    def after(position: int) -> tuple[int, float, float]:
+        rest = kept[:position] + kept[position + 1:]
+        isolation = float(np.min(np.linalg.norm(centers[rest] - centers[kept[position]], axis=1)))
+        return (*_score(rest, centers, levels), -isolation)
+
+    return min(suspects, key=after)
+
+
+def _reason(name: str, index: int, kept: list[int], names: Sequence[str], centers: np.ndarray,
+            spacing: float) -> str:
+    """Why vertebra ``index`` (about to leave ``kept``) is out of line with the others."""
+    x, y = centers[index]
+    others = [i for i in kept if i != index]
+    nearest = min(others, key=lambda i: float(np.linalg.norm(centers[i] - centers[index])))
+    gap = float(np.linalg.norm(centers[nearest] - centers[index]))
+    if gap < max(NEAR * spacing, MIN_SPACING_PX):
+        return (f"vertebra {name}: centre ({x:.1f}, {y:.1f}) coincides with {names[nearest]}'s "
+                f"({gap:.1f} px apart, typical spacing {spacing:.1f} px)")
+    return (f"vertebra {name}: centre ({x:.1f}, {y:.1f}) is out of line with its neighbours (nearest centre "
+            f"{gap:.1f} px away, typical spacing {spacing:.1f} px, or the spine would double back)")
+
+
+def check_sequence(names: Sequence[str], centers: np.ndarray) -> SequenceCheck:
+    """Which vertebrae of one image can be framed, in which order, and why the others cannot.
+
+    Args:
+        names: V vertebra names as listed.
+        centers: (V, 2) centres as listed, pixels.
+
+    Returns:
+        The vertebrae to use (cranial first), those refused with reasons, and notes on corrections.
+    """
+    centers = np.asarray(centers, dtype=np.float64).reshape(-1, 2)
+    refused: dict[int, str] = {}
+    usable = []
+    for i, (x, y) in enumerate(centers):
+        if math.isfinite(x) and math.isfinite(y):
+            usable.append(i)
+        else:
+            refused[i] = f"vertebra {names[i]}: centre is NaN or infinite"
+    kept, note = _cranial_order(names, centers, usable)
+    levels = _levels(names, kept, len(centers))
+    while len(kept) >= 2 and (position := _worst(kept, centers, levels)) is not None:
+        index = kept[position]
+        rest = kept[:position] + kept[position + 1:]
+        spacing = typical_spacing(centers[rest], levels[rest])
+        refused[index] = _reason(names[index], index, kept, names, centers, spacing)
+        kept = kept[:position] + kept[position + 1:]
+    notes = (note,) if note else ()
+    if len(kept) < 2 or len(kept) * 2 < len(usable):
+        detail = "; ".join(refused[i] for i in sorted(refused)) or "only one vertebra listed"
+        return SequenceCheck((), refused, notes, f"a vertebra frame needs at least two consistent vertebra centres "
+                                                 f"({detail})")
+    return SequenceCheck(tuple(kept), refused, notes)
