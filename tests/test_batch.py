@@ -162,7 +162,8 @@ def test_a_failed_write_fails_only_its_image(toy_dataset, tiny_onnx, tmp_path, m
 
     monkeypatch.setattr(CornerJournal, "add", flaky)
     summary = _toy_run(toy_dataset, tiny_onnx, tmp_path / "out", workers)
-    assert summary.done == 3 and list(summary.failed.values()) == [f"cannot write {tmp_path / 'out' / 'corners.csv'}: No space left on device"]
+    full = f"cannot write {tmp_path / 'out' / 'corners.csv'}: No space left on device"  # names the file
+    assert summary.done == 3 and list(summary.failed.values()) == [full]
     written = {r["image"] for r in read_rows(tmp_path / "out" / "corners.csv")}
     assert written == set(calls) - set(summary.failed) and len(written) == 3
 

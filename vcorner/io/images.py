@@ -12,7 +12,9 @@ first IFD, DICOM Rows/Columns read with ``stop_before_pixels``) and an image wit
 pixels is refused, so a decompression bomb never allocates its claimed size. Every failure is an
 :class:`~vcorner.io.records.InputError` whose message is one line naming the file.
 
-EXIF orientation is ignored: coordinates refer to the pixels as stored.
+EXIF orientation (JPEG, PNG, TIFF tag 274) is applied as image viewers apply it, with a warning naming it:
+centres are taken to be clicked on the image as displayed. An image whose pixels are all equal (blank, all
+black) and a DICOM whose RescaleSlope is 0 or not a number are refused: they hold nothing to find.
 """
 
 from __future__ import annotations
@@ -157,6 +159,48 @@ def _tiff_size(handle: BinaryIO) -> tuple[int, int]:
     return sizes[256], sizes[257]
 
 
+def _ifd0_orientation(tiff: bytes) -> int:
+    """EXIF/TIFF Orientation (tag 274) of the first IFD of classic-TIFF bytes; 1 when absent or unreadable."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if tiff[:2] == b"II" else ">"
+    try:
+        (offset,) = struct.unpack(order + "I", tiff[4:8])
+        (count,) = struct.unpack(order + "H", tiff[offset:offset + 2])
+        for i in range(min(count, 4096)):
+            start = offset + 2 + 12 * i
+            tag, kind = struct.unpack(order + "HH", tiff[start:start + 4])
+            if tag == 274 and kind == 3:
+                (value,) = struct.unpack(order + "H", tiff[start + 8:start + 10])
+                return value if 1 <= value <= 8 else 1
+    except struct.error:
+        return 1
+    return 1
+
+
+def exif_orientation(data: bytes, kind: str) -> int:
+    """EXIF orientation 1-8 of an encoded JPEG, PNG or TIFF (1: as stored)."""
+    if kind == "tiff":
+        return _ifd0_orientation(data[:1 << 20])
+    marker = {"jpeg": b"Exif\x00\x00", "png": b"eXIf"}.get(kind)
+    at = data.find(marker, 0, 1 << 20) if marker else -1
+    return _ifd0_orientation(data[at + len(marker):at + len(marker) + (1 << 16)]) if at >= 0 else 1
+
+
+def orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W) pixels as stored -> as displayed under EXIF ``orientation`` (1-8)."""
+    turned = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+              5: lambda a: a.T, 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].T,
+              8: lambda a: np.rot90(a, 1)}.get(orientation)
+    return np.ascontiguousarray(turned(array)) if turned else array
+
+
+def check_contrast(pixels: np.ndarray, path: Path) -> None:
+    """InputError when every pixel has the same value (blank or all-black image: nothing to find)."""
+    if pixels.size and float(pixels.max()) <= float(pixels.min()):
+        raise InputError(f"{path}: every pixel has the same value ({float(pixels.min()):.3g}): a blank image")
+
+
 def raster_size(path: Path, kind: str) -> tuple[int, int]:
     """(width, height) of a PNG/JPEG/TIFF read from its header only (bounded memory and time).
 
@@ -217,6 +261,11 @@ def _read_raster(path: Path, kind: str, max_pixels: int) -> XRayImage:
     if array is None or array.size == 0:
         raise InputError(f"{path}: corrupt or truncated {kind.upper()} data (decoder failed)")
     array = _to_gray(array, path)
+    orientation = exif_orientation(data.tobytes() if kind == "tiff" else data[: 1 << 20].tobytes(), kind)
+    if orientation != 1:
+        logger.warning("%s: EXIF orientation %d applied (the image as viewers display it); centres are read in "
+                       "that orientation", path, orientation)
+        array = orient(array, orientation)
     if array.dtype == np.uint8:
         return XRayImage(array.astype(np.float32) / 255.0, None, 8)
     if array.dtype == np.uint16:
@@ -270,12 +319,15 @@ def _read_dicom(path: Path, max_pixels: int) -> XRayImage:
     from pydicom.pixels import apply_modality_lut
 
     header = _dicom_header(path, max_pixels)
+    slope = header.get("RescaleSlope")
+    if slope is not None and not (math.isfinite(float(slope)) and float(slope) != 0.0):
+        raise InputError(f"{path}: RescaleSlope is {slope}: the pixel values would carry no image")
     try:
         ds = pydicom.dcmread(path, force=True)
         stored = ds.pixel_array
         values = apply_modality_lut(stored, ds)
     except Exception as err:  # truncated data, unsupported transfer syntax, bad attributes
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = " ".join(str(err).split())[:400] or type(err).__name__  # every line: plugin names come last
         raise InputError(f"{path}: cannot decode DICOM pixel data ({message})") from None
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         logger.warning("%s: %d frames, using the first", path, int(ds.NumberOfFrames))
@@ -306,9 +358,9 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRayImage
     path = Path(path)
     kind = _kind(path)
     try:
-        if kind == "dicom":
-            return _read_dicom(path, max_pixels)
-        return _read_raster(path, kind, max_pixels)
+        image = _read_dicom(path, max_pixels) if kind == "dicom" else _read_raster(path, kind, max_pixels)
+        check_contrast(image.pixels, path)
+        return image
     except PermissionError as err:
         raise InputError(f"{path}: cannot read ({err.strerror})") from None
     except MemoryError:

@@ -229,6 +229,9 @@ def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOp
     """(corner rows, "") of a finished job, with its JSON/overlay written; or (None, one-line reason)."""
     try:
         corners, accumulated = finish(item, card)
+        if not any(s == "network" for v in corners for s in v.source):
+            log.warning("%s: the network found no corner; every corner is the prior's guess (confidence 0)",
+                        item.name)
         if options.write_json:
             write_image_json(out_dir, item.name, corners)
         if options.vis:
