@@ -428,3 +428,12 @@ def test_ctrl_c_stops_promptly_says_how_to_resume_and_resume_completes(tmp_path,
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     assert Counter(r["image"] for r in rows(out / "corners.csv")) == {f"{i:03d}.png": 20 for i in range(200)}
+
+
+def test_errors_of_an_earlier_run_stay_listed_but_do_not_fail_this_one(films, tmp_path):
+    shutil.copy(films / IMAGE, films / "other.png")
+    first = batch(films, centre_rows() + ["missing.png,C3,1,2\n", "missing.png,C4,1,60\n"], tmp_path / "out")
+    assert first.exit_code == 1
+    second = batch(films, centre_rows(image="other.png"), tmp_path / "out")
+    assert second.exit_code == 0
+    assert [e["image"] for e in rows(tmp_path / "out" / "errors.csv")] == ["missing.png"]

@@ -19,6 +19,7 @@ from vcorner import CORNER_NAMES
 from vcorner.card import ModelCard
 from vcorner.config import DecodeConfig, SamplingConfig
 from vcorner.evaluation.metrics import CornerErrors, match, table1_row
+from vcorner.geometry.sequence import checked_annotation
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.pipeline.plan import PlannedImage, safe_path
 from vcorner.pipeline.stages import ImageJob, prepare
@@ -81,6 +82,7 @@ def infer_records(root: Path, records: Sequence[ImageRecord], runner: Runner, ca
     jobs = []
     for record in records:
         try:
+            record = checked_annotation(record)
             job = prepare(PlannedImage(record, safe_path(Path(root), record.file)), card)
         except InputError as err:
             log.warning("skipping %s: %s", record.file, err)

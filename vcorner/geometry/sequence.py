@@ -21,12 +21,17 @@ would remain, the whole image is refused.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from vcorner.io.records import ImageRecord, InputError
+
+log = logging.getLogger(__name__)
 
 NEAR = 0.4
 """Centres closer than this many typical spacings are near-coincident (adjacent vertebrae sit ~1 apart)."""
@@ -200,3 +205,33 @@ def check_sequence(names: Sequence[str], centers: np.ndarray) -> SequenceCheck:
         return SequenceCheck((), refused, notes, f"a vertebra frame needs at least two consistent vertebra centres "
                                                  f"({detail})")
     return SequenceCheck(tuple(kept), refused, notes)
+
+
+def checked_record(record: ImageRecord) -> tuple[ImageRecord, dict[str, str]]:
+    """``record`` with its vertebrae cranial first and bad centres left out (:func:`check_sequence`), and the
+    left-out vertebrae (name -> reason); corrections of the order are logged as warnings.
+
+    Raises:
+        InputError: too few consistent centres remain to frame any vertebra.
+    """
+    names = [v.name for v in record.vertebrae]
+    check = check_sequence(names, record.centers)
+    for note in check.notes:
+        log.warning("%s: %s", record.file, note)
+    if check.image_reason:
+        raise InputError(check.image_reason)
+    kept = tuple(record.vertebrae[i] for i in check.order)
+    return replace(record, vertebrae=kept), {names[i]: reason for i, reason in check.refused.items()}
+
+
+def checked_annotation(record: ImageRecord) -> ImageRecord:
+    """:func:`checked_record` for an annotated image (training, tuning): left-out vertebrae are logged as
+    warnings naming the image, since there is no errors.csv to list them in.
+
+    Raises:
+        InputError: too few consistent centres remain.
+    """
+    checked, left_out = checked_record(record)
+    for reason in left_out.values():
+        log.warning("%s: %s; left out", record.file, reason)
+    return checked

@@ -24,7 +24,14 @@ import numpy as np
 
 from vcorner.card import ModelCard
 from vcorner.io.records import InputError
-from vcorner.pipeline.outputs import CornerJournal, corner_rows, keep_previous, write_errors, write_image_json
+from vcorner.pipeline.outputs import (
+    CornerJournal,
+    corner_rows,
+    keep_previous,
+    read_errors,
+    write_errors,
+    write_image_json,
+)
 from vcorner.pipeline.plan import Plan, PlannedImage
 from vcorner.pipeline.stages import ImageJob, finish, prepare
 from vcorner.runtime.base import Runner
@@ -69,6 +76,8 @@ class BatchSummary:
     seconds: float = 0.0
     redone: int = 0
     """Images done again on resume because their centres changed or requested extras were missing."""
+    earlier: tuple[dict[str, str], dict[tuple[str, str], str]] = ({}, {})
+    """errors.csv entries of images an earlier run listed and this run does not plan: kept, not counted."""
     interrupted: bool = False
     """Stopped by Ctrl-C (SIGINT): what was finished is written, the rest is left for a resumed run."""
 
@@ -283,11 +292,22 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
     manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous,  # after stale rows go
                             dict(options.notes))
     todo = [p for p in plan.images if p.record.file not in journal.done]
+    planned = {p.record.file for p in plan.images} | set(plan.refused)
+    old_failed, old_vertebrae = read_errors(out_dir / "errors.csv") if options.resume else ({}, {})
     summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused),
                            refused_vertebrae=dict(plan.refused_vertebrae), redone=len(journal.redone))
+    summary.earlier = ({k: v for k, v in old_failed.items() if k not in planned},  # listed on, like their rows
+                       {k: v for k, v in old_vertebrae.items() if k[0] not in planned})
     if summary.redone:
         log.info("%d image(s) redone: centres changed or requested --json/--vis files missing", summary.redone)
     return journal, todo, summary
+
+
+def write_run_errors(out_dir: Path, summary: BatchSummary) -> None:
+    """``errors.csv``: this run's failures and left-out vertebrae, plus the earlier entries it keeps."""
+    failed, vertebrae = summary.earlier
+    write_errors(Path(out_dir) / "errors.csv", {**failed, **summary.failed},
+                 {**vertebrae, **summary.refused_vertebrae})
 
 
 def _drain(jobs: queue.Queue, loader: threading.Thread) -> None:
@@ -351,6 +371,6 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
         for finisher in finishers:
             finisher.join()
         journal.close()
-        write_errors(out_dir / "errors.csv", summary.failed, summary.refused_vertebrae)
+        write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began
     return summary

@@ -135,6 +135,24 @@ def write_errors(path: Path, errors: dict[str, str], vertebrae: dict[tuple[str, 
     write_text_atomic(Path(path), _csv_text(rows, ERROR_COLUMNS))
 
 
+def read_errors(path: Path) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """An existing ``errors.csv``: failed images and left-out vertebrae (empty when missing or unreadable)."""
+    failed: dict[str, str] = {}
+    vertebrae: dict[tuple[str, str], str] = {}
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            for row in csv.DictReader(handle):
+                image, name = restore(row.get("image") or ""), restore(row.get("vertebra") or "")
+                reason = restore(row.get("reason") or "")
+                if name:
+                    vertebrae[(image, name)] = reason
+                elif image:
+                    failed[image] = reason
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}, {}
+    return failed, vertebrae
+
+
 def write_image_json(out_dir: Path, image: str, corners: Sequence[VertebraCorners]) -> None:
     """Write ``out_dir/json/<image>.json`` atomically (subfolders of the image path kept); never NaN."""
     text = json.dumps(image_json(image, corners), indent=1, allow_nan=False)

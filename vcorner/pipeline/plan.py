@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from vcorner.geometry.sequence import check_sequence
+from vcorner.geometry.sequence import checked_record
 from vcorner.io.centers import load_centers
 from vcorner.io.records import ImageRecord, InputError
 
@@ -30,23 +30,6 @@ class Plan:
     refused: dict[str, str]
     unlisted: list[str]
     refused_vertebrae: dict[tuple[str, str], str] = field(default_factory=dict)
-
-
-def checked_record(record: ImageRecord) -> tuple[ImageRecord, dict[str, str]]:
-    """``record`` with its vertebrae cranial first and bad centres left out (:func:`check_sequence`), and the
-    left-out vertebrae (name -> reason); corrections of the order are logged as warnings.
-
-    Raises:
-        InputError: too few consistent centres remain to frame any vertebra.
-    """
-    names = [v.name for v in record.vertebrae]
-    check = check_sequence(names, record.centers)
-    for note in check.notes:
-        log.warning("%s: %s", record.file, note)
-    if check.image_reason:
-        raise InputError(check.image_reason)
-    kept = tuple(record.vertebrae[i] for i in check.order)
-    return replace(record, vertebrae=kept), {names[i]: reason for i, reason in check.refused.items()}
 
 
 def safe_path(root: Path, name: str) -> Path:

@@ -18,8 +18,8 @@ import numpy as np
 
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
-from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress, start_outputs
-from vcorner.pipeline.outputs import corner_rows, write_errors
+from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress, start_outputs, write_run_errors
+from vcorner.pipeline.outputs import corner_rows
 from vcorner.pipeline.plan import Plan, PlannedImage
 from vcorner.pipeline.stages import finish, prepare
 
@@ -160,6 +160,6 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
                 progress.image_done(0)
     finally:
         journal.close()
-        write_errors(out_dir / "errors.csv", summary.failed, summary.refused_vertebrae)
+        write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began
     return summary

@@ -12,6 +12,7 @@ import numpy as np
 from vcorner.config import GroundTruthConfig, SamplingConfig
 from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
+from vcorner.geometry.sequence import checked_annotation
 from vcorner.groundtruth import patch_targets, vertebra_contours
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
@@ -33,16 +34,23 @@ class AnnotatedImage:
 def load_dataset(root: Path, gt: GroundTruthConfig) -> tuple[list[ImageRecord], list[AnnotatedImage]]:
     """Read ``root/annotations.json`` and decode every usable image.
 
-    Images that cannot be used for training (missing file, fewer than two vertebrae, a vertebra without
-    corners) are skipped with a warning naming the image; an empty result raises.
+    Every record first passes the centre checks of :func:`vcorner.geometry.sequence.checked_annotation`
+    (cranial first, bad centres left out). Images that cannot be used for training (missing file, fewer than
+    two vertebrae, a vertebra without corners) are skipped with a warning naming the image; an empty result
+    raises.
 
     Returns:
         All annotation records (for the prior) and the decoded usable images.
     """
     root = Path(root)
-    records = read_annotations(root / "annotations.json")
-    images = []
-    for record in records:
+    records, images = [], []
+    for listed in read_annotations(root / "annotations.json"):
+        try:
+            record = checked_annotation(listed)  # cranial first, bad centres left out (for the prior too)
+        except InputError as err:
+            log.warning("skipping %s: %s", listed.file, err)
+            continue
+        records.append(record)
         try:
             if len(record.vertebrae) < 2 or any(v.corners is None for v in record.vertebrae):
                 raise InputError("needs two or more vertebrae, all with corners")
