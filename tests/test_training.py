@@ -69,3 +69,22 @@ def test_shipped_recipes_load(name):
 
     recipe = load_recipe(Path(__file__).parents[1] / "train" / f"{name}.toml")
     assert recipe.model.recipe == name
+
+
+def test_training_ends_calibrated_on_its_validation_images(run):
+    out, result = run
+    card = read_card(out / "model.safetensors")
+    assert card.calibrated and card.training["calibrated_by"] == "vcorner train"
+    assert card.training["tune_images"] == result.calibration["images"] == 1  # the toy set's validation split
+    assert card.decode.ellipse_scale == result.calibration["ellipse_scale"]
+    assert 0.8 <= card.training["tune_coverage"]["inside_95"] <= 1.0
+    assert card.calibration_warning() is None
+
+
+def test_no_calibrate_leaves_a_card_that_warns(toy_dataset, tmp_path):
+    from dataclasses import replace
+
+    one = replace(TINY, train=replace(TINY.train, epochs=1))
+    result = train(toy_dataset, one, tmp_path / "run", calibrate=False)
+    card = read_card(tmp_path / "run")
+    assert result.calibration is None and not card.calibrated and "never calibrated" in card.calibration_warning()

@@ -437,3 +437,24 @@ def test_errors_of_an_earlier_run_stay_listed_but_do_not_fail_this_one(films, tm
     second = batch(films, centre_rows(image="other.png"), tmp_path / "out")
     assert second.exit_code == 0
     assert [e["image"] for e in rows(tmp_path / "out" / "errors.csv")] == ["missing.png"]
+
+
+def test_an_uncalibrated_card_is_said_once_and_recorded(tmp_path, toy_dataset, tiny_onnx, films):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
+                                      "--out", str(out), "--model", str(tiny_onnx)])
+    assert result.exit_code == 0 and result.output.count("never calibrated") == 1
+    assert "never calibrated" in json.loads((out / "run.json").read_text())["calibration"]
+    shipped = batch(films, centre_rows(), tmp_path / "shipped")
+    assert "never calibrated" not in shipped.output
+    assert json.loads((tmp_path / "shipped" / "run.json").read_text())["calibration"] == "calibrated"
+
+
+def test_evaluate_shows_coverage_beside_the_errors(films, tmp_path):
+    assert batch(films, centre_rows(), tmp_path / "out").exit_code == 0
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "out" / "corners.csv"),
+                                      str(EXAMPLES / "annotations.json"), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "in 95% ellipse" in result.output.replace("\n", " ") or "95%" in result.output
+    metrics = strict_json((tmp_path / "eval" / "metrics.json").read_text())
+    assert 0.0 <= metrics["overall"]["inside_95"] <= 1.0

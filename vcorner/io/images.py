@@ -159,32 +159,35 @@ def _tiff_size(handle: BinaryIO) -> tuple[int, int]:
     return sizes[256], sizes[257]
 
 
-def _ifd0_orientation(tiff: bytes) -> int:
-    """EXIF/TIFF Orientation (tag 274) of the first IFD of classic-TIFF bytes; 1 when absent or unreadable."""
-    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+def _ifd0_orientation(buffer: memoryview, start: int = 0) -> int:
+    """EXIF/TIFF Orientation (tag 274) of the first IFD of the classic-TIFF structure at ``buffer[start:]``;
+    1 when absent or unreadable. Reads in place (no copy of the file)."""
+    head = bytes(buffer[start:start + 2])
+    if head not in (b"II", b"MM"):
         return 1
-    order = "<" if tiff[:2] == b"II" else ">"
+    order = "<" if head == b"II" else ">"
     try:
-        (offset,) = struct.unpack(order + "I", tiff[4:8])
-        (count,) = struct.unpack(order + "H", tiff[offset:offset + 2])
+        (offset,) = struct.unpack_from(order + "I", buffer, start + 4)
+        (count,) = struct.unpack_from(order + "H", buffer, start + offset)
         for i in range(min(count, 4096)):
-            start = offset + 2 + 12 * i
-            tag, kind = struct.unpack(order + "HH", tiff[start:start + 4])
+            entry = start + offset + 2 + 12 * i
+            tag, kind = struct.unpack_from(order + "HH", buffer, entry)
             if tag == 274 and kind == 3:
-                (value,) = struct.unpack(order + "H", tiff[start + 8:start + 10])
+                (value,) = struct.unpack_from(order + "H", buffer, entry + 8)
                 return value if 1 <= value <= 8 else 1
     except struct.error:
         return 1
     return 1
 
 
-def exif_orientation(data: bytes, kind: str) -> int:
-    """EXIF orientation 1-8 of an encoded JPEG, PNG or TIFF (1: as stored)."""
+def exif_orientation(data: np.ndarray, kind: str) -> int:
+    """EXIF orientation 1-8 of an encoded JPEG, PNG or TIFF held in a (N,) uint8 array (1: as stored)."""
+    buffer = memoryview(data)
     if kind == "tiff":
-        return _ifd0_orientation(data[:1 << 20])
+        return _ifd0_orientation(buffer)
     marker = {"jpeg": b"Exif\x00\x00", "png": b"eXIf"}.get(kind)
-    at = data.find(marker, 0, 1 << 20) if marker else -1
-    return _ifd0_orientation(data[at + len(marker):at + len(marker) + (1 << 16)]) if at >= 0 else 1
+    at = data[: 1 << 16].tobytes().find(marker) if marker else -1  # JPEG's APP1 and PNG's eXIf come early
+    return _ifd0_orientation(buffer, at + len(marker)) if at >= 0 else 1
 
 
 def orient(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -197,8 +200,9 @@ def orient(array: np.ndarray, orientation: int) -> np.ndarray:
 
 def check_contrast(pixels: np.ndarray, path: Path) -> None:
     """InputError when every pixel has the same value (blank or all-black image: nothing to find)."""
-    if pixels.size and float(pixels.max()) <= float(pixels.min()):
-        raise InputError(f"{path}: every pixel has the same value ({float(pixels.min()):.3g}): a blank image")
+    low, high, _, _ = cv2.minMaxLoc(pixels) if pixels.size else (0.0, 1.0, None, None)
+    if high <= low:
+        raise InputError(f"{path}: every pixel has the same value ({low:.3g}): a blank image")
 
 
 def raster_size(path: Path, kind: str) -> tuple[int, int]:
@@ -261,7 +265,7 @@ def _read_raster(path: Path, kind: str, max_pixels: int) -> XRayImage:
     if array is None or array.size == 0:
         raise InputError(f"{path}: corrupt or truncated {kind.upper()} data (decoder failed)")
     array = _to_gray(array, path)
-    orientation = exif_orientation(data.tobytes() if kind == "tiff" else data[: 1 << 20].tobytes(), kind)
+    orientation = exif_orientation(data, kind)
     if orientation != 1:
         logger.warning("%s: EXIF orientation %d applied (the image as viewers display it); centres are read in "
                        "that orientation", path, orientation)

@@ -33,6 +33,8 @@ class Reporter(Protocol):
     def start_epoch(self, epoch: int, epochs: int, patches: int) -> None: ...
     def advance(self, patches: int, loss: float) -> None: ...
     def end_epoch(self, metrics: dict[str, float]) -> None: ...
+    def start_calibration(self, candidates: int) -> None: ...
+    def calibration_step(self) -> None: ...
 
 
 class SilentReporter:
@@ -47,6 +49,12 @@ class SilentReporter:
     def end_epoch(self, metrics: dict[str, float]) -> None:
         pass
 
+    def start_calibration(self, candidates: int) -> None:
+        pass
+
+    def calibration_step(self) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -54,6 +62,9 @@ class TrainResult:
 
     model_path: Path
     history: list[dict[str, float]]
+    calibration: dict | None = None
+    """What the final calibration reached (:func:`vcorner.training.calibrate.calibrate_checkpoint`): the
+    validation images used, the ellipse scale, the coverage of the 50% and 95% ellipses; None when skipped."""
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -98,11 +109,12 @@ def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, x: np.
 
 
 def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device: str | None = None,
-          reporter: Reporter | None = None, command: str = "") -> TrainResult:
+          reporter: Reporter | None = None, command: str = "", calibrate: bool = True) -> TrainResult:
     """Train ``recipe`` on the annotated dataset in ``data``, writing ``out/model.safetensors``.
 
     ``out`` receives ``model.safetensors`` (best validation BC, with its model card), ``last.pt`` (resume
-    state), ``metrics.jsonl`` (one line per epoch) and ``recipe.json``.
+    state), ``metrics.jsonl`` (one line per epoch) and ``recipe.json``. With ``calibrate`` the best model's
+    decoding constants and ellipses are then tuned on the validation images (:mod:`vcorner.training.calibrate`).
     """
     reporter = reporter or SilentReporter()
     opt, out = recipe.train, Path(out)
@@ -161,7 +173,21 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device
         history.append(metrics)
         reporter.end_epoch(metrics)
         _checkpoint(out, model, optimizer, epoch + 1, history, recipe, prior, card_training)
-    return TrainResult(out / "model.safetensors", history)
+    calibration = None
+    if calibrate and (out / "model.safetensors").is_file():
+        calibration = _calibrate(out / "model.safetensors", Path(data), [im.record for im in val_images], dev,
+                                 reporter)
+    return TrainResult(out / "model.safetensors", history, calibration)
+
+
+def _calibrate(checkpoint: Path, data: Path, records: list, dev: torch.device, reporter: Reporter) -> dict:
+    """Tune and calibrate the best checkpoint on the validation images; what it reached."""
+    from vcorner.training.calibrate import calibrate_checkpoint, grid_size
+
+    reporter.start_calibration(grid_size())
+    card, result = calibrate_checkpoint(checkpoint, data, records, str(dev), progress=reporter.calibration_step)
+    return {"images": card.training["tune_images"], "ellipse_scale": card.decode.ellipse_scale,
+            **result.coverage}
 
 
 def _checkpoint(out: Path, model: UNet, optimizer: torch.optim.Optimizer, epoch: int,
