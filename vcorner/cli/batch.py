@@ -64,6 +64,8 @@ def batch(
         "--ray", help="Run on Ray Data: 'auto' (running cluster, else local), 'local', or an ADDRESS.")] = None,
     ray_actors: Annotated[int, typer.Option(min=1, help="Ray actors, each holding one inference session.")] = 1,
     ray_gpus: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (e.g. 1 or 0.5).")] = 0.0,
+    ray_stall_timeout: Annotated[float, typer.Option(
+        min=1, help="Stop a Ray batch (exit 2) when no image came back for this many seconds.")] = 600.0,
 ) -> None:
     """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR.
 
@@ -83,7 +85,7 @@ def batch(
                                max_pixels=max_pixels, workers=workers)
         try:
             summary, runner_name = _run(plan, out, options, model, backend, device, threads, profile, ray,
-                                        ray_actors, ray_gpus)
+                                        (ray_actors, ray_gpus, ray_stall_timeout))
         except KeyboardInterrupt:
             fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
                  "to resume", EXIT_INTERRUPTED)
@@ -91,8 +93,9 @@ def batch(
 
 
 def _run(plan, out: Path, options, model: Path | None, backend: Backend, device: str | None, threads: int | None,
-         profile: str | None, ray: str | None, ray_actors: int, ray_gpus: float):
-    """Run the batch locally or on Ray; (summary, backend name)."""
+         profile: str | None, ray: str | None, ray_settings: tuple[int, float, float]):
+    """Run the batch locally or on Ray (``ray_settings``: actors, GPUs per actor, stall timeout in s);
+    (summary, backend name)."""
     from dataclasses import replace
 
     from vcorner.modelfile import card_digest
@@ -113,10 +116,11 @@ def _run(plan, out: Path, options, model: Path | None, backend: Backend, device:
                               notes=calibration_notes(card))
         except InputError:  # the backend may exist on the workers only
             pass
+        actors, gpus, stall = ray_settings
         with progress_bar(*columns) as bar:
-            summary = run_batch_ray(plan, out, model, backend.value, options, ray, ray_actors, threads,
-                                    ray_gpus, BarProgress(bar), profile, device)
-        return summary, f"ray ({ray_actors} actor(s), {backend.value})"
+            summary = run_batch_ray(plan, out, model, backend.value, options, ray, actors, threads,
+                                    gpus, BarProgress(bar), profile, device, stall)
+        return summary, f"ray ({actors} actor(s), {backend.value})"
     runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
     with runner, progress_bar(*columns) as bar:
         options = replace(options, model_id=runner.identity(), card_id=card_digest(card),

@@ -3,14 +3,24 @@
 ``read_binary_files`` streams the images (one row per image, so no shuffle), a pool of stateful actors each
 holding one inference session (``compute=ActorPoolStrategy``) prepares, infers and decodes them, and the driver
 writes through the same atomic journal as the local batch, so results and ``errors.csv`` are identical.
+
+Resources: the read tasks need CPUs too. Actors that held every CPU starved them and the batch hung forever,
+so the actors share what the cluster has less :data:`READ_RESERVE_CPUS` (:func:`actor_cpus`), each running
+its ONNX Runtime session on its share of the cores; a combination that cannot fit is refused in one line
+before anything starts. A watchdog (:func:`watch`) stops a batch in which no image has come back for
+``stall_s`` seconds with a one-line error naming the stuck stage. Ray Data's own progress lines stay out of
+the terminal unless ``-v``.
 """
 
 from __future__ import annotations
 
+import _thread
 import json
 import logging
 import tempfile
+import threading
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +36,79 @@ from vcorner.pipeline.stages import finish, prepare
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "Ray is not installed: pip install 'vcorner[ray]'"
+READ_RESERVE_CPUS = 0.5
+"""CPUs left to Ray Data's read tasks (0.25 each) beside the actors."""
+MIN_ACTOR_CPUS = 0.1
+"""The smallest CPU share an actor may get; fewer CPUs than that per actor is refused."""
+DEFAULT_STALL_S = 600.0
+"""Seconds without an image coming back before a Ray batch is declared stuck (covers actor start-up)."""
+
+
+def actor_cpus(cluster_cpus: float, actors: int, cluster_gpus: float = 0.0, gpus_per_actor: float = 0.0) -> float:
+    """CPUs per actor: an equal share of the cluster's CPUs less :data:`READ_RESERVE_CPUS`, at most 1.
+
+    Raises:
+        InputError: the actors cannot fit beside the reads, or ask for more GPUs than the cluster has.
+    """
+    if gpus_per_actor and actors * gpus_per_actor > cluster_gpus + 1e-9:
+        raise InputError(f"--ray-actors {actors} x --ray-gpus {gpus_per_actor:g} needs {actors * gpus_per_actor:g} "
+                         f"GPU(s); the Ray cluster has {cluster_gpus:g}")
+    share = (cluster_cpus - READ_RESERVE_CPUS) / actors
+    if share < MIN_ACTOR_CPUS:
+        most = max(int((cluster_cpus - READ_RESERVE_CPUS) / MIN_ACTOR_CPUS), 0)
+        raise InputError(f"--ray-actors {actors} cannot run beside the image reads on a Ray cluster of "
+                         f"{cluster_cpus:g} CPU(s): use at most {most}")
+    return round(min(1.0, share), 3)
+
+
+def actor_threads(threads: int | None, cpus_per_actor: float, actors: int, cluster_cpus: float) -> int | None:
+    """ONNX Runtime threads per actor: ``threads`` if given; all cores for one whole-CPU actor; else the
+    actor's share of the cores (at least 1), so that several actors do not oversubscribe them."""
+    if threads is not None or (actors == 1 and cpus_per_actor >= 1.0):
+        return threads
+    return max(1, int(cluster_cpus // actors))
+
+
+def watch(rows: Iterable, stall_s: float, actors: int) -> Iterator:
+    """``rows`` as they come, or InputError (one line naming the stuck stage) once none came for ``stall_s``.
+
+    A watchdog thread interrupts the main thread, which is blocked inside Ray's iterator.
+    """
+    state = {"last": time.monotonic(), "count": 0, "stalled": False, "over": False}
+
+    def guard() -> None:
+        while not state["over"]:
+            if time.monotonic() - state["last"] > stall_s:
+                state["stalled"] = True
+                _thread.interrupt_main()
+                return
+            time.sleep(min(1.0, stall_s / 10))
+
+    threading.Thread(target=guard, daemon=True, name="vcorner-ray-watchdog").start()
+    try:
+        for row in rows:
+            state["last"], state["count"] = time.monotonic(), state["count"] + 1
+            yield row
+    except KeyboardInterrupt:
+        if not state["stalled"]:
+            raise
+        stage = ("before the first image came back: reading the images or starting the actors" if not state["count"]
+                 else f"in the actors after {state['count']} image(s)")
+        raise InputError(f"the Ray batch made no progress for {stall_s:g} s, stuck {stage}; finished images are "
+                         f"kept: check that {actors} actor(s) fit the cluster's CPUs/GPUs beside the reads, or raise "
+                         "--ray-stall-timeout if loading the model is this slow") from None
+    finally:
+        state["over"] = True
+
+
+def quiet_ray_data(ray) -> None:
+    """No Ray Data progress bars or INFO lines on the user's terminal unless vcorner runs with ``-v``."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        return
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def import_ray():
@@ -117,11 +200,14 @@ class CornerActor:
 def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, options: BatchOptions,
                   address: str = "auto", actors: int = 1, threads: int | None = None, gpus_per_actor: float = 0.0,
                   progress: Progress | None = None, profile: str | None = None,
-                  device: str | None = None) -> BatchSummary:
+                  device: str | None = None, stall_s: float = DEFAULT_STALL_S) -> BatchSummary:
     """Process every planned image on Ray Data; same outputs as :func:`vcorner.pipeline.batch.run_batch`.
 
     ``profile`` and ``device`` go to each actor's :func:`vcorner.runtime.select.open_runner` (an actor given a
-    GPU by ``gpus_per_actor`` sees it as ``cuda:0``).
+    GPU by ``gpus_per_actor`` sees it as ``cuda:0``). Each actor gets :func:`actor_cpus` CPUs.
+
+    Raises:
+        InputError: actors that cannot fit the cluster, or a batch stuck for ``stall_s`` seconds.
     """
     ray = import_ray()
     progress = progress or Progress()
@@ -140,18 +226,23 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
     try:
         if readable:
             connect(address, num_cpus=None)
+            quiet_ray_data(ray)
+            resources = ray.cluster_resources()
+            cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+            per_actor = actor_cpus(cpus, actors, gpus, gpus_per_actor)
+            log.info("Ray: %d actor(s) of %.3g CPU each on a cluster of %g CPU(s)", actors, per_actor, cpus)
             centers = {str(p.path): _record_to_json(p.record) for p in readable}
             # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
             dataset = read_images(ray, [str(p.path) for p in readable])
             results = dataset.map_batches(
-                CornerActor, batch_size=1, num_cpus=1, num_gpus=gpus_per_actor or None,
+                CornerActor, batch_size=1, num_cpus=per_actor, num_gpus=gpus_per_actor or None,
                 compute=ray.data.ActorPoolStrategy(size=actors),
                 fn_constructor_kwargs={"model": str(model) if model else None, "backend": backend,
-                                       "threads": threads, "centers": centers, "batch_size": options.batch_size,
-                                       "max_pixels": options.max_pixels, "profile": profile,
-                                       "device": device},
+                                       "threads": actor_threads(threads, per_actor, actors, cpus),
+                                       "centers": centers, "batch_size": options.batch_size,
+                                       "max_pixels": options.max_pixels, "profile": profile, "device": device},
             )
-            for row in results.iter_rows():
+            for row in watch(results.iter_rows(), stall_s, actors):
                 if row["error"]:
                     summary.failed[row["image"]] = row["error"]
                 else:
