@@ -91,3 +91,33 @@ def test_ground_truth_sums_to_one_with_maxima_at_corners(spine, mode):
             r, c = int(round(v)), int(round(u))
             window = m[max(r - 2, 0): r + 3, max(c - 2, 0): c + 3]
             assert window.max() >= 0.5 * m.max()
+
+
+def test_frames_count_a_vertebra_left_out_by_its_anatomical_level():
+    from vcorner.geometry.frames import frames_from_centers
+    from vcorner.geometry.sequence import spine_levels
+
+    centers = np.array([[0.0, 0.0], [0.0, 50.0], [0.0, 150.0], [0.0, 200.0]])  # C3, C4, (C5 left out), C6, C7
+    levels = spine_levels(["C3", "C4", "C6", "C7"])
+    assert levels.tolist() == [2, 3, 5, 6]
+    assert frames_from_centers(centers, levels).sizes.tolist() == [50.0, 50.0, 50.0, 50.0]
+    assert frames_from_centers(centers).sizes.tolist() == [50.0, 75.0, 75.0, 50.0]
+    assert spine_levels(["a", "b"]) is None and spine_levels(["C4", "C3"]) is None
+
+
+def test_sequence_check_names_the_wrong_centre():
+    from vcorner.geometry.sequence import check_sequence
+
+    line = np.array([[100.0 + 5 * i, 100.0 + 50 * i] for i in range(5)])
+    names = ["C3", "C4", "C5", "C6", "C7"]
+    assert check_sequence(names, line).order == (0, 1, 2, 3, 4) and not check_sequence(names, line).refused
+    repeated = line.copy()
+    repeated[2] = line[0]
+    assert check_sequence(names, repeated).order == (0, 1, 3, 4)
+    far = line.copy()
+    far[3] = [600.0, -400.0]
+    assert list(check_sequence(names, far).refused) == [3]
+    assert check_sequence(names[::-1], line[::-1]).order == (4, 3, 2, 1, 0)
+    assert check_sequence(list("abcde"), line[::-1]).order == (4, 3, 2, 1, 0)  # runs up the image: reversed
+    assert check_sequence(["C3", "C5", "C6"], np.array([[0, 0], [0, 100], [0, 150.0]])).order == (0, 1, 2)
+    assert check_sequence(["a", "b"], np.array([[0, 0], [0, 1e-4]])).image_reason

@@ -116,16 +116,19 @@ def test_a_centre_repeated_on_another_vertebra_is_named_and_the_rest_answered(fi
     assert batch(films, centre_rows(names=("C3", "C4", "C6", "C7")), tmp_path / "omitted").exit_code == 0
     assert found.keys() == corners(tmp_path / "omitted").keys()
     assert all(np.array_equal(found[k], xy) for k, xy in corners(tmp_path / "omitted").items())
-    assert mean_error(found, ["C3", "C4", "C6", "C7"]) < FIT_FAILURE_PX
+    assert mean_error(found, ["C3", "C4", "C6", "C7"]) < FIT_FAILURE_PX / 2
 
 
 def test_near_coincident_centres_are_refused_not_given_zero_size_ellipses(films, tmp_path):
     x, y = truth()["C3"].center
     result = batch(films, centre_rows(moved={"C4": (x + 1e-4, y)}), tmp_path / "out")
     assert result.exit_code == 1
-    (error,) = rows(tmp_path / "out" / "errors.csv")
-    assert error["vertebra"] in ("C3", "C4") and "coincides" in error["reason"]
-    assert all(float(r["sd_minor_px"]) > 0.1 for r in rows(tmp_path / "out" / "corners.csv"))
+    errors = rows(tmp_path / "out" / "errors.csv")  # which of the two labels is right cannot be told: neither
+    assert [e["vertebra"] for e in errors] == ["C3", "C4"] and all("cannot be told" in e["reason"] for e in errors)
+    table = rows(tmp_path / "out" / "corners.csv")
+    assert {r["vertebra"] for r in table} == {"C5", "C6", "C7"}
+    assert all(float(r["sd_minor_px"]) > 0.1 for r in table)
+    assert mean_error(corners(tmp_path / "out"), ["C5", "C6", "C7"]) < FIT_FAILURE_PX
 
 
 def test_caudal_first_lists_keep_their_labels(films, tmp_path, reference, caplog):
@@ -156,7 +159,7 @@ def test_one_centre_far_out_of_line_costs_only_that_vertebra(films, tmp_path):
     assert batch(films, centre_rows(names=("C3", "C4", "C5", "C7")), tmp_path / "omitted").exit_code == 0
     assert all(np.array_equal(found[k], xy) for k, xy in corners(tmp_path / "omitted").items())
     assert found.keys() == corners(tmp_path / "omitted").keys()
-    assert mean_error(found, ["C3", "C4", "C5", "C7"]) < FIT_FAILURE_PX  # not hundreds of pixels off
+    assert mean_error(found, ["C3", "C4", "C5", "C7"]) < FIT_FAILURE_PX / 2  # not hundreds of pixels off
 
 
 def test_a_centre_just_outside_the_image_serves_its_neighbours(films, tmp_path, reference):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vcorner.geometry.frames import Frames, frames_from_centers
+from vcorner.geometry.frames import Frames, record_frames
 from vcorner.io.records import ImageRecord
 
 ANY = "*"
@@ -69,7 +69,7 @@ def corners_in_frames(records: Iterable[ImageRecord]) -> dict[str, list[np.ndarr
     for record in records:
         if len(record.vertebrae) < 2:
             continue
-        frames = frames_from_centers(record.centers)
+        frames = record_frames(record)
         for i, v in enumerate(record.vertebrae):
             if v.corners is not None:
                 grouped.setdefault(v.name, []).append(frames.to_frame(i, v.corners))

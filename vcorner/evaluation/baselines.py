@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from vcorner.card import ModelCard
-from vcorner.geometry.frames import Frames, frames_from_centers
+from vcorner.geometry.frames import Frames, record_frames
 from vcorner.io.records import ImageRecord
 from vcorner.postprocess.decode import VertebraCorners, decode_vertebra, vertebra_region
 
@@ -22,7 +22,7 @@ BASELINES = ("prior", "harris")
 
 def prior_corners(record: ImageRecord, card: ModelCard) -> list[VertebraCorners]:
     """Every corner at the prior mean, with the prior's covariance and confidence 0."""
-    frames = frames_from_centers(record.centers)
+    frames = record_frames(record)
     out = []
     for i, v in enumerate(record.vertebrae):
         means, covs = card.prior.in_image(frames, i, v.name)
@@ -49,7 +49,7 @@ def harris_response(pixels: np.ndarray, frames: Frames, index: int, radius: floa
 
 def harris_corners(pixels: np.ndarray, record: ImageRecord, card: ModelCard) -> list[VertebraCorners]:
     """Corners as the prior-weighted maxima of the Harris response in each frame quadrant."""
-    frames = frames_from_centers(record.centers)
+    frames = record_frames(record)
     decode = card.decode
     out = []
     for i, v in enumerate(record.vertebrae):

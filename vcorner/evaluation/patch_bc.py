@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.card import ModelCard
-from vcorner.geometry.frames import frames_from_centers
+from vcorner.geometry.frames import record_frames
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.groundtruth import patch_targets, vertebra_contours
 from vcorner.io.images import read_image
@@ -28,7 +28,7 @@ def bhattacharyya(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 def image_patch_bc(root: Path, record: ImageRecord, runner: Runner, card: ModelCard) -> np.ndarray:
     """BC of every patch the model cuts from one annotated image (patches without corner mass skipped)."""
     pixels = read_image(safe_path(Path(root), record.file)).pixels
-    frames = frames_from_centers(record.centers)
+    frames = record_frames(record)
     contours = vertebra_contours(record, frames, card.ground_truth)
     pyramid, n = build_pyramid(pixels), card.sampling.patch_size
     scores = []

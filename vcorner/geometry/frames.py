@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcorner.io.records import InputError
+from vcorner.geometry.sequence import spine_levels
+from vcorner.io.records import ImageRecord, InputError
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,18 @@ def rotation(angle: float | np.ndarray) -> np.ndarray:
     return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
 
 
-def frames_from_centers(centers: np.ndarray) -> Frames:
+def frames_from_centers(centers: np.ndarray, levels: np.ndarray | None = None) -> Frames:
     """Frames of vertebrae from their centres, listed cranial to caudal.
 
     Args:
         centers: (V, 2) centres in pixels, V >= 2, cranial first.
+        levels: (V,) increasing positions along the spine (anatomical ranks, so that a vertebra left out
+            counts), or None for consecutive vertebrae.
 
     Returns:
         Orientation from the neighbouring centres (central difference inside the spine, one-sided at
-        its ends) and size = mean distance to the neighbours.
+        its ends) and size = mean distance to the neighbours per level apart (for consecutive vertebrae:
+        the mean distance to the neighbours).
 
     Raises:
         InputError: fewer than two vertebrae, non-finite or coincident centres.
@@ -76,6 +80,17 @@ def frames_from_centers(centers: np.ndarray) -> Frames:
     down = padded[2:] - padded[:-2]
     axis_y = down / np.linalg.norm(down, axis=1, keepdims=True)
     axis_x = np.stack([axis_y[:, 1], -axis_y[:, 0]], axis=1)
+    if levels is not None:
+        gaps = np.diff(np.asarray(levels, dtype=np.float64).reshape(-1))
+        if gaps.shape != lengths.shape or np.any(gaps <= 0):
+            raise ValueError(f"levels must increase along the {len(centers)} centres, got {levels}")
+        lengths = lengths / gaps
     neighbour = np.concatenate([[lengths[0]], lengths]), np.concatenate([lengths, [lengths[-1]]])
     sizes = 0.5 * (neighbour[0] + neighbour[1])
     return Frames(centers=centers, axes=np.stack([axis_x, axis_y], axis=2), sizes=sizes)
+
+
+def record_frames(record: ImageRecord) -> Frames:
+    """Frames of an image's vertebrae (cranial first), with the anatomical levels of their names when known
+    (:func:`vcorner.geometry.sequence.spine_levels`), so that training and inference frame alike."""
+    return frames_from_centers(record.centers, spine_levels([v.name for v in record.vertebrae]))

@@ -1,4 +1,4 @@
-"""Checks of a list of clicked vertebra centres before any frame is built from it (docs/architecture.md).
+"""Checks of a list of clicked vertebra centres before any frame is built from it (README.md, Data formats).
 
 A vertebra frame takes its orientation and size from the neighbouring centres (:mod:`vcorner.geometry.frames`),
 so one bad centre bends the frames of its neighbours and a list given caudal first turns every frame by 180
@@ -54,6 +54,15 @@ def anatomical_rank(name: str) -> int | None:
     start, count = _REGIONS[match.group(1).upper()]
     number = int(match.group(2))
     return start + number - 1 if 1 <= number <= count else None
+
+
+def spine_levels(names: Sequence[str]) -> np.ndarray | None:
+    """(V,) anatomical ranks of ``names`` when every name is an anatomical label and they increase (a
+    vertebra left out of the list then counts in the frames' sizes), else None (consecutive vertebrae)."""
+    ranks = [anatomical_rank(n) for n in names]
+    if len(ranks) < 2 or any(r is None for r in ranks) or np.any(np.diff(np.asarray(ranks, dtype=float)) <= 0):
+        return None
+    return np.asarray(ranks, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -143,12 +152,13 @@ def _score(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> tuple[in
     return len(found), sum(s for s, _, _ in found)
 
 
-def _worst(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> int | None:
-    """Position in ``kept`` whose removal leaves the fewest and mildest anomalies (ties: the most isolated
-    centre); None when there are none."""
+def _worst(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> list[int]:
+    """Positions in ``kept`` to remove next: the one whose removal leaves the fewest and mildest anomalies
+    (ties: the most isolated centre), or every tied one when they are equally isolated (two coinciding
+    centres: which of the two labels is right cannot be told, so neither is used); [] when all is well."""
     found = _anomalies(centers[kept], levels[kept], typical_spacing(centers[kept], levels[kept]))
     if not found:
-        return None
+        return []
     suspects = sorted({p for _, positions, _ in found for p in positions})
 
     def after(position: int) -> tuple[int, float, float]:
@@ -156,7 +166,11 @@ def _worst(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> int | No
         isolation = float(np.min(np.linalg.norm(centers[rest] - centers[kept[position]], axis=1)))
         return (*_score(rest, centers, levels), -isolation)
 
-    return min(suspects, key=after)
+    scores = {p: after(p) for p in suspects}
+    best = min(scores.values())
+    tied = [p for p, score in scores.items() if score[0] == best[0] and math.isclose(score[1], best[1], rel_tol=1e-6,
+            abs_tol=1e-9) and math.isclose(score[2], best[2], rel_tol=1e-3, abs_tol=0.5)]
+    return tied if len(tied) > 1 else [min(scores, key=scores.get)]
 
 
 def _reason(name: str, index: int, kept: list[int], names: Sequence[str], centers: np.ndarray,
@@ -193,12 +207,15 @@ def check_sequence(names: Sequence[str], centers: np.ndarray) -> SequenceCheck:
             refused[i] = f"vertebra {names[i]}: centre is NaN or infinite"
     kept, note = _cranial_order(names, centers, usable)
     levels = _levels(names, kept, len(centers))
-    while len(kept) >= 2 and (position := _worst(kept, centers, levels)) is not None:
-        index = kept[position]
-        rest = kept[:position] + kept[position + 1:]
+    while len(kept) >= 2 and (positions := _worst(kept, centers, levels)):
+        leaving = [kept[p] for p in positions]
+        rest = [i for i in kept if i not in leaving]
         spacing = typical_spacing(centers[rest], levels[rest])
-        refused[index] = _reason(names[index], index, kept, names, centers, spacing)
-        kept = kept[:position] + kept[position + 1:]
+        for index in leaving:
+            refused[index] = _reason(names[index], index, kept, names, centers, spacing)
+            if len(leaving) > 1:
+                refused[index] += "; which of the two is right cannot be told, so neither is used"
+        kept = rest
     notes = (note,) if note else ()
     if len(kept) < 2 or len(kept) * 2 < len(usable):
         detail = "; ".join(refused[i] for i in sorted(refused)) or "only one vertebra listed"

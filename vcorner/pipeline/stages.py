@@ -13,6 +13,7 @@ import numpy as np
 from vcorner.card import ModelCard
 from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
+from vcorner.geometry.sequence import spine_levels
 from vcorner.io.images import read_image
 from vcorner.io.records import InputError
 from vcorner.pipeline.plan import PlannedImage
@@ -87,7 +88,7 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     names = [v.name for v in item.record.vertebrae]
     centers = item.record.centers
     check_centers(centers, image.pixels.shape, names)
-    frames = frames_from_centers(centers)
+    frames = frames_from_centers(centers, spine_levels(names))
     sampling = card.sampling
     poses = sample_poses(sampling)
     affines = np.concatenate([patch_affines(frames, i, poses, sampling) for i in range(len(frames))])

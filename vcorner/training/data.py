@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.config import GroundTruthConfig, SamplingConfig
-from vcorner.geometry.frames import Frames, frames_from_centers
+from vcorner.geometry.frames import Frames, record_frames
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import checked_annotation
 from vcorner.groundtruth import patch_targets, vertebra_contours
@@ -55,7 +55,7 @@ def load_dataset(root: Path, gt: GroundTruthConfig) -> tuple[list[ImageRecord], 
             if len(record.vertebrae) < 2 or any(v.corners is None for v in record.vertebrae):
                 raise InputError("needs two or more vertebrae, all with corners")
             pixels = read_image(root / record.file).pixels
-            frames = frames_from_centers(record.centers)
+            frames = record_frames(record)
             images.append(AnnotatedImage(record, build_pyramid(pixels), frames,
                                          vertebra_contours(record, frames, gt)))
         except InputError as err:
