@@ -17,13 +17,14 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (imports stay light: no torch here)."""
-    from vcorner.cli import baseline, batch, benchmark, evaluate, export, synth, train, tune
+    from vcorner.cli import baseline, batch, benchmark, evaluate, export, measure, synth, train, tune
 
     app.command("synth")(synth.synth)
     app.command("train")(train.train)
     app.command("export")(export.export)
     app.command("batch")(batch.batch)
     app.command("evaluate")(evaluate.evaluate)
+    app.command("measure")(measure.measure)
     app.command("tune")(tune.tune)
     app.command("baseline")(baseline.baseline)
     app.command("benchmark")(benchmark.benchmark)

@@ -64,6 +64,12 @@ def batch(
         "--ray", help="Run on Ray Data: 'auto' (running cluster, else local), 'local', or an ADDRESS.")] = None,
     ray_actors: Annotated[int, typer.Option(min=1, help="Ray actors, each holding one inference session.")] = 1,
     ray_gpus: Annotated[float, typer.Option(min=0, help="GPUs per Ray actor (e.g. 1 or 0.5).")] = 0.0,
+    measure: Annotated[bool, typer.Option(
+        "--measure", help="Also write OUT/measurements.csv: heights, wedging, slips, angles with 95% intervals.")]
+    = False,
+    anterior: Annotated[str, typer.Option(help="With --measure: anterior side of the vertebra frame, right or "
+                                               "left.")] = "right",
+    ap: Annotated[bool, typer.Option("--ap", help="With --measure: an AP film, also the main Cobb angle.")] = False,
     ray_stall_timeout: Annotated[float, typer.Option(
         min=1, help="Stop a Ray batch (exit 2) when no image came back for this many seconds.")] = 600.0,
 ) -> None:
@@ -77,6 +83,8 @@ def batch(
     with user_errors():
         threads = clamp_threads(threads)
         check_options(device, profile)
+        if anterior not in ("right", "left"):
+            fail(f"--anterior must be right or left, got {anterior!r}")
         plan = make_plan(image_dir, centers)
         check_writable(out)
         check_outputs_apart(out, [centers, *(p.path for p in plan.images), *unlisted_paths(image_dir, plan, out)],
@@ -89,7 +97,26 @@ def batch(
         except KeyboardInterrupt:
             fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
                  "to resume", EXIT_INTERRUPTED)
+        if measure and not summary.interrupted:
+            write_batch_measurements(out, image_dir, centers, anterior, ap, summary.seconds)
     report(summary, runner_name, out)
+
+
+def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior: str, ap: bool,
+                             batch_seconds: float) -> None:
+    """OUT/measurements.csv from OUT/corners.csv (every image in it, resumed ones included)."""
+    import time
+
+    from vcorner.measure.table import measure_all, read_corners, spacing_from_sources, write_measurements
+
+    began = time.perf_counter()
+    found = read_corners(out / "corners.csv")
+    rows = measure_all(found, spacing_from_sources([c.image for c in found], image_dir, centers), anterior, ap)
+    write_measurements(out / "measurements.csv", rows)
+    seconds = time.perf_counter() - began
+    share = f", {100 * seconds / batch_seconds:.1f}% of the batch" if batch_seconds > 0 else ""
+    stderr.print(f"{len(rows)} measurement(s) in {seconds:.2f} s{share}: {out / 'measurements.csv'}",
+                 highlight=False, soft_wrap=True)
 
 
 def _run(plan, out: Path, options, model: Path | None, backend: Backend, device: str | None, threads: int | None,

@@ -100,6 +100,7 @@ def evaluate(
             console.print(f"relative improvement of {label} over {name} in mean P2P: {gain:.0f}%", highlight=False)
         console.print(rich_table("Per corner", grouped_rows(errors, "corner")))
         console.print(rich_table("Per vertebra", grouped_rows(errors, "vertebra")))
+        measures = compare_measures(predictions, truth, console)
         for kind in ("missing", "unexpected"):
             names = getattr(errors, kind)
             if names:
@@ -111,12 +112,36 @@ def evaluate(
             report = {"overall": overall, "methods": rows, "calibration": calib,
                       "per_corner": grouped_rows(errors, "corner"),
                       "per_vertebra": grouped_rows(errors, "vertebra"),
-                      "missing": errors.missing, "unexpected": errors.unexpected}
+                      "missing": errors.missing, "unexpected": errors.unexpected, "measurements": measures}
             (out / "metrics.json").write_text(json.dumps(finite_or_none(report), indent=1, allow_nan=False))
             cumulative_curve({label: errors, **others}, out / "cumulative_error.png", unit)
             box_plots(errors, out / "box_plots.png", unit)
             reliability_plot(errors, out / "reliability.png")
             stderr.print(f"wrote {out / 'metrics.json'} and plots", highlight=False)
+
+
+def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
+    """Measurements of the predicted corners (with intervals) against those of the annotated corners: a table
+    of error and 95%-interval coverage per measure, and fracture/slip detection; the figures as a dict."""
+    from vcorner.measure.compare import compare_measurements, detection, truth_measurements
+    from vcorner.measure.table import measure_all, read_corners
+
+    spacing = {r.file: r.pixel_spacing_mm for r in truth}
+    predicted = measure_all(read_corners(predictions), spacing)
+    expected = truth_measurements(truth)
+    per_measure, detected = compare_measurements(predicted, expected), detection(predicted, expected)
+    table = Table(title="Measurements against the annotated corners", title_justify="left")
+    for column in ("measure", "unit", "MAE", "in 95% interval", "n"):
+        table.add_column(column, justify="left" if column in ("measure", "unit") else "right")
+    for name, row in per_measure.items():
+        table.add_row(name, row["unit"], f"{row['mae']:.3f}", f"{row['coverage_95']:.1%}", str(row["n"]))
+    console.print(table)
+    for label, row in detected.items():
+        sens = "n/a" if row["sensitivity"] is None else f"{row['sensitivity']:.1%}"
+        spec = "n/a" if row["specificity"] is None else f"{row['specificity']:.1%}"
+        console.print(f"{label}: sensitivity {sens} ({row['positives']} annotated), specificity {spec} "
+                      f"({row['negatives']} annotated)", highlight=False)
+    return {"per_measure": per_measure, "detection": detected}
 
 
 def evaluate_patches(model: Path, annotations: Path, out: Path | None) -> None:

@@ -17,6 +17,7 @@ from vcorner import CORNER_NAMES
 from vcorner.geometry.spline import contour, point_to_curve
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.io.spreadsheet import restore
+from vcorner.postprocess.decode import ellipse_covariance
 
 FIT_FAILURE_MM = 3.0
 
@@ -85,9 +86,7 @@ def read_predictions(path: Path) -> dict[tuple[str, str, str], dict[str, str]]:
 
 def ellipse_cov(sd_major: float, sd_minor: float, angle_deg: float) -> np.ndarray:
     """(2, 2) covariance of a 1-sigma ellipse (angle of the major axis from +x towards +y)."""
-    a = np.deg2rad(angle_deg)
-    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    return rot @ np.diag([sd_major**2, sd_minor**2]) @ rot.T
+    return ellipse_covariance(sd_major, sd_minor, angle_deg)
 
 
 def mahalanobis2(row: dict, offset: np.ndarray) -> float:

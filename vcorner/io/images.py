@@ -318,6 +318,18 @@ def _dicom_header(path: Path, max_pixels: int) -> object:
     return ds
 
 
+def dicom_file_spacing(path: Path) -> float | None:
+    """Pixel spacing (mm) from a DICOM file's header, read without its pixels; None for any other file, a
+    DICOM without spacing, or a file that cannot be read."""
+    path = Path(path)
+    try:
+        if not path.is_file() or _kind(path) != "dicom":
+            return None
+        return dicom_spacing(_dicom_header(path, DEFAULT_MAX_PIXELS), path)
+    except (InputError, OSError):
+        return None
+
+
 def _read_dicom(path: Path, max_pixels: int) -> XRayImage:
     import pydicom
     from pydicom.pixels import apply_modality_lut

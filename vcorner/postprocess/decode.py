@@ -48,6 +48,15 @@ def covariance_ellipse(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.sqrt(np.maximum(mid + half, 0.0)), np.sqrt(np.maximum(mid - half, 0.0)), angle
 
 
+def ellipse_covariance(sd_major: np.ndarray, sd_minor: np.ndarray, angle_deg: np.ndarray) -> np.ndarray:
+    """(..., 2, 2) covariances, px^2, of 1-sigma ellipses (inverse of :func:`covariance_ellipse`)."""
+    a = np.deg2rad(np.asarray(angle_deg, dtype=np.float64))
+    c, s = np.cos(a), np.sin(a)
+    major, minor = np.asarray(sd_major, dtype=np.float64) ** 2, np.asarray(sd_minor, dtype=np.float64) ** 2
+    return np.stack([np.stack([c * c * major + s * s * minor, c * s * (major - minor)], -1),
+                     np.stack([c * s * (major - minor), s * s * major + c * c * minor], -1)], -2)
+
+
 @dataclass(frozen=True)
 class VertebraCorners:
     """The four corners of one vertebra, in the order of ``vcorner.CORNER_NAMES``.

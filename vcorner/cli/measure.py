@@ -1,0 +1,48 @@
+"""``vcorner measure CORNERS_CSV --out DIR``: heights, wedging, slips and angles with 95% intervals."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vcorner.cli.common import stderr, user_errors
+
+
+class Side(str, Enum):
+    """Which side of the vertebra frame is anterior (right: a lateral film with the patient facing right)."""
+
+    right = "right"
+    left = "left"
+
+
+def measure(
+    corners: Annotated[Path, typer.Argument(help="corners.csv written by vcorner batch.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for measurements.csv.")] = Path("."),
+    images: Annotated[Path | None, typer.Option(help="The images folder: DICOM headers give the pixel spacing.")]
+    = None,
+    centers: Annotated[Path | None, typer.Option(help="centers.csv whose pixel_spacing_mm column gives the spacing.")]
+    = None,
+    spacing: Annotated[float | None, typer.Option(
+        min=1e-6, help="Pixel spacing in mm for images without one (else lengths stay in pixels).")] = None,
+    anterior: Annotated[Side, typer.Option(help="Anterior side of the vertebra frame.")] = Side.right,
+    ap: Annotated[bool, typer.Option("--ap", help="AP film: also the main Cobb angle.")] = False,
+) -> None:
+    """Recompute OUT/measurements.csv from an existing corners.csv (the same as vcorner batch --measure)."""
+    from vcorner.measure.table import measure_all, read_corners, spacing_from_sources, write_measurements
+
+    with user_errors():
+        found = read_corners(corners)
+        mm = spacing_from_sources([c.image for c in found], images, centers)
+        began = time.perf_counter()
+        rows = measure_all(found, mm, anterior.value, ap, default_spacing=spacing)
+        seconds = time.perf_counter() - began
+        out.mkdir(parents=True, exist_ok=True)
+        write_measurements(out / "measurements.csv", rows)
+    without = sum(1 for c in found if not (mm.get(c.image) or spacing))
+    note = f"; {without} image(s) without a pixel spacing are in pixels" if without else ""
+    stderr.print(f"{len(rows)} measurement(s) of {len(found)} image(s) in {seconds:.2f} s{note}: "
+                 f"{out / 'measurements.csv'}", highlight=False, soft_wrap=True)

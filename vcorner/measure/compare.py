@@ -1,0 +1,74 @@
+"""Measurements from predicted corners against those from annotated corners: error, interval coverage,
+detection of fractures (Genant grade >= 1) and slips (>= 3 mm)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from vcorner.geometry.sequence import checked_annotation
+from vcorner.io.records import ImageRecord, InputError
+from vcorner.measure.intervals import SLIP_MM, ImageCorners, Measurement, measure_image
+
+
+def annotated_corners(record: ImageRecord) -> ImageCorners | None:
+    """The annotated corners of one image (cranial first), as exact corners; None without two annotated."""
+    try:
+        record = checked_annotation(record)
+    except InputError:
+        return None
+    vertebrae = [v for v in record.vertebrae if v.corners is not None]
+    if not vertebrae:
+        return None
+    xy = np.array([v.corners for v in vertebrae], dtype=np.float64)
+    return ImageCorners(record.file, tuple(v.name for v in vertebrae), xy, np.zeros((*xy.shape, 2)),
+                        np.ones(xy.shape[:2], dtype=bool))
+
+
+def truth_measurements(records: Sequence[ImageRecord], anterior: str = "right", ap: bool = False) -> list[Measurement]:
+    """Measurements of the annotated corners (their intervals collapse to the value)."""
+    rows: list[Measurement] = []
+    for record in records:
+        corners = annotated_corners(record)
+        if corners is not None:
+            rows += measure_image(corners, record.pixel_spacing_mm, anterior, ap, samples=2)
+    return rows
+
+
+def _key(row: Measurement) -> tuple[str, str, str]:
+    return row.image, row.measure, row.level
+
+
+def compare_measurements(predicted: Sequence[Measurement], truth: Sequence[Measurement]) -> dict[str, dict]:
+    """Per measure: mean absolute error, share of true values inside the predicted 95% interval, count, unit."""
+    known = {_key(t): t for t in truth}
+    out: dict[str, dict] = {}
+    for p in predicted:
+        t = known.get(_key(p))
+        if t is None or t.unit != p.unit:
+            continue
+        entry = out.setdefault(p.measure, {"errors": [], "inside": [], "unit": p.unit})
+        entry["errors"].append(abs(p.value - t.value))
+        entry["inside"].append(p.ci95_low <= t.value <= p.ci95_high)
+    return {m: {"mae": float(np.mean(e["errors"])), "coverage_95": float(np.mean(e["inside"])),
+                "n": len(e["errors"]), "unit": e["unit"]} for m, e in out.items()}
+
+
+def detection(predicted: Sequence[Measurement], truth: Sequence[Measurement]) -> dict[str, dict]:
+    """Sensitivity and specificity of Genant grade >= 1 and of a slip >= 3 mm, against the annotations."""
+    known = {_key(t): t for t in truth}
+    tests = {"genant_grade>=1": ("genant_grade", lambda v: v >= 1),
+             f"slip>={SLIP_MM:g}mm": ("listhesis", lambda v: abs(v) >= SLIP_MM)}
+    out = {}
+    for label, (measure, positive) in tests.items():
+        pairs = [(positive(p.value), positive(known[_key(p)].value)) for p in predicted
+                 if p.measure == measure and _key(p) in known and (measure != "listhesis" or p.unit == "mm")]
+        tp = sum(a and b for a, b in pairs)
+        fn = sum(b and not a for a, b in pairs)
+        tn = sum(not a and not b for a, b in pairs)
+        fp = sum(a and not b for a, b in pairs)
+        out[label] = {"positives": tp + fn, "negatives": tn + fp, "true_positive": tp, "false_positive": fp,
+                      "sensitivity": tp / (tp + fn) if tp + fn else None,
+                      "specificity": tn / (tn + fp) if tn + fp else None}
+    return out
