@@ -64,15 +64,19 @@ class ImageCorners:
 
 def sample_corners(xy: np.ndarray, cov: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
     """(samples, V, 4, 2) draws of corners ``xy`` (V, 4, 2) from their covariances (V, 4, 2, 2)."""
-    root = np.linalg.cholesky(cov + 1e-9 * np.eye(2))
-    z = rng.standard_normal((samples, *xy.shape))
-    return xy + np.einsum("vkij,svkj->svki", root, z)
+    root = np.linalg.cholesky(cov + 1e-9 * np.eye(2))  # lower triangular: [[a, 0], [b, c]]
+    z = rng.standard_normal((2, samples, *xy.shape[:-1]))
+    dx = root[..., 0, 0] * z[0]
+    dy = root[..., 1, 0] * z[0] + root[..., 1, 1] * z[1]
+    return xy + np.stack([dx, dy], axis=-1)
 
 
-def _interval(value: float, draws: np.ndarray, grade: bool) -> tuple[float, float]:
-    """95% interval of a measure from its Monte Carlo ``draws``: percentiles for grades, else reflected."""
-    low, high = (float(q) for q in np.percentile(draws, [2.5, 97.5], axis=0))
-    return (low, high) if grade else (2.0 * value - high, 2.0 * value - low)
+def _intervals(values: np.ndarray, grade: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M,) 95% interval bounds of M measures from their (1 + S, M) values (row 0: the value, then the S
+    Monte Carlo draws): percentiles for grades, else reflected about the value."""
+    low, high = np.percentile(values[1:], [2.5, 97.5], axis=0)
+    value = values[0]
+    return np.where(grade, low, 2.0 * value - high), np.where(grade, high, 2.0 * value - low)
 
 
 def adjacent_pairs(names: Sequence[str]) -> list[int]:
@@ -95,15 +99,12 @@ def measure_image(corners: ImageCorners, spacing_mm: float | None, anterior: str
     both = np.concatenate([corners.xy[None], draws])  # index 0: the found corners
     scale, length_unit = (spacing_mm, "mm") if spacing_mm else (1.0, "px")
     names, prior = corners.names, ~corners.network.all(axis=1)
-    rows: list[Measurement] = []
+    labels: list[tuple[str, str, str, list[str]]] = []
+    columns: list[np.ndarray] = []
 
     def add(measure: str, level: str, values: np.ndarray, unit: str, flags: list[str]) -> None:
-        value = float(values[0])
-        low, high = _interval(value, values[1:], unit == "grade")
-        if not all(np.isfinite([value, low, high])):
-            log.warning("%s: %s of %s is not finite; left out", corners.image, measure, level)
-            return
-        rows.append(Measurement(corners.image, measure, level, value, unit, low, high, ";".join(flags)))
+        labels.append((measure, level, unit, flags))
+        columns.append(np.asarray(values, dtype=np.float64))
 
     h = d.heights(both, anterior)
     loss = d.height_loss(h)
@@ -116,8 +117,27 @@ def measure_image(corners: ImageCorners, spacing_mm: float | None, anterior: str
         add("height_loss", name, 100.0 * loss[:, v], "%", flags)
         add("genant_grade", name, grade[:, v].astype(float), "grade",
             flags + ([f"genant_{grade[0, v]}"] if grade[0, v] else []))
-    if len(names) < 2:
-        return rows
+    if len(names) >= 2:
+        _pair_measures(add, both, names, prior, scale, length_unit, spacing_mm, anterior, ap)
+    return _rows(corners.image, labels, np.stack(columns, axis=1))
+
+
+def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.ndarray) -> list[Measurement]:
+    """Measurement rows of (1 + S, M) ``values``; a measure that is not finite is left out with a warning."""
+    low, high = _intervals(values, np.array([unit == "grade" for _, _, unit, _ in labels]))
+    rows = []
+    for m, (measure, level, unit, flags) in enumerate(labels):
+        if not (np.isfinite(values[0, m]) and np.isfinite(low[m]) and np.isfinite(high[m])):
+            log.warning("%s: %s of %s is not finite; left out", image, measure, level)
+            continue
+        rows.append(Measurement(image, measure, level, float(values[0, m]), unit, float(low[m]), float(high[m]),
+                                ";".join(flags)))
+    return rows
+
+
+def _pair_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray, scale: float,
+                   length_unit: str, spacing_mm: float | None, anterior: str, ap: bool) -> None:
+    """The per-level and per-image measures of (1 + S, V, 4, 2) corners, V >= 2, passed to ``add``."""
     slip, pct = d.listhesis(both, anterior)
     angle = d.segmental_angle(both, anterior)
     meyerding = d.meyerding_grade(pct)
@@ -133,4 +153,3 @@ def measure_image(corners: ImageCorners, spacing_mm: float | None, anterior: str
     if ap:
         cobb, upper, lower = d.cobb_angle(both)
         add("cobb_angle", f"{names[int(upper[0])]}-{names[int(lower[0])]}", cobb, "deg", any_prior)
-    return rows
