@@ -17,7 +17,7 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (imports stay light: no torch here)."""
-    from vcorner.cli import baseline, batch, benchmark, evaluate, export, measure, synth, train, tune
+    from vcorner.cli import baseline, batch, benchmark, convert, evaluate, export, measure, report, synth, train, tune
 
     app.command("synth")(synth.synth)
     app.command("train")(train.train)
@@ -25,6 +25,8 @@ def _register() -> None:
     app.command("batch")(batch.batch)
     app.command("evaluate")(evaluate.evaluate)
     app.command("measure")(measure.measure)
+    app.command("convert")(convert.convert)
+    app.command("report")(report.report)
     app.command("tune")(tune.tune)
     app.command("baseline")(baseline.baseline)
     app.command("benchmark")(benchmark.benchmark)

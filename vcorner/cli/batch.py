@@ -90,7 +90,8 @@ def batch(
         check_outputs_apart(out, [centers, *(p.path for p in plan.images), *unlisted_paths(image_dir, plan, out)],
                             [p.record.file for p in plan.images], json_out, vis)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
-                               max_pixels=max_pixels, workers=workers)
+                               max_pixels=max_pixels, workers=workers,
+                               notes=(("images", str(image_dir.resolve())),))
         try:
             summary, runner_name = _run(plan, out, options, model, backend, device, threads, profile, ray,
                                         (ray_actors, ray_gpus, ray_stall_timeout))
@@ -140,7 +141,7 @@ def _run(plan, out: Path, options, model: Path | None, backend: Backend, device:
         try:
             runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
             options = replace(options, model_id=runner.identity(), card_id=card_digest(card),
-                              notes=calibration_notes(card))
+                              notes=options.notes + calibration_notes(card))
         except InputError:  # the backend may exist on the workers only
             pass
         actors, gpus, stall = ray_settings
@@ -151,7 +152,7 @@ def _run(plan, out: Path, options, model: Path | None, backend: Backend, device:
     runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
     with runner, progress_bar(*columns) as bar:
         options = replace(options, model_id=runner.identity(), card_id=card_digest(card),
-                          notes=calibration_notes(card))
+                          notes=options.notes + calibration_notes(card) + (("backend", runner.name),))
         summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
     return summary, runner.name
 
@@ -166,8 +167,15 @@ def calibration_notes(card) -> tuple[tuple[str, str], ...]:
 
 
 def report(summary, runner_name: str, out: Path) -> None:
-    """Print the summary line(s) and exit: 0 all done, 1 some images or vertebrae failed, 130 interrupted."""
+    """Print the summary line(s), record them in OUT/run.json, and exit: 0 all done, 1 some images or
+    vertebrae failed, 130 interrupted."""
+    from vcorner.pipeline.manifest import update_manifest
+
     rate = summary.patches / max(summary.seconds, 1e-9)
+    update_manifest(out, {"last_run": {
+        "backend": runner_name, "done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
+        "vertebrae_left_out": len(summary.refused_vertebrae), "seconds": round(summary.seconds, 3),
+        "patches_per_s": round(rate, 1), "interrupted": summary.interrupted}})
     redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
         if summary.redone else ""
     left_out = f", {len(summary.refused_vertebrae)} vertebra(e) left out" if summary.refused_vertebrae else ""

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from vcorner.io.records import ImageRecord, InputError
+from vcorner.io.records import ImageRecord, InputError, anatomical_rank
 
 log = logging.getLogger(__name__)
 
@@ -41,20 +40,6 @@ MAX_TURN_DEG = 75.0
 """Largest turn between consecutive steps along the spine, degrees (lordosis bends a few degrees a level)."""
 MIN_SPACING_PX = 2.0
 """Centres closer than this (pixels) coincide whatever the sequence's spacing."""
-
-_REGIONS = {"C": (0, 7), "T": (7, 12), "L": (19, 6), "S": (25, 5)}
-_LABEL = re.compile(r"^\s*([CTLS])\s*(\d{1,2})\s*$", re.IGNORECASE)
-
-
-def anatomical_rank(name: str) -> int | None:
-    """Position of an anatomical vertebra label along the spine, cranial first (C1 -> 0, L5 -> 23), else None."""
-    match = _LABEL.match(name)
-    if not match:
-        return None
-    start, count = _REGIONS[match.group(1).upper()]
-    number = int(match.group(2))
-    return start + number - 1 if 1 <= number <= count else None
-
 
 def spine_levels(names: Sequence[str]) -> np.ndarray | None:
     """(V,) anatomical ranks of ``names`` when every name is an anatomical label and they increase (a

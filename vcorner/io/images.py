@@ -318,6 +318,23 @@ def _dicom_header(path: Path, max_pixels: int) -> object:
     return ds
 
 
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) of an image from its header only (EXIF rotations by 90 degrees swap them, as
+    :func:`read_image` does); None when the file is missing or unreadable."""
+    path = Path(path)
+    try:
+        kind = _kind(path)
+        if kind == "dicom":
+            header = _dicom_header(path, DEFAULT_MAX_PIXELS)
+            return int(header.Columns), int(header.Rows)
+        width, height = raster_size(path, kind)
+        with path.open("rb") as handle:
+            head = np.frombuffer(handle.read(1 << 16), dtype=np.uint8)
+        return (height, width) if exif_orientation(head, kind) in (5, 6, 7, 8) else (width, height)
+    except (InputError, OSError, AttributeError, ValueError):
+        return None
+
+
 def dicom_file_spacing(path: Path) -> float | None:
     """Pixel spacing (mm) from a DICOM file's header, read without its pixels; None for any other file, a
     DICOM without spacing, or a file that cannot be read."""

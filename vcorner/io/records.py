@@ -5,6 +5,7 @@ Coordinates are pixels, origin at the top-left pixel's centre, x right, y down (
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,3 +50,17 @@ class ImageRecord:
     def centers(self) -> np.ndarray:
         """(V, 2) float64 centres, cranial first."""
         return np.array([v.center for v in self.vertebrae], dtype=np.float64).reshape(-1, 2)
+
+
+_REGIONS = {"C": (0, 7), "T": (7, 12), "L": (19, 6), "S": (25, 5)}
+_LABEL = re.compile(r"^\s*([CTLS])\s*(\d{1,2})\s*$", re.IGNORECASE)
+
+
+def anatomical_rank(name: str) -> int | None:
+    """Position of an anatomical vertebra label along the spine, cranial first (C1 -> 0, L5 -> 23), else None."""
+    match = _LABEL.match(name)
+    if not match:
+        return None
+    start, count = _REGIONS[match.group(1).upper()]
+    number = int(match.group(2))
+    return start + number - 1 if 1 <= number <= count else None

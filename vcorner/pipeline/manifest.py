@@ -80,3 +80,11 @@ def missing_extras(out_dir: Path, images: list[str], write_json: bool, vis: bool
     return {image for image in images
             if (write_json and not (out_dir / "json" / f"{image}.json").is_file())
             or (vis and not (out_dir / "vis" / overlay_name(image)).is_file())}
+
+
+def update_manifest(out_dir: Path, fields: dict[str, Any]) -> None:
+    """Add ``fields`` to ``OUT/run.json`` (atomically); nothing when OUT has no manifest."""
+    data = read_manifest(out_dir)
+    if data is not None:
+        data.update(fields)
+        write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1, allow_nan=False) + "\n")

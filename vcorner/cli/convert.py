@@ -1,0 +1,84 @@
+"""``vcorner convert SRC DST``: COCO keypoints <-> annotations.json, and corners.csv -> COCO."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vcorner.cli.common import stderr, user_errors
+from vcorner.io.records import InputError
+
+
+def _kind(path: Path) -> tuple[str, object]:
+    """('corners', text) for a corners.csv, ('vcorner', data) for annotations.json, ('coco', data) for COCO."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    if path.suffix.lower() == ".csv":
+        return "corners", text
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if isinstance(data, dict) and str(data.get("format", "")).startswith("vcorner-annotations"):
+        return "vcorner", data
+    return "coco", data
+
+
+def _sizes(records, images: Path | None) -> dict:
+    """Image sizes from their headers under ``images`` (COCO needs width and height)."""
+    from vcorner.io.images import image_size
+
+    if images is None:
+        return {}
+    sizes = {r.file: image_size(images / r.file) for r in records if ".." not in Path(r.file).parts}
+    missing = [f for f, s in sizes.items() if s is None]
+    if missing:
+        stderr.print(f"[yellow]warning:[/] {len(missing)} image(s) not readable under {images} (e.g. {missing[0]}): "
+                     "width and height written as 0", highlight=False, soft_wrap=True)
+    return sizes
+
+
+def convert(
+    src: Annotated[Path, typer.Argument(help="annotations.json, a COCO keypoints JSON, or a corners.csv.")],
+    dst: Annotated[Path, typer.Argument(help="The file to write: COCO JSON, or annotations.json from COCO.")],
+    images: Annotated[Path | None, typer.Option(
+        help="Images folder, for the width and height COCO records (default: SRC's folder for annotations.json, "
+             "the run's images for a corners.csv).")] = None,
+) -> None:
+    """Convert between vcorner's annotations.json and COCO keypoints (one category per vertebra, the four
+    corners as keypoints), or write a batch's corners.csv as COCO with scores (for CVAT, FiftyOne...)."""
+    from vcorner.io.annotations import parse_annotations, write_annotations
+    from vcorner.io.atomic import write_text_atomic
+    from vcorner.io.coco import coco_to_records, corners_csv_records, records_to_coco
+
+    with user_errors():
+        kind, data = _kind(src)
+        if kind == "coco":
+            records = coco_to_records(data, str(src))
+            write_annotations(dst, records)
+            what = f"{len(records)} image(s), {sum(len(r.vertebrae) for r in records)} vertebrae -> annotations.json"
+        else:
+            scores = None
+            if kind == "vcorner":
+                records = parse_annotations(data, str(src))
+                folder = images or src.parent
+            else:
+                records, scores = corners_csv_records(str(data), str(src))
+                folder = images or _run_images(src.parent)
+            document = records_to_coco(records, _sizes(records, folder), scores)
+            write_text_atomic(dst, json.dumps(document, indent=1, allow_nan=False) + "\n")
+            what = f"{len(document['images'])} image(s), {len(document['annotations'])} vertebrae -> COCO keypoints"
+    stderr.print(f"{what}: {dst}", highlight=False, soft_wrap=True)
+
+
+def _run_images(out: Path) -> Path | None:
+    """The images folder a batch recorded in OUT/run.json, if any."""
+    from vcorner.pipeline.manifest import read_manifest
+
+    folder = (read_manifest(out) or {}).get("images")
+    return Path(folder) if folder else None

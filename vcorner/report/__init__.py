@@ -1,0 +1,1 @@
+"""``vcorner report OUT``: one static HTML page of a batch, worst images first."""

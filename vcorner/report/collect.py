@@ -1,0 +1,117 @@
+"""What the report shows: every image of a batch with its corners, doubts and, given annotations, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vcorner import CORNER_NAMES
+from vcorner.io.records import ImageRecord
+from vcorner.io.spreadsheet import restore
+
+
+@dataclass
+class ImageEntry:
+    """One image of the batch as the report lists it.
+
+    Attributes:
+        image: path relative to DIR.
+        reason: why it failed ("" when it has corners).
+        corners: its corners.csv rows (text fields restored).
+        left_out: vertebra -> why it was left out of this image.
+        min_confidence: lowest corner confidence (0 for a failed image).
+        prior: corners from the prior fallback or outside the image.
+        max_error_px: largest distance to the annotated corner, pixels (None without annotations).
+        overlay, json: paths relative to OUT of its overlay and JSON when they exist.
+        thumbnail: a ``data:`` URI (filled by :mod:`vcorner.report.thumbnails`).
+    """
+
+    image: str
+    reason: str = ""
+    corners: list[dict[str, str]] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)
+    min_confidence: float = 0.0
+    prior: int = 0
+    max_error_px: float | None = None
+    overlay: str | None = None
+    json: str | None = None
+    thumbnail: str | None = None
+
+    @property
+    def vertebrae(self) -> int:
+        return len({r["vertebra"] for r in self.corners})
+
+    def doubt(self) -> tuple:
+        """Sort key, most doubtful first: failures, then the largest error, the lowest confidence, most priors."""
+        error = -self.max_error_px if self.max_error_px is not None else 0.0
+        return (0 if self.reason else 1, error, self.min_confidence, -self.prior - len(self.left_out), self.image)
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    for row in rows:
+        for key in ("image", "vertebra", "reason"):
+            if key in row and row[key] is not None:
+                row[key] = restore(row[key])
+    return rows
+
+
+def collect(out_dir: Path, truth: list[ImageRecord] | None = None) -> list[ImageEntry]:
+    """Every image of ``OUT/corners.csv`` and ``OUT/errors.csv``, most doubtful first.
+
+    With ``truth`` (annotations), each image's largest corner error is computed too.
+    """
+    from vcorner.pipeline.overlay import overlay_name
+
+    out_dir = Path(out_dir)
+    entries: dict[str, ImageEntry] = {}
+    for row in _rows(out_dir / "corners.csv"):
+        entries.setdefault(row["image"], ImageEntry(row["image"])).corners.append(row)
+    for row in _rows(out_dir / "errors.csv"):
+        entry = entries.setdefault(row["image"], ImageEntry(row["image"]))
+        if row.get("vertebra"):
+            entry.left_out[row["vertebra"]] = row["reason"]
+        else:
+            entry.reason = row["reason"]
+    known = {r.file: r for r in truth or []}
+    for entry in entries.values():
+        if entry.corners:
+            entry.min_confidence = min(float(r["confidence"]) for r in entry.corners)
+            entry.prior = sum(r["source"] != "network" for r in entry.corners)
+        if entry.image in known:
+            entry.max_error_px = _max_error(entry.corners, known[entry.image])
+        if (out_dir / "vis" / overlay_name(entry.image)).is_file():
+            entry.overlay = f"vis/{overlay_name(entry.image)}"
+        if (out_dir / "json" / f"{entry.image}.json").is_file():
+            entry.json = f"json/{entry.image}.json"
+    return sorted(entries.values(), key=ImageEntry.doubt)
+
+
+def _max_error(rows: list[dict[str, str]], record: ImageRecord) -> float | None:
+    """Largest distance (px) between a predicted corner and its annotated one; None when none match."""
+    truth = {(v.name, c): v.corners[k] for v in record.vertebrae if v.corners is not None
+             for k, c in enumerate(CORNER_NAMES)}
+    errors = [float(np.hypot(float(r["x"]) - truth[key][0], float(r["y"]) - truth[key][1]))
+              for r in rows if (key := (r["vertebra"], r["corner"])) in truth]
+    return max(errors) if errors else None
+
+
+def summary(out_dir: Path, entries: list[ImageEntry]) -> dict[str, Any]:
+    """The run's figures for the page header: model, backend, counts, time (from ``OUT/run.json``)."""
+    from vcorner.pipeline.manifest import read_manifest
+
+    manifest = read_manifest(out_dir) or {}
+    last = manifest.get("last_run") or {}
+    return {"model": (manifest.get("model") or "unknown")[:16], "card": (manifest.get("card") or "")[:16],
+            "backend": last.get("backend", "unknown"), "seconds": last.get("seconds"),
+            "calibration": manifest.get("calibration", "unknown"), "images": len(entries),
+            "failed": sum(1 for e in entries if e.reason),
+            "with_prior": sum(1 for e in entries if e.prior), "left_out": sum(len(e.left_out) for e in entries),
+            "corners": sum(len(e.corners) for e in entries)}
