@@ -55,9 +55,13 @@ def test_report_escapes_names(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "errors.csv").write_text('image,vertebra,reason\n"<script>alert(1)</script>.png",,broken\n')
+    corner = "a.png,</script><script>alert(2)</script>,{},1,2,0.5,1,1,0,network\n"
+    (out / "corners.csv").write_text("image,vertebra,corner,x,y,confidence,sd_major_px,sd_minor_px,angle_deg,source\n"
+                                     + "".join(corner.format(c) for c in ("superior_left", "superior_right",
+                                                                           "inferior_left", "inferior_right")))
     assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
     html = (out / "report.html").read_text()
-    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+    assert "<script>alert(" not in html and "&lt;script&gt;alert(1)" in html
 
 
 def test_report_refuses_a_folder_that_is_not_a_batch(tmp_path):
@@ -173,3 +177,24 @@ def test_convert_commands_round_trip_files_and_export_predictions(tmp_path, run)
     pred = json.loads((tmp_path / "pred.json").read_text())
     assert len(pred["annotations"]) == 30 and all(0 <= a["score"] <= 1 for a in pred["annotations"])
     assert pred["images"][0]["width"] > 0  # sizes from the images folder recorded in run.json
+
+
+@pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs chromium and chromium-driver")
+def test_opening_an_image_in_the_browser_shows_its_corner_table(run):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+
+    CliRunner().invoke(app, ["report", str(run)])
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(str(CHROMEDRIVER)))
+    try:
+        driver.get((run / "report.html").as_uri())
+        row = driver.find_element(By.CSS_SELECTOR, '#images > tbody > tr[data-image="phantom_00000.png"]')
+        row.find_element(By.TAG_NAME, "summary").click()
+        cells = row.find_elements(By.CSS_SELECTOR, "table.corners td")
+        assert len(cells) == 20 * 8 and cells[0].text == "C3" and cells[1].text == "superior_left"
+    finally:
+        driver.quit()

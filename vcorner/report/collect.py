@@ -42,6 +42,12 @@ class ImageEntry:
     json: str | None = None
     thumbnail: str | None = None
 
+    def corner_rows(self) -> list[list]:
+        """The corner table, compact: [vertebra, corner index, x, y, confidence, sd major, sd minor, source]."""
+        numbers = ("x", "y", "confidence", "sd_major_px", "sd_minor_px")
+        return [[r["vertebra"], CORNER_NAMES.index(r["corner"]), *(float(r[k]) for k in numbers), r["source"]]
+                for r in self.corners]
+
     @property
     def vertebrae(self) -> int:
         return len({r["vertebra"] for r in self.corners})

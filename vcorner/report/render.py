@@ -16,7 +16,11 @@ def render(entries: list[ImageEntry], facts: dict, title: str, annotated: str | 
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("vcorner.report", "templates"), autoescape=select_autoescape(["j2"]))
-    return env.get_template("report.html.j2").render(entries=entries, s=facts, title=title, annotated=annotated)
+    from vcorner import CORNER_NAMES
+
+    data = {"corners": list(CORNER_NAMES), "rows": [e.corner_rows() for e in entries]}
+    return env.get_template("report.html.j2").render(entries=entries, s=facts, title=title, annotated=annotated,
+                                                     corner_data=data)
 
 
 def add_thumbnails(out_dir: Path, entries: list[ImageEntry], images: Path | None,

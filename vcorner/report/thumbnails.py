@@ -11,9 +11,9 @@ import numpy as np
 from vcorner.io.images import read_image
 from vcorner.io.records import InputError
 
-MAX_SIDE = 160
-"""Longest thumbnail side, pixels: about 4 KB each, so a 1,000-image report stays a few MB."""
-QUALITY = 70
+MAX_SIDE = 128
+"""Longest thumbnail side, pixels: about 3 KB each, so a 1,000-image report stays a few MB."""
+QUALITY = 65
 COLOURS = {"network": (60, 200, 60), "prior": (40, 160, 255), "outside": (40, 40, 230)}  # BGR
 
 
