@@ -172,8 +172,8 @@ class CornerActor:
         self.runner = runner.__enter__()
         self.centers, self.batch_size, self.max_pixels = centers, batch_size, max_pixels
 
-    def one(self, data: bytes, path: str) -> tuple[str, str, str]:
-        """(image name, corner rows as JSON, error reason or "") for one image's bytes."""
+    def one(self, data: bytes, path: str) -> tuple[str, str, str, int]:
+        """(image name, corner rows as JSON, error reason or "", patches) for one image's bytes."""
         record = _record_from_json(self.centers[path])
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / Path(path).name
@@ -181,19 +181,21 @@ class CornerActor:
             try:
                 job = prepare(PlannedImage(record, local), self.card, max_pixels=self.max_pixels)
             except InputError as err:
-                return record.file, "", str(err).replace(str(local), path)
+                return record.file, "", str(err).replace(str(local), path), 0
         for start in range(0, len(job.patches), self.batch_size):
             job.maps[start:start + self.batch_size] = self.runner.infer(job.patches[start:start + self.batch_size])
-        corners, _ = finish(job, self.card)
-        return record.file, json.dumps(corner_rows(record.file, corners)), ""
+        try:
+            corners, _ = finish(job, self.card)
+            rows = corner_rows(record.file, corners)
+        except (InputError, ValueError) as err:  # as in the local batch: this image fails, not the dataset
+            return record.file, "", f"post-processing failed: {err}", len(job.patches)
+        return record.file, json.dumps(rows), "", len(job.patches)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {"image": [], "rows": [], "error": []}
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        out: dict[str, list] = {"image": [], "rows": [], "error": [], "patches": []}
         for data, path in zip(batch["bytes"], batch["path"], strict=True):
-            image, rows, error = self.one(bytes(data), str(path))
-            out["image"].append(image)
-            out["rows"].append(rows)
-            out["error"].append(error)
+            for key, value in zip(out, self.one(bytes(data), str(path)), strict=True):
+                out[key].append(value)
         return out
 
 
@@ -248,7 +250,8 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
                 else:
                     journal.add(json.loads(row["rows"]))
                     summary.done += 1
-                progress.image_done(0)
+                summary.patches += int(row["patches"])
+                progress.image_done(int(row["patches"]))
     finally:
         journal.close()
         write_run_errors(out_dir, summary)
