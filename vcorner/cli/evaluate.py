@@ -127,7 +127,11 @@ def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
     from vcorner.measure.table import measure_all, read_corners
 
     spacing = {r.file: r.pixel_spacing_mm for r in truth}
-    predicted = measure_all(read_corners(predictions), spacing)
+    try:
+        predicted = measure_all(read_corners(predictions), spacing)
+    except InputError as err:  # a corners.csv of another tool, without uncertainty columns
+        stderr.print(f"measurements not compared: {err}", highlight=False, soft_wrap=True)
+        return {}
     expected = truth_measurements(truth)
     per_measure, detected = compare_measurements(predicted, expected), detection(predicted, expected)
     table = Table(title="Measurements against the annotated corners", title_justify="left")

@@ -356,7 +356,8 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     for finisher in finishers:
         finisher.start()
     try:
-        summary.patches = sum(_infer_all(jobs, runner, options.batch_size, finished))
+        for size in _infer_all(jobs, runner, options.batch_size, finished):
+            summary.patches += size  # counted as it goes, so an interrupted run reports what it did
     except KeyboardInterrupt:  # Ctrl-C: stop the loader and finishers, keep what is finished, report it
         summary.interrupted = True
         stop.set()
