@@ -105,8 +105,9 @@ def test_intervals_hold_95_percent_of_true_values_when_the_ellipses_are_right():
     coverage = {m: float(np.mean(v)) for m, v in inside.items()}
     smooth = {m: c for m, c in coverage.items() if m != "height_loss"}
     assert all(0.92 <= c <= 0.98 for c in smooth.values()), coverage
-    # height loss takes a min and a max of noisy heights: its intervals undercover a normal vertebra (README)
-    assert 0.80 <= coverage["height_loss"] <= 0.99, coverage
+    # height loss takes a min and a max of noisy heights: with unbiased corners its percentile intervals
+    # undercover a normal vertebra (0.84 here; on phantoms, whose corners bias it low, 93%: README)
+    assert 0.75 <= coverage["height_loss"] <= 0.99, coverage
 
 
 def test_prior_corners_widen_and_flag_their_measures():

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,7 +161,7 @@ def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: _Se
                 pending.appendleft((job, start + n, count - n))
             size += n
         queued -= size
-        maps = runner.infer(np.concatenate([job.patches[s:s + n] for job, s, n in take]))
+        maps = _interruptible(runner, np.concatenate([job.patches[s:s + n] for job, s, n in take]))
         offset = 0
         for job, start, n in take:
             job.maps[start:start + n] = maps[offset:offset + n]
@@ -169,6 +170,32 @@ def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: _Se
             if job.filled == len(job.patches):
                 finished.put(job)
         yield size
+
+
+def _interruptible(runner: Runner, batch: np.ndarray) -> np.ndarray:
+    """``runner.infer(batch)`` in a helper thread, so that Ctrl-C reaches this (main) thread at once and
+    cancels the inference (:meth:`Runner.cancel`) instead of waiting for the batch to finish. Runners that
+    cannot cancel (GPU runners keep their CUDA state on the calling thread) run in this thread."""
+    if type(runner).cancel is Runner.cancel:
+        return runner.infer(batch)
+    done: Future = Future()
+
+    def work() -> None:
+        try:
+            done.set_result(runner.infer(batch))
+        except BaseException as err:  # handed to the waiting thread
+            done.set_exception(err)
+
+    threading.Thread(target=work, daemon=True, name="vcorner-infer").start()
+    try:
+        while True:
+            try:
+                return done.result(timeout=0.05)
+            except FutureTimeout:
+                continue
+    except KeyboardInterrupt:
+        runner.cancel()
+        raise
 
 
 class _Sequenced:

@@ -42,3 +42,6 @@ class Runner(ABC):
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(B, 1, N, N) float32 patches -> (B, 1, N, N) float32 maps."""
+
+    def cancel(self) -> None:
+        """Ask an ``infer`` running in another thread to stop early (best effort; Ctrl-C). Default: nothing."""

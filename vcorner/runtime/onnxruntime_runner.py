@@ -176,7 +176,17 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+        import onnxruntime as ort
+
+        if getattr(self, "run_options", None) is None:
+            self.run_options = ort.RunOptions()
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)},
+                                self.run_options)[0]
+
+    def cancel(self) -> None:
+        """Make the running ``session.run`` return early (ONNX Runtime's ``RunOptions.terminate``)."""
+        if getattr(self, "run_options", None) is not None:
+            self.run_options.terminate = True
 
 
 def check_io(session, model: Path, patch_size: int | None = None) -> None:
