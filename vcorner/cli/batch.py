@@ -91,6 +91,7 @@ def batch(
                             [p.record.file for p in plan.images], json_out, vis)
         options = BatchOptions(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
                                max_pixels=max_pixels, workers=workers,
+                               measure_labels=anterior if measure else None,
                                notes=(("images", str(image_dir.resolve())),))
         try:
             summary, runner_name = _run(plan, out, options, model, backend, device, threads, profile, ray,

@@ -60,6 +60,9 @@ class BatchOptions:
     """Model identity recorded in ``OUT/run.json``; resuming with another model is refused (None: unchecked)."""
     card_id: str | None = None
     """Digest of the model card (decoding constants, prior); resuming with another card redoes every image."""
+    measure_labels: str | None = None
+    """With ``vis``: label each vertebra of the overlays with its heights and slip; the anterior side
+    (``right``/``left``), or None for names only."""
     notes: tuple[tuple[str, str], ...] = ()
     """(key, message) pairs recorded in ``OUT/run.json`` (e.g. an uncalibrated card)."""
 
@@ -271,9 +274,11 @@ def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOp
         if options.write_json:
             write_image_json(out_dir, item.name, corners)
         if options.vis:
-            from vcorner.pipeline.overlay import overlay_name, write_overlay
+            from vcorner.pipeline.overlay import measurement_labels, overlay_name, write_overlay
 
-            write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated)
+            labels = measurement_labels(corners, item.spacing_mm, options.measure_labels) \
+                if options.measure_labels else None
+            write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated, labels)
         return corner_rows(item.name, corners), ""
     except OSError as err:  # a JSON or overlay that cannot be written (disk full, say): name the file
         return None, f"cannot write {err.filename or 'an output file'}: {err.strerror or err}"

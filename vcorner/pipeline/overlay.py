@@ -29,10 +29,12 @@ def heat_overlay(grey: np.ndarray, accumulated: Sequence[AccumulatedMap]) -> np.
     return (rgb * (1 - alpha) + colour * alpha).astype(np.uint8)
 
 
-def draw_corners(rgb: np.ndarray, corners: Sequence[VertebraCorners]) -> np.ndarray:
-    """Draw each corner (filled dot: network, ring: prior fallback) and its 95% ellipse, in place."""
+def draw_corners(rgb: np.ndarray, corners: Sequence[VertebraCorners],
+                 labels: Sequence[str] | None = None) -> np.ndarray:
+    """Draw each corner (filled dot: network, ring: prior fallback), its 95% ellipse and the vertebra's label
+    (its name, or ``labels``), in place."""
     scale = max(1, round(max(rgb.shape[:2]) / 800))
-    for v in corners:
+    for index, v in enumerate(corners):
         for k, ((x, y), (major, minor, angle)) in enumerate(zip(v.xy, v.ellipses(), strict=True)):
             colour = CORNER_COLOURS[k]
             centre = (int(round(x)), int(round(y)))
@@ -40,9 +42,30 @@ def draw_corners(rgb: np.ndarray, corners: Sequence[VertebraCorners]) -> np.ndar
             cv2.ellipse(rgb, centre, axes, float(angle), 0, 360, colour, scale, cv2.LINE_AA)
             cv2.circle(rgb, centre, 2 * scale, colour, -1 if v.source[k] == "network" else scale, cv2.LINE_AA)
         label_at = (int(v.xy[:, 0].max()) + 6 * scale, int(v.xy[:, 1].mean()))
-        cv2.putText(rgb, v.name, label_at, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (255, 255, 255), scale,
+        text = labels[index] if labels else v.name
+        cv2.putText(rgb, text, label_at, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (255, 255, 255), scale,
                     cv2.LINE_AA)
     return rgb
+
+
+def measurement_labels(corners: Sequence[VertebraCorners], spacing_mm: float | None,
+                       anterior: str = "right") -> list[str]:
+    """Per vertebra, a short label of its heights (anterior/posterior) and of its slip on the next one when
+    it is at least 3 mm (``vcorner batch --vis --measure``)."""
+    from vcorner.measure.definitions import heights, listhesis
+    from vcorner.measure.intervals import SLIP_MM, adjacent_pairs
+
+    xy = np.stack([v.xy for v in corners])
+    scale, unit = (spacing_mm, "mm") if spacing_mm else (1.0, "px")
+    h = heights(xy, anterior)
+    labels = [f"{v.name} {h['anterior_height'][i] * scale:.1f}/{h['posterior_height'][i] * scale:.1f} {unit}"
+              for i, v in enumerate(corners)]
+    if len(corners) > 1 and spacing_mm:
+        slip = listhesis(xy, anterior)[0] * scale
+        for i in adjacent_pairs([v.name for v in corners]):
+            if abs(slip[i]) >= SLIP_MM:
+                labels[i] += f", slip {slip[i]:+.1f} mm"
+    return labels
 
 
 def overlay_name(image: str) -> str:
@@ -51,9 +74,9 @@ def overlay_name(image: str) -> str:
 
 
 def write_overlay(path: Path, grey: np.ndarray, corners: Sequence[VertebraCorners],
-                  accumulated: Sequence[AccumulatedMap]) -> None:
-    """Write the overlay PNG for one image atomically."""
-    rgb = draw_corners(heat_overlay(grey, accumulated), corners)
+                  accumulated: Sequence[AccumulatedMap], labels: Sequence[str] | None = None) -> None:
+    """Write the overlay PNG for one image atomically (``labels``: one per vertebra, else their names)."""
+    rgb = draw_corners(heat_overlay(grey, accumulated), corners, labels)
     ok, data = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:
         raise ValueError(f"{path}: PNG encoding failed")

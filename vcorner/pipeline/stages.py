@@ -46,6 +46,8 @@ class ImageJob:
     maps: np.ndarray = field(default=None)  # type: ignore[assignment]
     pixels: np.ndarray | None = None
     filled: int = 0
+    spacing_mm: float | None = None
+    """Pixel spacing from the centres file, else the DICOM header; None when unknown."""
 
 
 def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
@@ -95,7 +97,8 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     owner = np.repeat(np.arange(len(frames)), len(poses))
     patches = extract_patches(build_pyramid(image.pixels), affines, sampling.patch_size)[:, None]
     return ImageJob(item.record.file, image.pixels.shape, frames, names, affines, owner, patches,
-                    np.empty_like(patches), image.pixels if keep_pixels else None)
+                    np.empty_like(patches), image.pixels if keep_pixels else None,
+                    spacing_mm=item.record.pixel_spacing_mm or image.pixel_spacing_mm)
 
 
 def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
