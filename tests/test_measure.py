@@ -174,6 +174,6 @@ def test_overlay_labels_give_heights_and_slips():
     def vertebra(name, xy):
         return VertebraCorners(name, xy, np.ones(4), np.broadcast_to(np.eye(2), (4, 2, 2)), ("network",) * 4)
 
-    corners = [vertebra("C3", box(8.0, 0.0)), vertebra("C4", box(0.0, 35.0, front=21.0))]
-    assert measurement_labels(corners, 0.5) == ["C3 15.0/15.0 mm, slip +4.0 mm", "C4 10.5/15.0 mm"]
-    assert measurement_labels(corners, None) == ["C3 30.0/30.0 px", "C4 21.0/30.0 px"]  # no slip flag in px
+    corners = [vertebra("C3", box(8.0, 0.0, front=21.0)), vertebra("C4", box(0.0, 35.0))]
+    assert measurement_labels(corners, 0.5) == ["C3 10.5/15.0 mm, slip +4.0 mm", "C4 15.0/15.0 mm"]
+    assert measurement_labels(corners, None) == ["C3 21.0/30.0 px", "C4 30.0/30.0 px"]  # no slip flag in px
