@@ -1,0 +1,52 @@
+"""Milliseconds per image of the two CPU stages, ``prepare`` (decode + cut patches) and ``finish``
+(back-project, search quadrants), with random maps in place of the network's (issue 12: the cost of the new
+checks, compared between checkouts).
+
+    python benchmarks/stage_times.py [--images 12] [--repeats 2]
+    PYTHONPATH=/path/to/old/checkout python benchmarks/stage_times.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vcorner.modelfile import default_model_path, read_model_card
+from vcorner.phantoms.dataset import synthesize_dataset
+from vcorner.pipeline.plan import make_plan
+from vcorner.pipeline.stages import finish, prepare
+
+SEED = 20250502
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="vcorner-stages-"))
+    synthesize_dataset(folder, args.images, seed=SEED, workers=1)
+    card = read_model_card(default_model_path())
+    plan = make_plan(folder, folder / "centers.csv")
+    rng = np.random.default_rng(0)
+    for repeat in range(args.repeats):
+        prepared = finished = 0.0
+        for item in plan.images:
+            began = time.perf_counter()
+            job = prepare(item, card)
+            prepared += time.perf_counter() - began
+            job.maps[:] = rng.random(job.maps.shape, dtype=np.float32)
+            began = time.perf_counter()
+            finish(job, card)
+            finished += time.perf_counter() - began
+        n = len(plan.images)
+        print(f"repeat {repeat + 1}: prepare {1000 * prepared / n:.1f} ms/image, finish {1000 * finished / n:.1f} "
+              f"ms/image over {n} phantoms", flush=True)
+
+
+if __name__ == "__main__":
+    main()
