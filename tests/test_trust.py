@@ -461,3 +461,21 @@ def test_evaluate_shows_coverage_beside_the_errors(films, tmp_path):
     assert "in 95% ellipse" in result.output.replace("\n", " ") or "95%" in result.output
     metrics = strict_json((tmp_path / "eval" / "metrics.json").read_text())
     assert 0.0 <= metrics["overall"]["inside_95"] <= 1.0
+
+
+def test_an_image_refused_now_loses_its_stale_corners(films, tmp_path):
+    assert batch(films, centre_rows(), tmp_path / "out").exit_code == 0
+    only_one = centre_rows(names=("C3",))  # one vertebra: the image is refused now
+    result = batch(films, only_one, tmp_path / "out")
+    assert result.exit_code == 1
+    assert rows(tmp_path / "out" / "corners.csv") == []  # no corners left that errors.csv contradicts
+    assert [e["image"] for e in rows(tmp_path / "out" / "errors.csv")] == [IMAGE]
+
+
+def test_lumbar_levels_put_l5_next_to_s1():
+    from vcorner.geometry.sequence import spine_levels
+    from vcorner.measure.intervals import adjacent_pairs
+
+    assert spine_levels(["L4", "L5", "S1"]).tolist() == [22, 23, 24]
+    assert adjacent_pairs(["L4", "L5", "S1"]) == [0, 1]
+    assert spine_levels(["L5", "L6", "S1"]).tolist() == [23, 24, 25]  # a sixth lumbar vertebra is kept

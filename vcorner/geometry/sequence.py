@@ -41,10 +41,19 @@ MAX_TURN_DEG = 75.0
 MIN_SPACING_PX = 2.0
 """Centres closer than this (pixels) coincide whatever the sequence's spacing."""
 
+def level_ranks(names: Sequence[str]) -> list[int | None]:
+    """Anatomical rank of each name (:func:`vcorner.io.records.anatomical_rank`), with the sacrum moved up one
+    level when no L6 is listed, so that L5 and S1 are neighbours (most spines have five lumbar vertebrae)."""
+    ranks = [anatomical_rank(n) for n in names]
+    has_l6 = any(n.strip().upper().replace(" ", "") == "L6" for n in names)
+    sacral = anatomical_rank("S1") or 0
+    return [r - 1 if r is not None and r >= sacral and not has_l6 else r for r in ranks]
+
+
 def spine_levels(names: Sequence[str]) -> np.ndarray | None:
     """(V,) anatomical ranks of ``names`` when every name is an anatomical label and they increase (a
     vertebra left out of the list then counts in the frames' sizes), else None (consecutive vertebrae)."""
-    ranks = [anatomical_rank(n) for n in names]
+    ranks = level_ranks(names)
     if len(ranks) < 2 or any(r is None for r in ranks) or np.any(np.diff(np.asarray(ranks, dtype=float)) <= 0):
         return None
     return np.asarray(ranks, dtype=np.float64)
@@ -88,7 +97,7 @@ def _levels(names: Sequence[str], kept: list[int], count: int) -> np.ndarray:
     """(count,) position of each vertebra along the spine: its anatomical rank when every kept name is an
     anatomical label (a skipped vertebra then counts), else its position in ``kept``."""
     levels = np.zeros(count)
-    ranks = [anatomical_rank(names[i]) for i in kept]
+    ranks = level_ranks([names[i] for i in kept])
     exact = all(r is not None for r in ranks) and len(set(ranks)) == len(ranks)
     for position, i in enumerate(kept):
         levels[i] = ranks[position] if exact else position

@@ -353,7 +353,11 @@ def _read_dicom(path: Path, max_pixels: int) -> XRayImage:
 
     header = _dicom_header(path, max_pixels)
     slope = header.get("RescaleSlope")
-    if slope is not None and not (math.isfinite(float(slope)) and float(slope) != 0.0):
+    try:
+        usable = slope is None or (math.isfinite(float(slope)) and float(slope) != 0.0)
+    except (TypeError, ValueError):
+        usable = False
+    if not usable:
         raise InputError(f"{path}: RescaleSlope is {slope}: the pixel values would carry no image")
     try:
         ds = pydicom.dcmread(path, force=True)

@@ -39,6 +39,8 @@ from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
 _DONE = object()
+INTERRUPTED = "interrupted"
+"""Reason of an image that Ctrl-C left unfinished (not written to errors.csv; a resumed run does it)."""
 MAX_DEFAULT_WORKERS = 16
 """Cap of the default CPU-stage threads beside GPU inference: each holds about two images in flight."""
 
@@ -179,7 +181,7 @@ def _interruptible(runner: Runner, batch: np.ndarray) -> np.ndarray:
     """``runner.infer(batch)`` in a helper thread, so that Ctrl-C reaches this (main) thread at once and
     cancels the inference (:meth:`Runner.cancel`) instead of waiting for the batch to finish. Runners that
     cannot cancel (GPU runners keep their CUDA state on the calling thread) run in this thread."""
-    if type(runner).cancel is Runner.cancel:
+    if runner.on_gpu or type(runner).cancel is Runner.cancel:
         return runner.infer(batch)
     done: Future = Future()
 
@@ -236,6 +238,8 @@ class _InOrder:
                         self.journal.add(rows)
                     except OSError as err:  # disk full, say: this image fails, the next ones still try
                         rows, reason = None, f"cannot write {self.journal.path}: {err.strerror or err}"
+                if reason == INTERRUPTED:
+                    continue  # left for a resumed run: neither done nor failed
                 if rows is None:
                     self.summary.failed[name] = reason
                 else:
@@ -254,7 +258,8 @@ def _finish_all(finished: _Sequenced, card: ModelCard, out_dir: Path, options: B
     use_serial_kernels()
     while (entry := finished.get())[1] is not _DONE:
         seq, item = entry
-        if stop.is_set():
+        if stop.is_set():  # passed on unrecorded, so that images finished after it still reach corners.csv
+            record.put(seq, item[0] if isinstance(item, tuple) else item.name, None, INTERRUPTED, 0)
             continue
         if isinstance(item, tuple):
             record.put(seq, item[0], None, item[1], 0)
@@ -308,12 +313,14 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
                     out_dir, kept)
     records = [p.record for p in plan.images]
     expected = {r.file: 4 * len(r.vertebrae) for r in records}
+    expected.update(dict.fromkeys(plan.refused, 0))  # refused now: earlier rows of them are stale, not kept
     redo: set[str] = set()
     previous = manifest.read_manifest(out_dir) if options.resume else None
+    planned_files = [r.file for r in records]
     if options.resume:
         manifest.check_same_model(previous, options.model_id, out_dir)
         redo = manifest.changed_centers(previous, records) | manifest.missing_extras(
-            out_dir, list(expected), options.write_json, options.vis)
+            out_dir, planned_files, options.write_json, options.vis)
         if manifest.card_changed(previous, options.card_id):
             log.warning("the model card changed since %s was written (tuned?): redoing its images", out_dir)
             redo |= set(expected)

@@ -182,6 +182,8 @@ class CornerActor:
                 job = prepare(PlannedImage(record, local), self.card, max_pixels=self.max_pixels)
             except InputError as err:
                 return record.file, "", str(err).replace(str(local), path), 0
+            except (OSError, ValueError, TypeError, MemoryError) as err:  # as the local batch: this image fails
+                return record.file, "", f"cannot process: {type(err).__name__}: {err}".replace(str(local), path), 0
         for start in range(0, len(job.patches), self.batch_size):
             job.maps[start:start + self.batch_size] = self.runner.infer(job.patches[start:start + self.batch_size])
         try:
@@ -214,6 +216,14 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
     ray = import_ray()
     progress = progress or Progress()
     out_dir = Path(out_dir)
+    per_actor, cpus = 1.0, 0.0
+    if plan.images:  # refuse actors that cannot fit before anything in OUT is touched
+        connect(address, num_cpus=None)
+        quiet_ray_data(ray)
+        resources = ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+        per_actor = actor_cpus(cpus, actors, gpus, gpus_per_actor)
+        log.info("Ray: %d actor(s) of %.3g CPU each on a cluster of %g CPU(s)", actors, per_actor, cpus)
     journal, todo, summary = start_outputs(plan, out_dir, options)
     progress.start(len(todo))
     began = time.perf_counter()
@@ -227,12 +237,6 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
             progress.image_done(0)
     try:
         if readable:
-            connect(address, num_cpus=None)
-            quiet_ray_data(ray)
-            resources = ray.cluster_resources()
-            cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
-            per_actor = actor_cpus(cpus, actors, gpus, gpus_per_actor)
-            log.info("Ray: %d actor(s) of %.3g CPU each on a cluster of %g CPU(s)", actors, per_actor, cpus)
             centers = {str(p.path): _record_to_json(p.record) for p in readable}
             # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
             dataset = read_images(ray, [str(p.path) for p in readable])

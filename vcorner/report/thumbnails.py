@@ -41,7 +41,7 @@ def image_thumbnail(path: Path, corners: list[dict[str, str]], max_side: int = M
     None when the image cannot be read."""
     try:
         grey = read_image(path).pixels
-    except (InputError, OSError):
+    except (InputError, OSError, ValueError, TypeError, MemoryError):
         return None
     small, scale = _shrink((np.clip(grey, 0, 1) * 255).astype(np.uint8), max_side)
     rgb = cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)

@@ -141,6 +141,9 @@ class OnnxRuntimeRunner(Runner):
                              device_id=self.device_id)
 
     def activate(self) -> None:
+        import onnxruntime as ort
+
+        self.run_options = ort.RunOptions()
         self.session = self.open_session(self.providers())
         check_io(self.session, self.model, self.patch_size)
         running = {provider: device for device, provider in PROVIDER_OF.items()}.get(self.session.get_providers()[0])
@@ -176,17 +179,12 @@ class OnnxRuntimeRunner(Runner):
         self.session = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        import onnxruntime as ort
-
-        if getattr(self, "run_options", None) is None:
-            self.run_options = ort.RunOptions()
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.float32)},
                                 self.run_options)[0]
 
     def cancel(self) -> None:
         """Make the running ``session.run`` return early (ONNX Runtime's ``RunOptions.terminate``)."""
-        if getattr(self, "run_options", None) is not None:
-            self.run_options.terminate = True
+        self.run_options.terminate = True
 
 
 def check_io(session, model: Path, patch_size: int | None = None) -> None:
