@@ -479,3 +479,29 @@ def test_lumbar_levels_put_l5_next_to_s1():
     assert spine_levels(["L4", "L5", "S1"]).tolist() == [22, 23, 24]
     assert adjacent_pairs(["L4", "L5", "S1"]) == [0, 1]
     assert spine_levels(["L5", "L6", "S1"]).tolist() == [23, 24, 25]  # a sixth lumbar vertebra is kept
+
+
+def test_a_retuned_card_redoes_only_images_decoded_with_the_old_one(films, tmp_path):
+    from dataclasses import replace
+
+    from vcorner.modelfile import read_model_card, write_sidecar
+
+    model = copy_model(tmp_path)
+    shutil.copy(films / IMAGE, films / "other.png")
+    assert batch(films, centre_rows(), tmp_path / "out", "--model", str(model)).exit_code == 0
+    card = read_model_card(model)
+    write_sidecar(model, card.with_decode(replace(card.decode, ellipse_scale=3.0)))
+    assert batch(films, centre_rows(image="other.png"), tmp_path / "out", "--model", str(model)).exit_code == 0
+    cards = json.loads((tmp_path / "out" / "run.json").read_text())["cards"]
+    assert cards[IMAGE] != cards["other.png"]  # the first image keeps the record of the card it was decoded with
+    again = batch(films, centre_rows(), tmp_path / "out", "--model", str(model))
+    assert again.exit_code == 0 and "1 image(s) done (1 redone" in again.output
+
+
+def test_an_unlisted_image_cut_by_a_kill_is_not_kept_half(films, tmp_path):
+    shutil.copy(films / IMAGE, films / "other.png")
+    assert batch(films, centre_rows(), tmp_path / "out").exit_code == 0
+    corners_csv = tmp_path / "out" / "corners.csv"
+    corners_csv.write_text("".join(corners_csv.read_text().splitlines(keepends=True)[:9]))  # a kill mid-image
+    assert batch(films, centre_rows(image="other.png"), tmp_path / "out").exit_code == 0
+    assert {r["image"] for r in rows(corners_csv)} == {"other.png"}

@@ -321,13 +321,19 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
         manifest.check_same_model(previous, options.model_id, out_dir)
         redo = manifest.changed_centers(previous, records) | manifest.missing_extras(
             out_dir, planned_files, options.write_json, options.vis)
-        if manifest.card_changed(previous, options.card_id):
-            log.warning("the model card changed since %s was written (tuned?): redoing its images", out_dir)
-            redo |= set(expected)
-    journal = CornerJournal(out_dir / "corners.csv", expected, options.resume, redo)
+        retuned = manifest.changed_cards(previous, planned_files, options.card_id)
+        if retuned:
+            log.warning("the model card changed since %d image(s) of %s were decoded (tuned?): redoing them",
+                        len(retuned), out_dir)
+        redo |= retuned
+    journal = CornerJournal(out_dir / "corners.csv", expected, options.resume, redo, manifest.known_rows(previous))
     if journal.others:
         log.warning("%s keeps the rows of %d image(s) of an earlier run that this centres file does not list",
                     out_dir / "corners.csv", len(journal.others))
+    if journal.partial:
+        log.warning("%s: dropped the incomplete rows of %d unlisted image(s) an earlier run was killed writing "
+                    "(e.g. %s); list them again to redo them", out_dir / "corners.csv", len(journal.partial),
+                    next(iter(journal.partial)))
     manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous,  # after stale rows go
                             dict(options.notes))
     todo = [p for p in plan.images if p.record.file not in journal.done]

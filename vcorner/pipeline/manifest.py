@@ -40,18 +40,30 @@ def read_manifest(out_dir: Path) -> dict[str, Any] | None:
 
 def write_manifest(out_dir: Path, model_id: str | None, records: list[ImageRecord], card_id: str | None = None,
                    previous: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
-    """Record the model, its card and every planned image's centres digest (atomically), keeping the
-    entries of ``previous`` images that this run does not plan; ``extra`` adds fields (e.g. warnings)."""
-    centers = {k: v for k, v in ((previous or {}).get("centers") or {}).items()}
-    centers.update({r.file: centers_digest(r) for r in records})
-    data = {"format": FORMAT, "model": model_id, "card": card_id, **(extra or {}), "centers": centers}
+    """Record the model and, per planned image, its centres digest, the card it is decoded with and its row
+    count (atomically), keeping the entries of ``previous`` images that this run does not plan; ``extra``
+    adds fields (e.g. warnings)."""
+    old = previous or {}
+    centers = {**(old.get("centers") or {}), **{r.file: centers_digest(r) for r in records}}
+    old_cards = old.get("cards") or dict.fromkeys(old.get("centers") or {}, old.get("card"))
+    cards = {**old_cards, **dict.fromkeys((r.file for r in records), card_id)}
+    rows = {**(old.get("rows") or {}), **{r.file: 4 * len(r.vertebrae) for r in records}}
+    data = {"format": FORMAT, "model": model_id, "card": card_id, **(extra or {}), "centers": centers,
+            "cards": cards, "rows": rows}
     write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def card_changed(manifest: dict[str, Any] | None, card_id: str | None) -> bool:
-    """True when OUT's corners were decoded with another card than ``card_id`` (both known)."""
-    old = (manifest or {}).get("card")
-    return bool(old and card_id and old != card_id)
+def changed_cards(manifest: dict[str, Any] | None, images: list[str], card_id: str | None) -> set[str]:
+    """Images whose kept corners were decoded with another card than ``card_id`` (both known)."""
+    old = manifest or {}
+    cards = old.get("cards") or {}
+    return {image for image in images
+            if card_id and (cards.get(image) or old.get("card")) and (cards.get(image) or old.get("card")) != card_id}
+
+
+def known_rows(manifest: dict[str, Any] | None) -> dict[str, int]:
+    """Rows each image of an earlier run should have (4 per vertebra), as recorded."""
+    return {k: int(v) for k, v in ((manifest or {}).get("rows") or {}).items()}
 
 
 def check_same_model(manifest: dict[str, Any] | None, model_id: str | None, out_dir: Path) -> None:

@@ -84,6 +84,8 @@ class CornerJournal:
         expected_rows: image -> number of rows a complete image has (4 x its vertebrae).
         resume: keep complete images already in the file (else start afresh).
         redo: images whose rows are dropped even when complete (they are done again).
+        known_rows: rows an earlier run expected per image (``OUT/run.json``); an unplanned image with fewer
+            (cut by a kill) is dropped, as a planned one would be redone.
 
     Attributes:
         done: images kept from the file. redone: images of ``redo`` that had complete rows.
@@ -91,11 +93,13 @@ class CornerJournal:
     """
 
     def __init__(self, path: Path, expected_rows: dict[str, int], resume: bool,
-                 redo: set[str] | frozenset[str] = frozenset()) -> None:
+                 redo: set[str] | frozenset[str] = frozenset(), known_rows: dict[str, int] | None = None) -> None:
         self.path = Path(path)
         grouped = self._rows_by_image() if resume else {}
         complete = {k: v for k, v in grouped.items() if len(v) == expected_rows.get(k, -1)}
-        others = {k: v for k, v in grouped.items() if k not in expected_rows}
+        known = known_rows or {}
+        others = {k: v for k, v in grouped.items() if k not in expected_rows and len(v) == known.get(k, len(v))}
+        self.partial = {k for k in grouped if k not in expected_rows and k not in others}
         kept = {image: rows for image, rows in complete.items() if image not in redo}
         self.done, self.redone, self.others = set(kept), set(complete) - set(kept), set(others)
         rows = [r for group in (others, kept) for image_rows in group.values() for r in image_rows]
