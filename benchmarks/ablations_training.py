@@ -1,7 +1,7 @@
 """Training-side ablations the paper's conclusion asks for: reflect padding (border effect) and a loss that
 also penalizes residual background, against the lite recipe, all with the same short budget; and the
 paper's ground truth (every corner in a patch's map) against vcorner's (only the corners of the vertebra the
-patch was cut for, against neighbour confusion: DESIGN.md section 9).
+patch was cut for, against neighbour confusion: docs/design.md section 5).
 
     python benchmarks/ablations_training.py [--epochs 2] [--patches-per-vertebra 8]
     python benchmarks/ablations_training.py --epochs 1 --only lite paper --name recipes_accuracy

@@ -29,7 +29,7 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Patch sampling around each vertebra centre (DESIGN.md section 3, step 2).
+    """Patch sampling around each vertebra centre (docs/design.md section 2, step 2).
 
     Offsets are in units of the vertebra size (mean distance to neighbouring centres); a patch covers a
     square of ``extent * scale`` sizes, rotated by the frame angle plus one of ``rotations_deg``.
@@ -59,7 +59,7 @@ class SamplingConfig:
 
 @dataclass(frozen=True)
 class GroundTruthConfig:
-    """Ground-truth maps (DESIGN.md section 3, step 3).
+    """Ground-truth maps (docs/design.md section 2, step 3).
 
     Corner Gaussians have standard deviations ``sigma_width`` and ``sigma_height`` times the vertebra size
     along the frame's x and y axes; the boundary is drawn with a line of ``line_sd_px`` patch pixels.
@@ -79,7 +79,7 @@ class GroundTruthConfig:
 
 @dataclass(frozen=True)
 class DecodeConfig:
-    """Post-processing of patch maps into corners (DESIGN.md section 3, steps 7 and 8).
+    """Post-processing of patch maps into corners (docs/design.md section 2, steps 7 and 8).
 
     Attributes:
         background_quantile: per-patch residual background level (quantile of the map's values).

@@ -1,4 +1,4 @@
-"""Ground-truth patch maps (DESIGN.md section 3, step 3; paper section 2).
+"""Ground-truth patch maps (docs/design.md section 2, step 3; the paper's section 2).
 
 Gaussians placed along the splined vertebra boundary, centred at each corner, with standard deviations
 proportional to the vertebra's size and aligned with its frame; drawn into each patch through the patch's

@@ -1,7 +1,7 @@
 """Mixed-precision FP16 ONNX for GPUs: FP16 convolutions, FP32 I/O, the spatial normalization kept in FP32.
 
 TensorRT 11 has no ``BuilderFlag.FP16``: a strongly typed network takes every layer's precision from the
-ONNX graph, so the graph itself must say which tensors are FP16 (DESIGN.md section 4). This module writes
+ONNX graph, so the graph itself must say which tensors are FP16 (docs/design.md section 3). This module writes
 that graph from an FP32 vcorner model:
 
 - the *body* (from the input up to the 1x1 head convolution's input, or up to its output when

@@ -1,4 +1,4 @@
-"""Vertebra frames from clicked centres only (DESIGN.md section 3, step 1).
+"""Vertebra frames from clicked centres only (docs/design.md section 2, step 1).
 
 A frame maps frame coordinates ``q`` (units of the vertebra's size, x towards the image's right side of
 the spine, y caudal) to image pixels: ``p = center + size * axes @ q``. The same function serves training

@@ -1,4 +1,4 @@
-"""Read and write ``annotations.json`` (format ``vcorner-annotations/1``, DESIGN.md section 2)."""
+"""Read and write ``annotations.json`` (format ``vcorner-annotations/1``, docs/design.md section 1)."""
 
 from __future__ import annotations
 

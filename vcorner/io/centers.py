@@ -1,4 +1,4 @@
-"""Read and write ``centers.csv``: ``image,vertebra,x,y[,pixel_spacing_mm]`` (DESIGN.md section 2)."""
+"""Read and write ``centers.csv``: ``image,vertebra,x,y[,pixel_spacing_mm]`` (docs/design.md section 1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """In-memory records shared by every stage: one image and its vertebrae.
 
-Coordinates are pixels, origin at the top-left pixel's centre, x right, y down (DESIGN.md section 2).
+Coordinates are pixels, origin at the top-left pixel's centre, x right, y down (docs/design.md section 1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The Bhattacharyya loss (paper equations 2 and 3; DESIGN.md section 3, step 6)."""
+"""The Bhattacharyya loss (paper equations 2 and 3; docs/design.md section 2, step 6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The spatial normalization layer (paper section 3.1; DESIGN.md section 3, step 5)."""
+"""The spatial normalization layer (the paper's section 3.1; docs/design.md section 2, step 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The paper's UNet with a spatial normalization output layer (DESIGN.md section 3, steps 4 and 5)."""
+"""The paper's UNet with a spatial normalization output layer (docs/design.md section 2, steps 4 and 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Realistic phantom lateral cervical spine radiographs with annotator-like annotations (DESIGN.md section 5).
+"""Realistic phantom lateral cervical spine radiographs with annotator-like annotations (docs/design.md section 4).
 
 Modules, from anatomy to files: ``anatomy`` (C2-T1 bodies in mm along a curve), ``elements`` (posterior
 elements, skull base, mandible, hardware), ``softtissue`` (neck, airway, shoulders), ``scene`` (field of

@@ -1,4 +1,4 @@
-"""Removal of the residual background of network maps (DESIGN.md section 3, step 7; paper section 3.3).
+"""Removal of the residual background of network maps (docs/design.md section 2, step 7; the paper's section 3.3).
 
 The spatial normalization forces each map's minimum to zero; zero padding makes the patch border that
 minimum, and the rest of the background keeps a small residual level. The paper reads that level off each

@@ -1,7 +1,7 @@
-"""Corners from patch maps (DESIGN.md section 3, steps 7 and 8).
+"""Corners from patch maps (docs/design.md section 2, steps 7 and 8).
 
 Per vertebra: remove each patch's background, back-project the patches cut for that vertebra into its own
-region (DESIGN.md section 9: one shared accumulator lets a vertebra's superior corners capture the inferior
+region (docs/design.md section 5: one shared accumulator lets a vertebra's superior corners capture the inferior
 corners of the vertebra above), weight by the learned prior, take each frame quadrant's maximum, refine it to
 sub-pixel precision, and describe its uncertainty by the moments of the weighted map around it. A quadrant
 without enough mass falls back to the prior.

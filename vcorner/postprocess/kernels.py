@@ -1,4 +1,4 @@
-"""Numba kernels of the post-processing (DESIGN.md section 3, step 7).
+"""Numba kernels of the post-processing (docs/design.md section 2, step 7).
 
 :func:`backproject` warps patch maps back onto an image region and averages them; :func:`quadrant_argmax`
 finds the prior-weighted maximum of an accumulated map in each quadrant of a vertebra frame. Each public
