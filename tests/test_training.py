@@ -88,3 +88,21 @@ def test_no_calibrate_leaves_a_card_that_warns(toy_dataset, tmp_path):
     result = train(toy_dataset, one, tmp_path / "run", calibrate=False)
     card = read_card(tmp_path / "run")
     assert result.calibration is None and not card.calibrated and "never calibrated" in card.calibration_warning()
+
+
+def test_train_command_ends_calibrated_and_says_so(toy_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text('name = "tiny"\n[model]\nrecipe = "tiny"\n[sampling]\ngrid_steps = 2\nscales = [1.0]\n'
+                      'rotations_deg = [0.0]\n[train]\nepochs = 1\nbatch_size = 16\npatches_per_vertebra = 8\n')
+    result = CliRunner().invoke(app, ["train", str(toy_dataset), "--config", str(recipe), "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 1 validation image(s)" in result.output and "95% ellipses hold" in result.output
+    assert read_card(tmp_path / "run").calibrated
+    plain = CliRunner().invoke(app, ["train", str(toy_dataset), "--config", str(recipe), "--out",
+                                     str(tmp_path / "plain"), "--no-calibrate"])
+    assert plain.exit_code == 0 and "not calibrated" in plain.output and not read_card(tmp_path / "plain").calibrated

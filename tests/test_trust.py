@@ -505,3 +505,76 @@ def test_an_unlisted_image_cut_by_a_kill_is_not_kept_half(films, tmp_path):
     corners_csv.write_text("".join(corners_csv.read_text().splitlines(keepends=True)[:9]))  # a kill mid-image
     assert batch(films, centre_rows(image="other.png"), tmp_path / "out").exit_code == 0
     assert {r["image"] for r in rows(corners_csv)} == {"other.png"}
+
+
+def _jpeg_ls_dicom(path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.Rows = ds.Columns = 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 16, 12, 11, 0, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + b"\x00" * 20])
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_batch_names_zero_slope_jpeg_ls_and_runaway_vertebra_lists_in_errors_csv(films, tmp_path):
+    import pydicom
+
+    from vcorner.io.images import write_image
+
+    write_image(films / "slope.dcm", np.random.default_rng(0).integers(0, 4000, (300, 300)).astype(np.uint16))
+    ds = pydicom.dcmread(films / "slope.dcm")
+    ds.RescaleSlope = "0"
+    ds.save_as(films / "slope.dcm")
+    _jpeg_ls_dicom(films / "ls.dcm")
+    shutil.copy(films / IMAGE, films / "many.png")
+    lines = (centre_rows() + centre_rows(image="slope.dcm") + centre_rows(image="ls.dcm")
+             + [f"many.png,V{i},{100 + i},{10 + 8 * i}\n" for i in range(65)])
+    result = batch(films, lines, tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    errors = {e["image"]: e["reason"] for e in rows(tmp_path / "out" / "errors.csv")}
+    assert "RescaleSlope is 0" in errors["slope.dcm"] and "pyjpegls" in errors["ls.dcm"]
+    assert "more than 64 vertebrae" in errors["many.png"]
+    assert Counter(r["image"] for r in rows(tmp_path / "out" / "corners.csv")) == {IMAGE: 20}
+
+
+def test_batch_applies_exif_orientation_and_says_so(films, tmp_path, caplog):
+    pixels = cv2.imread(str(films / IMAGE), cv2.IMREAD_GRAYSCALE)
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(np.rot90(pixels, 1)), [cv2.IMWRITE_JPEG_QUALITY, 97])
+    tiff = b"MM\x00*\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00" + b"\x00" * 4
+    app1 = b"\xff\xe1" + (len(tiff) + 8).to_bytes(2, "big") + b"Exif\x00\x00" + tiff
+    data = encoded.tobytes()
+    (films / "turned.jpg").write_bytes(data[:2] + app1 + data[2:])  # stored turned, displayed upright
+    result = batch(films, centre_rows(image="turned.jpg"), tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "EXIF orientation 6 applied" in caplog.text
+    found = corners(tmp_path / "out")
+    assert mean_error(found, ["C3", "C4", "C5", "C6", "C7"]) < FIT_FAILURE_PX / 2  # clicked upright, found upright
+
+
+def test_a_full_disk_names_the_file_and_spares_the_other_images(films, tmp_path, monkeypatch):
+    from vcorner.pipeline.outputs import CornerJournal
+
+    add, calls = CornerJournal.add, []
+
+    def full_once(self, rows_):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        add(self, rows_)
+
+    monkeypatch.setattr(CornerJournal, "add", full_once)
+    shutil.copy(films / IMAGE, films / "other.png")
+    result = batch(films, centre_rows() + centre_rows(image="other.png"), tmp_path / "out")
+    assert result.exit_code == 1
+    (error,) = rows(tmp_path / "out" / "errors.csv")
+    assert error["image"] == IMAGE and f"cannot write {tmp_path / 'out' / 'corners.csv'}" in error["reason"]
+    assert "No space left on device" in error["reason"]
+    assert {r["image"] for r in rows(tmp_path / "out" / "corners.csv")} == {"other.png"}

@@ -169,19 +169,10 @@ def corners_csv_records(text: str, source: str = "corners.csv") -> tuple[list[Im
     Raises:
         InputError: not a corners.csv (one line).
     """
-    import csv
-    import io
+    from vcorner.io.corners_table import group_corner_rows
 
-    from vcorner.io.spreadsheet import restore
-
-    reader = csv.DictReader(io.StringIO(text))
-    if not {"image", "vertebra", "corner", "x", "y"} <= set(reader.fieldnames or []):
-        raise InputError(f"{source}: not a vcorner corners.csv (needs image, vertebra, corner, x, y)")
-    grouped: dict[str, dict[str, dict[str, dict[str, str]]]] = {}
-    for row in reader:
-        grouped.setdefault(restore(row["image"]), {}).setdefault(restore(row["vertebra"]), {})[row["corner"]] = row
     records, scores = [], {}
-    for image, vertebrae in grouped.items():
+    for image, vertebrae in group_corner_rows(text, source).items():
         kept = []
         for name, rows in vertebrae.items():
             try:

@@ -12,8 +12,9 @@ import numpy as np
 
 from vcorner import CORNER_NAMES
 from vcorner.io.atomic import write_text_atomic
+from vcorner.io.corners_table import group_corner_rows
 from vcorner.io.records import InputError
-from vcorner.io.spreadsheet import neutralise, restore
+from vcorner.io.spreadsheet import neutralise
 from vcorner.measure.intervals import ImageCorners, Measurement, measure_image
 from vcorner.postprocess.decode import ellipse_covariance
 
@@ -23,11 +24,8 @@ MEASUREMENT_COLUMNS = ("image", "measure", "level", "value", "unit", "ci95_low",
 NEEDED = ("image", "vertebra", "corner", "x", "y", "sd_major_px", "sd_minor_px", "angle_deg", "source")
 
 
-def _image_corners(image: str, rows: list[dict[str, str]]) -> ImageCorners | None:
+def _image_corners(image: str, by_vertebra: dict[str, dict[str, dict[str, str]]]) -> ImageCorners | None:
     """One image's corners, vertebrae in file order; vertebrae without all four finite corners are left out."""
-    by_vertebra: dict[str, dict[str, dict[str, str]]] = {}
-    for row in rows:
-        by_vertebra.setdefault(restore(row["vertebra"]), {})[row["corner"]] = row
     names, xy, cov, network = [], [], [], []
     for name, found in by_vertebra.items():
         try:
@@ -61,14 +59,8 @@ def read_corners(path: Path) -> list[ImageCorners]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such corners file") from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in NEEDED if c not in (reader.fieldnames or [])]
-    if missing:
-        raise InputError(f"{path}: not a vcorner corners.csv (missing column(s) {', '.join(missing)})")
-    grouped: dict[str, list[dict[str, str]]] = {}
-    for row in reader:
-        grouped.setdefault(restore(row["image"]), []).append(row)
-    return [c for image, rows in grouped.items() if (c := _image_corners(image, rows)) is not None]
+    grouped = group_corner_rows(text, str(path), NEEDED)
+    return [c for image, vertebrae in grouped.items() if (c := _image_corners(image, vertebrae)) is not None]
 
 
 def measure_all(images: Iterable[ImageCorners], spacing: dict[str, float | None], anterior: str = "right",
