@@ -109,12 +109,10 @@ def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior
     """OUT/measurements.csv from OUT/corners.csv (every image in it, resumed ones included)."""
     import time
 
-    from vcorner.measure.table import measure_all, read_corners, spacing_from_sources, write_measurements
+    from vcorner.measure.table import measure_run
 
     began = time.perf_counter()
-    found = read_corners(out / "corners.csv")
-    rows = measure_all(found, spacing_from_sources([c.image for c in found], image_dir, centers), anterior, ap)
-    write_measurements(out / "measurements.csv", rows)
+    _, rows, _ = measure_run(out / "corners.csv", out / "measurements.csv", image_dir, centers, anterior, ap)
     seconds = time.perf_counter() - began
     share = f", {100 * seconds / batch_seconds:.1f}% of the batch" if batch_seconds > 0 else ""
     stderr.print(f"{len(rows)} measurement(s) in {seconds:.2f} s{share}: {out / 'measurements.csv'}",

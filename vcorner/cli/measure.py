@@ -32,16 +32,12 @@ def measure(
     ap: Annotated[bool, typer.Option("--ap", help="AP film: also the main Cobb angle.")] = False,
 ) -> None:
     """Recompute OUT/measurements.csv from an existing corners.csv (the same as vcorner batch --measure)."""
-    from vcorner.measure.table import measure_all, read_corners, spacing_from_sources, write_measurements
+    from vcorner.measure.table import measure_run
 
     with user_errors():
-        found = read_corners(corners)
-        mm = spacing_from_sources([c.image for c in found], images, centers)
         began = time.perf_counter()
-        rows = measure_all(found, mm, anterior.value, ap, default_spacing=spacing)
+        found, rows, mm = measure_run(corners, out / "measurements.csv", images, centers, anterior.value, ap, spacing)
         seconds = time.perf_counter() - began
-        out.mkdir(parents=True, exist_ok=True)
-        write_measurements(out / "measurements.csv", rows)
     without = sum(1 for c in found if not (mm.get(c.image) or spacing))
     note = f"; {without} image(s) without a pixel spacing are in pixels" if without else ""
     stderr.print(f"{len(rows)} measurement(s) of {len(found)} image(s) in {seconds:.2f} s{note}: "

@@ -94,13 +94,11 @@ def _cranial_order(names: Sequence[str], centers: np.ndarray, usable: list[int])
 
 
 def _levels(names: Sequence[str], kept: list[int], count: int) -> np.ndarray:
-    """(count,) position of each vertebra along the spine: its anatomical rank when every kept name is an
-    anatomical label (a skipped vertebra then counts), else its position in ``kept``."""
+    """(count,) position of each vertebra along the spine: its anatomical level when every kept name has one
+    (:func:`spine_levels`; a skipped vertebra then counts), else its position in ``kept``."""
     levels = np.zeros(count)
-    ranks = level_ranks([names[i] for i in kept])
-    exact = all(r is not None for r in ranks) and len(set(ranks)) == len(ranks)
-    for position, i in enumerate(kept):
-        levels[i] = ranks[position] if exact else position
+    ranks = spine_levels([names[i] for i in kept])
+    levels[kept] = ranks if ranks is not None else np.arange(len(kept))
     return levels
 
 

@@ -108,3 +108,19 @@ def spacing_from_sources(images: Sequence[str], root: Path | None = None, center
             if found[image] is None and inside:
                 found[image] = dicom_file_spacing(Path(root) / image)
     return found
+
+
+def measure_run(corners_csv: Path, dest: Path, images: Path | None = None, centers: Path | None = None,
+                anterior: str = "right", ap: bool = False, spacing: float | None = None
+                ) -> tuple[list[ImageCorners], list[Measurement], dict[str, float | None]]:
+    """``measurements.csv`` at ``dest`` from a batch's ``corners.csv``, the spacing taken from ``centers``,
+    the DICOM headers under ``images``, else ``spacing``; the images read, the rows written, the spacings.
+
+    Raises:
+        InputError: not a readable corners.csv.
+    """
+    found = read_corners(corners_csv)
+    mm = spacing_from_sources([c.image for c in found], images, centers)
+    rows = measure_all(found, mm, anterior, ap, default_spacing=spacing)
+    write_measurements(dest, rows)
+    return found, rows, mm
