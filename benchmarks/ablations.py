@@ -16,10 +16,10 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vcorner.cli.common import open_model
 from vcorner.evaluation.metrics import table1_row
 from vcorner.evaluation.tune import evaluate_decode, infer_records, sampling_variants
 from vcorner.io.annotations import read_annotations
-from vcorner.runtime.select import open_runner
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("out/accuracy/phantoms-seed99"))
     args = parser.parse_args()
     records = read_annotations(args.data / "annotations.json")
-    runner, card = open_runner(args.model)
+    runner, resolved = open_model(args.model)
+    card = resolved.card
     rows = []
     with runner:
         for name, sampling in sampling_variants(card.sampling).items():

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import benchmark as lib
-from vcorner.modelfile import default_model_path, read_model_card
+from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
-from vcorner.pipeline.plan import Plan, make_plan
-from vcorner.pipeline.stages import prepare
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from vcorner.stages.plan import Plan, make_plan
+from vcorner.stages.prepare import prepare
 
 SEED = 20250502
 TARGET = 0.85
@@ -37,7 +37,7 @@ def onnx_model(model: Path | None, scratch: Path) -> Path:
     """The ONNX file to run: ``model`` (a checkpoint is exported), the shipped model, or a random lite model."""
     if model is None and not default_model_path().is_file():
         return lib.random_model("lite", scratch / "lite.onnx")
-    files = lib.resolve_model(model, scratch)
+    files = lib.model_files(model, scratch)
     if files.onnx is None:
         raise SystemExit(files.no_onnx_reason)
     return files.onnx

@@ -36,10 +36,11 @@ from torch import nn
 from vcorner import benchmark as lib
 from vcorner.export.fp16 import convert_fp16
 from vcorner.export.onnx_export import export_model
-from vcorner.export.profiles import ExportProfile
+from vcorner.models.modelfile import resolve_checkpoint
+from vcorner.models.profiles import ExportProfile
+from vcorner.network.checkpoint import load_model, save_model
 from vcorner.runtime.base import Runner
 from vcorner.runtime.torch_runner import TorchRunner
-from vcorner.training.checkpoint import load_model, resolve_checkpoint, save_model
 
 RESULTS = Path(__file__).parent / "results" / "gpu_throughput.jsonl"
 CPU_MAX_BATCH = 64
@@ -93,18 +94,24 @@ def variants(args, checkpoint: Path, onnx: Path, scratch: Path, cuda: bool) -> l
     if args.compile:
         found.append(("torch", "fp16", "channels_last + torch.compile",
                       lambda: TorchRunner(checkpoint, "cuda", half=True, compile=True)))
-    from vcorner.runtime.select import tensorrt_available
+    from vcorner.hardware.tensorrt import tensorrt_installed
 
-    if not tensorrt_available():
+    if not tensorrt_installed():
         print("skip: TensorRT FP16 needs tensorrt and cuda-python: pip install 'vcorner[gpu]'")
         return found
+    from vcorner.export.tensorrt_build import engine_source, ensure_engine
     from vcorner.runtime.tensorrt_runner import TensorRTRunner
+
+    def engine(profile: ExportProfile) -> TensorRTRunner:
+        """The profile's engine, built (the cache step) before its runner opens."""
+        source = engine_source(onnx, profile, scratch / "engines")
+        return TensorRTRunner(ensure_engine(source, profile, scratch / "engines").plan)
 
     top = max(args.batches)
     for precision in ("fp16", "fp32") if args.trt_fp32 else ("fp16",):
         profile = ExportProfile(f"bench-{precision}", precision, 1, top, top, args.workspace_mb)
         found.append(("trt", precision, f"strongly typed engine, batch 1..{top}",
-                      lambda p=profile: TensorRTRunner(onnx, p, cache_dir=scratch / "engines")))
+                      lambda p=profile: engine(p)))
     return found
 
 
@@ -115,8 +122,8 @@ def prepare_model(args, scratch: Path) -> tuple[Path, Path, nn.Module, int]:
         model, card = load_model(checkpoint)
     else:
         onnx_random = lib.random_model(args.recipe, scratch / "random.onnx")
-        from vcorner.model.unet import create_model
-        from vcorner.modelfile import read_model_card
+        from vcorner.models.modelfile import read_model_card
+        from vcorner.network.unet import create_model
 
         card = read_model_card(onnx_random)
         torch.manual_seed(0)

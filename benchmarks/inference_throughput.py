@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from vcorner.benchmark.machine import append_jsonl, stamp
-from vcorner.card import ModelCard
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
 from vcorner.export.onnx_export import export_model
-from vcorner.model.unet import create_model
-from vcorner.prior import CornerPrior
+from vcorner.models.card import ModelCard
+from vcorner.network.checkpoint import load_model
+from vcorner.network.unet import create_model
+from vcorner.postprocess.prior import CornerPrior
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from vcorner.training.checkpoint import load_model
 
 
 def rate(infer, batch: np.ndarray, seconds: float) -> float:

@@ -26,16 +26,17 @@ import numba
 import numpy as np
 
 from vcorner import benchmark as lib
-from vcorner.card import ModelCard
 from vcorner.geometry.patches import invert_affines
-from vcorner.modelfile import default_model_path, read_model_card
-from vcorner.pipeline.plan import PlannedImage
-from vcorner.pipeline.stages import finish, prepare
+from vcorner.models.card import ModelCard
+from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.postprocess.background import remove_background
 from vcorner.postprocess.decode import vertebra_region
 from vcorner.postprocess.kernels import backproject
 from vcorner.postprocess.reference import backproject_cv2
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from vcorner.stages.finish import finish
+from vcorner.stages.plan import PlannedImage
+from vcorner.stages.prepare import prepare
 
 SEED = 20250503
 TARGET_SHARE = 0.10
@@ -106,11 +107,11 @@ def main() -> None:
         if args.model is None and not default_model_path().is_file():
             model = lib.random_model("lite", scratch / "lite.onnx")
         else:
-            model = lib.resolve_model(args.model, scratch).onnx
+            model = lib.model_files(args.model, scratch).onnx
         card, folder = read_model_card(model), scratch / "phantoms"
         phantoms = lib.phantom_set(folder, card, args.images, SEED)
         with OnnxRuntimeRunner(model) as runner:
-            maps = lib.infer_all(runner, phantoms.patches, args.batch)
+            maps = runner.infer_all(phantoms.patches, args.batch)
             rate = lib.speed(runner, phantoms.patches, args.batch, args.seconds)["patches_per_s"]
         offset = 0
         for job in phantoms.jobs:

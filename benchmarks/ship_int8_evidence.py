@@ -3,7 +3,7 @@
     python benchmarks/ship_int8_evidence.py [--results benchmarks/results/benchmark.jsonl]
 
 ``--backend auto`` runs ``default.int8.onnx`` only on evidence recorded on a machine like the one it runs on
-(same CPU model and core count; :func:`vcorner.runtime.select.int8_variant`). Shipping the rows that timed
+(same CPU model and core count; :mod:`vcorner.models.evidence`). Shipping the rows that timed
 exactly the shipped FP32 and INT8 files (``vcorner/models/default.benchmark.jsonl``) makes that decision the
 same wherever vcorner is run from, on the machines where the project measured it; elsewhere the rows do not
 apply and FP32 runs until ``vcorner benchmark`` measures that machine.
@@ -15,11 +15,10 @@ import argparse
 import json
 from pathlib import Path
 
-from vcorner.card import sha256_file
-from vcorner.export.int8 import int8_path
-from vcorner.modelfile import default_model_path
-from vcorner.runtime.precision import read_rows
-from vcorner.runtime.select import evidence_path
+from vcorner.models.card import sha256_file
+from vcorner.models.evidence import read_rows, shipped_evidence_path
+from vcorner.models.modelfile import default_model_path
+from vcorner.models.variants import int8_path
 
 RESULTS = Path(__file__).parent / "results" / "benchmark.jsonl"
 
@@ -33,7 +32,7 @@ def main() -> None:
     rows = [r for r in read_rows(args.results)
             if r.get("model_sha256") == fp32 and r.get("backend") == "ort" and r.get("status") == "ok"
             and (r.get("precision"), r.get("variant_sha256")) in {("fp32", fp32), ("int8", int8)}]
-    out = evidence_path(model)
+    out = shipped_evidence_path(model)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     print(f"wrote {len(rows)} rows ({sorted({r['date'] for r in rows})}) to {out}")
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.modelfile import default_model_path, read_model_card
+from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.phantoms.dataset import synthesize_dataset
-from vcorner.pipeline.plan import make_plan
-from vcorner.pipeline.stages import finish, prepare
+from vcorner.stages.finish import finish
+from vcorner.stages.plan import make_plan
+from vcorner.stages.prepare import prepare
 
 SEED = 20250502
 

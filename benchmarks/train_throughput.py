@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from vcorner.benchmark.machine import append_jsonl, stamp
-from vcorner.model.loss import bhattacharyya_loss
-from vcorner.model.unet import count_parameters, create_model
+from vcorner.network.loss import bhattacharyya_loss
+from vcorner.network.unet import count_parameters, create_model
 
 
 def measure(recipe: str, steps: int, batch: int) -> dict:

@@ -67,12 +67,12 @@ def toy_dataset(tmp_path_factory):
 def tiny_onnx(tmp_path_factory, toy_dataset):
     """An untrained tiny UNet exported to ONNX with a prior fitted on the toy dataset."""
     torch = pytest.importorskip("torch")
-    from vcorner.card import ModelCard
     from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
     from vcorner.export.onnx_export import export_model
     from vcorner.io.annotations import read_annotations
-    from vcorner.model.unet import create_model
-    from vcorner.prior import fit_prior
+    from vcorner.models.card import ModelCard
+    from vcorner.network.unet import create_model
+    from vcorner.postprocess.prior import fit_prior
 
     torch.manual_seed(0)
     model = create_model("tiny").eval()

@@ -448,7 +448,7 @@ class FakeTensorRT:
 
 def install(monkeypatch) -> tuple[FakeCuda, FakeTensorRT]:
     """Make ``import tensorrt`` and ``from cuda.bindings import runtime`` return the simulated stack."""
-    from vcorner.export import tensorrt_build
+    from vcorner.hardware import tensorrt as hardware_tensorrt
 
     cuda = FakeCuda()
     trt = FakeTensorRT(cuda)
@@ -461,7 +461,7 @@ def install(monkeypatch) -> tuple[FakeCuda, FakeTensorRT]:
     for name, module in modules.items():
         module.__spec__ = importlib.machinery.ModuleSpec(name, None)
         monkeypatch.setitem(sys.modules, name, module)
-    tensorrt_build.trt_logger.cache_clear()  # its logger subclasses the ILogger of the module imported first
+    hardware_tensorrt.trt_logger.cache_clear()  # its logger subclasses the ILogger of the module imported first
     return cuda, trt
 
 

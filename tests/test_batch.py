@@ -138,10 +138,10 @@ def test_cpu_workers_default_to_one_beside_cpu_inference_and_all_cores_beside_gp
 
 
 def _toy_run(toy_dataset, tiny_onnx, out, workers: int, runner=None):
-    from vcorner.modelfile import read_model_card
+    from vcorner.models.modelfile import read_model_card
     from vcorner.pipeline.batch import BatchOptions, run_batch
-    from vcorner.pipeline.plan import make_plan
     from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from vcorner.stages.plan import make_plan
 
     plan = make_plan(toy_dataset, toy_dataset / "centers.csv")
     options = BatchOptions(batch_size=16, resume=False, workers=workers)

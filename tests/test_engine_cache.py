@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
-import vcorner.export.tensorrt_build as tb
-from vcorner.export.profiles import ExportProfile, get_profile
+import vcorner.export.tensorrt_build as build
+import vcorner.models.engines as tb
+from vcorner.hardware.capabilities import Capabilities
+from vcorner.hardware.cuda import GpuInfo
 from vcorner.io.records import InputError
+from vcorner.models.profiles import ExportProfile
 
-GPU = tb.GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
+GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
 PROFILE = ExportProfile("gpu", "fp16", 1, 256, 512, 2048, "test profile")
 SHA = "ab" * 32
 
@@ -28,8 +31,8 @@ def key(**changes):
 @pytest.mark.parametrize("changes", [
     {"onnx_sha256": "cd" * 32},
     {"tensorrt_version": "11.0.0"},
-    {"gpu": tb.GpuInfo(GPU.name, "8.9")},
-    {"gpu": tb.GpuInfo("NVIDIA A100-SXM4-80GB", "9.0")},
+    {"gpu": GpuInfo(GPU.name, "8.9")},
+    {"gpu": GpuInfo("NVIDIA A100-SXM4-80GB", "9.0")},
     *({"profile": dataclasses.replace(PROFILE, **{field: value})} for field, value in
       [("name", "gpu-large"), ("precision", "fp32"), ("batch_min", 2), ("batch_opt", 128), ("batch_max", 1024),
        ("workspace_mb", 4096)]),
@@ -46,7 +49,7 @@ def test_key_ignores_the_description_and_dict_order():
 
 
 def test_key_differences_name_what_changed():
-    changes = tb.key_differences(key(tensorrt_version="11.0.0", gpu=tb.GpuInfo(GPU.name, "8.6")), key())
+    changes = tb.key_differences(key(tensorrt_version="11.0.0", gpu=GpuInfo(GPU.name, "8.6")), key())
     assert "TensorRT 10.7.0 -> 11.0.0" in changes and "compute capability 9.0 -> 8.6" in changes
     changes = tb.key_differences(key(profile=dataclasses.replace(PROFILE, batch_max=1024)), key())
     assert changes == ["profile batch_max 512 -> 1024"]
@@ -61,7 +64,7 @@ def test_engine_paths_name_model_profile_and_architecture(tmp_path):
 
 
 def test_engines_of_read_only_or_shipped_models_go_to_the_user_cache(tmp_path, monkeypatch):
-    from vcorner.modelfile import default_model_path
+    from vcorner.models.modelfile import default_model_path
 
     monkeypatch.setenv("VCORNER_CACHE", str(tmp_path / "user"))
     assert tb.engine_dir(default_model_path()) == tmp_path / "user" / "engines"
@@ -95,7 +98,7 @@ def test_rebuild_reason(tmp_path):
     assert tb.rebuild_reason(plan, sidecar, key()) == "no engine built yet"
     plan, sidecar = cached_plan(tmp_path)
     assert tb.rebuild_reason(plan, sidecar, key()) is None
-    reason = tb.rebuild_reason(plan, sidecar, key(tensorrt_version="11.1.0", gpu=tb.GpuInfo(GPU.name, "10.0")))
+    reason = tb.rebuild_reason(plan, sidecar, key(tensorrt_version="11.1.0", gpu=GpuInfo(GPU.name, "10.0")))
     assert reason.startswith("built for another setup") and "TensorRT 10.7.0 -> 11.1.0" in reason
     assert "compute capability 9.0 -> 10.0" in reason and "\n" not in reason
     plan.write_bytes(b"PLAN, truncated or tampered")
@@ -122,21 +125,21 @@ class FakeTensorRT:
 def test_matching_plan_is_loaded_without_building(tmp_path):
     plan, sidecar = cached_plan(tmp_path)
     fake = FakeTensorRT()
-    assert tb.resolve_engine(plan, sidecar, key(), fake.build, fake.deserialize) == (("engine", b"PLAN"), False)
-    assert fake.builds == 0
+    assert build.resolve_engine(plan, sidecar, key(), fake.build, fake.deserialize) is False
+    assert fake.builds == 0 and fake.loaded == [b"PLAN"]
 
 
-@pytest.mark.parametrize("changes", [{"tensorrt_version": "11.0.0"}, {"gpu": tb.GpuInfo("NVIDIA L4", "8.9")},
+@pytest.mark.parametrize("changes", [{"tensorrt_version": "11.0.0"}, {"gpu": GpuInfo("NVIDIA L4", "8.9")},
                                      {"onnx_sha256": "00" * 32}])
 def test_mismatch_rebuilds_with_a_logged_reason_and_then_reuses(tmp_path, caplog, changes):
     plan, sidecar = cached_plan(tmp_path, recorded=key())
     fake = FakeTensorRT()
     with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
-        engine, built = tb.resolve_engine(plan, sidecar, key(**changes), fake.build, fake.deserialize)
-    assert built and engine == ("engine", b"PLAN-1") and plan.read_bytes() == b"PLAN-1"
+        built = build.resolve_engine(plan, sidecar, key(**changes), fake.build, fake.deserialize)
+    assert built and fake.loaded == [b"PLAN-1"] and plan.read_bytes() == b"PLAN-1"
     assert "built for another setup" in caplog.text
     assert tb.read_engine_sidecar(sidecar)["key"] == json.loads(json.dumps(key(**changes)))
-    assert tb.resolve_engine(plan, sidecar, key(**changes), fake.build, fake.deserialize)[1] is False
+    assert build.resolve_engine(plan, sidecar, key(**changes), fake.build, fake.deserialize) is False
     assert fake.builds == 1
 
 
@@ -144,75 +147,96 @@ def test_plan_that_tensorrt_refuses_is_rebuilt_not_fatal(tmp_path, caplog):
     plan, sidecar = cached_plan(tmp_path, plan_bytes=b"PLAN-from-elsewhere")
     fake = FakeTensorRT(refuse={b"PLAN-from-elsewhere"})
     with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
-        engine, built = tb.resolve_engine(plan, sidecar, key(), fake.build, fake.deserialize)
-    assert built and engine == ("engine", b"PLAN-1") and "could not deserialize" in caplog.text
+        built = build.resolve_engine(plan, sidecar, key(), fake.build, fake.deserialize)
+    assert built and fake.loaded[-1] == b"PLAN-1" and "could not deserialize" in caplog.text
 
 
 def test_fresh_plan_that_cannot_load_is_a_one_line_error(tmp_path):
     fake = FakeTensorRT(refuse={b"PLAN-1"})
     with pytest.raises(InputError, match="built the engine but cannot load it"):
-        tb.resolve_engine(tmp_path / "m.plan", tmp_path / "m.plan.json", key(), fake.build, fake.deserialize)
+        build.resolve_engine(tmp_path / "m.plan", tmp_path / "m.plan.json", key(), fake.build, fake.deserialize)
 
 
 # ------------------------------------------------------------------ without TensorRT, cuda-python or a GPU
 
 
+def test_plan_problem_names_what_the_runner_refuses(tmp_path):
+    plan, _ = cached_plan(tmp_path)
+    assert tb.plan_problem(plan, "10.7.0", GPU) is None
+    assert "TensorRT 10.7.0 -> 11.0.0" in tb.plan_problem(plan, "11.0.0", GPU)
+    assert "compute capability 9.0 -> 8.9" in tb.plan_problem(plan, "10.7.0", GpuInfo(GPU.name, "8.9"))
+    assert "no engine built" in tb.plan_problem(tmp_path / "other.plan", "10.7.0", GPU)
+
+
 @pytest.fixture
 def no_gpu_stack(monkeypatch):
-    """Pretend neither tensorrt nor cuda-python is installed."""
-    import vcorner.runtime.tensorrt_runner as runner_module  # before patching: it copies tb.has_module on import
+    """Pretend neither tensorrt nor cuda-python is installed (one symbol: everything asks it)."""
+    monkeypatch.setattr("vcorner.hardware.cuda.importlib.util.find_spec", lambda name: None)
 
-    monkeypatch.setattr(tb, "has_module", lambda name: False)
-    monkeypatch.setattr(runner_module, "has_module", lambda name: False)
-    monkeypatch.setattr("vcorner.runtime.select.tensorrt_available", lambda: False)
+
+NO_GPU = Capabilities("cpu", (), 2)
+GPU_MACHINE = Capabilities("cpu", (), 2, (GPU,), tensorrt=True, ort_devices=("cuda", "cpu"))
 
 
 def test_runner_without_tensorrt_says_how_to_install_in_one_line(tmp_path, no_gpu_stack):
     from vcorner.runtime.tensorrt_runner import TensorRTRunner
 
-    with pytest.raises(InputError) as err, TensorRTRunner(tmp_path / "m.onnx"):
+    with pytest.raises(InputError) as err, TensorRTRunner(tmp_path / "m.plan"):
         pass
     text = str(err.value)
     assert "pip install 'vcorner[gpu]'" in text and "tensorrt and cuda-python" in text and "\n" not in text
 
 
-def test_trt_backend_without_tensorrt_and_auto_falls_back_to_ort(tmp_path, no_gpu_stack):
-    from vcorner.runtime.select import Backend, open_runner, resolve_backend
+def test_the_probe_sees_no_tensorrt_and_no_gpu_without_them(no_gpu_stack):
+    from vcorner.hardware.capabilities import probe
+
+    caps = probe()
+    assert not caps.tensorrt and caps.gpus == () and caps.ort_devices[-1] == "cpu"
+
+
+def test_trt_backend_without_tensorrt_and_auto_falls_back_to_ort(tiny_onnx):
+    from vcorner.models.resolve import Backend, resolve_model
 
     with pytest.raises(InputError, match=r"pip install 'vcorner\[gpu\]'"):
-        open_runner(tmp_path / "m.onnx", Backend.trt)
-    assert resolve_backend(tmp_path / "m.onnx", Backend.auto) == Backend.ort
+        resolve_model(tiny_onnx, Backend.trt, caps=NO_GPU)
+    assert resolve_model(tiny_onnx, Backend.auto, caps=NO_GPU).backend == Backend.ort
 
 
-def test_auto_picks_tensorrt_when_it_and_a_gpu_are_present(tmp_path, monkeypatch):
-    from vcorner.runtime import select
+def test_auto_picks_tensorrt_when_it_and_a_gpu_are_present(tiny_onnx):
+    from vcorner.models.resolve import Backend, resolve_model
 
-    monkeypatch.setattr(select, "tensorrt_available", lambda: True)
-    monkeypatch.setattr(select, "cuda_gpu_available", lambda: True)
-    assert select.resolve_backend(tmp_path / "m.onnx", select.Backend.auto) == select.Backend.trt
-    monkeypatch.setattr(select, "cuda_gpu_available", lambda: False)
-    assert select.resolve_backend(tmp_path / "m.onnx", select.Backend.auto) == select.Backend.ort
+    resolved = resolve_model(tiny_onnx, Backend.auto, caps=GPU_MACHINE)
+    assert resolved.backend == Backend.trt and resolved.device == "cuda:0" and resolved.precision == "fp16"
+    assert resolved.pending == ("fp16", "engine") and resolved.engine.name.endswith(".gpu.sm90.plan")
+    no_gpu = dataclasses.replace(GPU_MACHINE, gpus=())
+    assert resolve_model(tiny_onnx, Backend.auto, caps=no_gpu).backend == Backend.ort
+
+
+def test_a_runner_is_never_opened_for_a_graph_still_to_make(tiny_onnx):
+    from vcorner.models.resolve import resolve_model
+    from vcorner.runtime.open import open_runner
+
+    with pytest.raises(InputError, match="not made yet"):
+        open_runner(resolve_model(tiny_onnx, caps=GPU_MACHINE))
 
 
 def test_no_gpu_is_a_one_line_error(monkeypatch):
-    monkeypatch.setattr(tb, "cuda_device_count", lambda: 0)
+    import vcorner.hardware.cuda as cuda
+
+    monkeypatch.setattr(cuda, "cuda_device_count", lambda: 0)
     with pytest.raises(InputError, match="no CUDA GPU 0 visible here"):
-        tb.current_gpu(0)
+        cuda.current_gpu(0)
 
 
 @pytest.mark.parametrize("device, index", [(None, 0), ("cuda", 0), ("cuda:1", 1), ("2", 2)])
 def test_cuda_index(device, index):
-    from vcorner.runtime.select import cuda_index
+    from vcorner.models.resolve import cuda_index
 
     assert cuda_index(device) == index
 
 
 def test_cuda_index_rejects_cpu():
-    from vcorner.runtime.select import cuda_index
+    from vcorner.models.resolve import cuda_index
 
     with pytest.raises(InputError, match="CUDA device"):
         cuda_index("cpu")
-
-
-def test_default_profile_feeds_the_key():
-    assert key(profile=get_profile("gpu"))["profile"]["batch_max"] == get_profile("gpu").batch_max

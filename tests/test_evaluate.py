@@ -58,13 +58,14 @@ def test_evaluate_cli_reports_missing_corners_and_writes_plots(toy_dataset, tmp_
 
 
 def test_tune_picks_a_grid_setting_and_calibrates(toy_dataset, tiny_onnx, tmp_path):
+    from vcorner.cli.common import open_model
     from vcorner.evaluation.tune import infer_records, tune_decode
-    from vcorner.runtime.select import open_runner
 
     model = tmp_path / "m.onnx"
     shutil.copy(tiny_onnx, model)
     shutil.copy(f"{tiny_onnx}.json", f"{model}.json")
-    runner, card = open_runner(model)
+    runner, resolved = open_model(model)
+    card = resolved.card
     with runner:
         jobs = infer_records(toy_dataset, read_annotations(toy_dataset / "annotations.json"), runner, card)
     grid = {"prior_inflation": (1.0, 4.0), "min_peak": (0.05,)}

@@ -12,24 +12,23 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxconverter_common")
 
-from vcorner.card import ModelCard, sha256_file  # noqa: E402
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig  # noqa: E402
 from vcorner.export.fp16 import (  # noqa: E402
     FLOAT,
     FLOAT16,
     convert_fp16,
     fp16_map_difference,
-    fp16_path,
+    fp16_variant,
     fp32_nodes,
-    model_precision,
     tensor_types,
-    variant_for,
 )
 from vcorner.export.onnx_export import export_model  # noqa: E402
 from vcorner.io.records import InputError  # noqa: E402
-from vcorner.model.unet import create_model  # noqa: E402
-from vcorner.modelfile import read_model_card  # noqa: E402
-from vcorner.prior import fit_prior  # noqa: E402
+from vcorner.models.card import ModelCard, sha256_file  # noqa: E402
+from vcorner.models.modelfile import read_model_card  # noqa: E402
+from vcorner.models.variants import find_fp16, fp16_path, model_precision  # noqa: E402
+from vcorner.network.unet import create_model  # noqa: E402
+from vcorner.postprocess.prior import fit_prior  # noqa: E402
 
 TAIL = ["Cast", "ReduceMin", "Sub", "ReduceSum", "Add", "Div"]
 """The spatial normalization as exported (Constants aside)."""
@@ -59,7 +58,7 @@ def tiny_card(model) -> ModelCard:
 
 def save_tiny_run(run) -> Path:
     """``run`` made into a run folder holding a tiny checkpoint (``model.safetensors``)."""
-    from vcorner.training.checkpoint import save_model
+    from vcorner.network.checkpoint import save_model
 
     model = tiny_model(1)
     run.mkdir(parents=True, exist_ok=True)
@@ -159,20 +158,22 @@ def test_converting_an_fp16_model_again_is_refused(tiny, tmp_path):
         convert_fp16(tiny[3], tmp_path / "twice.onnx")
 
 
-def test_engine_source_picks_or_makes_the_fp16_variant(tiny, tmp_path):
+def test_the_fp16_variant_is_found_or_made_only_by_the_export_step(tiny, tmp_path):
     import shutil
 
     _, _, fp32, fp16 = tiny
-    assert variant_for(fp32, "fp16", tmp_path) == fp16  # the sibling beside the model
-    assert variant_for(fp16, "fp16", tmp_path) == fp16 and variant_for(fp32, "fp32", tmp_path) == fp32
+    assert fp16_variant(fp32, tmp_path) == fp16  # the sibling beside the model
+    assert fp16_variant(fp16, tmp_path) == fp16
     alone = tmp_path / "alone"
     alone.mkdir()
     for name in (fp32.name, f"{fp32.name}.json"):
         shutil.copy(fp32.parent / name, alone / name)
-    made = variant_for(alone / fp32.name, "fp16", tmp_path / "engines")
+    assert find_fp16(alone / fp32.name, sha256_file(fp32), tmp_path / "engines") is None  # finding makes nothing
+    made = fp16_variant(alone / fp32.name, tmp_path / "engines")
     assert made == tmp_path / "engines" / "tiny.fp16.onnx" and model_precision(made) == "fp16"
     stamp = made.stat().st_mtime_ns
-    assert variant_for(alone / fp32.name, "fp16", tmp_path / "engines") == made
+    assert fp16_variant(alone / fp32.name, tmp_path / "engines") == made
+    assert find_fp16(alone / fp32.name, sha256_file(fp32), tmp_path / "engines") == made
     assert made.stat().st_mtime_ns == stamp  # reused while its source checksum matches
 
 
@@ -186,7 +187,7 @@ def test_a_stale_fp16_sibling_is_not_used(tiny, tmp_path, caplog):
     shutil.copy(f"{fp32}.json", tmp_path / "tiny.onnx.json")
     shutil.copy(stale, tmp_path / "tiny.fp16.onnx")
     shutil.copy(f"{stale}.json", tmp_path / "tiny.fp16.onnx.json")
-    made = variant_for(tmp_path / "tiny.onnx", "fp16", tmp_path / "engines")
+    made = fp16_variant(tmp_path / "tiny.onnx", tmp_path / "engines")
     assert made == tmp_path / "engines" / "tiny.fp16.onnx" and "not converted from this" in caplog.text
 
 
@@ -201,7 +202,7 @@ def test_cli_export_fp16_without_tensorrt_says_so_in_one_line(run_dir, monkeypat
 
     from vcorner.cli import app
 
-    monkeypatch.setattr("vcorner.runtime.select.tensorrt_available", lambda: False)
+    monkeypatch.setattr("vcorner.hardware.tensorrt.tensorrt_installed", lambda: False)
     result = CliRunner().invoke(app, ["export", str(run_dir), "--fp16"])
     assert result.exit_code == 0, result.output
     assert (run_dir / "model.fp16.onnx").is_file() and (run_dir / "model.fp16.onnx.json").is_file()
@@ -216,7 +217,7 @@ def test_cli_engine_without_tensorrt_fails_in_one_line(run_dir, monkeypatch, tmp
 
     from vcorner.cli import app
 
-    monkeypatch.setattr("vcorner.runtime.select.tensorrt_available", lambda: False)
+    monkeypatch.setattr("vcorner.hardware.tensorrt.tensorrt_installed", lambda: False)
     args = ["export", str(run_dir), "--out", str(tmp_path / "m.onnx"), "--engine", "--profile", "gpu-large"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output

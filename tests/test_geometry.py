@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from vcorner.config import GroundTruthConfig, SamplingConfig
 from vcorner.geometry.frames import frames_from_centers
+from vcorner.geometry.groundtruth import patch_targets, vertebra_contours
 from vcorner.geometry.patches import (
     apply_affine,
     build_pyramid,
@@ -17,7 +18,6 @@ from vcorner.geometry.patches import (
     patch_affines,
     sample_poses,
 )
-from vcorner.groundtruth import patch_targets, vertebra_contours
 from vcorner.io.records import InputError
 
 

@@ -8,18 +8,18 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from vcorner.card import sha256_file  # noqa: E402
 from vcorner.export.int8 import (  # noqa: E402
     calibration_patches,
-    int8_path,
     quantize_int8,
     tail_nodes,
     upsampling_as_conv,
 )
 from vcorner.io.records import InputError  # noqa: E402
-from vcorner.modelfile import read_model_card  # noqa: E402
+from vcorner.models.card import sha256_file  # noqa: E402
+from vcorner.models.evidence import int8_wins, read_rows  # noqa: E402
+from vcorner.models.modelfile import read_model_card  # noqa: E402
+from vcorner.models.variants import int8_path  # noqa: E402
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
-from vcorner.runtime.precision import int8_wins, read_rows  # noqa: E402
 
 NORMALIZATION_OPS = {"Cast", "ReduceMin", "Sub", "ReduceSum", "Add", "Div"}
 MAX_REL_DIFF = 0.10
@@ -162,9 +162,15 @@ def test_evidence_shipped_beside_the_model_decides_and_local_runs_supersede_it(t
     import json
     import os
 
-    from vcorner.benchmark.machine import cpu_info
-    from vcorner.card import sha256_file
-    from vcorner.runtime.select import evidence_path, int8_variant
+    from vcorner.hardware.cpu import cpu_info
+    from vcorner.models.card import sha256_file
+    from vcorner.models.evidence import int8_decision
+    from vcorner.models.evidence import shipped_evidence_path as evidence_path
+
+    def int8_variant(model, results):
+        decision = int8_decision((evidence_path(model), results), sha256_file(model), sha256_file(int8),
+                                 cpu_info()[0], os.cpu_count())
+        return int8 if decision.use_int8 else model
 
     model, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
     model.write_bytes(b"fp32 graph")
@@ -192,11 +198,47 @@ def test_evidence_shipped_beside_the_model_decides_and_local_runs_supersede_it(t
 
 
 def test_the_shipped_evidence_times_exactly_the_shipped_files():
-    from vcorner.card import sha256_file
-    from vcorner.modelfile import default_model_path
-    from vcorner.runtime.select import evidence_path
+    from vcorner.models.card import sha256_file
+    from vcorner.models.evidence import shipped_evidence_path as evidence_path
+    from vcorner.models.modelfile import default_model_path
 
     model = default_model_path()
     rows = read_rows(evidence_path(model))
     assert rows and {r["model_sha256"] for r in rows} == {sha256_file(model)}
     assert {r["variant_sha256"] for r in rows if r["precision"] == "int8"} == {sha256_file(int8_path(model))}
+
+
+def test_auto_reads_int8_evidence_from_the_documented_places_never_the_current_folder(tmp_path, monkeypatch,
+                                                                                      tiny_onnx, toy_dataset):
+    import json
+    import os
+    import shutil
+
+    from vcorner.hardware.capabilities import Capabilities
+    from vcorner.models.evidence import user_results_path
+    from vcorner.models.resolve import resolve_model
+
+    model = tmp_path / "models" / "m.onnx"
+    model.parent.mkdir()
+    for suffix in ("", ".json"):
+        shutil.copy(f"{tiny_onnx}{suffix}", f"{model}{suffix}")
+    int8 = quantize_int8(model, int8_path(model), toy_dataset, n_patches=16)
+    caps = Capabilities(cpu="The CPU", cores=os.cpu_count() or 1)
+    machine = {"cpu": caps.cpu, "cores": caps.cores}
+    winning = [_row("fp32", 64, 400.0, sha=sha256_file(model), date="1", machine=machine,
+                    variant_sha256=sha256_file(model)),
+               _row("int8", 64, 800.0, sha=sha256_file(model), date="1", machine=machine,
+                    variant_sha256=sha256_file(int8))]
+    repo = tmp_path / "repo"  # a vcorner checkout holding winning rows: the folder must not matter
+    for folder in ("benchmarks/results", "vcorner"):
+        (repo / folder).mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("", encoding="utf-8")
+    (repo / "benchmarks" / "results" / "benchmark.jsonl").write_text("".join(json.dumps(r) + "\n" for r in winning))
+    monkeypatch.setenv("VCORNER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(repo)
+    assert resolve_model(model, caps=caps).graph == model
+    user_results_path().parent.mkdir(parents=True)
+    user_results_path().write_text("".join(json.dumps(r) + "\n" for r in winning))  # where benchmark appends
+    resolved = resolve_model(model, caps=caps)
+    assert resolved.graph == int8 and resolved.precision == "int8" and "INT8 wins" in resolved.reason
+    assert resolve_model(model, caps=Capabilities(cpu="Another CPU", cores=caps.cores)).graph == model

@@ -13,9 +13,9 @@ pytest.importorskip("onnx")
 
 @pytest.fixture
 def checkpoint(tmp_path, tiny_onnx):
-    from vcorner.model.unet import create_model
-    from vcorner.modelfile import read_model_card
-    from vcorner.training.checkpoint import save_model
+    from vcorner.models.modelfile import read_model_card
+    from vcorner.network.checkpoint import save_model
+    from vcorner.network.unet import create_model
 
     torch.manual_seed(0)
     path = tmp_path / "tiny.safetensors"
@@ -24,16 +24,20 @@ def checkpoint(tmp_path, tiny_onnx):
 
 
 def test_export_int8_writes_the_variant_and_auto_keeps_fp32_without_evidence(checkpoint, toy_dataset, tmp_path):
-    from vcorner.runtime.select import int8_variant
+    from vcorner.hardware.capabilities import Capabilities
+    from vcorner.models.resolve import resolve_model
+
+    def int8_variant(model):
+        return resolve_model(model, caps=Capabilities(cpu="This CPU")).graph
 
     out = tmp_path / "m.onnx"
     result = CliRunner().invoke(app, ["export", str(checkpoint), "--out", str(out), "--int8",
                                       "--calib", str(toy_dataset)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.int8.onnx").is_file() and (tmp_path / "m.int8.onnx.json").is_file()
-    assert int8_variant(out, results=tmp_path / "no-results.jsonl") == out  # no benchmark: stay FP32
+    assert int8_variant(out) == out  # no benchmark: stay FP32
     (tmp_path / "m.int8.onnx").unlink()
-    assert int8_variant(out, results=tmp_path / "no-results.jsonl") == out
+    assert int8_variant(out) == out
 
 
 def test_export_int8_needs_calibration_data(checkpoint, tmp_path):

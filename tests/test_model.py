@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vcorner.model.loss import bhattacharyya, bhattacharyya_loss  # noqa: E402
-from vcorner.model.normalization import SpatialNormalization  # noqa: E402
-from vcorner.model.unet import UNet, count_parameters, create_model  # noqa: E402
+from vcorner.network.loss import bhattacharyya, bhattacharyya_loss  # noqa: E402
+from vcorner.network.normalization import SpatialNormalization  # noqa: E402
+from vcorner.network.unet import UNet, count_parameters, create_model  # noqa: E402
 
 PAPER_PARAMETERS = 24_237_633
 
@@ -81,7 +81,7 @@ def test_loss_gradient_is_finite_where_prediction_is_zero():
 
 
 def test_background_mass_counts_probability_outside_the_ground_truth():
-    from vcorner.model.loss import background_mass
+    from vcorner.network.loss import background_mass
 
     y = torch.zeros(1, 1, 4, 4)
     y[0, 0, 0, 0] = 1.0

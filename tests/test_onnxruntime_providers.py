@@ -4,9 +4,11 @@ device index, and the runner's name when ONNX Runtime falls back to another prov
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
+from vcorner.hardware.capabilities import Capabilities, ort_devices
 from vcorner.io.records import InputError
 from vcorner.runtime import onnxruntime_runner as ortr
 
@@ -22,33 +24,41 @@ def gpu_wheel(monkeypatch):
 
 
 @pytest.mark.parametrize("gpu, tensorrt, expected", [
-    (False, True, ["cpu"]),
-    (True, False, ["cuda", "cpu"]),
-    (True, True, ["tensorrt", "cuda", "cpu"]),
+    (False, True, ("cpu",)),
+    (True, False, ("cuda", "cpu")),
+    (True, True, ("tensorrt", "cuda", "cpu")),
 ])
-def test_gpu_providers_are_offered_only_where_they_can_run(gpu_wheel, monkeypatch, gpu, tensorrt, expected):
-    from vcorner.export import tensorrt_build
-
-    monkeypatch.setattr(ortr, "gpu_visible", lambda: gpu)
-    monkeypatch.setattr(tensorrt_build, "has_module", lambda name: tensorrt if name == "tensorrt" else True)
-    assert ortr.available_devices() == expected
+def test_gpu_providers_are_offered_only_where_they_can_run(gpu, tensorrt, expected):
+    assert ort_devices(set(ALL_PROVIDERS), gpu, tensorrt) == expected
 
 
-def test_the_cpu_wheel_offers_only_the_cpu(monkeypatch):
-    monkeypatch.setattr(ortr, "gpu_visible", lambda: True)
-    import onnxruntime
-
-    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    assert ortr.available_devices() == ["cpu"]
+def test_the_cpu_wheel_offers_only_the_cpu():
+    assert ort_devices({"CPUExecutionProvider"}, True, True) == ("cpu",)
 
 
-def test_auto_on_a_gpu_wheel_without_a_gpu_still_takes_the_int8_model(gpu_wheel, monkeypatch, tiny_onnx):
-    from vcorner.runtime import select
+def test_the_probe_offers_only_the_cpu_on_a_gpu_wheel_without_a_gpu(gpu_wheel, monkeypatch):
+    from vcorner.hardware import capabilities
 
-    monkeypatch.setattr(ortr, "gpu_visible", lambda: False)
-    monkeypatch.setattr(select, "int8_variant", lambda model: model.with_name("m.int8.onnx"))
-    runner, _ = select.open_runner(tiny_onnx, select.Backend.auto)
-    assert runner.device == "cpu" and runner.model.name == "m.int8.onnx"
+    monkeypatch.setattr(capabilities, "visible_gpus", lambda: ())
+    monkeypatch.setattr(capabilities, "driver_lists_gpu", lambda: False)
+    assert capabilities.probe().ort_devices == ("cpu",)
+
+
+def test_auto_on_a_gpu_wheel_without_a_gpu_still_takes_the_int8_model(monkeypatch, tmp_path, tiny_onnx):
+    from vcorner.models import resolve
+    from vcorner.models.evidence import Int8Decision
+    from vcorner.runtime.open import open_runner
+
+    model = tmp_path / "m.onnx"
+    for source, target in ((tiny_onnx, model), (tiny_onnx, tmp_path / "m.int8.onnx")):
+        target.write_bytes(source.read_bytes())
+        target.with_name(target.name + ".json").write_text(
+            Path(f"{source}.json").read_text().replace(source.name, target.name))
+    monkeypatch.setattr(resolve, "int8_decision", lambda *args: Int8Decision(True, "wins in this test"))
+    resolved = resolve.resolve_model(model, resolve.Backend.auto, caps=Capabilities(ort_devices=("cpu",)))
+    runner = open_runner(resolved)
+    assert runner.device == "cpu" and runner.model.name == "m.int8.onnx" and resolved.precision == "int8"
+    assert "wins in this test" in resolved.reason
 
 
 def test_tensorrt_provider_options(tmp_path):
@@ -94,16 +104,20 @@ def test_runner_is_named_after_the_provider_that_actually_runs(tiny_onnx, caplog
     assert "could not start the cuda provider and runs on cpu" in caplog.text
 
 
-def test_gpu_providers_run_the_fp16_graph_of_an_fp16_profile(gpu_wheel, monkeypatch, tmp_path, tiny_onnx):
+def test_gpu_providers_run_the_fp16_graph_of_an_fp16_profile(tmp_path, tiny_onnx):
     pytest.importorskip("onnxconverter_common")
-    from vcorner.runtime import select
+    from vcorner.export.materialize import materialize
+    from vcorner.models.resolve import Backend, resolve_model
+    from vcorner.runtime.open import open_runner
 
     model = tmp_path / "tiny.onnx"
     model.write_bytes(tiny_onnx.read_bytes())
-    monkeypatch.setattr(ortr, "gpu_visible", lambda: True)
-    runner, _ = select.open_runner(model, select.Backend.ort, device="cuda")
-    assert runner.model == tmp_path / "tiny.fp16.onnx" and runner.device == "cuda"
-    runner, _ = select.open_runner(model, select.Backend.ort, device="cuda:1", profile="gpu-fp32")
+    gpu = Capabilities(ort_devices=("cuda", "cpu"))
+    resolved = resolve_model(model, Backend.ort, device="cuda", caps=gpu)
+    assert resolved.pending == ("fp16",) and not resolved.graph.exists()  # resolving converts nothing
+    runner = open_runner(materialize(resolved))
+    assert runner.model == tmp_path / "tiny.fp16.onnx" and runner.device == "cuda" and runner.cpu_model == model
+    runner = open_runner(resolve_model(model, Backend.ort, device="cuda:1", profile="gpu-fp32", caps=gpu))
     assert runner.model == model and runner.device_id == 1
 
 
@@ -125,16 +139,21 @@ def test_batch_device_option(toy_dataset, tiny_onnx, tmp_path):
 def test_torch_backend_takes_its_fast_cuda_path_only_when_a_profile_is_given(tmp_path):
     pytest.importorskip("torch")
     from tests.test_fp16 import save_tiny_run
-    from vcorner.runtime import select
+    from vcorner.models.resolve import Backend, resolve_model
+    from vcorner.runtime.open import open_runner
 
     checkpoint = save_tiny_run(tmp_path / "run") / "model.safetensors"
-    reference, _ = select.open_runner(checkpoint, select.Backend.torch, device="cuda:1")
+
+    def runner(device, profile=None):
+        return open_runner(resolve_model(checkpoint, Backend.torch, device, profile=profile))
+
+    reference = runner("cuda:1")
     assert (reference.half, reference.cuda_graphs) == (False, False)
-    fast, _ = select.open_runner(checkpoint, select.Backend.torch, device="cuda:1", profile="gpu")
+    fast = runner("cuda:1", "gpu")
     assert (fast.half, fast.cuda_graphs, fast.channels_last) == (True, True, True)
-    fp32, _ = select.open_runner(checkpoint, select.Backend.torch, device="cuda", profile="gpu-fp32")
+    fp32 = runner("cuda", "gpu-fp32")
     assert (fp32.half, fp32.cuda_graphs) == (False, True)
-    cpu, _ = select.open_runner(checkpoint, select.Backend.torch, device="cpu", profile="gpu")
+    cpu = runner("cpu", "gpu")
     assert (cpu.half, cpu.cuda_graphs) == (False, False)
 
 
@@ -142,8 +161,8 @@ def test_an_fp16_graph_falls_back_to_the_fp32_model_when_onnx_runtime_lands_on_t
     pytest.importorskip("onnxconverter_common")
     import onnxruntime
 
-    from vcorner.card import sha256_file
     from vcorner.export.fp16 import convert_fp16
+    from vcorner.models.card import sha256_file
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("needs the CPU build of onnxruntime")
@@ -153,17 +172,9 @@ def test_an_fp16_graph_falls_back_to_the_fp32_model_when_onnx_runtime_lands_on_t
         assert runner.identity() == sha256_file(tiny_onnx)
 
 
-def test_gpu_visible_asks_the_driver_when_cuda_python_sees_none(monkeypatch, tmp_path):
-    from vcorner.export import tensorrt_build
+def test_the_driver_list_counts_where_cuda_python_sees_no_gpu(tmp_path):
+    from vcorner.hardware.cuda import driver_lists_gpu
 
-    monkeypatch.setattr(tensorrt_build, "has_cuda_python", lambda: True)
-    monkeypatch.setattr(tensorrt_build, "cuda_device_count", lambda: 0)  # e.g. cuda-bindings 13, older driver
-    real = ortr.Path
-
-    def fake_path(text):
-        return real(tmp_path / "gpus") if text == "/proc/driver/nvidia/gpus" else real(text)
-
-    monkeypatch.setattr(ortr, "Path", fake_path)
-    assert not ortr.gpu_visible()
+    assert not driver_lists_gpu(tmp_path / "gpus")
     (tmp_path / "gpus" / "0000:00:04.0").mkdir(parents=True)
-    assert ortr.gpu_visible()
+    assert driver_lists_gpu(tmp_path / "gpus")

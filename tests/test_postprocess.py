@@ -20,7 +20,7 @@ from vcorner.postprocess.decode import (
     vertebra_region,
 )
 from vcorner.postprocess.kernels import backproject, quadrant_argmax
-from vcorner.prior import ANY, CornerPrior
+from vcorner.postprocess.prior import ANY, CornerPrior
 
 ORIGIN, SHAPE = (10, 20), (40, 50)
 

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import tomllib
 
-from vcorner.export.profiles import (
+from vcorner.io.records import InputError
+from vcorner.models.profiles import (
     DEFAULT_PROFILE,
     DEFAULT_PROFILES,
     ExportProfile,
@@ -15,7 +16,6 @@ from vcorner.export.profiles import (
     load_profiles,
     repo_profiles_path,
 )
-from vcorner.io.records import InputError
 
 
 def test_repository_toml_and_package_defaults_agree():
@@ -33,7 +33,7 @@ def test_defaults_load_and_the_default_profile_is_fp16_gpu():
 
 
 def test_package_defaults_work_without_the_repository_file(tmp_path, monkeypatch):
-    import vcorner.export.profiles as module
+    import vcorner.models.profiles as module
 
     monkeypatch.setattr(module, "repo_profiles_path", lambda: tmp_path / "absent.toml")
     assert load_profiles() == {name: module.make_profile(name, f) for name, f in DEFAULT_PROFILES.items()}

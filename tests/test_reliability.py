@@ -168,8 +168,8 @@ def test_model_checksum_and_input_shape_are_checked(folder, tiny_onnx, tmp_path)
     assert result.exit_code == 2 and "SHA-256" in result.output
     torch = pytest.importorskip("torch")
     from vcorner.export.onnx_export import export_model
-    from vcorner.model.unet import create_model
-    from vcorner.modelfile import read_model_card
+    from vcorner.models.modelfile import read_model_card
+    from vcorner.network.unet import create_model
 
     torch.manual_seed(0)
     export_model(create_model("tiny", in_channels=3), read_model_card(tiny_onnx), tmp_path / "rgb.onnx")
@@ -309,7 +309,19 @@ def test_resuming_when_auto_switches_to_the_int8_graph_is_refused(folder, tiny_o
     model = onnx.load(str(tiny_onnx))
     model.doc_string = "stands in for the INT8 variant"
     onnx.save(model, str(tmp_path / "tiny.int8.onnx"))
-    monkeypatch.setattr("vcorner.runtime.select.int8_variant", lambda model: tmp_path / "tiny.int8.onnx")
+    from dataclasses import replace
+
+    from vcorner.models import resolve
+    from vcorner.models.card import sha256_file
+
+    real = resolve.resolve_model
+
+    def int8_wins(*args, **kwargs):  # as if a benchmark had shown the INT8 variant winning here
+        resolved = real(*args, **kwargs)
+        int8 = tmp_path / "tiny.int8.onnx"
+        return replace(resolved, graph=int8, graph_sha256=sha256_file(int8), precision="int8")
+
+    monkeypatch.setattr(resolve, "resolve_model", int8_wins)
     result = batch(folder, text, tmp_path / "out", tiny_onnx)  # same --model, but another graph would run
     assert result.exit_code == 2 and "another model or precision" in result.output
 

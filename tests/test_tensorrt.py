@@ -17,7 +17,7 @@ pytest.importorskip("torch")
 pytest.importorskip("onnxconverter_common")
 
 from vcorner.export import tensorrt_build as tb  # noqa: E402
-from vcorner.export.profiles import ExportProfile  # noqa: E402
+from vcorner.models.profiles import ExportProfile  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(tb.cuda_device_count() == 0, reason="needs a CUDA GPU")]
 

@@ -14,7 +14,11 @@ import pytest
 
 from tests import fake_gpu
 from vcorner.export import tensorrt_build as tb
-from vcorner.export.profiles import ExportProfile
+from vcorner.hardware import tensorrt as hardware_tensorrt
+from vcorner.hardware.cuda import current_gpu
+from vcorner.io.records import InputError
+from vcorner.models import engines
+from vcorner.models.profiles import ExportProfile
 
 FP32 = ExportProfile("sim", "fp32", 4, 8, 16, 64)
 """batch_min 4 makes the runner pad small batches; batch_max 16 makes it chunk large ones."""
@@ -25,7 +29,7 @@ def stack(monkeypatch):
     """(simulated CUDA device, simulated TensorRT), installed for one test."""
     cuda, trt = fake_gpu.install(monkeypatch)
     yield cuda, trt
-    tb.trt_logger.cache_clear()
+    hardware_tensorrt.trt_logger.cache_clear()
 
 
 def ort_maps(model, patches: np.ndarray) -> np.ndarray:
@@ -39,9 +43,11 @@ def patches(batch: int, seed: int = 0) -> np.ndarray:
 
 
 def trt_runner(model, profile=FP32, cache=None, **kwargs):
+    """The engine built by the cache step (as ``vcorner export --engine`` does), then its runner."""
     from vcorner.runtime.tensorrt_runner import TensorRTRunner
 
-    return TensorRTRunner(model, profile, cache_dir=cache, **kwargs)
+    plan = tb.ensure_engine(tb.engine_source(model, profile, cache), profile, cache).plan
+    return TensorRTRunner(plan, **kwargs)
 
 
 @pytest.mark.parametrize("batch", [1, 3, 4, 13, 16, 37])
@@ -100,51 +106,66 @@ def test_fp16_profile_runs_the_fp16_graph(stack, tiny_onnx, tmp_path):
 
 def test_engine_is_cached_and_rebuilt_when_tensorrt_or_the_gpu_changes(stack, tiny_onnx, tmp_path, caplog):
     cuda, trt = stack
-    first = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path)
+    first = tb.ensure_engine(tiny_onnx, FP32, tmp_path)
     assert first.built and first.plan == tmp_path / "tiny.sim.sm90.plan" and first.gpu.name == "Simulated GPU"
     record = fake_gpu.plan_record(first.plan)
     assert record["shapes"]["patches"] == [[4, 1, 64, 64], [8, 1, 64, 64], [16, 1, 64, 64]]
     assert record["workspace"] == 64 << 20
-    timing = tb.timing_cache_path(tmp_path, first.gpu, trt.version)
+    timing = engines.timing_cache_path(tmp_path, first.gpu, trt.version)
     assert timing.read_bytes() == b"fake-timing:1"
 
-    assert not tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).built and len(trt.builds) == 1
+    assert not tb.ensure_engine(tiny_onnx, FP32, tmp_path).built and len(trt.builds) == 1
 
     fake_gpu.set_version(trt, "11.4.0")
     with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
-        upgraded = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path)
+        upgraded = tb.ensure_engine(tiny_onnx, FP32, tmp_path)
     assert upgraded.built and upgraded.plan == first.plan and "TensorRT 10.14.1 -> 11.4.0" in caplog.text
 
     cuda.gpu = fake_gpu.Props(b"Other GPU", 8, 9)
-    other = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path)
+    other = tb.ensure_engine(tiny_onnx, FP32, tmp_path)
     assert other.built and other.plan.name == "tiny.sim.sm89.plan" and len(trt.builds) == 3
-    assert tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).plan == other.plan  # both plans stay usable
+    assert tb.ensure_engine(tiny_onnx, FP32, tmp_path).plan == other.plan  # both plans stay usable
 
 
 def test_a_plan_copied_from_another_machine_is_rebuilt_not_fatal(stack, tiny_onnx, tmp_path, caplog):
     _, trt = stack
-    plan = tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).plan
-    sidecar = tb.read_engine_sidecar(f"{plan}.json")
+    plan = tb.ensure_engine(tiny_onnx, FP32, tmp_path).plan
+    sidecar = engines.read_engine_sidecar(f"{plan}.json")
     sidecar["key"]["tensorrt"] = "9.9.9"  # hand-edited key: the plan inside is fine, the key is not trusted
-    tb.write_engine_sidecar(f"{plan}.json", sidecar)
+    engines.write_engine_sidecar(f"{plan}.json", sidecar)
     with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
-        assert tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).built
+        assert tb.ensure_engine(tiny_onnx, FP32, tmp_path).built
     assert "TensorRT 9.9.9 -> 10.14.1" in caplog.text and len(trt.builds) == 2
 
 
 def test_a_corrupt_timing_cache_is_replaced(stack, tiny_onnx, tmp_path, caplog):
-    gpu = tb.current_gpu()
-    timing = tb.timing_cache_path(tmp_path, gpu, stack[1].version)
+    gpu = current_gpu()
+    timing = engines.timing_cache_path(tmp_path, gpu, stack[1].version)
     timing.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger="vcorner.export.tensorrt_build"):
-        assert tb.load_or_build_engine(tiny_onnx, FP32, tmp_path).built
+        assert tb.ensure_engine(tiny_onnx, FP32, tmp_path).built
     assert "timing cache rejected" in caplog.text and timing.read_bytes() == b"fake-timing:1"
 
 
-def test_auto_backend_picks_tensorrt_when_the_stack_and_a_gpu_are_present(stack, tmp_path):
-    from vcorner.runtime.select import Backend, resolve_backend
+def test_auto_backend_picks_tensorrt_when_the_stack_and_a_gpu_are_present(stack, tiny_onnx):
+    from vcorner.hardware.capabilities import probe
+    from vcorner.models.resolve import Backend, resolve_model
 
-    assert resolve_backend(tmp_path / "m.onnx", Backend.auto) == Backend.trt
+    caps = probe()
+    assert caps.tensorrt and [g.name for g in caps.gpus] == ["Simulated GPU"]
+    assert resolve_model(tiny_onnx, Backend.auto, caps=caps).backend == Backend.trt
+
+
+def test_the_runner_refuses_a_plan_built_for_another_tensorrt_in_one_line(stack, tiny_onnx, tmp_path):
+    from vcorner.runtime.tensorrt_runner import TensorRTRunner
+
+    _, trt = stack
+    plan = tb.ensure_engine(tiny_onnx, FP32, tmp_path).plan
+    fake_gpu.set_version(trt, "11.4.0")
+    with pytest.raises(InputError) as err, TensorRTRunner(plan):
+        pass
+    assert "TensorRT 10.14.1 -> 11.4.0" in str(err.value) and "vcorner export" in str(err.value)
+    assert "\n" not in str(err.value) and len(trt.builds) == 1  # a runner never builds
 
 
 def test_cli_export_builds_then_reuses_the_engine(stack, tmp_path):
@@ -292,7 +313,8 @@ def test_simulated_tensorrt_uses_only_names_of_the_real_bindings():
 
 
 @pytest.mark.parametrize("device, expected", [(None, "trt"), ("cuda:0", "trt"), ("cpu", "ort"), ("tensorrt", "ort")])
-def test_auto_backend_follows_the_device(stack, tmp_path, device, expected):
-    from vcorner.runtime.select import Backend, resolve_backend
+def test_auto_backend_follows_the_device(stack, tiny_onnx, device, expected):
+    from vcorner.hardware.capabilities import probe
+    from vcorner.models.resolve import Backend, resolve_model
 
-    assert resolve_backend(tmp_path / "m.onnx", Backend.auto, device).value == expected
+    assert resolve_model(tiny_onnx, Backend.auto, device, caps=probe()).backend.value == expected

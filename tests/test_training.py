@@ -8,7 +8,9 @@ torch = pytest.importorskip("torch")
 
 from vcorner.config import SamplingConfig  # noqa: E402
 from vcorner.io.records import InputError  # noqa: E402
-from vcorner.training.checkpoint import load_model, load_resume_state, read_card  # noqa: E402
+from vcorner.models.modelfile import read_checkpoint_card as read_card  # noqa: E402
+from vcorner.network.checkpoint import load_model  # noqa: E402
+from vcorner.training.checkpoint import load_resume_state  # noqa: E402
 from vcorner.training.recipe import ModelSpec, OptimSpec, Recipe, load_recipe  # noqa: E402
 from vcorner.training.trainer import train  # noqa: E402
 

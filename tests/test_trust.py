@@ -179,7 +179,7 @@ def test_a_centre_just_outside_the_image_serves_its_neighbours(films, tmp_path, 
 
 
 def copy_model(tmp_path: Path) -> Path:
-    from vcorner.modelfile import default_model_path
+    from vcorner.models.modelfile import default_model_path
 
     model = tmp_path / "m.onnx"
     shutil.copy(default_model_path(), model)
@@ -200,7 +200,7 @@ def test_a_hand_edited_card_is_refused(films, tmp_path):
 def test_a_card_for_another_patch_size_is_refused_in_one_line(films, tmp_path):
     from dataclasses import replace
 
-    from vcorner.modelfile import read_model_card, write_sidecar
+    from vcorner.models.modelfile import read_model_card, write_sidecar
 
     model = copy_model(tmp_path)
     card = read_model_card(model)
@@ -213,7 +213,7 @@ def test_a_card_for_another_patch_size_is_refused_in_one_line(films, tmp_path):
 def test_a_retuned_card_redoes_the_images_on_resume(films, tmp_path):
     from dataclasses import replace
 
-    from vcorner.modelfile import read_model_card, write_sidecar
+    from vcorner.models.modelfile import read_model_card, write_sidecar
 
     model = copy_model(tmp_path)
     assert batch(films, centre_rows(), tmp_path / "out", "--model", str(model)).exit_code == 0
@@ -484,7 +484,7 @@ def test_lumbar_levels_put_l5_next_to_s1():
 def test_a_retuned_card_redoes_only_images_decoded_with_the_old_one(films, tmp_path):
     from dataclasses import replace
 
-    from vcorner.modelfile import read_model_card, write_sidecar
+    from vcorner.models.modelfile import read_model_card, write_sidecar
 
     model = copy_model(tmp_path)
     shutil.copy(films / IMAGE, films / "other.png")

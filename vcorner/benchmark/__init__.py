@@ -6,19 +6,18 @@ scored against ``annotations.json`` (mean P2P). Combinations that cannot run her
 rows with the reason. Rows carry the machine, library versions and date, for a JSON-lines file.
 
 Modules: :mod:`~vcorner.benchmark.settings` (what to measure), :mod:`~vcorner.benchmark.models` (the model
-under test), :mod:`~vcorner.benchmark.variants` (a runner per backend and precision),
+under test), :mod:`~vcorner.benchmark.variants` (the resolved model and runner per backend and precision),
 :mod:`~vcorner.benchmark.timing`, :mod:`~vcorner.benchmark.accuracy`, :mod:`~vcorner.benchmark.run` (the
 table), :mod:`~vcorner.benchmark.machine` (machine, versions, date and the results file). The names below are
 what the CLI and the scripts in ``benchmarks/`` use.
 """
 
-from vcorner.benchmark.accuracy import PhantomSet, infer_all, phantom_set
-from vcorner.benchmark.machine import append_jsonl, busy_cores, cpu_info, default_results_path, gpu_names, stamp
-from vcorner.benchmark.models import random_model, resolve_model
+from vcorner.benchmark.accuracy import PhantomSet, phantom_set
+from vcorner.benchmark.machine import append_jsonl, busy_cores, gpu_names, stamp
+from vcorner.benchmark.models import model_files, random_model
 from vcorner.benchmark.run import run_benchmark
 from vcorner.benchmark.settings import BACKENDS, PRECISIONS, BenchmarkSettings, Skip
 from vcorner.benchmark.timing import speed
 
 __all__ = ["BACKENDS", "PRECISIONS", "BenchmarkSettings", "PhantomSet", "Skip", "append_jsonl", "busy_cores",
-           "cpu_info", "default_results_path", "gpu_names", "infer_all", "phantom_set", "random_model",
-           "resolve_model", "run_benchmark", "speed", "stamp"]
+           "gpu_names", "model_files", "phantom_set", "random_model", "run_benchmark", "speed", "stamp"]

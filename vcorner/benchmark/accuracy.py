@@ -8,9 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from vcorner.card import ModelCard
 from vcorner.io.records import ImageRecord
-from vcorner.runtime.base import Runner
+from vcorner.models.card import ModelCard
 
 
 @dataclass
@@ -39,23 +38,18 @@ def phantom_set(folder: Path, card: ModelCard, images: int, seed: int) -> Phanto
     """Write ``images`` phantoms at ``seed`` into ``folder`` and cut their patches as inference does."""
     from vcorner.io.annotations import read_annotations
     from vcorner.phantoms.dataset import synthesize_dataset
-    from vcorner.pipeline.plan import PlannedImage
-    from vcorner.pipeline.stages import prepare
+    from vcorner.stages.plan import PlannedImage
+    from vcorner.stages.prepare import prepare
 
     synthesize_dataset(folder, images, seed, workers=1)
     truth = read_annotations(folder / "annotations.json")
     return PhantomSet([prepare(PlannedImage(r, folder / r.file), card) for r in truth], truth)
 
 
-def infer_all(runner: Runner, patches: np.ndarray, batch: int) -> np.ndarray:
-    """Maps of all ``patches`` (P, 1, N, N), in batches of ``batch``."""
-    return np.concatenate([runner.infer(patches[i:i + batch]) for i in range(0, len(patches), batch)])
-
-
 def decode_predictions(maps: np.ndarray, phantoms: PhantomSet, card: ModelCard) -> dict:
     """``corners.csv``-like rows keyed by (image, vertebra, corner), decoded from ``maps`` of every patch."""
     from vcorner.pipeline.outputs import CORNER_COLUMNS, corner_rows
-    from vcorner.pipeline.stages import finish
+    from vcorner.stages.finish import finish
 
     rows, offset = {}, 0
     for job in phantoms.jobs:

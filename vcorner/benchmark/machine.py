@@ -15,21 +15,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vcorner.hardware.cpu import cpu_info
+
 LIBRARIES = ("vcorner", "numpy", "onnxruntime", "onnxruntime-gpu", "onnx", "torch", "numba",
              "opencv-python-headless", "tensorrt")
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-
-
-def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[str]]:
-    """CPU model name and which of ``CPU_FLAGS`` it reports (``platform``'s guess and [] without /proc)."""
-    try:
-        lines = cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return platform.processor() or platform.machine(), []
-    fields = dict(line.split(":", 1) for line in reversed(lines) if ":" in line)  # the first CPU wins
-    fields = {k.strip().lower(): v.strip() for k, v in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return fields.get("model name") or platform.machine(), [f for f in CPU_FLAGS if f in flags]
 
 
 def gpu_names() -> list[str]:
@@ -100,15 +89,3 @@ def append_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     with open(path, "a", encoding="utf-8") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
     return path
-
-
-def default_results_path(cwd: Path | None = None) -> Path:
-    """``benchmarks/results/benchmark.jsonl`` of the vcorner repo around ``cwd``, else the user cache's
-    ``benchmark.jsonl`` (where ``--backend auto`` of an installed vcorner looks for INT8 evidence)."""
-    cwd = Path(cwd or Path.cwd()).resolve()
-    for folder in (cwd, *cwd.parents):
-        if (folder / "benchmarks").is_dir() and (folder / "vcorner").is_dir() and (folder / "pyproject.toml").is_file():
-            return folder / "benchmarks" / "results" / "benchmark.jsonl"
-    from vcorner.cache import user_cache_dir
-
-    return user_cache_dir() / "benchmark.jsonl"

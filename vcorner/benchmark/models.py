@@ -9,8 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.benchmark.settings import CALIBRATION_IMAGES, BenchmarkSettings, Skip
-from vcorner.card import ModelCard, sha256_file
 from vcorner.io.records import InputError
+from vcorner.models.card import ModelCard, sha256_file
+from vcorner.models.modelfile import (
+    default_model_path,
+    is_checkpoint,
+    read_card_and_digest,
+    read_checkpoint_card,
+    resolve_checkpoint,
+)
+from vcorner.models.variants import int8_path
 
 
 @dataclass(frozen=True)
@@ -25,25 +33,22 @@ class ModelFiles:
     no_onnx_reason: str = ""
 
 
-def resolve_model(model: Path | None, scratch: Path) -> ModelFiles:
+def model_files(model: Path | None, scratch: Path) -> ModelFiles:
     """The ONNX and checkpoint forms of ``model`` (a checkpoint is exported to ONNX in ``scratch``).
 
     Raises:
         InputError: no such model, unreadable card, or a checkpoint without torch installed.
     """
-    from vcorner.modelfile import default_model_path, read_model_card
-
     model = Path(model) if model is not None else default_model_path()
     if not model.exists():
         raise InputError(f"{model}: no such model file (pass --model ONNX or checkpoint)")
-    if not (model.is_dir() or model.suffix == ".safetensors"):
-        return ModelFiles(model, sha256_file(model), read_model_card(model), model, None)
+    if not is_checkpoint(model):
+        card, sha = read_card_and_digest(model)
+        return ModelFiles(model, sha, card, model, None)
     if importlib.util.find_spec("torch") is None:
         raise InputError(f"{model}: a checkpoint needs torch: pip install 'vcorner[train]'")
-    from vcorner.training.checkpoint import read_card, resolve_checkpoint
-
     checkpoint = resolve_checkpoint(model)
-    card, sha = read_card(checkpoint), sha256_file(checkpoint)
+    card, sha = read_checkpoint_card(checkpoint), sha256_file(checkpoint)
     try:
         from vcorner.export.onnx_export import export_checkpoint
     except ImportError as err:
@@ -60,8 +65,8 @@ def random_model(recipe: str, out: Path, seed: int = 0) -> Path:
 
     from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
     from vcorner.export.onnx_export import export_model
-    from vcorner.model.unet import create_model
-    from vcorner.prior import CornerPrior
+    from vcorner.network.unet import create_model
+    from vcorner.postprocess.prior import CornerPrior
 
     torch.manual_seed(seed)
     model = create_model(recipe).eval()
@@ -74,8 +79,6 @@ def random_model(recipe: str, out: Path, seed: int = 0) -> Path:
 
 def int8_model(files: ModelFiles, scratch: Path, settings: BenchmarkSettings) -> Path:
     """The INT8 model to time: given, found beside the model, or quantized now on calibration phantoms."""
-    from vcorner.export.int8 import int8_path
-
     if settings.int8_model is not None:
         return Path(settings.int8_model)
     if int8_path(files.onnx).is_file():

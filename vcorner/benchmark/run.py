@@ -11,24 +11,26 @@ from typing import Any
 
 import numpy as np
 
-from vcorner.benchmark.accuracy import Accuracy, PhantomSet, compare, evaluate, infer_all, phantom_set
+from vcorner.benchmark.accuracy import Accuracy, PhantomSet, compare, evaluate, phantom_set
 from vcorner.benchmark.machine import stamp
-from vcorner.benchmark.models import ModelFiles, resolve_model
+from vcorner.benchmark.models import ModelFiles, model_files
 from vcorner.benchmark.settings import BenchmarkSettings, Skip
 from vcorner.benchmark.timing import describe, rates, time_in_turns
-from vcorner.benchmark.variants import Variant, open_variant, ort_runner, variant_fields
-from vcorner.card import ModelCard
+from vcorner.benchmark.variants import Variant, open_variant, ort_model, variant_fields
+from vcorner.hardware.capabilities import Capabilities, probe
 from vcorner.io.records import InputError
+from vcorner.models.card import ModelCard
+from vcorner.runtime.open import open_runner
 
 log = logging.getLogger(__name__)
 
 
-def reference_maps(files: ModelFiles, phantoms: PhantomSet, scratch: Path,
-                   settings: BenchmarkSettings) -> np.ndarray | None:
+def reference_maps(files: ModelFiles, phantoms: PhantomSet, scratch: Path, settings: BenchmarkSettings,
+                   caps: Capabilities) -> np.ndarray | None:
     """FP32 ONNX Runtime maps of the phantom patches (the reference of every delta); None if it cannot run."""
     try:
-        with ort_runner(files, "fp32", scratch, settings) as runner:
-            return infer_all(runner, phantoms.patches, 64).astype(np.float32)
+        with open_runner(ort_model(files, "fp32", scratch, settings, caps)) as runner:
+            return runner.infer_all(phantoms.patches, 64).astype(np.float32)
     except (Skip, InputError) as err:
         log.warning("no FP32 ONNX Runtime reference: %s", err)
         return None
@@ -51,18 +53,19 @@ def run_benchmark(settings: BenchmarkSettings, on_step: Callable[[str], None] | 
     done: list[Variant | dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="vcorner-bench-") as tmp, ExitStack() as stack:
         scratch = Path(tmp)
-        files = resolve_model(settings.model, scratch)
+        files = model_files(settings.model, scratch)
         common.update(model=files.named.name, model_sha256=files.sha256)
         step(f"phantom set: {settings.images} image(s), seed {settings.seed}")
         phantoms = phantom_set(scratch / "phantoms", files.card, settings.images, settings.seed)
         common["patches"] = len(phantoms.patches)
-        reference = reference_maps(files, phantoms, scratch, settings)
+        caps = probe()
+        reference = reference_maps(files, phantoms, scratch, settings, caps)
         for backend, precision in ((b, p) for b in settings.backends for p in settings.precisions):
             step(f"loading {backend} {precision}")
             ident = {"backend": backend, "precision": precision}
             try:
-                runner = stack.enter_context(open_variant(files, backend, precision, scratch, settings))
-                maps = infer_all(runner, phantoms.patches, 64).astype(np.float32)
+                runner = stack.enter_context(open_variant(files, backend, precision, scratch, settings, caps))
+                maps = runner.infer_all(phantoms.patches, 64).astype(np.float32)
                 done.append(Variant(ident, runner, variant_fields(runner), maps))
             except Skip as why:
                 done.append({**ident, "batch": None, "status": "skipped", "reason": str(why)})

@@ -1,8 +1,8 @@
-"""One runner per (backend, precision) that can run here, or :class:`Skip` with the reason."""
+"""One resolved model and runner per (backend, precision) that can run here, or :class:`Skip` with the reason."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +10,13 @@ import numpy as np
 
 from vcorner.benchmark.models import ModelFiles, int8_model
 from vcorner.benchmark.settings import BenchmarkSettings, Skip
-from vcorner.card import sha256_file
+from vcorner.export.materialize import materialize
+from vcorner.hardware.capabilities import Capabilities, probe
+from vcorner.hardware.cuda import torch_cuda_available
+from vcorner.models.card import sha256_file
+from vcorner.models.resolve import Backend, ResolvedModel, resolve_model
 from vcorner.runtime.base import Runner
+from vcorner.runtime.open import open_runner
 
 
 @dataclass
@@ -26,80 +31,77 @@ class Variant:
     error: str | None = None
 
 
-def ort_runner(files: ModelFiles, precision: str, scratch: Path, settings: BenchmarkSettings) -> Runner:
-    """An ONNX Runtime runner for ``precision``, or Skip."""
+def ort_model(files: ModelFiles, precision: str, scratch: Path, settings: BenchmarkSettings,
+              caps: Capabilities) -> ResolvedModel:
+    """ONNX Runtime in ``precision``: FP32 on its GPU provider when usable (else the CPU), INT8 on the CPU, FP16
+    on the GPU provider; or Skip."""
     if files.onnx is None:
         raise Skip(files.no_onnx_reason)
-    from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner, available_devices
-
-    gpu = "cuda" if "cuda" in available_devices() else None
-    if precision == "fp32":
-        return OnnxRuntimeRunner(files.onnx, gpu or "cpu", settings.threads)
     if precision == "int8":
-        return OnnxRuntimeRunner(int8_model(files, scratch, settings), "cpu", settings.threads)
+        base = resolve_model(files.onnx, Backend.ort, "cpu", settings.threads, caps=caps)
+        int8 = int8_model(files, scratch, settings)
+        return replace(base, graph=int8, graph_sha256=sha256_file(int8), precision="int8",
+                       reason="vcorner benchmark: the INT8 variant")
+    gpu = "cuda" if "cuda" in caps.ort_devices else None
+    if precision == "fp32":
+        return resolve_model(files.onnx, Backend.ort, gpu or "cpu", settings.threads,
+                             profile="gpu-fp32" if gpu else None, caps=caps)
     if gpu is None:
         raise Skip("FP16 needs a GPU and ONNX Runtime's GPU build (no usable CUDA execution provider here)")
-    try:  # m.fp16.onnx beside the model, else converted into scratch (needs onnxconverter-common)
-        from vcorner.export.fp16 import variant_for
-    except ImportError as err:
-        raise Skip(f"no FP16 export in this build ({err})") from None
-    fp16 = variant_for(files.onnx, "fp16", scratch)
-    if fp16 == files.onnx:
+    resolved = materialize(resolve_model(files.onnx, Backend.ort, gpu, settings.threads, profile="gpu", caps=caps))
+    if resolved.precision != "fp16":
         raise Skip(f"no {files.onnx.stem}.fp16.onnx beside the model (vcorner export --fp16) and no converter here")
-    return OnnxRuntimeRunner(fp16, gpu, settings.threads)
+    return resolved
 
 
-def torch_runner(files: ModelFiles, precision: str) -> Runner:
-    """A torch eager runner for ``precision``, or Skip."""
+def torch_model(files: ModelFiles, precision: str, caps: Capabilities) -> ResolvedModel:
+    """torch eager in ``precision`` (on a GPU: channels_last and one CUDA graph per batch size), or Skip."""
     if precision == "int8":
         raise Skip("INT8 runs on ONNX Runtime only")
     if files.checkpoint is None:
         raise Skip("torch needs a .safetensors checkpoint; the model given is ONNX")
-    import torch
-
-    from vcorner.runtime.torch_runner import TorchRunner
-
-    cuda = torch.cuda.is_available()
+    cuda = torch_cuda_available()
     if precision == "fp16" and not cuda:
         raise Skip("FP16 needs a CUDA GPU (none here)")
-    # On a GPU: channels_last (the runner's CUDA default) and one CUDA graph per batch size.
-    return TorchRunner(files.checkpoint, "cuda" if cuda else "cpu", half=precision == "fp16", cuda_graphs=cuda)
+    profile = ("gpu" if precision == "fp16" else "gpu-fp32") if cuda else None
+    return resolve_model(files.checkpoint, Backend.torch, "cuda" if cuda else "cpu", profile=profile, caps=caps)
 
 
-def trt_runner(files: ModelFiles, precision: str) -> Runner:
-    """A native TensorRT runner (engine of the ``gpu`` or ``gpu-fp32`` export profile), or Skip."""
+def trt_model(files: ModelFiles, precision: str, caps: Capabilities) -> ResolvedModel:
+    """Native TensorRT: the engine of the ``gpu`` (FP16) or ``gpu-fp32`` export profile, built if needed; or Skip."""
     if precision == "int8":
         raise Skip("INT8 runs on ONNX Runtime's CPU provider only")
-    from vcorner.runtime.select import cuda_gpu_available, tensorrt_available
-
-    if not tensorrt_available():
+    if not caps.tensorrt:
         raise Skip("TensorRT needs tensorrt and cuda-python (pip install 'vcorner[gpu]') and a GPU")
-    if files.onnx is None or not cuda_gpu_available():
+    if files.onnx is None or not caps.gpus:
         raise Skip(files.no_onnx_reason or "TensorRT needs a GPU (none here)")
-    try:
-        from vcorner.runtime.tensorrt_runner import TensorRTRunner
-    except ImportError as err:
-        raise Skip(f"no TensorRT runner in this build ({err})") from None
-    return TensorRTRunner(files.onnx, "gpu" if precision == "fp16" else "gpu-fp32")
+    return materialize(resolve_model(files.onnx, Backend.trt, "cuda:0",
+                                     profile="gpu" if precision == "fp16" else "gpu-fp32", caps=caps))
 
 
-def open_variant(files: ModelFiles, backend: str, precision: str, scratch: Path,
-                 settings: BenchmarkSettings) -> Runner:
-    """A not yet entered runner for (``backend``, ``precision``); raises Skip with the reason if impossible."""
+def variant_model(files: ModelFiles, backend: str, precision: str, scratch: Path, settings: BenchmarkSettings,
+                  caps: Capabilities) -> ResolvedModel:
+    """The resolved model of (``backend``, ``precision``); raises Skip with the reason if impossible here."""
     if backend == "trt":
-        return trt_runner(files, precision)
+        return trt_model(files, precision, caps)
     if backend == "torch":
-        return torch_runner(files, precision)
+        return torch_model(files, precision, caps)
     if backend == "ort":
-        return ort_runner(files, precision, scratch, settings)
+        return ort_model(files, precision, scratch, settings, caps)
     raise Skip(f"unknown backend {backend!r}")
+
+
+def open_variant(files: ModelFiles, backend: str, precision: str, scratch: Path, settings: BenchmarkSettings,
+                 caps: Capabilities | None = None) -> Runner:
+    """A not yet entered runner for (``backend``, ``precision``) through :func:`vcorner.runtime.open.open_runner`
+    (the runner factory of every command); raises Skip with the reason if impossible here."""
+    return open_runner(variant_model(files, backend, precision, scratch, settings, caps or probe()))
 
 
 def variant_fields(runner: Runner) -> dict[str, Any]:
     """Device and the file a runner ran (name and SHA-256: the INT8 file ``--backend auto`` would use)."""
     path = getattr(runner, "model", None) or getattr(runner, "checkpoint", None)
-    loaded = getattr(runner, "loaded", None)  # TensorRT: the engine plan is the file that ran
-    path = loaded.plan if loaded is not None else path
+    path = getattr(runner, "plan", None) or path  # TensorRT: the engine plan is the file that ran
     device = getattr(runner, "device", "cpu")
     fields = {"device": f"cuda:{device}" if isinstance(device, int) else str(device)}
     if isinstance(path, Path) and path.is_file():

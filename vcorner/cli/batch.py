@@ -9,10 +9,9 @@ import typer
 from rich.progress import TextColumn
 
 from vcorner.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
-from vcorner.io.records import InputError
+from vcorner.models.resolve import Backend
 from vcorner.pipeline.outputs import check_outputs_apart
-from vcorner.pipeline.plan import make_plan
-from vcorner.runtime.select import Backend
+from vcorner.stages.plan import make_plan
 
 
 class BarProgress:
@@ -125,34 +124,34 @@ def _run(plan, out: Path, options, model: Path | None, backend: Backend, device:
     (summary, backend name)."""
     from dataclasses import replace
 
-    from vcorner.modelfile import card_digest
+    from vcorner.cli.common import open_model
+    from vcorner.models.resolve import ModelRequest
     from vcorner.pipeline.batch import run_batch
-    from vcorner.runtime.select import open_runner
 
     columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
+    request = ModelRequest(model, backend, device, threads, profile)
     if ray is not None:
-        from vcorner.pipeline.ray_batch import import_ray, run_batch_ray
+        from vcorner.export.materialize import materialize
+        from vcorner.pipeline.ray_batch import import_ray, join_cluster, run_batch_ray
 
         import_ray()
         if options.write_json or options.vis:
             fail("--json and --vis are not available with --ray yet; run without --ray for them")
-        # the graph the actors will load, as the driver resolves it (None: unknown here, unchecked)
-        try:
-            runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
-            options = replace(options, model_id=runner.identity(), card_id=card_digest(card),
-                              notes=options.notes + calibration_notes(card))
-        except InputError:  # the backend may exist on the workers only
-            pass
         actors, gpus, stall = ray_settings
+        cluster = join_cluster(ray, actors, gpus) if plan.images else None  # refused before OUT is touched
+        # resolved once, for a worker's capabilities: every actor runs this very graph
+        resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16",))
+        options = replace(options, model_id=resolved.identity, card_id=resolved.card_digest,
+                          notes=options.notes + calibration_notes(resolved.card) + (("resolved", resolved.describe()),))
         with progress_bar(*columns) as bar:
-            summary = run_batch_ray(plan, out, model, backend.value, options, ray, actors, threads,
-                                    gpus, BarProgress(bar), profile, device, stall)
-        return summary, f"ray ({actors} actor(s), {backend.value})"
-    runner, card = open_runner(model, backend, device=device, threads=threads, profile=profile)
+            summary = run_batch_ray(plan, out, resolved, options, cluster, BarProgress(bar), stall)
+        return summary, f"ray ({actors} actor(s), {resolved.backend.value} {resolved.precision})"
+    runner, resolved = open_model(request)
     with runner, progress_bar(*columns) as bar:
-        options = replace(options, model_id=runner.identity(), card_id=card_digest(card),
-                          notes=options.notes + calibration_notes(card) + (("backend", runner.name),))
-        summary = run_batch(plan, out, runner, card, options, BarProgress(bar))
+        options = replace(options, model_id=runner.identity(), card_id=resolved.card_digest,
+                          notes=options.notes + calibration_notes(resolved.card) + (("backend", runner.name),
+                                                                                    ("resolved", resolved.describe())))
+        summary = run_batch(plan, out, runner, resolved.card, options, BarProgress(bar))
     return summary, runner.name
 
 
@@ -193,7 +192,7 @@ def report(summary, runner_name: str, out: Path) -> None:
 
 def clamp_threads(threads: int | None) -> int | None:
     """``threads`` capped at the cores this process may use, with a warning when capped."""
-    from vcorner.pipeline.batch import available_cores
+    from vcorner.hardware.cpu import available_cores
 
     cores = available_cores()
     if threads is not None and threads > cores:
@@ -205,12 +204,11 @@ def clamp_threads(threads: int | None) -> int | None:
 
 def check_options(device: str | None, profile: str | None) -> None:
     """Every option that can be checked without reading inputs, before anything is written."""
-    from vcorner.runtime.select import check_device
+    from vcorner.models.profiles import get_profile
+    from vcorner.models.resolve import check_device
 
     check_device(device)
     if profile is not None:
-        from vcorner.export.profiles import get_profile
-
         get_profile(profile)  # an unknown name fails here, before any work
 
 

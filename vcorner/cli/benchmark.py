@@ -79,10 +79,9 @@ def benchmark(
     int8_model: Annotated[Path | None, typer.Option(help="INT8 ONNX to time (default: M.int8.onnx beside the "
                                                          "model, else quantized on phantoms now).")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="ONNX Runtime threads (default: all cores).")] = None,
-    results: Annotated[Path | None, typer.Option(help="JSON-lines file to append to (default: "
-                                                      "benchmarks/results/benchmark.jsonl inside the vcorner "
-                                                      "repository, else ~/.cache/vcorner/benchmark.jsonl, where "
-                                                      "--backend auto looks for INT8 evidence).")] = None,
+    results: Annotated[Path | None, typer.Option(help="JSON-lines file to append to (default: the user cache's "
+                                                      "benchmark.jsonl, e.g. ~/.cache/vcorner/benchmark.jsonl, "
+                                                      "where --backend auto looks for INT8 evidence).")] = None,
 ) -> None:
     """Patches/s, latency and accuracy change per backend, precision and batch size, on this machine.
 
@@ -90,6 +89,7 @@ def benchmark(
     set of phantom images. Combinations that cannot run here are listed with the reason.
     """
     from vcorner import benchmark as lib
+    from vcorner.models.evidence import user_results_path
 
     settings = lib.BenchmarkSettings(
         model=model, backends=split_values(backend, lib.BACKENDS) or lib.BACKENDS,
@@ -105,5 +105,5 @@ def benchmark(
     if any(r["status"] != "ok" for r in rows):
         console.print(skipped_table(rows))
     with user_errors():
-        path = lib.append_jsonl(results or lib.default_results_path(), rows)
+        path = lib.append_jsonl(results or user_results_path(), rows)
     stderr.print(f"{len(rows)} row(s) appended to {path}", highlight=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -13,6 +15,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from vcorner.io.records import InputError
+from vcorner.models.resolve import ModelRequest, ResolvedModel
+from vcorner.runtime.base import Runner
+
+log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 """0: every image done; 1: some images or vertebrae failed (see errors.csv); 2: usage or configuration error;
@@ -37,6 +43,19 @@ def user_errors() -> Iterator[None]:
         fail(str(err))
     except OSError as err:
         fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+
+
+def open_model(request: ModelRequest | Path | None) -> tuple[Runner, ResolvedModel]:
+    """Resolve a request (or a bare model path: ``--backend auto``) once, make what it still lacks (the cache
+    step), and open (not enter) its runner."""
+    from vcorner.export.materialize import materialize
+    from vcorner.runtime.open import open_runner
+
+    if not isinstance(request, ModelRequest):
+        request = ModelRequest(request)
+    resolved = materialize(request.resolve())
+    log.info("model: %s", resolved.describe())
+    return open_runner(resolved), resolved
 
 
 def progress_bar(*extra_columns) -> Progress:

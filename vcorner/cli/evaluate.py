@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from vcorner.cli.common import stderr, user_errors
+from vcorner.cli.common import open_model, stderr, user_errors
 from vcorner.io.records import InputError
 
 COLUMNS = (("p2p_median", "P2P median"), ("p2p_mean", "mean"), ("p2p_std", "std"),
@@ -152,11 +152,11 @@ def evaluate_patches(model: Path, annotations: Path, out: Path | None) -> None:
     """Patch-level BC of a model on the annotated images beside ANNOTATIONS."""
     from vcorner.evaluation.patch_bc import bc_histogram, dataset_patch_bc, summarize_bc
     from vcorner.io.annotations import read_annotations
-    from vcorner.runtime.select import open_runner
 
     with user_errors():
         records = read_annotations(annotations)
-        runner, card = open_runner(model)
+        runner, resolved = open_model(model)
+        card = resolved.card
         with runner:
             scores = dataset_patch_bc(annotations.parent, records, runner, card)
         summary = summarize_bc(scores)

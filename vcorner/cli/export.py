@@ -42,8 +42,9 @@ def export(
             import numpy as np
 
             from vcorner.export.onnx_export import export_model, max_abs_difference
-            from vcorner.export.profiles import get_profile
-            from vcorner.training.checkpoint import load_model, resolve_checkpoint
+            from vcorner.models.modelfile import resolve_checkpoint
+            from vcorner.models.profiles import get_profile
+            from vcorner.network.checkpoint import load_model
         except ImportError as err:
             fail(f"export needs torch and onnx: pip install 'vcorner[train]' ({err})")
         chosen = get_profile(profile, profiles)
@@ -92,22 +93,22 @@ def fp16_step(target: Path, fp16_out: Path | None, patches=None) -> Path:
 
 def build_engine_step(checkpoint: Path, onnx: Path, profile, requested: bool, engine_dir: Path | None) -> None:
     """Build or reuse the TensorRT engine when asked and possible; otherwise say in one line how to get it."""
-    from vcorner.runtime.select import tensorrt_available
+    from vcorner.hardware.tensorrt import tensorrt_installed
 
     later = f"vcorner export {checkpoint} --fp16 --engine --profile {profile.name}"
-    if not tensorrt_available():
+    if not tensorrt_installed():
         if requested:
             fail(f"TensorRT is not installed here: run `{later}` on the GPU machine (pip install 'vcorner[gpu]')")
         stderr.print(f"TensorRT is absent here: build the engine on the GPU machine with `{later}` (or let "
-                     "`vcorner batch --backend trt` build it on first use)", highlight=False, soft_wrap=True)
+                     "`vcorner batch --backend trt` build it in its cache step)", highlight=False, soft_wrap=True)
         return
     if not requested:
         stderr.print(f"TensorRT is installed: add --engine to build the [{profile.name}] engine now (else "
-                     "`vcorner batch --backend trt` builds it on first use)", highlight=False, soft_wrap=True)
+                     "`vcorner batch --backend trt` builds it in its cache step)", highlight=False, soft_wrap=True)
         return
-    from vcorner.export.tensorrt_build import load_or_build_engine
+    from vcorner.export.tensorrt_build import ensure_engine
 
-    loaded = load_or_build_engine(onnx, profile, engine_dir)
+    loaded = ensure_engine(onnx, profile, engine_dir)
     stderr.print(f"engine {loaded.plan} ({'built' if loaded.built else 'cached, key matches'}) for "
                  f"{loaded.gpu.name} (compute capability {loaded.gpu.compute_capability}), batch "
                  f"{profile.batch_min}..{profile.batch_max}", highlight=False, soft_wrap=True)
@@ -115,7 +116,8 @@ def build_engine_step(checkpoint: Path, onnx: Path, profile, requested: bool, en
 
 def write_int8(model: Path, calib: Path | None) -> None:
     """Quantize ``model`` to ``m.int8.onnx`` with patches cut from ``calib``."""
-    from vcorner.export.int8 import int8_path, quantize_int8
+    from vcorner.export.int8 import quantize_int8
+    from vcorner.models.variants import int8_path
 
     if calib is None:
         fail("--int8 needs --calib DATA: a folder of images with centers.csv or annotations.json")

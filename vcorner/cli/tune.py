@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from vcorner.cli.common import progress_bar, stderr, user_errors
+from vcorner.cli.common import open_model, progress_bar, stderr, user_errors
 from vcorner.config import to_dict
 
 
@@ -23,12 +23,12 @@ def tune(
     """Grid-search the decoding settings by mean P2P on DATA and calibrate the 95% ellipses; update MODEL's card."""
     from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode
     from vcorner.io.annotations import read_annotations
-    from vcorner.modelfile import write_sidecar
-    from vcorner.runtime.select import open_runner
+    from vcorner.models.modelfile import write_sidecar
 
     with user_errors():
         records = read_annotations(data / "annotations.json")
-        runner, card = open_runner(model)
+        runner, resolved = open_model(model)
+        card = resolved.card
         sampling_scores: list[dict] = []
         with runner:
             if sampling:

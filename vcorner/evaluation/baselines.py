@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from vcorner.card import ModelCard
 from vcorner.geometry.frames import Frames, record_frames
 from vcorner.io.records import ImageRecord
+from vcorner.models.card import ModelCard
 from vcorner.postprocess.decode import VertebraCorners, decode_vertebra, vertebra_region
 
 BASELINES = ("prior", "harris")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.card import ModelCard
 from vcorner.geometry.frames import record_frames
+from vcorner.geometry.groundtruth import patch_targets, vertebra_contours
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
-from vcorner.groundtruth import patch_targets, vertebra_contours
 from vcorner.io.images import read_image
+from vcorner.io.paths import safe_path
 from vcorner.io.records import ImageRecord, InputError
-from vcorner.pipeline.plan import safe_path
+from vcorner.models.card import ModelCard
 from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)

@@ -16,15 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import CORNER_NAMES
-from vcorner.card import ModelCard
 from vcorner.config import DecodeConfig, SamplingConfig
 from vcorner.evaluation.metrics import CornerErrors, match, table1_row
 from vcorner.geometry.sequence import checked_annotation
+from vcorner.io.paths import safe_path
 from vcorner.io.records import ImageRecord, InputError
-from vcorner.pipeline.plan import PlannedImage, safe_path
-from vcorner.pipeline.stages import ImageJob, prepare
+from vcorner.models.card import ModelCard
 from vcorner.postprocess.decode import VertebraCorners, accumulate_image, decode_accumulated
 from vcorner.runtime.base import Runner
+from vcorner.stages.plan import PlannedImage
+from vcorner.stages.prepare import ImageJob, prepare
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,7 @@ def infer_records(root: Path, records: Sequence[ImageRecord], runner: Runner, ca
         except InputError as err:
             log.warning("skipping %s: %s", record.file, err)
             continue
-        for start in range(0, len(job.patches), batch_size):
-            job.maps[start:start + batch_size] = runner.infer(job.patches[start:start + batch_size])
+        job.maps = runner.infer_all(job.patches, batch_size)
         jobs.append((job, record))
     if not jobs:
         raise InputError(f"{root}: no usable annotated image to tune on")

@@ -32,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.card import ModelCard, sha256_file
 from vcorner.io.records import InputError
-from vcorner.modelfile import CARD_METADATA_KEY, read_model_card, write_sidecar
+from vcorner.models.card import ModelCard, sha256_file
+from vcorner.models.modelfile import CARD_METADATA_KEY, INPUT_NAME, OUTPUT_NAME, read_model_card, write_sidecar
+from vcorner.models.variants import find_fp16, fp16_path
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ REDUCTIONS = ("ReduceMin", "ReduceMax", "ReduceSum", "ReduceMean", "ReduceProd",
 CONV_OPS = ("Conv", "ConvTranspose")
 FLOAT, FLOAT16 = 1, 10
 """``onnx.TensorProto`` element types."""
-
-
-def fp16_path(model: Path) -> Path:
-    """Where the FP16 variant of ``m.onnx`` lives: ``m.fp16.onnx``."""
-    model = Path(model)
-    return model.with_name(f"{model.stem}.fp16.onnx")
 
 
 def split_tensor(graph, keep_head_fp32: bool = True) -> str:
@@ -210,47 +205,21 @@ def set_card_metadata(model, card: ModelCard) -> None:
         entry.key, entry.value = key, value
 
 
-def model_precision(model: Path) -> str:
-    """``fp16`` for a model written by :func:`convert_fp16`, else ``fp32`` (read from its card)."""
-    note = read_model_card(model).training.get("quantization") or {}
-    return str(note.get("precision", "fp32"))
+def fp16_variant(model: Path, folder: Path) -> Path:
+    """The FP16 graph of ``model``: found (:func:`vcorner.models.variants.find_fp16`), else converted into
+    ``folder`` now when ``onnx`` and ``onnxconverter-common`` are installed, else the FP32 model, with a warning.
 
-
-def made_from(variant: Path) -> str | None:
-    """SHA-256 of the FP32 model an FP16 variant was converted from (None when unknown or unreadable)."""
-    try:
-        note = read_model_card(variant).training.get("quantization") or {}
-    except InputError as err:
-        log.warning("ignoring %s: %s", variant, err)
-        return None
-    return note.get("source_sha256")
-
-
-def variant_for(model: Path, precision: str, folder: Path) -> Path:
-    """The ONNX file holding ``model`` in ``precision`` (what a strongly typed TensorRT engine is built from).
-
-    For ``fp16``: the model itself if it is the FP16 variant; else its ``m.fp16.onnx`` sibling or a copy in
-    ``folder``, if converted from exactly this model (source SHA-256 in its card); else one converted into
-    ``folder`` now (when ``onnx`` and ``onnxconverter-common`` are installed); else the FP32 model, with a
-    logged warning. For ``fp32``: the model as given.
+    Called by ``vcorner export`` and the batch's cache step (:mod:`vcorner.export.materialize`), never by a runner.
     """
     model = Path(model)
-    have = model_precision(model)
-    if precision == have or precision == "fp32":
-        if have != precision:
-            log.warning("%s is %s, not %s: building from it as is", model.name, have, precision)
-        return model
-    sibling, source_sha = fp16_path(model), sha256_file(model)
-    target = Path(folder) / sibling.name
-    for candidate in dict.fromkeys((sibling, target)):
-        if candidate.is_file() and made_from(candidate) == source_sha:
-            return candidate
-    if sibling.is_file():
-        log.warning("%s was not converted from this %s (stale or foreign); not using it", sibling, model.name)
+    found = find_fp16(model, sha256_file(model), folder)
+    if found is not None:
+        return found
     if not all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxconverter_common")):
         log.warning("no FP16 variant of %s (vcorner export RUN --fp16) and no FP16 converter here: using the FP32 "
                     "model", model)
         return model
+    target = Path(folder) / fp16_path(model).name
     log.warning("converting %s to FP16: %s", model.name, target)
     return convert_fp16(model, target)
 
@@ -263,8 +232,6 @@ def fp16_map_difference(fp32_onnx: Path, fp16_onnx: Path, patches: np.ndarray) -
         patches: (B, 1, N, N) float32; keep B small, FP16 graphs run slowly on some CPUs.
     """
     import onnxruntime as ort
-
-    from vcorner.modelfile import INPUT_NAME, OUTPUT_NAME
 
     feed = {INPUT_NAME: np.ascontiguousarray(patches, dtype=np.float32)}
     maps = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run([OUTPUT_NAME], feed)[0]

@@ -1,7 +1,7 @@
 """CPU INT8: ONNX Runtime static QDQ quantization calibrated on patches cut exactly as inference cuts them.
 
 Weights are quantized per output channel, activations per tensor, both from MinMax (or percentile) ranges
-collected on standardized phantom patches (:func:`vcorner.pipeline.stages.prepare` on the images of an
+collected on standardized phantom patches (:func:`vcorner.stages.prepare.prepare` on the images of an
 annotated folder or a ``centers.csv``). The spatial normalization tail (Cast/ReduceMin/Sub/ReduceSum/Add/Div
 after the last convolution) stays FP32, and so by default does the 1x1 head convolution that feeds it: an
 8-bit head output leaves each map with at most 256 levels, most pixels exactly zero (88% on the lite model),
@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.card import ModelCard, sha256_file
+from vcorner.io.paths import safe_path
 from vcorner.io.records import InputError
-from vcorner.modelfile import CARD_METADATA_KEY, INPUT_NAME, read_model_card, write_sidecar
-from vcorner.pipeline.plan import PlannedImage, make_plan, safe_path
-from vcorner.pipeline.stages import prepare
+from vcorner.models.card import ModelCard, sha256_file
+from vcorner.models.modelfile import CARD_METADATA_KEY, INPUT_NAME, read_model_card, write_sidecar
+from vcorner.stages.plan import PlannedImage, make_plan
+from vcorner.stages.prepare import prepare
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,6 @@ SCHEMES = {"s8s8": ("QInt8", "QInt8"), "u8s8": ("QUInt8", "QInt8")}
 """Activation and weight types per scheme name."""
 CALIBRATION_METHODS = ("minmax", "percentile")
 TAIL_OPS = frozenset({"Cast", "ReduceMin", "Sub", "ReduceSum", "Add", "Div", "Constant", "Identity"})
-
-
-def int8_path(model: Path) -> Path:
-    """Where the INT8 variant of ``m.onnx`` lives: ``m.int8.onnx``."""
-    model = Path(model)
-    return model.with_name(f"{model.stem}.int8.onnx")
 
 
 def calibration_plan(calib: Path) -> list[PlannedImage]:

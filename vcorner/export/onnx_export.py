@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import torch
 
-from vcorner.card import ModelCard
-from vcorner.model.unet import UNet
-from vcorner.modelfile import CARD_METADATA_KEY, INPUT_NAME, OUTPUT_NAME, write_sidecar
-from vcorner.training.checkpoint import load_model
+from vcorner.models.card import ModelCard
+from vcorner.models.modelfile import CARD_METADATA_KEY, INPUT_NAME, OUTPUT_NAME, write_sidecar
+from vcorner.network.checkpoint import load_model
+from vcorner.network.unet import UNet
 
 log = logging.getLogger(__name__)
 

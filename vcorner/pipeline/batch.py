@@ -1,16 +1,16 @@
 """``vcorner batch``: corners for every image of a folder, with decoding, inference and decoding overlapped.
 
 Three stages run concurrently: loader threads decode images and cut patches, the calling thread fills
-inference batches across images, and finisher threads back-project, search quadrants and write rows. Beside
-CPU inference there is one loader and one finisher (inference needs the cores); beside GPU inference, one of
-each per core (``BatchOptions.workers``). Images keep their order through every stage, so the outputs do
+inference batches across images, and finisher threads back-project, search quadrants and write each image's
+JSON and overlay. Beside CPU inference there is one loader and one finisher (inference needs the cores); beside
+GPU inference, one of each per core (``BatchOptions.workers``). The calling thread is the one writer of
+``corners.csv``: it takes the finishers' results in the order inference queued the images, so the outputs do
 not depend on the thread count.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -23,8 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.card import ModelCard
+from vcorner.hardware.cpu import available_cores
 from vcorner.io.records import InputError
+from vcorner.models.card import ModelCard
+from vcorner.pipeline import manifest
 from vcorner.pipeline.outputs import (
     CornerJournal,
     corner_rows,
@@ -33,14 +35,15 @@ from vcorner.pipeline.outputs import (
     write_errors,
     write_image_json,
 )
-from vcorner.pipeline.plan import Plan, PlannedImage
-from vcorner.pipeline.stages import ImageJob, finish, prepare
+from vcorner.pipeline.overlay import measurement_labels, overlay_name, write_overlay
+from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.runtime.base import Runner
+from vcorner.stages.finish import finish
+from vcorner.stages.plan import Plan, PlannedImage
+from vcorner.stages.prepare import ImageJob, prepare
 
 log = logging.getLogger(__name__)
 _DONE = object()
-INTERRUPTED = "interrupted"
-"""Reason of an image that Ctrl-C left unfinished (not written to errors.csv; a resumed run does it)."""
 MAX_DEFAULT_WORKERS = 16
 """Cap of the default CPU-stage threads beside GPU inference: each holds about two images in flight."""
 
@@ -95,23 +98,40 @@ class Progress:
     def image_done(self, patches: int) -> None: ...
 
 
-def _prepare_one(item: PlannedImage, card: ModelCard, options: BatchOptions) -> ImageJob | tuple[str, str]:
-    """An image's job, or (name, one-line reason) when it cannot be read or cut."""
+@dataclass(frozen=True)
+class Failed:
+    """An image that cannot be answered, with the one-line reason recorded in ``errors.csv``."""
+
+    image: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An image whose corners were found: its ``corners.csv`` rows and the patches it took."""
+
+    image: str
+    rows: list[list[str]]
+    patches: int
+
+
+def _prepare_one(item: PlannedImage, card: ModelCard, options: BatchOptions) -> ImageJob | Failed:
+    """An image's job, or why it cannot be read or cut."""
     try:
         return prepare(item, card, keep_pixels=options.vis, max_pixels=options.max_pixels)
     except InputError as err:
-        return item.record.file, str(err)
+        return Failed(item.record.file, str(err))
     except (OSError, ValueError, MemoryError) as err:
-        return item.record.file, f"cannot process: {err}"
+        return Failed(item.record.file, f"cannot process: {err}")
     except Exception as err:  # anything else (an OpenCV error, say) fails this image only, not the rest
         log.exception("preparing %s", item.record.file)
-        return item.record.file, f"cannot process: {type(err).__name__}: {err}"
+        return Failed(item.record.file, f"cannot process: {type(err).__name__}: {err}")
 
 
 def _load(items: list[PlannedImage], card: ModelCard, options: BatchOptions, out: queue.Queue,
           workers: int = 1, stop: threading.Event | None = None) -> None:
-    """Loader: put an ImageJob or (name, reason) per image, in plan order, then _DONE; quits early once
-    ``stop`` is set (inference failed).
+    """Loader: put an ImageJob or Failed per image, in plan order, then _DONE; quits early once ``stop`` is set
+    (inference failed).
 
     With ``workers`` > 1 a thread pool prepares up to ``2 * workers`` images ahead (OpenCV decoding and
     warping release the GIL); the order, and so the inference batches and every output, stay the same.
@@ -140,22 +160,24 @@ def _load(items: list[PlannedImage], card: ModelCard, options: BatchOptions, out
         out.put(_DONE)
 
 
-def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: _Sequenced) -> Iterator[int]:
-    """Fill batches of exactly ``batch_size`` patches across images (the last may be smaller), run them,
-    and pass completed jobs (and failures) on to ``finished``; yields each batch's size."""
+def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int) -> Iterator[tuple[int, list[ImageJob | Failed]]]:
+    """Fill batches of exactly ``batch_size`` patches across images (the last may be smaller) and run them;
+    yields each batch's size and the images it completed (with the failures met on the way), in queue order."""
     pending: deque[tuple[ImageJob, int, int]] = deque()  # (job, first patch, count) not yet inferred
-    queued, source_done = 0, False
+    queued, source_done, ready = 0, False, []
     while True:
         while not source_done and queued < batch_size:
             item = jobs.get()
             if item is _DONE:
                 source_done = True
-            elif isinstance(item, tuple):
-                finished.put(item)
+            elif isinstance(item, Failed):
+                ready.append(item)
             else:
                 pending.append((item, 0, len(item.patches)))
                 queued += len(item.patches)
         if not pending:
+            if ready:
+                yield 0, ready
             return
         take, size = [], 0
         while pending and size < batch_size:
@@ -173,8 +195,9 @@ def _infer_all(jobs: queue.Queue, runner: Runner, batch_size: int, finished: _Se
             offset += n
             job.filled += n
             if job.filled == len(job.patches):
-                finished.put(job)
-        yield size
+                ready.append(job)
+        yield size, ready
+        ready = []
 
 
 def _interruptible(runner: Runner, batch: np.ndarray) -> np.ndarray:
@@ -203,74 +226,8 @@ def _interruptible(runner: Runner, batch: np.ndarray) -> np.ndarray:
         raise
 
 
-class _Sequenced:
-    """A queue whose items carry the order they were put in (all puts come from the inference thread)."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.queue: queue.Queue = queue.Queue(maxsize=maxsize)
-        self.count = 0
-
-    def put(self, item) -> None:
-        self.queue.put((self.count, item))
-        self.count += 1
-
-    def get(self) -> tuple[int, object]:
-        return self.queue.get()
-
-
-class _InOrder:
-    """Records finished images in the order inference queued them, whichever finisher thread is done first,
-    so ``corners.csv``, the summary and the progress bar are the same with one finisher or many."""
-
-    def __init__(self, journal: CornerJournal, summary: BatchSummary, progress: Progress) -> None:
-        self.journal, self.summary, self.progress = journal, summary, progress
-        self.next, self.ready, self.lock = 0, {}, threading.Lock()
-
-    def put(self, seq: int, name: str, rows: list[list[str]] | None, reason: str, patches: int) -> None:
-        """Image ``seq``: its rows, or None and the reason it failed. Call once per ``seq``."""
-        with self.lock:
-            self.ready[seq] = name, rows, reason, patches
-            while self.next in self.ready:
-                name, rows, reason, patches = self.ready.pop(self.next)
-                self.next += 1
-                if rows is not None:
-                    try:
-                        self.journal.add(rows)
-                    except OSError as err:  # disk full, say: this image fails, the next ones still try
-                        rows, reason = None, f"cannot write {self.journal.path}: {err.strerror or err}"
-                if reason == INTERRUPTED:
-                    continue  # left for a resumed run: neither done nor failed
-                if rows is None:
-                    self.summary.failed[name] = reason
-                else:
-                    self.summary.done += 1
-                self.progress.image_done(patches)
-
-
-def _finish_all(finished: _Sequenced, card: ModelCard, out_dir: Path, options: BatchOptions,
-                record: _InOrder, stop: threading.Event) -> None:
-    """Finisher thread: decode corners and write JSON/overlays of one image after another; rows and failures
-    go to ``record``. Its numba kernels are the single-threaded builds: one finisher beside CPU inference,
-    which needs the cores and which this stage hides behind; one per core beside GPU inference. Once ``stop``
-    is set (Ctrl-C), the images still queued are left for a resumed run."""
-    from vcorner.postprocess.kernels import use_serial_kernels
-
-    use_serial_kernels()
-    while (entry := finished.get())[1] is not _DONE:
-        seq, item = entry
-        if stop.is_set():  # passed on unrecorded, so that images finished after it still reach corners.csv
-            record.put(seq, item[0] if isinstance(item, tuple) else item.name, None, INTERRUPTED, 0)
-            continue
-        if isinstance(item, tuple):
-            record.put(seq, item[0], None, item[1], 0)
-            continue
-        rows, reason = _finish_one(item, card, out_dir, options)
-        record.put(seq, item.name, rows, reason, len(item.patches))
-
-
-def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOptions
-                ) -> tuple[list[list[str]] | None, str]:
-    """(corner rows, "") of a finished job, with its JSON/overlay written; or (None, one-line reason)."""
+def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOptions) -> Finished | Failed:
+    """The corner rows of a job whose maps are filled, with its JSON/overlay written; or why it failed."""
     try:
         corners, accumulated = finish(item, card)
         if not any(s == "network" for v in corners for s in v.source):
@@ -279,19 +236,39 @@ def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOp
         if options.write_json:
             write_image_json(out_dir, item.name, corners)
         if options.vis:
-            from vcorner.pipeline.overlay import measurement_labels, overlay_name, write_overlay
-
             labels = measurement_labels(corners, item.spacing_mm, options.measure_labels) \
                 if options.measure_labels else None
             write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated, labels)
-        return corner_rows(item.name, corners), ""
+        return Finished(item.name, corner_rows(item.name, corners), len(item.patches))
     except OSError as err:  # a JSON or overlay that cannot be written (disk full, say): name the file
-        return None, f"cannot write {err.filename or 'an output file'}: {err.strerror or err}"
+        return Failed(item.name, f"cannot write {err.filename or 'an output file'}: {err.strerror or err}")
     except (InputError, ValueError) as err:
-        return None, f"post-processing failed: {err}"
-    except Exception as err:  # anything else fails this image only: the in-order record must not stall
+        return Failed(item.name, f"post-processing failed: {err}")
+    except Exception as err:  # anything else fails this image only: the writer must not stall
         log.exception("post-processing %s", item.name)
-        return None, f"post-processing failed: {type(err).__name__}: {err}"
+        return Failed(item.name, f"post-processing failed: {type(err).__name__}: {err}")
+
+
+def _record(outcome: Finished | Failed, journal: CornerJournal, summary: BatchSummary, progress: Progress) -> None:
+    """Write one image's outcome: its rows to ``corners.csv``, or its reason to the summary's failures."""
+    if isinstance(outcome, Finished):
+        try:
+            journal.add(outcome.rows)
+        except OSError as err:  # disk full, say: this image fails, the next ones still try
+            outcome = Failed(outcome.image, f"cannot write {journal.path}: {err.strerror or err}")
+        else:
+            summary.done += 1
+            progress.image_done(outcome.patches)
+            return
+    summary.failed[outcome.image] = outcome.reason
+    progress.image_done(0)
+
+
+def _settled(outcome: Finished | Failed) -> Future:
+    """A future already holding ``outcome`` (a failure queued among the finishers' futures)."""
+    future: Future = Future()
+    future.set_result(outcome)
+    return future
 
 
 def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[CornerJournal, list[PlannedImage],
@@ -305,8 +282,6 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
     Raises:
         InputError: resuming into an OUT whose corners came from another model.
     """
-    from vcorner.pipeline import manifest
-
     out_dir.mkdir(parents=True, exist_ok=True)
     if not options.resume and (kept := keep_previous(out_dir)) is not None:
         log.warning("--no-resume: the earlier corners.csv, errors.csv and run.json of %s were moved to %s",
@@ -371,51 +346,49 @@ def cpu_workers(runner: Runner, options: BatchOptions) -> int:
     return min(available_cores(), MAX_DEFAULT_WORKERS) if runner.on_gpu else 1
 
 
-def available_cores() -> int:
-    """Cores this process may run on (CPU affinity and container limits), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, options: BatchOptions | None = None,
               progress: Progress | None = None) -> BatchSummary:
     """Process every planned image; write ``corners.csv``, ``errors.csv`` and requested extras in ``out_dir``.
 
-    The runner must already be entered. Images finished by an earlier run are skipped when resuming.
+    The runner must already be entered. Images finished by an earlier run are skipped when resuming. Finished
+    images are written in plan order as soon as every earlier one is; at most ``queue_images`` plus the
+    finisher count wait to be finished. Ctrl-C keeps every image already finished and leaves the rest to a
+    resumed run.
     """
     options, progress = options or BatchOptions(), progress or Progress()
     journal, todo, summary = start_outputs(plan, Path(out_dir), options)
     progress.start(len(todo))
     workers = cpu_workers(runner, options)
     jobs: queue.Queue = queue.Queue(maxsize=options.queue_images)
-    finished = _Sequenced(maxsize=options.queue_images + workers)
-    record, stop = _InOrder(journal, summary, progress), threading.Event()
+    stop = threading.Event()
     loader = threading.Thread(target=_load, args=(todo, card, options, jobs, workers, stop), daemon=True,
                               name="vcorner-load")
-    finishers = [threading.Thread(target=_finish_all, name=f"vcorner-finish-{i}", daemon=True,
-                                  args=(finished, card, out_dir, options, record, stop)) for i in range(workers)]
+    # single-threaded numba kernels in the finishers: one beside CPU inference (which needs the cores and
+    # which this stage hides behind), one per core beside GPU inference
+    finishers = ThreadPoolExecutor(workers, thread_name_prefix="vcorner-finish", initializer=use_serial_kernels)
+    waiting: deque[Future] = deque()  # in plan order; the head is written first
     began = time.perf_counter()
     loader.start()
-    for finisher in finishers:
-        finisher.start()
     try:
-        for size in _infer_all(jobs, runner, options.batch_size, finished):
+        for size, ready in _infer_all(jobs, runner, options.batch_size):
             summary.patches += size  # counted as it goes, so an interrupted run reports what it did
+            waiting.extend(_settled(item) if isinstance(item, Failed) else
+                           finishers.submit(_finish_one, item, card, out_dir, options) for item in ready)
+            while waiting and (waiting[0].done() or len(waiting) > options.queue_images + workers):
+                _record(waiting.popleft().result(), journal, summary, progress)
     except KeyboardInterrupt:  # Ctrl-C: stop the loader and finishers, keep what is finished, report it
         summary.interrupted = True
         stop.set()
         _drain(jobs, loader)
     except BaseException:
-        stop.set()  # inference failed or was interrupted: let the loader go, then the finishers drain
+        stop.set()  # inference failed: let the loader go, keep what the finishers finish
         _drain(jobs, loader)
         raise
     finally:
-        for _ in finishers:
-            finished.put(_DONE)
-        for finisher in finishers:
-            finisher.join()
+        finishers.shutdown(wait=True, cancel_futures=summary.interrupted)
+        for future in waiting:  # every image finished is kept, also those behind one Ctrl-C left undone
+            if not future.cancelled():
+                _record(future.result(), journal, summary, progress)
         journal.close()
         write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began

@@ -5,7 +5,7 @@ checkpoint actually run, so an INT8 or FP16 variant is another model) and, per i
 centres (and pixel spacing) the corners were found from. A resumed run refuses a different model (one line:
 use ``--no-resume`` or another ``--out``), and redoes an image whose centres changed or whose requested
 ``--json``/``--vis`` file is missing. It also records the digest of the model card the corners were decoded
-with (:func:`vcorner.modelfile.card_digest`): after ``vcorner tune`` rewrites the card, every image is redone.
+with (:func:`vcorner.models.modelfile.card_digest`): after ``vcorner tune`` rewrites the card, every image is redone.
 Images of earlier runs that this run does not plan keep their entries (OUT holds the union of its runs).
 """
 
@@ -48,8 +48,8 @@ def write_manifest(out_dir: Path, model_id: str | None, records: list[ImageRecor
     old_cards = old.get("cards") or dict.fromkeys(old.get("centers") or {}, old.get("card"))
     cards = {**old_cards, **dict.fromkeys((r.file for r in records), card_id)}
     rows = {**(old.get("rows") or {}), **{r.file: 4 * len(r.vertebrae) for r in records}}
-    data = {"format": FORMAT, "model": model_id, "card": card_id, **(extra or {}), "centers": centers,
-            "cards": cards, "rows": rows}
+    data = {**(extra or {}), "format": FORMAT, "model": model_id, "card": card_id, "centers": centers,
+            "cards": cards, "rows": rows}  # an extra note never replaces what resuming checks
     write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 

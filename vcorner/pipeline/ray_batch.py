@@ -21,17 +21,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vcorner.hardware.capabilities import Capabilities
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.models.resolve import ResolvedModel
 from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress, start_outputs, write_run_errors
 from vcorner.pipeline.outputs import corner_rows
-from vcorner.pipeline.plan import Plan, PlannedImage
-from vcorner.pipeline.stages import finish, prepare
+from vcorner.stages.finish import finish
+from vcorner.stages.plan import Plan, PlannedImage
+from vcorner.stages.prepare import prepare
 
 log = logging.getLogger(__name__)
 
@@ -160,16 +164,20 @@ def read_images(ray, paths: list[str]):
 
 
 class CornerActor:
-    """A Ray actor holding one inference session; maps a batch of image rows to corner rows or errors."""
+    """A Ray actor holding one inference session; maps a batch of image rows to corner rows or errors.
 
-    def __init__(self, model: str | None, backend: str, threads: int | None, centers: dict[str, str],
-                 batch_size: int, max_pixels: int | None, profile: str | None = None,
-                 device: str | None = None) -> None:
-        from vcorner.runtime.select import Backend, open_runner
+    It runs the model the driver resolved (:class:`~vcorner.models.resolve.ResolvedModel`); its only own step is
+    the TensorRT engine of its GPU when that is still pending (the cache step, before the runner opens).
+    """
 
-        runner, self.card = open_runner(Path(model) if model else None, Backend(backend), device=device,
-                                        threads=threads, profile=profile)
-        self.runner = runner.__enter__()
+    def __init__(self, resolved: ResolvedModel, centers: dict[str, str], batch_size: int,
+                 max_pixels: int | None) -> None:
+        from vcorner.export.materialize import materialize
+        from vcorner.runtime.open import open_runner
+
+        self.resolved = materialize(resolved, steps=("engine",))
+        self.card = self.resolved.card
+        self.runner = open_runner(self.resolved).__enter__()
         self.centers, self.batch_size, self.max_pixels = centers, batch_size, max_pixels
 
     def one(self, data: bytes, path: str) -> tuple[str, str, str, int]:
@@ -184,8 +192,7 @@ class CornerActor:
                 return record.file, "", str(err).replace(str(local), path), 0
             except (OSError, ValueError, TypeError, MemoryError) as err:  # as the local batch: this image fails
                 return record.file, "", f"cannot process: {type(err).__name__}: {err}".replace(str(local), path), 0
-        for start in range(0, len(job.patches), self.batch_size):
-            job.maps[start:start + self.batch_size] = self.runner.infer(job.patches[start:start + self.batch_size])
+        job.maps = self.runner.infer_all(job.patches, self.batch_size)
         try:
             corners, _ = finish(job, self.card)
             rows = corner_rows(record.file, corners)
@@ -201,29 +208,68 @@ class CornerActor:
         return out
 
 
-def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, options: BatchOptions,
-                  address: str = "auto", actors: int = 1, threads: int | None = None, gpus_per_actor: float = 0.0,
-                  progress: Progress | None = None, profile: str | None = None,
-                  device: str | None = None, stall_s: float = DEFAULT_STALL_S) -> BatchSummary:
-    """Process every planned image on Ray Data; same outputs as :func:`vcorner.pipeline.batch.run_batch`.
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster a batch runs on: its CPUs, each actor's share and GPUs, and what a worker has.
 
-    ``profile`` and ``device`` go to each actor's :func:`vcorner.runtime.select.open_runner` (an actor given a
-    GPU by ``gpus_per_actor`` sees it as ``cuda:0``). Each actor gets :func:`actor_cpus` CPUs.
+    Attributes:
+        cpus: CPUs of the cluster.
+        actors: actors in the pool.
+        per_actor: CPUs per actor (:func:`actor_cpus`).
+        gpus_per_actor: GPUs per actor (0: CPU actors).
+        caps: a worker's capabilities, probed by a task with an actor's resources: the model is resolved for
+            them, once, on the driver.
+    """
+
+    cpus: float
+    actors: int
+    per_actor: float
+    gpus_per_actor: float
+    caps: Capabilities | None
+
+
+PROBE_TIMEOUT_S = 300.0
+"""Seconds to wait for the worker probe (a task with an actor's resources) before refusing the batch."""
+
+
+def join_cluster(address: str, actors: int, gpus_per_actor: float = 0.0) -> Cluster:
+    """Connect, check that ``actors`` fit beside the reads, and probe what a worker with an actor's resources has.
 
     Raises:
-        InputError: actors that cannot fit the cluster, or a batch stuck for ``stall_s`` seconds.
+        InputError: actors that cannot fit the cluster, or a worker that does not answer the probe.
+    """
+    ray = import_ray()
+    connect(address, num_cpus=None)
+    quiet_ray_data(ray)
+    resources = ray.cluster_resources()
+    cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
+    per_actor = actor_cpus(cpus, actors, gpus, gpus_per_actor)
+    log.info("Ray: %d actor(s) of %.3g CPU each on a cluster of %g CPU(s)", actors, per_actor, cpus)
+    from vcorner.hardware.capabilities import probe
+
+    task = ray.remote(num_cpus=per_actor, num_gpus=gpus_per_actor)(probe)
+    try:
+        caps = ray.get(task.remote(), timeout=PROBE_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:
+        raise InputError(f"no Ray worker with {per_actor:g} CPU and {gpus_per_actor:g} GPU answered in "
+                         f"{PROBE_TIMEOUT_S:g} s; check --ray-actors and --ray-gpus against the cluster") from None
+    return Cluster(cpus, actors, per_actor, gpus_per_actor, caps)
+
+
+def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: BatchOptions,
+                  cluster: Cluster | None, progress: Progress | None = None,
+                  stall_s: float = DEFAULT_STALL_S) -> BatchSummary:
+    """Process every planned image on Ray Data; same outputs as :func:`vcorner.pipeline.batch.run_batch`.
+
+    Every actor opens ``resolved`` (resolved for ``cluster.caps`` on the driver, so all run the same graph),
+    with :func:`actor_threads` ONNX Runtime threads; ``cluster`` is None only when there is nothing to do.
+
+    Raises:
+        InputError: a batch stuck for ``stall_s`` seconds.
     """
     ray = import_ray()
     progress = progress or Progress()
     out_dir = Path(out_dir)
-    per_actor, cpus = 1.0, 0.0
-    if plan.images:  # refuse actors that cannot fit before anything in OUT is touched
-        connect(address, num_cpus=None)
-        quiet_ray_data(ray)
-        resources = ray.cluster_resources()
-        cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
-        per_actor = actor_cpus(cpus, actors, gpus, gpus_per_actor)
-        log.info("Ray: %d actor(s) of %.3g CPU each on a cluster of %g CPU(s)", actors, per_actor, cpus)
     journal, todo, summary = start_outputs(plan, out_dir, options)
     progress.start(len(todo))
     began = time.perf_counter()
@@ -236,19 +282,18 @@ def run_batch_ray(plan: Plan, out_dir: Path, model: Path | None, backend: str, o
                 summary.failed[item.record.file] = str(err)
             progress.image_done(0)
     try:
-        if readable:
+        if readable and cluster is not None:
             centers = {str(p.path): _record_to_json(p.record) for p in readable}
+            threads = actor_threads(resolved.threads, cluster.per_actor, cluster.actors, cluster.cpus)
             # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
             dataset = read_images(ray, [str(p.path) for p in readable])
             results = dataset.map_batches(
-                CornerActor, batch_size=1, num_cpus=per_actor, num_gpus=gpus_per_actor or None,
-                compute=ray.data.ActorPoolStrategy(size=actors),
-                fn_constructor_kwargs={"model": str(model) if model else None, "backend": backend,
-                                       "threads": actor_threads(threads, per_actor, actors, cpus),
-                                       "centers": centers, "batch_size": options.batch_size,
-                                       "max_pixels": options.max_pixels, "profile": profile, "device": device},
+                CornerActor, batch_size=1, num_cpus=cluster.per_actor, num_gpus=cluster.gpus_per_actor or None,
+                compute=ray.data.ActorPoolStrategy(size=cluster.actors),
+                fn_constructor_kwargs={"resolved": replace(resolved, threads=threads), "centers": centers,
+                                       "batch_size": options.batch_size, "max_pixels": options.max_pixels},
             )
-            for row in watch(results.iter_rows(), stall_s, actors):
+            for row in watch(results.iter_rows(), stall_s, cluster.actors):
                 if row["error"]:
                     summary.failed[row["image"]] = row["error"]
                 else:

@@ -24,7 +24,7 @@ from vcorner.geometry.frames import Frames
 from vcorner.geometry.patches import invert_affines
 from vcorner.postprocess.background import remove_background
 from vcorner.postprocess.kernels import backproject, quadrant_argmax
-from vcorner.prior import CornerPrior
+from vcorner.postprocess.prior import CornerPrior
 
 COV_FLOOR_PX2 = 1.0 / 12.0
 """Variance added to every network covariance (px^2): a uniform position within one pixel; never singular."""

@@ -43,5 +43,11 @@ class Runner(ABC):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """(B, 1, N, N) float32 patches -> (B, 1, N, N) float32 maps."""
 
+    def infer_all(self, patches: np.ndarray, batch: int) -> np.ndarray:
+        """Maps of any number of ``patches`` (P, 1, N, N), run in batches of at most ``batch`` patches."""
+        if len(patches) <= batch:
+            return self.infer(patches)
+        return np.concatenate([self.infer(patches[i:i + batch]) for i in range(0, len(patches), batch)])
+
     def cancel(self) -> None:
         """Ask an ``infer`` running in another thread to stop early (best effort; Ctrl-C). Default: nothing."""

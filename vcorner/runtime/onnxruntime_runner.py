@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.io.records import InputError
-from vcorner.modelfile import INPUT_NAME, OUTPUT_NAME
+from vcorner.models.card import sha256_file
+from vcorner.models.modelfile import INPUT_NAME, OUTPUT_NAME
+from vcorner.models.profiles import DEFAULT_PROFILE, get_profile
 from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
 
-GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
-PROVIDER_OF = {"tensorrt": GPU_PROVIDERS[0], "cuda": GPU_PROVIDERS[1], "cpu": "CPUExecutionProvider"}
+PROVIDER_OF = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
 def session_options(threads: int | None = None):
@@ -65,34 +66,6 @@ def providers_for(device: str, cache_dir: Path | None = None, *, patch_size: int
     return [*chosen, "CPUExecutionProvider"]
 
 
-def gpu_visible() -> bool:
-    """An NVIDIA GPU is visible: through cuda-python when installed, else the Linux driver's device list."""
-    from vcorner.export.tensorrt_build import cuda_device_count, has_cuda_python
-
-    if has_cuda_python() and cuda_device_count() > 0:
-        return True  # else cuda-python may just be newer than the driver: ask the driver's own list
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
-
-
-def available_devices() -> list[str]:
-    """ORT devices usable here, best first: ``tensorrt``, ``cuda``, ``cpu``.
-
-    ``ort.get_available_providers()`` lists the providers compiled into the installed wheel, not those that
-    can run: onnxruntime-gpu on a machine without a GPU lists both. GPU providers are therefore offered only
-    when a GPU is visible, and the TensorRT one only when TensorRT itself is installed.
-    """
-    import onnxruntime as ort
-
-    from vcorner.export.tensorrt_build import has_module
-
-    have = set(ort.get_available_providers())
-    if not (have & set(GPU_PROVIDERS)) or not gpu_visible():
-        return ["cpu"]
-    usable = {"tensorrt": GPU_PROVIDERS[0] in have and has_module("tensorrt"), "cuda": GPU_PROVIDERS[1] in have}
-    return [d for d, ok in usable.items() if ok] + ["cpu"]
-
-
 def split_device(device: str) -> tuple[str, int]:
     """(provider device, CUDA ordinal) of ``cpu``, ``cuda``, ``cuda:1``, ``tensorrt`` or ``tensorrt:1``.
 
@@ -116,13 +89,16 @@ class OnnxRuntimeRunner(Runner):
         cpu_model: the graph to run instead if ONNX Runtime ends up on the CPU provider (the FP32 model
             beside an FP16 variant, which the CPU provider runs very slowly).
         patch_size: the card's patch side N, checked against the graph's input on load (None: unchecked).
+        sha256: the model file's SHA-256 when already known (else hashed for :meth:`identity`).
     """
 
     name = "ort"
 
     def __init__(self, model: Path, device: str = "cpu", threads: int | None = None,
-                 profile: str | None = None, cpu_model: Path | None = None, patch_size: int | None = None) -> None:
+                 profile: str | None = None, cpu_model: Path | None = None, patch_size: int | None = None,
+                 sha256: str | None = None) -> None:
         self.device, self.device_id = split_device(device)
+        self.known_sha256 = sha256
         self.patch_size = patch_size
         self.model, self.threads, self.profile = Path(model), threads, profile
         self.cpu_model = Path(cpu_model) if cpu_model is not None else None
@@ -132,8 +108,7 @@ class OnnxRuntimeRunner(Runner):
         """The execution providers for this model and device."""
         if self.device != "tensorrt":
             return providers_for(self.device, device_id=self.device_id)
-        from vcorner.export.profiles import DEFAULT_PROFILE, get_profile
-        from vcorner.modelfile import read_model_card
+        from vcorner.models.modelfile import read_model_card
 
         default_ort_cache().mkdir(parents=True, exist_ok=True)
         patch = read_model_card(self.model).sampling.patch_size
@@ -151,7 +126,7 @@ class OnnxRuntimeRunner(Runner):
             log.warning("ONNX Runtime could not start the %s provider and runs on %s instead", self.device, running)
         if running == "cpu" != self.device and self.cpu_model is not None and self.cpu_model != self.model:
             log.warning("running %s instead of %s on the CPU provider", self.cpu_model.name, self.model.name)
-            self.model = self.cpu_model
+            self.model, self.known_sha256 = self.cpu_model, None
             self.session = self.open_session(providers_for("cpu"))
             check_io(self.session, self.model, self.patch_size)
         self.name = f"ort-{running}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
@@ -171,9 +146,9 @@ class OnnxRuntimeRunner(Runner):
             raise InputError(f"{self.model}: ONNX Runtime cannot load it ({str(err).splitlines()[0][:200]})") from None
 
     def identity(self) -> str:
-        from vcorner.card import sha256_file
-
-        return sha256_file(self.model)
+        if self.known_sha256 is None:
+            self.known_sha256 = sha256_file(self.model)
+        return self.known_sha256
 
     def deactivate(self) -> None:
         self.session = None

@@ -7,7 +7,10 @@ graph (copy in, execute, copy out) and replayed from then on; batches above the 
 are split into chunks of that size. All graphs share one execution context, whose input shape is set to the
 graph's batch before each launch (the pattern of NVIDIA's TensorRT-Edge-LLM ``EngineExecutor``: one context,
 graphs keyed by binding state); one context per graph would multiply activation memory by the graph count.
-Needs the ``gpu`` extra (``tensorrt``, ``cuda-python``) and a GPU.
+The runner only loads a plan that was built on this machine for this TensorRT (its sidecar says so:
+:func:`vcorner.models.engines.plan_problem`); building is ``vcorner export --engine`` or the batch's cache step
+(:func:`vcorner.export.tensorrt_build.ensure_engine`). Needs the ``gpu`` extra (``tensorrt``, ``cuda-python``)
+and a GPU.
 """
 
 from __future__ import annotations
@@ -19,25 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.export.profiles import DEFAULT_PROFILE, ExportProfile, get_profile
-from vcorner.export.tensorrt_build import INSTALL_HINT, LoadedEngine, cuda_call, cudart, has_cuda_python, has_module
+from vcorner.hardware.cuda import cuda_call, cudart, current_gpu
+from vcorner.hardware.tensorrt import import_tensorrt, require_gpu_stack, trt_logger
 from vcorner.io.records import InputError
-from vcorner.modelfile import INPUT_NAME, OUTPUT_NAME
+from vcorner.models.engines import plan_problem, read_engine_sidecar
+from vcorner.models.modelfile import INPUT_NAME, OUTPUT_NAME
 from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
 
 MAX_GRAPHS = 8
 """CUDA graphs kept per runner (one per batch size; the batch pipeline uses one size plus a remainder)."""
-
-
-def require_gpu_stack() -> None:
-    """Raise a one-line InputError with the install hint unless ``tensorrt`` and ``cuda-python`` import."""
-    missing = [name for name, present in (("tensorrt", has_module("tensorrt")), ("cuda-python", has_cuda_python()))
-               if not present]
-    if missing:
-        raise InputError(f"the TensorRT backend needs {' and '.join(missing)} and a CUDA GPU: {INSTALL_HINT}, "
-                         "or use --backend ort")
 
 
 def pinned_array(count: int) -> tuple[int, np.ndarray]:
@@ -48,13 +43,11 @@ def pinned_array(count: int) -> tuple[int, np.ndarray]:
 
 
 class TensorRTRunner(Runner):
-    """TensorRT engine for an ONNX model, built or loaded through the engine cache.
+    """A cached TensorRT engine plan, run with cuda-python buffers and CUDA graphs.
 
     Args:
-        model: the ``.onnx`` model (FP32 or its ``.fp16.onnx`` variant; see
-            :func:`vcorner.export.fp16.variant_for` for which one an FP16 profile builds from).
-        profile: export profile name or object (batch range, precision, workspace).
-        cache_dir: engine folder (default: beside the model, or the user cache).
+        plan: the ``m.<profile>.<sm>.plan`` file with its ``.json`` sidecar
+            (:func:`vcorner.export.tensorrt_build.ensure_engine` makes both).
         device: CUDA device ordinal.
         cuda_graphs: capture a CUDA graph per repeated batch size.
 
@@ -65,29 +58,37 @@ class TensorRTRunner(Runner):
     name = "trt"
     on_gpu = True
 
-    def __init__(self, model: Path, profile: str | ExportProfile = DEFAULT_PROFILE, cache_dir: Path | None = None,
-                 device: int = 0, cuda_graphs: bool = True) -> None:
-        self.model, self.profile_arg, self.cache_dir = Path(model), profile, cache_dir
-        self.device, self.cuda_graphs = device, cuda_graphs
-        self.loaded: LoadedEngine | None = None
-        self.source: Path | None = None
+    def __init__(self, plan: Path, device: int = 0, cuda_graphs: bool = True) -> None:
+        self.plan, self.device, self.cuda_graphs = Path(plan), device, cuda_graphs
+        self.engine = self.runtime = None
         self.context = self.stream = None
         self.host: dict[str, tuple[int, np.ndarray]] = {}
         self.dev: dict[str, int] = {}
         self.graphs: dict[int, object] = {}
         self.seen: Counter[int] = Counter()
         self.shape_batch = 0
+        self.key: dict = {}
 
     def activate(self) -> None:
         require_gpu_stack()
-        from vcorner.export.fp16 import model_precision
-        from vcorner.export.tensorrt_build import engine_source, load_or_build_engine
-
-        profile = self.profile_arg if isinstance(self.profile_arg, ExportProfile) else get_profile(self.profile_arg)
-        self.source = source = engine_source(self.model, profile, self.cache_dir)
-        self.loaded = load_or_build_engine(source, profile, self.cache_dir, self.device)
-        engine = self.loaded.engine
-        check_engine_io(engine, source)
+        trt = import_tensorrt()
+        gpu = current_gpu(self.device)
+        problem = plan_problem(self.plan, trt.__version__, gpu)
+        if problem is not None:
+            raise InputError(f"{self.plan}: {problem}; build it with vcorner export MODEL --engine (or run vcorner "
+                             "batch --backend trt, whose cache step builds it)")
+        cuda_call(cudart().cudaSetDevice(self.device))
+        self.key = (read_engine_sidecar(Path(f"{self.plan}.json")) or {}).get("key") or {}
+        self.runtime = trt.Runtime(trt_logger())
+        try:
+            self.engine = self.runtime.deserialize_cuda_engine(self.plan.read_bytes())
+        except Exception as err:  # some TensorRT versions raise instead of returning None
+            log.warning("%s: %s", self.plan.name, str(err).splitlines()[0][:200])
+        if self.engine is None:
+            raise InputError(f"{self.plan}: TensorRT cannot load this plan; rebuild it with vcorner export MODEL "
+                             "--engine")
+        engine = self.engine
+        check_engine_io(engine, self.plan)
         low, _, high = (tuple(s) for s in engine.get_tensor_profile_shape(INPUT_NAME, 0))
         self.patch, self.min_batch, self.max_chunk = int(high[-1]), int(low[0]), int(high[0])
         self.context = engine.create_execution_context()
@@ -98,17 +99,16 @@ class TensorRTRunner(Runner):
             self.host[name] = pinned_array(count)
             self.dev[name] = cuda_call(runtime.cudaMalloc(count * 4))
             self.context.set_tensor_address(name, int(self.dev[name]))
-        self.name = f"trt-{model_precision(source)}"
-        log.info("TensorRT engine %s on %s (sm %s), batches %d..%d", self.loaded.plan.name, self.loaded.gpu.name,
-                 self.loaded.gpu.compute_capability, self.min_batch, self.max_chunk)
+        self.name = f"trt-{(self.key.get('profile') or {}).get('precision', 'fp32')}"
+        log.info("TensorRT engine %s on %s (sm %s), batches %d..%d", self.plan.name, gpu.name,
+                 gpu.compute_capability, self.min_batch, self.max_chunk)
 
     def identity(self) -> str | None:
-        from vcorner.card import sha256_file
-
-        return sha256_file(self.source) if self.source is not None else None
+        """SHA-256 of the ONNX graph the engine was built from (recorded in the plan's sidecar)."""
+        return self.key.get("onnx_sha256")
 
     def deactivate(self) -> None:
-        if self.loaded is None:
+        if self.engine is None:
             return
         runtime = cudart()
         if self.stream is not None:
@@ -123,7 +123,7 @@ class TensorRTRunner(Runner):
             cuda_call(runtime.cudaStreamDestroy(self.stream))
         self.graphs, self.dev, self.host, self.seen = {}, {}, {}, Counter()
         self.context = self.stream = None  # the context goes before the engine and the runtime
-        self.loaded = None
+        self.engine = self.runtime = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -212,8 +212,7 @@ def check_engine_io(engine, source: Path) -> None:
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
     if sorted(names) != sorted([INPUT_NAME, OUTPUT_NAME]):
         raise InputError(f"{source}: engine tensors {names}, expected '{INPUT_NAME}' and '{OUTPUT_NAME}'")
-    import tensorrt as trt
-
+    trt = import_tensorrt()
     for name in names:
         if engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
             raise InputError(f"{source}: engine tensor '{name}' is {engine.get_tensor_dtype(name)}, expected FP32 I/O")

@@ -1,7 +1,7 @@
 """torch backend: the checkpoint run eagerly (the reference every other backend is compared against).
 
 On a CUDA GPU without TensorRT it is also a fast path: FP16 weights and activations in channels_last
-layout (the spatial normalization still runs in FP32: :class:`~vcorner.model.normalization.
+layout (the spatial normalization still runs in FP32: :class:`~vcorner.network.normalization.
 SpatialNormalization` casts with ``.float()``), and either one CUDA graph per repeated batch size or
 ``torch.compile``.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.io.records import InputError
+from vcorner.models.card import sha256_file
+from vcorner.models.modelfile import resolve_checkpoint
 from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class TorchRunner(Runner):
         cuda_graphs: replay one captured CUDA graph per batch size seen twice (CUDA only).
         compile: ``torch.compile`` the model instead (mode ``max-autotune-no-cudagraphs``); exclusive with
             ``cuda_graphs``.
+        sha256: the checkpoint's SHA-256 when already known (else hashed for :meth:`identity`).
 
     Shapes:
         ``infer``: (B, 1, N, N) float32 patches -> (B, 1, N, N) float32 maps.
@@ -44,7 +47,7 @@ class TorchRunner(Runner):
     name = "torch"
 
     def __init__(self, checkpoint: Path, device: str = "cpu", half: bool = False, channels_last: bool | None = None,
-                 cuda_graphs: bool = False, compile: bool = False) -> None:
+                 cuda_graphs: bool = False, compile: bool = False, sha256: str | None = None) -> None:
         cuda = device.startswith("cuda")
         if (half or cuda_graphs) and not cuda:
             raise InputError(f"torch FP16 and CUDA graphs need a CUDA device, got {device!r}")
@@ -53,6 +56,7 @@ class TorchRunner(Runner):
         self.checkpoint, self.device, self.half = Path(checkpoint), device, half
         self.channels_last = cuda if channels_last is None else channels_last
         self.cuda_graphs, self.compile = cuda_graphs, compile
+        self.known_sha256 = sha256
         self.model = None
         self.graphs: dict[int, tuple] = {}
         self.seen: Counter[int] = Counter()
@@ -60,7 +64,7 @@ class TorchRunner(Runner):
     def activate(self) -> None:
         import torch
 
-        from vcorner.training.checkpoint import load_model
+        from vcorner.network.checkpoint import load_model
 
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(f"torch sees no CUDA GPU for device {self.device!r}; use --backend ort or device cpu")
@@ -77,10 +81,9 @@ class TorchRunner(Runner):
         self.name = "torch" + ("-cuda" if self.device.startswith("cuda") else "") + ("-fp16" if self.half else "")
 
     def identity(self) -> str:
-        from vcorner.card import sha256_file
-        from vcorner.training.checkpoint import resolve_checkpoint
-
-        return sha256_file(resolve_checkpoint(self.checkpoint)) + ("+fp16" if self.half else "")
+        if self.known_sha256 is None:
+            self.known_sha256 = sha256_file(resolve_checkpoint(self.checkpoint))
+        return self.known_sha256 + ("+fp16" if self.half else "")
 
     def deactivate(self) -> None:
         self.graphs, self.seen, self.model = {}, Counter(), None

@@ -15,11 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from vcorner.card import ModelCard
 from vcorner.evaluation.tune import DEFAULT_GRID, TuneResult, infer_records, tune_decode
 from vcorner.io.records import ImageRecord
+from vcorner.models.card import ModelCard
+from vcorner.models.modelfile import read_checkpoint_card
+from vcorner.network.checkpoint import load_model, save_model
 from vcorner.runtime.torch_runner import TorchRunner
-from vcorner.training.checkpoint import load_model, read_card, save_model
 
 
 def grid_size() -> int:
@@ -41,7 +42,7 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, records: Sequence[ImageRe
     Raises:
         InputError: no usable validation image.
     """
-    card = read_card(checkpoint)
+    card = read_checkpoint_card(checkpoint)
     with TorchRunner(checkpoint, device) as runner:
         jobs = infer_records(Path(data), records, runner, card)
     result = tune_decode(jobs, card, progress=progress)

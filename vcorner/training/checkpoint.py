@@ -1,7 +1,5 @@
-"""Checkpoints: safetensors weights with the model card (constructor args, sampling, prior) beside them.
-
-``model.safetensors`` holds the weights and, in its metadata, the JSON card; nothing is unpickled.
-``last.pt`` (resume state) holds tensors and plain values only and loads with ``weights_only=True``.
+"""Resume state of a training run: ``last.pt`` holds tensors and plain values only and loads with
+``weights_only=True`` (the weights themselves are saved by :func:`vcorner.network.checkpoint.save_model`).
 """
 
 from __future__ import annotations
@@ -11,57 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 
-from vcorner.card import ModelCard
 from vcorner.io.records import InputError
-from vcorner.model.unet import UNet
-
-CARD_KEY = "vcorner"
-
-
-def save_model(path: Path, model: UNet, card: ModelCard) -> None:
-    """Write weights and card to ``path`` (a ``.safetensors`` file), atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={CARD_KEY: json.dumps(card.to_dict())})
-    tmp.replace(path)
-
-
-def resolve_checkpoint(path: Path) -> Path:
-    """A run directory resolves to its ``model.safetensors``; a file is returned as is."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise InputError(f"{path}: no such checkpoint (expected a run directory or a .safetensors file)")
-    if path.suffix != ".safetensors":
-        raise InputError(f"{path}: checkpoints are .safetensors files (pickled checkpoints are refused)")
-    return path
-
-
-def read_card(path: Path) -> ModelCard:
-    """The model card stored in a checkpoint's metadata."""
-    path = resolve_checkpoint(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise InputError(f"{path}: not a readable safetensors file ({err})") from None
-    if CARD_KEY not in metadata:
-        raise InputError(f"{path}: has no vcorner model card in its metadata")
-    return ModelCard.from_dict(json.loads(metadata[CARD_KEY]), str(path))
-
-
-def load_model(path: Path) -> tuple[UNet, ModelCard]:
-    """Rebuild the model from a checkpoint (eval mode, CPU) and return it with its card."""
-    path = resolve_checkpoint(path)
-    card = read_card(path)
-    model = UNet(**card.model_args)
-    model.load_state_dict(load_file(str(path)))
-    return model.eval(), card
+from vcorner.network.unet import UNet
 
 
 def save_resume_state(path: Path, model: UNet, optimizer: torch.optim.Optimizer, epoch: int,

@@ -11,9 +11,9 @@ import numpy as np
 
 from vcorner.config import GroundTruthConfig, SamplingConfig
 from vcorner.geometry.frames import Frames, record_frames
+from vcorner.geometry.groundtruth import patch_targets, vertebra_contours
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import checked_annotation
-from vcorner.groundtruth import patch_targets, vertebra_contours
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError

@@ -14,7 +14,7 @@ from vcorner.io.records import InputError
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which UNet: a recipe name from ``vcorner.model.unet.RECIPES`` plus constructor overrides."""
+    """Which UNet: a recipe name from ``vcorner.network.unet.RECIPES`` plus constructor overrides."""
 
     recipe: str = "lite"
     widths: tuple[int, ...] | None = None

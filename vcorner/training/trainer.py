@@ -14,13 +14,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from vcorner.card import ModelCard
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
-from vcorner.model.loss import background_mass, bhattacharyya, bhattacharyya_loss
-from vcorner.model.unet import UNet, count_parameters, create_model
-from vcorner.prior import fit_prior
-from vcorner.training.checkpoint import load_resume_state, save_model, save_resume_state
+from vcorner.models.card import ModelCard
+from vcorner.network.checkpoint import save_model
+from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
+from vcorner.network.unet import UNet, count_parameters, create_model
+from vcorner.postprocess.prior import fit_prior
+from vcorner.training.checkpoint import load_resume_state, save_resume_state
 from vcorner.training.data import batches, epoch_patches, load_dataset, split_images
 from vcorner.training.recipe import Recipe
 

@@ -1,23 +1,23 @@
-"""The per-image work of a batch, split into the stages that the pipeline overlaps.
+"""The first per-image stage: decode an image and cut every patch of every vertebra (docs/design.md section 2).
 
-``prepare`` (decode + patch extraction) -> the runner fills inference batches across images -> ``finish``
-(back-projection, prior weighting, quadrant search). The Ray path runs the same functions.
+``prepare`` -> a runner fills the job's maps (:meth:`vcorner.runtime.base.Runner.infer_all`, or the batch's
+cross-image batches) -> :func:`vcorner.stages.finish.finish`. Batch, Ray, tuning, benchmarks and INT8
+calibration all cut patches here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from vcorner.card import ModelCard
 from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import spine_levels
 from vcorner.io.images import read_image
 from vcorner.io.records import InputError
-from vcorner.pipeline.plan import PlannedImage
-from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners, accumulate_image, decode_accumulated
+from vcorner.models.card import ModelCard
+from vcorner.stages.plan import PlannedImage
 
 
 @dataclass
@@ -61,24 +61,6 @@ def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str])
             raise InputError(f"vertebra {name}: centre is NaN or infinite")
 
 
-def flag_outside(corners: list[VertebraCorners], shape: tuple[int, int]) -> list[VertebraCorners]:
-    """``corners`` with the source of every corner outside the ``(H, W)`` image set to ``"outside"``.
-
-    Such a corner was never seen: its position is the prior's and its confidence 0.
-    """
-    height, width = shape
-    flagged = []
-    for v in corners:
-        x, y = v.xy[:, 0], v.xy[:, 1]
-        inside = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
-        if inside.all():
-            flagged.append(v)
-            continue
-        source = tuple(s if ok else "outside" for s, ok in zip(v.source, inside, strict=True))
-        flagged.append(replace(v, source=source, confidence=np.where(inside, v.confidence, 0.0)))
-    return flagged
-
-
 def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
             max_pixels: int | None = None) -> ImageJob:
     """Decode one image and cut every patch of every vertebra (the poses of the model's card).
@@ -99,10 +81,3 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     return ImageJob(item.record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None,
                     spacing_mm=item.record.pixel_spacing_mm or image.pixel_spacing_mm)
-
-
-def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
-    """Corners of every vertebra of a job whose maps are filled, and each vertebra's accumulated map."""
-    accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
-    corners = decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode)
-    return flag_outside(corners, job.shape), accumulated

@@ -1,4 +1,4 @@
-"""Model files for inference: the ONNX graph's I/O names, its card (sidecar or metadata), the shipped model.
+"""Model files: the ONNX graph's I/O names, its card (sidecar or metadata), a checkpoint's card, the shipped model.
 
 A model ``m.onnx`` travels with ``m.onnx.json``: its card, the SHA-256 of the ONNX bytes and the SHA-256 of
 the card's own content (:func:`card_digest`), both checked on load, so the graph and its card are one
@@ -14,9 +14,9 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-from vcorner.card import ModelCard, sha256_file
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
+from vcorner.models.card import ModelCard, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,28 @@ def read_model_card(model: Path, verify: bool = True) -> ModelCard:
     Raises:
         InputError: missing file, checksum mismatch, or no card.
     """
+    return read_card_and_digest(model, verify)[0]
+
+
+def read_card_and_digest(model: Path, verify: bool = True) -> tuple[ModelCard, str | None]:
+    """(card, SHA-256 of the model's bytes) of an ONNX model, hashing the file once; the digest is None when
+    ``verify`` is False and the file was not hashed.
+
+    Raises:
+        InputError: missing file, checksum mismatch, or no card.
+    """
     model = Path(model)
     if not model.is_file():
         raise InputError(f"{model}: no such model file")
     sidecar = sidecar_path(model)
     if not sidecar.is_file():
-        return ModelCard.from_dict(_metadata_card(model), str(model))
+        return ModelCard.from_dict(_metadata_card(model), str(model)), sha256_file(model) if verify else None
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{sidecar}: not valid JSON ({err})") from None
-    if verify and data.get("sha256") != sha256_file(model):
+    digest = sha256_file(model) if verify else None
+    if verify and data.get("sha256") != digest:
         raise InputError(f"{model}: SHA-256 does not match its card {sidecar.name} (file changed or corrupt)")
     content = data.get("card", {})
     if verify and "card_sha256" not in data:
@@ -89,4 +100,51 @@ def read_model_card(model: Path, verify: bool = True) -> ModelCard:
     elif verify and data["card_sha256"] != card_digest(content):
         raise InputError(f"{sidecar}: the card's content does not match its SHA-256 (edited by hand?); rewrite it "
                          "with vcorner tune or vcorner export")
-    return ModelCard.from_dict(content, str(sidecar))
+    return ModelCard.from_dict(content, str(sidecar)), digest
+
+
+CHECKPOINT_SUFFIXES = (".safetensors",)
+CHECKPOINT_CARD_KEY = "vcorner"
+"""Metadata key of the JSON card in a ``model.safetensors`` checkpoint."""
+
+
+def is_checkpoint(model: Path) -> bool:
+    """A torch checkpoint (run folder or ``.safetensors``) rather than an ONNX file."""
+    return Path(model).is_dir() or Path(model).suffix in CHECKPOINT_SUFFIXES
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A run directory resolves to its ``model.safetensors``; a file is returned as is.
+
+    Raises:
+        InputError: no such checkpoint, or not a ``.safetensors`` file (pickles are refused).
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint (expected a run directory or a .safetensors file)")
+    if path.suffix != ".safetensors":
+        raise InputError(f"{path}: checkpoints are .safetensors files (pickled checkpoints are refused)")
+    return path
+
+
+def read_checkpoint_card(path: Path) -> ModelCard:
+    """The model card stored in a checkpoint's safetensors metadata (read without torch).
+
+    Raises:
+        InputError: no checkpoint, an unreadable header, no card, or safetensors not installed.
+    """
+    path = resolve_checkpoint(path)
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise InputError(f"{path}: reading a checkpoint needs safetensors: pip install 'vcorner[train]'") from None
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise InputError(f"{path}: not a readable safetensors file ({err})") from None
+    if CHECKPOINT_CARD_KEY not in metadata:
+        raise InputError(f"{path}: has no vcorner model card in its metadata")
+    return ModelCard.from_dict(json.loads(metadata[CHECKPOINT_CARD_KEY]), str(path))

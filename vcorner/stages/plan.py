@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from vcorner.geometry.sequence import checked_record
 from vcorner.io.centers import load_centers
+from vcorner.io.paths import safe_path
 from vcorner.io.records import ImageRecord, InputError
 
 log = logging.getLogger(__name__)
@@ -30,17 +31,6 @@ class Plan:
     refused: dict[str, str]
     unlisted: list[str]
     refused_vertebrae: dict[tuple[str, str], str] = field(default_factory=dict)
-
-
-def safe_path(root: Path, name: str) -> Path:
-    """``root / name`` if it stays inside ``root`` (no absolute path, no ``..``), else InputError."""
-    pure = PurePosixPath(name.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts or Path(name).is_absolute():
-        raise InputError(f"{name}: image paths must be relative to DIR without '..'")
-    path = (root / Path(*pure.parts)).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise InputError(f"{name}: resolves outside DIR (symbolic link?)")
-    return path
 
 
 def make_plan(image_dir: Path, centers_csv: Path) -> Plan:

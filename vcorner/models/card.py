@@ -12,7 +12,7 @@ from typing import Any
 
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig, from_dict, to_dict
 from vcorner.io.records import InputError
-from vcorner.prior import CornerPrior
+from vcorner.postprocess.prior import CornerPrior
 
 CARD_FORMAT = "vcorner-card/1"
 

@@ -3,6 +3,11 @@
 ``--backend auto`` runs a model's INT8 variant only where the benchmark showed it at least
 ``min_speedup`` times as fast as FP32 ONNX Runtime at the same batch size, with a mean P2P change on the
 benchmark's phantom set of at most ``max_p2p_delta`` (mm, or px where the phantoms had no pixel spacing).
+
+The evidence is read from two documented places only (:func:`evidence_files`), never from the folder a command
+runs in: the rows shipped beside the model (``m.benchmark.jsonl``) and the user's own results
+(``$VCORNER_CACHE/benchmark.jsonl``, where ``vcorner benchmark`` appends by default). Rows count only when
+keyed by both files' SHA-256 and recorded on a machine with this CPU model and core count.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from vcorner.io.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -118,3 +125,32 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         if isinstance(row, dict):
             rows.append(row)
     return rows
+
+
+def shipped_evidence_path(model: Path) -> Path:
+    """Benchmark rows shipped beside a model (``m.benchmark.jsonl``): the evidence its INT8 variant won, recorded
+    where the model was made; rows of a machine unlike this one are ignored like any others."""
+    return Path(model).with_name(Path(model).name.removesuffix(".onnx") + ".benchmark.jsonl")
+
+
+def user_results_path() -> Path:
+    """``benchmark.jsonl`` in the user cache (``$VCORNER_CACHE``, ``$XDG_CACHE_HOME/vcorner`` or
+    ``~/.cache/vcorner``): where ``vcorner benchmark`` appends by default and ``--backend auto`` reads."""
+    return user_cache_dir() / "benchmark.jsonl"
+
+
+def evidence_files(model: Path) -> tuple[Path, Path]:
+    """Where INT8 evidence for ``model`` is read, in order (later rows supersede earlier ones)."""
+    return shipped_evidence_path(model), user_results_path()
+
+
+def this_machine(rows: Iterable[dict[str, Any]], cpu: str, cores: int) -> list[dict[str, Any]]:
+    """Benchmark rows recorded on a machine like this one (same CPU model and core count)."""
+    return [r for r in rows if r.get("machine", {}).get("cpu") == cpu and r.get("machine", {}).get("cores") == cores]
+
+
+def int8_decision(files: Iterable[Path], sha256: str, int8_sha256: str, cpu: str, cores: int) -> Int8Decision:
+    """Whether the INT8 file with ``int8_sha256`` wins over the FP32 model with ``sha256`` on this CPU, from the
+    rows of ``files`` (:func:`evidence_files`)."""
+    rows = [row for path in files for row in read_rows(path)]
+    return int8_wins(this_machine(rows, cpu, cores), sha256, int8_sha256=int8_sha256)

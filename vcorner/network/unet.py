@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vcorner.model.normalization import SpatialNormalization
+from vcorner.network.normalization import SpatialNormalization
 
 
 def conv_bn_relu(cin: int, cout: int, padding_mode: str) -> nn.Sequential:
