@@ -47,7 +47,7 @@ def toy_dataset(tmp_path_factory):
 
     from vcorner.io.annotations import write_annotations
     from vcorner.io.centers import write_centers
-    from vcorner.io.images import write_image
+    from vcorner.phantoms.files import write_image
 
     root = tmp_path_factory.mktemp("toy")
     rng = np.random.default_rng(0)

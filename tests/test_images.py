@@ -19,9 +19,9 @@ from vcorner.io.images import (
     is_image_path,
     raster_size,
     read_image,
-    write_image,
 )
 from vcorner.io.records import InputError
+from vcorner.phantoms.files import write_image
 
 RNG = np.random.default_rng(7)
 IMG8 = RNG.integers(0, 256, (37, 53), dtype=np.uint8)

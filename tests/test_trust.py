@@ -328,7 +328,7 @@ def test_threads_are_clamped_to_the_cores(films, tmp_path):
 
 
 def test_blank_images_and_zero_rescale_slope_are_named(films, tmp_path):
-    from vcorner.io.images import write_image
+    from vcorner.phantoms.files import write_image
 
     cv2.imwrite(str(films / "black.png"), np.zeros((300, 300), np.uint8))
     write_image(films / "flat.dcm", np.full((300, 300), 700, np.uint16), pixel_spacing_mm=0.2)
@@ -342,8 +342,9 @@ def test_blank_images_and_zero_rescale_slope_are_named(films, tmp_path):
 def test_a_zero_rescale_slope_is_refused(tmp_path):
     import pydicom
 
-    from vcorner.io.images import read_image, write_image
+    from vcorner.io.images import read_image
     from vcorner.io.records import InputError
+    from vcorner.phantoms.files import write_image
 
     path = tmp_path / "a.dcm"
     write_image(path, np.random.default_rng(0).integers(0, 4000, (64, 64)).astype(np.uint16))
@@ -527,7 +528,7 @@ def _jpeg_ls_dicom(path: Path) -> None:
 def test_batch_names_zero_slope_jpeg_ls_and_runaway_vertebra_lists_in_errors_csv(films, tmp_path):
     import pydicom
 
-    from vcorner.io.images import write_image
+    from vcorner.phantoms.files import write_image
 
     write_image(films / "slope.dcm", np.random.default_rng(0).integers(0, 4000, (300, 300)).astype(np.uint16))
     ds = pydicom.dcmread(films / "slope.dcm")

@@ -8,8 +8,15 @@ from typing import Any
 
 import numpy as np
 
+from vcorner.evaluation.metrics import match, table1_row
+from vcorner.io.annotations import read_annotations
 from vcorner.io.records import ImageRecord
 from vcorner.models.card import ModelCard
+from vcorner.phantoms.dataset import synthesize_dataset
+from vcorner.pipeline.outputs import CORNER_COLUMNS, corner_rows
+from vcorner.stages.finish import finish
+from vcorner.stages.plan import PlannedImage
+from vcorner.stages.prepare import prepare
 
 
 @dataclass
@@ -36,10 +43,6 @@ class Accuracy:
 
 def phantom_set(folder: Path, card: ModelCard, images: int, seed: int) -> PhantomSet:
     """Write ``images`` phantoms at ``seed`` into ``folder`` and cut their patches as inference does."""
-    from vcorner.io.annotations import read_annotations
-    from vcorner.phantoms.dataset import synthesize_dataset
-    from vcorner.stages.plan import PlannedImage
-    from vcorner.stages.prepare import prepare
 
     synthesize_dataset(folder, images, seed, workers=1)
     truth = read_annotations(folder / "annotations.json")
@@ -48,8 +51,6 @@ def phantom_set(folder: Path, card: ModelCard, images: int, seed: int) -> Phanto
 
 def decode_predictions(maps: np.ndarray, phantoms: PhantomSet, card: ModelCard) -> dict:
     """``corners.csv``-like rows keyed by (image, vertebra, corner), decoded from ``maps`` of every patch."""
-    from vcorner.pipeline.outputs import CORNER_COLUMNS, corner_rows
-    from vcorner.stages.finish import finish
 
     rows, offset = {}, 0
     for job in phantoms.jobs:
@@ -62,7 +63,6 @@ def decode_predictions(maps: np.ndarray, phantoms: PhantomSet, card: ModelCard) 
 
 def evaluate(maps: np.ndarray, phantoms: PhantomSet, card: ModelCard) -> Accuracy:
     """Decoded corners and mean P2P of the maps of every phantom patch."""
-    from vcorner.evaluation.metrics import match, table1_row
 
     predictions = decode_predictions(maps, phantoms, card)
     summary = table1_row(match(predictions, phantoms.truth))

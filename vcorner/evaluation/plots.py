@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.evaluation.metrics import FIT_FAILURE_MM, CornerErrors
+from vcorner.evaluation.metrics import FIT_FAILURE_MM, CornerErrors, calibration
 
 
 def _pyplot():
@@ -55,7 +55,6 @@ def box_plots(errors: CornerErrors, path: Path, unit: str = "mm") -> None:
 
 def reliability_plot(errors: CornerErrors, path: Path) -> None:
     """Observed share of true corners inside the predicted p-ellipse against p (the diagonal is perfect)."""
-    from vcorner.evaluation.metrics import calibration
 
     plt = _pyplot()
     levels = np.linspace(0.05, 0.95, 19)

@@ -35,7 +35,7 @@ import numpy as np
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard, sha256_file
 from vcorner.models.modelfile import CARD_METADATA_KEY, INPUT_NAME, OUTPUT_NAME, read_model_card, write_sidecar
-from vcorner.models.variants import find_fp16, fp16_path
+from vcorner.models.variants import find_fp16, fp16_path, model_precision
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,8 @@ def fp16_variant(model: Path, folder: Path) -> Path:
     Called by ``vcorner export`` and the batch's cache step (:mod:`vcorner.export.materialize`), never by a runner.
     """
     model = Path(model)
+    if model_precision(model) == "fp16":
+        return model
     found = find_fp16(model, sha256_file(model), folder)
     if found is not None:
         return found

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vcorner.io.annotations import read_annotations
 from vcorner.io.paths import safe_path
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard, sha256_file
@@ -60,7 +61,6 @@ def calibration_plan(calib: Path) -> list[PlannedImage]:
     if calib.is_file() and calib.suffix.lower() == ".csv":
         return make_plan(calib.parent, calib).images
     if (calib / "annotations.json").is_file():
-        from vcorner.io.annotations import read_annotations
 
         records = read_annotations(calib / "annotations.json")
         return [PlannedImage(r, safe_path(calib, r.file)) for r in records]

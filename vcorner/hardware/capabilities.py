@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 
 from vcorner.hardware.cpu import cpu_info
-from vcorner.hardware.cuda import GpuInfo, driver_lists_gpu, visible_gpus
+from vcorner.hardware.cuda import GpuInfo, driver_lists_gpu, has_module, visible_gpus
 from vcorner.hardware.tensorrt import tensorrt_installed
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -58,7 +58,6 @@ def probe() -> Capabilities:
     """This machine's capabilities (a fraction of a second: imports onnxruntime, asks cuda-python if installed)."""
     import onnxruntime as ort
 
-    from vcorner.hardware.cuda import has_module
 
     cpu, flags = cpu_info()
     gpus = visible_gpus()

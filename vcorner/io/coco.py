@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from vcorner import CORNER_NAMES
+from vcorner.io.corners_table import group_corner_rows
 from vcorner.io.records import ImageRecord, InputError, Vertebra, anatomical_rank
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,6 @@ def corners_csv_records(text: str, source: str = "corners.csv") -> tuple[list[Im
     Raises:
         InputError: not a corners.csv (one line).
     """
-    from vcorner.io.corners_table import group_corner_rows
 
     records, scores = [], {}
     for image, vertebrae in group_corner_rows(text, source).items():

@@ -12,7 +12,9 @@ import numpy as np
 
 from vcorner import CORNER_NAMES
 from vcorner.io.atomic import write_text_atomic
+from vcorner.io.centers import load_centers
 from vcorner.io.corners_table import group_corner_rows
+from vcorner.io.images import dicom_file_spacing
 from vcorner.io.records import InputError
 from vcorner.io.spreadsheet import neutralise
 from vcorner.measure.intervals import ImageCorners, Measurement, measure_image
@@ -95,13 +97,11 @@ def spacing_from_sources(images: Sequence[str], root: Path | None = None, center
     ``root`` (PixelSpacing/ImagerPixelSpacing, read without the pixels), else None (pixels)."""
     found: dict[str, float | None] = dict.fromkeys(images)
     if centers is not None:
-        from vcorner.io.centers import load_centers
 
         for record in load_centers(centers).records:
             if record.file in found and record.pixel_spacing_mm:
                 found[record.file] = record.pixel_spacing_mm
     if root is not None:
-        from vcorner.io.images import dicom_file_spacing
 
         for image in images:
             inside = not Path(image).is_absolute() and ".." not in Path(image).parts

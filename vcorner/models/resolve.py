@@ -35,7 +35,7 @@ from vcorner.models.modelfile import (
     resolve_checkpoint,
 )
 from vcorner.models.profiles import DEFAULT_PROFILE, get_profile
-from vcorner.models.variants import find_fp16, fp16_path, int8_path, model_precision
+from vcorner.models.variants import card_precision, find_fp16, fp16_path, int8_path
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ def _tensorrt(model: Path, card: ModelCard, sha: str, device: str | None, profil
         raise InputError(f"no CUDA GPU {index} visible here; the TensorRT backend needs one ({INSTALL_HINT}), "
                          "or use --backend ort")
     chosen = get_profile(profile or DEFAULT_PROFILE)
-    graph, precision, pending = model, model_precision(model), ("engine",)
+    graph, precision, pending = model, card_precision(card), ("engine",)
     if chosen.precision == "fp16" and precision != "fp16":
         found = find_fp16(model, sha, engine_dir(model))
         graph = found or engine_dir(model) / fp16_path(model).name
@@ -238,7 +238,7 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, auto: bool, device: str
     device = device or caps.ort_devices[0]
     device = f"cuda:{device}" if device.isdigit() else device
     if device == "cpu":
-        graph, graph_sha, precision, reason = model, sha, model_precision(model), why + " on the CPU"
+        graph, graph_sha, precision, reason = model, sha, card_precision(card), why + " on the CPU"
         if auto and (candidate := int8_path(model)).is_file():
             candidate_sha = sha256_file(candidate)
             decision = int8_decision(evidence_files(model), sha, candidate_sha, caps.cpu, caps.cores)
@@ -249,7 +249,7 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, auto: bool, device: str
         return ResolvedModel(model, Backend.ort, "cpu", graph, precision, card, sha, graph_sha, card_digest(card),
                              reason, threads=threads)
     chosen = get_profile(profile or DEFAULT_PROFILE)
-    graph, precision, pending = model, model_precision(model), ()
+    graph, precision, pending = model, card_precision(card), ()
     if chosen.precision == "fp16" and precision != "fp16":
         found = find_fp16(model, sha, engine_dir(model))
         graph = found or engine_dir(model) / fp16_path(model).name

@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from vcorner.io.records import InputError
+from vcorner.models.card import ModelCard
 from vcorner.models.modelfile import read_model_card
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,15 @@ def int8_path(model: Path) -> Path:
     return model.with_name(f"{model.stem}.int8.onnx")
 
 
-def model_precision(model: Path) -> str:
-    """``fp16`` or ``int8`` for a variant written by ``vcorner export``, else ``fp32`` (read from its card)."""
-    note = read_model_card(model).training.get("quantization") or {}
+def card_precision(card: ModelCard) -> str:
+    """``fp16`` or ``int8`` for the card of a variant written by ``vcorner export``, else ``fp32``."""
+    note = card.training.get("quantization") or {}
     return str(note.get("precision", "fp32"))
+
+
+def model_precision(model: Path) -> str:
+    """:func:`card_precision` of an ONNX model's card (read and checked)."""
+    return card_precision(read_model_card(model))
 
 
 def made_from(variant: Path) -> str | None:
@@ -44,11 +50,9 @@ def made_from(variant: Path) -> str | None:
 
 
 def find_fp16(model: Path, model_sha256: str, folder: Path) -> Path | None:
-    """The FP16 variant of ``model``: ``model`` itself if it is one, else ``m.fp16.onnx`` beside it or in
-    ``folder`` when converted from exactly this model (``model_sha256``); None when there is none yet."""
+    """The FP16 variant of the FP32 ``model``: ``m.fp16.onnx`` beside it or in ``folder`` when converted from
+    exactly this model (``model_sha256``); None when there is none yet."""
     model = Path(model)
-    if model_precision(model) == "fp16":
-        return model
     sibling = fp16_path(model)
     for candidate in dict.fromkeys((sibling, Path(folder) / sibling.name)):
         if candidate.is_file() and made_from(candidate) == model_sha256:

@@ -21,12 +21,12 @@ import numpy as np
 from vcorner.io.annotations import write_annotations
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.centers import write_centers
-from vcorner.io.images import write_image
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.phantoms import degrade
 from vcorner.phantoms.anatomy import ANNOTATED, Spine, sample_spine
 from vcorner.phantoms.annotate import annotate
 from vcorner.phantoms.elements import Part, clutter, hardware, vertebral_bodies
+from vcorner.phantoms.files import write_image
 from vcorner.phantoms.render import Placement, compose, rasterize, trabecular_texture
 from vcorner.phantoms.scene import collimator_rectangle, free_corners, sample_placement
 from vcorner.phantoms.softtissue import sample_soft_tissue, soft_tissue_map

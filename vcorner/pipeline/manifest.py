@@ -18,6 +18,7 @@ from typing import Any
 
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord, InputError
+from vcorner.pipeline.overlay import overlay_name
 
 MANIFEST = "run.json"
 FORMAT = "vcorner-run/1"
@@ -86,7 +87,6 @@ def changed_centers(manifest: dict[str, Any] | None, records: list[ImageRecord])
 
 def missing_extras(out_dir: Path, images: list[str], write_json: bool, vis: bool) -> set[str]:
     """Images lacking a requested ``json/<image>.json`` or ``vis/<image>`` overlay."""
-    from vcorner.pipeline.overlay import overlay_name
 
     out_dir = Path(out_dir)
     return {image for image in images

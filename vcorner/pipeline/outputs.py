@@ -24,6 +24,7 @@ from vcorner import CORNER_NAMES
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.io.spreadsheet import neutralise, restore
+from vcorner.pipeline.overlay import overlay_name
 from vcorner.postprocess.decode import VertebraCorners
 
 CORNER_COLUMNS = ("image", "vertebra", "corner", "x", "y", "confidence", "sd_major_px", "sd_minor_px",
@@ -168,7 +169,6 @@ OWN_FILES = ("corners.csv", "errors.csv", "run.json")
 
 def output_paths(out_dir: Path, images: Sequence[str], write_json: bool, vis: bool) -> list[Path]:
     """Every file a batch over ``images`` may write in ``out_dir``, resolved."""
-    from vcorner.pipeline.overlay import overlay_name
 
     out_dir = Path(out_dir)
     paths = [out_dir / name for name in OWN_FILES]

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 
 from vcorner.io.atomic import write_bytes_atomic
+from vcorner.measure.definitions import heights, listhesis
+from vcorner.measure.intervals import SLIP_MM, adjacent_pairs
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners
 
 CORNER_COLOURS = ((255, 80, 80), (80, 200, 255), (255, 200, 0), (120, 255, 120))
@@ -52,8 +54,6 @@ def measurement_labels(corners: Sequence[VertebraCorners], spacing_mm: float | N
                        anterior: str = "right") -> list[str]:
     """Per vertebra, a short label of its heights (anterior/posterior) and of its slip on the next one when
     it is at least 3 mm (``vcorner batch --vis --measure``)."""
-    from vcorner.measure.definitions import heights, listhesis
-    from vcorner.measure.intervals import SLIP_MM, adjacent_pairs
 
     xy = np.stack([v.xy for v in corners])
     scale, unit = (spacing_mm, "mm") if spacing_mm else (1.0, "px")

@@ -27,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from vcorner.hardware.capabilities import Capabilities
+from vcorner.export.materialize import materialize
+from vcorner.hardware.capabilities import Capabilities, probe
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.resolve import ResolvedModel
 from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress, start_outputs, write_run_errors
 from vcorner.pipeline.outputs import corner_rows
+from vcorner.runtime.open import open_runner
 from vcorner.stages.finish import finish
 from vcorner.stages.plan import Plan, PlannedImage
 from vcorner.stages.prepare import prepare
@@ -172,8 +174,6 @@ class CornerActor:
 
     def __init__(self, resolved: ResolvedModel, centers: dict[str, str], batch_size: int,
                  max_pixels: int | None) -> None:
-        from vcorner.export.materialize import materialize
-        from vcorner.runtime.open import open_runner
 
         self.resolved = materialize(resolved, steps=("engine",))
         self.card = self.resolved.card
@@ -245,7 +245,6 @@ def join_cluster(address: str, actors: int, gpus_per_actor: float = 0.0) -> Clus
     cpus, gpus = float(resources.get("CPU", 0.0)), float(resources.get("GPU", 0.0))
     per_actor = actor_cpus(cpus, actors, gpus, gpus_per_actor)
     log.info("Ray: %d actor(s) of %.3g CPU each on a cluster of %g CPU(s)", actors, per_actor, cpus)
-    from vcorner.hardware.capabilities import probe
 
     task = ray.remote(num_cpus=per_actor, num_gpus=gpus_per_actor)(probe)
     try:

@@ -13,6 +13,8 @@ import numpy as np
 from vcorner import CORNER_NAMES
 from vcorner.io.records import ImageRecord
 from vcorner.io.spreadsheet import restore
+from vcorner.pipeline.manifest import read_manifest
+from vcorner.pipeline.overlay import overlay_name
 
 
 @dataclass
@@ -74,7 +76,6 @@ def collect(out_dir: Path, truth: list[ImageRecord] | None = None) -> list[Image
 
     With ``truth`` (annotations), each image's largest corner error is computed too.
     """
-    from vcorner.pipeline.overlay import overlay_name
 
     out_dir = Path(out_dir)
     entries: dict[str, ImageEntry] = {}
@@ -111,7 +112,6 @@ def _max_error(rows: list[dict[str, str]], record: ImageRecord) -> float | None:
 
 def summary(out_dir: Path, entries: list[ImageEntry]) -> dict[str, Any]:
     """The run's figures for the page header: model, backend, counts, time (from ``OUT/run.json``)."""
-    from vcorner.pipeline.manifest import read_manifest
 
     manifest = read_manifest(out_dir) or {}
     last = manifest.get("last_run") or {}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord
+from vcorner.pipeline.manifest import read_manifest
 from vcorner.report.collect import ImageEntry, collect, summary
 from vcorner.report.thumbnails import image_thumbnail, overlay_thumbnail
 
@@ -42,7 +43,6 @@ def write_report(out_dir: Path, dest: Path, images: Path | None = None, truth: l
 
     ``images`` (default: the folder recorded in ``OUT/run.json``) supplies thumbnails where no overlay exists.
     """
-    from vcorner.pipeline.manifest import read_manifest
 
     out_dir = Path(out_dir)
     entries = collect(out_dir, truth)

@@ -108,12 +108,12 @@ class OnnxRuntimeRunner(Runner):
         """The execution providers for this model and device."""
         if self.device != "tensorrt":
             return providers_for(self.device, device_id=self.device_id)
-        from vcorner.models.modelfile import read_model_card
 
+        if self.patch_size is None:
+            raise InputError("ONNX Runtime's TensorRT provider needs the card's patch size (patch_size=...)")
         default_ort_cache().mkdir(parents=True, exist_ok=True)
-        patch = read_model_card(self.model).sampling.patch_size
-        return providers_for(self.device, patch_size=patch, batch=get_profile(self.profile or DEFAULT_PROFILE).batch,
-                             device_id=self.device_id)
+        return providers_for(self.device, patch_size=self.patch_size,
+                             batch=get_profile(self.profile or DEFAULT_PROFILE).batch, device_id=self.device_id)
 
     def activate(self) -> None:
         import onnxruntime as ort

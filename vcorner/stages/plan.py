@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vcorner.geometry.sequence import checked_record
 from vcorner.io.centers import load_centers
+from vcorner.io.images import is_image_path
 from vcorner.io.paths import safe_path
 from vcorner.io.records import ImageRecord, InputError
 
@@ -54,7 +55,6 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
         refused_vertebrae.update({(record.file, name): reason for name, reason in left_out.items()})
         images.append(PlannedImage(record, path))
     listed = {p.path for p in images} | {(image_dir / name).resolve() for name in refused}
-    from vcorner.io.images import is_image_path
 
     unlisted = sorted(
         p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*")

@@ -21,6 +21,7 @@ from vcorner.network.checkpoint import save_model
 from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.prior import fit_prior
+from vcorner.training.calibrate import calibrate_checkpoint, grid_size
 from vcorner.training.checkpoint import load_resume_state, save_resume_state
 from vcorner.training.data import batches, epoch_patches, load_dataset, split_images
 from vcorner.training.recipe import Recipe
@@ -183,7 +184,6 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device
 
 def _calibrate(checkpoint: Path, data: Path, records: list, dev: torch.device, reporter: Reporter) -> dict:
     """Tune and calibrate the best checkpoint on the validation images; what it reached."""
-    from vcorner.training.calibrate import calibrate_checkpoint, grid_size
 
     reporter.start_calibration(grid_size())
     card, result = calibrate_checkpoint(checkpoint, data, records, str(dev), progress=reporter.calibration_step)
