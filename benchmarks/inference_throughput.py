@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vcorner.benchmark.machine import append_jsonl, stamp
+from vcorner.benchmark.machine import stamp
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
 from vcorner.export.onnx_export import export_model
 from vcorner.models.card import ModelCard
+from vcorner.models.evidence import append_rows as append_jsonl
 from vcorner.network.checkpoint import load_model
 from vcorner.network.unet import create_model
 from vcorner.postprocess.prior import CornerPrior

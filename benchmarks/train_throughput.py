@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from vcorner.benchmark.machine import append_jsonl, stamp
+from vcorner.benchmark.machine import stamp
+from vcorner.models.evidence import append_rows as append_jsonl
 from vcorner.network.loss import bhattacharyya_loss
 from vcorner.network.unet import count_parameters, create_model
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -242,3 +244,101 @@ def test_auto_reads_int8_evidence_from_the_documented_places_never_the_current_f
     resolved = resolve_model(model, caps=caps)
     assert resolved.graph == int8 and resolved.precision == "int8" and "INT8 wins" in resolved.reason
     assert resolve_model(model, caps=Capabilities(cpu="Another CPU", cores=caps.cores)).graph == model
+
+
+@pytest.fixture
+def model_pair(tmp_path, tiny_onnx, toy_dataset, monkeypatch):
+    """A copy of the tiny model with its INT8 variant, an empty user cache, and the INT8 file's accuracy recorded
+    by a benchmark on another machine (rows shipped beside the model)."""
+    import json
+    import shutil
+
+    from vcorner.models.evidence import shipped_evidence_path
+
+    model = tmp_path / "models" / "m.onnx"
+    model.parent.mkdir()
+    for suffix in ("", ".json"):
+        shutil.copy(f"{tiny_onnx}{suffix}", f"{model}{suffix}")
+    int8 = quantize_int8(model, int8_path(model), toy_dataset, n_patches=16)
+    elsewhere = {"cpu": "The project's CPU", "cores": 2}
+    rows = [_row("fp32", 64, 400.0, sha=sha256_file(model), date="1", machine=elsewhere,
+                 variant_sha256=sha256_file(model)),
+            _row("int8", 64, 800.0, 0.002, sha=sha256_file(model), date="1", machine=elsewhere,
+                 variant_sha256=sha256_file(int8))]
+    shipped_evidence_path(model).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("VCORNER_CACHE", str(tmp_path / "cache"))
+    return model, int8
+
+
+def this_cpu(*flags: str):
+    """This machine's CPU model and cores (as the self-check records them), with the given ISA flags."""
+    import os
+
+    from vcorner.hardware.capabilities import Capabilities
+    from vcorner.hardware.cpu import cpu_info
+
+    return Capabilities(cpu=cpu_info()[0], cpu_flags=flags, cores=os.cpu_count() or 1)
+
+
+def test_a_vnni_cpu_without_a_benchmark_gets_a_cached_self_check(model_pair, caplog):
+    import logging
+
+    from vcorner.export.materialize import materialize
+    from vcorner.models.evidence import read_rows, user_results_path
+    from vcorner.models.resolve import resolve_model
+
+    model, int8 = model_pair
+    caps = this_cpu("avx2", "avx512_vnni")
+    first = resolve_model(model, caps=caps)
+    assert first.pending == ("int8_check",) and first.graph == model and "self-check" in first.reason
+    with caplog.at_level(logging.WARNING, logger="vcorner.export.materialize"):
+        checked = materialize(first)
+    rows = read_rows(user_results_path())
+    assert [(r["precision"], r["source"]) for r in rows] == [("fp32", "self-check"), ("int8", "self-check")]
+    assert rows[1]["p2p_delta"] == 0.002 and all(r["patches_per_s"] > 0 for r in rows)
+    speedup = rows[1]["patches_per_s"] / rows[0]["patches_per_s"]
+    assert checked.precision == ("int8" if speedup >= 1.10 else "fp32") and checked.pending == ()
+    assert checked.graph == (int8 if checked.precision == "int8" else model)
+    assert "INT8 self-check on this CPU" in caplog.text
+    again = resolve_model(model, caps=caps)  # the next run decides from the recorded rows, without timing
+    assert again.pending == () and again.graph == checked.graph
+    other = resolve_model(model, caps=dataclasses.replace(caps, cpu="Another CPU"))
+    assert other.pending == ("int8_check",)  # rows of another CPU never apply
+
+
+def test_a_cpu_without_vnni_or_amx_stays_fp32_with_the_reason(model_pair):
+    from vcorner.models.resolve import resolve_model
+
+    model, _ = model_pair
+    resolved = resolve_model(model, caps=this_cpu("avx2"))
+    assert resolved.graph == model and resolved.pending == () and "no VNNI or AMX" in resolved.reason
+
+
+def test_without_recorded_accuracy_no_self_check_runs(model_pair):
+    from vcorner.models.evidence import shipped_evidence_path
+    from vcorner.models.resolve import resolve_model
+
+    model, _ = model_pair
+    shipped_evidence_path(model).unlink()
+    resolved = resolve_model(model, caps=this_cpu("amx_int8"))
+    assert resolved.graph == model and resolved.pending == () and "no recorded accuracy" in resolved.reason
+
+
+def test_precision_option_overrides_the_choice(model_pair, toy_dataset, tmp_path):
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+
+    model, _ = model_pair
+
+    def run(precision: str):
+        return CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
+                                        "--model", str(model), "--precision", precision,
+                                        "--out", str(tmp_path / precision)])
+
+    assert "backend ort-cpu-int8" in run("int8").output.replace("\n", " ")
+    fp32 = run("fp32")
+    assert fp32.exit_code == 0 and "backend ort-cpu)" in fp32.output.replace("\n", " ")
+    assert '"resolved": "ort on cpu: m.onnx (fp32)' in (tmp_path / "fp32" / "run.json").read_text()
+    bad = run("int4")
+    assert bad.exit_code == 2 and "--precision must be one of auto, fp32, int8" in bad.output

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import platform
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -80,12 +78,3 @@ def stamp() -> dict[str, Any]:
     """Machine, versions and UTC date, to merge into every recorded row."""
     return {"machine": machine_info(), "versions": library_versions(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def append_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """Append ``rows`` as JSON lines to ``path`` (folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in rows)
-    return path

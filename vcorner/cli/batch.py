@@ -9,7 +9,7 @@ import typer
 from rich.progress import TextColumn
 
 from vcorner.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
-from vcorner.models.resolve import Backend
+from vcorner.models.resolve import Backend, ModelRequest
 from vcorner.pipeline.outputs import check_outputs_apart
 from vcorner.stages.plan import make_plan
 
@@ -71,6 +71,9 @@ def batch(
     ap: Annotated[bool, typer.Option("--ap", help="With --measure: an AP film, also the main Cobb angle.")] = False,
     ray_stall_timeout: Annotated[float, typer.Option(
         min=1, help="Stop a Ray batch (exit 2) when no image came back for this many seconds.")] = 600.0,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="Graph ONNX Runtime runs on the CPU: auto (INT8 where recorded or self-checked "
+                            "evidence shows it wins here), fp32 or int8.")] = "auto",
 ) -> None:
     """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR.
 
@@ -81,7 +84,7 @@ def batch(
 
     with user_errors():
         threads = clamp_threads(threads)
-        check_options(device, profile)
+        check_options(device, profile, precision)
         if anterior not in ("right", "left"):
             fail(f"--anterior must be right or left, got {anterior!r}")
         plan = make_plan(image_dir, centers)
@@ -93,8 +96,8 @@ def batch(
                                measure_labels=anterior if measure else None,
                                notes=(("images", str(image_dir.resolve())),))
         try:
-            summary, runner_name = _run(plan, out, options, model, backend, device, threads, profile, ray,
-                                        (ray_actors, ray_gpus, ray_stall_timeout))
+            request = ModelRequest(model, backend, device, threads, profile, precision)
+            summary, runner_name = _run(plan, out, options, request, ray, (ray_actors, ray_gpus, ray_stall_timeout))
         except KeyboardInterrupt:
             fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
                  "to resume", EXIT_INTERRUPTED)
@@ -118,18 +121,15 @@ def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior
                  highlight=False, soft_wrap=True)
 
 
-def _run(plan, out: Path, options, model: Path | None, backend: Backend, device: str | None, threads: int | None,
-         profile: str | None, ray: str | None, ray_settings: tuple[int, float, float]):
+def _run(plan, out: Path, options, request: ModelRequest, ray: str | None, ray_settings: tuple[int, float, float]):
     """Run the batch locally or on Ray (``ray_settings``: actors, GPUs per actor, stall timeout in s);
     (summary, backend name)."""
     from dataclasses import replace
 
     from vcorner.cli.common import open_model
-    from vcorner.models.resolve import ModelRequest
     from vcorner.pipeline.batch import run_batch
 
     columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
-    request = ModelRequest(model, backend, device, threads, profile)
     if ray is not None:
         from vcorner.export.materialize import materialize
         from vcorner.pipeline.ray_batch import import_ray, join_cluster, run_batch_ray
@@ -140,7 +140,7 @@ def _run(plan, out: Path, options, model: Path | None, backend: Backend, device:
         actors, gpus, stall = ray_settings
         cluster = join_cluster(ray, actors, gpus) if plan.images else None  # refused before OUT is touched
         # resolved once, for a worker's capabilities: every actor runs this very graph
-        resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16",))
+        resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16", "int8_check"))
         options = replace(options, model_id=resolved.identity, card_id=resolved.card_digest,
                           notes=options.notes + calibration_notes(resolved.card) + (("resolved", resolved.describe()),))
         with progress_bar(*columns) as bar:
@@ -202,8 +202,12 @@ def clamp_threads(threads: int | None) -> int | None:
     return threads
 
 
-def check_options(device: str | None, profile: str | None) -> None:
+def check_options(device: str | None, profile: str | None, precision: str = "auto") -> None:
     """Every option that can be checked without reading inputs, before anything is written."""
+    from vcorner.models.resolve import CPU_PRECISIONS
+
+    if precision not in CPU_PRECISIONS:
+        fail(f"--precision must be one of {', '.join(CPU_PRECISIONS)}, got {precision!r}")
     from vcorner.models.profiles import get_profile
     from vcorner.models.resolve import check_device
 

@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 MIN_SPEEDUP = 1.10
 MAX_P2P_DELTA_MM = 0.05
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+"""CPU flags (``/proc/cpuinfo``) of the INT8 dot-product instructions that make a u8s8 graph pay."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Int8Decision:
         batch: batch size compared (None without evidence).
         speedup: INT8 patches/s over FP32 patches/s at that batch.
         p2p_delta: INT8 mean P2P minus FP32 mean P2P on the benchmark phantoms.
+        check: see below.
     """
 
     use_int8: bool
@@ -44,6 +47,9 @@ class Int8Decision:
     batch: int | None = None
     speedup: float | None = None
     p2p_delta: float | None = None
+    check: bool = False
+    """No speed evidence for this CPU, but it has INT8 instructions and the INT8 variant's accuracy is recorded:
+    a self-check (:mod:`vcorner.export.int8_check`) times it here and decides."""
 
 
 def paired_rows(rows: Iterable[dict[str, Any]], sha256: str,
@@ -149,8 +155,46 @@ def this_machine(rows: Iterable[dict[str, Any]], cpu: str, cores: int) -> list[d
     return [r for r in rows if r.get("machine", {}).get("cpu") == cpu and r.get("machine", {}).get("cores") == cores]
 
 
-def int8_decision(files: Iterable[Path], sha256: str, int8_sha256: str, cpu: str, cores: int) -> Int8Decision:
-    """Whether the INT8 file with ``int8_sha256`` wins over the FP32 model with ``sha256`` on this CPU, from the
-    rows of ``files`` (:func:`evidence_files`)."""
+def accuracy_delta(rows: Iterable[dict[str, Any]], sha256: str, int8_sha256: str) -> float | None:
+    """The largest mean P2P change recorded for this very INT8 file against its FP32 model, on any machine (the
+    quantized arithmetic is the same wherever it runs); None when no benchmark measured it."""
+    deltas = [float(r["p2p_delta"]) for r in rows if r.get("model_sha256") == sha256 and r.get("precision") == "int8"
+              and r.get("variant_sha256") == int8_sha256 and r.get("status") == "ok" and r.get("p2p_delta") is not None
+              and r.get("source") != "self-check"]
+    return max(deltas) if deltas else None
+
+
+def int8_decision(files: Iterable[Path], sha256: str, int8_sha256: str, cpu: str, cores: int,
+                  flags: Iterable[str] = ()) -> Int8Decision:
+    """Whether the INT8 file with ``int8_sha256`` wins over the FP32 model with ``sha256`` on this CPU.
+
+    Rows of ``files`` (:func:`evidence_files`) recorded on this CPU model and core count decide when they pair
+    FP32 and INT8. Without them: a CPU without VNNI or AMX (``flags``) stays FP32; one with them gets a
+    self-check (``check=True``) when the INT8 file's accuracy is recorded and within the limit.
+    """
     rows = [row for path in files for row in read_rows(path)]
-    return int8_wins(this_machine(rows, cpu, cores), sha256, int8_sha256=int8_sha256)
+    here = this_machine(rows, cpu, cores)
+    if paired_rows(here, sha256, int8_sha256):
+        return int8_wins(here, sha256, int8_sha256=int8_sha256)
+    have = [f for f in INT8_FLAGS if f in set(flags)]
+    if not have:
+        return Int8Decision(False, "no INT8 benchmark on this CPU and it has no VNNI or AMX, so FP32 (vcorner "
+                                   "benchmark --backend ort --precision fp32,int8 measures it here)")
+    delta = accuracy_delta(rows, sha256, int8_sha256)
+    if delta is None:
+        return Int8Decision(False, "no recorded accuracy of this INT8 variant, so FP32 (vcorner benchmark --backend "
+                                   "ort --precision fp32,int8 records it)")
+    if not delta <= MAX_P2P_DELTA_MM:
+        return Int8Decision(False, f"INT8 costs accuracy (mean P2P change {delta:+.4f}; limit {MAX_P2P_DELTA_MM})",
+                            p2p_delta=delta)
+    return Int8Decision(False, f"no INT8 benchmark on this CPU; it has {', '.join(have)}: a self-check times it",
+                        p2p_delta=delta, check=True)
+
+
+def append_rows(path: Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Append ``rows`` as JSON lines to ``path`` (folders created): the format :func:`read_rows` reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    return path

@@ -69,7 +69,8 @@ class ResolvedModel:
         cpu_graph: ONNX Runtime GPU runs: the graph to run instead if the CPU provider ends up running it.
         engine: TensorRT: the plan file (:mod:`vcorner.models.engines`).
         cuda_graphs: torch on CUDA: replay CUDA graphs (with ``profile`` given).
-        pending: what the cache step must still make: ``fp16`` (the FP16 graph), ``engine`` (the TensorRT plan).
+        pending: what the cache step must still do: ``fp16`` (make the FP16 graph), ``engine`` (build the TensorRT
+            plan), ``int8_check`` (time the INT8 variant on this CPU, then choose).
     """
 
     named: Path
@@ -117,10 +118,11 @@ class ModelRequest:
     device: str | None = None
     threads: int | None = None
     profile: str | None = None
+    precision: str = "auto"
 
     def resolve(self, caps: Capabilities | None = None) -> ResolvedModel:
         """:func:`resolve_model` of this request on a machine with ``caps`` (default: this one)."""
-        return resolve_model(self.model, self.backend, self.device, self.threads, self.profile, caps)
+        return resolve_model(self.model, self.backend, self.device, self.threads, self.profile, caps, self.precision)
 
 
 def cuda_index(device: str | None) -> int:
@@ -159,9 +161,13 @@ def choose_backend(model: Path, backend: Backend, device: str | None, caps: Capa
     return Backend.ort, "ONNX Runtime" + (" (no TensorRT with a GPU here)" if cuda_device else "")
 
 
+CPU_PRECISIONS = ("auto", "fp32", "int8")
+"""``--precision`` of ONNX Runtime on the CPU: ``auto`` runs the INT8 variant where it wins (below)."""
+
+
 def resolve_model(model: Path | None = None, backend: Backend = Backend.auto, device: str | None = None,
                   threads: int | None = None, profile: str | None = None,
-                  caps: Capabilities | None = None) -> ResolvedModel:
+                  caps: Capabilities | None = None, precision: str = "auto") -> ResolvedModel:
     """Resolve ``model`` (default: the shipped model) for ``backend`` and ``device`` on a machine with ``caps``
     (default: :func:`vcorner.hardware.capabilities.probe`).
 
@@ -169,11 +175,17 @@ def resolve_model(model: Path | None = None, backend: Backend = Backend.auto, de
     and precision, the graph ONNX Runtime's GPU providers run, and, given with the torch backend on a CUDA
     device, torch's FP16 and CUDA graphs (without it torch stays the FP32 reference).
 
+    ``precision`` (ONNX Runtime on the CPU): ``fp32`` the model as given, ``int8`` its ``m.int8.onnx``, ``auto``
+    the INT8 variant where :func:`vcorner.models.evidence.int8_decision` says it wins; a CPU with VNNI or AMX
+    but no benchmark gets a self-check in the cache step (``pending=("int8_check",)``).
+
     Raises:
-        InputError: bad device, unknown model file or profile, failed checksum, or a backend that cannot run
-            this model here.
+        InputError: bad device or precision, unknown model file or profile, failed checksum, or a backend that
+            cannot run this model here.
     """
     check_device(device)
+    if precision not in CPU_PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(CPU_PRECISIONS)}, got {precision!r}")
     if profile is not None:
         get_profile(profile)
     model = Path(model) if model is not None else default_model_path()
@@ -186,7 +198,9 @@ def resolve_model(model: Path | None = None, backend: Backend = Backend.auto, de
     card, sha = read_card_and_digest(model)
     if chosen == Backend.trt:
         return _tensorrt(model, card, sha, device, profile, caps, why)
-    return _onnxruntime(model, card, sha, Backend(backend) == Backend.auto, device, threads, profile, caps, why)
+    if precision == "auto" and Backend(backend) != Backend.auto:
+        precision = "fp32"  # --backend ort names the graph as given
+    return _onnxruntime(model, card, sha, precision, device, threads, profile, caps, why)
 
 
 def _torch(model: Path, device: str | None, profile: str | None, why: str) -> ResolvedModel:
@@ -231,23 +245,18 @@ def _tensorrt(model: Path, card: ModelCard, sha: str, device: str | None, profil
                          engine=plan, pending=pending)
 
 
-def _onnxruntime(model: Path, card: ModelCard, sha: str, auto: bool, device: str | None, threads: int | None,
+def _onnxruntime(model: Path, card: ModelCard, sha: str, precision: str, device: str | None, threads: int | None,
                  profile: str | None, caps: Capabilities, why: str) -> ResolvedModel:
-    """ONNX Runtime: on the CPU the INT8 variant where evidence shows it wins (``auto`` only); on a GPU provider
-    the FP16 variant for an FP16 profile."""
+    """ONNX Runtime: on the CPU the graph of ``precision`` (:func:`_cpu_graph`); on a GPU provider the FP16
+    variant for an FP16 profile."""
     device = device or caps.ort_devices[0]
     device = f"cuda:{device}" if device.isdigit() else device
-    if device == "cpu":
-        graph, graph_sha, precision, reason = model, sha, card_precision(card), why + " on the CPU"
-        if auto and (candidate := int8_path(model)).is_file():
-            candidate_sha = sha256_file(candidate)
-            decision = int8_decision(evidence_files(model), sha, candidate_sha, caps.cpu, caps.cores)
-            log.info("INT8 variant %s: %s", candidate.name, decision.reason)
-            reason += f"; {decision.reason}"
-            if decision.use_int8:
-                graph, graph_sha, precision = candidate, candidate_sha, "int8"
-        return ResolvedModel(model, Backend.ort, "cpu", graph, precision, card, sha, graph_sha, card_digest(card),
-                             reason, threads=threads)
+    if device == "cpu" or precision == "int8":
+        if device != "cpu":
+            raise InputError(f"--precision int8 runs on ONNX Runtime's CPU provider, not {device}")
+        graph, graph_sha, chosen, reason, pending = _cpu_graph(model, card, sha, precision, caps)
+        return ResolvedModel(model, Backend.ort, "cpu", graph, chosen, card, sha, graph_sha, card_digest(card),
+                             f"{why} on the CPU; {reason}", threads=threads, pending=pending)
     chosen = get_profile(profile or DEFAULT_PROFILE)
     graph, precision, pending = model, card_precision(card), ()
     if chosen.precision == "fp16" and precision != "fp16":
@@ -258,6 +267,26 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, auto: bool, device: str
     return ResolvedModel(model, Backend.ort, device, graph, precision, card, sha, graph_sha, card_digest(card),
                          f"{why} on {device}; profile {chosen.name}", chosen.name, threads, cpu_graph=model,
                          pending=pending)
+
+
+def _cpu_graph(model: Path, card: ModelCard, sha: str, precision: str,
+               caps: Capabilities) -> tuple[Path, str, str, str, tuple[str, ...]]:
+    """(graph, its SHA-256, precision, reason, pending) of ONNX Runtime on this CPU for ``precision``."""
+    candidate = int8_path(model)
+    if precision == "fp32" or (precision == "auto" and not candidate.is_file()):
+        why = "--precision fp32" if precision == "fp32" else "no INT8 variant beside the model"
+        return model, sha, card_precision(card), why, ()
+    if not candidate.is_file():
+        raise InputError(f"--precision int8: no {candidate.name} beside {model.name} (vcorner export MODEL --int8 "
+                         "--calib DATA writes it)")
+    candidate_sha = sha256_file(candidate)
+    if precision == "int8":
+        return candidate, candidate_sha, "int8", "--precision int8", ()
+    decision = int8_decision(evidence_files(model), sha, candidate_sha, caps.cpu, caps.cores, caps.cpu_flags)
+    log.info("INT8 variant %s: %s", candidate.name, decision.reason)
+    if decision.use_int8:
+        return candidate, candidate_sha, "int8", decision.reason, ()
+    return model, sha, card_precision(card), decision.reason, ("int8_check",) if decision.check else ()
 
 
 def card_of(model: Path) -> ModelCard:
