@@ -1,6 +1,12 @@
 """End-to-end ``vcorner batch`` images/s against the inference-only bound, on a fixed phantom set.
 
     python benchmarks/end_to_end.py [--model M] [--images 40] [--batch 256] [--seconds 5] [--threads N]
+                                    [--precision fp32 int8] [--sampling new old]
+
+Each (precision, sampling) is one row: ``fp32`` runs the model, ``int8`` its ``m.int8.onnx``; ``new`` is the
+model's card, ``old`` the sampling and decoding its card recorded before ``vcorner tune --sampling``
+(``training.before_tuning``). Each row carries Table 1 (P2P mean/median, fit failure) of that run on the
+phantoms, so speed and accuracy come from the same corners.
 
 Runs the library (``vcorner.pipeline.batch.run_batch``: loader, inference and finisher threads) on ``--images``
 phantoms written at a fixed seed. The bound is what the runner alone does at the same batch size: its
@@ -16,12 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from vcorner import benchmark as lib
+from vcorner.config import DecodeConfig, SamplingConfig, from_dict
+from vcorner.evaluation.metrics import match, read_predictions, table1_row
+from vcorner.io.annotations import read_annotations
+from vcorner.models.card import ModelCard
 from vcorner.models.modelfile import default_model_path, read_model_card
+from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
@@ -43,9 +55,27 @@ def onnx_model(model: Path | None, scratch: Path) -> Path:
     return files.onnx
 
 
-def measure(model: Path, data: Path, out: Path, batch: int, seconds: float, threads: int | None) -> dict:
-    """End-to-end and inference-only rates of ``model`` on the phantoms in ``data``."""
+def card_for(model: Path, sampling: str) -> ModelCard:
+    """``model``'s card (``new``), or with the sampling and decoding recorded before tuning (``old``)."""
     card = read_model_card(model)
+    if sampling == "new":
+        return card
+    before = card.training.get("before_tuning")
+    if before is None:
+        raise SystemExit(f"{model}: its card records no sampling from before tuning (vcorner tune --sampling)")
+    return replace(card, sampling=from_dict(SamplingConfig, before["sampling"]),
+                   decode=from_dict(DecodeConfig, before["decode"]))
+
+
+def table1(out: Path, data: Path) -> dict:
+    """Table 1 columns of the run's ``corners.csv`` against the phantoms' annotations."""
+    row = table1_row(match(read_predictions(out / "corners.csv"), read_annotations(data / "annotations.json")))
+    return {k: round(row[k], 4) for k in ("p2p_mean", "p2p_median", "fit_failure_pct")} | {"unit": row["unit"]}
+
+
+def measure(model: Path, card: ModelCard, data: Path, out: Path, batch: int, seconds: float,
+            threads: int | None) -> dict:
+    """End-to-end and inference-only rates of the graph ``model`` with ``card`` on the phantoms in ``data``."""
     plan = make_plan(data, data / "centers.csv")
     sample = np.concatenate([prepare(item, card).patches for item in plan.images[:3]])
     options = BatchOptions(batch_size=batch, resume=False)
@@ -58,6 +88,7 @@ def measure(model: Path, data: Path, out: Path, batch: int, seconds: float, thre
     per_image = summary.patches / max(summary.done, 1)
     e2e = summary.patches / summary.seconds
     return {"benchmark": "end_to_end", "model": model.name, "images": len(plan.images), "done": summary.done,
+            "patches_per_vertebra": card.sampling.patches_per_vertebra, **table1(out / "run", data),
             "failed": len(summary.failed), "batch": batch, "patches_per_image": round(per_image, 1),
             "end_to_end_images_per_s": round(summary.done / summary.seconds, 3),
             "end_to_end_patches_per_s": round(e2e, 1), "bound_patches_per_s": round(bound, 1),
@@ -74,15 +105,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--seconds", type=float, default=5.0, help="timing of the bound, before and after")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: all cores)")
+    parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "int8"])
+    parser.add_argument("--sampling", nargs="+", default=["new"], choices=["new", "old"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vcorner-e2e-") as tmp:
         scratch = Path(tmp)
         model = onnx_model(args.model, scratch)
         synthesize_dataset(scratch / "data", args.images, args.seed)
-        row = {**measure(model, scratch / "data", scratch, args.batch, args.seconds, args.threads),
-               "seed": args.seed, **lib.stamp()}
-    print(json.dumps(row))
-    lib.append_jsonl(RESULTS, [row])
+        rows = []
+        for precision in args.precision:
+            graph = int8_path(model) if precision == "int8" else model
+            for sampling in args.sampling:
+                out = scratch / f"{precision}-{sampling}"
+                row = {**measure(graph, card_for(model, sampling), scratch / "data", out, args.batch, args.seconds,
+                                 args.threads),
+                       "precision": precision, "sampling": sampling, "seed": args.seed, **lib.stamp()}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    lib.append_jsonl(RESULTS, rows)
 
 
 if __name__ == "__main__":

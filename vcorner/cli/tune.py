@@ -11,6 +11,8 @@ import typer
 
 from vcorner.cli.common import open_model, progress_bar, stderr, user_errors
 from vcorner.config import to_dict
+from vcorner.models.card import ModelCard
+from vcorner.models.resolve import ModelRequest
 
 
 def tune(
@@ -18,7 +20,13 @@ def tune(
     data: Annotated[Path, typer.Argument(help="Annotated validation folder (never the test set).")],
     report: Annotated[Path | None, typer.Option(help="Write every candidate's scores as JSON here.")] = None,
     sampling: Annotated[bool, typer.Option(
-        "--sampling/--no-sampling", help="Also pick the cheapest patch sampling with no loss of mean P2P.")] = False,
+        "--sampling/--no-sampling", help="Also pick the patch sampling with the fewest patches whose mean P2P is "
+                                         "at most --sampling-tolerance above the model's own.")] = False,
+    sampling_tolerance: Annotated[float, typer.Option(
+        min=0.0, help="Largest mean P2P loss (mm) accepted for fewer patches per vertebra.")] = 0.01,
+    precision: Annotated[str, typer.Option(
+        help="Graph the network runs on the CPU while tuning: auto (what vcorner batch runs here), fp32 or "
+             "int8.")] = "auto",
 ) -> None:
     """Grid-search the decoding settings by mean P2P on DATA and calibrate the 95% ellipses; update MODEL's card."""
     from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode
@@ -27,12 +35,12 @@ def tune(
 
     with user_errors():
         records = read_annotations(data / "annotations.json")
-        runner, resolved = open_model(model)
+        runner, resolved = open_model(ModelRequest(model, precision=precision))
         card = resolved.card
         sampling_scores: list[dict] = []
         with runner:
             if sampling:
-                chosen, sampling_scores = cheapest_sampling(data, records, runner, card)
+                chosen, sampling_scores = cheapest_sampling(data, records, runner, card, sampling_tolerance)
                 card = replace(card, sampling=chosen)
                 stderr.print(f"sampling: {chosen.patches_per_vertebra} patches per vertebra", highlight=False)
             jobs = infer_records(data, records, runner, card)
@@ -42,10 +50,15 @@ def tune(
         with progress_bar() as bar:
             task = bar.add_task("decoding settings", total=total)
             result = tune_decode(jobs, card, progress=lambda: bar.update(task, advance=1))
+        previous = {"sampling": to_dict(resolved.card.sampling), "decode": to_dict(resolved.card.decode)}
         tuned = replace(card.with_decode(result.decode),
                         training={**card.training, "decode_tuned_on": str(data), "tune_images": len(jobs),
-                                  "tune_coverage": result.coverage})
+                                  "tune_coverage": result.coverage, "tuned_with": resolved.describe(),
+                                  "before_tuning": previous,
+                                  **({"sampling_scores": sampling_scores} if sampling else {})})
         write_sidecar(model, tuned)
+        for variant in update_variants(model, tuned):
+            stderr.print(f"updated {variant}.json alike", highlight=False)
         if report:
             report.write_text(json.dumps({"decode": to_dict(result.decode), "sampling": to_dict(card.sampling),
                                           "sampling_variants": sampling_scores, "coverage": result.coverage,
@@ -54,3 +67,18 @@ def tune(
     stderr.print(f"tuned on {len(jobs)} images: mean P2P {best['p2p_mean']:.3f}, ellipse scale "
                  f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}); "
                  f"updated {model}.json", highlight=False)
+
+
+def update_variants(model: Path, tuned: ModelCard) -> list[Path]:
+    """Give the INT8 and FP16 variants beside ``model`` the tuned card (keeping each one's quantization note), so
+    that every precision decodes alike; returns the variants updated."""
+    from vcorner.models.modelfile import read_model_card, write_sidecar
+    from vcorner.models.variants import fp16_path, int8_path
+
+    updated = []
+    for variant in (int8_path(model), fp16_path(model)):
+        if variant.is_file():
+            note = read_model_card(variant).training.get("quantization")
+            write_sidecar(variant, replace(tuned, training={**tuned.training, "quantization": note}))
+            updated.append(variant)
+    return updated

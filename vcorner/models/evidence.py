@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vcorner.hardware.cpu import CPU_FLAGS
 from vcorner.io.cache import user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -150,17 +151,28 @@ def evidence_files(model: Path) -> tuple[Path, Path]:
     return shipped_evidence_path(model), user_results_path()
 
 
-def this_machine(rows: Iterable[dict[str, Any]], cpu: str, cores: int) -> list[dict[str, Any]]:
-    """Benchmark rows recorded on a machine like this one (same CPU model and core count)."""
-    return [r for r in rows if r.get("machine", {}).get("cpu") == cpu and r.get("machine", {}).get("cores") == cores]
+def this_machine(rows: Iterable[dict[str, Any]], cpu: str, cores: int,
+                 flags: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Benchmark rows recorded on a machine like this one: same CPU model name, core count and, when ``flags`` are
+    given, the same instruction-set flags of :data:`vcorner.hardware.cpu.CPU_FLAGS`.
+
+    The flags matter: cloud CPUs share names like ``AMD EPYC`` across generations, and an INT8 graph that is
+    1.9x faster with VNNI ran slower than FP32, and 0.1 mm less accurate, on an AVX2-only ``AMD EPYC`` of the
+    same name and core count (measured; see the README's performance section).
+    """
+    wanted = None if flags is None else sorted(set(flags) & set(CPU_FLAGS))
+    return [r for r in rows if r.get("machine", {}).get("cpu") == cpu and r.get("machine", {}).get("cores") == cores
+            and (wanted is None or sorted(set(r["machine"].get("cpu_flags") or ()) & set(CPU_FLAGS)) == wanted)]
 
 
 def accuracy_delta(rows: Iterable[dict[str, Any]], sha256: str, int8_sha256: str) -> float | None:
-    """The largest mean P2P change recorded for this very INT8 file against its FP32 model, on any machine (the
-    quantized arithmetic is the same wherever it runs); None when no benchmark measured it."""
+    """The largest mean P2P change recorded for this very INT8 file against its FP32 model on any machine with VNNI
+    or AMX (their INT8 dot products do not saturate, so the arithmetic is the same on all of them); None when no
+    such benchmark measured it. Rows of AVX2-only machines do not count: there u8s8 products can saturate."""
     deltas = [float(r["p2p_delta"]) for r in rows if r.get("model_sha256") == sha256 and r.get("precision") == "int8"
               and r.get("variant_sha256") == int8_sha256 and r.get("status") == "ok" and r.get("p2p_delta") is not None
-              and r.get("source") != "self-check"]
+              and r.get("source") != "self-check"
+              and set(r.get("machine", {}).get("cpu_flags") or ()) & set(INT8_FLAGS)]
     return max(deltas) if deltas else None
 
 
@@ -173,7 +185,7 @@ def int8_decision(files: Iterable[Path], sha256: str, int8_sha256: str, cpu: str
     self-check (``check=True``) when the INT8 file's accuracy is recorded and within the limit.
     """
     rows = [row for path in files for row in read_rows(path)]
-    here = this_machine(rows, cpu, cores)
+    here = this_machine(rows, cpu, cores, flags)
     if paired_rows(here, sha256, int8_sha256):
         return int8_wins(here, sha256, int8_sha256=int8_sha256)
     have = [f for f in INT8_FLAGS if f in set(flags)]
