@@ -123,3 +123,32 @@ def test_patch_mode_reports_bc_and_a_histogram(toy_dataset, tiny_onnx, tmp_path)
     summary = json.loads((tmp_path / "pbc" / "patch_bc.json").read_text())
     assert summary["patches"] == 4 * 5 * 4 and 0.0 < summary["mean"] < 1.0  # 4 images x 5 vertebrae x 4 patches
     assert (tmp_path / "pbc" / "patch_bc.png").stat().st_size > 5000
+
+
+def test_tune_sampling_picks_the_fewest_patches_within_the_tolerance_and_updates_the_variants(toy_dataset, tiny_onnx,
+                                                                                            tmp_path):
+    from vcorner.models.modelfile import read_model_card
+
+    model = tmp_path / "m.onnx"
+    for suffix in ("", ".json"):
+        shutil.copy(f"{tiny_onnx}{suffix}", f"{model}{suffix}")
+    int8 = tmp_path / "m.int8.onnx"  # stands in for the INT8 variant: the card is what is checked
+    int8.write_bytes(tiny_onnx.read_bytes())
+    note = {"precision": "int8", "source_sha256": "ab" * 32}
+    from dataclasses import replace
+
+    from vcorner.models.modelfile import write_sidecar
+
+    card = read_model_card(model)
+    write_sidecar(int8, replace(card, training={**card.training, "quantization": note}))
+    report = tmp_path / "tune.json"
+    result = CliRunner().invoke(app, ["tune", str(model), str(toy_dataset), "--sampling", "--sampling-tolerance",
+                                      "0.5", "--precision", "fp32", "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(report.read_text())["sampling_variants"]
+    own, allowed = scores[0]["p2p_mean"], [s for s in scores if s["p2p_mean"] <= scores[0]["p2p_mean"] + 0.5]
+    tuned = read_model_card(model)
+    assert tuned.sampling.patches_per_vertebra == min(s["patches_per_vertebra"] for s in allowed)
+    assert tuned.training["before_tuning"]["sampling"]["grid_steps"] == card.sampling.grid_steps and own > 0
+    assert read_model_card(int8).sampling == tuned.sampling  # the variant decodes alike
+    assert read_model_card(int8).training["quantization"] == note

@@ -284,7 +284,6 @@ def test_a_vnni_cpu_without_a_benchmark_gets_a_cached_self_check(model_pair, cap
     import logging
 
     from vcorner.export import int8_check
-
     from vcorner.export.materialize import materialize
     from vcorner.models.evidence import read_rows, user_results_path
     from vcorner.models.resolve import resolve_model
