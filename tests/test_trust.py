@@ -371,23 +371,10 @@ def test_exif_orientation_is_applied_with_a_warning(tmp_path, caplog):
 
 
 def test_a_jpeg_ls_dicom_names_the_missing_packages(tmp_path):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEGLSLossless, generate_uid
-
     from vcorner.io.images import read_image
     from vcorner.io.records import InputError
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Rows = ds.Columns = 8
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation, ds.SamplesPerPixel = 16, 12, 11, 0, 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + b"\x00" * 20])
-    ds.save_as(tmp_path / "ls.dcm", enforce_file_format=True)
+    _jpeg_ls_dicom(tmp_path / "ls.dcm")
     with pytest.raises(InputError) as err:
         read_image(tmp_path / "ls.dcm")
     assert "pyjpegls" in str(err.value) and "\n" not in str(err.value)

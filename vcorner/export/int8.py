@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import tempfile
 from collections.abc import Iterator
@@ -35,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vcorner.export.fp16 import set_card_metadata
 from vcorner.io.annotations import read_annotations
 from vcorner.io.paths import safe_path
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard, sha256_file
-from vcorner.models.modelfile import CARD_METADATA_KEY, INPUT_NAME, read_model_card, write_sidecar
+from vcorner.models.modelfile import INPUT_NAME, read_model_card, write_sidecar
 from vcorner.stages.plan import PlannedImage, make_plan
 from vcorner.stages.prepare import prepare
 
@@ -279,9 +279,5 @@ def _set_card_metadata(path: Path, card: ModelCard) -> None:
     import onnx
 
     graph = onnx.load(str(path))
-    kept = [(p.key, p.value) for p in graph.metadata_props if p.key != CARD_METADATA_KEY]
-    del graph.metadata_props[:]
-    for key, value in [*kept, (CARD_METADATA_KEY, json.dumps(card.to_dict()))]:
-        entry = graph.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_card_metadata(graph, card)
     onnx.save(graph, str(path))

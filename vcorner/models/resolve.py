@@ -233,12 +233,8 @@ def _tensorrt(model: Path, card: ModelCard, sha: str, device: str | None, profil
         raise InputError(f"no CUDA GPU {index} visible here; the TensorRT backend needs one ({INSTALL_HINT}), "
                          "or use --backend ort")
     chosen = get_profile(profile or DEFAULT_PROFILE)
-    graph, precision, pending = model, card_precision(card), ("engine",)
-    if chosen.precision == "fp16" and precision != "fp16":
-        found = find_fp16(model, sha, engine_dir(model))
-        graph = found or engine_dir(model) / fp16_path(model).name
-        precision, pending = "fp16", ("engine",) if found else ("fp16", "engine")
-    graph_sha = sha if graph == model else (sha256_file(graph) if graph.is_file() else None)
+    graph, graph_sha, precision, pending = _profile_graph(model, card, sha, chosen.precision)
+    pending = (*pending, "engine")
     plan, _ = engine_paths(graph, chosen, gpu)
     return ResolvedModel(model, Backend.trt, f"cuda:{index}", graph, precision, card, sha, graph_sha,
                          card_digest(card), f"{why}; profile {chosen.name} on {gpu.name}", chosen.name,
@@ -258,15 +254,23 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, precision: str, device:
         return ResolvedModel(model, Backend.ort, "cpu", graph, chosen, card, sha, graph_sha, card_digest(card),
                              f"{why} on the CPU; {reason}", threads=threads, pending=pending)
     chosen = get_profile(profile or DEFAULT_PROFILE)
-    graph, precision, pending = model, card_precision(card), ()
-    if chosen.precision == "fp16" and precision != "fp16":
-        found = find_fp16(model, sha, engine_dir(model))
-        graph = found or engine_dir(model) / fp16_path(model).name
-        precision, pending = "fp16", () if found else ("fp16",)
-    graph_sha = sha if graph == model else (sha256_file(graph) if graph.is_file() else None)
+    graph, graph_sha, precision, pending = _profile_graph(model, card, sha, chosen.precision)
     return ResolvedModel(model, Backend.ort, device, graph, precision, card, sha, graph_sha, card_digest(card),
                          f"{why} on {device}; profile {chosen.name}", chosen.name, threads, cpu_graph=model,
                          pending=pending)
+
+
+def _profile_graph(model: Path, card: ModelCard, sha: str,
+                   wanted: str) -> tuple[Path, str | None, str, tuple[str, ...]]:
+    """(graph, its SHA-256 or None while still to make, precision, pending) of a GPU profile's ``wanted`` precision:
+    the model itself, or its FP16 variant (found beside it or in the engine folder, else ``pending=("fp16",)``)."""
+    precision = card_precision(card)
+    if wanted != "fp16" or precision == "fp16":
+        return model, sha, precision, ()
+    found = find_fp16(model, sha, engine_dir(model))
+    if found is None:
+        return engine_dir(model) / fp16_path(model).name, None, "fp16", ("fp16",)
+    return found, sha256_file(found), "fp16", ()
 
 
 def _cpu_graph(model: Path, card: ModelCard, sha: str, precision: str,
