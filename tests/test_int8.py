@@ -358,3 +358,30 @@ def test_rows_of_a_vnni_cpu_never_decide_for_an_avx2_cpu_of_the_same_name(model_
     avx2 = Capabilities(cpu="AMD EPYC", cores=2, cpu_flags=("avx2",))
     resolved = resolve_model(model, caps=avx2)
     assert resolved.graph == model and "no VNNI or AMX" in resolved.reason
+
+
+def test_batch_on_an_avx2_cpu_named_like_the_benchmarked_vnni_one_runs_fp32_and_says_why(model_pair, toy_dataset,
+                                                                                         tmp_path, monkeypatch):
+    """The case seen: rows of a VNNI "AMD EPYC" made `vcorner batch` run INT8 on an AVX2-only "AMD EPYC"."""
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app
+    from vcorner.hardware import capabilities
+    from vcorner.models.evidence import shipped_evidence_path
+
+    model, _ = model_pair
+    rows = [json.loads(line) for line in shipped_evidence_path(model).read_text().splitlines()]
+    for row in rows:  # recorded on a VNNI machine with this machine's name and core count
+        row["machine"] = {"cpu": "AMD EPYC", "cores": os.cpu_count(), "cpu_flags": ["avx2", "avx512_vnni"]}
+    shipped_evidence_path(model).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(capabilities, "cpu_info", lambda: ("AMD EPYC", ["avx2"]))
+    monkeypatch.chdir(tmp_path)  # and the folder the command runs in holds nothing it reads
+    result = CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
+                                      "--model", str(model), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "backend ort-cpu)" in result.output.replace("\n", " ")
+    resolved = json.loads((tmp_path / "out" / "run.json").read_text())["resolved"]
+    assert "m.onnx (fp32)" in resolved and "no VNNI or AMX" in resolved
