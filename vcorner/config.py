@@ -98,3 +98,31 @@ class DecodeConfig:
     refine_radius_px: float = 4.0
     ellipse_scale: float = 1.0
     subpixel: bool = True
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    """The centre detector's input and decoding (README.md, "Automatic centres"; travels in its card).
+
+    Attributes:
+        input_size: side S of the square network input; the whole image is letterboxed into it (any image
+            size: it is resized, never refused for size).
+        sigma: sd of each centre's target Gaussian, in vertebra spacings (median distance between the
+            image's neighbouring centres), at least ``min_sigma_px`` input pixels.
+        min_sigma_px: smallest target sd, input pixels.
+        peak_radius_px: window radius around a map's maximum, input pixels: its probability mass is the
+            detection's confidence, its weighted centroid the sub-pixel centre.
+        min_confidence: detections below this confidence are dropped (and counted).
+    """
+
+    input_size: int = 128
+    sigma: float = 0.15
+    min_sigma_px: float = 1.0
+    peak_radius_px: float = 3.0
+    min_confidence: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.input_size < 32 or self.input_size % 16:
+            raise ValueError(f"detection.input_size must be a multiple of 16 (4 poolings), got {self.input_size}")
+        if not (0.0 <= self.min_confidence < 1.0) or self.peak_radius_px <= 0 or self.sigma <= 0:
+            raise ValueError("detection needs 0 <= min_confidence < 1, a positive peak_radius_px and sigma")

@@ -17,12 +17,26 @@ app = typer.Typer(
 
 def _register() -> None:
     """Attach each command module's function to the app (imports stay light: no torch here)."""
-    from vcorner.cli import baseline, batch, benchmark, convert, evaluate, export, measure, report, synth, train, tune
+    from vcorner.cli import (
+        baseline,
+        batch,
+        benchmark,
+        convert,
+        detect,
+        evaluate,
+        export,
+        measure,
+        report,
+        synth,
+        train,
+        tune,
+    )
 
     app.command("synth")(synth.synth)
     app.command("train")(train.train)
     app.command("export")(export.export)
     app.command("batch")(batch.batch)
+    app.command("detect")(detect.detect)
     app.command("evaluate")(evaluate.evaluate)
     app.command("measure")(measure.measure)
     app.command("convert")(convert.convert)

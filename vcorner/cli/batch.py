@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +13,7 @@ from rich.progress import TextColumn
 from vcorner.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
 from vcorner.models.resolve import Backend, ModelRequest
 from vcorner.pipeline.outputs import check_outputs_apart
-from vcorner.stages.plan import make_plan
+from vcorner.stages.plan import make_plan, plan_folder
 
 CPU_BATCH, GPU_BATCH = 64, 256
 """Default patches per inference batch: on 2 CPU cores with 10 patches per image, 64 took 12.6-13.1 s for the 100
@@ -39,7 +41,9 @@ class BarProgress:
 
 def batch(
     image_dir: Annotated[Path, typer.Argument(help="Folder of X-rays (PNG, JPEG, TIFF, DICOM).")],
-    centers: Annotated[Path, typer.Option("--centers", help="centers.csv: image,vertebra,x,y[,pixel_spacing_mm].")],
+    centers: Annotated[Path | None, typer.Option(
+        "--centers", help="centers.csv: image,vertebra,x,y[,pixel_spacing_mm]. Without it the detector finds and "
+                          "names the vertebrae of every image in IMAGE_DIR (OUT/centers.detected.csv).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("vcorner-out"),
     model: Annotated[Path | None, typer.Option(help="ONNX model or checkpoint (default: the shipped model).")] = None,
     backend: Annotated[Backend, typer.Option(help="Inference backend.")] = Backend.auto,
@@ -80,11 +84,15 @@ def batch(
     precision: Annotated[str, typer.Option(
         "--precision", help="Graph ONNX Runtime runs on the CPU: auto (INT8 where recorded or self-checked "
                             "evidence shows it wins here), fp32 or int8.")] = "auto",
+    detector: Annotated[Path | None, typer.Option(
+        "--detector", help="Centre detector (ONNX) used without --centers (default: the shipped one).")] = None,
 ) -> None:
-    """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR.
+    """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR; without --centers,
+    of every vertebra the detector finds in them.
 
-    Writes OUT/corners.csv and OUT/errors.csv. Exit code 0: all images done; 1: some images or vertebrae
-    failed (listed in errors.csv); 2: usage or configuration error; 130: interrupted (Ctrl-C), resumable.
+    Writes OUT/corners.csv and OUT/errors.csv (and without --centers OUT/centers.detected.csv). Exit code 0: all
+    images done; 1: some images or vertebrae failed (listed in errors.csv); 2: usage or configuration error; 130:
+    interrupted (Ctrl-C), resumable.
     """
     from vcorner.pipeline.batch import BatchOptions
 
@@ -93,24 +101,56 @@ def batch(
         check_options(device, profile, precision)
         if anterior not in ("right", "left"):
             fail(f"--anterior must be right or left, got {anterior!r}")
-        plan = make_plan(image_dir, centers)
+        if centers is None and ray is not None:
+            fail("automatic centres are not available with --ray yet: run vcorner detect IMAGE_DIR --out centers.csv, "
+                 "then vcorner batch --ray with --centers centers.csv")
+        if centers is not None and detector is not None:
+            fail("--detector is used only without --centers (the clicked centres are used as given)")
+        plan = make_plan(image_dir, centers) if centers is not None else plan_folder(image_dir, exclude=out)
         check_writable(out)
-        check_outputs_apart(out, [centers, *(p.path for p in plan.images), *unlisted_paths(image_dir, plan, out)],
-                            [p.record.file for p in plan.images], json_out, vis)
+        inputs = [*([centers] if centers else []), *(p.path for p in plan.images),
+                  *unlisted_paths(image_dir, plan, out)]
+        check_outputs_apart(out, inputs, [p.record.file for p in plan.images], json_out, vis)
         options = BatchOptions(batch_size=batch_size or CPU_BATCH, resume=resume, write_json=json_out, vis=vis,
                                max_pixels=max_pixels, workers=workers,
                                measure_labels=anterior if measure else None,
                                notes=(("images", str(image_dir.resolve())),))
         try:
             request = ModelRequest(model, backend, device, threads, profile, precision)
-            summary, runner_name = _run(plan, out, options, request, ray, (ray_actors, ray_gpus, ray_stall_timeout),
-                                        batch_size)
+            with detector_in_use(detector, wanted=centers is None) as found:
+                options = replace(options, detector=found)
+                if found is not None:
+                    names = ", ".join(found.card.names)
+                    stderr.print(f"centres: found by the detector {Path(found.path).name} ({names}, confidence >= "
+                                 f"{found.card.detection.min_confidence:g}), written to "
+                                 f"{out / 'centers.detected.csv'}", highlight=False, soft_wrap=True)
+                summary, runner_name = _run(plan, out, options, request, ray,
+                                            (ray_actors, ray_gpus, ray_stall_timeout), batch_size)
         except KeyboardInterrupt:
             fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
                  "to resume", EXIT_INTERRUPTED)
         if measure and not summary.interrupted:
-            write_batch_measurements(out, image_dir, centers, anterior, ap, summary.seconds)
+            write_batch_measurements(out, image_dir, centers or out / "centers.detected.csv", anterior, ap,
+                                     summary.seconds)
     report(summary, runner_name, out)
+
+
+@contextmanager
+def detector_in_use(path: Path | None, wanted: bool):
+    """The centre detector open for the batch (``path``, else the shipped one) when ``wanted``, else None (clicked
+    centres: nothing is opened)."""
+    from vcorner.models.modelfile import default_detector_path
+    from vcorner.pipeline.detection import DetectorUse
+    from vcorner.runtime.open import open_detector
+
+    if not wanted:
+        yield None
+        return
+    chosen = path or default_detector_path()
+    runner, card = open_detector(chosen)
+    with runner:
+        found = DetectorUse(card, runner.infer, runner.identity(), str(chosen))
+        yield found
 
 
 def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior: str, ap: bool,
@@ -133,7 +173,6 @@ def _run(plan, out: Path, options, request: ModelRequest, ray: str | None, ray_s
     """Run the batch locally or on Ray (``ray_settings``: actors, GPUs per actor, stall timeout in s) with
     ``request_batch`` patches per inference batch (None: :data:`CPU_BATCH` or :data:`GPU_BATCH`);
     (summary, backend name)."""
-    from dataclasses import replace
 
     from vcorner.cli.common import open_model
     from vcorner.pipeline.batch import run_batch

@@ -61,7 +61,8 @@ def _pairs(items: list[str]) -> list[tuple[str, str]]:
 
 def evaluate(
     predictions: Annotated[Path, typer.Argument(help="corners.csv written by vcorner batch (with --patches: "
-                                                     "the ONNX model).")],
+                                                     "the ONNX model; a centres file of vcorner detect: detection "
+                                                     "scores).")],
     annotations: Annotated[Path, typer.Argument(help="annotations.json with the true corners.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for metrics.json and plots.")] = None,
     label: Annotated[str, typer.Option(help="Name of PREDICTIONS in the tables.")] = "vcorner",
@@ -76,6 +77,9 @@ def evaluate(
 
     if patches:
         evaluate_patches(predictions, annotations, out)
+        return
+    if is_centres_file(predictions):
+        evaluate_centres(predictions, annotations, out)
         return
     with user_errors():
         truth = read_annotations(annotations)
@@ -146,6 +150,42 @@ def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
         console.print(f"{label}: sensitivity {sens} ({row['positives']} annotated), specificity {spec} "
                       f"({row['negatives']} annotated)", highlight=False)
     return {"per_measure": per_measure, "detection": detected}
+
+
+def is_centres_file(path: Path) -> bool:
+    """A centres file (``vcorner detect``'s, or ``OUT/centers.detected.csv``) rather than a ``corners.csv``: its
+    header has x and y but no corner column."""
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            header = {h.strip().lower() for h in handle.readline().replace(";", ",").replace("\t", ",").split(",")}
+    except (OSError, UnicodeDecodeError):
+        return False
+    return {"x", "y", "vertebra"} <= header and "corner" not in header
+
+
+def evaluate_centres(predictions: Path, annotations: Path, out: Path | None) -> None:
+    """Detection scores of a centres file against the annotated centres."""
+    from vcorner.evaluation.detection import score_detections
+    from vcorner.io.annotations import read_annotations
+    from vcorner.io.centers import load_centers
+
+    with user_errors():
+        scores = score_detections(load_centers(predictions).records, read_annotations(annotations))
+    radius = f"{scores.radius:g} mm" if scores.unit == "mm" else f"{scores.radius:g} vertebra spacings"
+    table = Table(title=f"Centre detection (correct: the right name within {radius})", title_justify="left")
+    for column in ("annotated", "predicted", "correct", "recall", "precision", "misnamed", "error median",
+                   "error mean", "images without"):
+        table.add_column(column, justify="right")
+    table.add_row(str(scores.annotated), str(scores.predicted), str(scores.correct), f"{scores.recall:.1%}",
+                  f"{scores.precision:.1%}", str(scores.misnamed), f"{scores.error_median:.2f} {scores.unit}",
+                  f"{scores.error_mean:.2f} {scores.unit}", str(scores.images_without))
+    console = Console(soft_wrap=True)
+    console.width = max(console.width, 120)
+    console.print(table)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "detection.json").write_text(json.dumps(finite_or_none(scores.to_dict()), indent=1, allow_nan=False))
+        stderr.print(f"wrote {out / 'detection.json'}", highlight=False)
 
 
 def evaluate_patches(model: Path, annotations: Path, out: Path | None) -> None:

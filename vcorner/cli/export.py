@@ -42,19 +42,27 @@ def export(
             import numpy as np
 
             from vcorner.export.onnx_export import export_model, max_abs_difference
+            from vcorner.models.card import ModelCard
             from vcorner.models.modelfile import resolve_checkpoint
             from vcorner.models.profiles import get_profile
             from vcorner.network.checkpoint import load_model
         except ImportError as err:
             fail(f"export needs torch and onnx: pip install 'vcorner[train]' ({err})")
+        from vcorner.models.detector_card import DETECTOR_FORMAT, DetectorCard
+        from vcorner.models.modelfile import card_format
+
         chosen = get_profile(profile, profiles)
         source = resolve_checkpoint(checkpoint)
         target = out or source.with_suffix(".onnx")
-        model, card = load_model(source)
+        detector = card_format(source) == DETECTOR_FORMAT
+        if detector and (int8 or engine):
+            fail("--int8 and --engine are for the corner model; export the centre detector to ONNX (and --fp16) "
+                 "only: it is a few percent of a batch's work (README.md, Automatic centres)")
+        model, card = load_model(source, DetectorCard if detector else ModelCard)
         export_model(model, card, target, opset)
-        stderr.print(f"wrote {target} and {target}.json", highlight=False)
-        n = card.sampling.patch_size
-        patches = np.random.default_rng(0).standard_normal((8, 1, n, n)).astype(np.float32)
+        stderr.print(f"wrote {target} and {target}.json" + (" (centre detector)" if detector else ""), highlight=False)
+        n = card.input_side
+        patches = np.random.default_rng(0).standard_normal((8 if not detector else 2, 1, n, n)).astype(np.float32)
         if check:
             diff = max_abs_difference(model, target, patches)
             stderr.print(f"ONNX Runtime vs torch eager: max |difference| {diff:.2e}", highlight=False)
@@ -62,7 +70,9 @@ def export(
                 fail(f"{target}: ONNX Runtime differs from torch eager by {diff:.2e} (> 1e-5)")
         if int8:
             write_int8(target, calib)
-        if not (fp16 or engine):
+        if detector and fp16:
+            fp16_step(target, fp16_out, patches if check else None)
+        if detector or not (fp16 or engine):
             return
         engine_onnx = target
         if fp16 or chosen.precision == "fp16":

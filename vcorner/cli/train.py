@@ -37,8 +37,10 @@ class RichReporter:
         self.progress.update(self.task, advance=1)
 
     def end_epoch(self, metrics: dict[str, float]) -> None:
-        stderr.print(f"epoch {metrics['epoch']}: val BC {metrics['val_bc']:.4f}, loss {metrics['train_loss']:.4f}, "
-                     f"{metrics['patches_per_s']:.0f} patches/s, {metrics['seconds']:.0f} s", highlight=False)
+        found = f", found {metrics['val_recall']:.1%}" if "val_recall" in metrics else ""
+        stderr.print(f"epoch {metrics['epoch']}: val BC {metrics['val_bc']:.4f}{found}, "
+                     f"loss {metrics['train_loss']:.4f}, {metrics['patches_per_s']:.0f} patches/s, "
+                     f"{metrics['seconds']:.0f} s", highlight=False)
 
 
 def train(
@@ -52,23 +54,27 @@ def train(
         "--calibrate/--no-calibrate", help="Finally tune the decoding constants and calibrate the 95% ellipses on "
                                            "the validation images (as vcorner tune does).")] = True,
 ) -> None:
-    """Train the network on an annotated dataset; saves OUT/model.safetensors with its model card.
+    """Train the corner network, or the centre detector when the recipe says task = "detector", on an annotated
+    dataset; saves OUT/model.safetensors with its card.
 
-    Ends by choosing the decoding constants and calibrating the uncertainty ellipses on the run's own
-    validation images, so that the exported model's 95% ellipses hold about 95% of true corners.
+    The corner network ends by choosing the decoding constants and calibrating the uncertainty ellipses on the
+    run's own validation images, so that the exported model's 95% ellipses hold about 95% of true corners.
     """
     with user_errors():
         try:
-            from vcorner.training.recipe import load_recipe
+            from vcorner.training.detector_recipe import DetectorRecipe, load_any_recipe
             from vcorner.training.trainer import train as run_training
         except ImportError as err:
             fail(f"training needs torch: pip install 'vcorner[train]' ({err})")
-        recipe = load_recipe(config)
+        recipe = load_any_recipe(config)
         if epochs is not None:
             from dataclasses import replace
 
             recipe = replace(recipe, train=replace(recipe.train, epochs=epochs))
         command = "vcorner " + shlex.join(sys.argv[1:])
+        if isinstance(recipe, DetectorRecipe):
+            _train_detector(data, recipe, out, resume, device, command)
+            return
         with progress_bar(TextColumn("{task.fields[rate]:.0f} patches/s"),
                           TextColumn("loss {task.fields[loss]:.4f}")) as progress:
             result = run_training(data, recipe, out, resume=resume, device=device,
@@ -83,3 +89,17 @@ def train(
     else:
         stderr.print("[yellow]warning:[/] not calibrated (--no-calibrate): run vcorner tune MODEL VAL_DATA before "
                      "trusting the sd/ellipse columns", highlight=False)
+
+
+def _train_detector(data: Path, recipe, out: Path, resume: bool, device: str | None, command: str) -> None:
+    """Train the centre detector with a progress bar; print where its best checkpoint went."""
+    from vcorner.training.detector_trainer import train_detector
+
+    with progress_bar(TextColumn("{task.fields[rate]:.0f} views/s"),
+                      TextColumn("loss {task.fields[loss]:.4f}")) as progress:
+        result = train_detector(data, recipe, out, resume=resume, device=device, reporter=RichReporter(progress),
+                                command=command)
+    best = max(result.history, key=lambda h: h["val_bc"])
+    stderr.print(f"detector: best validation BC {best['val_bc']:.4f} (epoch {best['epoch']}), centres found "
+                 f"{best['val_recall']:.1%}, median centre error {best['val_error_px']:.1f} px; model: "
+                 f"{result.model_path}", highlight=False, soft_wrap=True)

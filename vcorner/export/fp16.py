@@ -34,7 +34,15 @@ import numpy as np
 
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard, sha256_file
-from vcorner.models.modelfile import CARD_METADATA_KEY, INPUT_NAME, OUTPUT_NAME, read_model_card, write_sidecar
+from vcorner.models.detector_card import DETECTOR_FORMAT, DetectorCard
+from vcorner.models.modelfile import (
+    CARD_METADATA_KEY,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    card_format,
+    read_card_and_digest,
+    write_sidecar,
+)
 from vcorner.models.variants import find_fp16, fp16_path, model_precision
 
 log = logging.getLogger(__name__)
@@ -172,7 +180,8 @@ def convert_fp16(onnx_in: Path, onnx_out: Path | None = None, keep_head_fp32: bo
 
     onnx_in = Path(onnx_in)
     onnx_out = Path(onnx_out) if onnx_out is not None else fp16_path(onnx_in)
-    card = read_model_card(onnx_in)
+    card_type = DetectorCard if card_format(onnx_in) == DETECTOR_FORMAT else ModelCard  # the detector too
+    card = read_card_and_digest(onnx_in, True, card_type)[0]
     try:
         model = onnx.load(str(onnx_in))
     except Exception as err:  # protobuf raises its own DecodeError

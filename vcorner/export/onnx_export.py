@@ -12,6 +12,7 @@ import onnx
 import torch
 
 from vcorner.models.card import ModelCard
+from vcorner.models.detector_card import DetectorCard
 from vcorner.models.modelfile import CARD_METADATA_KEY, INPUT_NAME, OUTPUT_NAME, write_sidecar
 from vcorner.network.checkpoint import load_model
 from vcorner.network.unet import UNet
@@ -22,14 +23,16 @@ OPSET = 17
 """Pinned ONNX opset (ONNX Runtime >= 1.14, TensorRT 10/11)."""
 
 
-def export_model(model: UNet, card: ModelCard, out: Path, opset: int = OPSET) -> Path:
+def export_model(model: UNet, card: ModelCard | DetectorCard, out: Path, opset: int = OPSET) -> Path:
     """Write ``model`` as ONNX at ``out`` with ``card`` in its metadata and a ``.json`` sidecar.
 
-    The graph takes ``patches`` (B, 1, N, N) float32 and returns ``maps`` (B, 1, N, N) float32; B is dynamic.
+    The graph takes ``patches`` (B, 1, N, N) float32 and returns ``maps`` (B, C, N, N) float32; B is dynamic.
+    A corner model has C = 1 and N the patch side; a centre detector (:class:`DetectorCard`) has one map per
+    vertebra name and takes whole images letterboxed into N x N (its "patches" are whole views).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    n = card.sampling.patch_size
+    n = card.input_side
     example = torch.zeros(2, model.in_channels, n, n)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but gives the plainest graph
@@ -41,7 +44,9 @@ def export_model(model: UNet, card: ModelCard, out: Path, opset: int = OPSET) ->
         )
     graph = onnx.load(str(tmp))
     onnx.checker.check_model(graph)
-    graph.doc_string = "vcorner spatial probability regressor (UNet + spatial normalization)"
+    graph.doc_string = ("vcorner centre detector (UNet + spatial normalization per vertebra name)"
+                        if isinstance(card, DetectorCard) else
+                        "vcorner spatial probability regressor (UNet + spatial normalization)")
     entry = graph.metadata_props.add()
     entry.key, entry.value = CARD_METADATA_KEY, json.dumps(card.to_dict())
     onnx.save(graph, str(tmp))
@@ -50,9 +55,9 @@ def export_model(model: UNet, card: ModelCard, out: Path, opset: int = OPSET) ->
     return out
 
 
-def export_checkpoint(checkpoint: Path, out: Path, opset: int = OPSET) -> Path:
+def export_checkpoint(checkpoint: Path, out: Path, opset: int = OPSET, card_type: type = ModelCard) -> Path:
     """Load a checkpoint (a run folder or ``.safetensors``) and export it to ``out``."""
-    model, card = load_model(checkpoint)
+    model, card = load_model(checkpoint, card_type)
     return export_model(model, card, out, opset)
 
 

@@ -29,6 +29,11 @@ class ModelCard:
     training: dict[str, Any]
 
     @property
+    def input_side(self) -> int:
+        """Side of the square network input (the patch), pixels."""
+        return self.sampling.patch_size
+
+    @property
     def calibrated(self) -> bool:
         """Whether the ellipses were calibrated on annotated images (by ``vcorner train`` or ``vcorner tune``)."""
         return "tune_coverage" in self.training

@@ -17,6 +17,7 @@ from pathlib import Path
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard, sha256_file
+from vcorner.models.detector_card import DetectorCard
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,10 @@ def read_model_card(model: Path, verify: bool = True) -> ModelCard:
     return read_card_and_digest(model, verify)[0]
 
 
-def read_card_and_digest(model: Path, verify: bool = True) -> tuple[ModelCard, str | None]:
+def read_card_and_digest(model: Path, verify: bool = True, card_type: type = ModelCard) -> tuple[ModelCard, str | None]:
     """(card, SHA-256 of the model's bytes) of an ONNX model, hashing the file once; the digest is None when
-    ``verify`` is False and the file was not hashed.
+    ``verify`` is False and the file was not hashed. ``card_type``: :class:`ModelCard` (a corner model) or
+    :class:`~vcorner.models.detector_card.DetectorCard` (a centre detector); the other kind is refused.
 
     Raises:
         InputError: missing file, checksum mismatch, or no card.
@@ -85,7 +87,7 @@ def read_card_and_digest(model: Path, verify: bool = True) -> tuple[ModelCard, s
         raise InputError(f"{model}: no such model file")
     sidecar = sidecar_path(model)
     if not sidecar.is_file():
-        return ModelCard.from_dict(_metadata_card(model), str(model)), sha256_file(model) if verify else None
+        return card_type.from_dict(_metadata_card(model), str(model)), sha256_file(model) if verify else None
     try:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -100,7 +102,7 @@ def read_card_and_digest(model: Path, verify: bool = True) -> tuple[ModelCard, s
     elif verify and data["card_sha256"] != card_digest(content):
         raise InputError(f"{sidecar}: the card's content does not match its SHA-256 (edited by hand?); rewrite it "
                          "with vcorner tune or vcorner export")
-    return ModelCard.from_dict(content, str(sidecar)), digest
+    return card_type.from_dict(content, str(sidecar)), digest
 
 
 CHECKPOINT_SUFFIXES = (".safetensors",)
@@ -129,8 +131,9 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def read_checkpoint_card(path: Path) -> ModelCard:
-    """The model card stored in a checkpoint's safetensors metadata (read without torch).
+def read_checkpoint_card(path: Path, card_type: type = ModelCard) -> ModelCard:
+    """The model card (or with ``card_type``, the detector card) stored in a checkpoint's safetensors metadata
+    (read without torch).
 
     Raises:
         InputError: no checkpoint, an unreadable header, no card, or safetensors not installed.
@@ -147,4 +150,38 @@ def read_checkpoint_card(path: Path) -> ModelCard:
         raise InputError(f"{path}: not a readable safetensors file ({err})") from None
     if CHECKPOINT_CARD_KEY not in metadata:
         raise InputError(f"{path}: has no vcorner model card in its metadata")
-    return ModelCard.from_dict(json.loads(metadata[CHECKPOINT_CARD_KEY]), str(path))
+    return card_type.from_dict(json.loads(metadata[CHECKPOINT_CARD_KEY]), str(path))
+
+
+def read_detector_card(model: Path, verify: bool = True) -> tuple[DetectorCard, str | None]:
+    """(card, SHA-256) of a centre detector: an ONNX file with its sidecar, or a ``.safetensors`` checkpoint.
+
+    Raises:
+        InputError: missing file, checksum mismatch, or not a detector.
+    """
+    if is_checkpoint(model):
+        path = resolve_checkpoint(model)
+        return read_checkpoint_card(path, DetectorCard), sha256_file(path) if verify else None
+    return read_card_and_digest(model, verify, DetectorCard)
+
+
+def card_format(model: Path) -> str | None:
+    """The ``format`` of a model file's card (sidecar, ONNX metadata or checkpoint metadata), unverified; None
+    when it has none. Tells a corner model from a detector before either is loaded."""
+    model = Path(model)
+    try:
+        if is_checkpoint(model):
+            from safetensors import safe_open
+
+            with safe_open(str(resolve_checkpoint(model)), framework="numpy") as handle:
+                return json.loads((handle.metadata() or {}).get(CHECKPOINT_CARD_KEY, "{}")).get("format")
+        sidecar = sidecar_path(model)
+        data = json.loads(sidecar.read_text(encoding="utf-8"))["card"] if sidecar.is_file() else _metadata_card(model)
+        return data.get("format")
+    except (InputError, OSError, ValueError, KeyError, ImportError):
+        return None
+
+
+def default_detector_path() -> Path:
+    """The default centre detector shipped inside the package."""
+    return Path(str(resources.files("vcorner.models").joinpath("detector.onnx")))

@@ -26,10 +26,11 @@ def save_model(path: Path, model: UNet, card: ModelCard) -> None:
     tmp.replace(path)
 
 
-def load_model(path: Path) -> tuple[UNet, ModelCard]:
-    """Rebuild the model from a checkpoint (eval mode, CPU) and return it with its card."""
+def load_model(path: Path, card_type: type = ModelCard) -> tuple[UNet, ModelCard]:
+    """Rebuild the model from a checkpoint (eval mode, CPU) and return it with its card (``card_type``: the
+    corner model's :class:`ModelCard` or a centre detector's :class:`DetectorCard`)."""
     path = resolve_checkpoint(path)
-    card = read_checkpoint_card(path)
+    card = read_checkpoint_card(path, card_type)
     model = UNet(**card.model_args)
     model.load_state_dict(load_file(str(path)))
     return model.eval(), card

@@ -12,7 +12,7 @@ class SpatialNormalization(nn.Module):
     Exports as Cast/ReduceMin/Sub/ReduceSum/Add/Div: standard ONNX ops, no custom op.
 
     Shapes:
-        (B, 1, N, N) any float dtype -> (B, 1, N, N) float32, non-negative, each map summing to 1.
+        (B, C, N, N) any float dtype -> (B, C, N, N) float32, non-negative, each of the B x C maps summing to 1.
     """
 
     def __init__(self, eps: float = 1e-8) -> None:

@@ -34,21 +34,26 @@ class UNet(nn.Module):
         widths: channels per level, shallow to deep (each level halves the resolution).
         in_channels: input channels (1: a grey patch).
         padding_mode: ``"zeros"`` (the paper) or ``"reflect"`` (against the border effect).
+        out_channels: maps per input: 1 for the corner network, one per vertebra name for the centre
+            detector (:mod:`vcorner.training.detector_trainer`); each is normalized on its own.
 
     Shapes:
         input (B, in_channels, N, N) float32 with N divisible by ``2 ** (len(widths) - 1)``;
-        output (B, 1, N, N) float32, each map non-negative and summing to 1.
+        output (B, out_channels, N, N) float32, each map non-negative and summing to 1.
     """
 
     def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256), in_channels: int = 1,
-                 padding_mode: str = "zeros") -> None:
+                 padding_mode: str = "zeros", out_channels: int = 1) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths needs at least two positive levels, got {widths}")
         if padding_mode not in ("zeros", "reflect", "replicate"):
             raise ValueError(f"padding_mode must be zeros, reflect or replicate, got {padding_mode!r}")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be positive, got {out_channels}")
         self.widths, self.in_channels, self.padding_mode = widths, in_channels, padding_mode
+        self.out_channels = int(out_channels)
         cins = (in_channels,) + widths[:-1]
         self.down = nn.ModuleList(double_conv(a, b, padding_mode) for a, b in zip(cins, widths, strict=True))
         self.pool = nn.MaxPool2d(2)
@@ -59,16 +64,17 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(
             double_conv(2 * widths[i], widths[i], padding_mode) for i in reversed(range(len(widths) - 1))
         )
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], self.out_channels, 1)
         self.normalize = SpatialNormalization()
 
     def constructor_args(self) -> dict:
-        """Arguments that rebuild this model (saved beside the weights)."""
-        return {"widths": list(self.widths), "in_channels": self.in_channels,
-                "padding_mode": self.padding_mode}
+        """Arguments that rebuild this model (saved beside the weights; ``out_channels`` only when not 1, so the
+        cards of corner models stay as they were)."""
+        args = {"widths": list(self.widths), "in_channels": self.in_channels, "padding_mode": self.padding_mode}
+        return args if self.out_channels == 1 else {**args, "out_channels": self.out_channels}
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, N, N) -> (B, 1, N, N) final activation before the spatial normalization."""
+        """(B, C, N, N) -> (B, out_channels, N, N) final activation before the spatial normalization."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else self.pool(x))
@@ -79,7 +85,7 @@ class UNet(nn.Module):
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, N, N) patches -> (B, 1, N, N) spatial probability maps (FP32)."""
+        """(B, C, N, N) patches -> (B, out_channels, N, N) spatial probability maps (FP32)."""
         return self.normalize(self.logits(x))
 
 
@@ -87,6 +93,7 @@ RECIPES: dict[str, dict] = {
     "paper": {"widths": [56, 112, 224, 448, 896]},
     "lite": {"widths": [16, 32, 64, 128, 256]},
     "tiny": {"widths": [4, 8, 8, 16, 16]},
+    "detector-lite": {"widths": [8, 16, 32, 64, 128]},
 }
 """Named constructor arguments. ``paper``: 23.8M parameters, within 2% of the paper's 24,237,633."""
 

@@ -27,6 +27,7 @@ from vcorner.hardware.cpu import available_cores
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
 from vcorner.pipeline import manifest
+from vcorner.pipeline.detection import DETECTED_FILE, DetectedJournal, DetectorUse, with_detected
 from vcorner.pipeline.outputs import (
     CornerJournal,
     corner_rows,
@@ -38,6 +39,7 @@ from vcorner.pipeline.outputs import (
 from vcorner.pipeline.overlay import measurement_labels, overlay_name, write_overlay
 from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.runtime.base import Runner
+from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.finish import finish
 from vcorner.stages.plan import Plan, PlannedImage
 from vcorner.stages.prepare import ImageJob, prepare
@@ -70,6 +72,8 @@ class BatchOptions:
     (``right``/``left``), or None for names only."""
     notes: tuple[tuple[str, str], ...] = ()
     """(key, message) pairs recorded in ``OUT/run.json`` (e.g. an uncalibrated card)."""
+    detector: DetectorUse | None = None
+    """Finds the centres of images listed without any (None: every image needs clicked centres)."""
 
 
 @dataclass
@@ -89,6 +93,10 @@ class BatchSummary:
     """errors.csv entries of images an earlier run listed and this run does not plan: kept, not counted."""
     interrupted: bool = False
     """Stopped by Ctrl-C (SIGINT): what was finished is written, the rest is left for a resumed run."""
+    detected: int = 0
+    """Images whose centres the detector found in this run."""
+    dropped: int = 0
+    """Detections below the detector's confidence threshold, not used."""
 
 
 class Progress:
@@ -113,12 +121,14 @@ class Finished:
     image: str
     rows: list[list[str]]
     patches: int
+    detected: DetectedCentres | None = None
+    """The detector's centres of an image listed without any (written to ``OUT/centers.detected.csv``)."""
 
 
 def _prepare_one(item: PlannedImage, card: ModelCard, options: BatchOptions) -> ImageJob | Failed:
     """An image's job, or why it cannot be read or cut."""
     try:
-        return prepare(item, card, keep_pixels=options.vis, max_pixels=options.max_pixels)
+        return prepare(item, card, keep_pixels=options.vis, max_pixels=options.max_pixels, detect=options.detector)
     except InputError as err:
         return Failed(item.record.file, str(err))
     except (OSError, ValueError, MemoryError) as err:
@@ -238,8 +248,9 @@ def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOp
         if options.vis:
             labels = measurement_labels(corners, item.spacing_mm, options.measure_labels) \
                 if options.measure_labels else None
-            write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated, labels)
-        return Finished(item.name, corner_rows(item.name, corners), len(item.patches))
+            write_overlay(out_dir / "vis" / overlay_name(item.name), item.pixels, corners, accumulated, labels,
+                          detected=item.detected)
+        return Finished(item.name, corner_rows(item.name, corners), len(item.patches), item.detected)
     except OSError as err:  # a JSON or overlay that cannot be written (disk full, say): name the file
         return Failed(item.name, f"cannot write {err.filename or 'an output file'}: {err.strerror or err}")
     except (InputError, ValueError) as err:
@@ -249,10 +260,18 @@ def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOp
         return Failed(item.name, f"post-processing failed: {type(err).__name__}: {err}")
 
 
-def _record(outcome: Finished | Failed, journal: CornerJournal, summary: BatchSummary, progress: Progress) -> None:
-    """Write one image's outcome: its rows to ``corners.csv``, or its reason to the summary's failures."""
+def _record(outcome: Finished | Failed, journal: CornerJournal, summary: BatchSummary, progress: Progress,
+            detected: DetectedJournal | None = None) -> None:
+    """Write one image's outcome: its detected centres (first) and rows to ``corners.csv``, or its reason to the
+    summary's failures."""
     if isinstance(outcome, Finished):
         try:
+            if outcome.detected is not None and detected is not None:
+                found = outcome.detected
+                detected.add(found)
+                summary.detected += 1
+                summary.dropped += len(found.dropped)
+                summary.refused_vertebrae.update({(outcome.image, k): v for k, v in found.left_out.items()})
             journal.add(outcome.rows)
         except OSError as err:  # disk full, say: this image fails, the next ones still try
             outcome = Failed(outcome.image, f"cannot write {journal.path}: {err.strerror or err}")
@@ -271,13 +290,14 @@ def _settled(outcome: Finished | Failed) -> Future:
     return future
 
 
-def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[CornerJournal, list[PlannedImage],
-                                                                         BatchSummary]:
-    """Open ``corners.csv`` and record ``run.json``; the images still to do; a summary.
+def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[
+        CornerJournal, list[PlannedImage], BatchSummary, DetectedJournal | None]:
+    """Open ``corners.csv`` (and with a detector ``centers.detected.csv``) and record ``run.json``; the images
+    still to do; a summary.
 
     Resuming keeps an image's rows only when they are complete, were found from the same centres, and its
-    requested ``--json``/``--vis`` files exist; a different model is refused
-    (:mod:`vcorner.pipeline.manifest`).
+    requested ``--json``/``--vis`` files exist; a different model (or detector) is refused
+    (:mod:`vcorner.pipeline.manifest`). Images an earlier run detected keep their detected centres.
 
     Raises:
         InputError: resuming into an OUT whose corners came from another model.
@@ -286,6 +306,12 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
     if not options.resume and (kept := keep_previous(out_dir)) is not None:
         log.warning("--no-resume: the earlier corners.csv, errors.csv and run.json of %s were moved to %s",
                     out_dir, kept)
+    detected = None
+    if options.detector is not None:
+        earlier = manifest.read_manifest(out_dir) if options.resume else None
+        manifest.check_same_detector(earlier, options.detector.identity, out_dir)
+        detected = DetectedJournal(out_dir / DETECTED_FILE, options.resume)
+        plan = with_detected(plan, detected)
     records = [p.record for p in plan.images]
     expected = {r.file: 4 * len(r.vertebrae) for r in records}
     expected.update(dict.fromkeys(plan.refused, 0))  # refused now: earlier rows of them are stale, not kept
@@ -309,8 +335,8 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
         log.warning("%s: dropped the incomplete rows of %d unlisted image(s) an earlier run was killed writing "
                     "(e.g. %s); list them again to redo them", out_dir / "corners.csv", len(journal.partial),
                     next(iter(journal.partial)))
-    manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous,  # after stale rows go
-                            dict(options.notes))
+    extra = dict(options.notes) | ({"detector": options.detector.describe()} if options.detector else {})
+    manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous, extra)  # after stale rows
     todo = [p for p in plan.images if p.record.file not in journal.done]
     planned = {p.record.file for p in plan.images} | set(plan.refused)
     old_failed, old_vertebrae = read_errors(out_dir / "errors.csv") if options.resume else ({}, {})
@@ -320,7 +346,7 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[Cor
                        {k: v for k, v in old_vertebrae.items() if k[0] not in planned})
     if summary.redone:
         log.info("%d image(s) redone: centres changed or requested --json/--vis files missing", summary.redone)
-    return journal, todo, summary
+    return journal, todo, summary, detected
 
 
 def write_run_errors(out_dir: Path, summary: BatchSummary) -> None:
@@ -356,7 +382,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     resumed run.
     """
     options, progress = options or BatchOptions(), progress or Progress()
-    journal, todo, summary = start_outputs(plan, Path(out_dir), options)
+    journal, todo, summary, detected = start_outputs(plan, Path(out_dir), options)
     progress.start(len(todo))
     workers = cpu_workers(runner, options)
     jobs: queue.Queue = queue.Queue(maxsize=options.queue_images)
@@ -375,7 +401,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
             waiting.extend(_settled(item) if isinstance(item, Failed) else
                            finishers.submit(_finish_one, item, card, out_dir, options) for item in ready)
             while waiting and (waiting[0].done() or len(waiting) > options.queue_images + workers):
-                _record(waiting.popleft().result(), journal, summary, progress)
+                _record(waiting.popleft().result(), journal, summary, progress, detected)
     except KeyboardInterrupt:  # Ctrl-C: stop the loader and finishers, keep what is finished, report it
         summary.interrupted = True
         stop.set()
@@ -388,8 +414,12 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
         finishers.shutdown(wait=True, cancel_futures=summary.interrupted)
         for future in waiting:  # every image finished is kept, also those behind one Ctrl-C left undone
             if not future.cancelled():
-                _record(future.result(), journal, summary, progress)
+                _record(future.result(), journal, summary, progress, detected)
         journal.close()
+        if detected is not None:
+            detected.close()
+            manifest.record_detected(out_dir, [detected.records[p.record.file] for p in todo
+                                               if p.record.file in detected.records])
         write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began
     return summary

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vcorner.geometry.sequence import checked_record
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.pipeline.overlay import overlay_name
@@ -45,10 +46,11 @@ def write_manifest(out_dir: Path, model_id: str | None, records: list[ImageRecor
     count (atomically), keeping the entries of ``previous`` images that this run does not plan; ``extra``
     adds fields (e.g. warnings)."""
     old = previous or {}
-    centers = {**(old.get("centers") or {}), **{r.file: centers_digest(r) for r in records}}
+    listed = [r for r in records if r.vertebrae]  # images still to detect get theirs in record_detected
+    centers = {**(old.get("centers") or {}), **{r.file: centers_digest(r) for r in listed}}
     old_cards = old.get("cards") or dict.fromkeys(old.get("centers") or {}, old.get("card"))
     cards = {**old_cards, **dict.fromkeys((r.file for r in records), card_id)}
-    rows = {**(old.get("rows") or {}), **{r.file: 4 * len(r.vertebrae) for r in records}}
+    rows = {**(old.get("rows") or {}), **{r.file: 4 * len(r.vertebrae) for r in listed}}
     data = {**(extra or {}), "format": FORMAT, "model": model_id, "card": card_id, "centers": centers,
             "cards": cards, "rows": rows}  # an extra note never replaces what resuming checks
     write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1, allow_nan=False) + "\n")
@@ -92,6 +94,34 @@ def missing_extras(out_dir: Path, images: list[str], write_json: bool, vis: bool
     return {image for image in images
             if (write_json and not (out_dir / "json" / f"{image}.json").is_file())
             or (vis and not (out_dir / "vis" / overlay_name(image)).is_file())}
+
+
+def record_detected(out_dir: Path, records: list[ImageRecord]) -> None:
+    """Add the centres digest and row count of images whose centres the detector found in this run (their
+    ``records`` after the sequence checks are what the corners came from)."""
+    data = read_manifest(out_dir)
+    if data is None or not records:
+        return
+    for listed in records:
+        try:
+            record = checked_record(listed)[0]
+        except InputError:
+            continue
+        data.setdefault("centers", {})[record.file] = centers_digest(record)
+        data.setdefault("rows", {})[record.file] = 4 * len(record.vertebrae)
+    write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+
+def check_same_detector(manifest: dict[str, Any] | None, detector_id: str | None, out_dir: Path) -> None:
+    """Raise a one-line InputError when OUT's detected centres came from another detector.
+
+    Raises:
+        InputError: the manifest names a different detector.
+    """
+    old = ((manifest or {}).get("detector") or {}).get("sha256")
+    if old and detector_id and old != detector_id:
+        raise InputError(f"{out_dir} holds centres found by another detector ({old[:12]}, this run "
+                         f"{detector_id[:12]}): pass --no-resume to detect them again, or choose another --out")
 
 
 def update_manifest(out_dir: Path, fields: dict[str, Any]) -> None:

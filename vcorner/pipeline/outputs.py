@@ -164,7 +164,7 @@ def write_image_json(out_dir: Path, image: str, corners: Sequence[VertebraCorner
     write_text_atomic(Path(out_dir) / "json" / f"{image}.json", text)
 
 
-OWN_FILES = ("corners.csv", "errors.csv", "run.json")
+OWN_FILES = ("corners.csv", "errors.csv", "run.json", "centers.detected.csv")
 
 
 def output_paths(out_dir: Path, images: Sequence[str], write_json: bool, vis: bool) -> list[Path]:

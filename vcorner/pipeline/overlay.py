@@ -12,6 +12,7 @@ from vcorner.io.atomic import write_bytes_atomic
 from vcorner.measure.definitions import heights, listhesis
 from vcorner.measure.intervals import SLIP_MM, adjacent_pairs
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners
+from vcorner.stages.detect import DetectedCentres
 
 CORNER_COLOURS = ((255, 80, 80), (80, 200, 255), (255, 200, 0), (120, 255, 120))
 """RGB per corner, in CORNER_NAMES order."""
@@ -73,10 +74,29 @@ def overlay_name(image: str) -> str:
     return image if image.lower().endswith(".png") else f"{image}.png"
 
 
+def draw_detected(rgb: np.ndarray, detected: DetectedCentres) -> np.ndarray:
+    """Draw the detector's centres (a cross, with name and confidence on the left; magenta when the sequence
+    checks left it out) in place."""
+    scale = max(1, round(max(rgb.shape[:2]) / 800))
+    for v in detected.listed.vertebrae:
+        x, y = (int(round(c)) for c in v.center)
+        colour = (255, 0, 255) if v.name in detected.left_out else (0, 255, 255)
+        cv2.drawMarker(rgb, (x, y), colour, cv2.MARKER_CROSS, 10 * scale, scale, cv2.LINE_AA)
+        text = f"{v.name} {detected.confidence[v.name]:.2f}"
+        (width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale, scale)
+        cv2.putText(rgb, text, (x - width - 8 * scale, y + 4 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.45 * scale,
+                    colour, scale, cv2.LINE_AA)
+    return rgb
+
+
 def write_overlay(path: Path, grey: np.ndarray, corners: Sequence[VertebraCorners],
-                  accumulated: Sequence[AccumulatedMap], labels: Sequence[str] | None = None) -> None:
-    """Write the overlay PNG for one image atomically (``labels``: one per vertebra, else their names)."""
+                  accumulated: Sequence[AccumulatedMap], labels: Sequence[str] | None = None,
+                  detected: DetectedCentres | None = None) -> None:
+    """Write the overlay PNG for one image atomically (``labels``: one per vertebra, else their names; with
+    ``detected``, also the detector's centres and confidences)."""
     rgb = draw_corners(heat_overlay(grey, accumulated), corners, labels)
+    if detected is not None:
+        draw_detected(rgb, detected)
     ok, data = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:
         raise ValueError(f"{path}: PNG encoding failed")

@@ -269,7 +269,7 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
     ray = import_ray()
     progress = progress or Progress()
     out_dir = Path(out_dir)
-    journal, todo, summary = start_outputs(plan, out_dir, options)
+    journal, todo, summary, _ = start_outputs(plan, out_dir, options)
     progress.start(len(todo))
     began = time.perf_counter()
     readable = [p for p in todo if p.path.is_file()]

@@ -90,14 +90,17 @@ class OnnxRuntimeRunner(Runner):
             beside an FP16 variant, which the CPU provider runs very slowly).
         patch_size: the card's patch side N, checked against the graph's input on load (None: unchecked).
         sha256: the model file's SHA-256 when already known (else hashed for :meth:`identity`).
+        out_channels: maps per input the graph must return: 1 for the corner model, one per vertebra name for
+            the centre detector.
     """
 
     name = "ort"
 
     def __init__(self, model: Path, device: str = "cpu", threads: int | None = None,
                  profile: str | None = None, cpu_model: Path | None = None, patch_size: int | None = None,
-                 sha256: str | None = None) -> None:
+                 sha256: str | None = None, out_channels: int = 1) -> None:
         self.device, self.device_id = split_device(device)
+        self.out_channels = out_channels
         self.known_sha256 = sha256
         self.patch_size = patch_size
         self.model, self.threads, self.profile = Path(model), threads, profile
@@ -120,7 +123,7 @@ class OnnxRuntimeRunner(Runner):
 
         self.run_options = ort.RunOptions()
         self.session = self.open_session(self.providers())
-        check_io(self.session, self.model, self.patch_size)
+        check_io(self.session, self.model, self.patch_size, self.out_channels)
         running = {provider: device for device, provider in PROVIDER_OF.items()}.get(self.session.get_providers()[0])
         if running != self.device:  # ORT falls back silently when a provider's libraries fail to load
             log.warning("ONNX Runtime could not start the %s provider and runs on %s instead", self.device, running)
@@ -128,7 +131,7 @@ class OnnxRuntimeRunner(Runner):
             log.warning("running %s instead of %s on the CPU provider", self.cpu_model.name, self.model.name)
             self.model, self.known_sha256 = self.cpu_model, None
             self.session = self.open_session(providers_for("cpu"))
-            check_io(self.session, self.model, self.patch_size)
+            check_io(self.session, self.model, self.patch_size, self.out_channels)
         self.name = f"ort-{running}" + ("-int8" if self.model.name.endswith(".int8.onnx") else "")
         self.on_gpu = running != "cpu"
 
@@ -162,9 +165,9 @@ class OnnxRuntimeRunner(Runner):
         self.run_options.terminate = True
 
 
-def check_io(session, model: Path, patch_size: int | None = None) -> None:
-    """Raise InputError unless the graph maps ``patches`` (B, 1, N, N) to ``maps`` of the same shape, with N
-    the card's ``patch_size`` when given."""
+def check_io(session, model: Path, patch_size: int | None = None, out_channels: int = 1) -> None:
+    """Raise InputError unless the graph maps ``patches`` (B, 1, N, N) to ``maps`` (B, out_channels, N, N), with
+    N the card's ``patch_size`` when given."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names = ([i.name for i in inputs], [o.name for o in outputs])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
@@ -173,8 +176,9 @@ def check_io(session, model: Path, patch_size: int | None = None) -> None:
     if len(shape) != 4 or shape[1] != 1 or not isinstance(shape[2], int) or shape[2] != shape[3]:
         raise InputError(f"{model}: input must be (batch, 1, N, N), got {shape}")
     out = outputs[0].shape
-    if len(out) != 4 or any(isinstance(o, int) and o != i for o, i in zip(out[1:], shape[1:], strict=True)):
-        raise InputError(f"{model}: output must have the input's shape (batch, 1, {shape[2]}, {shape[3]}), got {out}")
+    expected = [out_channels, *shape[2:]]
+    if len(out) != 4 or any(isinstance(o, int) and o != i for o, i in zip(out[1:], expected, strict=True)):
+        raise InputError(f"{model}: output must be (batch, {out_channels}, {shape[2]}, {shape[3]}), got {out}")
     if patch_size is not None and shape[2] != patch_size:
         raise InputError(f"{model}: its card says {patch_size}x{patch_size} patches but the graph takes "
                          f"{shape[2]}x{shape[3]}: the card belongs to another model")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from vcorner.io.records import InputError
+from vcorner.models.detector_card import DetectorCard
+from vcorner.models.modelfile import is_checkpoint, read_detector_card
 from vcorner.models.resolve import Backend, ResolvedModel
 from vcorner.runtime.base import Runner
 
@@ -31,3 +35,21 @@ def open_runner(resolved: ResolvedModel) -> Runner:
     return OnnxRuntimeRunner(resolved.graph, resolved.device, resolved.threads, resolved.profile,
                              cpu_model=resolved.cpu_graph, patch_size=resolved.card.sampling.patch_size,
                              sha256=resolved.graph_sha256)
+
+
+def open_detector(model: Path, device: str = "cpu", threads: int | None = 1) -> tuple[Runner, DetectorCard]:
+    """The (not yet entered) ONNX Runtime runner of a centre detector, and its verified card.
+
+    ``threads`` defaults to 1: the detector runs inside the batch's loader thread, beside the corner model's
+    inference, which has the cores.
+
+    Raises:
+        InputError: missing file, checksum mismatch, not a detector, or not an ONNX file.
+    """
+    from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+
+    card, digest = read_detector_card(model)
+    if is_checkpoint(model):
+        raise InputError(f"{model}: export the detector to ONNX first (vcorner export {model} --out detector.onnx)")
+    return OnnxRuntimeRunner(Path(model), device, threads, patch_size=card.input_side, sha256=digest,
+                             out_channels=len(card.names)), card

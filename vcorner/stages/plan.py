@@ -67,3 +67,21 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
         log.warning("%d vertebra(e) left out for bad centres (listed in errors.csv), e.g. %s",
                     len(refused_vertebrae), next(iter(refused_vertebrae.values())))
     return Plan(images, refused, unlisted, refused_vertebrae)
+
+
+def plan_folder(image_dir: Path, exclude: Path | None = None) -> Plan:
+    """Every image under ``image_dir`` (sorted, subfolders included), without centres: the detector finds them.
+    Files under ``exclude`` (an OUT inside DIR, with its overlays) are left out.
+
+    Raises:
+        InputError: DIR missing or holding no image.
+    """
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise InputError(f"{image_dir}: {'not a directory' if image_dir.exists() else 'no such directory'}")
+    skip = exclude.resolve() if exclude is not None else None
+    names = sorted(p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*")
+                   if p.is_file() and is_image_path(p) and not (skip and p.resolve().is_relative_to(skip)))
+    if not names:
+        raise InputError(f"{image_dir}: no images (PNG, JPEG, TIFF, DICOM) in it")
+    return Plan([PlannedImage(ImageRecord(name), safe_path(image_dir, name)) for name in names], {}, [])

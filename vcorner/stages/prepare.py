@@ -7,6 +7,7 @@ calibration all cut patches here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,12 @@ from vcorner.geometry.sequence import spine_levels
 from vcorner.io.images import read_image
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
+from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.plan import PlannedImage
+
+Detect = Callable[[list[np.ndarray], tuple[int, int], str, "float | None"], DetectedCentres]
+"""Finds an image's centres from its pyramid, shape, name and pixel spacing (the batch binds
+:func:`vcorner.stages.detect.detect_centres` to a detector's card and runner)."""
 
 
 @dataclass
@@ -48,6 +54,8 @@ class ImageJob:
     filled: int = 0
     spacing_mm: float | None = None
     """Pixel spacing from the centres file, else the DICOM header; None when unknown."""
+    detected: DetectedCentres | None = None
+    """The detector's centres, when the image had none listed (None: clicked centres)."""
 
 
 def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
@@ -62,22 +70,32 @@ def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str])
 
 
 def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
-            max_pixels: int | None = None) -> ImageJob:
-    """Decode one image and cut every patch of every vertebra (the poses of the model's card).
+            max_pixels: int | None = None, detect: Detect | None = None) -> ImageJob:
+    """Decode one image, find its centres with ``detect`` when none are listed, and cut every patch of every
+    vertebra (the poses of the model's card).
 
     Raises:
-        InputError: unreadable image, bad centres (one line naming the problem).
+        InputError: unreadable image, bad centres, no centres listed and no detector, no vertebrae found (one
+            line naming the problem).
     """
     image = read_image(item.path) if max_pixels is None else read_image(item.path, max_pixels=max_pixels)
-    names = [v.name for v in item.record.vertebrae]
-    centers = item.record.centers
+    pyramid = build_pyramid(image.pixels)
+    record, detected = item.record, None
+    spacing = record.pixel_spacing_mm or image.pixel_spacing_mm
+    if not record.vertebrae:
+        if detect is None:
+            raise InputError("no centres listed for this image")
+        detected = detect(pyramid, image.pixels.shape, record.file, spacing)
+        record = detected.record
+    names = [v.name for v in record.vertebrae]
+    centers = record.centers
     check_centers(centers, image.pixels.shape, names)
     frames = frames_from_centers(centers, spine_levels(names))
     sampling = card.sampling
     poses = sample_poses(sampling)
     affines = np.concatenate([patch_affines(frames, i, poses, sampling) for i in range(len(frames))])
     owner = np.repeat(np.arange(len(frames)), len(poses))
-    patches = extract_patches(build_pyramid(image.pixels), affines, sampling.patch_size)[:, None]
-    return ImageJob(item.record.file, image.pixels.shape, frames, names, affines, owner, patches,
-                    np.empty_like(patches), image.pixels if keep_pixels else None,
-                    spacing_mm=item.record.pixel_spacing_mm or image.pixel_spacing_mm)
+    patches = extract_patches(pyramid, affines, sampling.patch_size)[:, None]
+    return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
+                    np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
+                    detected=detected)

@@ -1,0 +1,57 @@
+"""``vcorner detect DIR --out centers.csv``: find and name the vertebrae of every image, for review."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import TextColumn
+
+from vcorner.cli.common import EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
+
+
+def detect(
+    image_dir: Annotated[Path, typer.Argument(help="Folder of X-rays (PNG, JPEG, TIFF, DICOM).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Centres file to write (image,vertebra,x,y,"
+                                                          "pixel_spacing_mm,confidence).")] = Path("centers.csv"),
+    detector: Annotated[Path | None, typer.Option(help="Centre detector ONNX (default: the shipped one).")] = None,
+    min_confidence: Annotated[float | None, typer.Option(
+        min=0.0, max=0.999, help="Drop detections below this confidence (default: the detector card's).")] = None,
+    max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (default 200 megapixels).")]
+    = None,
+) -> None:
+    """Find and name the vertebrae of every image in IMAGE_DIR and write their centres with a confidence.
+
+    Review or correct OUT, then run vcorner batch IMAGE_DIR --centers OUT. Images where no vertebra was found go to
+    <OUT stem>.errors.csv. Exit code 0: every image answered; 1: some failed; 2: usage error.
+    """
+    from dataclasses import replace
+
+    from vcorner.cli.batch import detector_in_use
+    from vcorner.pipeline.detection import detect_folder, write_detected
+    from vcorner.pipeline.outputs import write_errors
+    from vcorner.stages.plan import plan_folder
+
+    with user_errors():
+        plan = plan_folder(image_dir)
+        if out.resolve() in {p.path.resolve() for p in plan.images} or out.suffix.lower() != ".csv":
+            fail(f"{out}: choose a .csv file that is not one of the images")
+        errors = out.with_name(f"{out.stem}.errors.csv")
+        with detector_in_use(detector, wanted=True) as found:
+            if min_confidence is not None:
+                card = found.card.with_detection(replace(found.card.detection, min_confidence=min_confidence))
+                found = replace(found, card=card)
+            with progress_bar(TextColumn("{task.completed}/{task.total} images")) as bar:
+                task = bar.add_task("detecting", total=len(plan.images))
+                result = detect_folder(plan, found, max_pixels, lambda: bar.update(task, advance=1))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_detected(out, result.found)
+        write_errors(errors, result.failed)
+    vertebrae = sum(len(f.listed.vertebrae) for f in result.found)
+    stderr.print(f"{len(result.found)} image(s), {vertebrae} vertebra centre(s) in {out}; {len(result.failed)} "
+                 f"failed; {result.dropped} detection(s) below confidence {found.card.detection.min_confidence:g} "
+                 f"dropped; {result.seconds:.1f} s", highlight=False, soft_wrap=True)
+    if result.failed:
+        stderr.print(f"failed images are listed with reasons in {errors}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_PARTIAL if result.failed else EXIT_OK)

@@ -1,0 +1,51 @@
+"""The whole image as the centre detector's input: an S x S grid letterboxed over it (README.md, "Automatic
+centres").
+
+The grid-to-image affine has the form of a patch affine (:func:`vcorner.geometry.patches.patch_affines`), so
+:func:`vcorner.geometry.patches.extract_patches` cuts the input anti-aliased from the image's pyramid, at
+training and at inference alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vcorner.geometry.patches import apply_affine, extract_patches, invert_affines
+
+
+def letterbox_affine(shape: tuple[int, int], size: int) -> np.ndarray:
+    """(2, 3) affine from the S x S input grid to image pixels: the whole (H, W) image fits, centred, its aspect
+    kept (the margins read as outside the image)."""
+    height, width = shape
+    step = max(height, width) / size  # image pixels per input pixel
+    middle = (size - 1) / 2.0
+    return np.array([[step, 0.0, (width - 1) / 2.0 - step * middle],
+                     [0.0, step, (height - 1) / 2.0 - step * middle]])
+
+
+def augmented_affine(base: np.ndarray, size: int, rng: np.random.Generator, zoom: tuple[float, float],
+                     rotation_deg: float, shift: float) -> np.ndarray:
+    """``base`` (2, 3) turned by up to ``rotation_deg``, zoomed by a factor in ``zoom`` (> 1 magnifies, cutting
+    the image's edges off) and shifted by up to ``shift`` of the input side, about the input's centre."""
+    angle = np.deg2rad(rng.uniform(-rotation_deg, rotation_deg))
+    factor = 1.0 / rng.uniform(*zoom)
+    c, s = np.cos(angle), np.sin(angle)
+    linear = base[:, :2] @ (factor * np.array([[c, -s], [s, c]]))
+    middle = np.full(2, (size - 1) / 2.0)
+    centre = apply_affine(base, middle + rng.uniform(-shift, shift, 2) * size)
+    return np.concatenate([linear, (centre - linear @ middle)[:, None]], axis=1)
+
+
+def detector_input(pyramid: list[np.ndarray], affine: np.ndarray, size: int) -> np.ndarray:
+    """(1, 1, S, S) float32 standardized network input cut through ``affine`` (2, 3) from ``pyramid``."""
+    return extract_patches(pyramid, affine[None], size)[:, None]
+
+
+def to_image(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(..., 2) input-grid points -> image pixels."""
+    return apply_affine(affine, points)
+
+
+def to_grid(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(..., 2) image pixels -> input-grid points."""
+    return apply_affine(invert_affines(affine[None])[0], points)

@@ -1,0 +1,186 @@
+"""Automatic centres in a batch: the detector bound to its runner, and ``OUT/centers.detected.csv``, the journal
+of the centres it found (README.md, "Automatic centres").
+
+The journal has the columns of ``centers.csv`` plus ``confidence`` (so ``vcorner batch --centers
+OUT/centers.detected.csv`` reruns on the same centres, and a person can correct them first). Each image's rows
+are appended and fsynced before its corners are, so a resumed run reuses the centres of every image it detected
+instead of detecting it again, and its corners are complete or redone, never half kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from vcorner.geometry.patches import build_pyramid
+from vcorner.geometry.sequence import checked_record
+from vcorner.io.atomic import write_text_atomic
+from vcorner.io.images import read_image
+from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.io.spreadsheet import neutralise, restore
+from vcorner.models.detector_card import DetectorCard
+from vcorner.stages.detect import DetectedCentres, Infer, detect_centres
+from vcorner.stages.plan import Plan, PlannedImage
+
+DETECTED_FILE = "centers.detected.csv"
+DETECTED_COLUMNS = ("image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence")
+
+
+@dataclass(frozen=True)
+class DetectorUse:
+    """A centre detector ready to run: its card, its runner's ``infer`` and what identifies it in ``run.json``."""
+
+    card: DetectorCard
+    infer: Infer
+    identity: str
+    path: str
+
+    def __call__(self, pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
+                 spacing_mm: float | None) -> DetectedCentres:
+        """:func:`vcorner.stages.detect.detect_centres` with this detector (a ``Detect`` of the prepare stage)."""
+        return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer)
+
+    def describe(self) -> dict:
+        """The ``run.json`` entry: file, SHA-256, names, input size and confidence threshold."""
+        return {"path": self.path, "sha256": self.identity, "names": list(self.card.names),
+                "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence}
+
+
+def detected_rows(found: DetectedCentres) -> list[list[str]]:
+    """The journal rows of one image: its confident detections as found, cranial first."""
+    record, spacing = found.listed, found.listed.pixel_spacing_mm
+    return [[neutralise(record.file), neutralise(v.name), f"{v.center[0]:.3f}", f"{v.center[1]:.3f}",
+             "" if spacing is None else f"{spacing:.6g}", f"{found.confidence[v.name]:.4f}"]
+            for v in record.vertebrae]
+
+
+def _csv(rows: list[list[str]], header: tuple[str, ...] | None = None) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if header:
+        writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+class DetectedJournal:
+    """Appends each detected image's centres to ``OUT/centers.detected.csv``; reads those of an earlier run.
+
+    Args:
+        path: the journal file.
+        resume: keep the earlier run's rows (else start afresh).
+
+    Attributes:
+        records: image -> its detected centres (as listed, before the sequence checks).
+    """
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = Path(path)
+        rows = read_journal_rows(self.path) if resume else {}
+        self.records = {image: journal_record(image, group) for image, group in rows.items()}
+        write_text_atomic(self.path, _csv([r for group in rows.values() for r in group], DETECTED_COLUMNS))
+        self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
+
+    def add(self, found: DetectedCentres) -> None:
+        """Append one image's detections in a single write, then flush and fsync."""
+        self.handle.write(_csv(detected_rows(found)))
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.records[found.listed.file] = found.listed
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def read_journal_rows(path: Path) -> dict[str, list[list[str]]]:
+    """Complete rows of an existing journal grouped by image (as written; a partial last line dropped)."""
+    if not path.is_file():
+        return {}
+    text = path.read_text(encoding="utf-8", errors="replace")
+    grouped: dict[str, list[list[str]]] = {}
+    for row in csv.reader(io.StringIO(text[: text.rfind("\n") + 1])):
+        if len(row) == len(DETECTED_COLUMNS) and row[0] != "image" and _finite(row[2], row[3]):
+            grouped.setdefault(restore(row[0]), []).append(row)
+    return grouped
+
+
+def _finite(*values: str) -> bool:
+    try:
+        return all(np.isfinite(float(v)) for v in values)
+    except ValueError:
+        return False
+
+
+def journal_record(image: str, rows: list[list[str]]) -> ImageRecord:
+    """The record of one image's journal rows."""
+    spacing = next((float(r[4]) for r in rows if r[4] and _finite(r[4])), None)
+    return ImageRecord(image, tuple(Vertebra(restore(r[1]), np.array([float(r[2]), float(r[3])])) for r in rows),
+                       spacing)
+
+
+def with_detected(plan: Plan, journal: DetectedJournal) -> Plan:
+    """``plan`` with the centres an earlier run detected filled in for the images it lists without centres
+    (checked like clicked centres: the same vertebrae are left out, with the same reasons)."""
+    images, refused, left_out = [], dict(plan.refused), dict(plan.refused_vertebrae)
+    for item in plan.images:
+        found = journal.records.get(item.record.file) if not item.record.vertebrae else None
+        if found is None:
+            images.append(item)
+            continue
+        try:
+            record, dropped = checked_record(found)
+        except InputError as err:
+            refused[item.record.file] = f"detected centres fail the sequence checks: {err}"
+            continue
+        left_out.update({(record.file, name): reason for name, reason in dropped.items()})
+        images.append(PlannedImage(replace(record, pixel_spacing_mm=item.record.pixel_spacing_mm
+                                           or record.pixel_spacing_mm), item.path))
+    return replace(plan, images=images, refused=refused, refused_vertebrae=left_out)
+
+
+@dataclass
+class FolderDetections:
+    """What ``vcorner detect`` found: per image its detections, or why none could be used."""
+
+    found: list[DetectedCentres]
+    failed: dict[str, str]
+    seconds: float = 0.0
+
+    @property
+    def dropped(self) -> int:
+        """Detections below the confidence threshold, over all images."""
+        return sum(len(f.dropped) for f in self.found)
+
+
+def detect_folder(plan: Plan, detector: DetectorUse, max_pixels: int | None = None,
+                  advance: Callable[[], None] = lambda: None) -> FolderDetections:
+    """Decode every planned image once and find its centres (``advance`` is called after each image).
+
+    An unreadable image, or one where the detector finds fewer than two confident vertebrae ("no vertebrae
+    found") or a sequence that fails the centre checks, goes to ``failed`` with its one-line reason.
+    """
+    began, result = time.perf_counter(), FolderDetections([], dict(plan.refused))
+    for item in plan.images:
+        try:
+            image = read_image(item.path) if max_pixels is None else read_image(item.path, max_pixels=max_pixels)
+            result.found.append(detector(build_pyramid(image.pixels), image.pixels.shape, item.record.file,
+                                         image.pixel_spacing_mm))
+        except InputError as err:
+            result.failed[item.record.file] = str(err)
+        except (OSError, ValueError, MemoryError) as err:
+            result.failed[item.record.file] = f"cannot process: {err}"
+        advance()
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def write_detected(path: Path, found: list[DetectedCentres]) -> None:
+    """Write detections as a centres file with a ``confidence`` column, atomically."""
+    write_text_atomic(Path(path), _csv([row for f in found for row in detected_rows(f)], DETECTED_COLUMNS))

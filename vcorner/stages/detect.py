@@ -1,0 +1,77 @@
+"""Centres without clicks: the detector stage that names and places the vertebrae of an image before its patches
+are cut (README.md, "Automatic centres").
+
+``detect_centres`` runs inside :func:`vcorner.stages.prepare.prepare` on the pyramid it already built, so a
+batch reads every file once. The detected sequence then passes the same checks as clicked centres
+(:func:`vcorner.geometry.sequence.checked_record`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vcorner.geometry.letterbox import detector_input, letterbox_affine
+from vcorner.geometry.sequence import checked_record
+from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.models.detector_card import DetectorCard
+from vcorner.postprocess.peaks import Detection, decode_detections, split_confident
+
+Infer = Callable[[np.ndarray], np.ndarray]
+"""A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
+
+
+@dataclass(frozen=True)
+class DetectedCentres:
+    """What the detector found in one image.
+
+    Attributes:
+        listed: the confident detections as found (every name at or above the card's confidence, cranial first):
+            what ``centers.detected.csv`` records, with their confidences.
+        record: ``listed`` after the centre-sequence checks: the vertebrae that get corners.
+        left_out: vertebra name -> why the sequence checks left it out (``errors.csv``).
+        dropped: detections below the card's confidence (counted, not used).
+    """
+
+    listed: ImageRecord
+    confidence: dict[str, float]
+    record: ImageRecord
+    left_out: dict[str, str] = field(default_factory=dict)
+    dropped: tuple[Detection, ...] = ()
+
+
+def run_detector(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard,
+                 infer: Infer) -> list[Detection]:
+    """Every channel's detection in one image (confidence included, none dropped).
+
+    Args:
+        pyramid: the image's pyramid (:func:`vcorner.geometry.patches.build_pyramid`).
+        shape: (H, W) of the image, pixels.
+    """
+    size = card.detection.input_size
+    affine = letterbox_affine(shape, size)
+    maps = infer(detector_input(pyramid, affine, size))[0]
+    return decode_detections(maps, card.names, affine, card.detection.peak_radius_px)
+
+
+def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,
+                   card: DetectorCard, infer: Infer) -> DetectedCentres:
+    """The checked, named centres of one image.
+
+    Raises:
+        InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
+            sequence checks' reason when the detected sequence cannot frame any vertebra.
+    """
+    kept, dropped = split_confident(run_detector(pyramid, shape, card, infer), card.detection.min_confidence)
+    if len(kept) < 2:
+        best = max((d.confidence for d in kept + dropped), default=0.0)
+        raise InputError(f"no vertebrae found (the detector's best confidence {best:.2f}; at least two names need "
+                         f"{card.detection.min_confidence:g})")
+    listed = ImageRecord(file, tuple(Vertebra(d.name, np.asarray(d.xy, dtype=np.float64)) for d in kept), spacing_mm)
+    try:
+        record, left_out = checked_record(listed)
+    except InputError as err:
+        raise InputError(f"detected centres fail the sequence checks: {err}") from None
+    return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, left_out, tuple(dropped))

@@ -1,0 +1,163 @@
+"""Views and target maps for training the centre detector, from the same ``annotations.json`` as the corners.
+
+One view is the whole image letterboxed into S x S pixels (:mod:`vcorner.geometry.letterbox`), randomly turned,
+zoomed and shifted; its target holds, per vertebra name, a Gaussian at that vertebra's centre normalized to
+sum 1, or a flat map where the name is missing from the view (not annotated, cut off by the zoom).
+Negative views (no spine: noise, gradients, blank, soft tissue only) have every map flat.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vcorner.config import DetectionConfig
+from vcorner.geometry.letterbox import augmented_affine, detector_input, letterbox_affine, to_grid
+from vcorner.geometry.patches import build_pyramid
+from vcorner.geometry.sequence import checked_annotation, spine_levels, typical_spacing
+from vcorner.io.annotations import read_annotations
+from vcorner.io.images import read_image
+from vcorner.io.records import ImageRecord, InputError, anatomical_rank
+from vcorner.training.detector_recipe import AugmentSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DetectorImage:
+    """One decoded training image: its pyramid and its named centres (image pixels)."""
+
+    record: ImageRecord
+    pyramid: list[np.ndarray]
+    shape: tuple[int, int]
+    spacing_px: float
+    """Typical distance between neighbouring centres, image pixels."""
+
+
+def channel_names(records: Sequence[ImageRecord]) -> tuple[str, ...]:
+    """Every vertebra name of the annotations, cranial first: anatomical order when all names are anatomical
+    labels, else the order of first appearance."""
+    names: list[str] = []
+    for record in records:
+        names += [v.name for v in record.vertebrae if v.name not in names]
+    ranks = [anatomical_rank(n) for n in names]
+    if all(r is not None for r in ranks):
+        names = [n for _, n in sorted(zip(ranks, names, strict=True))]
+    return tuple(names)
+
+
+def load_detector_images(root: Path) -> list[DetectorImage]:
+    """Decode every annotated image of ``root/annotations.json`` usable for the detector (two or more checked
+    centres); the others are skipped with a warning naming them.
+
+    Raises:
+        InputError: no usable image.
+    """
+    root = Path(root)
+    images = []
+    for listed in read_annotations(root / "annotations.json"):
+        try:
+            record = checked_annotation(listed)
+            if len(record.vertebrae) < 2:
+                raise InputError("needs two or more vertebrae")
+            pixels = read_image(root / record.file).pixels
+        except InputError as err:
+            log.warning("skipping %s: %s", listed.file, err)
+            continue
+        levels = spine_levels([v.name for v in record.vertebrae])
+        spacing = typical_spacing(record.centers, levels if levels is not None else
+                                  np.arange(len(record.vertebrae), dtype=float))
+        images.append(DetectorImage(record, build_pyramid(pixels), pixels.shape, spacing))
+    if not images:
+        raise InputError(f"{root}: no usable annotated image for the detector")
+    return images
+
+
+def gaussian_map(size: int, centre: np.ndarray, sd: float) -> np.ndarray:
+    """(S, S) float32 Gaussian at ``centre`` (x, y grid pixels) with sd ``sd`` pixels, summing to 1; flat when
+    its mass inside the grid vanishes."""
+    axis = np.arange(size, dtype=np.float64)
+    gx = np.exp(-0.5 * ((axis - centre[0]) / sd) ** 2)
+    gy = np.exp(-0.5 * ((axis - centre[1]) / sd) ** 2)
+    grid = np.outer(gy, gx)
+    total = grid.sum()
+    return (grid / total).astype(np.float32) if total > 1e-6 else flat_map(size)
+
+
+def flat_map(size: int) -> np.ndarray:
+    """(S, S) float32 uniform map: the target of a name missing from the view."""
+    return np.full((size, size), 1.0 / size**2, dtype=np.float32)
+
+
+def view_targets(image: DetectorImage, affine: np.ndarray, names: Sequence[str], config: DetectionConfig,
+                 margin: float = 0.5) -> np.ndarray:
+    """(K, S, S) targets of one view: a Gaussian per name whose centre lies inside the view (``margin`` grid
+    pixels in from its edge), flat maps for the rest."""
+    size = config.input_size
+    step = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # image pixels per grid pixel
+    sd = max(config.sigma * image.spacing_px / step, config.min_sigma_px)
+    where = {v.name: to_grid(affine, v.center) for v in image.record.vertebrae}
+    out = np.empty((len(names), size, size), dtype=np.float32)
+    for k, name in enumerate(names):
+        centre = where.get(name)
+        inside = centre is not None and np.all((centre >= margin) & (centre <= size - 1 - margin))
+        out[k] = gaussian_map(size, centre, sd) if inside else flat_map(size)
+    return out
+
+
+def negative_view(size: int, rng: np.random.Generator, images: Sequence[DetectorImage]) -> np.ndarray:
+    """(1, S, S) standardized input without a spine: noise, a gradient, a blank field, or soft tissue only (a
+    magnified corner of a training image far from its centres)."""
+    kind = int(rng.integers(0, 4))
+    if kind == 0:
+        pixels = rng.normal(0.5, rng.uniform(0.02, 0.3), (size, size))
+    elif kind == 1:
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        pixels = rng.uniform(-1, 1) * xx + rng.uniform(-1, 1) * yy + rng.normal(0, 0.02, (size, size))
+    elif kind == 2:
+        pixels = np.full((size, size), rng.uniform(0, 1)) + rng.normal(0, 1e-3, (size, size))
+    else:
+        return _soft_tissue_view(size, rng, images)
+    pixels = cv2.GaussianBlur(pixels.astype(np.float32), (0, 0), float(rng.uniform(0.3, 3.0)))
+    return ((pixels - pixels.mean()) / (pixels.std() + 1e-6)).astype(np.float32)[None]
+
+
+def _soft_tissue_view(size: int, rng: np.random.Generator, images: Sequence[DetectorImage]) -> np.ndarray:
+    image = images[int(rng.integers(0, len(images)))]
+    height, width = image.shape
+    step = image.spacing_px * rng.uniform(0.6, 1.2) / size  # a view about one vertebra spacing wide
+    for _ in range(20):
+        centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+        if np.min(np.linalg.norm(image.record.centers - centre, axis=1)) > 2.5 * image.spacing_px:
+            break
+    middle = (size - 1) / 2.0
+    affine = np.array([[step, 0.0, centre[0] - step * middle], [0.0, step, centre[1] - step * middle]])
+    return detector_input(image.pyramid, affine, size)[0]
+
+
+def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: DetectionConfig,
+                augment: AugmentSpec, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass: a view of every image (augmented when ``rng`` is given, else the plain letterbox, for
+    validation) plus ``augment.negatives`` as many negative views (training only).
+
+    Returns:
+        inputs (M, 1, S, S) and targets (M, K, S, S), float32.
+    """
+    size = config.input_size
+    xs, ys = [], []
+    for image in images:
+        affine = letterbox_affine(image.shape, size)
+        if rng is not None:
+            affine = augmented_affine(affine, size, rng, augment.zoom, augment.rotation_deg, augment.shift)
+        xs.append(detector_input(image.pyramid, affine, size)[0])
+        ys.append(view_targets(image, affine, names, config))
+    if rng is not None:
+        for _ in range(int(round(augment.negatives * len(images)))):
+            xs.append(negative_view(size, rng, images))
+            ys.append(np.stack([flat_map(size)] * len(names)))
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)

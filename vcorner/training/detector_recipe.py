@@ -1,0 +1,94 @@
+"""Centre detector recipes: ``train/detector-lite.toml`` fills these frozen dataclasses (``task = "detector"``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from vcorner.config import DetectionConfig, from_dict, to_dict
+from vcorner.io.records import InputError
+from vcorner.training.recipe import ModelSpec, Recipe, recipe_from_dict
+
+DETECTOR_TASK = "detector"
+
+
+@dataclass(frozen=True)
+class AugmentSpec:
+    """Random views of each training image per epoch.
+
+    ``zoom`` > 1 magnifies and cuts vertebrae off the view (they become absent names); ``negatives`` is the
+    share of extra views with no spine at all (noise, gradients, blank, soft tissue only), whose every map is
+    trained flat.
+    """
+
+    zoom: tuple[float, float] = (0.8, 1.3)
+    rotation_deg: float = 12.0
+    shift: float = 0.12
+    negatives: float = 0.1
+
+
+@dataclass(frozen=True)
+class DetectorOptim:
+    """Optimization: AdamW with a one-cycle schedule over ``epochs`` passes of augmented views."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    seed: int = 0
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class DetectorRecipe:
+    """Everything a detector training run needs besides the data."""
+
+    name: str = "detector-lite"
+    model: ModelSpec = field(default_factory=lambda: ModelSpec(recipe="detector-lite"))
+    detection: DetectionConfig = field(default_factory=DetectionConfig)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)
+    train: DetectorOptim = field(default_factory=DetectorOptim)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": DETECTOR_TASK, "name": self.name,
+                **{k: to_dict(getattr(self, k)) for k in ("model", "detection", "augment", "train")}}
+
+
+def detector_recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> DetectorRecipe:
+    """Build a :class:`DetectorRecipe` from nested tables; unknown tables or keys raise InputError."""
+    sections = {"model": ModelSpec, "detection": DetectionConfig, "augment": AugmentSpec, "train": DetectorOptim}
+    unknown = sorted(set(data) - set(sections) - {"name", "task", "reproduce"})
+    if unknown:
+        raise InputError(f"{where}: unknown table(s) {', '.join(unknown)} for a detector recipe")
+    try:
+        parts = {k: from_dict(cls, data.get(k), f"{where} [{k}]") for k, cls in sections.items()}
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err)) from None
+    if "model" not in data:
+        parts["model"] = ModelSpec(recipe="detector-lite")
+    return DetectorRecipe(name=str(data.get("name", "detector")), **parts)
+
+
+def load_any_recipe(path: Path) -> Recipe | DetectorRecipe:
+    """A TOML recipe: a corner recipe, or a detector recipe when its top level says ``task = "detector"``.
+
+    Raises:
+        InputError: missing file, bad TOML, unknown task, table or key.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such recipe file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"{path}: not valid TOML ({err})") from None
+    task = data.get("task", "corners")
+    if task == DETECTOR_TASK:
+        return detector_recipe_from_dict(data, str(path))
+    if task != "corners":
+        raise InputError(f"{path}: unknown task {task!r} (corners or detector)")
+    return recipe_from_dict({k: v for k, v in data.items() if k != "task"}, str(path))
