@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -93,3 +94,32 @@ def test_as_many_actors_as_cpus_finishes_with_the_local_corners(toy_dataset, tin
     assert sorted((tmp_path / "ray" / "corners.csv").read_text().splitlines()) == sorted(
         (tmp_path / "local" / "corners.csv").read_text().splitlines())
     assert "ReadBinary" not in ray.stderr and "Resources:" not in ray.stderr  # Ray Data's lines stay quiet
+
+
+@pytest.mark.slow
+def test_ray_batch_without_centres_matches_the_local_automatic_batch(tmp_path):
+    """No --centers: every actor runs its own detector session; corners, detected centres and errors (a film
+    with no spine) are the local automatic batch's."""
+    import cv2
+    import numpy as np
+
+    ray = pytest.importorskip("ray")
+    examples = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+    root = tmp_path / "films"
+    shutil.copytree(examples, root, ignore=shutil.ignore_patterns("*.csv", "*.json"))
+    cv2.imwrite(str(root / "noise.png"), (np.random.default_rng(0).random((600, 500)) * 255).astype(np.uint8))
+    outputs = {}
+    try:
+        for mode in ("local", "ray"):
+            out = tmp_path / mode
+            result = CliRunner().invoke(app, ["batch", str(root), "--out", str(out)] +
+                                        (["--ray", "local"] if mode == "ray" else []))
+            assert result.exit_code == 1, result.output  # noise.png: no vertebrae found
+            outputs[mode] = {name: sorted((out / name).read_text().splitlines())
+                             for name in ("corners.csv", "errors.csv", "centers.detected.csv")}
+    finally:
+        ray.shutdown()
+    assert outputs["ray"] == outputs["local"]
+    assert len(outputs["ray"]["corners.csv"]) == 1 + 6 * 5 * 4
+    assert [line.split(",")[0] for line in outputs["ray"]["errors.csv"]] == ["image", "noise.png"]
+    assert "no vertebrae found" in outputs["ray"]["errors.csv"][1]

@@ -101,9 +101,6 @@ def batch(
         check_options(device, profile, precision)
         if anterior not in ("right", "left"):
             fail(f"--anterior must be right or left, got {anterior!r}")
-        if centers is None and ray is not None:
-            fail("automatic centres are not available with --ray yet: run vcorner detect IMAGE_DIR --out centers.csv, "
-                 "then vcorner batch --ray with --centers centers.csv")
         if centers is not None and detector is not None:
             fail("--detector is used only without --centers (the clicked centres are used as given)")
         plan = make_plan(image_dir, centers) if centers is not None else plan_folder(image_dir, exclude=out)
@@ -223,10 +220,14 @@ def report(summary, runner_name: str, out: Path) -> None:
     update_manifest(out, {"last_run": {
         "backend": runner_name, "done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
         "vertebrae_left_out": len(summary.refused_vertebrae), "seconds": round(summary.seconds, 3),
-        "patches_per_s": round(rate, 1), "interrupted": summary.interrupted}})
+        "patches_per_s": round(rate, 1), "interrupted": summary.interrupted,
+        **({"detected": summary.detected, "detections_dropped": summary.dropped} if summary.detected else {})}})
     redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
         if summary.redone else ""
     left_out = f", {len(summary.refused_vertebrae)} vertebra(e) left out" if summary.refused_vertebrae else ""
+    if summary.detected:
+        left_out += (f"; centres of {summary.detected} image(s) detected ({summary.dropped} detection(s) below the "
+                     "confidence threshold dropped)")
     stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed"
                  f"{left_out} in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)

@@ -50,6 +50,9 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda if present, else cpu).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
+    init: Annotated[Path | None, typer.Option(
+        "--init", help="Centre detector only: start from this checkpoint's weights (fine-tuning; fresh optimizer "
+                       "and schedule).")] = None,
     calibrate: Annotated[bool, typer.Option(
         "--calibrate/--no-calibrate", help="Finally tune the decoding constants and calibrate the 95% ellipses on "
                                            "the validation images (as vcorner tune does).")] = True,
@@ -73,8 +76,10 @@ def train(
             recipe = replace(recipe, train=replace(recipe.train, epochs=epochs))
         command = "vcorner " + shlex.join(sys.argv[1:])
         if isinstance(recipe, DetectorRecipe):
-            _train_detector(data, recipe, out, resume, device, command)
+            _train_detector(data, recipe, out, resume, device, command, init)
             return
+        if init is not None:
+            fail("--init is for centre detector recipes (task = \"detector\"); resume a corner run with --resume")
         with progress_bar(TextColumn("{task.fields[rate]:.0f} patches/s"),
                           TextColumn("loss {task.fields[loss]:.4f}")) as progress:
             result = run_training(data, recipe, out, resume=resume, device=device,
@@ -91,14 +96,15 @@ def train(
                      "trusting the sd/ellipse columns", highlight=False)
 
 
-def _train_detector(data: Path, recipe, out: Path, resume: bool, device: str | None, command: str) -> None:
+def _train_detector(data: Path, recipe, out: Path, resume: bool, device: str | None, command: str,
+                    init: Path | None) -> None:
     """Train the centre detector with a progress bar; print where its best checkpoint went."""
     from vcorner.training.detector_trainer import train_detector
 
     with progress_bar(TextColumn("{task.fields[rate]:.0f} views/s"),
                       TextColumn("loss {task.fields[loss]:.4f}")) as progress:
         result = train_detector(data, recipe, out, resume=resume, device=device, reporter=RichReporter(progress),
-                                command=command)
+                                command=command, init=init)
     best = max(result.history, key=lambda h: h["val_bc"])
     stderr.print(f"detector: best validation BC {best['val_bc']:.4f} (epoch {best['epoch']}), centres found "
                  f"{best['val_recall']:.1%}, median centre error {best['val_error_px']:.1f} px; model: "

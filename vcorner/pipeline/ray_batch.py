@@ -33,8 +33,11 @@ from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.resolve import ResolvedModel
 from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress, start_outputs, write_run_errors
+from vcorner.pipeline.detection import DetectorUse
+from vcorner.pipeline.manifest import record_detected
 from vcorner.pipeline.outputs import corner_rows
-from vcorner.runtime.open import open_runner
+from vcorner.runtime.open import open_detector, open_runner
+from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.finish import finish
 from vcorner.stages.plan import Plan, PlannedImage
 from vcorner.stages.prepare import prepare
@@ -157,6 +160,24 @@ def _record_from_json(text: str) -> ImageRecord:
     return ImageRecord(data["file"], vertebrae, data["spacing"])
 
 
+def _detected_to_json(found: DetectedCentres | None) -> str:
+    """The detector's findings of one image, for the driver's journal ("" for clicked centres)."""
+    if found is None:
+        return ""
+    return json.dumps({"listed": _record_to_json(found.listed), "confidence": found.confidence,
+                       "record": _record_to_json(found.record), "left_out": found.left_out,
+                       "dropped": len(found.dropped)})
+
+
+def _detected_from_json(text: str) -> tuple[DetectedCentres | None, int]:
+    """The detector's findings sent back by an actor, and how many detections it dropped."""
+    if not text:
+        return None, 0
+    data = json.loads(text)
+    return DetectedCentres(_record_from_json(data["listed"]), data["confidence"], _record_from_json(data["record"]),
+                           data["left_out"]), int(data["dropped"])
+
+
 def read_images(ray, paths: list[str]):
     """A dataset of (bytes, path) rows, each read task taking a quarter CPU (named argument in Ray >= 2.5x)."""
     try:
@@ -173,35 +194,42 @@ class CornerActor:
     """
 
     def __init__(self, resolved: ResolvedModel, centers: dict[str, str], batch_size: int,
-                 max_pixels: int | None) -> None:
+                 max_pixels: int | None, detector: str | None = None) -> None:
 
         self.resolved = materialize(resolved, steps=("engine",))
         self.card = self.resolved.card
         self.runner = open_runner(self.resolved).__enter__()
         self.centers, self.batch_size, self.max_pixels = centers, batch_size, max_pixels
+        self.detect = None
+        if detector is not None:  # images listed without centres: this actor's own detector session
+            runner, card = open_detector(Path(detector))
+            self.detect = DetectorUse(card, runner.__enter__().infer, runner.identity(), detector)
 
-    def one(self, data: bytes, path: str) -> tuple[str, str, str, int]:
-        """(image name, corner rows as JSON, error reason or "", patches) for one image's bytes."""
+    def one(self, data: bytes, path: str) -> tuple[str, str, str, int, str]:
+        """(image name, corner rows as JSON, error reason or "", patches, detected centres as JSON or "") for one
+        image's bytes."""
         record = _record_from_json(self.centers[path])
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / Path(path).name
             local.write_bytes(data)
             try:
-                job = prepare(PlannedImage(record, local), self.card, max_pixels=self.max_pixels)
+                job = prepare(PlannedImage(record, local), self.card, max_pixels=self.max_pixels,
+                              detect=self.detect)
             except InputError as err:
-                return record.file, "", str(err).replace(str(local), path), 0
+                return record.file, "", str(err).replace(str(local), path), 0, ""
             except (OSError, ValueError, TypeError, MemoryError) as err:  # as the local batch: this image fails
-                return record.file, "", f"cannot process: {type(err).__name__}: {err}".replace(str(local), path), 0
+                return (record.file, "", f"cannot process: {type(err).__name__}: {err}".replace(str(local), path), 0,
+                        "")
         job.maps = self.runner.infer_all(job.patches, self.batch_size)
         try:
             corners, _ = finish(job, self.card)
             rows = corner_rows(record.file, corners)
         except (InputError, ValueError) as err:  # as in the local batch: this image fails, not the dataset
-            return record.file, "", f"post-processing failed: {err}", len(job.patches)
-        return record.file, json.dumps(rows), "", len(job.patches)
+            return record.file, "", f"post-processing failed: {err}", len(job.patches), ""
+        return record.file, json.dumps(rows), "", len(job.patches), _detected_to_json(job.detected)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"image": [], "rows": [], "error": [], "patches": []}
+        out: dict[str, list] = {"image": [], "rows": [], "error": [], "patches": [], "detected": []}
         for data, path in zip(batch["bytes"], batch["path"], strict=True):
             for key, value in zip(out, self.one(bytes(data), str(path)), strict=True):
                 out[key].append(value)
@@ -269,7 +297,7 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
     ray = import_ray()
     progress = progress or Progress()
     out_dir = Path(out_dir)
-    journal, todo, summary, _ = start_outputs(plan, out_dir, options)
+    journal, todo, summary, detected = start_outputs(plan, out_dir, options)
     progress.start(len(todo))
     began = time.perf_counter()
     readable = [p for p in todo if p.path.is_file()]
@@ -290,18 +318,29 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
                 CornerActor, batch_size=1, num_cpus=cluster.per_actor, num_gpus=cluster.gpus_per_actor or None,
                 compute=ray.data.ActorPoolStrategy(size=cluster.actors),
                 fn_constructor_kwargs={"resolved": replace(resolved, threads=threads), "centers": centers,
-                                       "batch_size": options.batch_size, "max_pixels": options.max_pixels},
+                                       "batch_size": options.batch_size, "max_pixels": options.max_pixels,
+                                       "detector": options.detector.path if options.detector else None},
             )
             for row in watch(results.iter_rows(), stall_s, cluster.actors):
                 if row["error"]:
                     summary.failed[row["image"]] = row["error"]
                 else:
+                    found, dropped = _detected_from_json(row["detected"])
+                    if found is not None and detected is not None:  # its centres first, as in the local batch
+                        detected.add(found)
+                        summary.detected += 1
+                        summary.dropped += dropped
+                        summary.refused_vertebrae.update({(row["image"], k): v for k, v in found.left_out.items()})
                     journal.add(json.loads(row["rows"]))
                     summary.done += 1
                 summary.patches += int(row["patches"])
                 progress.image_done(int(row["patches"]))
     finally:
         journal.close()
+        if detected is not None:
+            detected.close()
+            record_detected(out_dir, [detected.records[p.record.file] for p in todo
+                                      if p.record.file in detected.records])
         write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began
     return summary

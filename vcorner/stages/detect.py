@@ -69,7 +69,10 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         best = max((d.confidence for d in kept + dropped), default=0.0)
         raise InputError(f"no vertebrae found (the detector's best confidence {best:.2f}; at least two names need "
                          f"{card.detection.min_confidence:g})")
-    listed = ImageRecord(file, tuple(Vertebra(d.name, np.asarray(d.xy, dtype=np.float64)) for d in kept), spacing_mm)
+    # centres at 0.001 px, as centers.detected.csv writes them: a resumed run, or vcorner batch --centers on that
+    # file, frames the vertebrae from exactly the same numbers
+    listed = ImageRecord(file, tuple(Vertebra(d.name, np.round(np.asarray(d.xy, dtype=np.float64), 3)) for d in kept),
+                         spacing_mm)
     try:
         record, left_out = checked_record(listed)
     except InputError as err:

@@ -97,7 +97,7 @@ def flat_map(size: int) -> np.ndarray:
 def view_targets(image: DetectorImage, affine: np.ndarray, names: Sequence[str], config: DetectionConfig,
                  margin: float = 0.5) -> np.ndarray:
     """(K, S, S) targets of one view: a Gaussian per name whose centre lies inside the view (``margin`` grid
-    pixels in from its edge), flat maps for the rest."""
+    pixels in from its edge), flat maps for the rest (:func:`view_centres` gives those centres)."""
     size = config.input_size
     step = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # image pixels per grid pixel
     sd = max(config.sigma * image.spacing_px / step, config.min_sigma_px)
@@ -110,10 +110,28 @@ def view_targets(image: DetectorImage, affine: np.ndarray, names: Sequence[str],
     return out
 
 
-def negative_view(size: int, rng: np.random.Generator, images: Sequence[DetectorImage]) -> np.ndarray:
-    """(1, S, S) standardized input without a spine: noise, a gradient, a blank field, or soft tissue only (a
-    magnified corner of a training image far from its centres)."""
-    kind = int(rng.integers(0, 4))
+def view_centres(image: DetectorImage, affine: np.ndarray, names: Sequence[str], size: int,
+                 margin: float = 0.5) -> np.ndarray:
+    """(K, 2) grid position of each name's centre in one view, NaN where the name is missing from it."""
+    out = np.full((len(names), 2), np.nan)
+    where = {v.name: to_grid(affine, v.center) for v in image.record.vertebrae}
+    for k, name in enumerate(names):
+        centre = where.get(name)
+        if centre is not None and np.all((centre >= margin) & (centre <= size - 1 - margin)):
+            out[k] = centre
+    return out
+
+
+NEGATIVE_KINDS = ("noise", "gradient", "blank", "soft tissue", "bars")
+
+
+def negative_view(size: int, rng: np.random.Generator, images: Sequence[DetectorImage],
+                  bars: bool = True, kind: int | None = None) -> np.ndarray:
+    """(1, S, S) standardized input without a spine: noise, a gradient, a blank field, soft tissue only (a
+    magnified corner of a training image far from its centres), or with ``bars`` rows of bone-like bars (a hand or
+    limb film); ``kind`` picks one of :data:`NEGATIVE_KINDS` (default: drawn)."""
+    if kind is None:
+        kind = int(rng.integers(0, 5 if bars else 4))
     if kind == 0:
         pixels = rng.normal(0.5, rng.uniform(0.02, 0.3), (size, size))
     elif kind == 1:
@@ -121,10 +139,25 @@ def negative_view(size: int, rng: np.random.Generator, images: Sequence[Detector
         pixels = rng.uniform(-1, 1) * xx + rng.uniform(-1, 1) * yy + rng.normal(0, 0.02, (size, size))
     elif kind == 2:
         pixels = np.full((size, size), rng.uniform(0, 1)) + rng.normal(0, 1e-3, (size, size))
-    else:
+    elif kind == 3:
         return _soft_tissue_view(size, rng, images)
+    else:
+        pixels = _bars(size, rng)
     pixels = cv2.GaussianBlur(pixels.astype(np.float32), (0, 0), float(rng.uniform(0.3, 3.0)))
     return ((pixels - pixels.mean()) / (pixels.std() + 1e-6)).astype(np.float32)[None]
+
+
+def _bars(size: int, rng: np.random.Generator) -> np.ndarray:
+    """(S, S) rows of bright rounded bars on a dark field, like the bones of a hand or a limb."""
+    pixels = np.full((size, size), rng.uniform(0.05, 0.3), dtype=np.float32)
+    columns, rows = int(rng.integers(2, 6)), int(rng.integers(1, 4))
+    for c in range(columns):
+        for r in range(rows):
+            centre = (int(size * (c + 0.5) / columns + rng.normal(0, 2)),
+                      int(size * (r + 0.5) / rows + rng.normal(0, 2)))
+            axes = (int(size / columns * rng.uniform(0.15, 0.35)), int(size / rows * rng.uniform(0.25, 0.45)))
+            cv2.ellipse(pixels, centre, axes, float(rng.uniform(-15, 15)), 0, 360, float(rng.uniform(0.5, 0.9)), -1)
+    return pixels + rng.normal(0, rng.uniform(0.005, 0.05), pixels.shape).astype(np.float32)
 
 
 def _soft_tissue_view(size: int, rng: np.random.Generator, images: Sequence[DetectorImage]) -> np.ndarray:
@@ -146,18 +179,20 @@ def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: D
     validation) plus ``augment.negatives`` as many negative views (training only).
 
     Returns:
-        inputs (M, 1, S, S) and targets (M, K, S, S), float32.
+        inputs (M, 1, S, S) and targets (M, K, S, S), float32; (M, K, 2) grid centres, NaN where missing.
     """
     size = config.input_size
-    xs, ys = [], []
+    xs, ys, cs = [], [], []
     for image in images:
         affine = letterbox_affine(image.shape, size)
         if rng is not None:
             affine = augmented_affine(affine, size, rng, augment.zoom, augment.rotation_deg, augment.shift)
         xs.append(detector_input(image.pyramid, affine, size)[0])
         ys.append(view_targets(image, affine, names, config))
+        cs.append(view_centres(image, affine, names, size))
     if rng is not None:
         for _ in range(int(round(augment.negatives * len(images)))):
-            xs.append(negative_view(size, rng, images))
+            xs.append(negative_view(size, rng, images, augment.bars))
             ys.append(np.stack([flat_map(size)] * len(names)))
-    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+            cs.append(np.full((len(names), 2), np.nan))
+    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32), np.stack(cs)

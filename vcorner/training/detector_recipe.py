@@ -27,12 +27,16 @@ class AugmentSpec:
     zoom: tuple[float, float] = (0.8, 1.3)
     rotation_deg: float = 12.0
     shift: float = 0.12
-    negatives: float = 0.1
+    negatives: float = 0.15
+    bars: bool = True
+    """Bone-like bars (a hand or limb film) among the negative views."""
 
 
 @dataclass(frozen=True)
 class DetectorOptim:
-    """Optimization: AdamW with a one-cycle schedule over ``epochs`` passes of augmented views."""
+    """Optimization: AdamW with a one-cycle schedule over ``epochs`` passes of augmented views; the loss is the
+    Bhattacharyya loss plus ``naming_weight`` times the naming cross-entropy
+    (:func:`vcorner.training.detector_trainer.naming_loss`)."""
 
     epochs: int = 30
     batch_size: int = 16
@@ -41,6 +45,7 @@ class DetectorOptim:
     val_fraction: float = 0.1
     seed: int = 0
     max_steps: int | None = None
+    naming_weight: float = 0.5
 
 
 @dataclass(frozen=True)

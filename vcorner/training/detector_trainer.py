@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +18,20 @@ from vcorner.geometry.letterbox import letterbox_affine
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
-from vcorner.network.checkpoint import save_model
+from vcorner.models.modelfile import read_checkpoint_card
+from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import bhattacharyya
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.peaks import decode_detections
 from vcorner.training.checkpoint import load_resume_state, save_resume_state
 from vcorner.training.data import split_images
-from vcorner.training.detector_data import DetectorImage, channel_names, epoch_views, load_detector_images
+from vcorner.training.detector_data import (
+    DetectorImage,
+    channel_names,
+    epoch_views,
+    load_detector_images,
+    negative_view,
+)
 from vcorner.training.detector_recipe import DetectorRecipe
 from vcorner.training.trainer import Reporter, SilentReporter, pick_device
 
@@ -59,7 +67,7 @@ def validation_metrics(model: UNet, images: list[DetectorImage], names: tuple[st
                        device: torch.device) -> dict[str, float]:
     """Validation BC of the annotated names, recall (centres found within :data:`HIT_RADIUS` spacings at or above
     the card's confidence) and median centre error (image pixels) on the plain letterboxed images."""
-    x, y = epoch_views(images, names, recipe.detection, recipe.augment, None)
+    x, y, _ = epoch_views(images, names, recipe.detection, recipe.augment, None)
     bc, maps = map_bc(model, x, y, device)
     present = y.max(axis=(2, 3)) > 1.5 / recipe.detection.input_size**2
     hits, errors, total = 0, [], 0
@@ -78,11 +86,38 @@ def validation_metrics(model: UNet, images: list[DetectorImage], names: tuple[st
             "val_recall": hits / max(total, 1), "val_error_px": float(np.median(errors)) if errors else math.nan}
 
 
-def train_step(model: UNet, optimizer, scheduler, xb: np.ndarray, yb: np.ndarray, device: torch.device) -> float:
-    """One optimizer step on a batch; the loss, ``-2`` times the mean BC over every map of the batch."""
+def naming_loss(maps: torch.Tensor, centres: np.ndarray) -> torch.Tensor:
+    """Cross-entropy of the names at the vertebra centres: at the centre of the vertebra named k, map k must hold
+    more probability than the other names' maps (``-log(P_k / sum_j P_j)`` there, averaged).
+
+    The Bhattacharyya loss alone has a symmetric plateau: every map learns "a vertebra centre" and puts 1/K of
+    its mass on each of the K vertebrae (BC ~ sqrt(1/K), 0.45 for C3-C7), since mass on a wrong vertebra gets no
+    gradient of its own. This term tells the maps apart from the first step.
+
+    Args:
+        maps: (B, K, S, S) normalized maps.
+        centres: (B, K, 2) grid centres (x, y), NaN where the name is missing from the view.
+    """
+    b, k = np.nonzero(np.isfinite(centres[..., 0]))
+    if len(b) == 0:
+        return maps.sum() * 0.0
+    size = maps.shape[-1]
+    u = np.clip(np.round(centres[b, k, 0]), 0, size - 1).astype(np.int64)
+    v = np.clip(np.round(centres[b, k, 1]), 0, size - 1).astype(np.int64)
+    at = maps[torch.from_numpy(b), :, torch.from_numpy(v), torch.from_numpy(u)]  # (N, K)
+    logits = torch.log(at + 1e-12)
+    return torch.nn.functional.cross_entropy(logits, torch.from_numpy(k).to(maps.device))
+
+
+def train_step(model: UNet, optimizer, scheduler, xb: np.ndarray, yb: np.ndarray, cb: np.ndarray,
+               device: torch.device, naming_weight: float) -> float:
+    """One optimizer step on a batch; the loss, ``-2`` times the mean BC over every map of the batch plus
+    ``naming_weight`` times :func:`naming_loss`."""
     maps = model(torch.from_numpy(xb).to(device))
     target = torch.from_numpy(yb).to(device)
     loss = -2.0 * bhattacharyya(target.flatten(0, 1)[:, None], maps.flatten(0, 1)[:, None]).mean()
+    if naming_weight:
+        loss = loss + naming_weight * naming_loss(maps, cb)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -92,9 +127,13 @@ def train_step(model: UNet, optimizer, scheduler, xb: np.ndarray, yb: np.ndarray
 
 
 def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: bool = False, device: str | None = None,
-                   reporter: Reporter | None = None, command: str = "") -> DetectorTrainResult:
+                   reporter: Reporter | None = None, command: str = "",
+                   init: Path | None = None) -> DetectorTrainResult:
     """Train the centre detector of ``recipe`` on ``data/annotations.json``; writes ``out/model.safetensors``
-    (best validation BC, with its :class:`DetectorCard`), ``last.pt``, ``metrics.jsonl`` and ``recipe.json``."""
+    (best validation BC, with its :class:`DetectorCard`), ``last.pt``, ``metrics.jsonl`` and ``recipe.json``.
+
+    ``init``: a detector checkpoint whose weights start the run (fine-tuning, with a fresh optimizer and
+    schedule); its names must be the data's."""
     reporter = reporter or SilentReporter()
     opt, out = recipe.train, Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +145,12 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     train_images = [images[i] for i in train_idx]
     val_images = [images[i] for i in val_idx] or train_images
     model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides(), out_channels=len(names)).to(dev)
+    if init is not None:
+        start, start_card = load_model(Path(init), DetectorCard)
+        if start_card.names != names or start.constructor_args() != model.constructor_args():
+            raise InputError(f"{init}: its names {', '.join(start_card.names)} or widths differ from this run's "
+                             f"({', '.join(names)}); cannot start from it")
+        model.load_state_dict(start.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     views = len(train_images) + int(round(recipe.augment.negatives * len(train_images)))
     per_epoch = math.ceil(views / opt.batch_size)
@@ -115,6 +160,7 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     history, start = _resume(out, model, optimizer, scheduler) if resume else ([], 0)
     write_text_atomic(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
     training = {"task": "detector", "data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
+                **({"init": {"checkpoint": str(init), **_provenance(Path(init))}} if init is not None else {}),
                 "train_images": len(train_images), "val_images": len(val_images),
                 "parameters": count_parameters(model), "device": str(dev)}
     steps_done = sum(int(h["steps"]) for h in history)
@@ -122,7 +168,7 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
         if steps_done >= total:
             break
         rng = np.random.default_rng([opt.seed, epoch])
-        x, y = epoch_views(train_images, names, recipe.detection, recipe.augment, rng)
+        x, y, c = epoch_views(train_images, names, recipe.detection, recipe.augment, rng)
         order = rng.permutation(len(x))
         reporter.start_epoch(epoch + 1, opt.epochs, len(x))
         began, losses, steps = time.perf_counter(), [], 0
@@ -131,7 +177,7 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
             take = order[i:i + opt.batch_size]
             if len(take) < 2 or steps_done + steps >= total:
                 continue
-            losses.append(train_step(model, optimizer, scheduler, x[take], y[take], dev))
+            losses.append(train_step(model, optimizer, scheduler, x[take], y[take], c[take], dev, opt.naming_weight))
             steps += 1
             reporter.advance(len(take), losses[-1])
         steps_done += steps
@@ -146,7 +192,63 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
                 k: metrics[k] for k in ("val_bc", "val_recall", "val_error_px")}}))
     if not (out / "model.safetensors").is_file():
         raise InputError(f"{out}: no epoch was trained (epochs {opt.epochs}, max_steps {opt.max_steps})")
+    _set_threshold(out / "model.safetensors", val_images, recipe, dev)
     return DetectorTrainResult(out / "model.safetensors", history)
+
+
+def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...], recipe: DetectorRecipe,
+                device: torch.device, negatives: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences of the correctly found annotated centres of ``images`` (plain letterbox), and the largest
+    confidence of each of ``negatives`` views without a spine (seeded)."""
+    size = recipe.detection.input_size
+    x, _, _ = epoch_views(images, names, recipe.detection, recipe.augment, None)
+    rng = np.random.default_rng(12345)
+    blank = np.stack([negative_view(size, rng, images) for _ in range(negatives)])
+    _, maps = map_bc(model, np.concatenate([x, blank]), np.zeros((len(x) + negatives, len(names), size, size),
+                                                                  np.float32), device)
+    present = []
+    for image, image_maps in zip(images, maps[:len(x)], strict=True):
+        affine = letterbox_affine(image.shape, size)
+        for d in decode_detections(image_maps, names, affine, recipe.detection.peak_radius_px):
+            truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
+            if truth is not None and np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
+                present.append(d.confidence)
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    absent = [max(d.confidence for d in decode_detections(m, names, identity, recipe.detection.peak_radius_px))
+              for m in maps[len(x):]]
+    return np.asarray(present), np.asarray(absent)
+
+
+def choose_threshold(present: np.ndarray, absent: np.ndarray) -> float:
+    """The confidence threshold between a spine's centres and views without one: the geometric mean of the 1st
+    percentile of the correct centres' confidences and the largest confidence seen without a spine."""
+    low = float(np.percentile(present, 1)) if len(present) else 0.3
+    high = float(np.max(absent)) if len(absent) else 0.0
+    return float(np.sqrt(max(low, 1e-4) * max(high, 1e-4))) if high < low else low
+
+
+def _set_threshold(checkpoint: Path, images: list[DetectorImage], recipe: DetectorRecipe, device: torch.device) -> None:
+    """Write the threshold chosen on the validation images (and what it rests on) into the checkpoint's card."""
+    from dataclasses import replace
+
+    model, card = load_model(checkpoint, DetectorCard)
+    present, absent = confidences(model.to(device), images, card.names, recipe, device)
+    threshold = round(choose_threshold(present, absent), 4)
+    chosen = replace(recipe, detection=replace(card.detection, min_confidence=threshold))
+    final = validation_metrics(model, images, card.names, chosen, device)
+    training = {**card.training, "val_recall": final["val_recall"], "val_error_px": final["val_error_px"],
+                "min_confidence_chosen_on": {
+        "val_centres": len(present), "centres_1st_percentile": float(np.percentile(present, 1)) if len(present)
+        else None, "negative_views": len(absent), "negatives_max": float(np.max(absent)) if len(absent) else None}}
+    save_model(checkpoint, model.cpu(), replace(card.with_detection(replace(card.detection, min_confidence=threshold)),
+                                                training=training))
+
+
+def _provenance(checkpoint: Path) -> dict:
+    """What trained a starting checkpoint (its card's command, data, epoch and validation results)."""
+    card = read_checkpoint_card(checkpoint, DetectorCard)
+    return {k: card.training.get(k) for k in ("command", "data", "epoch", "val_bc", "val_recall", "init")
+            if card.training.get(k) is not None}
 
 
 def _resume(out: Path, model: UNet, optimizer, scheduler) -> tuple[list[dict[str, float]], int]:
@@ -155,8 +257,10 @@ def _resume(out: Path, model: UNet, optimizer, scheduler) -> tuple[list[dict[str
     state = load_resume_state(out / "last.pt")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    for _ in range(sum(int(h["steps"]) for h in state["history"])):
-        scheduler.step()
+    with warnings.catch_warnings():  # replaying the schedule
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(sum(int(h["steps"]) for h in state["history"])):
+            scheduler.step()
     return state["history"], int(state["epoch"])
 
 

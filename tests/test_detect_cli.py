@@ -1,0 +1,148 @@
+"""Automatic centres through the CLI, with the shipped detector and model on the shipped examples:
+``vcorner detect``, ``vcorner batch`` without ``--centers`` (resume, a film with no spine, overlays),
+``vcorner evaluate`` of a centres file, and the batch as a subprocess without torch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+from vcorner.evaluation.detection import score_detections
+from vcorner.io.annotations import read_annotations
+from vcorner.io.centers import load_centers
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+
+
+def read_rows(path):
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def hand_film(rng: np.random.Generator) -> np.ndarray:
+    """A film of bone-like bars in rows and columns (a hand), no spine: 800 x 600 uint8."""
+    image = np.full((800, 600), 40, np.uint8)
+    for i in range(5):
+        for j in range(3):
+            cv2.ellipse(image, (120 + 80 * i, 220 + 170 * j), (22, 70), rng.uniform(-8, 8), 0, 360, 200, -1)
+    image = cv2.GaussianBlur(image, (0, 0), 3).astype(float) + rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def films(tmp_path):
+    """The shipped example films, plus films without a spine: noise, a hand, a blank one."""
+    root = tmp_path / "films"
+    shutil.copytree(EXAMPLES, root, ignore=shutil.ignore_patterns("*.csv", "*.json"))
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(root / "noise.png"), (rng.random((700, 600)) * 255).astype(np.uint8))
+    cv2.imwrite(str(root / "hand.png"), hand_film(rng))
+    cv2.imwrite(str(root / "blank.png"), np.full((500, 400), 128, np.uint8))
+    return root
+
+
+def threshold() -> float:
+    from vcorner.models.modelfile import default_detector_path, read_detector_card
+
+    return read_detector_card(default_detector_path())[0].detection.min_confidence
+
+
+def test_detect_names_every_example_vertebra(tmp_path):
+    out = tmp_path / "centers.csv"
+    result = run_cli("detect", EXAMPLES, "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert set(rows[0]) == {"image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence"}
+    assert all(threshold() <= float(r["confidence"]) <= 1.0 for r in rows)
+    truth = read_annotations(EXAMPLES / "annotations.json")
+    scores = score_detections(load_centers(out).records, truth)
+    assert scores.predicted == scores.annotated == 30 and scores.misnamed == 0
+    assert scores.recall >= 0.9 and scores.error_mean < 1.5  # mm; clicked centres sit a few pixels off the centroid
+    shown = run_cli("evaluate", out, EXAMPLES / "annotations.json")
+    assert f"{scores.recall:.1%}" in shown.output and "within 3 mm" in shown.output
+
+
+def test_batch_without_centres_finds_names_and_corners_and_refuses_films_without_a_spine(films, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("batch", films, "--out", out, "--vis")
+    assert result.exit_code == 1, result.output  # three films without a spine
+    corners = read_rows(out / "corners.csv")
+    assert len(corners) == 6 * 5 * 4 and {r["vertebra"] for r in corners} == {"C3", "C4", "C5", "C6", "C7"}
+    errors = {r["image"]: r["reason"] for r in read_rows(out / "errors.csv")}
+    assert set(errors) == {"noise.png", "hand.png", "blank.png"}  # never invented vertebrae
+    assert "no vertebrae found" in errors["noise.png"] and "no vertebrae found" in errors["hand.png"]
+    assert "blank image" in errors["blank.png"]  # refused by the reader before the detector
+    detected = read_rows(out / "centers.detected.csv")
+    assert len(detected) == 6 * 5 and all(float(r["confidence"]) >= threshold() for r in detected)
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["detector"]["names"] == ["C3", "C4", "C5", "C6", "C7"] and len(manifest["detector"]["sha256"]) == 64
+    assert manifest["rows"]["phantom_00000.png"] == 20
+    assert (out / "vis" / "phantom_00000.png").is_file()
+    # the corners match the annotated ones as well as with clicked centres
+    truth = {(r.file, v.name): v for r in read_annotations(EXAMPLES / "annotations.json") for v in r.vertebrae}
+    error = [np.linalg.norm(np.array([float(r["x"]), float(r["y"])]) - truth[(r["image"], r["vertebra"])].corners[
+        ["superior_left", "superior_right", "inferior_left", "inferior_right"].index(r["corner"])]) for r in corners]
+    assert np.median(error) < 6.0  # px (about 0.9 mm at these spacings)
+
+    again = run_cli("batch", films, "--out", out, "--vis")  # resume: nothing detected or inferred again
+    assert again.exit_code == 1 and "0 image(s) done" in again.output and "6 already done" in again.output
+    assert read_rows(out / "corners.csv") == corners and read_rows(out / "centers.detected.csv") == detected
+
+
+def test_batch_on_reviewed_detected_centres_gives_the_same_corners(films, tmp_path):
+    """The detected centres file feeds vcorner batch --centers as it is (the review-and-correct path)."""
+    auto = tmp_path / "auto"
+    run_cli("batch", films, "--out", auto)
+    clicked = run_cli("batch", films, "--centers", auto / "centers.detected.csv", "--out", tmp_path / "reviewed")
+    assert clicked.exit_code == 0, clicked.output
+    assert read_rows(tmp_path / "reviewed" / "corners.csv") == read_rows(auto / "corners.csv")
+
+
+def test_a_resumed_run_reuses_journaled_centres_and_redoes_unfinished_corners(films, tmp_path):
+    out = tmp_path / "out"
+    run_cli("batch", films, "--out", out)
+    rows = read_rows(out / "corners.csv")
+    kept = [r for r in rows if r["image"] != "phantom_00002.png"]  # as if killed after its centres were journaled
+    with open(out / "corners.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    again = run_cli("batch", films, "--out", out)
+    assert "1 image(s) done" in again.output
+    assert sorted(map(str, read_rows(out / "corners.csv"))) == sorted(map(str, rows))
+
+
+def test_a_corner_model_is_refused_as_detector_in_one_line(films, tmp_path):
+    from vcorner.models.modelfile import default_model_path
+
+    result = run_cli("batch", films, "--out", tmp_path / "out", "--detector", default_model_path())
+    assert result.exit_code == 2 and "not a vcorner centre detector" in result.output
+    assert not (tmp_path / "out" / "corners.csv").exists()
+
+
+def test_automatic_batch_as_a_subprocess_never_imports_torch(tmp_path):
+    script = (
+        "import sys\n"
+        "from vcorner.cli import main\n"
+        f"sys.argv = ['vcorner', 'batch', {str(EXAMPLES)!r}, '--out', {str(tmp_path / 'out')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert len(read_rows(tmp_path / "out" / "corners.csv")) == 6 * 5 * 4

@@ -1,0 +1,168 @@
+"""The centre detector: maps per name, letterboxed views, sequence decoding, training, export, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vcorner.config import DetectionConfig
+from vcorner.geometry.letterbox import letterbox_affine, to_grid, to_image
+from vcorner.io.records import InputError
+from vcorner.models.detector_card import DetectorCard
+from vcorner.postprocess.peaks import decode_detections, split_confident, window_peaks
+from vcorner.stages.detect import detect_centres
+
+NAMES = ("C3", "C4", "C5", "C6", "C7")
+
+
+def gaussian(size: int, x: float, y: float, sd: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    g = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sd**2)
+    return g / g.sum()
+
+
+def card(size: int = 64, names=NAMES) -> DetectorCard:
+    return DetectorCard({"widths": [4, 8, 8, 16, 16], "in_channels": 1, "padding_mode": "zeros",
+                         "out_channels": len(names)}, names, DetectionConfig(input_size=size), {})
+
+
+def test_unet_gives_one_normalized_map_per_name_and_corner_cards_keep_their_arguments():
+    torch = pytest.importorskip("torch")
+    from vcorner.network.unet import create_model
+
+    model = create_model("tiny", out_channels=5).eval()
+    maps = model(torch.randn(2, 1, 32, 32))
+    assert maps.shape == (2, 5, 32, 32)
+    np.testing.assert_allclose(maps.sum(dim=(2, 3)).detach().numpy(), 1.0, atol=1e-5)
+    assert "out_channels" not in create_model("tiny").constructor_args()  # corner model cards unchanged
+    assert create_model("tiny", out_channels=5).constructor_args()["out_channels"] == 5
+
+
+def test_letterbox_fits_the_whole_image_centred_with_its_aspect():
+    affine = letterbox_affine((400, 200), 64)
+    corners = np.array([[-0.5, -0.5], [199.5, 399.5]])
+    grid = to_grid(affine, corners)
+    assert grid[0, 1] == pytest.approx(-0.5, abs=1e-9) and grid[1, 1] == pytest.approx(63.5, abs=1e-9)
+    assert grid[0, 0] == pytest.approx(15.5, abs=1e-9) and grid[1, 0] == pytest.approx(47.5, abs=1e-9)
+    points = np.array([[10.0, 20.0], [150.3, 377.9]])
+    np.testing.assert_allclose(to_image(affine, to_grid(affine, points)), points, atol=1e-9)
+
+
+def test_window_peak_finds_a_sub_pixel_centre_and_its_mass():
+    maps = gaussian(64, 20.3, 40.7, 1.5)[None]
+    centre, mass = window_peaks(maps, radius=4.0)
+    np.testing.assert_allclose(centre[0], [20.3, 40.7], atol=0.05)
+    assert mass[0] == pytest.approx(1 - np.exp(-0.5 * (4.0 / 1.5) ** 2), abs=0.02)
+
+
+def test_sequence_decoding_names_split_maps_by_their_neighbours():
+    """Each name's map puts 55% of its mass on its vertebra and 45% on the next one down: read one map at a time,
+    C3's would still win; read as a sequence, all five names land on their own vertebra."""
+    size, ys = 96, [20.0, 34.0, 48.0, 62.0, 76.0]
+    blobs = [gaussian(size, 50.0 + 0.2 * y, y, 1.5) for y in ys]
+    maps = np.stack([0.55 * blobs[k] + 0.45 * blobs[min(k + 1, 4)] for k in range(5)])
+    maps[1] = 0.45 * blobs[1] + 0.55 * blobs[2]  # C4's map even prefers the wrong vertebra
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    found = decode_detections(maps, NAMES, identity, radius=3.0)
+    for d, y in zip(found, ys, strict=True):
+        assert d.xy[1] == pytest.approx(y, abs=0.3), d.name
+    assert found[1].confidence == pytest.approx(0.45 * (1 - np.exp(-0.5 * (3.0 / 1.5) ** 2)), abs=0.02)
+
+
+def test_sequence_decoding_leaves_names_past_the_visible_vertebrae_at_zero_confidence():
+    """Only C3-C5 are in the view (C6, C7 cut off, their maps flat): they get confidence 0 and are dropped."""
+    size = 64
+    flat = np.full((size, size), 1.0 / size**2)
+    maps = np.stack([gaussian(size, 30, 10 + 14 * k, 1.5) for k in range(3)] + [flat, flat])
+    found = decode_detections(maps, NAMES, np.array([[1.0, 0, 0], [0, 1.0, 0]]), 3.0)
+    kept, dropped = split_confident(found, 0.3)
+    assert [d.name for d in kept] == ["C3", "C4", "C5"] and [d.name for d in dropped] == ["C6", "C7"]
+    assert max(d.confidence for d in dropped) < 0.05
+
+
+def test_flat_maps_mean_no_vertebrae_found():
+    size = 64
+    infer = lambda batch: np.full((len(batch), 5, size, size), 1.0 / size**2, np.float32)  # noqa: E731
+    pyramid = [np.random.default_rng(0).random((300, 200), dtype=np.float32)]
+    with pytest.raises(InputError, match="no vertebrae found"):
+        detect_centres(pyramid, (300, 200), "blank.png", None, card(size), infer)
+
+
+def test_a_detected_centre_out_of_line_is_left_out_like_a_clicked_one():
+    """C3-C6 ten pixels apart down the image, C7 far off to the side: the centre checks leave C7 out, with its
+    reason for errors.csv, and the other four get corners."""
+    size = 64
+    spots = [(20, 10), (20, 20), (20, 30), (20, 40), (58, 60)]
+    maps = np.stack([gaussian(size, x, y, 1.5) for x, y in spots]).astype(np.float32)
+    found = detect_centres([np.zeros((64, 64), np.float32)], (64, 64), "a.png", None, card(size),
+                           lambda batch: maps[None])
+    assert [v.name for v in found.listed.vertebrae] == list(NAMES)
+    assert [v.name for v in found.record.vertebrae] == ["C3", "C4", "C5", "C6"]
+    assert "C7" in found.left_out and "C7" in found.left_out["C7"]
+
+
+def test_a_detector_card_with_the_wrong_count_of_names_is_refused():
+    with pytest.raises(InputError, match="names"):
+        DetectorCard({"widths": [4, 8], "out_channels": 5}, ("C3", "C4"), DetectionConfig(), {})
+    with pytest.raises(InputError, match="not a vcorner centre detector"):
+        DetectorCard.from_dict({"format": "vcorner-card/1"})
+
+
+def test_a_tiny_detector_learns_and_exports_with_parity(toy_dataset, tmp_path):
+    """A tiny detector trained for a few dozen steps on four toy spines: validation BC rises well above its first
+    epoch's; the ONNX export matches torch eager (max difference <= 1e-5 of the maps' peak); ONNX Runtime runs it
+    through the same runner as the corner model, and the wrong kind of model is refused."""
+    pytest.importorskip("torch")
+    from vcorner.config import DetectionConfig
+    from vcorner.export.onnx_export import export_checkpoint, max_abs_difference
+    from vcorner.network.checkpoint import load_model
+    from vcorner.runtime.open import open_detector
+    from vcorner.training.detector_recipe import AugmentSpec, DetectorOptim, DetectorRecipe
+    from vcorner.training.detector_trainer import train_detector
+    from vcorner.training.recipe import ModelSpec
+
+    recipe = DetectorRecipe(model=ModelSpec(recipe="tiny"), detection=DetectionConfig(input_size=64, sigma=0.2),
+                            augment=AugmentSpec(zoom=(0.95, 1.05), rotation_deg=3.0, shift=0.02, negatives=0.0),
+                            train=DetectorOptim(epochs=60, batch_size=3, lr=1e-2, val_fraction=0.25))
+    result = train_detector(toy_dataset, recipe, tmp_path / "run")
+    first, best = result.history[0]["val_bc"], max(h["val_bc"] for h in result.history)
+    assert best > first + 0.1, (first, best)
+    model, card = load_model(tmp_path / "run", DetectorCard)
+    assert card.names == ("C3", "C4", "C5", "C6", "C7") and card.training["task"] == "detector"
+    onnx = export_checkpoint(tmp_path / "run", tmp_path / "det.onnx", card_type=DetectorCard)
+    views = np.random.default_rng(0).standard_normal((2, 1, 64, 64)).astype(np.float32)
+    import torch
+
+    with torch.no_grad():
+        peak = float(model(torch.from_numpy(views)).max())
+    assert max_abs_difference(model, onnx, views) <= 1e-5 * peak
+    runner, opened = open_detector(onnx)
+    with runner:
+        assert runner.infer(views).shape == (2, 5, 64, 64)
+    assert opened.names == card.names
+    from vcorner.models.modelfile import default_model_path
+
+    with pytest.raises(InputError, match="not a vcorner centre detector"):
+        open_detector(default_model_path())
+
+
+def test_monotone_assignment_skips_a_spurious_candidate_and_keeps_names_in_order():
+    from vcorner.postprocess.peaks import monotone_assignment
+
+    mass = np.array([[0.6, 0.1, 0.0, 0.0],   # C3
+                     [0.1, 0.3, 0.2, 0.3],   # C4: split; C5 below must come after it
+                     [0.0, 0.3, 0.1, 0.3],   # C5
+                     ])
+    assert monotone_assignment(mass) == [0, 1, 3]
+    assert monotone_assignment(np.zeros((3, 2))) == [None, None, None]
+
+
+def test_a_degenerate_map_is_not_a_detection():
+    """A map with its mass on a few pixels (a normalized, nearly constant activation) gives confidence 0."""
+    size = 64
+    spike = np.zeros((size, size))
+    spike[30:32, 30:34] = 1.0 / 8
+    flat = np.full((size, size), 1.0 / size**2)
+    found = decode_detections(np.stack([spike, flat, flat, flat, flat]), NAMES, np.array([[1.0, 0, 0], [0, 1.0, 0]]),
+                              3.0)
+    assert max(d.confidence for d in found) < 0.01
