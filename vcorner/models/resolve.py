@@ -244,13 +244,22 @@ def _tensorrt(model: Path, card: ModelCard, sha: str, device: str | None, profil
 def _onnxruntime(model: Path, card: ModelCard, sha: str, precision: str, device: str | None, threads: int | None,
                  profile: str | None, caps: Capabilities, why: str) -> ResolvedModel:
     """ONNX Runtime: on the CPU the graph of ``precision`` (:func:`_cpu_graph`); on a GPU provider the FP16
-    variant for an FP16 profile."""
+    variant for an FP16 profile.
+
+    The INT8 graph runs on all cores but one unless ``threads`` is given: on the 2-core AVX-512 VNNI machine of
+    README.md (Performance) it ran as fast on one thread as on two (13.1 against 13.5 images/s of inference at 18
+    patches per vertebra), so the freed core decodes and post-processes: 80.5 against 57.2 images/s end to end
+    with the shipped sampling (``benchmarks/end_to_end.py --threads``). FP32 keeps every core (41.6 against 43.2).
+    """
     device = device or caps.ort_devices[0]
     device = f"cuda:{device}" if device.isdigit() else device
     if device == "cpu" or precision == "int8":
         if device != "cpu":
             raise InputError(f"--precision int8 runs on ONNX Runtime's CPU provider, not {device}")
         graph, graph_sha, chosen, reason, pending = _cpu_graph(model, card, sha, precision, caps)
+        if threads is None and chosen == "int8" and caps.cores > 1:
+            threads = caps.cores - 1
+            reason += f"; {threads} inference thread(s), one core left to decoding and post-processing"
         return ResolvedModel(model, Backend.ort, "cpu", graph, chosen, card, sha, graph_sha, card_digest(card),
                              f"{why} on the CPU; {reason}", threads=threads, pending=pending)
     chosen = get_profile(profile or DEFAULT_PROFILE)
