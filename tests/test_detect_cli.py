@@ -146,3 +146,20 @@ def test_automatic_batch_as_a_subprocess_never_imports_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(read_rows(tmp_path / "out" / "corners.csv")) == 6 * 5 * 4
+
+
+def test_resuming_with_another_detector_is_refused_and_usage_errors_are_one_line(films, tmp_path):
+    from vcorner.io.records import InputError
+    from vcorner.pipeline.manifest import check_same_detector
+
+    with pytest.raises(InputError, match="another detector"):
+        check_same_detector({"detector": {"sha256": "a" * 64}}, "b" * 64, tmp_path)
+    check_same_detector({"detector": {"sha256": "a" * 64}}, "a" * 64, tmp_path)  # the same one resumes
+    both = run_cli("batch", films, "--centers", EXAMPLES / "centers.csv", "--detector", "x.onnx",
+                   "--out", tmp_path / "o")
+    assert both.exit_code == 2 and "--detector is used only without --centers" in both.output
+    from vcorner.models.modelfile import default_detector_path
+
+    wrong = run_cli("batch", films, "--centers", EXAMPLES / "centers.csv", "--model", default_detector_path(),
+                    "--out", tmp_path / "o")
+    assert wrong.exit_code == 2 and "not a vcorner model card" in wrong.output
