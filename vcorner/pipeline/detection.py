@@ -26,6 +26,7 @@ from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.io.spreadsheet import neutralise, restore
 from vcorner.models.detector_card import DetectorCard
+from vcorner.pipeline.outputs import csv_text
 from vcorner.stages.detect import DetectedCentres, Infer, detect_centres
 from vcorner.stages.plan import Plan, PlannedImage
 
@@ -61,15 +62,6 @@ def detected_rows(found: DetectedCentres) -> list[list[str]]:
             for v in record.vertebrae]
 
 
-def _csv(rows: list[list[str]], header: tuple[str, ...] | None = None) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if header:
-        writer.writerow(header)
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 class DetectedJournal:
     """Appends each detected image's centres to ``OUT/centers.detected.csv``; reads those of an earlier run.
 
@@ -85,12 +77,12 @@ class DetectedJournal:
         self.path = Path(path)
         rows = read_journal_rows(self.path) if resume else {}
         self.records = {image: journal_record(image, group) for image, group in rows.items()}
-        write_text_atomic(self.path, _csv([r for group in rows.values() for r in group], DETECTED_COLUMNS))
+        write_text_atomic(self.path, csv_text([r for group in rows.values() for r in group], DETECTED_COLUMNS))
         self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
 
     def add(self, found: DetectedCentres) -> None:
         """Append one image's detections in a single write, then flush and fsync."""
-        self.handle.write(_csv(detected_rows(found)))
+        self.handle.write(csv_text(detected_rows(found)))
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.records[found.listed.file] = found.listed
@@ -183,4 +175,4 @@ def detect_folder(plan: Plan, detector: DetectorUse, max_pixels: int | None = No
 
 def write_detected(path: Path, found: list[DetectedCentres]) -> None:
     """Write detections as a centres file with a ``confidence`` column, atomically."""
-    write_text_atomic(Path(path), _csv([row for f in found for row in detected_rows(f)], DETECTED_COLUMNS))
+    write_text_atomic(Path(path), csv_text([row for f in found for row in detected_rows(f)], DETECTED_COLUMNS))

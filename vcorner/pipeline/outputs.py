@@ -68,7 +68,7 @@ def image_json(image: str, corners: Sequence[VertebraCorners]) -> dict:
         for v in corners]}
 
 
-def _csv_text(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
+def csv_text(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     if header:
@@ -104,7 +104,7 @@ class CornerJournal:
         kept = {image: rows for image, rows in complete.items() if image not in redo}
         self.done, self.redone, self.others = set(kept), set(complete) - set(kept), set(others)
         rows = [r for group in (others, kept) for image_rows in group.values() for r in image_rows]
-        write_text_atomic(self.path, _csv_text(rows, CORNER_COLUMNS))
+        write_text_atomic(self.path, csv_text(rows, CORNER_COLUMNS))
         self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
 
     def _rows_by_image(self) -> dict[str, list[list[str]]]:
@@ -122,7 +122,7 @@ class CornerJournal:
 
     def add(self, rows: list[list[str]]) -> None:
         """Append one image's rows in a single write, then flush and fsync."""
-        self.handle.write(_csv_text(rows))
+        self.handle.write(csv_text(rows))
         self.handle.flush()
         os.fsync(self.handle.fileno())
 
@@ -137,7 +137,7 @@ def write_errors(path: Path, errors: dict[str, str], vertebrae: dict[tuple[str, 
     entries += [(image, name, reason) for (image, name), reason in (vertebrae or {}).items() if image not in errors]
     rows = [[neutralise(image), neutralise(name), neutralise(" ".join(reason.split()))]
             for image, name, reason in sorted(entries)]
-    write_text_atomic(Path(path), _csv_text(rows, ERROR_COLUMNS))
+    write_text_atomic(Path(path), csv_text(rows, ERROR_COLUMNS))
 
 
 def read_errors(path: Path) -> tuple[dict[str, str], dict[tuple[str, str], str]]:

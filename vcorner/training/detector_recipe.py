@@ -6,11 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
-from vcorner.config import DetectionConfig, from_dict, to_dict
+from vcorner.config import DetectionConfig, to_dict
 from vcorner.io.records import InputError
-from vcorner.training.recipe import ModelSpec, Recipe, recipe_from_dict
+from vcorner.training.recipe import ModelSpec, Recipe, read_toml, recipe_from_dict, sections_from_dict
 
 DETECTOR_TASK = "detector"
 
@@ -66,13 +64,8 @@ class DetectorRecipe:
 def detector_recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> DetectorRecipe:
     """Build a :class:`DetectorRecipe` from nested tables; unknown tables or keys raise InputError."""
     sections = {"model": ModelSpec, "detection": DetectionConfig, "augment": AugmentSpec, "train": DetectorOptim}
-    unknown = sorted(set(data) - set(sections) - {"name", "task", "reproduce"})
-    if unknown:
-        raise InputError(f"{where}: unknown table(s) {', '.join(unknown)} for a detector recipe")
-    try:
-        parts = {k: from_dict(cls, data.get(k), f"{where} [{k}]") for k, cls in sections.items()}
-    except (TypeError, ValueError) as err:
-        raise InputError(str(err)) from None
+    parts = sections_from_dict(data, sections, f"{where} (a detector recipe)",
+                               frozenset({"name", "task", "reproduce"}))
     if "model" not in data:
         parts["model"] = ModelSpec(recipe="detector-lite")
     return DetectorRecipe(name=str(data.get("name", "detector")), **parts)
@@ -84,13 +77,7 @@ def load_any_recipe(path: Path) -> Recipe | DetectorRecipe:
     Raises:
         InputError: missing file, bad TOML, unknown task, table or key.
     """
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such recipe file") from None
-    except tomllib.TOMLDecodeError as err:
-        raise InputError(f"{path}: not valid TOML ({err})") from None
+    data = read_toml(path)
     task = data.get("task", "corners")
     if task == DETECTOR_TASK:
         return detector_recipe_from_dict(data, str(path))

@@ -62,27 +62,44 @@ class Recipe:
                                       for k in ("model", "sampling", "ground_truth", "decode", "train")}}
 
 
+def sections_from_dict(data: dict[str, Any], sections: dict[str, type], where: str,
+                       keys: frozenset[str] = frozenset({"name", "reproduce"})) -> dict[str, Any]:
+    """Each table of ``data`` as its dataclass of ``sections`` (missing tables: defaults).
+
+    Raises:
+        InputError: a table not in ``sections`` (other than the top-level ``keys``), or an unknown key.
+    """
+    unknown = sorted(set(data) - set(sections) - keys)
+    if unknown:
+        raise InputError(f"{where}: unknown table(s) {', '.join(unknown)}")
+    try:
+        return {k: from_dict(cls, data.get(k), f"{where} [{k}]") for k, cls in sections.items()}
+    except (TypeError, ValueError) as err:
+        raise InputError(str(err)) from None
+
+
 def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     """Build a :class:`Recipe` from nested tables; unknown tables or keys raise InputError."""
     sections = {"model": ModelSpec, "sampling": SamplingConfig, "ground_truth": GroundTruthConfig,
                 "decode": DecodeConfig, "train": OptimSpec}
-    unknown = sorted(set(data) - set(sections) - {"name", "reproduce"})
-    if unknown:
-        raise InputError(f"{where}: unknown table(s) {', '.join(unknown)}")
-    try:
-        parts = {k: from_dict(cls, data.get(k), f"{where} [{k}]") for k, cls in sections.items()}
-    except (TypeError, ValueError) as err:
-        raise InputError(str(err)) from None
-    return Recipe(name=str(data.get("name", "custom")), **parts)
+    return Recipe(name=str(data.get("name", "custom")), **sections_from_dict(data, sections, where))
 
 
-def load_recipe(path: Path) -> Recipe:
-    """Read a TOML recipe file."""
+def read_toml(path: Path) -> dict[str, Any]:
+    """The tables of a TOML recipe file.
+
+    Raises:
+        InputError: missing file or invalid TOML (one line).
+    """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: no such recipe file") from None
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"{path}: not valid TOML ({err})") from None
-    return recipe_from_dict(data, str(path))
+
+
+def load_recipe(path: Path) -> Recipe:
+    """Read a TOML recipe file."""
+    return recipe_from_dict(read_toml(path), str(path))
