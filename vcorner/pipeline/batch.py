@@ -46,6 +46,8 @@ from vcorner.stages.prepare import ImageJob, prepare
 
 log = logging.getLogger(__name__)
 _DONE = object()
+CANCEL_WAIT_S = 10.0
+"""Longest wait, after Ctrl-C, for the cancelled inference batch to return before the runner closes."""
 MAX_DEFAULT_WORKERS = 16
 """Cap of the default CPU-stage threads beside GPU inference: each holds about two images in flight."""
 
@@ -224,7 +226,8 @@ def _interruptible(runner: Runner, batch: np.ndarray) -> np.ndarray:
         except BaseException as err:  # handed to the waiting thread
             done.set_exception(err)
 
-    threading.Thread(target=work, daemon=True, name="vcorner-infer").start()
+    worker = threading.Thread(target=work, daemon=True, name="vcorner-infer")
+    worker.start()
     try:
         while True:
             try:
@@ -233,6 +236,9 @@ def _interruptible(runner: Runner, batch: np.ndarray) -> np.ndarray:
                 continue
     except KeyboardInterrupt:
         runner.cancel()
+        # the session must outlive its run: closing the runner while ONNX Runtime is still inside session.run
+        # aborted the process ("terminate called without an active exception", exit -6 instead of 130)
+        worker.join(timeout=CANCEL_WAIT_S)
         raise
 
 
