@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.hardware.cpu import available_cores
-from vcorner.io.records import InputError
+from vcorner.io.records import ImageRecord, InputError
 from vcorner.models.card import ModelCard
 from vcorner.pipeline import manifest
 from vcorner.pipeline.detection import DETECTED_FILE, DetectedJournal, DetectorUse, with_detected
@@ -95,10 +95,15 @@ class BatchSummary:
     """errors.csv entries of images an earlier run listed and this run does not plan: kept, not counted."""
     interrupted: bool = False
     """Stopped by Ctrl-C (SIGINT): what was finished is written, the rest is left for a resumed run."""
-    detected: int = 0
-    """Images whose centres the detector found in this run."""
+    detected_records: list[ImageRecord] = field(default_factory=list)
+    """The checked centres of the images whose centres the detector found in this run (for ``run.json``)."""
     dropped: int = 0
     """Detections below the detector's confidence threshold, not used."""
+
+    @property
+    def detected(self) -> int:
+        """Images whose centres the detector found in this run."""
+        return len(self.detected_records)
 
 
 class Progress:
@@ -273,11 +278,7 @@ def _record(outcome: Finished | Failed, journal: CornerJournal, summary: BatchSu
     if isinstance(outcome, Finished):
         try:
             if outcome.detected is not None and detected is not None:
-                found = outcome.detected
-                detected.add(found)
-                summary.detected += 1
-                summary.dropped += len(found.dropped)
-                summary.refused_vertebrae.update({(outcome.image, k): v for k, v in found.left_out.items()})
+                note_detected(outcome.detected, len(outcome.detected.dropped), detected, summary)
             journal.add(outcome.rows)
         except OSError as err:  # disk full, say: this image fails, the next ones still try
             outcome = Failed(outcome.image, f"cannot write {journal.path}: {err.strerror or err}")
@@ -287,6 +288,22 @@ def _record(outcome: Finished | Failed, journal: CornerJournal, summary: BatchSu
             return
     summary.failed[outcome.image] = outcome.reason
     progress.image_done(0)
+
+
+def note_detected(found: DetectedCentres, dropped: int, detected: DetectedJournal, summary: BatchSummary) -> None:
+    """Journal an image's detected centres (before its corners) and count them, with the ``dropped`` detections
+    below the threshold and the vertebrae the centre checks left out, in ``summary``."""
+    detected.add(found)
+    summary.detected_records.append(found.record)
+    summary.dropped += dropped
+    summary.refused_vertebrae.update({(found.record.file, k): v for k, v in found.left_out.items()})
+
+
+def close_detected(out_dir: Path, detected: DetectedJournal | None, summary: BatchSummary) -> None:
+    """Close the detected-centres journal and record the rows and centres of the images detected in this run."""
+    if detected is not None:
+        detected.close()
+        manifest.record_detected(out_dir, summary.detected_records)
 
 
 def _settled(outcome: Finished | Failed) -> Future:
@@ -422,10 +439,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
             if not future.cancelled():
                 _record(future.result(), journal, summary, progress, detected)
         journal.close()
-        if detected is not None:
-            detected.close()
-            manifest.record_detected(out_dir, [detected.records[p.record.file] for p in todo
-                                               if p.record.file in detected.records])
+        close_detected(out_dir, detected, summary)
         write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began
     return summary

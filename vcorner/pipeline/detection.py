@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,7 +25,7 @@ from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.io.spreadsheet import neutralise, restore
 from vcorner.models.detector_card import DetectorCard
-from vcorner.pipeline.outputs import csv_text
+from vcorner.pipeline.outputs import append_synced, csv_text
 from vcorner.stages.detect import DetectedCentres, Infer, detect_centres
 from vcorner.stages.plan import Plan, PlannedImage
 
@@ -82,9 +81,7 @@ class DetectedJournal:
 
     def add(self, found: DetectedCentres) -> None:
         """Append one image's detections in a single write, then flush and fsync."""
-        self.handle.write(csv_text(detected_rows(found)))
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        append_synced(self.handle, detected_rows(found))
         self.records[found.listed.file] = found.listed
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vcorner.geometry.sequence import checked_record
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.pipeline.overlay import overlay_name
@@ -97,16 +96,12 @@ def missing_extras(out_dir: Path, images: list[str], write_json: bool, vis: bool
 
 
 def record_detected(out_dir: Path, records: list[ImageRecord]) -> None:
-    """Add the centres digest and row count of images whose centres the detector found in this run (their
-    ``records`` after the sequence checks are what the corners came from)."""
+    """Add the centres digest and row count of images whose centres the detector found in this run (``records``:
+    their centres after the sequence checks, which the corners came from)."""
     data = read_manifest(out_dir)
     if data is None or not records:
         return
-    for listed in records:
-        try:
-            record = checked_record(listed)[0]
-        except InputError:
-            continue
+    for record in records:
         data.setdefault("centers", {})[record.file] = centers_digest(record)
         data.setdefault("rows", {})[record.file] = 4 * len(record.vertebrae)
     write_text_atomic(Path(out_dir) / MANIFEST, json.dumps(data, indent=1, allow_nan=False) + "\n")

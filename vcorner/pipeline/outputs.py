@@ -77,6 +77,14 @@ def csv_text(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None)
     return out.getvalue()
 
 
+def append_synced(handle, rows: Sequence[Sequence[str]]) -> None:
+    """Append ``rows`` to an open CSV journal in a single write, then flush and fsync (a kill leaves at most a
+    partial last line, which the journal's reader drops)."""
+    handle.write(csv_text(rows))
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
 class CornerJournal:
     """Appends finished images to ``corners.csv``; knows which images are already complete.
 
@@ -122,9 +130,7 @@ class CornerJournal:
 
     def add(self, rows: list[list[str]]) -> None:
         """Append one image's rows in a single write, then flush and fsync."""
-        self.handle.write(csv_text(rows))
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        append_synced(self.handle, rows)
 
     def close(self) -> None:
         self.handle.close()

@@ -32,9 +32,16 @@ from vcorner.hardware.capabilities import Capabilities, probe
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.resolve import ResolvedModel
-from vcorner.pipeline.batch import BatchOptions, BatchSummary, Progress, start_outputs, write_run_errors
+from vcorner.pipeline.batch import (
+    BatchOptions,
+    BatchSummary,
+    Progress,
+    close_detected,
+    note_detected,
+    start_outputs,
+    write_run_errors,
+)
 from vcorner.pipeline.detection import DetectorUse
-from vcorner.pipeline.manifest import record_detected
 from vcorner.pipeline.outputs import corner_rows
 from vcorner.runtime.open import open_detector, open_runner
 from vcorner.stages.detect import DetectedCentres
@@ -327,20 +334,14 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
                 else:
                     found, dropped = _detected_from_json(row["detected"])
                     if found is not None and detected is not None:  # its centres first, as in the local batch
-                        detected.add(found)
-                        summary.detected += 1
-                        summary.dropped += dropped
-                        summary.refused_vertebrae.update({(row["image"], k): v for k, v in found.left_out.items()})
+                        note_detected(found, dropped, detected, summary)
                     journal.add(json.loads(row["rows"]))
                     summary.done += 1
                 summary.patches += int(row["patches"])
                 progress.image_done(int(row["patches"]))
     finally:
         journal.close()
-        if detected is not None:
-            detected.close()
-            record_detected(out_dir, [detected.records[p.record.file] for p in todo
-                                      if p.record.file in detected.records])
+        close_detected(out_dir, detected, summary)
         write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began
     return summary

@@ -93,10 +93,14 @@ def window_peaks(maps: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarra
     Returns:
         (K, 2) weighted centroids (x, y) of the windows, grid pixels; (K,) mass inside each window.
     """
+    return _own_peaks(maps, disc_sums(maps, radius))
+
+
+def _own_peaks(maps: np.ndarray, sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, 2) centroid and (K,) mass of each map's disc at its own maximum, from its :func:`disc_sums`."""
     k, _, width = maps.shape
     top = np.argmax(maps.reshape(k, -1), axis=1)
-    points = np.stack([top % width, top // width], axis=1)
-    mass, centroid = _centroids(disc_sums(maps, radius), points)
+    mass, centroid = _centroids(sums, np.stack([top % width, top // width], axis=1))
     index = np.arange(k)
     return centroid[index, index], mass[index, index]
 
@@ -189,10 +193,7 @@ def decode_detections(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarr
         raise ValueError(f"{len(maps)} maps for {len(names)} names")
     maps = flatten_degenerate(maps)
     sums = disc_sums(maps, radius)
-    width = maps.shape[2]
-    top = np.argmax(maps.reshape(k, -1), axis=1)
-    own_mass, own_centroid = (a[np.arange(k), np.arange(k)] for a in _centroids(
-        sums, np.stack([top % width, top // width], axis=1)))
+    own_centroid, own_mass = _own_peaks(maps, sums)
     points = blob_candidates(sums[0].sum(axis=0), radius, 3 * k, floor=0.05)
     if len(points) == 0:
         return [Detection(n, to_image(affine, own_centroid[i]), float(own_mass[i])) for i, n in enumerate(names)]

@@ -49,18 +49,20 @@ class DetectorTrainResult:
     history: list[dict[str, float]]
 
 
-def map_bc(model: UNet, x: np.ndarray, y: np.ndarray, device: torch.device, batch: int = 32) -> np.ndarray:
-    """(M, K) Bhattacharyya coefficients of the model's maps against targets ``y`` (M, K, S, S), and the maps."""
-    scores, maps = [], []
+@torch.no_grad()
+def predict_maps(model: UNet, x: np.ndarray, device: torch.device, batch: int = 32) -> np.ndarray:
+    """(M, K, S, S) maps of views ``x`` (M, 1, S, S), in eval mode."""
     model.eval()
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            out = model(torch.from_numpy(x[i:i + batch]).to(device))
-            target = torch.from_numpy(y[i:i + batch]).to(device)
-            k = out.shape[1]
-            scores.append(bhattacharyya(target.flatten(0, 1)[:, None], out.flatten(0, 1)[:, None]).view(-1, k).cpu())
-            maps.append(out.cpu().numpy())
-    return torch.cat(scores).numpy(), np.concatenate(maps)
+    return np.concatenate([model(torch.from_numpy(x[i:i + batch]).to(device)).cpu().numpy()
+                           for i in range(0, len(x), batch)])
+
+
+def map_bc(model: UNet, x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(M, K) Bhattacharyya coefficients of the model's maps against targets ``y`` (M, K, S, S), and the maps."""
+    maps = predict_maps(model, x, device)
+    k = maps.shape[1]
+    scores = bhattacharyya(torch.from_numpy(y).flatten(0, 1)[:, None], torch.from_numpy(maps).flatten(0, 1)[:, None])
+    return scores.view(-1, k).numpy(), maps
 
 
 def validation_metrics(model: UNet, images: list[DetectorImage], names: tuple[str, ...], recipe: DetectorRecipe,
@@ -204,8 +206,7 @@ def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...]
     x, _, _ = epoch_views(images, names, recipe.detection, recipe.augment, None)
     rng = np.random.default_rng(12345)
     blank = np.stack([negative_view(size, rng, images) for _ in range(negatives)])
-    _, maps = map_bc(model, np.concatenate([x, blank]), np.zeros((len(x) + negatives, len(names), size, size),
-                                                                  np.float32), device)
+    maps = predict_maps(model, np.concatenate([x, blank]), device)
     present = []
     for image, image_maps in zip(images, maps[:len(x)], strict=True):
         affine = letterbox_affine(image.shape, size)
