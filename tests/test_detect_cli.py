@@ -163,3 +163,30 @@ def test_resuming_with_another_detector_is_refused_and_usage_errors_are_one_line
     wrong = run_cli("batch", films, "--centers", EXAMPLES / "centers.csv", "--model", default_detector_path(),
                     "--out", tmp_path / "o")
     assert wrong.exit_code == 2 and "not a vcorner model card" in wrong.output
+
+
+def test_a_cut_off_vertebra_is_dropped_and_counted_and_any_image_size_is_answered(tmp_path):
+    """A film cropped above C7's centre: C7 is dropped below the confidence threshold, counted in the summary and
+    run.json, and C3-C6 get corners. The same film enlarged to 1,782 px and shrunk to 90 px (smaller than the
+    detector's 128 px view) is resized, never refused for its size: both get all five names at the right places."""
+    films = tmp_path / "films"
+    films.mkdir()
+    image = cv2.imread(str(EXAMPLES / "phantom_00000.png"), cv2.IMREAD_UNCHANGED)  # 810 x 722, C7 centre at y 550
+    cv2.imwrite(str(films / "cropped.png"), image[:500])
+    cv2.imwrite(str(films / "large.png"), cv2.resize(image, None, fx=2.2, fy=2.2, interpolation=cv2.INTER_CUBIC))
+    cv2.imwrite(str(films / "tiny.png"), cv2.resize(image, (90, 101), interpolation=cv2.INTER_AREA))
+    out = tmp_path / "out"
+    result = run_cli("batch", films, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "1 detection(s) below the confidence threshold dropped" in result.output
+    assert json.loads((out / "run.json").read_text())["last_run"]["detections_dropped"] == 1
+    names = {}
+    for r in read_rows(out / "corners.csv"):
+        names.setdefault(r["image"], set()).add(r["vertebra"])
+    assert names == {"cropped.png": {"C3", "C4", "C5", "C6"}, "large.png": {"C3", "C4", "C5", "C6", "C7"},
+                     "tiny.png": {"C3", "C4", "C5", "C6", "C7"}}
+    truth = {v.name: v.center for v in read_annotations(EXAMPLES / "annotations.json")[0].vertebrae}
+    for row in read_rows(out / "centers.detected.csv"):
+        scale = {"cropped.png": 1.0, "large.png": 2.2, "tiny.png": 90 / 722}[row["image"]]
+        error = np.linalg.norm(np.array([float(row["x"]), float(row["y"])]) / scale - truth[row["vertebra"]])
+        assert error < 15, (row, error)  # px of the original film, about 2.4 mm; vertebrae are ~110 px apart
