@@ -194,6 +194,10 @@ def test_opening_an_image_in_the_browser_shows_its_corner_table(run):
         driver.get((run / "report.html").as_uri())
         row = driver.find_element(By.CSS_SELECTOR, '#images > tbody > tr[data-image="phantom_00000.png"]')
         row.find_element(By.TAG_NAME, "summary").click()
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        # the table is built on the toggle event, after the click returns: wait for it (a CI run read 0 cells)
+        WebDriverWait(driver, 10).until(lambda _: row.find_elements(By.CSS_SELECTOR, "table.corners td"))
         cells = row.find_elements(By.CSS_SELECTOR, "table.corners td")
         assert len(cells) == 20 * 8 and cells[0].text == "C3" and cells[1].text == "superior_left"
     finally:
