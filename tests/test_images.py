@@ -19,6 +19,7 @@ from vcorner.io.images import (
     is_image_path,
     raster_size,
     read_image,
+    read_image_bytes,
 )
 from vcorner.io.records import InputError
 from vcorner.phantoms.files import write_image
@@ -187,6 +188,30 @@ def test_decompression_bombs_refused_fast_from_the_header(tmp_path: Path) -> Non
             read_image(path)
         assert time.perf_counter() - start < 0.5, name
         assert path.name in str(info.value)
+
+
+def _error_of(read) -> str:
+    with pytest.raises(InputError) as info:
+        read()
+    return str(info.value)
+
+
+def test_bytes_are_read_as_the_file_is(tmp_path: Path) -> None:
+    """The Ray actors decode the bytes a read task brought: the same pixels, spacing and one-line errors."""
+    smooth = cv2.GaussianBlur(IMG16, (0, 0), 2)
+    for suffix in (".png", ".tif", ".dcm"):
+        write_image(tmp_path / f"good{suffix}", smooth, pixel_spacing_mm=0.2 if suffix == ".dcm" else None)
+    write_image(tmp_path / "good.jpg", (smooth >> 8).astype(np.uint8))
+    (tmp_path / "good_dicom_no_suffix").write_bytes((tmp_path / "good.dcm").read_bytes())
+    for path in sorted(tmp_path.glob("good*")):
+        on_disk, in_memory = read_image(path), read_image_bytes(path.read_bytes(), path)
+        assert (in_memory.bits, in_memory.pixel_spacing_mm) == (on_disk.bits, on_disk.pixel_spacing_mm), path.name
+        np.testing.assert_array_equal(in_memory.pixels, on_disk.pixels)
+    cases = {k: v for k, v in _bad_inputs(tmp_path).items() if v.is_file()} | _bombs(tmp_path)
+    assert len(cases) == 12
+    for case, path in cases.items():
+        message = _error_of(lambda: read_image_bytes(path.read_bytes(), path))  # noqa: B023
+        assert message == _error_of(lambda: read_image(path)), case  # noqa: B023
 
 
 def test_header_sizes_and_configurable_limit(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ def test_without_ray_the_flag_fails_with_an_install_hint(toy_dataset, tiny_onnx,
 
 
 @pytest.mark.slow
-def test_ray_batch_matches_local_batch(toy_dataset, tiny_onnx, tmp_path):
+def test_ray_batch_writes_the_local_batch_byte_for_byte(toy_dataset, tiny_onnx, tmp_path):
+    """Several images per actor call, decoded from bytes, with --json and --vis written by the actors: every
+    output file is the local batch's, byte for byte, and a file that fails to decode fails only itself."""
     ray = pytest.importorskip("ray")
     root = tmp_path / "xrays"
     shutil.copytree(toy_dataset, root)
@@ -32,16 +34,103 @@ def test_ray_batch_matches_local_batch(toy_dataset, tiny_onnx, tmp_path):
         for mode in ("local", "ray"):
             out = tmp_path / mode
             args = ["batch", str(root), "--centers", str(root / "centers.csv"), "--out", str(out),
-                    "--model", str(tiny_onnx)] + (["--ray", "local"] if mode == "ray" else [])
+                    "--model", str(tiny_onnx), "--json", "--vis"] + (
+                ["--ray", "local", "--ray-images", "3"] if mode == "ray" else [])
             result = CliRunner().invoke(app, args)
             assert result.exit_code == 1, result.output  # broken.png and gone.png failed
-            outputs[mode] = {name: sorted((out / name).read_text().splitlines())
-                             for name in ("corners.csv", "errors.csv")}
+            outputs[mode] = {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*"))
+                             if f.is_file() and f.name != "run.json"}
     finally:
         ray.shutdown()
     assert outputs["ray"] == outputs["local"]
-    assert len(outputs["ray"]["corners.csv"]) == 1 + 4 * 5 * 4
-    assert [line.split(",")[0] for line in outputs["ray"]["errors.csv"]] == ["broken.png", "gone.png", "image"]
+    assert len(outputs["ray"]["corners.csv"].decode().splitlines()) == 1 + 4 * 5 * 4
+    assert sum(name.endswith(".json") for name in outputs["ray"]) == 4
+    assert sum(name.startswith("vis/") for name in outputs["ray"]) == 4
+    errors = outputs["ray"]["errors.csv"].decode().splitlines()
+    assert [line.split(",")[0] for line in errors] == ["image", "broken.png", "gone.png"]
+    assert "broken.png: corrupt PNG" in errors[1]
+
+
+def _ray_run(root: Path, model: Path, out: Path, actor_type, per_call: int):
+    """``run_batch_ray`` of ``root``'s centres on one local actor of class ``actor_type``."""
+    from vcorner.models.resolve import ModelRequest
+    from vcorner.pipeline.batch import BatchOptions
+    from vcorner.pipeline.ray_batch import join_cluster, run_batch_ray
+    from vcorner.stages.plan import make_plan
+
+    cluster = join_cluster("local", 1)
+    resolved = ModelRequest(model).resolve(cluster.caps)
+    return run_batch_ray(make_plan(root, root / "centers.csv"), out, resolved, BatchOptions(batch_size=64), cluster,
+                         images_per_actor_call=per_call, actor_type=actor_type)
+
+
+@pytest.mark.slow
+def test_a_killed_actor_has_its_images_retried_and_one_that_always_dies_has_them_reported(
+        toy_dataset, tiny_onnx, tmp_path):
+    """The actor's process is SIGKILLed in its first call: Ray restarts it and retries the call, and the corners
+    are those of an undisturbed run. An actor killed by every call holding one image is retried, then that call's
+    images are reported in errors.csv; the other calls' images are done."""
+    import os
+    import signal
+
+    ray = pytest.importorskip("ray")
+    from vcorner.pipeline.ray_batch import ACTOR_RETRIES, CornerActor
+
+    killed = tmp_path / "killed"
+
+    class KilledOnce(CornerActor):
+        def __call__(self, batch):
+            if not killed.exists():
+                killed.write_text("1")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().__call__(batch)
+
+    class KilledByToy0(CornerActor):
+        def __call__(self, batch):
+            if any(str(path).endswith("toy0.png") for path in batch["path"]):
+                with open(killed, "a") as handle:
+                    handle.write("1")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().__call__(batch)
+
+    try:
+        calm = _ray_run(toy_dataset, tiny_onnx, tmp_path / "calm", CornerActor, 2)
+        once = _ray_run(toy_dataset, tiny_onnx, tmp_path / "once", KilledOnce, 2)
+        assert killed.read_text() == "1"
+        killed.write_text("")
+        always = _ray_run(toy_dataset, tiny_onnx, tmp_path / "always", KilledByToy0, 2)
+    finally:
+        ray.shutdown()
+    assert (calm.done, once.done) == (4, 4) and not once.failed
+    assert (tmp_path / "once" / "corners.csv").read_bytes() == (tmp_path / "calm" / "corners.csv").read_bytes()
+    assert len(killed.read_text()) == ACTOR_RETRIES + 1  # the first try and every retry died
+    assert always.done == 2 and sorted(always.failed) == ["toy0.png", "toy1.png"]  # the call holding toy0
+    assert all("no result from the Ray actors" in reason for reason in always.failed.values())
+    corners = (tmp_path / "always" / "corners.csv").read_text().splitlines()
+    assert sorted({line.split(",")[0] for line in corners[1:]}) == ["toy2.png", "toy3.png"]
+    assert "toy0.png" in (tmp_path / "always" / "errors.csv").read_text()
+
+
+def test_an_unreachable_cluster_address_fails_in_one_line(toy_dataset, tiny_onnx, tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as probe:  # a port on this machine that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
+                                      "--out", str(tmp_path / "o"), "--model", str(tiny_onnx),
+                                      "--ray", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2, result.output
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_images_per_call_fill_whole_inference_batches():
+    from vcorner.pipeline.ray_batch import MAX_IMAGES_PER_CALL, images_per_call
+
+    assert images_per_call(256, 80) == 13  # 13 x 80 = 1040 patches >= 4 batches of 256
+    assert images_per_call(4096, 80) == MAX_IMAGES_PER_CALL and images_per_call(1, 500) == 1
 
 
 def test_actors_share_the_cpus_left_beside_the_reads():

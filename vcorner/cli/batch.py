@@ -81,6 +81,9 @@ def batch(
     ap: Annotated[bool, typer.Option("--ap", help="With --measure: an AP film, also the main Cobb angle.")] = False,
     ray_stall_timeout: Annotated[float, typer.Option(
         min=1, help="Stop a Ray batch (exit 2) when no image came back for this many seconds.")] = 600.0,
+    ray_images: Annotated[int | None, typer.Option(
+        min=1, help="Images handed to a Ray actor per call, their patches inferred together (default: enough for "
+                    "4 full batches, at most 64).")] = None,
     precision: Annotated[str, typer.Option(
         "--precision", help="Graph ONNX Runtime runs on the CPU: auto (INT8 where recorded or self-checked "
                             "evidence shows it wins here), fp32 or int8.")] = "auto",
@@ -122,7 +125,7 @@ def batch(
                                  f"{found.card.detection.min_confidence:g}), written to "
                                  f"{out / 'centers.detected.csv'}", highlight=False, soft_wrap=True)
                 summary, runner_name = _run(plan, out, options, request, ray,
-                                            (ray_actors, ray_gpus, ray_stall_timeout), batch_size)
+                                            (ray_actors, ray_gpus, ray_stall_timeout, ray_images), batch_size)
         except KeyboardInterrupt:
             fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
                  "to resume", EXIT_INTERRUPTED)
@@ -165,9 +168,10 @@ def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior
                  highlight=False, soft_wrap=True)
 
 
-def _run(plan, out: Path, options, request: ModelRequest, ray: str | None, ray_settings: tuple[int, float, float],
-         request_batch: int | None = None):
-    """Run the batch locally or on Ray (``ray_settings``: actors, GPUs per actor, stall timeout in s) with
+def _run(plan, out: Path, options, request: ModelRequest, ray: str | None,
+         ray_settings: tuple[int, float, float, int | None], request_batch: int | None = None):
+    """Run the batch locally or on Ray (``ray_settings``: actors, GPUs per actor, stall timeout in s, images per
+    actor call) with
     ``request_batch`` patches per inference batch (None: :data:`CPU_BATCH` or :data:`GPU_BATCH`);
     (summary, backend name)."""
 
@@ -180,9 +184,7 @@ def _run(plan, out: Path, options, request: ModelRequest, ray: str | None, ray_s
         from vcorner.pipeline.ray_batch import import_ray, join_cluster, run_batch_ray
 
         import_ray()
-        if options.write_json or options.vis:
-            fail("--json and --vis are not available with --ray yet; run without --ray for them")
-        actors, gpus, stall = ray_settings
+        actors, gpus, stall, per_call = ray_settings
         cluster = join_cluster(ray, actors, gpus) if plan.images else None  # refused before OUT is touched
         # resolved once, for a worker's capabilities: every actor runs this very graph
         resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16", "int8_check"))
@@ -190,7 +192,7 @@ def _run(plan, out: Path, options, request: ModelRequest, ray: str | None, ray_s
                           batch_size=request_batch or (CPU_BATCH if resolved.device == "cpu" else GPU_BATCH),
                           notes=options.notes + calibration_notes(resolved.card) + (("resolved", resolved.describe()),))
         with progress_bar(*columns) as bar:
-            summary = run_batch_ray(plan, out, resolved, options, cluster, BarProgress(bar), stall)
+            summary = run_batch_ray(plan, out, resolved, options, cluster, BarProgress(bar), stall, per_call)
         return summary, f"ray ({actors} actor(s), {resolved.backend.value} {resolved.precision})"
     runner, resolved = open_model(request)
     with runner, progress_bar(*columns) as bar:

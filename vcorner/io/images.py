@@ -23,6 +23,7 @@ import io
 import logging
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -85,13 +86,18 @@ def _kind(path: Path) -> str:
         size = path.stat().st_size
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror})") from None
+    return _kind_from(path, size, lambda: _has_dicom_preamble(path))
+
+
+def _kind_from(name: Path, size: int, has_preamble: Callable[[], bool]) -> str:
+    """The image kind of a file ``name`` of ``size`` bytes from its suffix, else its DICOM preamble."""
     if size == 0:
-        raise InputError(f"{path}: empty file (0 bytes)")
-    kind = KIND_BY_SUFFIX.get(path.suffix.lower())
-    if kind is None and _has_dicom_preamble(path):
+        raise InputError(f"{name}: empty file (0 bytes)")
+    kind = KIND_BY_SUFFIX.get(name.suffix.lower())
+    if kind is None and has_preamble():
         kind = "dicom"
     if kind is None:
-        raise InputError(f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; "
+        raise InputError(f"{name}: unsupported file type {name.suffix or '(no suffix)'!r}; "
                          f"supported: {', '.join(SUPPORTED_SUFFIXES)} or DICOM without suffix")
     return kind
 
@@ -209,16 +215,24 @@ def raster_size(path: Path, kind: str) -> tuple[int, int]:
     Raises:
         InputError: the header is missing, truncated or of another format.
     """
-    parsers = {"png": _png_size, "jpeg": _jpeg_size, "tiff": _tiff_size}
     try:
         with path.open("rb") as handle:
-            magic = handle.read(8)
-            if not magic.startswith(_MAGIC[kind]):
-                raise ValueError(f"not a {kind.upper()} file (unrecognized signature)")
-            handle.seek(0)
-            return parsers[kind](handle)
-    except (ValueError, struct.error, OSError) as err:
+            return _header_size(handle, kind, path)
+    except OSError as err:
         raise InputError(f"{path}: corrupt {kind.upper()} header ({err})") from None
+
+
+def _header_size(handle: BinaryIO, kind: str, name: Path) -> tuple[int, int]:
+    """(width, height) from the header of the PNG/JPEG/TIFF open in ``handle`` (at its start)."""
+    parsers = {"png": _png_size, "jpeg": _jpeg_size, "tiff": _tiff_size}
+    try:
+        magic = handle.read(8)
+        if not magic.startswith(_MAGIC[kind]):
+            raise ValueError(f"not a {kind.upper()} file (unrecognized signature)")
+        handle.seek(0)
+        return parsers[kind](handle)
+    except (ValueError, struct.error, OSError) as err:
+        raise InputError(f"{name}: corrupt {kind.upper()} header ({err})") from None
 
 
 def _check_size(path: Path, width: int, height: int, max_pixels: int) -> None:
@@ -250,10 +264,11 @@ def _unit_range(array: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
-def _read_raster(path: Path, kind: str, max_pixels: int) -> XRayImage:
-    width, height = raster_size(path, kind)
+def _read_raster(encoded: bytes, path: Path, kind: str, max_pixels: int) -> XRayImage:
+    """Decode the PNG/JPEG/TIFF bytes of the file ``path`` once its header's size passed ``max_pixels``."""
+    width, height = _header_size(io.BytesIO(encoded), kind, path)  # BytesIO shares the bytes, no copy
     _check_size(path, width, height, max_pixels)
-    data = np.fromfile(path, dtype=np.uint8)
+    data = np.frombuffer(encoded, dtype=np.uint8)
     if kind == "jpeg" and b"\xff\xd9" not in data[-1024:].tobytes():
         raise InputError(f"{path}: truncated JPEG data (no end-of-image marker)")
     try:
@@ -301,11 +316,15 @@ def dicom_spacing(ds: object, path: Path) -> float | None:
     return None
 
 
-def _dicom_header(path: Path, max_pixels: int) -> object:
+def _dicom_header(path: Path, max_pixels: int, encoded: bytes | None = None) -> object:
+    """The DICOM header (no pixels) of the file ``path``, or of its ``encoded`` bytes when given, after
+    checking its size against ``max_pixels``."""
     import pydicom
 
+    source: Path | BinaryIO = path if encoded is None else io.BytesIO(encoded)
+    defer = "1 MB" if encoded is None else None  # bytes in memory: nothing to gain by deferring
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="1 MB", force=True)
+        ds = pydicom.dcmread(source, stop_before_pixels=True, defer_size=defer, force=True)
     except Exception as err:  # pydicom raises many types on corrupt files
         raise InputError(f"{path}: not a readable DICOM file ({type(err).__name__}: {err})") from None
     rows, cols = ds.get("Rows"), ds.get("Columns")
@@ -345,11 +364,12 @@ def dicom_file_spacing(path: Path) -> float | None:
         return None
 
 
-def _read_dicom(path: Path, max_pixels: int) -> XRayImage:
+def _read_dicom(encoded: bytes, path: Path, max_pixels: int) -> XRayImage:
+    """Decode the DICOM bytes of the file ``path`` (first frame, modality LUT, MONOCHROME1 inverted)."""
     import pydicom
     from pydicom.pixels import apply_modality_lut
 
-    header = _dicom_header(path, max_pixels)
+    header = _dicom_header(path, max_pixels, encoded)
     slope = header.get("RescaleSlope")
     try:
         usable = slope is None or (math.isfinite(float(slope)) and float(slope) != 0.0)
@@ -358,7 +378,7 @@ def _read_dicom(path: Path, max_pixels: int) -> XRayImage:
     if not usable:
         raise InputError(f"{path}: RescaleSlope is {slope}: the pixel values would carry no image")
     try:
-        ds = pydicom.dcmread(path, force=True)
+        ds = pydicom.dcmread(io.BytesIO(encoded), force=True)
         stored = ds.pixel_array
         values = apply_modality_lut(stored, ds)
     except Exception as err:  # truncated data, unsupported transfer syntax, bad attributes
@@ -393,10 +413,26 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRayImage
     path = Path(path)
     kind = _kind(path)
     try:
-        image = _read_dicom(path, max_pixels) if kind == "dicom" else _read_raster(path, kind, max_pixels)
+        encoded = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    return _decode(encoded, path, kind, max_pixels)
+
+
+def read_image_bytes(encoded: bytes, name: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRayImage:
+    """:func:`read_image` of a file's bytes already in memory (e.g. read by a Ray task): the same checks and the
+    same one-line errors, which name the file ``name`` (whose suffix gives the format, as on disk)."""
+    name = Path(name)
+    kind = _kind_from(name, len(encoded), lambda: encoded[128:132] == b"DICM")
+    return _decode(encoded, name, kind, max_pixels)
+
+
+def _decode(encoded: bytes, path: Path, kind: str, max_pixels: int) -> XRayImage:
+    """The checked image of the ``kind`` file ``path`` whose bytes are ``encoded``."""
+    try:
+        image = _read_dicom(encoded, path, max_pixels) if kind == "dicom" else _read_raster(encoded, path, kind,
+                                                                                            max_pixels)
         check_contrast(image.pixels, path)
         return image
-    except PermissionError as err:
-        raise InputError(f"{path}: cannot read ({err.strerror})") from None
     except MemoryError:
         raise InputError(f"{path}: out of memory while decoding") from None

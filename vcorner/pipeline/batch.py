@@ -132,10 +132,12 @@ class Finished:
     """The detector's centres of an image listed without any (written to ``OUT/centers.detected.csv``)."""
 
 
-def _prepare_one(item: PlannedImage, card: ModelCard, options: BatchOptions) -> ImageJob | Failed:
-    """An image's job, or why it cannot be read or cut."""
+def prepare_one(item: PlannedImage, card: ModelCard, options: BatchOptions,
+                encoded: bytes | None = None) -> ImageJob | Failed:
+    """An image's job (from its file, or the file's ``encoded`` bytes), or why it cannot be read or cut."""
     try:
-        return prepare(item, card, keep_pixels=options.vis, max_pixels=options.max_pixels, detect=options.detector)
+        return prepare(item, card, keep_pixels=options.vis, max_pixels=options.max_pixels, detect=options.detector,
+                       encoded=encoded)
     except InputError as err:
         return Failed(item.record.file, str(err))
     except (OSError, ValueError, MemoryError) as err:
@@ -159,14 +161,14 @@ def _load(items: list[PlannedImage], card: ModelCard, options: BatchOptions, out
             for item in items:
                 if stop.is_set():
                     return
-                out.put(_prepare_one(item, card, options))
+                out.put(prepare_one(item, card, options))
             return
         with ThreadPoolExecutor(workers, thread_name_prefix="vcorner-load") as pool:
             ahead: deque[Future] = deque()
             for item in items:
                 if stop.is_set():
                     break
-                ahead.append(pool.submit(_prepare_one, item, card, options))
+                ahead.append(pool.submit(prepare_one, item, card, options))
                 if len(ahead) >= 2 * workers:
                     out.put(ahead.popleft().result())
             while ahead and not stop.is_set():
@@ -247,7 +249,7 @@ def _interruptible(runner: Runner, batch: np.ndarray) -> np.ndarray:
         raise
 
 
-def _finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOptions) -> Finished | Failed:
+def finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOptions) -> Finished | Failed:
     """The corner rows of a job whose maps are filled, with its JSON/overlay written; or why it failed."""
     try:
         corners, accumulated = finish(item, card)
@@ -422,7 +424,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
         for size, ready in _infer_all(jobs, runner, options.batch_size):
             summary.patches += size  # counted as it goes, so an interrupted run reports what it did
             waiting.extend(_settled(item) if isinstance(item, Failed) else
-                           finishers.submit(_finish_one, item, card, out_dir, options) for item in ready)
+                           finishers.submit(finish_one, item, card, out_dir, options) for item in ready)
             while waiting and (waiting[0].done() or len(waiting) > options.queue_images + workers):
                 _record(waiting.popleft().result(), journal, summary, progress, detected)
     except KeyboardInterrupt:  # Ctrl-C: stop the loader and finishers, keep what is finished, report it

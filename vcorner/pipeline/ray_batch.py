@@ -1,8 +1,17 @@
 """``vcorner batch --ray``: the same per-image work on Ray Data, across the CPUs or GPUs of a cluster.
 
-``read_binary_files`` streams the images (one row per image, so no shuffle), a pool of stateful actors each
-holding one inference session (``compute=ActorPoolStrategy``) prepares, infers and decodes them, and the driver
-writes through the same atomic journal as the local batch, so results and ``errors.csv`` are identical.
+The dataset is built from the plan: one row per image holding its path **and its centres**, so nothing but an
+image's own centres reaches the actor that does it. Light read tasks add each file's bytes; a pool of stateful
+actors (``compute=ActorPoolStrategy``), each holding one inference session, takes several images a call, decodes
+them from the bytes (no temporary files), infers all their patches together in full batches and finds their
+corners, writing any ``--json``/``--vis`` files straight into OUT (shared storage on a cluster). The driver
+streams the result rows back in plan order and writes them through the same atomic journal as the local batch,
+so ``corners.csv`` and ``errors.csv`` are the local batch's, byte for byte; it never holds pixels or maps, only
+the plan (paths and centres) and the journal's index.
+
+Failures: a file that cannot be read or decoded fails that image only. An actor that dies (killed, out of
+memory) is restarted and its call retried (:data:`ACTOR_RETRIES`); a call that still fails is skipped and its
+images are reported in ``errors.csv``. An unreachable cluster address fails in one line (:func:`connect`).
 
 Resources: the read tasks need CPUs too. Actors that held every CPU starved them and the batch hung forever,
 so the actors share what the cluster has less :data:`READ_RESERVE_CPUS` (:func:`actor_cpus`), each running
@@ -17,10 +26,14 @@ from __future__ import annotations
 import _thread
 import json
 import logging
-import tempfile
+import math
+import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from vcorner.export.materialize import materialize
+from vcorner.geometry.patches import sample_poses
 from vcorner.hardware.capabilities import Capabilities, probe
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, Vertebra
@@ -35,25 +49,44 @@ from vcorner.models.resolve import ResolvedModel
 from vcorner.pipeline.batch import (
     BatchOptions,
     BatchSummary,
+    Failed,
+    Finished,
     Progress,
     close_detected,
+    finish_one,
     note_detected,
+    prepare_one,
     start_outputs,
     write_run_errors,
 )
-from vcorner.pipeline.detection import DetectorUse
-from vcorner.pipeline.outputs import corner_rows
+from vcorner.pipeline.detection import DetectedJournal, DetectorUse
+from vcorner.pipeline.outputs import CornerJournal
+from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.runtime.open import open_detector, open_runner
 from vcorner.stages.detect import DetectedCentres
-from vcorner.stages.finish import finish
 from vcorner.stages.plan import Plan, PlannedImage
-from vcorner.stages.prepare import prepare
+from vcorner.stages.prepare import ImageJob
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "Ray is not installed: pip install 'vcorner[ray]'"
+READ_CPUS = 0.25
+"""CPUs of one read task (a file's bytes: light, and must never be starved by the actors)."""
 READ_RESERVE_CPUS = 0.5
-"""CPUs left to Ray Data's read tasks (0.25 each) beside the actors."""
+"""CPUs left to Ray Data's read tasks (:data:`READ_CPUS` each) beside the actors."""
+GCS_PORT = 6379
+"""Default port of a Ray head node's GCS (``ray start --head``)."""
+CLIENT_PORT = 10001
+"""Default port of the Ray Client server (``ray://`` addresses)."""
+CONNECT_TIMEOUT_S = 5.0
+"""Seconds to wait for a cluster address to accept a connection before refusing the batch."""
+ACTOR_RETRIES = 2
+"""Times a call is retried on a restarted actor after its actor died (killed, out of memory) before its images
+are reported failed."""
+BATCHES_PER_CALL = 4
+"""Full inference batches' worth of patches handed to an actor per call (:func:`images_per_call`)."""
+MAX_IMAGES_PER_CALL = 64
+"""Most images per actor call: bounds an actor's memory (decoded images and patches of one call)."""
 MIN_ACTOR_CPUS = 0.1
 """The smallest CPU share an actor may get; fewer CPUs than that per actor is refused."""
 DEFAULT_STALL_S = 600.0
@@ -138,7 +171,12 @@ def import_ray():
 
 
 def connect(address: str, num_cpus: int | None = None) -> None:
-    """Join a Ray cluster: ``local`` starts one here, ``auto`` joins a running one (else starts one)."""
+    """Join a Ray cluster: ``local`` starts one here, ``auto`` joins a running one (else starts one), anything else
+    is a head node's address (``HOST:PORT`` or ``ray://HOST:PORT``), checked to answer first.
+
+    Raises:
+        InputError: an address that cannot be reached, or a cluster that refuses the connection (one line).
+    """
     ray = import_ray()
     if ray.is_initialized():
         return
@@ -153,7 +191,45 @@ def connect(address: str, num_cpus: int | None = None) -> None:
             log.warning("no running Ray cluster found; starting a local one")
             ray.init(num_cpus=num_cpus, **options)
     else:
-        ray.init(address=address, **options)
+        check_reachable(address)
+        try:
+            ray.init(address=address, **options)
+        except Exception as err:  # Ray raises ConnectionError, RuntimeError, ValueError... with long texts
+            reason = " ".join(str(err).split())[:300] or type(err).__name__
+            raise InputError(f"cannot join the Ray cluster at {address}: {reason}") from None
+
+
+def head_endpoint(address: str) -> tuple[str, int]:
+    """(host, port) of a Ray head address ``HOST[:PORT]`` or ``ray://HOST[:PORT]`` (default ports: the GCS's
+    :data:`GCS_PORT`, the Ray Client's :data:`CLIENT_PORT`).
+
+    Raises:
+        InputError: an address without a host or with a port that is not a number.
+    """
+    client = address.startswith("ray://")
+    target = address.removeprefix("ray://").rstrip("/")
+    if target.startswith("["):  # [IPv6]:PORT
+        host, _, rest = target[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif target.count(":") == 1:
+        host, port = target.split(":")
+    else:  # a bare host name, or an IPv6 address without a port
+        host, port = target, ""
+    if not host or (port and not port.isdigit()):
+        raise InputError(f"--ray {address!r} is not a cluster address: use 'auto', 'local', HOST:PORT or "
+                         "ray://HOST:PORT")
+    return host, int(port) if port else (CLIENT_PORT if client else GCS_PORT)
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """InputError (one line) unless the head node at ``address`` accepts a TCP connection within ``timeout_s``."""
+    host, port = head_endpoint(address)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as err:
+        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise InputError(f"cannot reach the Ray cluster at {address} ({host}:{port}: {reason} within "
+                         f"{timeout_s:g} s); check --ray: a head node's HOST:PORT, 'auto' or 'local'") from None
 
 
 def _record_to_json(record: ImageRecord) -> str:
@@ -185,62 +261,117 @@ def _detected_from_json(text: str) -> tuple[DetectedCentres | None, int]:
                            data["left_out"]), int(data["dropped"])
 
 
-def read_images(ray, paths: list[str]):
-    """A dataset of (bytes, path) rows, each read task taking a quarter CPU (named argument in Ray >= 2.5x)."""
-    try:
-        return ray.data.read_binary_files(paths, include_paths=True, num_cpus=0.25)
-    except TypeError:  # older Ray: remote arguments as a dict
-        return ray.data.read_binary_files(paths, include_paths=True, ray_remote_args={"num_cpus": 0.25})
+def images_per_call(batch_size: int, patches_per_image: float) -> int:
+    """Images handed to an actor per call: enough patches for :data:`BATCHES_PER_CALL` full inference batches of
+    ``batch_size`` patches, at most :data:`MAX_IMAGES_PER_CALL` images."""
+    wanted = math.ceil(BATCHES_PER_CALL * batch_size / max(patches_per_image, 1.0))
+    return max(1, min(MAX_IMAGES_PER_CALL, wanted))
+
+
+def plan_rows(images: list[PlannedImage]) -> list[dict[str, str]]:
+    """One dataset row per image: its path and its listed centres, which travel with it to the actor."""
+    return [{"path": str(p.path), "record": _record_to_json(p.record)} for p in images]
+
+
+def read_files(batch: dict[str, np.ndarray]) -> dict[str, list]:
+    """A read task: each row's file bytes (b"" and a one-line reason when the file cannot be read)."""
+    contents, errors = [], []
+    for path in batch["path"]:
+        try:
+            contents.append(Path(str(path)).read_bytes())
+            errors.append("")
+        except OSError as err:
+            contents.append(b"")
+            errors.append(f"{path}: cannot read ({err.strerror or err})")
+    return {"path": list(batch["path"]), "record": list(batch["record"]), "bytes": contents, "error": errors}
 
 
 class CornerActor:
-    """A Ray actor holding one inference session; maps a batch of image rows to corner rows or errors.
+    """A Ray actor holding one inference session; maps a call's images (bytes and centres) to corner rows.
 
-    It runs the model the driver resolved (:class:`~vcorner.models.resolve.ResolvedModel`); its only own step is
-    the TensorRT engine of its GPU when that is still pending (the cache step, before the runner opens).
+    It prepares every image of the call, runs all their patches through the runner together in batches of
+    ``options.batch_size`` (so a GPU actor sees full batches), then finishes each image, writing its requested
+    ``--json``/``--vis`` files into ``out_dir`` (shared storage on a cluster). It runs the model the driver
+    resolved; its only own step is the TensorRT engine of its GPU when that is still pending.
     """
 
-    def __init__(self, resolved: ResolvedModel, centers: dict[str, str], batch_size: int,
-                 max_pixels: int | None, detector: str | None = None) -> None:
-
+    def __init__(self, resolved: ResolvedModel, options: BatchOptions, out_dir: str,
+                 detector: str | None = None) -> None:
         self.resolved = materialize(resolved, steps=("engine",))
         self.card = self.resolved.card
         self.runner = open_runner(self.resolved).__enter__()
-        self.centers, self.batch_size, self.max_pixels = centers, batch_size, max_pixels
-        self.detect = None
+        self.options, self.out_dir = options, Path(out_dir)
         if detector is not None:  # images listed without centres: this actor's own detector session
             runner, card = open_detector(Path(detector))
-            self.detect = DetectorUse(card, runner.__enter__().infer, runner.identity(), detector)
+            found = DetectorUse(card, runner.__enter__().infer, runner.identity(), detector)
+            self.options = replace(options, detector=found)
+        self.pool = ThreadPoolExecutor(max(1, options.workers or 1), thread_name_prefix="vcorner-actor",
+                                       initializer=use_serial_kernels)
 
-    def one(self, data: bytes, path: str) -> tuple[str, str, str, int, str]:
-        """(image name, corner rows as JSON, error reason or "", patches, detected centres as JSON or "") for one
-        image's bytes."""
-        record = _record_from_json(self.centers[path])
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / Path(path).name
-            local.write_bytes(data)
-            try:
-                job = prepare(PlannedImage(record, local), self.card, max_pixels=self.max_pixels,
-                              detect=self.detect)
-            except InputError as err:
-                return record.file, "", str(err).replace(str(local), path), 0, ""
-            except (OSError, ValueError, TypeError, MemoryError) as err:  # as the local batch: this image fails
-                return (record.file, "", f"cannot process: {type(err).__name__}: {err}".replace(str(local), path), 0,
-                        "")
-        job.maps = self.runner.infer_all(job.patches, self.batch_size)
-        try:
-            corners, _ = finish(job, self.card)
-            rows = corner_rows(record.file, corners)
-        except (InputError, ValueError) as err:  # as in the local batch: this image fails, not the dataset
-            return record.file, "", f"post-processing failed: {err}", len(job.patches), ""
-        return record.file, json.dumps(rows), "", len(job.patches), _detected_to_json(job.detected)
+    def _prepare(self, path: str, record: str, encoded: bytes, error: str) -> ImageJob | Failed:
+        item = PlannedImage(_record_from_json(record), Path(path))
+        return Failed(item.record.file, error) if error else prepare_one(item, self.card, self.options, encoded)
+
+    def _finish(self, job: ImageJob | Failed) -> Finished | Failed:
+        return job if isinstance(job, Failed) else finish_one(job, self.card, self.out_dir, self.options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"image": [], "rows": [], "error": [], "patches": [], "detected": []}
-        for data, path in zip(batch["bytes"], batch["path"], strict=True):
-            for key, value in zip(out, self.one(bytes(data), str(path)), strict=True):
-                out[key].append(value)
-        return out
+        jobs = list(self.pool.map(self._prepare, batch["path"], batch["record"], map(bytes, batch["bytes"]),
+                                  batch["error"]))
+        ready = [job for job in jobs if isinstance(job, ImageJob)]
+        if ready:
+            maps = self.runner.infer_all(np.concatenate([job.patches for job in ready]), self.options.batch_size)
+            for job, part in zip(ready, np.split(maps, np.cumsum([len(j.patches) for j in ready])[:-1]),
+                                 strict=True):
+                job.maps = part
+        return outcome_columns(list(self.pool.map(self._finish, jobs)))
+
+
+def outcome_columns(outcomes: list[Finished | Failed]) -> dict[str, list]:
+    """The result rows of a call: image name, corner rows (JSON), error ("" when found), patches, detected
+    centres (JSON, "" for clicked centres)."""
+    out: dict[str, list] = {"image": [], "rows": [], "error": [], "patches": [], "detected": []}
+    for outcome in outcomes:
+        found = isinstance(outcome, Finished)
+        out["image"].append(outcome.image)
+        out["rows"].append(json.dumps(outcome.rows) if found else "")
+        out["error"].append("" if found else outcome.reason)
+        out["patches"].append(outcome.patches if found else 0)
+        out["detected"].append(_detected_to_json(outcome.detected) if found else "")
+    return out
+
+
+def _record_outcome(row: dict[str, Any], journal: CornerJournal, summary: BatchSummary,
+                    detected: DetectedJournal | None) -> None:
+    """Write one image's result row as the local batch does: its detected centres first, then its corners."""
+    if row["error"]:
+        summary.failed[row["image"]] = row["error"]
+        return
+    found, dropped = _detected_from_json(row["detected"])
+    if found is not None and detected is not None:
+        note_detected(found, dropped, detected, summary)
+    journal.add(json.loads(row["rows"]))
+    summary.done += 1
+    summary.patches += int(row["patches"])
+
+
+def unanswered(images: list[PlannedImage], answered: set[str]) -> list[str]:
+    """Images sent to the actors whose row never came back (an actor that died on them more than
+    :data:`ACTOR_RETRIES` times, or a call that raised), in plan order."""
+    return [p.record.file for p in images if p.record.file not in answered]
+
+
+@contextmanager
+def streaming_context(ray):
+    """Ray Data settings of a vcorner batch, restored afterwards: results in plan order (so ``corners.csv`` is
+    the local batch's, byte for byte) and a failed call skipped, not fatal (its images are reported)."""
+    context = ray.data.DataContext.get_current()
+    saved = (context.execution_options.preserve_order, context.max_errored_blocks)
+    context.execution_options.preserve_order, context.max_errored_blocks = True, -1
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order, context.max_errored_blocks = saved
 
 
 @dataclass(frozen=True)
@@ -291,12 +422,16 @@ def join_cluster(address: str, actors: int, gpus_per_actor: float = 0.0) -> Clus
 
 
 def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: BatchOptions,
-                  cluster: Cluster | None, progress: Progress | None = None,
-                  stall_s: float = DEFAULT_STALL_S) -> BatchSummary:
+                  cluster: Cluster | None, progress: Progress | None = None, stall_s: float = DEFAULT_STALL_S,
+                  images_per_actor_call: int | None = None, actor_type: type = CornerActor) -> BatchSummary:
     """Process every planned image on Ray Data; same outputs as :func:`vcorner.pipeline.batch.run_batch`.
 
-    Every actor opens ``resolved`` (resolved for ``cluster.caps`` on the driver, so all run the same graph),
-    with :func:`actor_threads` ONNX Runtime threads; ``cluster`` is None only when there is nothing to do.
+    Rows (path and centres) go to read tasks, which add the file's bytes, then to a pool of ``actor_type`` actors,
+    ``images_per_actor_call`` images a call (None: :func:`images_per_call`). Every actor opens ``resolved``
+    (resolved for ``cluster.caps`` on the driver, so all run the same graph) with :func:`actor_threads` ONNX
+    Runtime threads. The driver writes each image as its row streams back, in plan order; ``cluster`` is None only
+    when there is nothing to do. An image whose actor died more than :data:`ACTOR_RETRIES` times is reported in
+    ``errors.csv``, never left out silently.
 
     Raises:
         InputError: a batch stuck for ``stall_s`` seconds.
@@ -317,31 +452,61 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
             progress.image_done(0)
     try:
         if readable and cluster is not None:
-            centers = {str(p.path): _record_to_json(p.record) for p in readable}
             threads = actor_threads(resolved.threads, cluster.per_actor, cluster.actors, cluster.cpus)
-            # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
-            dataset = read_images(ray, [str(p.path) for p in readable])
-            results = dataset.map_batches(
-                CornerActor, batch_size=1, num_cpus=cluster.per_actor, num_gpus=cluster.gpus_per_actor or None,
-                compute=ray.data.ActorPoolStrategy(size=cluster.actors),
-                fn_constructor_kwargs={"resolved": replace(resolved, threads=threads), "centers": centers,
-                                       "batch_size": options.batch_size, "max_pixels": options.max_pixels,
-                                       "detector": options.detector.path if options.detector else None},
-            )
-            for row in watch(results.iter_rows(), stall_s, cluster.actors):
-                if row["error"]:
-                    summary.failed[row["image"]] = row["error"]
-                else:
-                    found, dropped = _detected_from_json(row["detected"])
-                    if found is not None and detected is not None:  # its centres first, as in the local batch
-                        note_detected(found, dropped, detected, summary)
-                    journal.add(json.loads(row["rows"]))
-                    summary.done += 1
-                summary.patches += int(row["patches"])
-                progress.image_done(int(row["patches"]))
+            per_call = images_per_actor_call or images_per_call(options.batch_size,
+                                                                patches_per_image(readable, resolved, options))
+            log.info("Ray: %d image(s) per actor call", per_call)
+            actor_options, answered = replace(options, detector=None), set()
+            with streaming_context(ray):  # before the dataset is made: it keeps a copy of the context
+                rows = ray.data.from_items(plan_rows(readable),
+                                           override_num_blocks=math.ceil(len(readable) / per_call))
+                # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
+                read = rows.map_batches(read_files, batch_size=per_call, num_cpus=READ_CPUS)
+                results = map_actors(read, actor_type, per_call, cluster, fn_constructor_kwargs={
+                    "resolved": replace(resolved, threads=threads), "options": actor_options,
+                    "out_dir": str(out_dir), "detector": options.detector.path if options.detector else None})
+                for row in watch(results.iter_rows(), stall_s, cluster.actors):
+                    answered.add(row["image"])
+                    try:
+                        _record_outcome(row, journal, summary, detected)
+                    except OSError as err:  # disk full, say: this image fails, the next ones still try
+                        summary.failed[row["image"]] = f"cannot write {journal.path}: {err.strerror or err}"
+                    progress.image_done(int(row["patches"]))
+            for name in unanswered(readable, answered):
+                summary.failed[name] = (f"no result from the Ray actors: the call holding it failed or its actor died "
+                                        f"{ACTOR_RETRIES + 1} times (see the Ray log); run again to retry it")
+                progress.image_done(0)
     finally:
         journal.close()
         close_detected(out_dir, detected, summary)
         write_run_errors(out_dir, summary)
     summary.seconds = time.perf_counter() - began
     return summary
+
+
+def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, **kwargs: Any):
+    """``dataset.map_batches`` on a pool of ``cluster.actors`` actors of ``actor_type``, ``per_call`` rows a call.
+
+    Each actor is restarted whenever it dies and a call is retried :data:`ACTOR_RETRIES` times. Ray 2.60
+    deprecates passing these actor options (without a replacement) and will drop them in 2.64; where they are
+    refused, Ray's default applies (retried without end: a file that kills every actor holding it then stops the
+    batch by the stall watchdog instead of failing alone).
+    """
+    ray = import_ray()
+    common = {"batch_size": per_call, "num_cpus": cluster.per_actor, "num_gpus": cluster.gpus_per_actor or None,
+              "compute": ray.data.ActorPoolStrategy(size=cluster.actors), **kwargs}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        try:
+            return dataset.map_batches(actor_type, max_restarts=-1, max_task_retries=ACTOR_RETRIES, **common)
+        except TypeError:
+            log.warning("this Ray refuses max_task_retries: a call whose actor dies is retried without end")
+            return dataset.map_batches(actor_type, **common)
+
+
+def patches_per_image(images: list[PlannedImage], resolved: ResolvedModel, options: BatchOptions) -> float:
+    """The mean patches an image will take: poses per vertebra x mean listed vertebrae (the detector's names for
+    images listed without centres)."""
+    names = len(options.detector.card.names) if options.detector else 0
+    vertebrae = [len(p.record.vertebrae) or names for p in images]
+    return len(sample_poses(resolved.card.sampling)) * max(float(np.mean(vertebrae)), 1.0)

@@ -15,7 +15,7 @@ import numpy as np
 from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import spine_levels
-from vcorner.io.images import read_image
+from vcorner.io.images import read_image, read_image_bytes
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
 from vcorner.stages.detect import DetectedCentres
@@ -70,15 +70,16 @@ def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str])
 
 
 def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
-            max_pixels: int | None = None, detect: Detect | None = None) -> ImageJob:
-    """Decode one image, find its centres with ``detect`` when none are listed, and cut every patch of every
-    vertebra (the poses of the model's card).
+            max_pixels: int | None = None, detect: Detect | None = None, encoded: bytes | None = None) -> ImageJob:
+    """Decode one image (its file, or the file's ``encoded`` bytes when given), find its centres with ``detect``
+    when none are listed, and cut every patch of every vertebra (the poses of the model's card).
 
     Raises:
         InputError: unreadable image, bad centres, no centres listed and no detector, no vertebrae found (one
             line naming the problem).
     """
-    image = read_image(item.path) if max_pixels is None else read_image(item.path, max_pixels=max_pixels)
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+    image = read_image(item.path, **limit) if encoded is None else read_image_bytes(encoded, item.path, **limit)
     pyramid = build_pyramid(image.pixels)
     record, detected = item.record, None
     spacing = record.pixel_spacing_mm or image.pixel_spacing_mm
