@@ -138,6 +138,7 @@ def test_actors_share_the_cpus_left_beside_the_reads():
     from vcorner.pipeline.ray_batch import actor_cpus, actor_threads
 
     assert actor_cpus(2, 1) == 1.0 and actor_cpus(2, 2) == 0.75 and actor_cpus(16, 4) == 1.0
+    assert actor_cpus(16, 4, cluster_gpus=4, gpus_per_actor=1) == 3.875  # a GPU actor's threads decode and decide
     assert actor_threads(None, 1.0, 1, 2) is None and actor_threads(None, 0.75, 2, 2) == 1
     assert actor_threads(3, 0.75, 2, 2) == 3
     with pytest.raises(InputError, match="use at most 15"):

@@ -87,6 +87,11 @@ BATCHES_PER_CALL = 4
 """Full inference batches' worth of patches handed to an actor per call (:func:`images_per_call`)."""
 MAX_IMAGES_PER_CALL = 64
 """Most images per actor call: bounds an actor's memory (decoded images and patches of one call)."""
+GPU_ACTOR_MAX_CPUS = 16.0
+"""Most CPUs a GPU actor takes for its decoding and corner threads."""
+CALLS_PER_CPU_ACTOR = 2
+"""Calls a CPU actor runs at once: one prepares or finishes its images while the other infers (inference itself
+runs one call at a time, as the local batch overlaps its stages)."""
 MIN_ACTOR_CPUS = 0.1
 """The smallest CPU share an actor may get; fewer CPUs than that per actor is refused."""
 DEFAULT_STALL_S = 600.0
@@ -94,7 +99,9 @@ DEFAULT_STALL_S = 600.0
 
 
 def actor_cpus(cluster_cpus: float, actors: int, cluster_gpus: float = 0.0, gpus_per_actor: float = 0.0) -> float:
-    """CPUs per actor: an equal share of the cluster's CPUs less :data:`READ_RESERVE_CPUS`, at most 1.
+    """CPUs per actor: an equal share of the cluster's CPUs less :data:`READ_RESERVE_CPUS`; at most 1 for a CPU
+    actor (its inference holds the core), at most :data:`GPU_ACTOR_MAX_CPUS` for a GPU actor (whose threads
+    decode images and find corners while its GPU infers).
 
     Raises:
         InputError: the actors cannot fit beside the reads, or ask for more GPUs than the cluster has.
@@ -107,7 +114,14 @@ def actor_cpus(cluster_cpus: float, actors: int, cluster_gpus: float = 0.0, gpus
         most = max(int((cluster_cpus - READ_RESERVE_CPUS) / MIN_ACTOR_CPUS), 0)
         raise InputError(f"--ray-actors {actors} cannot run beside the image reads on a Ray cluster of "
                          f"{cluster_cpus:g} CPU(s): use at most {most}")
-    return round(min(1.0, share), 3)
+    return round(min(GPU_ACTOR_MAX_CPUS if gpus_per_actor else 1.0, share), 3)
+
+
+def actor_workers(cluster: Cluster) -> int:
+    """Threads of an actor's CPU stages: one per whole CPU of a GPU actor; in a CPU actor one per concurrent call
+    (:data:`CALLS_PER_CPU_ACTOR`), so that one call prepares or finishes while the other infers, as the local
+    batch's loader and finisher threads do beside its inference."""
+    return max(1, int(cluster.per_actor)) if cluster.gpus_per_actor else CALLS_PER_CPU_ACTOR
 
 
 def actor_threads(threads: int | None, cpus_per_actor: float, actors: int, cluster_cpus: float) -> int | None:
@@ -307,6 +321,7 @@ class CornerActor:
             self.options = replace(options, detector=found)
         self.pool = ThreadPoolExecutor(max(1, options.workers or 1), thread_name_prefix="vcorner-actor",
                                        initializer=use_serial_kernels)
+        self.inferring = threading.Lock()  # one call infers at a time; the other prepares or finishes meanwhile
 
     def _prepare(self, path: str, record: str, encoded: bytes, error: str) -> ImageJob | Failed:
         item = PlannedImage(_record_from_json(record), Path(path))
@@ -320,7 +335,8 @@ class CornerActor:
                                   batch["error"]))
         ready = [job for job in jobs if isinstance(job, ImageJob)]
         if ready:
-            maps = self.runner.infer_all(np.concatenate([job.patches for job in ready]), self.options.batch_size)
+            with self.inferring:
+                maps = self.runner.infer_all(np.concatenate([job.patches for job in ready]), self.options.batch_size)
             for job, part in zip(ready, np.split(maps, np.cumsum([len(j.patches) for j in ready])[:-1]),
                                  strict=True):
                 job.maps = part
@@ -456,7 +472,8 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
             per_call = images_per_actor_call or images_per_call(options.batch_size,
                                                                 patches_per_image(readable, resolved, options))
             log.info("Ray: %d image(s) per actor call", per_call)
-            actor_options, answered = replace(options, detector=None), set()
+            actor_options = replace(options, detector=None, workers=options.workers or actor_workers(cluster))
+            answered: set[str] = set()
             with streaming_context(ray):  # before the dataset is made: it keeps a copy of the context
                 rows = ray.data.from_items(plan_rows(readable),
                                            override_num_blocks=math.ceil(len(readable) / per_call))
@@ -484,6 +501,18 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
     return summary
 
 
+def actor_pool(ray, cluster: Cluster):
+    """The actor pool: ``cluster.actors`` actors; a CPU actor runs :data:`CALLS_PER_CPU_ACTOR` calls at once
+    where this Ray can (a GPU actor one: GPU runners keep their CUDA state on one thread)."""
+    if cluster.gpus_per_actor:
+        return ray.data.ActorPoolStrategy(size=cluster.actors)
+    try:
+        return ray.data.ActorPoolStrategy(size=cluster.actors, max_concurrent_calls_per_actor=CALLS_PER_CPU_ACTOR,
+                                          enable_true_multi_threading=True)
+    except TypeError:  # Ray before 2.4x: one call at a time
+        return ray.data.ActorPoolStrategy(size=cluster.actors)
+
+
 def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, **kwargs: Any):
     """``dataset.map_batches`` on a pool of ``cluster.actors`` actors of ``actor_type``, ``per_call`` rows a call.
 
@@ -494,7 +523,7 @@ def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, **kwa
     """
     ray = import_ray()
     common = {"batch_size": per_call, "num_cpus": cluster.per_actor, "num_gpus": cluster.gpus_per_actor or None,
-              "compute": ray.data.ActorPoolStrategy(size=cluster.actors), **kwargs}
+              "compute": actor_pool(ray, cluster), **kwargs}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         try:
