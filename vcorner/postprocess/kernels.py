@@ -189,7 +189,10 @@ def _quadrant_rows(
             ey = y - means[k, 1]
             m = inv_cov[k, 0, 0] * ex * ex + (inv_cov[k, 0, 1] + inv_cov[k, 1, 0]) * ex * ey
             m += inv_cov[k, 1, 1] * ey * ey
-            score = acc[i, j] * np.exp(-0.5 * m)
+            value = acc[i, j]
+            if 0.0 <= value <= best[i, k] and m >= 0.0:  # exp(-0.5 m) <= 1: cannot beat the row's best, exactly
+                continue
+            score = value * np.exp(-0.5 * m)
             if score > best[i, k]:
                 best[i, k] = score
                 column[i, k] = j
