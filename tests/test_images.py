@@ -115,6 +115,17 @@ def test_dicom_rescale_slope_intercept_is_applied(tmp_path: Path) -> None:
     np.testing.assert_allclose(read_image(path).pixels, 1.0 - _unit(IMG12), atol=1e-6)
 
 
+def test_an_identity_modality_lut_reads_the_stored_values_as_the_lut_would(tmp_path: Path) -> None:
+    """Slope 1 and intercept 0 (or none) skip the LUT: the same pixels as a LUT that only scales them."""
+    for name, changes in {"none.dcm": {}, "identity.dcm": {"RescaleSlope": "1", "RescaleIntercept": "0"},
+                          "scaled.dcm": {"RescaleSlope": "3", "RescaleIntercept": "0"}}.items():
+        write_image(tmp_path / name, IMG12, bits_stored=12)
+        _edit_dicom(tmp_path / name, **changes)
+    assert np.array_equal(read_image(tmp_path / "none.dcm").pixels, read_image(tmp_path / "identity.dcm").pixels)
+    np.testing.assert_allclose(read_image(tmp_path / "identity.dcm").pixels, _unit(IMG12), atol=1e-7)
+    np.testing.assert_allclose(read_image(tmp_path / "scaled.dcm").pixels, _unit(IMG12), atol=1e-6)
+
+
 def test_dicom_without_suffix_is_recognized(tmp_path: Path) -> None:
     path = tmp_path / "1.2.840.5"
     write_image(tmp_path / "a.dcm", IMG8)

@@ -261,7 +261,18 @@ def _unit_range(array: np.ndarray) -> np.ndarray:
     if not (math.isfinite(low) and math.isfinite(high)):
         values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         low, high = float(values.min()), float(values.max())
-    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+    if high <= low:
+        return np.zeros_like(values)
+    values -= low  # in place: the same float32 operations as (values - low) / (high - low), no temporaries
+    values /= high - low
+    return values
+
+
+def _scaled(array: np.ndarray, full: float) -> np.ndarray:
+    """(H, W) integer samples / ``full`` as float32 (divided in place: no temporary)."""
+    values = array.astype(np.float32)
+    values /= full
+    return values
 
 
 def _read_raster(encoded: bytes, path: Path, kind: str, max_pixels: int) -> XRayImage:
@@ -284,9 +295,9 @@ def _read_raster(encoded: bytes, path: Path, kind: str, max_pixels: int) -> XRay
                        "that orientation", path, orientation)
         array = orient(array, orientation)
     if array.dtype == np.uint8:
-        return XRayImage(array.astype(np.float32) / 255.0, None, 8)
+        return XRayImage(_scaled(array, 255.0), None, 8)
     if array.dtype == np.uint16:
-        return XRayImage(array.astype(np.float32) / 65535.0, None, 16)
+        return XRayImage(_scaled(array, 65535.0), None, 16)
     logger.warning("%s: %s samples, intensities min-max normalized", path, array.dtype)
     return XRayImage(_unit_range(array), None, array.dtype.itemsize * 8)
 
@@ -364,6 +375,18 @@ def dicom_file_spacing(path: Path) -> float | None:
         return None
 
 
+def _has_modality_lut(ds: object) -> bool:
+    """Whether the modality LUT changes the stored values (a LUT sequence, or a slope or intercept other than
+    1 and 0); without one the stored integers are used as they are, as the LUT would return them."""
+    if "ModalityLUTSequence" in ds:  # type: ignore[operator]
+        return True
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")  # type: ignore[attr-defined]
+    try:
+        return float(1 if slope is None else slope) != 1.0 or float(0 if intercept is None else intercept) != 0.0
+    except (TypeError, ValueError):
+        return True
+
+
 def _read_dicom(encoded: bytes, path: Path, max_pixels: int) -> XRayImage:
     """Decode the DICOM bytes of the file ``path`` (first frame, modality LUT, MONOCHROME1 inverted)."""
     import pydicom
@@ -380,7 +403,7 @@ def _read_dicom(encoded: bytes, path: Path, max_pixels: int) -> XRayImage:
     try:
         ds = pydicom.dcmread(io.BytesIO(encoded), force=True)
         stored = ds.pixel_array
-        values = apply_modality_lut(stored, ds)
+        values = apply_modality_lut(stored, ds) if _has_modality_lut(ds) else stored
     except Exception as err:  # truncated data, unsupported transfer syntax, bad attributes
         message = " ".join(str(err).split())[:400] or type(err).__name__  # every line: plugin names come last
         raise InputError(f"{path}: cannot decode DICOM pixel data ({message})") from None

@@ -27,7 +27,10 @@ import _thread
 import json
 import logging
 import math
+import os
 import socket
+import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -207,10 +210,30 @@ def connect(address: str, num_cpus: int | None = None) -> None:
     else:
         check_reachable(address)
         try:
-            ray.init(address=address, **options)
+            with native_stderr_quiet():  # Ray's C++ client logs a line per retry while it cannot join
+                ray.init(address=address, **options)
         except Exception as err:  # Ray raises ConnectionError, RuntimeError, ValueError... with long texts
             reason = " ".join(str(err).split())[:300] or type(err).__name__
             raise InputError(f"cannot join the Ray cluster at {address}: {reason}") from None
+
+
+@contextmanager
+def native_stderr_quiet():
+    """Send what native code writes to file descriptor 2 to a discarded file meanwhile (not with ``-v``)."""
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def head_endpoint(address: str) -> tuple[str, int]:
