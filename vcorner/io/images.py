@@ -216,10 +216,11 @@ def raster_size(path: Path, kind: str) -> tuple[int, int]:
         InputError: the header is missing, truncated or of another format.
     """
     try:
-        with path.open("rb") as handle:
-            return _header_size(handle, kind, path)
+        handle = path.open("rb")
     except OSError as err:
-        raise InputError(f"{path}: corrupt {kind.upper()} header ({err})") from None
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    with handle:
+        return _header_size(handle, kind, path)
 
 
 def _header_size(handle: BinaryIO, kind: str, name: Path) -> tuple[int, int]:
@@ -436,6 +437,10 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRayImage
     path = Path(path)
     kind = _kind(path)
     try:
+        if kind == "dicom":  # the size is checked from the header before the file is read whole
+            _dicom_header(path, max_pixels)
+        else:
+            _check_size(path, *raster_size(path, kind), max_pixels)
         encoded = path.read_bytes()
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
