@@ -435,16 +435,27 @@ def read_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRayImage
             corrupt or truncated, absurd or too large dimensions).
     """
     path = Path(path)
+    return read_image_bytes(read_image_file(path, max_pixels=max_pixels), path, max_pixels=max_pixels)
+
+
+def read_image_file(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """The bytes of the image file ``path`` once the checks :func:`read_image` makes before decoding pass: the file
+    exists, is of a supported kind, and its header's size is within ``max_pixels`` (checked before the file is
+    read whole). The Ray batch's read tasks call this, so their refusals are the local batch's, word for word.
+
+    Raises:
+        InputError: one line naming the file and the problem.
+    """
+    path = Path(path)
     kind = _kind(path)
     try:
-        if kind == "dicom":  # the size is checked from the header before the file is read whole
+        if kind == "dicom":
             _dicom_header(path, max_pixels)
         else:
             _check_size(path, *raster_size(path, kind), max_pixels)
-        encoded = path.read_bytes()
+        return path.read_bytes()
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
-    return _decode(encoded, path, kind, max_pixels)
 
 
 def read_image_bytes(encoded: bytes, name: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> XRayImage:

@@ -46,7 +46,7 @@ import numpy as np
 from vcorner.export.materialize import materialize
 from vcorner.geometry.patches import sample_poses
 from vcorner.hardware.capabilities import Capabilities, probe
-from vcorner.io.images import read_image
+from vcorner.io.images import read_image_file
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.resolve import ResolvedModel
 from vcorner.pipeline.batch import (
@@ -246,16 +246,17 @@ def head_endpoint(address: str) -> tuple[str, int]:
     client = address.startswith("ray://")
     target = address.removeprefix("ray://").rstrip("/")
     if target.startswith("["):  # [IPv6]:PORT
-        host, _, rest = target[1:].partition("]")
-        port = rest.removeprefix(":")
+        host, bracket, rest = target[1:].partition("]")
+        port = rest.removeprefix(":") if bracket and (not rest or rest.startswith(":")) else "?"
     elif target.count(":") == 1:
         host, port = target.split(":")
     else:  # a bare host name, or an IPv6 address without a port
         host, port = target, ""
-    if not host or (port and not port.isdigit()):
+    number = int(port) if port.isascii() and port.isdigit() else None
+    if not host or (port and not (number and number <= 65535)):
         raise InputError(f"--ray {address!r} is not a cluster address: use 'auto', 'local', HOST:PORT or "
                          "ray://HOST:PORT")
-    return host, int(port) if port else (CLIENT_PORT if client else GCS_PORT)
+    return host, number or (CLIENT_PORT if client else GCS_PORT)
 
 
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -264,9 +265,9 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()
     except OSError as err:
-        reason = "no answer" if isinstance(err, TimeoutError) else (err.strerror or str(err))
-        raise InputError(f"cannot reach the Ray cluster at {address} ({host}:{port}: {reason} within "
-                         f"{timeout_s:g} s); check --ray: a head node's HOST:PORT, 'auto' or 'local'") from None
+        reason = f"no answer within {timeout_s:g} s" if isinstance(err, TimeoutError) else (err.strerror or str(err))
+        raise InputError(f"cannot reach the Ray cluster at {address} ({host}:{port}: {reason}); check --ray: a head "
+                         "node's HOST:PORT, 'auto' or 'local'") from None
 
 
 def _record_to_json(record: ImageRecord) -> str:
@@ -310,16 +311,18 @@ def plan_rows(images: list[PlannedImage]) -> list[dict[str, str]]:
     return [{"path": str(p.path), "record": _record_to_json(p.record)} for p in images]
 
 
-def read_files(batch: dict[str, np.ndarray]) -> dict[str, list]:
-    """A read task: each row's file bytes (b"" and a one-line reason when the file cannot be read)."""
+def read_files(batch: dict[str, np.ndarray], max_pixels: int | None = None) -> dict[str, list]:
+    """A read task: each row's file bytes, after the checks the local reader makes before reading
+    (:func:`~vcorner.io.images.read_image_file`); b"" and its one-line reason for a file that fails them."""
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}
     contents, errors = [], []
     for path in batch["path"]:
         try:
-            contents.append(Path(str(path)).read_bytes())
+            contents.append(read_image_file(Path(str(path)), **limit))
             errors.append("")
-        except OSError as err:
+        except InputError as err:
             contents.append(b"")
-            errors.append(f"{path}: cannot read ({err.strerror or err})")
+            errors.append(str(err))
     return {"path": list(batch["path"]), "record": list(batch["record"]), "bytes": contents, "error": errors}
 
 
@@ -394,10 +397,10 @@ def _record_outcome(row: dict[str, Any], journal: CornerJournal, summary: BatchS
     summary.patches += int(row["patches"])
 
 
-def unanswered(images: list[PlannedImage], answered: set[str]) -> list[str]:
+def unanswered(images: list[PlannedImage], answered: set[str]) -> list[PlannedImage]:
     """Images sent to the actors whose row never came back (an actor that died on them more than
     :data:`ACTOR_RETRIES` times, or a call that raised), in plan order."""
-    return [p.record.file for p in images if p.record.file not in answered]
+    return [p for p in images if p.record.file not in answered]
 
 
 @contextmanager
@@ -485,7 +488,7 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
     for item in todo:
         if not item.path.is_file():  # the same one-line reason the local batch gives
             try:
-                read_image(item.path)
+                read_image_file(item.path)
             except InputError as err:
                 summary.failed[item.record.file] = str(err)
             progress.image_done(0)
@@ -496,25 +499,29 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
                                                                 patches_per_image(readable, resolved, options))
             log.info("Ray: %d image(s) per actor call", per_call)
             actor_options = replace(options, detector=None, workers=options.workers or actor_workers(cluster))
+            constructor = {"resolved": replace(resolved, threads=threads), "options": actor_options,
+                           "out_dir": str(out_dir), "detector": options.detector.path if options.detector else None}
             answered: set[str] = set()
-            with streaming_context(ray):  # before the dataset is made: it keeps a copy of the context
-                rows = ray.data.from_items(plan_rows(readable),
-                                           override_num_blocks=math.ceil(len(readable) / per_call))
-                # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
-                read = rows.map_batches(read_files, batch_size=per_call, num_cpus=READ_CPUS)
-                results = map_actors(read, actor_type, per_call, cluster, fn_constructor_kwargs={
-                    "resolved": replace(resolved, threads=threads), "options": actor_options,
-                    "out_dir": str(out_dir), "detector": options.detector.path if options.detector else None})
-                for row in watch(results.iter_rows(), stall_s, cluster.actors):
+            # A second pass, one image a call and one call an actor, takes the images whose call failed: an actor
+            # killed by one file also killed the images that shared its call or its process.
+            for size, isolated in ((per_call, False), (1, True)):
+                images = unanswered(readable, answered)  # the first pass: every readable image
+                if isolated and images:
+                    log.warning("%d image(s) came back from no Ray actor (an actor died); retrying them one at a "
+                                "time", len(images))
+                rows = stream_rows(ray, images, size, cluster, actor_type, constructor, stall_s, isolated)
+                for row in rows:
                     answered.add(row["image"])
                     try:
                         _record_outcome(row, journal, summary, detected)
                     except OSError as err:  # disk full, say: this image fails, the next ones still try
                         summary.failed[row["image"]] = f"cannot write {journal.path}: {err.strerror or err}"
+                        row["patches"] = 0
                     progress.image_done(int(row["patches"]))
-            for name in unanswered(readable, answered):
-                summary.failed[name] = (f"no result from the Ray actors: the call holding it failed or its actor died "
-                                        f"{ACTOR_RETRIES + 1} times (see the Ray log); run again to retry it")
+            for item in unanswered(readable, answered):
+                summary.failed[item.record.file] = (
+                    f"no result from the Ray actors: its actor died {ACTOR_RETRIES + 1} times on it alone (see the "
+                    "Ray log); run again to retry it")
                 progress.image_done(0)
     finally:
         journal.close()
@@ -524,10 +531,26 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
     return summary
 
 
-def actor_pool(ray, cluster: Cluster):
+def stream_rows(ray, images: list[PlannedImage], per_call: int, cluster: Cluster, actor_type: type,
+                constructor: dict[str, Any], stall_s: float, isolated: bool = False) -> Iterator[dict[str, Any]]:
+    """The result rows of ``images`` as they stream back in plan order: read tasks, then ``actor_type`` actors
+    built with ``constructor``, ``per_call`` images a call (``isolated``: one call at a time per actor)."""
+    if not images:
+        return
+    with streaming_context(ray):  # before the dataset is made: it keeps a copy of the context
+        rows = ray.data.from_items(plan_rows(images), override_num_blocks=math.ceil(len(images) / per_call))
+        # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
+        read = rows.map_batches(read_files, batch_size=per_call, num_cpus=READ_CPUS,
+                                fn_kwargs={"max_pixels": constructor["options"].max_pixels})
+        results = map_actors(read, actor_type, per_call, cluster, isolated, fn_constructor_kwargs=constructor)
+        yield from watch(results.iter_rows(), stall_s, cluster.actors)
+
+
+def actor_pool(ray, cluster: Cluster, isolated: bool = False):
     """The actor pool: ``cluster.actors`` actors; a CPU actor runs :data:`CALLS_PER_CPU_ACTOR` calls at once
-    where this Ray can (a GPU actor one: GPU runners keep their CUDA state on one thread)."""
-    if cluster.gpus_per_actor:
+    where this Ray can (a GPU actor, or an ``isolated`` pass, one: GPU runners keep their CUDA state on one
+    thread, and a call that kills its actor must not take another call with it)."""
+    if cluster.gpus_per_actor or isolated:
         return ray.data.ActorPoolStrategy(size=cluster.actors)
     try:
         return ray.data.ActorPoolStrategy(size=cluster.actors, max_concurrent_calls_per_actor=CALLS_PER_CPU_ACTOR,
@@ -536,7 +559,7 @@ def actor_pool(ray, cluster: Cluster):
         return ray.data.ActorPoolStrategy(size=cluster.actors)
 
 
-def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, **kwargs: Any):
+def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, isolated: bool = False, **kwargs: Any):
     """``dataset.map_batches`` on a pool of ``cluster.actors`` actors of ``actor_type``, ``per_call`` rows a call.
 
     Each actor is restarted whenever it dies and a call is retried :data:`ACTOR_RETRIES` times. Ray 2.60
@@ -546,7 +569,7 @@ def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, **kwa
     """
     ray = import_ray()
     common = {"batch_size": per_call, "num_cpus": cluster.per_actor, "num_gpus": cluster.gpus_per_actor or None,
-              "compute": actor_pool(ray, cluster), **kwargs}
+              "compute": actor_pool(ray, cluster, isolated), **kwargs}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         try:
