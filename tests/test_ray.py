@@ -65,15 +65,13 @@ def _ray_run(root: Path, model: Path, out: Path, actor_type, per_call: int):
 
 
 @pytest.mark.slow
-def test_a_killed_actor_has_its_images_retried_and_a_file_that_always_kills_it_fails_alone(
+def test_a_killed_actor_has_its_images_retried_and_one_that_always_dies_has_them_reported(
         toy_dataset, tiny_onnx, tmp_path):
     """The actor's process is SIGKILLed in its first call: Ray restarts it and retries the call, and the corners
-    are those of an undisturbed run. An actor killed by every call holding toy0.png also kills the call running
-    beside it (two calls per CPU actor): after the retries, a second pass retries their images one at a time,
-    so only toy0.png is reported in errors.csv and the other three are done."""
+    are those of an undisturbed run. An actor killed by every call holding one image is retried, then that call's
+    images are reported in errors.csv; the other calls' images are done."""
     import os
     import signal
-    import time
 
     ray = pytest.importorskip("ray")
     from vcorner.pipeline.ray_batch import ACTOR_RETRIES, CornerActor
@@ -90,11 +88,9 @@ def test_a_killed_actor_has_its_images_retried_and_a_file_that_always_kills_it_f
     class KilledByToy0(CornerActor):
         def __call__(self, batch):
             if any(str(path).endswith("toy0.png") for path in batch["path"]):
-                time.sleep(0.3)  # the other call has started: it dies with this process
                 with open(killed, "a") as handle:
                     handle.write("1")
                 os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep(1.0)
             return super().__call__(batch)
 
     try:
@@ -107,13 +103,15 @@ def test_a_killed_actor_has_its_images_retried_and_a_file_that_always_kills_it_f
         ray.shutdown()
     assert (calm.done, once.done) == (4, 4) and not once.failed
     assert (tmp_path / "once" / "corners.csv").read_bytes() == (tmp_path / "calm" / "corners.csv").read_bytes()
-    assert len(killed.read_text()) == 2 * (ACTOR_RETRIES + 1)  # every try of both passes died
-    assert always.done == 3 and list(always.failed) == ["toy0.png"]
-    assert "no result from the Ray actors" in always.failed["toy0.png"]
+    assert len(killed.read_text()) >= ACTOR_RETRIES + 1  # the first try and every retry died
+    # the call holding toy0 is reported; the other call is done, or reported too when it ran beside toy0's in
+    # the actor's process and died with it: every image is answered or reported, never missing
     corners = (tmp_path / "always" / "corners.csv").read_text().splitlines()
-    assert sorted({line.split(",")[0] for line in corners[1:]}) == ["toy1.png", "toy2.png", "toy3.png"]
-    calm_rows = set((tmp_path / "calm" / "corners.csv").read_text().splitlines())
-    assert set(corners) <= calm_rows  # the retried images have the undisturbed run's corners
+    done = {line.split(",")[0] for line in corners[1:]}
+    assert {"toy0.png", "toy1.png"} <= set(always.failed) and always.done == len(done) == 4 - len(always.failed)
+    assert done | set(always.failed) == {f"toy{i}.png" for i in range(4)}
+    assert all("no result from the Ray actors" in reason for reason in always.failed.values())
+    assert set(corners) <= set((tmp_path / "calm" / "corners.csv").read_text().splitlines())
     assert "toy0.png" in (tmp_path / "always" / "errors.csv").read_text()
 
 

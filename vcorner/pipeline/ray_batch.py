@@ -502,26 +502,18 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
             constructor = {"resolved": replace(resolved, threads=threads), "options": actor_options,
                            "out_dir": str(out_dir), "detector": options.detector.path if options.detector else None}
             answered: set[str] = set()
-            # A second pass, one image a call and one call an actor, takes the images whose call failed: an actor
-            # killed by one file also killed the images that shared its call or its process.
-            for size, isolated in ((per_call, False), (1, True)):
-                images = unanswered(readable, answered)  # the first pass: every readable image
-                if isolated and images:
-                    log.warning("%d image(s) came back from no Ray actor (an actor died); retrying them one at a "
-                                "time", len(images))
-                rows = stream_rows(ray, images, size, cluster, actor_type, constructor, stall_s, isolated)
-                for row in rows:
-                    answered.add(row["image"])
-                    try:
-                        _record_outcome(row, journal, summary, detected)
-                    except OSError as err:  # disk full, say: this image fails, the next ones still try
-                        summary.failed[row["image"]] = f"cannot write {journal.path}: {err.strerror or err}"
-                        row["patches"] = 0
-                    progress.image_done(int(row["patches"]))
+            for row in stream_rows(ray, readable, per_call, cluster, actor_type, constructor, stall_s):
+                answered.add(row["image"])
+                try:
+                    _record_outcome(row, journal, summary, detected)
+                except OSError as err:  # disk full, say: this image fails, the next ones still try
+                    summary.failed[row["image"]] = f"cannot write {journal.path}: {err.strerror or err}"
+                    row["patches"] = 0
+                progress.image_done(int(row["patches"]))
             for item in unanswered(readable, answered):
                 summary.failed[item.record.file] = (
-                    f"no result from the Ray actors: its actor died {ACTOR_RETRIES + 1} times on it alone (see the "
-                    "Ray log); run again to retry it")
+                    f"no result from the Ray actors: the call holding it failed or its actor died {ACTOR_RETRIES + 1} "
+                    "times (see the Ray log); run again to retry it")
                 progress.image_done(0)
     finally:
         journal.close()
@@ -532,9 +524,9 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
 
 
 def stream_rows(ray, images: list[PlannedImage], per_call: int, cluster: Cluster, actor_type: type,
-                constructor: dict[str, Any], stall_s: float, isolated: bool = False) -> Iterator[dict[str, Any]]:
+                constructor: dict[str, Any], stall_s: float) -> Iterator[dict[str, Any]]:
     """The result rows of ``images`` as they stream back in plan order: read tasks, then ``actor_type`` actors
-    built with ``constructor``, ``per_call`` images a call (``isolated``: one call at a time per actor)."""
+    built with ``constructor``, ``per_call`` images a call."""
     if not images:
         return
     with streaming_context(ray):  # before the dataset is made: it keeps a copy of the context
@@ -542,15 +534,15 @@ def stream_rows(ray, images: list[PlannedImage], per_call: int, cluster: Cluster
         # Reading is light: a fraction of a CPU, so that the actors' CPUs never starve it (deadlock).
         read = rows.map_batches(read_files, batch_size=per_call, num_cpus=READ_CPUS,
                                 fn_kwargs={"max_pixels": constructor["options"].max_pixels})
-        results = map_actors(read, actor_type, per_call, cluster, isolated, fn_constructor_kwargs=constructor)
+        results = map_actors(read, actor_type, per_call, cluster, fn_constructor_kwargs=constructor)
         yield from watch(results.iter_rows(), stall_s, cluster.actors)
 
 
-def actor_pool(ray, cluster: Cluster, isolated: bool = False):
+def actor_pool(ray, cluster: Cluster):
     """The actor pool: ``cluster.actors`` actors; a CPU actor runs :data:`CALLS_PER_CPU_ACTOR` calls at once
-    where this Ray can (a GPU actor, or an ``isolated`` pass, one: GPU runners keep their CUDA state on one
-    thread, and a call that kills its actor must not take another call with it)."""
-    if cluster.gpus_per_actor or isolated:
+    where this Ray can (a GPU actor one: GPU runners keep their CUDA state on one thread). A call that kills its
+    actor also kills the call beside it, whose retries it uses up too."""
+    if cluster.gpus_per_actor:
         return ray.data.ActorPoolStrategy(size=cluster.actors)
     try:
         return ray.data.ActorPoolStrategy(size=cluster.actors, max_concurrent_calls_per_actor=CALLS_PER_CPU_ACTOR,
@@ -559,7 +551,7 @@ def actor_pool(ray, cluster: Cluster, isolated: bool = False):
         return ray.data.ActorPoolStrategy(size=cluster.actors)
 
 
-def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, isolated: bool = False, **kwargs: Any):
+def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, **kwargs: Any):
     """``dataset.map_batches`` on a pool of ``cluster.actors`` actors of ``actor_type``, ``per_call`` rows a call.
 
     Each actor is restarted whenever it dies and a call is retried :data:`ACTOR_RETRIES` times. Ray 2.60
@@ -569,7 +561,7 @@ def map_actors(dataset, actor_type: type, per_call: int, cluster: Cluster, isola
     """
     ray = import_ray()
     common = {"batch_size": per_call, "num_cpus": cluster.per_actor, "num_gpus": cluster.gpus_per_actor or None,
-              "compute": actor_pool(ray, cluster, isolated), **kwargs}
+              "compute": actor_pool(ray, cluster), **kwargs}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
         try:
