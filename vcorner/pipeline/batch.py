@@ -273,7 +273,7 @@ def finish_one(item: ImageJob, card: ModelCard, out_dir: Path, options: BatchOpt
         return Failed(item.name, f"post-processing failed: {type(err).__name__}: {err}")
 
 
-def _record(outcome: Finished | Failed, journal: CornerJournal, summary: BatchSummary, progress: Progress,
+def record_outcome(outcome: Finished | Failed, journal: CornerJournal, summary: BatchSummary, progress: Progress,
             detected: DetectedJournal | None = None) -> None:
     """Write one image's outcome: its detected centres (first) and rows to ``corners.csv``, or its reason to the
     summary's failures."""
@@ -426,7 +426,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
             waiting.extend(_settled(item) if isinstance(item, Failed) else
                            finishers.submit(finish_one, item, card, out_dir, options) for item in ready)
             while waiting and (waiting[0].done() or len(waiting) > options.queue_images + workers):
-                _record(waiting.popleft().result(), journal, summary, progress, detected)
+                record_outcome(waiting.popleft().result(), journal, summary, progress, detected)
     except KeyboardInterrupt:  # Ctrl-C: stop the loader and finishers, keep what is finished, report it
         summary.interrupted = True
         stop.set()
@@ -439,7 +439,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
         finishers.shutdown(wait=True, cancel_futures=summary.interrupted)
         for future in waiting:  # every image finished is kept, also those behind one Ctrl-C left undone
             if not future.cancelled():
-                _record(future.result(), journal, summary, progress, detected)
+                record_outcome(future.result(), journal, summary, progress, detected)
         journal.close()
         close_detected(out_dir, detected, summary)
         write_run_errors(out_dir, summary)

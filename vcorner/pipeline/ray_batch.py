@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import socket
 import sys
 import tempfile
@@ -57,16 +58,14 @@ from vcorner.pipeline.batch import (
     Progress,
     close_detected,
     finish_one,
-    note_detected,
     prepare_one,
+    record_outcome,
     start_outputs,
     write_run_errors,
 )
-from vcorner.pipeline.detection import DetectedJournal, DetectorUse
-from vcorner.pipeline.outputs import CornerJournal
+from vcorner.pipeline.detection import DetectorUse
 from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.runtime.open import open_detector, open_runner
-from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.plan import Plan, PlannedImage
 from vcorner.stages.prepare import ImageJob
 
@@ -281,24 +280,6 @@ def _record_from_json(text: str) -> ImageRecord:
     return ImageRecord(data["file"], vertebrae, data["spacing"])
 
 
-def _detected_to_json(found: DetectedCentres | None) -> str:
-    """The detector's findings of one image, for the driver's journal ("" for clicked centres)."""
-    if found is None:
-        return ""
-    return json.dumps({"listed": _record_to_json(found.listed), "confidence": found.confidence,
-                       "record": _record_to_json(found.record), "left_out": found.left_out,
-                       "dropped": len(found.dropped)})
-
-
-def _detected_from_json(text: str) -> tuple[DetectedCentres | None, int]:
-    """The detector's findings sent back by an actor, and how many detections it dropped."""
-    if not text:
-        return None, 0
-    data = json.loads(text)
-    return DetectedCentres(_record_from_json(data["listed"]), data["confidence"], _record_from_json(data["record"]),
-                           data["left_out"]), int(data["dropped"])
-
-
 def images_per_call(batch_size: int, patches_per_image: float) -> int:
     """Images handed to an actor per call: enough patches for :data:`BATCHES_PER_CALL` full inference batches of
     ``batch_size`` patches, at most :data:`MAX_IMAGES_PER_CALL` images."""
@@ -370,31 +351,9 @@ class CornerActor:
 
 
 def outcome_columns(outcomes: list[Finished | Failed]) -> dict[str, list]:
-    """The result rows of a call: image name, corner rows (JSON), error ("" when found), patches, detected
-    centres (JSON, "" for clicked centres)."""
-    out: dict[str, list] = {"image": [], "rows": [], "error": [], "patches": [], "detected": []}
-    for outcome in outcomes:
-        found = isinstance(outcome, Finished)
-        out["image"].append(outcome.image)
-        out["rows"].append(json.dumps(outcome.rows) if found else "")
-        out["error"].append("" if found else outcome.reason)
-        out["patches"].append(outcome.patches if found else 0)
-        out["detected"].append(_detected_to_json(outcome.detected) if found else "")
-    return out
-
-
-def _record_outcome(row: dict[str, Any], journal: CornerJournal, summary: BatchSummary,
-                    detected: DetectedJournal | None) -> None:
-    """Write one image's result row as the local batch does: its detected centres first, then its corners."""
-    if row["error"]:
-        summary.failed[row["image"]] = row["error"]
-        return
-    found, dropped = _detected_from_json(row["detected"])
-    if found is not None and detected is not None:
-        note_detected(found, dropped, detected, summary)
-    journal.add(json.loads(row["rows"]))
-    summary.done += 1
-    summary.patches += int(row["patches"])
+    """The result rows of a call: each image's name and its ``Finished`` (rows, patches, detected centres) or
+    ``Failed`` pickled, as Ray pickles everything it moves between the processes of one vcorner."""
+    return {"image": [o.image for o in outcomes], "outcome": [pickle.dumps(o) for o in outcomes]}
 
 
 def unanswered(images: list[PlannedImage], answered: set[str]) -> list[PlannedImage]:
@@ -503,13 +462,10 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
                            "out_dir": str(out_dir), "detector": options.detector.path if options.detector else None}
             answered: set[str] = set()
             for row in stream_rows(ray, readable, per_call, cluster, actor_type, constructor, stall_s):
-                answered.add(row["image"])
-                try:
-                    _record_outcome(row, journal, summary, detected)
-                except OSError as err:  # disk full, say: this image fails, the next ones still try
-                    summary.failed[row["image"]] = f"cannot write {journal.path}: {err.strerror or err}"
-                    row["patches"] = 0
-                progress.image_done(int(row["patches"]))
+                outcome = pickle.loads(row["outcome"])
+                answered.add(outcome.image)
+                summary.patches += outcome.patches if isinstance(outcome, Finished) else 0
+                record_outcome(outcome, journal, summary, progress, detected)  # the local batch's one writer
             for item in unanswered(readable, answered):
                 summary.failed[item.record.file] = (
                     f"no result from the Ray actors: the call holding it failed or its actor died {ACTOR_RETRIES + 1} "
