@@ -12,14 +12,14 @@ from vcorner.geometry.patches import apply_affine, invert_affines, patch_affines
 from vcorner.postprocess import reference
 from vcorner.postprocess.background import remove_background
 from vcorner.postprocess.decode import (
-    _quadratic_offset,
+    COV_FLOOR_PX2,
     accumulate_image,
     covariance_ellipse,
     decode_image,
     decode_vertebra,
     vertebra_region,
 )
-from vcorner.postprocess.kernels import backproject, quadrant_argmax
+from vcorner.postprocess.kernels import backproject, quadrant_argmax, refine_corner
 from vcorner.postprocess.prior import ANY, CornerPrior
 
 ORIGIN, SHAPE = (10, 20), (40, 50)
@@ -148,8 +148,49 @@ def test_covariance_ellipse_of_a_known_covariance():
 def test_quadratic_offset_recovers_a_gaussian_peak():
     y, x = np.mgrid[-1:2, -1:2].astype(np.float64)
     f = np.exp(-0.5 * ((x - 0.3) ** 2 / 4.0 + (y + 0.2) ** 2 / 2.0))
-    np.testing.assert_allclose(_quadratic_offset(f), [0.3, -0.2], atol=1e-9)
-    assert not _quadratic_offset(np.ones((3, 3))).any()
+    np.testing.assert_allclose(reference.quadratic_offset(f), [0.3, -0.2], atol=1e-9)
+    assert not reference.quadratic_offset(np.ones((3, 3))).any()
+
+
+def test_refine_corner_recovers_a_gaussian_peak_and_its_spread():
+    """A Gaussian peak under a flat prior: the kernel's position is the sub-pixel peak, its covariance grows with
+    the peak's spread."""
+    y, x = np.mgrid[0:21, 0:21].astype(np.float64)
+    flat = np.zeros((2, 2))
+
+    def refined(sd: float) -> tuple[np.ndarray, np.ndarray]:
+        acc = np.exp(-0.5 * ((x - 10.3) ** 2 + (y - 9.8) ** 2) / sd**2).astype(np.float32)
+        return refine_corner(acc, (100, 200), np.array([10, 10]), np.zeros(2), flat, 4, 4.0, 1.0, COV_FLOOR_PX2,
+                             True)
+
+    xy, cov = refined(2.0)
+    np.testing.assert_allclose(xy, [110.3, 209.8], atol=1e-3)
+    assert cov[0, 1] == cov[1, 0] and np.all(np.linalg.eigvalsh(cov) > COV_FLOOR_PX2)
+    assert np.trace(refined(3.0)[1]) > np.trace(cov)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "peaked"])
+def test_refine_corner_matches_reference(seed, sparse):
+    """Peaks anywhere (also on the map's edges, where the window is cut and no sub-pixel fit is made), on dense
+    maps and on peaked ones whose zeros make the fit run on the map instead of its log."""
+    rng = np.random.default_rng(seed)
+    acc = rng.random((30, 40), dtype=np.float32)
+    if sparse:
+        acc = np.where(acc > 0.8, acc, 0.0).astype(np.float32)
+    for trial in range(40):
+        peak = np.array([rng.integers(0, 30), rng.integers(0, 40)])
+        if trial < 4:
+            peak = np.array([[0, 0], [29, 39], [0, 39], [29, 0]][trial])
+        mean = np.array(ORIGIN) + peak[::-1] + rng.normal(0.0, 3.0, 2)
+        root = rng.normal(0.0, 0.3, (2, 2))
+        inv_cov = root @ root.T + 0.01 * np.eye(2)
+        reach, radius = (1, 1.0) if trial % 5 == 0 else (4, 4.0)
+        args = (acc, ORIGIN, peak, mean, inv_cov, reach, radius, 1.741, COV_FLOOR_PX2, trial % 3 != 0)
+        xy, cov = refine_corner(*args)
+        ref_xy, ref_cov = reference.refine_corner(*args)
+        np.testing.assert_allclose(xy, ref_xy, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(cov, ref_cov, rtol=1e-9, atol=1e-12)
 
 
 def test_vertebra_region_is_clipped_to_the_image():

@@ -1,7 +1,8 @@
 """Numba kernels of the post-processing (docs/design.md section 2, step 7).
 
 :func:`backproject` warps patch maps back onto an image region and averages them; :func:`quadrant_argmax`
-finds the prior-weighted maximum of an accumulated map in each quadrant of a vertebra frame. Each public
+finds the prior-weighted maximum of an accumulated map in each quadrant of a vertebra frame; :func:`refine_corner`
+refines one maximum to sub-pixel precision and measures its spread. Each public
 function checks and converts its arguments, then calls one compiled kernel with a single type signature, so
 numba compiles once and caches the machine code on disk (next to this file, or in numba's user-wide cache
 directory when an installed package is read-only). Plain NumPy references are in
@@ -248,6 +249,106 @@ def quadrant_argmax(
             peaks[k] = row, column[row, k]
             values[k] = best[row, k]
     return peaks, values
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _log_or_same(f: np.ndarray) -> np.ndarray:
+    """``log f`` when every value is positive, else ``f`` (a copy)."""
+    for value in f.ravel():
+        if not value > 0.0:
+            return f.copy()
+    return np.log(f)
+
+
+@numba.njit(cache=True, fastmath=False, nogil=True)
+def _refine(
+    acc: np.ndarray, x0: int, y0: int, row: int, col: int, mean: np.ndarray, inv_cov: np.ndarray, reach: int,
+    radius: float, scale: float, floor: float, subpixel: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    top, left = max(row - reach, 0), max(col - reach, 0)
+    bottom, right = min(row + reach + 1, acc.shape[0]), min(col + reach + 1, acc.shape[1])
+    height, width = bottom - top, right - left
+    score = np.empty((height, width))
+    for i in range(height):
+        ey = float(y0 + top + i) - mean[1]
+        for j in range(width):
+            ex = float(x0 + left + j) - mean[0]
+            m = ex * (inv_cov[0, 0] * ex + inv_cov[0, 1] * ey) + ey * (inv_cov[1, 0] * ex + inv_cov[1, 1] * ey)
+            score[i, j] = float(acc[top + i, left + j]) * np.exp(-0.5 * m)
+    r, c = row - top, col - left
+    px, py = float(x0 + col), float(y0 + row)
+    low = np.inf  # minimum of the score over the disc of ``radius`` around the peak (which holds the peak)
+    for i in range(height):
+        for j in range(width):
+            dx, dy = float(x0 + left + j) - px, float(y0 + top + i) - py
+            if dx * dx + dy * dy <= radius * radius and score[i, j] < low:
+                low = score[i, j]
+    weight = np.zeros((height, width))
+    total = sx = sy = 0.0
+    for i in range(height):
+        for j in range(width):
+            dx, dy = float(x0 + left + j) - px, float(y0 + top + i) - py
+            if dx * dx + dy * dy <= radius * radius:
+                w = score[i, j] - low
+                weight[i, j] = w
+                total += w
+                sx += w * float(x0 + left + j)
+                sy += w * float(y0 + top + i)
+    cov = np.zeros((2, 2))
+    if total > 0.0:
+        mx, my = sx / total, sy / total
+        for i in range(height):
+            for j in range(width):
+                dx, dy = float(x0 + left + j) - mx, float(y0 + top + i) - my
+                cov[0, 0] += weight[i, j] * dx * dx
+                cov[0, 1] += weight[i, j] * dx * dy
+                cov[1, 1] += weight[i, j] * dy * dy
+        cov /= total
+        cov[1, 0] = cov[0, 1]
+    cov *= scale * scale
+    cov[0, 0] += floor
+    cov[1, 1] += floor
+    xy = np.array([px, py])
+    if subpixel and 0 < r < height - 1 and 0 < c < width - 1:
+        f = _log_or_same(score[r - 1 : r + 2, c - 1 : c + 2])
+        gx, gy = 0.5 * (f[1, 2] - f[1, 0]), 0.5 * (f[2, 1] - f[0, 1])
+        hxx, hyy = f[1, 2] - 2.0 * f[1, 1] + f[1, 0], f[2, 1] - 2.0 * f[1, 1] + f[0, 1]
+        hxy = 0.25 * (f[2, 2] - f[2, 0] - f[0, 2] + f[0, 0])
+        det = hxx * hyy - hxy * hxy
+        if hxx < 0.0 and det > 0.0:
+            xy[0] += min(max(-(hyy * gx - hxy * gy) / det, -1.0), 1.0)
+            xy[1] += min(max(-(hxx * gy - hxy * gx) / det, -1.0), 1.0)
+    return xy, cov
+
+
+def refine_corner(
+    acc: np.ndarray, origin: tuple[int, int], peak: np.ndarray, mean: np.ndarray, inv_cov: np.ndarray,
+    reach: int, radius: float, scale: float, floor: float, subpixel: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Refined position and covariance of one corner from the prior-weighted map around its peak.
+
+    The map ``acc`` times the prior weight ``exp(-0.5 d^T inv_cov d)`` (``d`` = pixel - ``mean``) is taken in
+    the window of ``reach`` pixels around ``peak``. With ``subpixel`` (and the peak not on the window's edge) the
+    position moves by the maximum of a quadratic fit to the log of that weighted map on the 3 x 3 neighbourhood
+    (on the map itself when a value is not positive), clamped to +-1 px per axis. The covariance is the second
+    moment of the weighted map minus its minimum over the disc of ``radius`` around the peak, about its weighted
+    mean, times ``scale ** 2``, plus ``floor`` on the diagonal.
+
+    Args:
+        acc: (H, W) accumulated map of the region.
+        origin: ``(x0, y0)`` image pixel of ``acc[0, 0]``.
+        peak: ``(row, col)`` of the corner's maximum in ``acc``.
+        mean: (2,) prior mean, image pixels. inv_cov: (2, 2) inverse (inflated) prior covariance, 1 / px^2.
+        reach: half-width of the window, pixels (>= 1). radius: of the covariance disc, pixels.
+        scale: covariance scale. floor: variance added to the diagonal, px^2.
+
+    Returns:
+        xy: (2,) image pixels. cov: (2, 2) px^2.
+    """
+    return _refine(np.ascontiguousarray(acc, dtype=np.float32), int(origin[0]), int(origin[1]), int(peak[0]),
+                   int(peak[1]), np.ascontiguousarray(mean, dtype=np.float64).reshape(2),
+                   np.ascontiguousarray(inv_cov, dtype=np.float64).reshape(2, 2), int(reach), float(radius),
+                   float(scale), float(floor), bool(subpixel))
 
 
 def _renamed(function, name: str):

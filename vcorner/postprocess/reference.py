@@ -93,3 +93,62 @@ def quadrant_argmax(
             peaks[k] = np.unravel_index(flat, score.shape)
             values[k] = score.flat[flat]
     return peaks, values
+
+
+def _prior_weight(x: np.ndarray, y: np.ndarray, mean: np.ndarray, inv_cov: np.ndarray) -> np.ndarray:
+    """``exp(-0.5 d^T inv_cov d)`` at pixels ``(x, y)``, with ``d`` the offset from ``mean``."""
+    d = np.stack([x - mean[0], y - mean[1]], axis=-1)
+    return np.exp(-0.5 * np.einsum("...i,ij,...j->...", d, inv_cov, d))
+
+
+def quadratic_offset(f: np.ndarray) -> np.ndarray:
+    """Sub-pixel offset ``(dx, dy)`` of the maximum of a 2-D quadratic through a (3, 3) neighbourhood.
+
+    The fit runs on ``log f`` when every value is positive (exact for a Gaussian peak times a Gaussian
+    prior), else on ``f``. Zero when the fit has no maximum; clamped to [-1, 1] pixel per axis.
+    """
+    f = np.log(f) if np.all(f > 0.0) else f
+    gx, gy = 0.5 * (f[1, 2] - f[1, 0]), 0.5 * (f[2, 1] - f[0, 1])
+    hxx, hyy = f[1, 2] - 2.0 * f[1, 1] + f[1, 0], f[2, 1] - 2.0 * f[1, 1] + f[0, 1]
+    hxy = 0.25 * (f[2, 2] - f[2, 0] - f[0, 2] + f[0, 0])
+    det = hxx * hyy - hxy * hxy
+    if not (hxx < 0.0 and det > 0.0):
+        return np.zeros(2)
+    offset = -np.array([hyy * gx - hxy * gy, hxx * gy - hxy * gx]) / det
+    return np.clip(offset, -1.0, 1.0)
+
+
+def _window_covariance(
+    score: np.ndarray, x: np.ndarray, y: np.ndarray, center: np.ndarray, radius: float, scale: float, floor: float
+) -> np.ndarray:
+    """(2, 2) second moments (px^2) of ``score`` minus its minimum, in a disc around ``center``.
+
+    Scaled by ``scale ** 2``, plus ``floor`` on the diagonal.
+    """
+    inside = (x - center[0]) ** 2 + (y - center[1]) ** 2 <= radius**2
+    weight = np.where(inside, score - score[inside].min(), 0.0)
+    total = weight.sum()
+    cov = np.zeros((2, 2))
+    if total > 0.0:
+        d = np.stack([x - np.sum(weight * x) / total, y - np.sum(weight * y) / total], axis=-1)
+        cov = np.einsum("hw,hwi,hwj->ij", weight, d, d) / total
+    return cov * scale**2 + floor * np.eye(2)
+
+
+def refine_corner(
+    acc: np.ndarray, origin: tuple[int, int], peak: np.ndarray, mean: np.ndarray, inv_cov: np.ndarray,
+    reach: int, radius: float, scale: float, floor: float, subpixel: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of :func:`vcorner.postprocess.kernels.refine_corner` (same arguments, same result)."""
+    row, col = int(peak[0]), int(peak[1])
+    top, left = max(row - reach, 0), max(col - reach, 0)
+    window = acc[top : row + reach + 1, left : col + reach + 1].astype(np.float64)
+    x, y = np.meshgrid(origin[0] + left + np.arange(window.shape[1]), origin[1] + top + np.arange(window.shape[0]))
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    score = window * _prior_weight(x, y, mean, inv_cov)
+    r, c = row - top, col - left
+    xy = np.array([x[r, c], y[r, c]])
+    cov = _window_covariance(score, x, y, xy, radius, scale, floor)
+    if subpixel and 0 < r < score.shape[0] - 1 and 0 < c < score.shape[1] - 1:
+        xy = xy + quadratic_offset(score[r - 1 : r + 2, c - 1 : c + 2])
+    return xy, cov
