@@ -120,9 +120,10 @@ def test_more_cpu_workers_give_the_same_outputs(xrays, tiny_onnx, tmp_path):
     assert run(3) == run(1)
 
 
-def test_cpu_workers_default_to_one_beside_cpu_inference_and_all_cores_beside_gpu():
+def test_cpu_workers_default_to_half_the_cores_beside_cpu_inference_and_all_cores_beside_gpu():
     import os
 
+    from vcorner.hardware.cpu import batch_core_split
     from vcorner.pipeline.batch import MAX_DEFAULT_WORKERS, BatchOptions, available_cores, cpu_workers
     from vcorner.runtime.base import Runner
 
@@ -133,8 +134,9 @@ def test_cpu_workers_default_to_one_beside_cpu_inference_and_all_cores_beside_gp
     cpu, gpu = Fake(), Fake()
     gpu.on_gpu = True
     cores = min(available_cores(), MAX_DEFAULT_WORKERS)
-    assert cpu_workers(cpu, BatchOptions()) == 1 and cpu_workers(gpu, BatchOptions()) == cores
+    assert cpu_workers(cpu, BatchOptions()) == batch_core_split()[1] and cpu_workers(gpu, BatchOptions()) == cores
     assert cpu_workers(gpu, BatchOptions(workers=2)) == 2 and 1 <= available_cores() <= (os.cpu_count() or 1)
+    assert [batch_core_split(n) for n in (1, 2, 3, 4, 16)] == [(1, 1), (1, 1), (2, 1), (2, 2), (8, 8)]
 
 
 def _toy_run(toy_dataset, tiny_onnx, out, workers: int, runner=None):

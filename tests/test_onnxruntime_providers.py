@@ -178,3 +178,15 @@ def test_the_driver_list_counts_where_cuda_python_sees_no_gpu(tmp_path):
     assert not driver_lists_gpu(tmp_path / "gpus")
     (tmp_path / "gpus" / "0000:00:04.0").mkdir(parents=True)
     assert driver_lists_gpu(tmp_path / "gpus")
+
+
+def test_intra_op_threads_sleep_between_operators_unless_asked_to_spin():
+    """Beside the batch's decoding threads spinning threads hold the cores those need: off by default."""
+    from vcorner.hardware.cpu import available_cores
+    from vcorner.runtime.onnxruntime_runner import session_options
+
+    spinning = "session.intra_op.allow_spinning"
+    assert session_options().get_session_config_entry(spinning) == "0"
+    assert session_options(2, spin=True).get_session_config_entry(spinning) == "1"
+    assert session_options().intra_op_num_threads == available_cores()
+    assert session_options(1).intra_op_num_threads == 1

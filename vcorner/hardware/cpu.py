@@ -27,3 +27,16 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def batch_core_split(cores: int | None = None) -> tuple[int, int]:
+    """How a batch with CPU inference shares ``cores`` (default: :func:`available_cores`): ``(inference threads,
+    decoding threads)``; as many corner-search threads as decoding threads run beside them.
+
+    Half the cores each, inference taking the odd one, at least 1 each: per phantom film the INT8 network costs
+    about 8.5 ms of one core and decoding, patch cutting and the corner search about 9 ms
+    (``benchmarks/stage_times.py``), so neither side waits on the other. On 2 cores: 1 and 1.
+    """
+    cores = cores or available_cores()
+    stages = max(1, cores // 2)
+    return max(1, cores - stages), stages
