@@ -10,15 +10,16 @@ model's card, ``old`` the sampling and decoding its card recorded before ``vcorn
 phantoms, so speed and accuracy come from the same corners.
 
 Runs the library (``vcorner.pipeline.batch.run_batch``: loader, inference and finisher threads, with the threads
-``vcorner batch`` uses, :func:`vcorner.hardware.cpu.batch_core_split`, unless ``--threads``) on ``--images``
+``vcorner batch`` uses, :func:`vcorner.hardware.cpu.inference_threads`, unless ``--threads``) on ``--images``
 phantoms written at a fixed seed, ``--repeats`` times over (the rate is over all of them). Two bounds:
 
 - **inference-only**: what ONNX Runtime alone does at the same batch size on every core, its threads spinning
   (its best): patches/s timed before and after the run, averaged, divided by the patches per image. Reaching it
   would need decoding, cutting and the corner search to cost nothing.
-- **work**: the cores divided by what one image costs in core-seconds when each stage runs alone on one core:
-  inference on one thread, plus ``prepare`` (decode, pyramid, patches) and ``finish`` (back-projection, quadrant
-  search) timed serially on the same images. No schedule of that work on these cores is faster.
+- **work**: the cores divided by what one image costs in core-seconds when each stage runs alone: inference on
+  one thread, plus the CPU time of ``prepare`` (decode, pyramid, patches) and ``finish`` (back-projection,
+  quadrant search) run one image at a time on the same images. No schedule of that work on these cores is
+  faster.
 
 Also recorded: the process's CPU time per image during the run (from ``getrusage``), which shows what threading
 costs on top of the stages' own work. Without --model: the shipped model, else a random ``lite`` model (speed
@@ -41,13 +42,14 @@ import numpy as np
 from vcorner import benchmark as lib
 from vcorner.config import DecodeConfig, SamplingConfig, from_dict
 from vcorner.evaluation.metrics import match, read_predictions, table1_row
-from vcorner.hardware.cpu import available_cores, batch_core_split
+from vcorner.hardware.cpu import available_cores, inference_threads
 from vcorner.io.annotations import read_annotations
 from vcorner.models.card import ModelCard
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
+from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.stages.finish import finish
 from vcorner.stages.plan import Plan, make_plan
@@ -94,18 +96,23 @@ def cpu_seconds() -> float:
 
 
 def stage_seconds(plan: Plan, card: ModelCard) -> tuple[float, float]:
-    """Seconds per image of ``prepare`` and of ``finish`` run serially on one thread (maps: random numbers; the
-    corner search costs about the same on any map)."""
+    """CPU seconds per image (of every thread, OpenCV's included) of ``prepare`` and of ``finish`` run one image
+    at a time with the batch finishers' single-threaded kernels (maps: random numbers; the corner search costs
+    about the same on any map)."""
     rng = np.random.default_rng(0)
     prepared = finished = 0.0
-    for item in plan.images:
-        began = time.perf_counter()
-        job = prepare(item, card)
-        prepared += time.perf_counter() - began
-        job.maps[:] = rng.random(job.maps.shape, dtype=np.float32)
-        began = time.perf_counter()
-        finish(job, card)
-        finished += time.perf_counter() - began
+    use_serial_kernels()
+    try:
+        for item in plan.images:
+            began = time.process_time()
+            job = prepare(item, card)
+            prepared += time.process_time() - began
+            job.maps[:] = rng.random(job.maps.shape, dtype=np.float32)
+            began = time.process_time()
+            finish(job, card)
+            finished += time.process_time() - began
+    finally:
+        use_serial_kernels(False)
     return prepared / len(plan.images), finished / len(plan.images)
 
 
@@ -115,7 +122,7 @@ def measure(model: Path, card: ModelCard, data: Path, out: Path, batch: int, sec
     plan = make_plan(data, data / "centers.csv")
     sample = np.concatenate([prepare(item, card).patches for item in plan.images[:3]])
     options = BatchOptions(batch_size=batch, resume=False)
-    threads = threads or batch_core_split()[0]
+    threads = threads or inference_threads("int8" if model.name.endswith(".int8.onnx") else "fp32")
     with OnnxRuntimeRunner(model, "cpu", available_cores(), spin=True) as alone:
         before = lib.speed(alone, sample, batch, seconds)["patches_per_s"]
     with OnnxRuntimeRunner(model, "cpu", 1) as one:
@@ -157,7 +164,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=5.0, help="timing of the bound, before and after")
-    parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: vcorner batch's, half the cores)")
+    parser.add_argument("--threads", type=int,
+                        help="ONNX Runtime threads (default: vcorner batch's share for the precision)")
     parser.add_argument("--repeats", type=int, default=1, help="runs over the phantoms (the rate is over all)")
     parser.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "int8"])
     parser.add_argument("--sampling", nargs="+", default=["new"], choices=["new", "old"])

@@ -120,10 +120,10 @@ def test_more_cpu_workers_give_the_same_outputs(xrays, tiny_onnx, tmp_path):
     assert run(3) == run(1)
 
 
-def test_cpu_workers_default_to_half_the_cores_beside_cpu_inference_and_all_cores_beside_gpu():
+def test_cpu_workers_default_to_the_cores_cpu_inference_leaves_and_all_cores_beside_gpu():
     import os
 
-    from vcorner.hardware.cpu import batch_core_split
+    from vcorner.hardware.cpu import inference_threads
     from vcorner.pipeline.batch import MAX_DEFAULT_WORKERS, BatchOptions, available_cores, cpu_workers
     from vcorner.runtime.base import Runner
 
@@ -134,9 +134,12 @@ def test_cpu_workers_default_to_half_the_cores_beside_cpu_inference_and_all_core
     cpu, gpu = Fake(), Fake()
     gpu.on_gpu = True
     cores = min(available_cores(), MAX_DEFAULT_WORKERS)
-    assert cpu_workers(cpu, BatchOptions()) == batch_core_split()[1] and cpu_workers(gpu, BatchOptions()) == cores
+    assert cpu_workers(cpu, BatchOptions()) == 1 and cpu_workers(gpu, BatchOptions()) == cores
+    cpu.threads = 1
+    assert cpu_workers(cpu, BatchOptions()) == max(1, cores - 1)
     assert cpu_workers(gpu, BatchOptions(workers=2)) == 2 and 1 <= available_cores() <= (os.cpu_count() or 1)
-    assert [batch_core_split(n) for n in (1, 2, 3, 4, 16)] == [(1, 1), (1, 1), (2, 1), (2, 2), (8, 8)]
+    assert [inference_threads("int8", n) for n in (1, 2, 3, 4, 16)] == [1, 1, 2, 2, 8]
+    assert [inference_threads("fp32", n) for n in (1, 2, 3, 4, 16)] == [1, 2, 3, 3, 12]
 
 
 def _toy_run(toy_dataset, tiny_onnx, out, workers: int, runner=None):

@@ -385,3 +385,19 @@ def test_batch_on_an_avx2_cpu_named_like_the_benchmarked_vnni_one_runs_fp32_and_
     assert "backend ort-cpu)" in result.output.replace("\n", " ")
     resolved = json.loads((tmp_path / "out" / "run.json").read_text())["resolved"]
     assert "m.onnx (fp32)" in resolved and "no VNNI or AMX" in resolved
+
+
+def test_cpu_inference_gets_its_share_of_the_cores_and_an_explicit_thread_count_is_kept(model_pair):
+    """INT8 costs about as much as decoding and corner search per image, FP32 twice that: on 2 cores 1 and 2
+    threads; the batch's decoding threads get the rest (vcorner.hardware.cpu.inference_threads)."""
+    from vcorner.hardware.capabilities import Capabilities
+    from vcorner.models.resolve import resolve_model
+
+    model, int8 = model_pair
+    for cores, int8_threads, fp32_threads in ((1, 1, 1), (2, 1, 2), (16, 8, 12)):
+        caps = Capabilities(cpu="Some CPU", cores=cores)
+        quantized = resolve_model(model, caps=caps, precision="int8")
+        assert quantized.graph == int8 and quantized.threads == int8_threads
+        assert f"{int8_threads} inference thread(s) of {cores} core(s)" in quantized.reason
+        assert resolve_model(model, caps=caps, precision="fp32").threads == fp32_threads
+        assert resolve_model(model, caps=caps, precision="int8", threads=3).threads == 3

@@ -11,7 +11,6 @@ import typer
 from rich.progress import TextColumn
 
 from vcorner.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
-from vcorner.hardware.cpu import batch_core_split
 from vcorner.models.resolve import Backend, ModelRequest
 from vcorner.pipeline.outputs import check_outputs_apart
 from vcorner.stages.plan import make_plan, plan_folder
@@ -57,11 +56,11 @@ def batch(
     json_out: Annotated[bool, typer.Option("--json", help="Also write OUT/json/<image>.json.")] = False,
     vis: Annotated[bool, typer.Option("--vis", help="Also write OUT/vis/<image>.png overlays.")] = False,
     threads: Annotated[int | None, typer.Option(
-        min=1, help="Inference threads (default: half the cores, the other half decoding and finding corners).")
-    ] = None,
+        min=1, help="Inference threads (default on a CPU: inference's share of the cores, e.g. 1 of 2 for INT8, "
+                    "2 of 2 for FP32).")] = None,
     workers: Annotated[int | None, typer.Option(
-        min=1, help="Threads decoding images and finding corners (default: the other half of the cores with CPU "
-                    "inference, one per core, at most 16, with GPU inference).")] = None,
+        min=1, help="Threads decoding images and finding corners (default: the cores CPU inference leaves, at "
+                    "least 1; one per core, at most 16, with GPU inference).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (decompression bombs; default "
                                                                       "200 megapixels).")] = None,
     device: Annotated[str | None, typer.Option(
@@ -104,8 +103,6 @@ def batch(
 
     with user_errors():
         threads = clamp_threads(threads)
-        if threads is None and ray is None:  # Ray actors share their CPUs by their own rule (actor_threads)
-            threads = batch_core_split()[0]
         check_options(device, profile, precision)
         if anterior not in ("right", "left"):
             fail(f"--anterior must be right or left, got {anterior!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -29,14 +30,19 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def batch_core_split(cores: int | None = None) -> tuple[int, int]:
-    """How a batch with CPU inference shares ``cores`` (default: :func:`available_cores`): ``(inference threads,
-    decoding threads)``; as many corner-search threads as decoding threads run beside them.
+INFERENCE_SHARE = {"int8": 0.5, "fp32": 0.7}
+"""Inference's share of a CPU batch's work per image, by graph precision. Measured on the 2-core AVX-512 VNNI
+machine of README.md (Performance) with the shipped sampling: the INT8 network costs 8 ms of one core per phantom
+film, the FP32 one 18 ms, beside 8.5 ms of decoding, patch cutting and corner search
+(``benchmarks/end_to_end.py``, ``stage_ms_per_image``)."""
 
-    Half the cores each, inference taking the odd one, at least 1 each: per phantom film the INT8 network costs
-    about 8.5 ms of one core and decoding, patch cutting and the corner search about 9 ms
-    (``benchmarks/stage_times.py``), so neither side waits on the other. On 2 cores: 1 and 1.
+
+def inference_threads(precision: str, cores: int | None = None) -> int:
+    """ONNX Runtime threads of a CPU batch of a ``precision`` graph on ``cores`` (default:
+    :func:`available_cores`): the cores times inference's share of the work (:data:`INFERENCE_SHARE`), rounded
+    up, so that the remaining cores decode and find corners. On 2 cores: 1 for INT8 (98.5 against 92.0 images/s
+    with 2), 2 for FP32 (63.2 against 52.8 with 1), ``benchmarks/end_to_end.py --threads``. The threads sleep
+    between operators, so the cores they share with decoding are not held idle.
     """
     cores = cores or available_cores()
-    stages = max(1, cores // 2)
-    return max(1, cores - stages), stages
+    return min(cores, max(1, math.ceil(cores * INFERENCE_SHARE.get(precision, 1.0))))

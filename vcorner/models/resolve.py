@@ -20,6 +20,7 @@ from enum import Enum
 from pathlib import Path
 
 from vcorner.hardware.capabilities import Capabilities, probe
+from vcorner.hardware.cpu import inference_threads
 from vcorner.hardware.cuda import INSTALL_HINT, has_module, torch_cuda_available
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard, sha256_file
@@ -246,10 +247,9 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, precision: str, device:
     """ONNX Runtime: on the CPU the graph of ``precision`` (:func:`_cpu_graph`); on a GPU provider the FP16
     variant for an FP16 profile.
 
-    The INT8 graph runs on all cores but one unless ``threads`` is given: on the 2-core AVX-512 VNNI machine of
-    README.md (Performance) it ran as fast on one thread as on two (13.1 against 13.5 images/s of inference at 18
-    patches per vertebra), so the freed core decodes and post-processes: 80.5 against 57.2 images/s end to end
-    with the shipped sampling (``benchmarks/end_to_end.py --threads``). FP32 keeps every core (41.6 against 43.2).
+    On the CPU, unless ``threads`` is given, inference gets its share of the cores
+    (:func:`vcorner.hardware.cpu.inference_threads`: on 2 cores 1 thread for INT8, 2 for FP32) and the batch's
+    decoding and corner-search threads the rest.
     """
     device = device or caps.ort_devices[0]
     device = f"cuda:{device}" if device.isdigit() else device
@@ -257,9 +257,9 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, precision: str, device:
         if device != "cpu":
             raise InputError(f"--precision int8 runs on ONNX Runtime's CPU provider, not {device}")
         graph, graph_sha, chosen, reason, pending = _cpu_graph(model, card, sha, precision, caps)
-        if threads is None and chosen == "int8" and caps.cores > 1:
-            threads = caps.cores - 1
-            reason += f"; {threads} inference thread(s), one core left to decoding and post-processing"
+        if threads is None:
+            threads = inference_threads(chosen, caps.cores)
+            reason += f"; {threads} inference thread(s) of {caps.cores} core(s)"
         return ResolvedModel(model, Backend.ort, "cpu", graph, chosen, card, sha, graph_sha, card_digest(card),
                              f"{why} on the CPU; {reason}", threads=threads, pending=pending)
     chosen = get_profile(profile or DEFAULT_PROFILE)
