@@ -3,11 +3,10 @@
 Three stages run concurrently: loader threads decode images and cut patches, the calling thread fills
 inference batches across images and queues them on the inference thread (:class:`InferenceThread`), and finisher
 threads back-project, search quadrants and write each image's JSON and overlay. Beside CPU inference, which has
-half the cores, there are as many loaders and finishers as the other half (at least one each,
-:func:`vcorner.hardware.cpu.batch_core_split`); beside GPU inference, one of each per core
-(``BatchOptions.workers``). The calling thread is the one writer of
-``corners.csv``: it takes the finishers' results in the order inference queued the images, so the outputs do
-not depend on the thread count.
+its share of the cores (:func:`vcorner.hardware.cpu.inference_threads`), there are as many loaders and finishers
+as the cores it leaves, at least one each; beside GPU inference, one of each per core (``BatchOptions.workers``).
+The calling thread is the one writer of ``corners.csv``: it takes the finishers' results in the order inference
+queued the images, so the outputs do not depend on the thread count.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.hardware.cpu import available_cores, batch_core_split
+from vcorner.hardware.cpu import available_cores
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.models.card import ModelCard
 from vcorner.pipeline import manifest
@@ -65,8 +64,8 @@ class BatchOptions:
     max_pixels: int | None = None
     queue_images: int = 6
     workers: int | None = None
-    """Threads that decode images and cut patches, and as many that find corners (None: half the cores beside CPU
-    inference, which has the other half; one per core beside GPU inference, which leaves them idle)."""
+    """Threads that decode images and cut patches, and as many that find corners (None: the cores CPU inference
+    leaves, at least 1; one per core beside GPU inference, which leaves them idle)."""
     model_id: str | None = None
     """Model identity recorded in ``OUT/run.json``; resuming with another model is refused (None: unchecked)."""
     card_id: str | None = None
@@ -447,11 +446,12 @@ def _drain(jobs: queue.Queue, loader: threading.Thread) -> None:
 
 
 def cpu_workers(runner: Runner, options: BatchOptions) -> int:
-    """Threads for the CPU stages: ``options.workers``, else half the cores beside CPU inference (which has the
-    other half, :func:`vcorner.hardware.cpu.batch_core_split`) and all cores beside GPU inference."""
+    """Threads for the CPU stages: ``options.workers``, else the cores CPU inference leaves (its ``threads``, from
+    :func:`vcorner.hardware.cpu.inference_threads`; at least 1) and all cores beside GPU inference."""
     if options.workers is not None:
         return max(1, options.workers)
-    return min(available_cores(), MAX_DEFAULT_WORKERS) if runner.on_gpu else batch_core_split()[1]
+    cores = min(available_cores(), MAX_DEFAULT_WORKERS)
+    return cores if runner.on_gpu else max(1, cores - (getattr(runner, "threads", None) or cores))
 
 
 def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, options: BatchOptions | None = None,
