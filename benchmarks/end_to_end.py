@@ -122,7 +122,8 @@ def measure(model: Path, card: ModelCard, data: Path, out: Path, batch: int, sec
     plan = make_plan(data, data / "centers.csv")
     sample = np.concatenate([prepare(item, card).patches for item in plan.images[:3]])
     options = BatchOptions(batch_size=batch, resume=False)
-    threads = threads or inference_threads("int8" if model.name.endswith(".int8.onnx") else "fp32")
+    precision = "int8" if model.name.endswith(".int8.onnx") else "fp32"
+    threads = threads or inference_threads(precision, card.sampling.patches_per_vertebra)
     with OnnxRuntimeRunner(model, "cpu", available_cores(), spin=True) as alone:
         before = lib.speed(alone, sample, batch, seconds)["patches_per_s"]
     with OnnxRuntimeRunner(model, "cpu", 1) as one:

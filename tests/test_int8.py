@@ -388,16 +388,22 @@ def test_batch_on_an_avx2_cpu_named_like_the_benchmarked_vnni_one_runs_fp32_and_
 
 
 def test_cpu_inference_gets_its_share_of_the_cores_and_an_explicit_thread_count_is_kept(model_pair):
-    """INT8 costs about as much as decoding and corner search per image, FP32 twice that: on 2 cores 1 and 2
-    threads; the batch's decoding threads get the rest (vcorner.hardware.cpu.inference_threads)."""
+    """The resolved CPU graph runs on inference's share of the cores for its precision and the card's patches per
+    vertebra (the split itself: test_batch.py); an explicit count is kept."""
     from vcorner.hardware.capabilities import Capabilities
+    from vcorner.hardware.cpu import inference_threads
+    from vcorner.models.modelfile import read_model_card
     from vcorner.models.resolve import resolve_model
 
     model, int8 = model_pair
-    for cores, int8_threads, fp32_threads in ((1, 1, 1), (2, 1, 2), (16, 8, 12)):
+    per_vertebra = read_model_card(model).sampling.patches_per_vertebra
+    for cores in (1, 2, 16):
         caps = Capabilities(cpu="Some CPU", cores=cores)
         quantized = resolve_model(model, caps=caps, precision="int8")
-        assert quantized.graph == int8 and quantized.threads == int8_threads
-        assert f"{int8_threads} inference thread(s) of {cores} core(s)" in quantized.reason
-        assert resolve_model(model, caps=caps, precision="fp32").threads == fp32_threads
+        expected = inference_threads("int8", per_vertebra, cores)
+        assert quantized.graph == int8 and quantized.threads == expected
+        assert f"{expected} inference thread(s) of {cores} core(s)" in quantized.reason
+        assert resolve_model(model, caps=caps, precision="fp32").threads == inference_threads("fp32", per_vertebra,
+                                                                                                cores)
         assert resolve_model(model, caps=caps, precision="int8", threads=3).threads == 3
+    assert inference_threads("int8", per_vertebra, 16) < inference_threads("fp32", per_vertebra, 16) < 16

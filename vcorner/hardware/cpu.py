@@ -30,19 +30,29 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-INFERENCE_SHARE = {"int8": 0.5, "fp32": 0.7}
-"""Inference's share of a CPU batch's work per image, by graph precision. Measured on the 2-core AVX-512 VNNI
-machine of README.md (Performance) with the shipped sampling: the INT8 network costs 8 ms of one core per phantom
-film, the FP32 one 18 ms, beside 8.5 ms of decoding, patch cutting and corner search
-(``benchmarks/end_to_end.py``, ``stage_ms_per_image``)."""
+PATCH_MS = {"int8": 0.85, "fp32": 1.85}
+"""Inference of one 64 x 64 patch on one core, ms, by graph precision: the shipped lite UNet on the 2-core
+AVX-512 VNNI machine of README.md (Performance), 8.2-8.7 ms (INT8) and 17.7-19.4 ms (FP32) per phantom film of
+10 patches (``benchmarks/end_to_end.py``, ``stage_ms_per_image``)."""
+STAGE_MS = (8.5, 0.12)
+"""Decoding, patch cutting and corner search of one film on one core, ms: a fixed part plus a part per patch
+(same runs: 9.5-10 ms at 10 patches per film, 19-19.5 ms at 90)."""
+VERTEBRAE_PER_FILM = 5
+"""Vertebrae of a typical lateral cervical film (the phantoms' C3-C7)."""
 
 
-def inference_threads(precision: str, cores: int | None = None) -> int:
-    """ONNX Runtime threads of a CPU batch of a ``precision`` graph on ``cores`` (default:
-    :func:`available_cores`): the cores times inference's share of the work (:data:`INFERENCE_SHARE`), rounded
-    up, so that the remaining cores decode and find corners. On 2 cores: 1 for INT8 (98.5 against 92.0 images/s
-    with 2), 2 for FP32 (63.2 against 52.8 with 1), ``benchmarks/end_to_end.py --threads``. The threads sleep
-    between operators, so the cores they share with decoding are not held idle.
+def inference_threads(precision: str, patches_per_vertebra: int, cores: int | None = None) -> int:
+    """ONNX Runtime threads of a CPU batch on ``cores`` (default: :func:`available_cores`): the cores times
+    inference's share of a film's work (:data:`PATCH_MS` per patch against :data:`STAGE_MS`), rounded up; the
+    cores left decode images and find corners.
+
+    On 2 cores with the shipped sampling (2 patches per vertebra): 1 thread for INT8 (101 against 95 images/s
+    with 2), 2 for FP32 (58 against 47 with 1), ``benchmarks/end_to_end.py --threads``; with 18 patches per
+    vertebra inference is most of the work and gets both. The threads sleep between operators, so the cores
+    they share with decoding are not held idle.
     """
     cores = cores or available_cores()
-    return min(cores, max(1, math.ceil(cores * INFERENCE_SHARE.get(precision, 1.0))))
+    patches = VERTEBRAE_PER_FILM * max(1, patches_per_vertebra)
+    inference = PATCH_MS.get(precision, PATCH_MS["fp32"]) * patches
+    stages = STAGE_MS[0] + STAGE_MS[1] * patches
+    return min(cores, max(1, math.ceil(cores * inference / (inference + stages))))

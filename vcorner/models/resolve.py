@@ -248,7 +248,8 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, precision: str, device:
     variant for an FP16 profile.
 
     On the CPU, unless ``threads`` is given, inference gets its share of the cores
-    (:func:`vcorner.hardware.cpu.inference_threads`: on 2 cores 1 thread for INT8, 2 for FP32) and the batch's
+    (:func:`vcorner.hardware.cpu.inference_threads`: on 2 cores with the shipped sampling 1 thread for INT8, 2
+    for FP32) and the batch's
     decoding and corner-search threads the rest.
     """
     device = device or caps.ort_devices[0]
@@ -258,7 +259,7 @@ def _onnxruntime(model: Path, card: ModelCard, sha: str, precision: str, device:
             raise InputError(f"--precision int8 runs on ONNX Runtime's CPU provider, not {device}")
         graph, graph_sha, chosen, reason, pending = _cpu_graph(model, card, sha, precision, caps)
         if threads is None:
-            threads = inference_threads(chosen, caps.cores)
+            threads = inference_threads(chosen, card.sampling.patches_per_vertebra, caps.cores)
             reason += f"; {threads} inference thread(s) of {caps.cores} core(s)"
         return ResolvedModel(model, Backend.ort, "cpu", graph, chosen, card, sha, graph_sha, card_digest(card),
                              f"{why} on the CPU; {reason}", threads=threads, pending=pending)
