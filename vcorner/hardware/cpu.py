@@ -46,10 +46,11 @@ def inference_threads(precision: str, patches_per_vertebra: int, cores: int | No
     inference's share of a film's work (:data:`PATCH_MS` per patch against :data:`STAGE_MS`), rounded up; the
     cores left decode images and find corners.
 
-    On 2 cores with the shipped sampling (2 patches per vertebra): 1 thread for INT8 (101 against 95 images/s
-    with 2), 2 for FP32 (58 against 47 with 1), ``benchmarks/end_to_end.py --threads``; with 18 patches per
-    vertebra inference is most of the work and gets both. The threads sleep between operators, so the cores
-    they share with decoding are not held idle.
+    On 2 cores with the shipped sampling (2 patches per vertebra): 1 thread for INT8 (96.9 against 95.4 images/s
+    with 2: the same), 2 for FP32 (57.8 against 51.2 with 1), ``benchmarks/thread_split.py``; with 18 patches
+    per vertebra inference is most of the work and gets both (INT8: 16.0 against 13.3 images/s with 1). On more
+    cores the batch's loader and finisher threads grow with the cores inference leaves. The threads sleep
+    between operators, so the cores they share with decoding are not held idle.
     """
     cores = cores or available_cores()
     patches = VERTEBRAE_PER_FILM * max(1, patches_per_vertebra)

@@ -24,8 +24,9 @@ def session_options(threads: int | None = None, spin: bool = False):
     may use), sequential execution.
 
     Without ``spin`` the intra-op threads sleep between operators instead of spinning: beside the batch's decoding
-    and corner-search threads, spinning threads held the cores those need (2 cores, INT8, 2 threads: 59 -> 79
-    images/s end to end; ``benchmarks/end_to_end.py``). Inference alone runs up to 20% faster spinning (FP32).
+    and corner-search threads, spinning threads held the cores those need (2 cores, 2 threads, end to end: INT8
+    67 -> 95 images/s, FP32 51 -> 58; ``benchmarks/thread_split.py``). Inference alone runs up to 20% faster
+    spinning (FP32).
     """
     import onnxruntime as ort
 
