@@ -50,9 +50,7 @@ from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
-from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from vcorner.stages.finish import finish
 from vcorner.stages.plan import Plan, make_plan
 from vcorner.stages.prepare import prepare
 
@@ -106,27 +104,6 @@ def inference_alone(model: Path, sample: np.ndarray, batch: int, seconds: float)
     return max(rates)
 
 
-def stage_seconds(plan: Plan, card: ModelCard) -> tuple[float, float]:
-    """CPU seconds per image (of every thread, OpenCV's included) of ``prepare`` and of ``finish`` run one image
-    at a time with the batch finishers' single-threaded kernels (maps: random numbers; the corner search costs
-    about the same on any map)."""
-    rng = np.random.default_rng(0)
-    prepared = finished = 0.0
-    use_serial_kernels()
-    try:
-        for item in plan.images:
-            began = time.process_time()
-            job = prepare(item, card)
-            prepared += time.process_time() - began
-            job.maps[:] = rng.random(job.maps.shape, dtype=np.float32)
-            began = time.process_time()
-            finish(job, card)
-            finished += time.process_time() - began
-    finally:
-        use_serial_kernels(False)
-    return prepared / len(plan.images), finished / len(plan.images)
-
-
 def measure(model: Path, card: ModelCard, data: Path, out: Path, batch: int, seconds: float,
             threads: int | None, repeats: int) -> dict:
     """End-to-end rate of the graph ``model`` with ``card`` on the phantoms in ``data``, and both bounds."""
@@ -147,7 +124,7 @@ def measure(model: Path, card: ModelCard, data: Path, out: Path, batch: int, sec
             done, patches = done + summary.done, patches + summary.patches
         wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     after = inference_alone(model, sample, batch, seconds)
-    prepare_s, finish_s = stage_seconds(plan, card)
+    prepare_s, finish_s = lib.stage_seconds(plan.images, card)
     bound = (before + after) / 2.0
     per_image = patches / max(done, 1)
     e2e = done / wall

@@ -1,6 +1,6 @@
-"""Milliseconds per image of the two CPU stages, ``prepare`` (decode + cut patches) and ``finish``
-(back-project, search quadrants), with random maps in place of the network's (issue 12: the cost of the new
-checks, compared between checkouts).
+"""CPU milliseconds per image of the two CPU stages, ``prepare`` (decode + cut patches) and ``finish``
+(back-project, search quadrants, with the batch finishers' single-threaded kernels), with random maps in place of
+the network's (issue 12: the cost of the new checks, compared between checkouts).
 
     python benchmarks/stage_times.py [--images 12] [--repeats 2]
     PYTHONPATH=/path/to/old/checkout python benchmarks/stage_times.py
@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
-
+from vcorner import benchmark as lib
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.phantoms.dataset import synthesize_dataset
-from vcorner.stages.finish import finish
 from vcorner.stages.plan import make_plan
-from vcorner.stages.prepare import prepare
 
 SEED = 20250502
 
@@ -33,20 +29,10 @@ def main() -> None:
     synthesize_dataset(folder, args.images, seed=SEED, workers=1)
     card = read_model_card(default_model_path())
     plan = make_plan(folder, folder / "centers.csv")
-    rng = np.random.default_rng(0)
     for repeat in range(args.repeats):
-        prepared = finished = 0.0
-        for item in plan.images:
-            began = time.perf_counter()
-            job = prepare(item, card)
-            prepared += time.perf_counter() - began
-            job.maps[:] = rng.random(job.maps.shape, dtype=np.float32)
-            began = time.perf_counter()
-            finish(job, card)
-            finished += time.perf_counter() - began
-        n = len(plan.images)
-        print(f"repeat {repeat + 1}: prepare {1000 * prepared / n:.1f} ms/image, finish {1000 * finished / n:.1f} "
-              f"ms/image over {n} phantoms", flush=True)
+        prepared, finished = lib.stage_seconds(plan.images, card)
+        print(f"repeat {repeat + 1}: prepare {1000 * prepared:.1f} ms/image, finish {1000 * finished:.1f} "
+              f"ms/image over {len(plan.images)} phantoms", flush=True)
 
 
 if __name__ == "__main__":

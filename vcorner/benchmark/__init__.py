@@ -17,8 +17,9 @@ from vcorner.benchmark.machine import busy_cores, gpu_names, stamp
 from vcorner.benchmark.models import model_files, random_model
 from vcorner.benchmark.run import run_benchmark
 from vcorner.benchmark.settings import BACKENDS, PRECISIONS, BenchmarkSettings, Skip
-from vcorner.benchmark.timing import speed
+from vcorner.benchmark.timing import speed, stage_seconds
 from vcorner.models.evidence import append_rows as append_jsonl
 
 __all__ = ["BACKENDS", "PRECISIONS", "BenchmarkSettings", "PhantomSet", "Skip", "append_jsonl", "busy_cores",
-           "gpu_names", "model_files", "phantom_set", "random_model", "run_benchmark", "speed", "stamp"]
+           "gpu_names", "model_files", "phantom_set", "random_model", "run_benchmark", "speed", "stage_seconds",
+           "stamp"]

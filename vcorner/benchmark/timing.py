@@ -1,4 +1,5 @@
-"""Timing: seconds per batch, patches/s and latency percentiles, all variants timed in interleaved turns."""
+"""Timing: seconds per batch, patches/s and latency percentiles, all variants timed in interleaved turns; the CPU
+time of the per-image stages."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ import numpy as np
 
 from vcorner.benchmark.settings import BenchmarkSettings
 from vcorner.benchmark.variants import Variant
+from vcorner.models.card import ModelCard
+from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.runtime.base import Runner
+from vcorner.stages.finish import finish
+from vcorner.stages.plan import PlannedImage
+from vcorner.stages.prepare import prepare
 
 
 def time_batches(runner: Runner, batch: np.ndarray, seconds: float, min_batches: int = 3) -> list[float]:
@@ -65,3 +71,24 @@ def time_in_turns(variants: list[Variant], patches: np.ndarray, settings: Benchm
 def describe(err: BaseException) -> str:
     """``Type: first line of the message`` (at most 200 characters)."""
     return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
+
+
+def stage_seconds(items: list[PlannedImage], card: ModelCard) -> tuple[float, float]:
+    """CPU seconds per image (of every thread, OpenCV's included) of ``prepare`` and of ``finish``, run one image
+    at a time with the batch finishers' single-threaded kernels (maps: random numbers; the corner search costs
+    about the same on any map)."""
+    rng = np.random.default_rng(0)
+    prepared = finished = 0.0
+    use_serial_kernels()
+    try:
+        for item in items:
+            began = time.process_time()
+            job = prepare(item, card)
+            prepared += time.process_time() - began
+            job.maps[:] = rng.random(job.maps.shape, dtype=np.float32)
+            began = time.process_time()
+            finish(job, card)
+            finished += time.process_time() - began
+    finally:
+        use_serial_kernels(False)
+    return prepared / len(items), finished / len(items)
