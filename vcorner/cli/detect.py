@@ -20,6 +20,9 @@ def detect(
         min=0.0, max=0.999, help="Drop detections below this confidence (default: the detector card's).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (default 200 megapixels).")]
     = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and its errors file); the "
+                                                       "earlier files are moved into previous-<time>/ beside it.")]
+    = False,
 ) -> None:
     """Find and name the vertebrae of every image in IMAGE_DIR and write their centres with a confidence.
 
@@ -29,15 +32,17 @@ def detect(
     from dataclasses import replace
 
     from vcorner.cli.batch import detector_in_use
+    from vcorner.io.claims import claim_files
     from vcorner.pipeline.detection import detect_folder, write_detected
     from vcorner.pipeline.outputs import write_errors
     from vcorner.stages.plan import plan_folder
 
     with user_errors():
         plan = plan_folder(image_dir)
-        if out.resolve() in {p.path.resolve() for p in plan.images} or out.suffix.lower() != ".csv":
-            fail(f"{out}: choose a .csv file that is not one of the images")
+        if out.suffix.lower() != ".csv":
+            fail(f"{out}: choose a .csv file for the centres")
         errors = out.with_name(f"{out.stem}.errors.csv")
+        claim_files([out, errors], inputs=[p.path for p in plan.images], force=force)
         with detector_in_use(detector, wanted=True) as found:
             if min_confidence is not None:
                 card = found.card.with_detection(replace(found.card.detection, min_confidence=min_confidence))

@@ -19,10 +19,16 @@ def report(
     = None,
     images: Annotated[Path | None, typer.Option(help="Images folder for thumbnails where no --vis overlay exists "
                                                      "(default: the folder run.json records).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file that is not an earlier "
+                                                       "vcorner report (it is moved into previous-<time>/).")]
+    = False,
 ) -> None:
     """Write one static HTML page (no server, works offline) listing every image of the batch, most doubtful
-    first, with thumbnails, each image's corners, and the run's summary."""
-    from vcorner.report.render import write_report
+    first, with thumbnails, each image's corners, and the run's summary.
+
+    An earlier vcorner report at --out is rewritten; any other existing file is kept unless --force."""
+    from vcorner.io.claims import claim_files
+    from vcorner.report.render import is_report, write_report
 
     with user_errors():
         if not (out / "corners.csv").is_file() and not (out / "errors.csv").is_file():
@@ -33,6 +39,8 @@ def report(
 
             truth = read_annotations(annotations)
         dest = dest or out / "report.html"
+        inputs = [out / name for name in ("corners.csv", "errors.csv", "run.json", "centers.detected.csv")]
+        claim_files([dest], inputs=[*inputs, annotations], force=force, own=is_report)
         began = time.perf_counter()
         with progress_bar() as bar:
             def progress(total: int):

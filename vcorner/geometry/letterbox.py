@@ -37,8 +37,12 @@ def augmented_affine(base: np.ndarray, size: int, rng: np.random.Generator, zoom
 
 
 def detector_input(pyramid: list[np.ndarray], affine: np.ndarray, size: int) -> np.ndarray:
-    """(1, 1, S, S) float32 standardized network input cut through ``affine`` (2, 3) from ``pyramid``."""
-    return extract_patches(pyramid, affine[None], size)[:, None]
+    """(1, 1, S, S) float32 standardized network input cut through ``affine`` (2, 3) from ``pyramid``.
+
+    The margins read as the image's darkest level (its coarsest pyramid level's minimum: 0 on a film that uses
+    the full range), so that a film stored on a pedestal (16-bit values 30,000-30,400, say) is not drowned
+    by a margin far darker than anything in it."""
+    return extract_patches(pyramid, affine[None], size, fill=float(pyramid[-1].min()))[:, None]
 
 
 def to_image(affine: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -70,17 +70,18 @@ def build_pyramid(pixels: np.ndarray, levels: int = 5) -> list[np.ndarray]:
     return pyramid
 
 
-def extract_patches(pyramid: list[np.ndarray], affines: np.ndarray, patch_size: int) -> np.ndarray:
+def extract_patches(pyramid: list[np.ndarray], affines: np.ndarray, patch_size: int, fill: float = 0.0
+                    ) -> np.ndarray:
     """Cut patches through their affines, anti-aliased by sampling the right pyramid level.
 
     Args:
         pyramid: from :func:`build_pyramid`.
         affines: (K, 2, 3) patch-to-image affines.
         patch_size: N.
+        fill: the value pixels outside the image read as, before standardization.
 
     Returns:
-        (K, N, N) float32 patches, each standardized to zero mean and unit standard deviation; pixels
-        outside the image read as 0 before standardization.
+        (K, N, N) float32 patches, each standardized to zero mean and unit standard deviation.
     """
     out = np.empty((len(affines), patch_size, patch_size), dtype=np.float32)
     step = np.sqrt(np.abs(np.linalg.det(affines[:, :, :2])))  # image pixels per patch pixel
@@ -89,7 +90,7 @@ def extract_patches(pyramid: list[np.ndarray], affines: np.ndarray, patch_size: 
         scaled = affine / float(2**level)
         out[k] = cv2.warpAffine(
             pyramid[level], scaled, (patch_size, patch_size),
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=fill,
         )
     return standardize(out)
 

@@ -16,3 +16,41 @@ def safe_path(root: Path, name: str) -> Path:
     if not path.is_relative_to(root.resolve()):
         raise InputError(f"{name}: resolves outside DIR (symbolic link?)")
     return path
+
+
+RUN_MARKER = "run.json"
+"""The file every ``vcorner batch`` OUT holds (vcorner/pipeline/manifest.py); it marks a folder vcorner wrote."""
+RUN_FORMAT = "vcorner-run/1"
+
+
+def written_by_vcorner(folder: Path) -> bool:
+    """True when ``folder`` holds a batch's ``run.json`` (its overlays and JSON are outputs, not radiographs)."""
+    import json
+
+    try:
+        data = json.loads((Path(folder) / RUN_MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == RUN_FORMAT
+
+
+def walk_files(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Every file under ``root`` (subfolders included), leaving out ``exclude`` and every folder vcorner wrote.
+
+    Returns:
+        (files, skipped): the files found, and the vcorner output folders that were left out.
+    """
+    import os
+
+    root = Path(root)
+    skip = Path(exclude).resolve() if exclude is not None else None
+    files, skipped = [], []
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        if (skip is not None and here.resolve() == skip) or written_by_vcorner(here):
+            skipped.append(here)
+            dirs[:] = []
+            continue
+        dirs.sort()
+        files.extend(here / name for name in names)
+    return files, skipped

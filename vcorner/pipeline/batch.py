@@ -33,6 +33,7 @@ from vcorner.pipeline.outputs import (
     CornerJournal,
     corner_rows,
     keep_previous,
+    remove_stale_extras,
     read_errors,
     write_errors,
     write_image_json,
@@ -384,8 +385,8 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     if not options.resume and (kept := keep_previous(out_dir)) is not None:
-        log.warning("--no-resume: the earlier corners.csv, errors.csv and run.json of %s were moved to %s",
-                    out_dir, kept)
+        log.warning("--no-resume: the earlier outputs of %s (corners.csv, errors.csv, run.json, json/, vis/) were "
+                    "moved to %s", out_dir, kept)
     detected = None
     if options.detector is not None:
         earlier = manifest.read_manifest(out_dir) if options.resume else None
@@ -396,17 +397,17 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[
     expected = {r.file: 4 * len(r.vertebrae) for r in records}
     expected.update(dict.fromkeys(plan.refused, 0))  # refused now: earlier rows of them are stale, not kept
     redo: set[str] = set()
+    stale: set[str] = set()
     previous = manifest.read_manifest(out_dir) if options.resume else None
     planned_files = [r.file for r in records]
     if options.resume:
         manifest.check_same_model(previous, options.model_id, out_dir)
-        redo = manifest.changed_centers(previous, records) | manifest.missing_extras(
-            out_dir, planned_files, options.write_json, options.vis)
         retuned = manifest.changed_cards(previous, planned_files, options.card_id)
         if retuned:
             log.warning("the model card changed since %d image(s) of %s were decoded (tuned?): redoing them",
                         len(retuned), out_dir)
-        redo |= retuned
+        stale = manifest.changed_centers(previous, records) | retuned
+        redo = stale | manifest.missing_extras(out_dir, planned_files, options.write_json, options.vis)
     journal = CornerJournal(out_dir / "corners.csv", expected, options.resume, redo, manifest.known_rows(previous))
     if journal.others:
         log.warning("%s keeps the rows of %d image(s) of an earlier run that this centres file does not list",
@@ -418,6 +419,7 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[
     extra = dict(options.notes) | ({"detector": options.detector.describe()} if options.detector else {})
     manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous, extra)  # after stale rows
     todo = [p for p in plan.images if p.record.file not in journal.done]
+    remove_stale_extras(out_dir, sorted(stale | set(plan.refused)))  # answers no longer current
     planned = {p.record.file for p in plan.images} | set(plan.refused)
     old_failed, old_vertebrae = read_errors(out_dir / "errors.csv") if options.resume else ({}, {})
     summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused),

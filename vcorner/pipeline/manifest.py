@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from vcorner.io.atomic import write_text_atomic
+from vcorner.io.paths import RUN_FORMAT, RUN_MARKER
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.pipeline.overlay import overlay_name
 
-MANIFEST = "run.json"
-FORMAT = "vcorner-run/1"
+MANIFEST = RUN_MARKER
+FORMAT = RUN_FORMAT
 
 
 def centers_digest(record: ImageRecord) -> str:

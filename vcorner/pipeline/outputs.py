@@ -198,16 +198,34 @@ def check_outputs_apart(out_dir: Path, inputs: Sequence[Path], images: Sequence[
 
 
 def keep_previous(out_dir: Path) -> Path | None:
-    """Move an earlier run's corners.csv, errors.csv and run.json into ``OUT/previous-<UTC time>/`` (for
-    ``--no-resume``, which starts afresh without losing what was there); the folder, or None if nothing moved."""
-    import time
+    """Move an earlier run's corners.csv, errors.csv, run.json, detected centres and its ``json/`` and ``vis/``
+    folders into ``OUT/previous-<UTC time>/`` (for ``--no-resume``, which starts afresh without losing what was
+    there); the folder, or None if nothing moved."""
+    from vcorner.io.claims import previous_folder
 
     out_dir = Path(out_dir)
-    found = [out_dir / name for name in OWN_FILES if (out_dir / name).is_file()]
     if not (out_dir / "corners.csv").is_file() or (out_dir / "corners.csv").stat().st_size == 0:
         return None
-    keep = out_dir / time.strftime("previous-%Y%m%dT%H%M%SZ", time.gmtime())
+    found = [out_dir / name for name in OWN_FILES if (out_dir / name).is_file()]
+    found += [out_dir / name for name in EXTRA_FOLDERS if (out_dir / name).is_dir()]
+    keep = previous_folder(out_dir)
     keep.mkdir(exist_ok=True)
     for path in found:
         os.replace(path, keep / path.name)
     return keep
+
+
+EXTRA_FOLDERS = ("json", "vis")
+"""Where ``--json`` and ``--vis`` write each image's extra outputs."""
+
+
+def remove_stale_extras(out_dir: Path, images: Sequence[str]) -> int:
+    """Delete the JSON and overlay an earlier run wrote for ``images`` (which this run redoes: their answer is
+    no longer current, and a report must not link it); how many files went."""
+    gone = 0
+    for image in images:
+        for path in (Path(out_dir) / "json" / f"{image}.json", Path(out_dir) / "vis" / overlay_name(image)):
+            if path.is_file():
+                path.unlink()
+                gone += 1
+    return gone

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from vcorner import CORNER_NAMES
-from vcorner.io.records import ImageRecord
+from vcorner.io.corners_table import NUMBERS, check_corner_row
+from vcorner.io.records import ImageRecord, InputError
 from vcorner.io.spreadsheet import restore
 from vcorner.pipeline.manifest import read_manifest
 from vcorner.pipeline.overlay import overlay_name
@@ -31,6 +32,7 @@ class ImageEntry:
         max_error_px: largest distance to the annotated corner, pixels (None without annotations).
         overlay, json: paths relative to OUT of its overlay and JSON when they exist.
         thumbnail: a ``data:`` URI (filled by :mod:`vcorner.report.thumbnails`).
+        links: "overlay"/"json" -> URL of that file relative to the page (filled by :func:`link_entries`).
     """
 
     image: str
@@ -43,6 +45,7 @@ class ImageEntry:
     overlay: str | None = None
     json: str | None = None
     thumbnail: str | None = None
+    links: dict[str, str] = field(default_factory=dict)
 
     def corner_rows(self) -> list[list]:
         """The corner table, compact: [vertebra, corner index, x, y, confidence, sd major, sd minor, source]."""
@@ -60,11 +63,21 @@ class ImageEntry:
         return (0 if self.reason else 1, error, self.min_confidence, -self.prior - len(self.left_out), self.image)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
+def _rows(path: Path, check: bool = False) -> list[dict[str, str]]:
+    """The rows of a batch's CSV, names restored; with ``check`` each corner row is validated (InputError)."""
     if not path.is_file():
         return []
-    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    for row in rows:
+    reader = csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))
+    if reader.fieldnames is None:
+        return []
+    needed = ("image", "vertebra", "corner", *NUMBERS, "source") if check else ("image", "reason")
+    missing = [c for c in needed if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {', '.join(missing)}; not a vcorner batch output")
+    rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        if check:
+            check_corner_row(row, line, str(path))
         for key in ("image", "vertebra", "reason"):
             if key in row and row[key] is not None:
                 row[key] = restore(row[key])
@@ -79,7 +92,7 @@ def collect(out_dir: Path, truth: list[ImageRecord] | None = None) -> list[Image
 
     out_dir = Path(out_dir)
     entries: dict[str, ImageEntry] = {}
-    for row in _rows(out_dir / "corners.csv"):
+    for row in _rows(out_dir / "corners.csv", check=True):
         entries.setdefault(row["image"], ImageEntry(row["image"])).corners.append(row)
     for row in _rows(out_dir / "errors.csv"):
         entry = entries.setdefault(row["image"], ImageEntry(row["image"]))
@@ -121,3 +134,19 @@ def summary(out_dir: Path, entries: list[ImageEntry]) -> dict[str, Any]:
             "failed": sum(1 for e in entries if e.reason),
             "with_prior": sum(1 for e in entries if e.prior), "left_out": sum(len(e.left_out) for e in entries),
             "corners": sum(len(e.corners) for e in entries)}
+
+
+def page_link(out_dir: Path, relative: str, page: Path) -> str:
+    """The URL of ``OUT/relative`` as seen from the page ``page``: relative, percent-encoded (``#``, ``?``, spaces)."""
+    import os
+    from urllib.parse import quote
+
+    target = os.path.relpath(Path(out_dir).resolve() / relative, Path(page).resolve().parent)
+    return quote(Path(target).as_posix())
+
+
+def link_entries(out_dir: Path, entries: list[ImageEntry], page: Path) -> None:
+    """Fill each entry's ``links`` to its overlay and JSON, relative to ``page``."""
+    for entry in entries:
+        entry.links = {kind: page_link(out_dir, rel, page)
+                       for kind, rel in (("overlay", entry.overlay), ("json", entry.json)) if rel}

@@ -8,7 +8,7 @@ from pathlib import Path
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord
 from vcorner.pipeline.manifest import read_manifest
-from vcorner.report.collect import ImageEntry, collect, summary
+from vcorner.report.collect import ImageEntry, collect, link_entries, summary
 from vcorner.report.thumbnails import image_thumbnail, overlay_thumbnail
 
 
@@ -49,6 +49,20 @@ def write_report(out_dir: Path, dest: Path, images: Path | None = None, truth: l
     if images is None and (folder := (read_manifest(out_dir) or {}).get("images")):
         images = Path(folder)
     add_thumbnails(out_dir, entries, images, progress(len(entries)) if progress else None)
+    link_entries(out_dir, entries, Path(dest))
     title = out_dir.resolve().name
     write_text_atomic(Path(dest), render(entries, summary(out_dir, entries), title, annotated))
     return entries
+
+
+GENERATOR = '<meta name="generator" content="vcorner report">'
+"""The mark of a page this module wrote (vcorner/report/templates/report.html.j2): a re-run may replace it."""
+
+
+def is_report(path: Path) -> bool:
+    """True when ``path`` is a page ``vcorner report`` wrote (its first 2 kB carry :data:`GENERATOR`)."""
+    try:
+        with open(path, "rb") as handle:
+            return GENERATOR.encode() in handle.read(2048)
+    except OSError:
+        return False

@@ -9,7 +9,7 @@ from pathlib import Path
 from vcorner.geometry.sequence import checked_record
 from vcorner.io.centers import load_centers
 from vcorner.io.images import is_image_path
-from vcorner.io.paths import safe_path
+from vcorner.io.paths import safe_path, walk_files
 from vcorner.io.records import ImageRecord, InputError
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,9 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
         images.append(PlannedImage(record, path))
     listed = {p.path for p in images} | {(image_dir / name).resolve() for name in refused}
 
-    unlisted = sorted(
-        p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*")
-        if p.is_file() and is_image_path(p) and p.resolve() not in listed
-    )
+    found, _ = walk_files(image_dir)
+    unlisted = sorted(p.relative_to(image_dir).as_posix() for p in found
+                      if is_image_path(p) and p.resolve() not in listed)
     if unlisted:
         log.warning("%d image(s) in %s have no centres in %s and are skipped (e.g. %s)",
                     len(unlisted), image_dir, centers_csv, unlisted[0])
@@ -71,7 +70,8 @@ def make_plan(image_dir: Path, centers_csv: Path) -> Plan:
 
 def plan_folder(image_dir: Path, exclude: Path | None = None) -> Plan:
     """Every image under ``image_dir`` (sorted, subfolders included), without centres: the detector finds them.
-    Files under ``exclude`` (an OUT inside DIR, with its overlays) are left out.
+    Files under ``exclude`` (an OUT inside DIR, with its overlays) and under any folder vcorner wrote (an
+    earlier batch's OUT, marked by its ``run.json``) are left out, with a warning naming them.
 
     Raises:
         InputError: DIR missing or holding no image.
@@ -79,9 +79,14 @@ def plan_folder(image_dir: Path, exclude: Path | None = None) -> Plan:
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise InputError(f"{image_dir}: {'not a directory' if image_dir.exists() else 'no such directory'}")
-    skip = exclude.resolve() if exclude is not None else None
-    names = sorted(p.relative_to(image_dir).as_posix() for p in image_dir.rglob("*")
-                   if p.is_file() and is_image_path(p) and not (skip and p.resolve().is_relative_to(skip)))
+    found, skipped = walk_files(image_dir, exclude)
+    names = sorted(p.relative_to(image_dir).as_posix() for p in found if is_image_path(p))
+    earlier = [p for p in skipped if exclude is None or p.resolve() != Path(exclude).resolve()]
+    if earlier:
+        log.warning("%d folder(s) written by an earlier vcorner batch are not read as radiographs: %s",
+                    len(earlier), ", ".join(str(p) for p in earlier))
     if not names:
-        raise InputError(f"{image_dir}: no images (PNG, JPEG, TIFF, DICOM) in it")
+        outputs = " (it is a vcorner output folder: its overlays are not radiographs)" if earlier[:1] == [
+            image_dir] else ""
+        raise InputError(f"{image_dir}: no images (PNG, JPEG, TIFF, DICOM) in it{outputs}")
     return Plan([PlannedImage(ImageRecord(name), safe_path(image_dir, name)) for name in names], {}, [])

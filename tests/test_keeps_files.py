@@ -1,0 +1,187 @@
+"""Issue #28, as a user meets it: every command keeps the files the user had (detect, report, a resumed batch),
+walks DIR without reading vcorner's own outputs, and answers a broken corners.csv or an odd name in one line.
+Each test reproduces what was seen, through the CLI, and asserts the honest outcome."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def one_line_error(result) -> str:
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert "Traceback" not in result.output
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+@pytest.fixture
+def films(tmp_path) -> Path:
+    root = tmp_path / "films"
+    root.mkdir()
+    for name in ("phantom_00000.png", "phantom_00002.png"):
+        shutil.copy(EXAMPLES / name, root / name)
+    return root
+
+
+def centres_of(films: Path, tmp_path: Path) -> Path:
+    rows = [r for r in csv.DictReader(open(EXAMPLES / "centers.csv", encoding="utf-8"))
+            if (films / r["image"]).exists()]
+    path = tmp_path / "centers.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_detect_never_replaces_a_centres_file_and_force_keeps_the_old_one(films, tmp_path):
+    clicked = films / "centers.csv"
+    clicked.write_text("image,vertebra,x,y,pixel_spacing_mm\na.png,C3,1,2,0.1\n", encoding="utf-8")
+    errors = films / "centers.errors.csv"
+    errors.write_text("mine\n", encoding="utf-8")
+    before = clicked.read_bytes()
+    result = run_cli("detect", films, "--out", clicked)
+    assert result.exit_code == 2
+    assert "--force" in one_line_error(result) and str(clicked) in result.output
+    assert clicked.read_bytes() == before and errors.read_text() == "mine\n"
+
+    result = run_cli("detect", films, "--out", clicked, "--force")
+    assert result.exit_code == 0, result.output
+    kept = [p for p in films.glob("previous-*/*")]
+    assert sorted(p.name for p in kept) == ["centers.csv", "centers.errors.csv"]
+    assert (kept[0].parent / "centers.csv").read_bytes() == before
+    assert "confidence" in clicked.read_text()
+
+
+def test_detect_refuses_to_write_over_one_of_its_images(films):
+    target = films / "phantom_00000.png"
+    before = target.read_bytes()
+    result = run_cli("detect", films, "--out", target, "--force")
+    assert result.exit_code == 2 and str(target) in one_line_error(result)
+    assert target.read_bytes() == before and not list(films.glob("previous-*"))
+
+
+def test_report_never_writes_over_the_batch_or_another_file(films, tmp_path):
+    out = tmp_path / "out"
+    assert run_cli("batch", films, "--centers", centres_of(films, tmp_path), "--out", out).exit_code == 0
+    corners = (out / "corners.csv").read_bytes()
+    result = run_cli("report", out, "--out", out / "corners.csv")
+    assert result.exit_code == 2 and "is an input" in one_line_error(result)
+    assert (out / "corners.csv").read_bytes() == corners
+
+    picture = tmp_path / "holiday.png"
+    picture.write_bytes(b"not mine to replace")
+    result = run_cli("report", out, "--out", picture)
+    assert result.exit_code == 2 and "--force" in one_line_error(result)
+    assert picture.read_bytes() == b"not mine to replace"
+
+    assert run_cli("report", out).exit_code == 0
+    assert run_cli("report", out).exit_code == 0  # its own earlier page is rewritten
+    assert not list(out.glob("previous-*"))
+
+
+def test_a_redone_image_leaves_no_stale_json_or_overlay_and_the_report_links_only_current_files(films, tmp_path):
+    out = tmp_path / "out"
+    centres = centres_of(films, tmp_path)
+    assert run_cli("batch", films, "--centers", centres, "--out", out, "--json", "--vis").exit_code == 0
+    assert (out / "json" / "phantom_00000.png.json").is_file()
+    rows = list(csv.DictReader(open(centres, encoding="utf-8")))
+    for row in rows:
+        if row["image"] == "phantom_00000.png":
+            row["x"] = f"{float(row['x']) + 3:.1f}"  # the user moved the centres of one image
+    with open(centres, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert run_cli("batch", films, "--centers", centres, "--out", out).exit_code == 0
+    assert not (out / "json" / "phantom_00000.png.json").exists()
+    assert not (out / "vis" / "phantom_00000.png").exists()
+    assert (out / "json" / "phantom_00002.png.json").is_file()  # still the current answer of its image
+    assert run_cli("report", out).exit_code == 0
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "json/phantom_00002.png.json" in page and "json/phantom_00000.png.json" not in page
+
+
+def test_no_resume_moves_the_earlier_json_and_overlays_aside(films, tmp_path):
+    out = tmp_path / "out"
+    centres = centres_of(films, tmp_path)
+    assert run_cli("batch", films, "--centers", centres, "--out", out, "--vis").exit_code == 0
+    assert run_cli("batch", films, "--centers", centres, "--out", out, "--no-resume").exit_code == 0
+    kept = next(out.glob("previous-*"))
+    assert (kept / "vis" / "phantom_00000.png").is_file() and not (out / "vis").exists()
+
+
+def test_walking_dir_skips_an_earlier_runs_overlays(films, tmp_path):
+    first = films / "run1"
+    assert run_cli("batch", films, "--out", first, "--vis").exit_code == 0
+    assert len(list((first / "vis").glob("*.png"))) == 2
+    detected = tmp_path / "detected.csv"
+    result = run_cli("detect", films, "--out", detected)
+    assert result.exit_code == 0, result.output
+    images = {r["image"] for r in csv.DictReader(open(detected, encoding="utf-8"))}
+    assert images == {"phantom_00000.png", "phantom_00002.png"}
+    second = tmp_path / "run2"
+    assert run_cli("batch", films, "--out", second).exit_code == 0
+    assert {r["image"] for r in csv.DictReader(open(second / "corners.csv", encoding="utf-8"))} == images
+
+
+def test_a_sixteen_bit_film_on_a_pedestal_is_found_automatically(tmp_path):
+    films = tmp_path / "films"
+    films.mkdir()
+    pixels = cv2.imread(str(EXAMPLES / "phantom_00000.png"), cv2.IMREAD_GRAYSCALE).astype(np.float64)
+    narrow = (30000 + pixels / 255.0 * 400).round().astype(np.uint16)  # 400 grey levels on a 30,000 pedestal
+    cv2.imwrite(str(films / "pedestal.png"), narrow)
+    result = run_cli("batch", films, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    names = {r["vertebra"] for r in csv.DictReader(open(tmp_path / "out" / "corners.csv", encoding="utf-8"))}
+    truth = {r["vertebra"] for r in csv.DictReader(open(EXAMPLES / "centers.csv", encoding="utf-8"))
+             if r["image"] == "phantom_00000.png"}
+    assert names == truth
+
+
+@pytest.mark.parametrize("change, field", [(("x", ""), "x"), (("corner", "middle"), "corner"),
+                                            (("confidence", "nan"), "confidence")])
+def test_report_on_a_broken_corners_csv_fails_in_one_line(films, tmp_path, change, field):
+    out = tmp_path / "out"
+    assert run_cli("batch", films, "--centers", centres_of(films, tmp_path), "--out", out).exit_code == 0
+    rows = list(csv.DictReader(open(out / "corners.csv", encoding="utf-8")))
+    rows[3][change[0]] = change[1]
+    with open(out / "corners.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = run_cli("report", out)
+    assert result.exit_code == 2
+    line = one_line_error(result)
+    assert "line 5" in line and field in line
+
+
+def test_report_links_are_url_encoded_and_relative_to_the_page(tmp_path):
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(EXAMPLES / "phantom_00000.png", films / "film#2 a.png")
+    shutil.copy(EXAMPLES / "phantom_00002.png", films / "b.png")
+    out = tmp_path / "out"
+    assert run_cli("batch", films, "--out", out, "--json", "--vis").exit_code == 0
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    assert run_cli("report", out, "--out", pages / "r.html").exit_code == 0
+    page = (pages / "r.html").read_text(encoding="utf-8")
+    assert 'href="../out/json/film%232%20a.png.json"' in page
+    assert 'href="../out/vis/film%232%20a.png"' in page
