@@ -185,3 +185,41 @@ def test_report_links_are_url_encoded_and_relative_to_the_page(tmp_path):
     page = (pages / "r.html").read_text(encoding="utf-8")
     assert 'href="../out/json/film%232%20a.png.json"' in page
     assert 'href="../out/vis/film%232%20a.png"' in page
+
+
+def test_numba_caches_in_the_user_cache_folder_never_in_the_package(tmp_path):
+    """Issue #28 case 18: a cache written into site-packages shadowed a later editable install."""
+    import os
+    import subprocess
+    import sys
+
+    import vcorner
+
+    package = Path(vcorner.__file__).parent
+    before = set(package.rglob("*.nb[ic]"))
+    env = {**os.environ, "VCORNER_CACHE": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    code = ("import numba; from vcorner.postprocess import kernels; kernels.warm_up(); "
+            "print(repr(numba.config.CACHE_DIR))")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "''"  # the process's own setting is restored for other packages
+    assert len(list((tmp_path / "cache" / "numba").rglob("*.nbi"))) >= 7
+    assert set(package.rglob("*.nb[ic]")) == before
+
+
+def test_warnings_read_as_one_plain_line_and_the_rate_leaves_set_up_out(films, tmp_path):
+    """Issue #28 case 19, as a subprocess: no logging record format, and the summary separates the set-up."""
+    import subprocess
+    import sys
+
+    centres = centres_of(films, tmp_path)
+    shutil.copy(EXAMPLES / "phantom_00003.jpg", films / "unlisted.jpg")
+    done = subprocess.run([sys.executable, "-m", "vcorner", "batch", str(films), "--centers", str(centres),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "warning: 1 image(s) in" in done.stderr and "WARNING" not in done.stderr
+    summary = next(line for line in done.stderr.splitlines() if "image(s) done" in line)
+    assert "s of set-up (" in summary
+    import json
+
+    last = json.loads((tmp_path / "out" / "run.json").read_text())["last_run"]
+    assert last["setup_seconds"] > 0 and last["patches_per_s"] > 0

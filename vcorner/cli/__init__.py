@@ -46,10 +46,24 @@ def _register() -> None:
     app.command("benchmark")(benchmark.benchmark)
 
 
+class UserFormatter(logging.Formatter):
+    """A log record as the user reads it: ``warning: message`` on one line (the module only with --verbose)."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text if self.verbose else f"{record.levelname.lower()}: {text}"
+
+
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
     level = logging.DEBUG if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(UserFormatter(verbose))
+    logging.basicConfig(level=level, handlers=[handler])
     if not verbose:  # OpenCV's own decoder warnings duplicate our one-line errors
         import cv2
 

@@ -224,16 +224,18 @@ def report(summary, runner_name: str, out: Path) -> None:
     update_manifest(out, {"last_run": {
         "backend": runner_name, "done": summary.done, "skipped": summary.skipped, "failed": len(summary.failed),
         "vertebrae_left_out": len(summary.refused_vertebrae), "seconds": round(summary.seconds, 3),
+        "setup_seconds": round(summary.setup_seconds, 3),
         "patches_per_s": round(rate, 1), "interrupted": summary.interrupted,
         **({"detected": summary.detected, "detections_dropped": summary.dropped} if summary.detected else {})}})
     redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
         if summary.redone else ""
     left_out = f", {len(summary.refused_vertebrae)} vertebra(e) left out" if summary.refused_vertebrae else ""
+    setup = f" after {summary.setup_seconds:.1f} s of set-up" if summary.setup_seconds else ""
     if summary.detected:
         left_out += (f"; centres of {summary.detected} image(s) detected ({summary.dropped} detection(s) below the "
                      "confidence threshold dropped)")
     stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed"
-                 f"{left_out} in {summary.seconds:.1f} s ({rate:.0f} patches/s, backend {runner_name}); "
+                 f"{left_out} in {summary.seconds:.1f} s{setup} ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)
     if summary.failed or summary.refused_vertebrae:
         stderr.print(f"failed images and left-out vertebrae are listed with reasons in {out / 'errors.csv'}",

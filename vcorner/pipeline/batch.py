@@ -39,7 +39,7 @@ from vcorner.pipeline.outputs import (
     write_image_json,
 )
 from vcorner.pipeline.overlay import measurement_labels, overlay_name, write_overlay
-from vcorner.postprocess.kernels import use_serial_kernels
+from vcorner.postprocess.kernels import use_serial_kernels, warm_up as warm_kernels
 from vcorner.runtime.base import Runner
 from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.finish import finish
@@ -91,6 +91,7 @@ class BatchSummary:
     """Vertebrae left out of images that were answered ((image, vertebra) -> reason)."""
     patches: int = 0
     seconds: float = 0.0
+    setup_seconds: float = 0.0
     redone: int = 0
     """Images done again on resume because their centres changed or requested extras were missing."""
     earlier: tuple[dict[str, str], dict[tuple[str, str], str]] = ({}, {})
@@ -447,6 +448,19 @@ def _drain(jobs: queue.Queue, loader: threading.Thread) -> None:
             pass
 
 
+def warm_up(runner: Runner, card: ModelCard, options: BatchOptions) -> float:
+    """One inference of a blank patch (and of a blank detector input), and every numba kernel loaded: the
+    one-time set-up, kept out of the batch's images/s and patches/s; its seconds."""
+    began = time.perf_counter()
+    size = card.sampling.patch_size
+    runner.infer(np.zeros((1, 1, size, size), np.float32))
+    if options.detector is not None:
+        side = options.detector.card.detection.input_size
+        options.detector.infer(np.zeros((1, 1, side, side), np.float32))
+    warm_kernels()
+    return time.perf_counter() - began
+
+
 def cpu_workers(runner: Runner, options: BatchOptions) -> int:
     """Threads for the CPU stages: ``options.workers``, else the cores CPU inference leaves (its ``threads``, from
     :func:`vcorner.hardware.cpu.inference_threads`; at least 1) and all cores beside GPU inference."""
@@ -478,6 +492,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     finishers = ThreadPoolExecutor(workers, thread_name_prefix="vcorner-finish", initializer=use_serial_kernels)
     waiting: deque[Future] = deque()  # in plan order; the head is written first
     inference = InferenceThread(runner)
+    summary.setup_seconds = warm_up(runner, card, options) if todo else 0.0
     began = time.perf_counter()
     loader.start()
     try:

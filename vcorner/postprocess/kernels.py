@@ -4,8 +4,9 @@
 finds the prior-weighted maximum of an accumulated map in each quadrant of a vertebra frame; :func:`refine_corner`
 refines one maximum to sub-pixel precision and measures its spread. Each public
 function checks and converts its arguments, then calls one compiled kernel with a single type signature, so
-numba compiles once and caches the machine code on disk (next to this file, or in numba's user-wide cache
-directory when an installed package is read-only). Plain NumPy references are in
+numba compiles once and caches the machine code on disk, in vcorner's user cache folder
+(:func:`vcorner.io.cache.user_cache_dir` ``/numba``), never inside the installed package: an install folder may be
+read-only, and files left there shadow a later editable install of the same package. Plain NumPy references are in
 :mod:`vcorner.postprocess.reference`.
 """
 
@@ -16,6 +17,13 @@ import types
 
 import numba
 import numpy as np
+
+from vcorner.io.cache import numba_cache_dir
+
+_NUMBA_CACHE_DIR = numba.config.CACHE_DIR
+"""The process's own setting (``$NUMBA_CACHE_DIR``), restored at the end of this module: numba reads it when a
+kernel is decorated, so these kernels cache in vcorner's folder and other packages' kernels where they did."""
+numba.config.CACHE_DIR = _NUMBA_CACHE_DIR or str(numba_cache_dir())
 
 _LOCK = threading.Lock()
 """Serializes calls of the parallel kernels: numba's fallback ``workqueue`` threading layer aborts when two
@@ -364,3 +372,21 @@ _backproject_serial = numba.njit(cache=True, fastmath=False, nogil=True)(
     _renamed(_backproject.py_func, "_backproject_serial"))
 _quadrant_rows_serial = numba.njit(cache=True, fastmath=False, nogil=True)(
     _renamed(_quadrant_rows.py_func, "_quadrant_rows_serial"))
+numba.config.CACHE_DIR = _NUMBA_CACHE_DIR
+
+
+def warm_up() -> None:
+    """Load (or compile) every kernel, serial and parallel, on tiny inputs of the batch's types, so that their
+    one-time cost is not counted as the first image's work."""
+    maps, to_patch = np.zeros((1, 2, 2), np.float32), np.zeros((1, 2, 3))
+    means, inv_cov = np.zeros((4, 2)), np.tile(np.eye(2), (4, 1, 1))
+    acc = np.zeros((3, 3), np.float32)
+    serial = _serial()
+    try:
+        for mode in (False, True):
+            use_serial_kernels(mode)
+            backproject(maps, to_patch, (0, 0), (3, 3))
+            quadrant_argmax(acc, (0, 0), np.ones(2), np.eye(2), 1.0, means, inv_cov, 2.0)
+        refine_corner(acc, (0, 0), np.ones(2, np.int64), np.ones(2), np.eye(2), 1, 1.0, 1.0, 0.0, True)
+    finally:
+        use_serial_kernels(serial)
