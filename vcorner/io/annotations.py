@@ -126,6 +126,11 @@ def annotations_to_dict(records: Sequence[ImageRecord]) -> dict[str, Any]:
     return {"format": FORMAT, "images": images}
 
 
+def annotations_text(records: Sequence[ImageRecord]) -> str:
+    """The text of ``annotations.json`` for ``records``."""
+    return json.dumps(annotations_to_dict(records), indent=1, allow_nan=False) + "\n"
+
+
 def write_annotations(path: Path, records: Sequence[ImageRecord]) -> None:
     """Write ``records`` as ``annotations.json`` atomically."""
-    write_text_atomic(Path(path), json.dumps(annotations_to_dict(records), indent=1) + "\n")
+    write_text_atomic(Path(path), annotations_text(records))
