@@ -30,28 +30,33 @@ def _kind(path: Path) -> tuple[str, object]:
     return "coco", data
 
 
-def _sizes(records, images: Path | None) -> dict:
-    """Image sizes from their headers under ``images`` (COCO needs width and height)."""
+def _sizes(files: list[str], images: Path | None, unreadable: str) -> dict[str, tuple[int, int] | None]:
+    """Image sizes from their headers under ``images``, with a warning (``unreadable``: what follows) for
+    files that cannot be read."""
     from vcorner.io.images import image_size
 
     if images is None:
         return {}
-    sizes = {r.file: image_size(images / r.file) for r in records if ".." not in Path(r.file).parts}
+    sizes = {f: image_size(images / f) for f in files if ".." not in Path(f).parts}
     missing = [f for f, s in sizes.items() if s is None]
     if missing:
         stderr.print(f"[yellow]warning:[/] {len(missing)} image(s) not readable under {images} (e.g. {missing[0]}): "
-                     "width and height written as 0", highlight=False, soft_wrap=True)
+                     f"{unreadable}", highlight=False, soft_wrap=True)
     return sizes
 
 
 def _converted(src: Path, images: Path | None) -> tuple[str, str]:
     """The text to write for SRC, and a one-line summary of it."""
     from vcorner.io.annotations import annotations_text, parse_annotations
-    from vcorner.io.coco import coco_to_records, corners_csv_records, records_to_coco
+    from vcorner.io.coco import check_image_sizes, corners_csv_records, document_records, records_to_coco
+    from vcorner.io.coco_parse import parse_coco
 
     kind, data = _kind(src)
     if kind == "coco":
-        records = coco_to_records(data, str(src))
+        document = parse_coco(data, str(src))
+        files = [image.file_name for image in document.images]
+        check_image_sizes(document.images, _sizes(files, images, "their width and height not checked"), str(src))
+        records = document_records(document, str(src))
         vertebrae = sum(len(r.vertebrae) for r in records)
         return annotations_text(records), f"{len(records)} image(s), {vertebrae} vertebrae -> annotations.json"
     scores = None
@@ -61,7 +66,8 @@ def _converted(src: Path, images: Path | None) -> tuple[str, str]:
     else:
         records, scores = corners_csv_records(str(data), str(src))
         folder = images or _run_images(src.parent)
-    document = records_to_coco(records, _sizes(records, folder), scores)
+    sizes = _sizes([r.file for r in records], folder, "width and height written as 0")
+    document = records_to_coco(records, sizes, scores)
     what = f"{len(document['images'])} image(s), {len(document['annotations'])} vertebrae -> COCO keypoints"
     return json.dumps(document, indent=1, allow_nan=False) + "\n", what
 
@@ -71,7 +77,7 @@ def convert(
     dst: Annotated[Path, typer.Argument(help="The file to write: COCO JSON, or annotations.json from COCO.")],
     images: Annotated[Path | None, typer.Option(
         help="Images folder, for the width and height COCO records (default: SRC's folder for annotations.json, "
-             "the run's images for a corners.csv).")] = None,
+             "the run's images for a corners.csv); from COCO, the recorded sizes are checked against it.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an existing DST (the earlier file is moved into previous-<time>/ beside it).",
     )] = False,
