@@ -233,3 +233,20 @@ def test_whatever_convert_writes_vcorner_reads_back(tmp_path, case):
     assert _convert(tmp_path / "again.json", tmp_path / "back.json").exit_code == 0
     assert read_annotations(tmp_path / "back.json") and \
         json.loads((tmp_path / "back.json").read_text()) == json.loads((tmp_path / "annotations.json").read_text())
+
+
+def test_unreadable_or_out_of_range_inputs_fail_in_one_line(tmp_path):
+    (tmp_path / "bin.json").write_bytes(b"\xff\xfe\x00binary")
+    assert "not UTF-8 text" in _one_error_line(_convert(tmp_path / "bin.json", tmp_path / "out.json"))
+    huge = _write(tmp_path / "huge.json", _set("annotations", 0, "keypoints", [10**400, 1, 2] * 4)(_coco()))
+    assert "annotations[0] 'keypoints'" in _one_error_line(_convert(huge, tmp_path / "out.json"))
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_corners_csv_with_nan_corners_converts_without_them(tmp_path):
+    rows = "".join(f"a.png,{v},{c},{'nan' if (v, c) == ('C3', 'superior_left') else 5},7,0.5\n"
+                   for v in ("C3", "C4") for c in CORNER_NAMES)
+    (tmp_path / "corners.csv").write_text("image,vertebra,corner,x,y,confidence\n" + rows)
+    result = _convert(tmp_path / "corners.csv", tmp_path / "pred.json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((tmp_path / "pred.json").read_text())["annotations"]) == 1  # C4 only

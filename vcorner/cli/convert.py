@@ -19,6 +19,8 @@ def _kind(path: Path) -> tuple[str, object]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (expected a JSON file or a corners.csv)") from None
     if path.suffix.lower() == ".csv":
         return "corners", text
     try:

@@ -204,7 +204,10 @@ def corners_csv_records(text: str, source: str = "corners.csv") -> tuple[list[Im
                 corners = np.array([[float(rows[c]["x"]), float(rows[c]["y"])] for c in CORNER_NAMES])
                 confidence = float(np.mean([float(rows[c].get("confidence") or 0.0) for c in CORNER_NAMES]))
             except (KeyError, ValueError):
-                log.warning("%s: %s vertebra %s lacks a usable corner; left out", source, image, name)
+                corners, confidence = None, 0.0
+            if corners is None or not (np.all(np.isfinite(corners)) and np.isfinite(confidence)):
+                log.warning("%s: %s vertebra %s lacks a usable corner (missing, not a number, NaN or "
+                            "infinite); left out", source, image, name)
                 continue
             kept.append(Vertebra(name, corners.mean(axis=0), corners))
             scores[(image, name)] = confidence

@@ -88,14 +88,32 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float (NaN and infinities included), or None when it is no number or too large."""
+    if not _is_number(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None."""
+    number = _as_float(value)
+    return number if number is not None and math.isfinite(number) else None
+
+
 def _integer(entry: dict, key: str, where: str, *, required: bool = True) -> int | None:
     """A non-negative integer field (an integral float is accepted); None when absent and not required."""
     value = entry.get(key, _MISSING)
     if (value is _MISSING or value is None) and not required:
         return None
-    if not _is_number(value) or not math.isfinite(value) or value != int(value) or value < 0:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         _fail(where, key, "must be a non-negative integer", value)
-    return int(value)
+    return value
 
 
 def _text(entry: dict, key: str, where: str) -> str:
@@ -109,17 +127,19 @@ def _spacing(entry: dict, where: str) -> float | None:
     value = entry.get("pixel_spacing_mm")
     if value is None:
         return None
-    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+    spacing = _finite(value)
+    if spacing is None or spacing <= 0:
         _fail(where, "pixel_spacing_mm", "must be a positive finite number (mm per pixel)", value)
-    return float(value)
+    return spacing
 
 
 def _numbers(entry: dict, key: str, where: str, multiple: int) -> np.ndarray | None:
-    """A flat list of numbers whose length is a multiple of ``multiple``, as (N, multiple); None when absent."""
+    """A flat list of numbers whose length is a multiple of ``multiple``, as (N, multiple); None when absent.
+    NaN and infinities pass (JSON numbers too large for a float do not)."""
     value = entry.get(key)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(_is_number(v) for v in value) or len(value) % multiple:
+    if not isinstance(value, list) or len(value) % multiple or any(_as_float(v) is None for v in value):
         _fail(where, key, f"must be a list of numbers, {multiple} per point", value)
     return np.asarray(value, dtype=np.float64).reshape(-1, multiple)
 
