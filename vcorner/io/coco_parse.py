@@ -74,13 +74,13 @@ class CocoDocument:
 
 def _show(value: Any) -> str:
     """A value as the user wrote it in JSON, cut to 60 characters."""
-    if value is _MISSING:
-        return "nothing"
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _fail(where: str, key: str, problem: str, value: Any) -> NoReturn:
+    if value is _MISSING:
+        raise InputError(f"{where} {key!r}: missing; it {problem}")
     raise InputError(f"{where} {key!r}: {problem}, got {_show(value)}")
 
 
@@ -146,8 +146,11 @@ def _numbers(entry: dict, key: str, where: str, multiple: int) -> np.ndarray | N
 
 def _center(entry: dict, where: str) -> np.ndarray | None:
     """vcorner's extra ``center``: [x, y], finite; None when absent."""
+    value = entry.get("center")
+    if value is not None and (not isinstance(value, list) or len(value) != 2):
+        _fail(where, "center", "must be [x, y] (two finite numbers)", value)
     points = _numbers(entry, "center", where, 2)
-    if points is not None and (len(points) != 1 or not np.all(np.isfinite(points))):
+    if points is not None and not np.all(np.isfinite(points)):
         _fail(where, "center", "must be [x, y] (two finite numbers)", entry["center"])
     return None if points is None else points[0]
 
