@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from vcorner.cli.common import stderr, user_errors
+from vcorner.io.claims import claim_files
 from vcorner.io.records import InputError
 
 
@@ -18,6 +19,8 @@ def _kind(path: Path) -> tuple[str, object]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text (expected a JSON file or a corners.csv)") from None
     if path.suffix.lower() == ".csv":
         return "corners", text
     try:
@@ -29,18 +32,46 @@ def _kind(path: Path) -> tuple[str, object]:
     return "coco", data
 
 
-def _sizes(records, images: Path | None) -> dict:
-    """Image sizes from their headers under ``images`` (COCO needs width and height)."""
+def _sizes(files: list[str], images: Path | None, unreadable: str) -> dict[str, tuple[int, int] | None]:
+    """Image sizes from their headers under ``images``, with a warning (``unreadable``: what follows) for
+    files that cannot be read."""
     from vcorner.io.images import image_size
 
     if images is None:
         return {}
-    sizes = {r.file: image_size(images / r.file) for r in records if ".." not in Path(r.file).parts}
+    sizes = {f: image_size(images / f) for f in files if ".." not in Path(f).parts}
     missing = [f for f, s in sizes.items() if s is None]
     if missing:
         stderr.print(f"[yellow]warning:[/] {len(missing)} image(s) not readable under {images} (e.g. {missing[0]}): "
-                     "width and height written as 0", highlight=False, soft_wrap=True)
+                     f"{unreadable}", highlight=False, soft_wrap=True)
     return sizes
+
+
+def _converted(src: Path, images: Path | None) -> tuple[str, str]:
+    """The text to write for SRC, and a one-line summary of it."""
+    from vcorner.io.annotations import annotations_text, parse_annotations
+    from vcorner.io.coco import check_image_sizes, corners_csv_records, document_records, records_to_coco
+    from vcorner.io.coco_parse import parse_coco
+
+    kind, data = _kind(src)
+    if kind == "coco":
+        document = parse_coco(data, str(src))
+        files = [image.file_name for image in document.images]
+        check_image_sizes(document.images, _sizes(files, images, "their width and height not checked"), str(src))
+        records = document_records(document, str(src))
+        vertebrae = sum(len(r.vertebrae) for r in records)
+        return annotations_text(records), f"{len(records)} image(s), {vertebrae} vertebrae -> annotations.json"
+    scores = None
+    if kind == "vcorner":
+        records = parse_annotations(data, str(src))
+        folder = images or src.parent
+    else:
+        records, scores = corners_csv_records(str(data), str(src))
+        folder = images or _run_images(src.parent)
+    sizes = _sizes([r.file for r in records], folder, "width and height written as 0")
+    document = records_to_coco(records, sizes, scores)
+    what = f"{len(document['images'])} image(s), {len(document['annotations'])} vertebrae -> COCO keypoints"
+    return json.dumps(document, indent=1, allow_nan=False) + "\n", what
 
 
 def convert(
@@ -48,31 +79,22 @@ def convert(
     dst: Annotated[Path, typer.Argument(help="The file to write: COCO JSON, or annotations.json from COCO.")],
     images: Annotated[Path | None, typer.Option(
         help="Images folder, for the width and height COCO records (default: SRC's folder for annotations.json, "
-             "the run's images for a corners.csv).")] = None,
+             "the run's images for a corners.csv); from COCO, the recorded sizes are checked against it.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an existing DST (the earlier file is moved into previous-<time>/ beside it).",
+    )] = False,
 ) -> None:
     """Convert between vcorner's annotations.json and COCO keypoints (one category per vertebra, the four
-    corners as keypoints), or write a batch's corners.csv as COCO with scores (for CVAT, FiftyOne...)."""
-    from vcorner.io.annotations import parse_annotations, write_annotations
+    corners as keypoints), or write a batch's corners.csv as COCO with scores (for CVAT, FiftyOne...).
+    DST is never SRC, and an existing DST is replaced only with --force (and kept in previous-<time>/)."""
     from vcorner.io.atomic import write_text_atomic
-    from vcorner.io.coco import coco_to_records, corners_csv_records, records_to_coco
 
     with user_errors():
-        kind, data = _kind(src)
-        if kind == "coco":
-            records = coco_to_records(data, str(src))
-            write_annotations(dst, records)
-            what = f"{len(records)} image(s), {sum(len(r.vertebrae) for r in records)} vertebrae -> annotations.json"
-        else:
-            scores = None
-            if kind == "vcorner":
-                records = parse_annotations(data, str(src))
-                folder = images or src.parent
-            else:
-                records, scores = corners_csv_records(str(data), str(src))
-                folder = images or _run_images(src.parent)
-            document = records_to_coco(records, _sizes(records, folder), scores)
-            write_text_atomic(dst, json.dumps(document, indent=1, allow_nan=False) + "\n")
-            what = f"{len(document['images'])} image(s), {len(document['annotations'])} vertebrae -> COCO keypoints"
+        text, what = _converted(src, images)
+        kept = claim_files([dst], inputs=[src], force=force)
+        write_text_atomic(dst, text)
+    if kept is not None:
+        stderr.print(f"the earlier {dst.name} was moved into {kept}", highlight=False, soft_wrap=True)
     stderr.print(f"{what}: {dst}", highlight=False, soft_wrap=True)
 
 

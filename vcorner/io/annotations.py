@@ -106,6 +106,11 @@ def _round(points: np.ndarray) -> list[list[float]]:
     return [[round(float(x), 3), round(float(y), 3)] for x, y in np.asarray(points).reshape(-1, 2)]
 
 
+def _round_spacing(value: float) -> float:
+    """A pixel spacing rounded to 6 decimals, or to 6 significant digits when finer (never to 0)."""
+    return round(value, max(6, 5 - math.floor(math.log10(value))))
+
+
 def annotations_to_dict(records: Sequence[ImageRecord]) -> dict[str, Any]:
     """The JSON document for ``records`` (coordinates rounded to 1/1000 pixel)."""
     images = []
@@ -120,12 +125,17 @@ def annotations_to_dict(records: Sequence[ImageRecord]) -> dict[str, Any]:
             vertebrae.append(item)
         image: dict[str, Any] = {"file": record.file}
         if record.pixel_spacing_mm is not None:
-            image["pixel_spacing_mm"] = round(record.pixel_spacing_mm, 6)
+            image["pixel_spacing_mm"] = _round_spacing(record.pixel_spacing_mm)
         image["vertebrae"] = vertebrae
         images.append(image)
     return {"format": FORMAT, "images": images}
 
 
+def annotations_text(records: Sequence[ImageRecord]) -> str:
+    """The text of ``annotations.json`` for ``records``."""
+    return json.dumps(annotations_to_dict(records), indent=1, allow_nan=False) + "\n"
+
+
 def write_annotations(path: Path, records: Sequence[ImageRecord]) -> None:
     """Write ``records`` as ``annotations.json`` atomically."""
-    write_text_atomic(Path(path), json.dumps(annotations_to_dict(records), indent=1) + "\n")
+    write_text_atomic(Path(path), annotations_text(records))
