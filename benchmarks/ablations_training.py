@@ -75,7 +75,7 @@ def main() -> None:
     for (name, recipe), seed in ((item, seed) for item in chosen.items() for seed in args.seeds):
         run = args.runs / name.split(" (")[0].replace(" ", "-").replace(".", "")
         run = run.with_name(f"{run.name}-seed{seed}") if args.seeds != [0] else run
-        result = train(args.train, replace(recipe, train=replace(recipe.train, seed=seed)), run)
+        result = train(args.train, replace(recipe, train=replace(recipe.train, seed=seed)), run, force=True)
         onnx = export_checkpoint(run, run / "model.onnx")
         card = replace(read_model_card(onnx), sampling=shipped.sampling, decode=shipped.decode)
         with OnnxRuntimeRunner(onnx) as runner:

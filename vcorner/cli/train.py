@@ -47,7 +47,10 @@ def train(
     data: Annotated[Path, typer.Argument(help="Dataset folder with annotations.json and its images.")],
     config: Annotated[Path, typer.Option("--config", "-c", help="Recipe TOML, e.g. train/lite.toml.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder for checkpoints and metrics.")],
-    resume: Annotated[bool, typer.Option("--resume", help="Continue from OUT/last.pt.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in OUT from OUT/last.pt (same recipe; "
+                                                          "only epochs and max_steps may change).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in an OUT that holds an earlier run: its files "
+                                                        "move into OUT/previous-<UTC time>/.")] = False,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda if present, else cpu).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
     init: Annotated[Path | None, typer.Option(
@@ -76,14 +79,15 @@ def train(
             recipe = replace(recipe, train=replace(recipe.train, epochs=epochs))
         command = "vcorner " + shlex.join(sys.argv[1:])
         if isinstance(recipe, DetectorRecipe):
-            _train_detector(data, recipe, out, resume, device, command, init)
+            _train_detector(data, recipe, out, resume, force, device, command, init)
             return
         if init is not None:
             fail("--init is for centre detector recipes (task = \"detector\"); resume a corner run with --resume")
         with progress_bar(TextColumn("{task.fields[rate]:.0f} patches/s"),
                           TextColumn("loss {task.fields[loss]:.4f}")) as progress:
-            result = run_training(data, recipe, out, resume=resume, device=device,
+            result = run_training(data, recipe, out, resume=resume, force=force, device=device,
                                   reporter=RichReporter(progress), command=command, calibrate=calibrate)
+    _say_previous(result.previous)
     first, last = result.history[0]["val_bc"], max(h["val_bc"] for h in result.history)
     stderr.print(f"validation BC {first:.4f} -> {last:.4f} (best); model: {result.model_path}", highlight=False)
     if result.calibration:
@@ -96,15 +100,22 @@ def train(
                      "trusting the sd/ellipse columns", highlight=False)
 
 
-def _train_detector(data: Path, recipe, out: Path, resume: bool, device: str | None, command: str,
+def _say_previous(previous: Path | None) -> None:
+    """Say where --force moved an earlier run's files."""
+    if previous is not None:
+        stderr.print(f"the earlier run's files are kept in {previous}", highlight=False)
+
+
+def _train_detector(data: Path, recipe, out: Path, resume: bool, force: bool, device: str | None, command: str,
                     init: Path | None) -> None:
     """Train the centre detector with a progress bar; print where its best checkpoint went."""
     from vcorner.training.detector_trainer import train_detector
 
     with progress_bar(TextColumn("{task.fields[rate]:.0f} views/s"),
                       TextColumn("loss {task.fields[loss]:.4f}")) as progress:
-        result = train_detector(data, recipe, out, resume=resume, device=device, reporter=RichReporter(progress),
-                                command=command, init=init)
+        result = train_detector(data, recipe, out, resume=resume, force=force, device=device,
+                                reporter=RichReporter(progress), command=command, init=init)
+    _say_previous(result.previous)
     best = max(result.history, key=lambda h: h["val_bc"])
     stderr.print(f"detector: best validation BC {best['val_bc']:.4f} (epoch {best['epoch']}), centres found "
                  f"{best['val_recall']:.1%}, median centre error {best['val_error_px']:.1f} px; model: "

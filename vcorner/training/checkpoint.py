@@ -30,5 +30,7 @@ def load_resume_state(path: Path) -> dict[str, Any]:
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors name the offending global
         raise InputError(f"{path}: cannot resume from it ({str(err).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch", "history"} <= set(state):
+        raise InputError(f"{path}: not a vcorner resume state (model, optimizer, epoch, history); cannot resume")
     state["history"] = json.loads(state["history"])
     return state

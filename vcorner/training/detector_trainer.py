@@ -33,6 +33,7 @@ from vcorner.training.detector_data import (
     negative_view,
 )
 from vcorner.training.detector_recipe import DetectorRecipe
+from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
 from vcorner.training.trainer import Reporter, SilentReporter, pick_device
 
 GRAD_CLIP = 1.0
@@ -47,6 +48,8 @@ class DetectorTrainResult:
 
     model_path: Path
     history: list[dict[str, float]]
+    previous: Path | None = None
+    """Where ``force`` moved an earlier run's files (``out/previous-<UTC time>/``), or None."""
 
 
 @torch.no_grad()
@@ -128,24 +131,21 @@ def train_step(model: UNet, optimizer, scheduler, xb: np.ndarray, yb: np.ndarray
     return float(loss.detach())
 
 
-def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: bool = False, device: str | None = None,
-                   reporter: Reporter | None = None, command: str = "",
+def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: bool = False, force: bool = False,
+                   device: str | None = None, reporter: Reporter | None = None, command: str = "",
                    init: Path | None = None) -> DetectorTrainResult:
     """Train the centre detector of ``recipe`` on ``data/annotations.json``; writes ``out/model.safetensors``
     (best validation BC, with its :class:`DetectorCard`), ``last.pt``, ``metrics.jsonl`` and ``recipe.json``.
 
     ``init``: a detector checkpoint whose weights start the run (fine-tuning, with a fresh optimizer and
-    schedule); its names must be the data's."""
+    schedule); its names must be the data's. Before anything is written, data that cannot train is refused, and
+    an ``out`` holding an earlier run needs ``resume`` (same recipe) or ``force``
+    (:mod:`vcorner.training.run_folder`)."""
     reporter = reporter or SilentReporter()
     opt, out = recipe.train, Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(opt.seed)
     dev = pick_device(device)
-    images = load_detector_images(Path(data))
-    names = channel_names([im.record for im in images])
-    train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
-    train_images = [images[i] for i in train_idx]
-    val_images = [images[i] for i in val_idx] or train_images
+    names, train_images, val_images, views = _split(Path(data), recipe)
+    torch.manual_seed(opt.seed)
     model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides(), out_channels=len(names)).to(dev)
     if init is not None:
         start, start_card = load_model(Path(init), DetectorCard)
@@ -153,8 +153,10 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
             raise InputError(f"{init}: its names {', '.join(start_card.names)} or widths differ from this run's "
                              f"({', '.join(names)}); cannot start from it")
         model.load_state_dict(start.state_dict())
+    previous = prepare_run_folder(out, recipe.to_dict(), resume=resume, force=force,
+                                  inputs=[Path(data) / "annotations.json", init])
+    out.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    views = len(train_images) + int(round(recipe.augment.negatives * len(train_images)))
     per_epoch = math.ceil(views / opt.batch_size)
     total = min(per_epoch * opt.epochs, opt.max_steps or per_epoch * opt.epochs)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opt.lr, total_steps=max(total, 1) + 1,
@@ -195,7 +197,23 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     if not (out / "model.safetensors").is_file():
         raise InputError(f"{out}: no epoch was trained (epochs {opt.epochs}, max_steps {opt.max_steps})")
     _set_threshold(out / "model.safetensors", val_images, recipe, dev)
-    return DetectorTrainResult(out / "model.safetensors", history)
+    return DetectorTrainResult(out / "model.safetensors", history, previous)
+
+
+def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[DetectorImage], list[DetectorImage],
+                                                          int]:
+    """The names, training and validation images of ``data`` and the training views of an epoch, once they are
+    known to train (at least one optimizer step per epoch, validation images distinct from the training ones)."""
+    opt = recipe.train
+    images = load_detector_images(data)
+    train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
+    train_images = [images[i] for i in train_idx]
+    negatives = int(round(recipe.augment.negatives * len(train_images)))
+    views = len(train_images) + negatives
+    check_trainable(data, len(images), views, f"{len(train_images)} training image(s) give {views} view(s) "
+                    f"({negatives} without a spine)", opt.epochs, opt.batch_size, f"recipe {recipe.name}")
+    names = channel_names([im.record for im in images])
+    return names, train_images, [images[i] for i in val_idx], views
 
 
 def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...], recipe: DetectorRecipe,
@@ -253,11 +271,10 @@ def _provenance(checkpoint: Path) -> dict:
 
 
 def _resume(out: Path, model: UNet, optimizer, scheduler) -> tuple[list[dict[str, float]], int]:
-    if not (out / "last.pt").exists():
-        raise InputError(f"{out}: nothing to resume (no last.pt)")
+    """Load ``out/last.pt`` (checked by :func:`vcorner.training.run_folder.prepare_run_folder`) and replay the
+    schedule; the history and the epochs done."""
     state = load_resume_state(out / "last.pt")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
+    load_weights(model, optimizer, state, out / "last.pt")
     with warnings.catch_warnings():  # replaying the schedule
         warnings.simplefilter("ignore", UserWarning)
         for _ in range(sum(int(h["steps"]) for h in state["history"])):

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from vcorner.io.atomic import write_text_atomic
-from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
 from vcorner.network.checkpoint import save_model
 from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
@@ -23,8 +22,9 @@ from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.prior import fit_prior
 from vcorner.training.calibrate import calibrate_checkpoint, grid_size
 from vcorner.training.checkpoint import load_resume_state, save_resume_state
-from vcorner.training.data import batches, epoch_patches, load_dataset, split_images
+from vcorner.training.data import AnnotatedImage, batches, epoch_patches, load_dataset, split_images
 from vcorner.training.recipe import Recipe
+from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,8 @@ class TrainResult:
     calibration: dict | None = None
     """What the final calibration reached (:func:`vcorner.training.calibrate.calibrate_checkpoint`): the
     validation images used, the ellipse scale, the coverage of the 50% and 95% ellipses; None when skipped."""
+    previous: Path | None = None
+    """Where ``force`` moved an earlier run's files (``out/previous-<UTC time>/``), or None."""
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -110,23 +112,30 @@ def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, x: np.
     return (float(np.mean(losses)) if losses else math.nan), steps
 
 
-def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device: str | None = None,
-          reporter: Reporter | None = None, command: str = "", calibrate: bool = True) -> TrainResult:
+def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force: bool = False,
+          device: str | None = None, reporter: Reporter | None = None, command: str = "",
+          calibrate: bool = True) -> TrainResult:
     """Train ``recipe`` on the annotated dataset in ``data``, writing ``out/model.safetensors``.
 
     ``out`` receives ``model.safetensors`` (best validation BC, with its model card), ``last.pt`` (resume
     state), ``metrics.jsonl`` (one line per epoch) and ``recipe.json``. With ``calibrate`` the best model's
     decoding constants and ellipses are then tuned on the validation images (:mod:`vcorner.training.calibrate`).
+
+    Before anything is written, data that cannot train is refused, and an ``out`` holding an earlier run needs
+    ``resume`` (same recipe) or ``force`` (the earlier files move to ``out/previous-<time>/``):
+    :mod:`vcorner.training.run_folder`.
+
+    Raises:
+        InputError: one line naming the dataset, the run folder or the recipe field.
     """
     reporter = reporter or SilentReporter()
     opt, out = recipe.train, Path(out)
+    dev = pick_device(device)
+    train_images, val_images = _split(Path(data), recipe)
+    previous = prepare_run_folder(out, recipe.to_dict(), resume=resume, force=force,
+                                  inputs=[Path(data) / "annotations.json"])
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opt.seed)
-    dev = pick_device(device)
-    records, images = load_dataset(Path(data), recipe.ground_truth)
-    train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
-    train_images = [images[i] for i in train_idx]
-    val_images = [images[i] for i in val_idx] or train_images
     prior = fit_prior([im.record for im in train_images])
     val_x, val_y = epoch_patches(val_images, opt.val_patches_per_vertebra, recipe.sampling, recipe.ground_truth, None)
 
@@ -138,18 +147,15 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device
                                                     pct_start=0.1)
     history: list[dict[str, float]] = []
     start_epoch = 0
-    if resume and (out / "last.pt").exists():
+    if resume:
         state = load_resume_state(out / "last.pt")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_weights(model, optimizer, state, out / "last.pt")
         history, start_epoch = state["history"], int(state["epoch"])
         with warnings.catch_warnings():  # replaying the schedule (possibly re-planned for new epochs)
             warnings.simplefilter("ignore", UserWarning)
             for _ in range(sum(int(h["steps"]) for h in history)):
                 scheduler.step()
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
-    elif resume:
-        raise InputError(f"{out}: nothing to resume (no last.pt)")
 
     if not history:
         history.append({"epoch": 0, "val_bc": evaluate_bc(model, val_x, val_y, dev), "train_loss": math.nan,
@@ -179,7 +185,22 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, device
     if calibrate and (out / "model.safetensors").is_file():
         calibration = _calibrate(out / "model.safetensors", Path(data), [im.record for im in val_images], dev,
                                  reporter)
-    return TrainResult(out / "model.safetensors", history, calibration)
+    return TrainResult(out / "model.safetensors", history, calibration, previous)
+
+
+def _split(data: Path, recipe: Recipe) -> tuple[list[AnnotatedImage], list[AnnotatedImage]]:
+    """The usable training and validation images of ``data``, once they are known to train (at least one
+    optimizer step per epoch, validation images distinct from the training ones)."""
+    opt = recipe.train
+    _, images = load_dataset(data, recipe.ground_truth)
+    train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
+    train_images = [images[i] for i in train_idx]
+    vertebrae = sum(len(im.frames) for im in train_images)
+    patches = vertebrae * opt.patches_per_vertebra
+    check_trainable(data, len(images), patches, f"{len(train_images)} training image(s) with {vertebrae} vertebrae "
+                    f"give {patches} patches (patches_per_vertebra {opt.patches_per_vertebra})", opt.epochs,
+                    opt.batch_size, f"recipe {recipe.name}")
+    return train_images, [images[i] for i in val_idx]
 
 
 def _calibrate(checkpoint: Path, data: Path, records: list, dev: torch.device, reporter: Reporter) -> dict:
