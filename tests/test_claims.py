@@ -43,3 +43,12 @@ def test_a_folder_where_a_file_goes_and_a_file_where_a_folder_goes_are_refused(t
         claim_files([tmp_path / "d"], force=True)
     with pytest.raises(InputError, match="is a file"):
         claim_folder(tmp_path / "f", ["metrics.json"])
+
+
+def test_two_forced_replacements_within_a_second_keep_both_earlier_files(tmp_path):
+    path = tmp_path / "out.csv"
+    path.write_text("first")
+    one = claim_files([path], force=True)
+    path.write_text("second")
+    two = claim_files([path], force=True)
+    assert one != two and (one / "out.csv").read_text() == "first" and (two / "out.csv").read_text() == "second"

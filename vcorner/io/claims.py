@@ -25,8 +25,18 @@ PREVIOUS = "previous-%Y%m%dT%H%M%SZ"
 
 
 def previous_folder(parent: Path) -> Path:
-    """``parent/previous-<UTC time>/`` (not created)."""
-    return Path(parent) / time.strftime(PREVIOUS, time.gmtime())
+    """A new, empty ``parent/previous-<UTC time>/`` (``-2``, ``-3``... when one of that second exists), created:
+    two runs within a second never put their earlier files in the same folder."""
+    base = Path(parent) / time.strftime(PREVIOUS, time.gmtime())
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise OSError(f"{parent}: too many previous-* folders of this second")
 
 
 def refuse_inputs(outputs: Iterable[Path], inputs: Iterable[Path | None]) -> None:
@@ -70,7 +80,6 @@ def claim_files(paths: Sequence[Path], *, inputs: Iterable[Path | None] = (), fo
     if not existing:
         return None
     keep = previous_folder(existing[0].parent)
-    keep.mkdir(parents=True, exist_ok=True)
     for path in existing:
         os.replace(path, keep / path.name)
     return keep

@@ -209,7 +209,6 @@ def keep_previous(out_dir: Path) -> Path | None:
     found = [out_dir / name for name in OWN_FILES if (out_dir / name).is_file()]
     found += [out_dir / name for name in EXTRA_FOLDERS if (out_dir / name).is_dir()]
     keep = previous_folder(out_dir)
-    keep.mkdir(exist_ok=True)
     for path in found:
         os.replace(path, keep / path.name)
     return keep
