@@ -19,6 +19,7 @@ import numpy as np
 from vcorner import CORNER_NAMES
 from vcorner.io.corners_table import group_corner_rows
 from vcorner.io.records import ImageRecord, InputError, Vertebra, anatomical_rank
+from vcorner.io.spacing import checked_spacing
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +158,10 @@ def coco_to_records(data: Any, source: str = "COCO file") -> list[ImageRecord]:
     records = []
     for image_id, image in images.items():
         spacing = image.get("pixel_spacing_mm")
+        if spacing is not None:
+            spacing = checked_spacing(spacing, f"{source}: image {image['file_name']}: pixel_spacing_mm")
         records.append(ImageRecord(str(image["file_name"]), _ordered(list(found[image_id].values()), rank),
-                                   float(spacing) if spacing else None))
+                                   spacing))
     return records
 
 
