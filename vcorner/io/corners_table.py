@@ -14,7 +14,7 @@ BASIC = ("image", "vertebra", "corner", "x", "y")
 
 def group_corner_rows(text: str, source: str = "corners.csv", needed: Iterable[str] = BASIC
                       ) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
-    """image -> vertebra -> corner name -> row, in file order (images and vertebrae cranial first).
+    """image -> vertebra -> corner name -> row, in file order (callers put the vertebrae in anatomical order).
 
     Raises:
         InputError: a column of ``needed`` is missing (one line).
