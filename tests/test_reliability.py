@@ -216,7 +216,7 @@ def image_records(draw):
     out = []
     for f in files:
         verts = draw(st.lists(names, min_size=1, max_size=5, unique=True))
-        spacing = draw(st.one_of(st.none(), st.floats(0.01, 2.0)))
+        spacing = draw(st.one_of(st.none(), st.floats(0.02, 2.0)))
         out.append(ImageRecord(f + ".png", tuple(
             Vertebra(v, np.array([draw(coords), draw(coords)]),
                      np.array(draw(st.lists(st.tuples(coords, coords), min_size=4, max_size=4)), dtype=float))

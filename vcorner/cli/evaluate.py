@@ -91,6 +91,8 @@ def evaluate(
                                  f"names? {len(e.missing)} annotated, {len(e.unexpected)} predicted)")
         overall = {**table1_row(errors), **calibration(errors)}
         unit = overall["unit"]
+        if errors.unit_note:
+            stderr.print(f"warning: {errors.unit_note}", highlight=False)
         rows = {label: overall, **{name: {**table1_row(e), **calibration(e)} for name, e in others.items()}}
         console = Console(soft_wrap=True)
         console.width = max(console.width, 120)  # keep Table 1 on one line per row in logs too
@@ -113,7 +115,7 @@ def evaluate(
             from vcorner.evaluation.plots import box_plots, cumulative_curve, reliability_plot
 
             out.mkdir(parents=True, exist_ok=True)
-            report = {"overall": overall, "methods": rows, "calibration": calib,
+            report = {"overall": overall, "unit_note": errors.unit_note, "methods": rows, "calibration": calib,
                       "per_corner": grouped_rows(errors, "corner"),
                       "per_vertebra": grouped_rows(errors, "vertebra"),
                       "missing": errors.missing, "unexpected": errors.unexpected, "measurements": measures}
@@ -127,16 +129,18 @@ def evaluate(
 def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
     """Measurements of the predicted corners (with intervals) against those of the annotated corners: a table
     of error and 95%-interval coverage per measure, and fracture/slip detection; the figures as a dict."""
+    from vcorner.io.spacing import common_unit, spacing_in
     from vcorner.measure.compare import compare_measurements, detection, truth_measurements
     from vcorner.measure.table import measure_all, read_corners
 
-    spacing = {r.file: r.pixel_spacing_mm for r in truth}
+    unit, _ = common_unit(truth)  # as the corner errors: mm only when every image has a spacing
+    spacing = {r.file: spacing_in(unit, r) for r in truth}
     try:
         predicted = measure_all(read_corners(predictions), spacing)
     except InputError as err:  # a corners.csv of another tool, without uncertainty columns
         stderr.print(f"measurements not compared: {err}", highlight=False, soft_wrap=True)
         return {}
-    expected = truth_measurements(truth)
+    expected = truth_measurements(truth, unit=unit)
     per_measure, detected = compare_measurements(predicted, expected), detection(predicted, expected)
     table = Table(title="Measurements against the annotated corners", title_justify="left")
     for column in ("measure", "unit", "MAE", "in 95% interval", "n"):

@@ -27,7 +27,7 @@ def measure(
     centers: Annotated[Path | None, typer.Option(help="centers.csv whose pixel_spacing_mm column gives the spacing.")]
     = None,
     spacing: Annotated[float | None, typer.Option(
-        min=1e-6, help="Pixel spacing in mm for images without one (else lengths stay in pixels).")] = None,
+        help="Pixel spacing in mm for images without one (else lengths stay in pixels); 0.02-2 mm.")] = None,
     anterior: Annotated[Side, typer.Option(help="Anterior side of the vertebra frame.")] = Side.right,
     ap: Annotated[bool, typer.Option("--ap", help="AP film: also the main Cobb angle.")] = False,
 ) -> None:
@@ -38,7 +38,7 @@ def measure(
         began = time.perf_counter()
         found, rows, mm = measure_run(corners, out / "measurements.csv", images, centers, anterior.value, ap, spacing)
         seconds = time.perf_counter() - began
-    without = sum(1 for c in found if not (mm.get(c.image) or spacing))
+    without = sum(1 for c in found if not mm.get(c.image))
     note = f"; {without} image(s) without a pixel spacing are in pixels" if without else ""
     stderr.print(f"{len(rows)} measurement(s) of {len(found)} image(s) in {seconds:.2f} s{note}: "
                  f"{out / 'measurements.csv'}", highlight=False, soft_wrap=True)

@@ -23,7 +23,8 @@ def tune(
         "--sampling/--no-sampling", help="Also pick the patch sampling with the fewest patches whose mean P2P is "
                                          "at most --sampling-tolerance above the model's own.")] = False,
     sampling_tolerance: Annotated[float, typer.Option(
-        min=0.0, help="Largest mean P2P loss (mm) accepted for fewer patches per vertebra.")] = 0.01,
+        min=0.0, help="Largest mean P2P loss (mm; px when some image of DATA has no pixel spacing) accepted for "
+                      "fewer patches per vertebra.")] = 0.01,
     precision: Annotated[str, typer.Option(
         help="Graph the network runs on the CPU while tuning: auto (what vcorner batch runs here), fp32 or "
              "int8.")] = "auto",
@@ -53,6 +54,7 @@ def tune(
         previous = {"sampling": to_dict(resolved.card.sampling), "decode": to_dict(resolved.card.decode)}
         tuned = replace(card.with_decode(result.decode),
                         training={**card.training, "decode_tuned_on": str(data), "tune_images": len(jobs),
+                                  "tune_unit": result.unit,
                                   "tune_coverage": result.coverage, "tuned_with": resolved.describe(),
                                   "before_tuning": previous,
                                   **({"sampling_scores": sampling_scores} if sampling else {})})
@@ -61,10 +63,11 @@ def tune(
             stderr.print(f"updated {variant}.json alike", highlight=False)
         if report:
             report.write_text(json.dumps({"decode": to_dict(result.decode), "sampling": to_dict(card.sampling),
+                                          "unit": result.unit, "unit_note": result.unit_note,
                                           "sampling_variants": sampling_scores, "coverage": result.coverage,
                                           "candidates": result.candidates}, indent=1))
     best = min(result.candidates, key=lambda c: c["p2p_mean"])
-    stderr.print(f"tuned on {len(jobs)} images: mean P2P {best['p2p_mean']:.3f}, ellipse scale "
+    stderr.print(f"tuned on {len(jobs)} images: mean P2P {best['p2p_mean']:.3f} {result.unit}, ellipse scale "
                  f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}); "
                  f"updated {model}.json", highlight=False)
 

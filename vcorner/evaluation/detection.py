@@ -3,6 +3,7 @@ radius, centre error, naming errors (README.md, "Automatic centres")."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -10,6 +11,9 @@ import numpy as np
 
 from vcorner.geometry.sequence import spine_levels, typical_spacing
 from vcorner.io.records import ImageRecord
+from vcorner.io.spacing import common_unit
+
+log = logging.getLogger(__name__)
 
 RADIUS_MM = 3.0
 """A detected centre is correct when it carries the annotated vertebra's name and lies within this many mm of its
@@ -47,8 +51,8 @@ class DetectionScores:
         return asdict(self)
 
 
-def _radius_px(record: ImageRecord) -> tuple[float, str]:
-    if record.pixel_spacing_mm:
+def _radius_px(record: ImageRecord, unit: str) -> tuple[float, str]:
+    if unit == "mm":
         return RADIUS_MM / record.pixel_spacing_mm, "mm"
     levels = spine_levels([v.name for v in record.vertebrae])
     spacing = typical_spacing(record.centers, levels if levels is not None else np.arange(len(record.vertebrae),
@@ -61,10 +65,11 @@ def score_detections(predicted: Sequence[ImageRecord], truth: Sequence[ImageReco
     found = {r.file: r for r in predicted}
     annotated = predicted_n = correct = misnamed = without = 0
     errors: list[float] = []
-    units = set()
+    unit, note = common_unit(truth)  # mm only when every image has a spacing, never a mix
+    if note:
+        log.warning("centre detection: %s", note)
     for record in truth:
-        radius, unit = _radius_px(record)
-        units.add(unit)
+        radius, _ = _radius_px(record, unit)
         scale = record.pixel_spacing_mm if unit == "mm" else 1.0
         true = {v.name: v.center for v in record.vertebrae}
         annotated += len(true)
@@ -79,7 +84,6 @@ def score_detections(predicted: Sequence[ImageRecord], truth: Sequence[ImageReco
                 errors.append(float(np.linalg.norm(v.center - true[v.name])) * scale)
             elif any(np.linalg.norm(v.center - c) <= radius for n, c in true.items() if n != v.name):
                 misnamed += 1
-    unit = "mm" if units == {"mm"} else "px" if units == {"px"} else "mixed"
     return DetectionScores(annotated, predicted_n, correct, misnamed, correct / max(annotated, 1),
                            correct / max(predicted_n, 1), float(np.median(errors)) if errors else float("nan"),
                            float(np.mean(errors)) if errors else float("nan"), without,

@@ -16,6 +16,7 @@ import numpy as np
 from vcorner import CORNER_NAMES
 from vcorner.geometry.spline import contour, point_to_curve
 from vcorner.io.records import ImageRecord, InputError
+from vcorner.io.spacing import common_unit, spacing_in
 from vcorner.io.spreadsheet import restore
 from vcorner.postprocess.decode import ellipse_covariance
 
@@ -28,8 +29,10 @@ class CornerErrors:
 
     Attributes:
         image, vertebra, corner: identifiers per entry.
-        p2p, p2c: errors in mm where the image has a pixel spacing, else in pixels (see ``unit``).
+        p2p, p2c: errors in ``unit``.
         p2p_px: point-to-point errors in pixels.
+        unit: ``mm`` when every annotated image has a pixel spacing, else ``px`` for all
+            (:func:`vcorner.io.spacing.common_unit`); ``unit_note`` then says why, in one line.
         confidence, sd_major_px, sd_minor_px, angle_deg, dx, dy: predicted uncertainty and signed offsets.
         source: ``network`` or ``prior``.
         missing: annotated corners without a prediction (``image/vertebra/corner``).
@@ -42,7 +45,8 @@ class CornerErrors:
     p2p: list[float] = field(default_factory=list)
     p2c: list[float] = field(default_factory=list)
     p2p_px: list[float] = field(default_factory=list)
-    in_mm: list[bool] = field(default_factory=list)
+    unit: str = "px"
+    unit_note: str | None = None
     confidence: list[float] = field(default_factory=list)
     source: list[str] = field(default_factory=list)
     d2: list[float] = field(default_factory=list)
@@ -107,11 +111,13 @@ def calibration(errors: CornerErrors, levels: Sequence[float] = (0.5, 0.95)) -> 
 
 
 def match(predictions: dict[tuple[str, str, str], dict[str, str]], truth: Sequence[ImageRecord]) -> CornerErrors:
-    """Errors of every annotated corner against its prediction."""
-    errors = CornerErrors()
+    """Errors of every annotated corner against its prediction, all in one unit: mm when every annotated image
+    has a pixel spacing, else px for all (millimetres and pixels are never averaged together)."""
+    unit, note = common_unit(truth)
+    errors = CornerErrors(unit=unit, unit_note=note)
     seen = set()
     for record in truth:
-        scale = record.pixel_spacing_mm or 1.0
+        scale = spacing_in(unit, record) or 1.0
         for v in record.vertebrae:
             if v.corners is None:
                 continue
@@ -130,7 +136,6 @@ def match(predictions: dict[tuple[str, str, str], dict[str, str]], truth: Sequen
                 errors.p2p_px.append(float(np.linalg.norm(xy - v.corners[k])))
                 errors.p2p.append(errors.p2p_px[-1] * scale)
                 errors.p2c.append(float(point_to_curve(xy[None], outline)[0]) * scale)
-                errors.in_mm.append(record.pixel_spacing_mm is not None)
                 errors.confidence.append(float(row.get("confidence") or "nan"))
                 errors.source.append(row.get("source", ""))
                 errors.d2.append(mahalanobis2(row, v.corners[k] - xy))
@@ -154,7 +159,7 @@ def table1_row(errors: CornerErrors) -> dict[str, float]:
             "fit_failure_pct": failure, "p2c_median": p2c["median"], "p2c_mean": p2c["mean"],
             "p2c_std": p2c["std"], "corners": len(errors.p2p), "missing": len(errors.missing),
             "unexpected": len(errors.unexpected), "prior_fallbacks": errors.source.count("prior"),
-            "unit": "mm" if errors.in_mm and all(errors.in_mm) else "px"}
+            "unit": errors.unit}
 
 
 def grouped_rows(errors: CornerErrors, by: str) -> dict[str, dict[str, float]]:
@@ -164,7 +169,7 @@ def grouped_rows(errors: CornerErrors, by: str) -> dict[str, dict[str, float]]:
     for key in sorted(set(keys), key=lambda k: (CORNER_NAMES.index(k) if k in CORNER_NAMES else 9, k)):
         pick = [i for i, k in enumerate(keys) if k == key]
         sub = CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick],
-                           in_mm=[errors.in_mm[i] for i in pick], source=[errors.source[i] for i in pick],
+                           unit=errors.unit, source=[errors.source[i] for i in pick],
                            d2=[errors.d2[i] for i in pick])
         out[key] = {**table1_row(sub), "inside_95": calibration(sub, (0.95,))["inside_95"]}
     return out

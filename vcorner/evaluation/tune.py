@@ -21,6 +21,7 @@ from vcorner.evaluation.metrics import CornerErrors, match, table1_row
 from vcorner.geometry.sequence import checked_annotation
 from vcorner.io.paths import safe_path
 from vcorner.io.records import ImageRecord, InputError
+from vcorner.io.spacing import common_unit
 from vcorner.models.card import ModelCard
 from vcorner.postprocess.decode import VertebraCorners, accumulate_image, decode_accumulated
 from vcorner.runtime.base import Runner
@@ -40,7 +41,8 @@ DEFAULT_GRID: dict[str, tuple] = {
 
 
 SAMPLING_TOLERANCE_MM = 0.01
-"""Largest mean P2P loss (mm, px without pixel spacing) :func:`cheapest_sampling` accepts for fewer patches."""
+"""Largest mean P2P loss (mm; px when some tuning image has no pixel spacing) :func:`cheapest_sampling` accepts for
+fewer patches."""
 
 
 def sampling_variants(base: SamplingConfig) -> dict[str, SamplingConfig]:
@@ -88,6 +90,10 @@ class TuneResult:
     decode: DecodeConfig
     candidates: list[dict]
     coverage: dict[str, float]
+    unit: str = "mm"
+    """Unit of the candidates' P2P: mm when every tuning image has a pixel spacing, else px for all."""
+    unit_note: str | None = None
+    """Why the unit is px (``k of n images have no pixel spacing: ...``), None in mm."""
 
 
 def infer_records(root: Path, records: Sequence[ImageRecord], runner: Runner, card: ModelCard,
@@ -165,8 +171,12 @@ def calibrate_scale(jobs, card: ModelCard, decode: DecodeConfig, target: float =
 
 def tune_decode(jobs, card: ModelCard, grid: dict[str, tuple] | None = None,
                 progress: Callable[[], None] | None = None) -> TuneResult:
-    """Grid-search the decoding settings by mean P2P, then calibrate the ellipses."""
+    """Grid-search the decoding settings by mean P2P (in mm when every image has a pixel spacing, else in px
+    for all, with a warning saying so), then calibrate the ellipses."""
     grid = grid or DEFAULT_GRID
+    unit, note = common_unit([r for _, r in jobs])
+    if note:
+        log.warning("tuning: %s", note)
     candidates = []
     for values in itertools.product(*grid.values()):
         decode = replace(card.decode, **dict(zip(grid, values, strict=True)))
@@ -178,4 +188,4 @@ def tune_decode(jobs, card: ModelCard, grid: dict[str, tuple] | None = None,
     best = min(candidates, key=lambda c: (c["p2p_mean"], c["p2p_median"]))
     decode = replace(card.decode, **{k: best[k] for k in grid})
     scale, cov = calibrate_scale(jobs, card, decode)
-    return TuneResult(replace(decode, ellipse_scale=scale), candidates, cov)
+    return TuneResult(replace(decode, ellipse_scale=scale), candidates, cov, unit, note)

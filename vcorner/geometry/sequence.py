@@ -76,8 +76,14 @@ class SequenceCheck:
     image_reason: str | None = None
 
 
-def _cranial_order(names: Sequence[str], centers: np.ndarray, usable: list[int]) -> tuple[list[int], str | None]:
-    """``usable`` put cranial first, and a note when that changed the listed order."""
+def cranial_order(names: Sequence[str], centers: np.ndarray, usable: list[int] | None = None
+                  ) -> tuple[list[int], str | None]:
+    """Indices ``usable`` (default: all) put cranial first, and a note when that changed the listed order.
+
+    The one ordering of vertebrae: anatomical names by anatomical rank, other names as listed unless the list
+    runs up the image (then reversed). The centre checks, the batch and ``vcorner measure`` all use it.
+    """
+    usable = list(range(len(names))) if usable is None else usable
     ranks = [anatomical_rank(names[i]) for i in usable]
     if all(r is not None for r in ranks) and len(set(ranks)) == len(ranks):
         ordered = [i for _, i in sorted(zip(ranks, usable, strict=True))]
@@ -197,7 +203,7 @@ def check_sequence(names: Sequence[str], centers: np.ndarray) -> SequenceCheck:
             usable.append(i)
         else:
             refused[i] = f"vertebra {names[i]}: centre is NaN or infinite"
-    kept, note = _cranial_order(names, centers, usable)
+    kept, note = cranial_order(names, centers, usable)
     levels = _levels(names, kept, len(centers))
     while len(kept) >= 2 and (positions := _worst(kept, centers, levels)):
         leaving = [kept[p] for p in positions]

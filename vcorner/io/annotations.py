@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.io.spacing import checked_spacing
 
 FORMAT = "vcorner-annotations/1"
 
@@ -51,9 +51,7 @@ def _vertebra(item: Any, where: str) -> Vertebra:
 def _spacing(value: Any, where: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        raise InputError(f"{where}: pixel_spacing_mm must be a positive number, got {value!r}")
-    return float(value)
+    return checked_spacing(value, f"{where}: pixel_spacing_mm")
 
 
 def _image(item: Any, where: str) -> ImageRecord:

@@ -13,6 +13,7 @@ import numpy as np
 
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.io.spacing import checked_spacing
 
 REQUIRED = ("image", "vertebra", "x", "y")
 OPTIONAL = ("pixel_spacing_mm",)
@@ -90,10 +91,7 @@ def _row_values(row: dict, where: str) -> tuple[float, float, float | None]:
     raw = (row.get("pixel_spacing_mm") or "").strip()
     if not raw:
         return x, y, None
-    value = _number(raw, "pixel_spacing_mm", where)
-    if not math.isfinite(value) or value <= 0:
-        raise InputError(f"{where}: pixel_spacing_mm must be positive, got {raw!r}")
-    return x, y, value
+    return x, y, checked_spacing(_number(raw, "pixel_spacing_mm", where), f"{where}: pixel_spacing_mm")
 
 
 def load_centers(path: Path) -> CentersTable:

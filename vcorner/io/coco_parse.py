@@ -16,6 +16,7 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 
 from vcorner.io.records import InputError
+from vcorner.io.spacing import spacing_problem
 
 _MISSING = object()
 T = TypeVar("T")
@@ -130,6 +131,8 @@ def _spacing(entry: dict, where: str) -> float | None:
     spacing = _finite(value)
     if spacing is None or spacing <= 0:
         _fail(where, "pixel_spacing_mm", "must be a positive finite number (mm per pixel)", value)
+    if (problem := spacing_problem(spacing)) is not None:
+        raise InputError(f"{where} 'pixel_spacing_mm': {problem}")
     return spacing
 
 

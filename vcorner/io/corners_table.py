@@ -16,7 +16,7 @@ NUMBERS = ("x", "y", "confidence", "sd_major_px", "sd_minor_px", "angle_deg")
 
 def group_corner_rows(text: str, source: str = "corners.csv", needed: Iterable[str] = BASIC
                       ) -> dict[str, dict[str, dict[str, dict[str, str]]]]:
-    """image -> vertebra -> corner name -> row, in file order (images and vertebrae cranial first).
+    """image -> vertebra -> corner name -> row, in file order (callers put the vertebrae in anatomical order).
 
     Raises:
         InputError: a column of ``needed`` is missing (one line).

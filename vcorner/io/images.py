@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from vcorner.io.records import InputError
+from vcorner.io.spacing import spacing_problem
 
 logger = logging.getLogger(__name__)
 
@@ -303,29 +304,49 @@ def _read_raster(encoded: bytes, path: Path, kind: str, max_pixels: int) -> XRay
     return XRayImage(_unit_range(array), None, array.dtype.itemsize * 8)
 
 
-def _spacing_pair(value: object) -> float | None:
-    """Mean of a DICOM (row, column) spacing pair in mm, or None when absent or invalid."""
+def _spacing_pair(value: object) -> tuple[float, float] | None:
+    """A DICOM (row, column) spacing pair in mm, or None when absent or not two finite positive numbers."""
     try:
         numbers = [float(v) for v in value] if value is not None else []  # type: ignore[union-attr]
     except (TypeError, ValueError):
         return None
     if len(numbers) != 2 or not all(math.isfinite(v) and v > 0 for v in numbers):
         return None
-    return (numbers[0] + numbers[1]) / 2
+    return numbers[0], numbers[1]
+
+
+def dicom_spacing_xy(ds: object, path: Path) -> tuple[tuple[float, float] | None, str | None]:
+    """Pixel spacing in mm per axis, (x, y) = (column spacing, row spacing), from PixelSpacing, else
+    ImagerPixelSpacing; or None and the reason (one line naming the file) when the header has a spacing
+    outside :data:`vcorner.io.spacing.SPACING_RANGE_MM` (a unit slip). (None, None) without a spacing."""
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = getattr(ds, keyword, None)
+        pair = _spacing_pair(value)
+        if pair is not None:
+            problems = [p for p in map(spacing_problem, pair) if p]
+            if problems:
+                return None, f"{path}: {keyword} {list(pair)} refused: {problems[0]}"
+            return (pair[1], pair[0]), None
+        if value is not None:
+            logger.warning("%s: ignoring invalid %s %r", path, keyword, value)
+    return None, None
 
 
 def dicom_spacing(ds: object, path: Path) -> float | None:
-    """Pixel spacing in mm from PixelSpacing, else ImagerPixelSpacing (mean of row/column, with a warning)."""
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = getattr(ds, keyword, None)
-        spacing = _spacing_pair(value)
-        if spacing is not None:
-            if abs(float(value[0]) - float(value[1])) > 1e-6 * spacing:  # type: ignore[index]
-                logger.warning("%s: anisotropic %s %s, using the mean %.6g mm", path, keyword, list(value), spacing)
-            return spacing
-        if value is not None:
-            logger.warning("%s: ignoring invalid %s %r", path, keyword, value)
-    return None
+    """The one pixel spacing in mm of a DICOM header (:func:`dicom_spacing_xy`), or None with a warning when
+    it is implausible or anisotropic: the corners are then in pixels, and ``vcorner measure`` applies the
+    two spacings per axis itself (a mean would make heights up to half again too large)."""
+    xy, problem = dicom_spacing_xy(ds, path)
+    if problem:
+        logger.warning("%s; lengths stay in pixels", problem)
+        return None
+    if xy is None:
+        return None
+    if abs(xy[0] - xy[1]) > 1e-6 * max(xy):
+        logger.warning("%s: anisotropic pixel spacing %.6g mm (x) by %.6g mm (y): not one spacing, so the corners "
+                       "carry none; vcorner measure applies each axis its own", path, xy[0], xy[1])
+        return None
+    return xy[0]
 
 
 def _dicom_header(path: Path, max_pixels: int, encoded: bytes | None = None) -> object:
@@ -364,16 +385,16 @@ def image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def dicom_file_spacing(path: Path) -> float | None:
-    """Pixel spacing (mm) from a DICOM file's header, read without its pixels; None for any other file, a
-    DICOM without spacing, or a file that cannot be read."""
+def dicom_file_spacing(path: Path) -> tuple[tuple[float, float] | None, str | None]:
+    """:func:`dicom_spacing_xy` of a DICOM file's header, read without its pixels; (None, None) for any other
+    file, a DICOM without spacing, or a file that cannot be read."""
     path = Path(path)
     try:
         if not path.is_file() or _kind(path) != "dicom":
-            return None
-        return dicom_spacing(_dicom_header(path, DEFAULT_MAX_PIXELS), path)
+            return None, None
+        return dicom_spacing_xy(_dicom_header(path, DEFAULT_MAX_PIXELS), path)
     except (InputError, OSError):
-        return None
+        return None, None
 
 
 def _has_modality_lut(ds: object) -> bool:

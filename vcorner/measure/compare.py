@@ -9,6 +9,7 @@ import numpy as np
 
 from vcorner.geometry.sequence import checked_annotation
 from vcorner.io.records import ImageRecord, InputError
+from vcorner.io.spacing import common_unit, spacing_in
 from vcorner.measure.intervals import SLIP_MM, ImageCorners, Measurement, measure_image
 
 
@@ -26,13 +27,16 @@ def annotated_corners(record: ImageRecord) -> ImageCorners | None:
                         np.ones(xy.shape[:2], dtype=bool))
 
 
-def truth_measurements(records: Sequence[ImageRecord], anterior: str = "right", ap: bool = False) -> list[Measurement]:
-    """Measurements of the annotated corners (their intervals collapse to the value)."""
+def truth_measurements(records: Sequence[ImageRecord], anterior: str = "right", ap: bool = False,
+                       unit: str | None = None) -> list[Measurement]:
+    """Measurements of the annotated corners (their intervals collapse to the value), lengths in ``unit``
+    (default :func:`vcorner.io.spacing.common_unit` of ``records``: mm only when every image has a spacing)."""
+    unit = unit or common_unit(records)[0]
     rows: list[Measurement] = []
     for record in records:
         corners = annotated_corners(record)
         if corners is not None:
-            rows += measure_image(corners, record.pixel_spacing_mm, anterior, ap, samples=2)
+            rows += measure_image(corners, spacing_in(unit, record), anterior, ap, samples=2)
     return rows
 
 

@@ -5,7 +5,8 @@ Every function takes corners ``xy`` of shape (..., V, 4, 2) in image pixels, in 
 frame, cranial side up), so that the same code computes a value from the found corners and from thousands
 of Monte Carlo samples of them at once (:mod:`vcorner.measure.intervals`). ``anterior`` says which side of
 the frame is anterior: ``right`` (a lateral film with the patient facing right, the default) or ``left``.
-Lengths come out in pixels; the caller multiplies by the pixel spacing.
+Lengths come out in the unit of ``xy`` (pixels; the caller multiplies by the pixel spacing, after stretching
+the corners to square pixels when the spacing is anisotropic: :func:`vcorner.measure.intervals.measure_image`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def _norm(v: np.ndarray) -> np.ndarray:
 
 
 def heights(xy: np.ndarray, anterior: str = "right") -> dict[str, np.ndarray]:
-    """(..., V) anterior, posterior and middle heights, pixels.
+    """(..., V) anterior, posterior and middle heights, in the unit of ``xy``.
 
     anterior = |superior_anterior - inferior_anterior|, posterior likewise, middle = distance between the
     midpoints of the superior and inferior endplates.
@@ -75,7 +76,7 @@ def genant_grade(loss: np.ndarray) -> np.ndarray:
 
 
 def listhesis(xy: np.ndarray, anterior: str = "right") -> tuple[np.ndarray, np.ndarray]:
-    """(..., V - 1) slip of each upper vertebra on the next one, pixels, and as percent of the lower
+    """(..., V - 1) slip of each upper vertebra on the next one, in the unit of ``xy``, and as percent of the lower
     superior endplate.
 
     The upper vertebra's inferior posterior corner minus the lower's superior posterior corner, projected on

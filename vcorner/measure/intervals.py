@@ -25,6 +25,8 @@ from vcorner.measure import definitions as d
 log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES = 2000
+Spacing = float | tuple[float, float] | None
+"""A pixel spacing in mm: one number, (x, y) per axis (a DICOM with anisotropic PixelSpacing), or None (px)."""
 SLIP_MM = 3.0
 """A slip at least this large (mm; pixels without a spacing are not flagged) is flagged ``slip``."""
 
@@ -85,18 +87,25 @@ def adjacent_pairs(names: Sequence[str]) -> list[int]:
     return [i for i in range(len(names) - 1) if levels is None or levels[i + 1] - levels[i] == 1]
 
 
-def measure_image(corners: ImageCorners, spacing_mm: float | None, anterior: str = "right", ap: bool = False,
+def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "right", ap: bool = False,
                   samples: int = DEFAULT_SAMPLES) -> list[Measurement]:
     """Every measure of one image with its 95% interval (README.md, Measurements, defines them).
 
-    Lengths are in mm with ``spacing_mm``, else in px (never a guessed millimetre). Images with one vertebra
+    Lengths are in mm with ``spacing_mm``, else in px (never a guessed millimetre). With an anisotropic
+    spacing (x, y) the corners (and their draws) are first stretched by (1, y / x), so that lengths times x
+    and the angles are those of the patient, not of a mean spacing. Images with one vertebra
     get only the per-vertebra measures. A value that is not finite (a degenerate vertebra) is left out with
     a warning, never written.
     """
     rng = np.random.default_rng(zlib.crc32(corners.image.encode()))
     draws = sample_corners(corners.xy, corners.cov, samples, rng)
     both = np.concatenate([corners.xy[None], draws])  # index 0: the found corners
-    scale, length_unit = (spacing_mm, "mm") if spacing_mm else (1.0, "px")
+    scale, length_unit = 1.0, "px"
+    if spacing_mm:
+        sx, sy = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (2,))
+        scale, length_unit = float(sx), "mm"
+        if sy != sx:
+            both = both * np.array([1.0, sy / sx])
     names, prior = corners.names, ~corners.network.all(axis=1)
     labels: list[tuple[str, str, str, list[str]]] = []
     columns: list[np.ndarray] = []
@@ -117,7 +126,7 @@ def measure_image(corners: ImageCorners, spacing_mm: float | None, anterior: str
         add("genant_grade", name, grade[:, v].astype(float), "grade",
             flags + ([f"genant_{grade[0, v]}"] if grade[0, v] else []))
     if len(names) >= 2:
-        _pair_measures(add, both, names, prior, scale, length_unit, spacing_mm, anterior, ap)
+        _pair_measures(add, both, names, prior, scale, length_unit, anterior, ap)
     return _rows(corners.image, labels, np.stack(columns, axis=1))
 
 
@@ -135,14 +144,14 @@ def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.
 
 
 def _pair_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray, scale: float,
-                   length_unit: str, spacing_mm: float | None, anterior: str, ap: bool) -> None:
+                   length_unit: str, anterior: str, ap: bool) -> None:
     """The per-level and per-image measures of (1 + S, V, 4, 2) corners, V >= 2, passed to ``add``."""
     slip, pct = d.listhesis(both, anterior)
     angle = d.segmental_angle(both, anterior)
     meyerding = d.meyerding_grade(pct)
     for i in adjacent_pairs(names):
         level, flags = f"{names[i]}-{names[i + 1]}", ["prior_corner"] if prior[i] or prior[i + 1] else []
-        slipped = spacing_mm is not None and abs(slip[0, i] * scale) >= SLIP_MM
+        slipped = length_unit == "mm" and abs(slip[0, i] * scale) >= SLIP_MM
         add("listhesis", level, slip[:, i] * scale, length_unit, flags + (["slip"] if slipped else []))
         add("listhesis_pct", level, pct[:, i], "%", flags)
         add("meyerding_grade", level, meyerding[:, i].astype(float), "grade", flags)

@@ -6,28 +6,35 @@ import csv
 import io
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from vcorner import CORNER_NAMES
+from vcorner.geometry.sequence import cranial_order
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.centers import load_centers
 from vcorner.io.corners_table import group_corner_rows
 from vcorner.io.images import dicom_file_spacing
 from vcorner.io.records import InputError
+from vcorner.io.spacing import checked_spacing
 from vcorner.io.spreadsheet import neutralise
-from vcorner.measure.intervals import ImageCorners, Measurement, measure_image
+from vcorner.measure.intervals import ImageCorners, Measurement, Spacing, measure_image
 from vcorner.postprocess.decode import ellipse_covariance
 
 log = logging.getLogger(__name__)
 
 MEASUREMENT_COLUMNS = ("image", "measure", "level", "value", "unit", "ci95_low", "ci95_high", "flags")
+SPACING_REFUSED_FLAG = "spacing_refused"
+"""Flag of the px lengths of an image whose recorded pixel spacing was implausible (README.md, Measurements)."""
 NEEDED = ("image", "vertebra", "corner", "x", "y", "sd_major_px", "sd_minor_px", "angle_deg", "source")
 
 
 def _image_corners(image: str, by_vertebra: dict[str, dict[str, dict[str, str]]]) -> ImageCorners | None:
-    """One image's corners, vertebrae in file order; vertebrae without all four finite corners are left out."""
+    """One image's corners, vertebrae cranial first whatever the file's row order (the order of the centre
+    checks, :func:`vcorner.geometry.sequence.cranial_order`, on the corners' centroids); vertebrae without all
+    four finite corners are left out."""
     names, xy, cov, network = [], [], [], []
     for name, found in by_vertebra.items():
         try:
@@ -47,11 +54,15 @@ def _image_corners(image: str, by_vertebra: dict[str, dict[str, dict[str, str]]]
         network.append([r["source"] == "network" for r in ordered])
     if not names:
         return None
-    return ImageCorners(image, tuple(names), np.array(xy), np.array(cov), np.array(network, dtype=bool))
+    order, note = cranial_order(names, np.array([v.mean(axis=0) for v in xy]))
+    if note:
+        log.warning("%s: %s", image, note)
+    return ImageCorners(image, tuple(names[i] for i in order), np.array(xy)[order], np.array(cov)[order],
+                        np.array(network, dtype=bool)[order])
 
 
 def read_corners(path: Path) -> list[ImageCorners]:
-    """Every image of a ``corners.csv`` (images and vertebrae in file order, i.e. cranial first).
+    """Every image of a ``corners.csv`` (images in file order, vertebrae cranial first).
 
     Raises:
         InputError: missing file or columns (one line).
@@ -65,12 +76,23 @@ def read_corners(path: Path) -> list[ImageCorners]:
     return [c for image, vertebrae in grouped.items() if (c := _image_corners(image, vertebrae)) is not None]
 
 
-def measure_all(images: Iterable[ImageCorners], spacing: dict[str, float | None], anterior: str = "right",
-                ap: bool = False, default_spacing: float | None = None) -> list[Measurement]:
-    """Measurements of every image; ``spacing`` maps image -> mm per pixel (``default_spacing`` otherwise)."""
+def measure_all(images: Iterable[ImageCorners], spacing: dict[str, Spacing], anterior: str = "right",
+                ap: bool = False, default_spacing: float | None = None,
+                refused: dict[str, str] | None = None) -> list[Measurement]:
+    """Measurements of every image; ``spacing`` maps image -> mm per pixel (``default_spacing`` otherwise).
+
+    An image in ``refused`` (image -> why its recorded spacing was refused) stays in pixels, and its length
+    rows carry the flag :data:`SPACING_REFUSED_FLAG`, so that the file itself says why they are not in mm.
+    """
+    refused = refused or {}
     rows: list[Measurement] = []
     for corners in images:
-        rows += measure_image(corners, spacing.get(corners.image) or default_spacing, anterior, ap)
+        if corners.image in refused:
+            found = measure_image(corners, None, anterior, ap)
+            rows += [replace(r, flags=";".join(filter(None, (r.flags, SPACING_REFUSED_FLAG)))) if r.unit == "px"
+                     else r for r in found]
+        else:
+            rows += measure_image(corners, spacing.get(corners.image) or default_spacing, anterior, ap)
     return rows
 
 
@@ -92,35 +114,52 @@ def write_measurements(path: Path, rows: Sequence[Measurement]) -> None:
 
 
 def spacing_from_sources(images: Sequence[str], root: Path | None = None, centers: Path | None = None,
-                         ) -> dict[str, float | None]:
+                         ) -> tuple[dict[str, Spacing], dict[str, str]]:
     """Pixel spacing (mm) per image: the centres file's ``pixel_spacing_mm``, else the DICOM header under
-    ``root`` (PixelSpacing/ImagerPixelSpacing, read without the pixels), else None (pixels)."""
-    found: dict[str, float | None] = dict.fromkeys(images)
-    if centers is not None:
+    ``root`` (PixelSpacing/ImagerPixelSpacing, read without the pixels, (x, y) per axis), else None (pixels);
+    and the images whose DICOM spacing was refused (outside :data:`vcorner.io.spacing.SPACING_RANGE_MM`), with
+    the reason.
 
-        for record in load_centers(centers).records:
+    Raises:
+        InputError: a row of ``centers`` for one of ``images`` was refused (a bad spacing): its message.
+    """
+    found: dict[str, Spacing] = dict.fromkeys(images)
+    refused: dict[str, str] = {}
+    if centers is not None:
+        table = load_centers(centers)
+        for image, problem in table.problems.items():
+            if image in found:
+                raise InputError(problem)
+        for record in table.records:
             if record.file in found and record.pixel_spacing_mm:
                 found[record.file] = record.pixel_spacing_mm
     if root is not None:
-
         for image in images:
             inside = not Path(image).is_absolute() and ".." not in Path(image).parts
             if found[image] is None and inside:
-                found[image] = dicom_file_spacing(Path(root) / image)
-    return found
+                found[image], problem = dicom_file_spacing(Path(root) / image)
+                if problem:
+                    refused[image] = problem
+    return found, refused
 
 
 def measure_run(corners_csv: Path, dest: Path, images: Path | None = None, centers: Path | None = None,
                 anterior: str = "right", ap: bool = False, spacing: float | None = None
-                ) -> tuple[list[ImageCorners], list[Measurement], dict[str, float | None]]:
+                ) -> tuple[list[ImageCorners], list[Measurement], dict[str, Spacing]]:
     """``measurements.csv`` at ``dest`` from a batch's ``corners.csv``, the spacing taken from ``centers``,
-    the DICOM headers under ``images``, else ``spacing``; the images read, the rows written, the spacings.
+    the DICOM headers under ``images``, else ``spacing``; the images read, the rows written, the spacings
+    (None for images in pixels, a DICOM spacing that was refused included, with a warning naming it).
 
     Raises:
-        InputError: not a readable corners.csv.
+        InputError: not a readable corners.csv; a ``spacing`` (``--spacing``) or a spacing in ``centers``
+            that is not a plausible pixel spacing (:data:`vcorner.io.spacing.SPACING_RANGE_MM`).
     """
+    if spacing is not None:
+        spacing = checked_spacing(spacing, "--spacing")
     found = read_corners(corners_csv)
-    mm = spacing_from_sources([c.image for c in found], images, centers)
-    rows = measure_all(found, mm, anterior, ap, default_spacing=spacing)
+    mm, refused = spacing_from_sources([c.image for c in found], images, centers)
+    for problem in refused.values():
+        log.warning("%s; its lengths stay in px, flagged %s in measurements.csv", problem, SPACING_REFUSED_FLAG)
+    rows = measure_all(found, mm, anterior, ap, default_spacing=spacing, refused=refused)
     write_measurements(dest, rows)
-    return found, rows, mm
+    return found, rows, {c.image: None if c.image in refused else mm.get(c.image) or spacing for c in found}

@@ -48,7 +48,8 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, records: Sequence[ImageRe
     result = tune_decode(jobs, card, progress=progress)
     tuned = replace(card.with_decode(result.decode), training={
         **card.training, "decode_tuned_on": f"{data} (the training run's validation split)",
-        "tune_images": len(jobs), "tune_coverage": result.coverage, "calibrated_by": "vcorner train"})
+        "tune_images": len(jobs), "tune_unit": result.unit, "tune_coverage": result.coverage,
+        "calibrated_by": "vcorner train"})
     model, _ = load_model(checkpoint)
     save_model(checkpoint, model, tuned)
     return tuned, result
