@@ -186,6 +186,8 @@ REFUSED = {
     "a zero pixel_spacing_mm": (_set("images", 0, "pixel_spacing_mm", 0), "images[0] 'pixel_spacing_mm'"),
     "an infinite pixel_spacing_mm": (_set("images", 0, "pixel_spacing_mm", float("inf")),
                                      "images[0] 'pixel_spacing_mm'"),
+    "a pixel_spacing_mm of a unit slip (14.9 for 0.149)": (_set("images", 0, "pixel_spacing_mm", 14.9),
+                                                           "images[0] 'pixel_spacing_mm': 14.9 mm is outside"),
     "a null file_name": (_set("images", 0, "file_name", None), "images[0] 'file_name': must be a non-empty string, "
                                                                "got null"),
     "an integer file_name": (_set("images", 0, "file_name", 7), "images[0] 'file_name'"),
@@ -209,7 +211,8 @@ def test_a_file_name_listed_twice_is_refused(tmp_path):
 ACCEPTED = {
     "as given": lambda d: d,
     "no spacing, no sizes": lambda d: {**d, "images": [{"id": 1, "file_name": "a.png"}]},
-    "a tiny spacing": _set("images", 0, "pixel_spacing_mm", 1e-9),
+    "the smallest plausible spacing": _set("images", 0, "pixel_spacing_mm", 0.02),
+    "an odd spacing": _set("images", 0, "pixel_spacing_mm", 0.1234567891),
     "an unlabelled corner": _set("annotations", 0, "keypoints", [10, 10, 2, 50, 10, 0, 10, 30, 2, 50, 30, 2]),
     "a NaN keypoint": _set("annotations", 0, "keypoints", [10, float("nan"), 2] + [5, 5, 2] * 3),
     "a vertebra annotated twice": lambda d: {**d, "annotations": d["annotations"] + [d["annotations"][0]]},

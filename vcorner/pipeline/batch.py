@@ -33,13 +33,14 @@ from vcorner.pipeline.outputs import (
     CornerJournal,
     corner_rows,
     keep_previous,
-    remove_stale_extras,
     read_errors,
+    remove_stale_extras,
     write_errors,
     write_image_json,
 )
 from vcorner.pipeline.overlay import measurement_labels, overlay_name, write_overlay
-from vcorner.postprocess.kernels import use_serial_kernels, warm_up as warm_kernels
+from vcorner.postprocess.kernels import use_serial_kernels
+from vcorner.postprocess.kernels import warm_up as warm_kernels
 from vcorner.runtime.base import Runner
 from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.finish import finish
