@@ -59,6 +59,30 @@ def _pairs(items: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+EVALUATION_FORMAT = "vcorner-evaluation/1"
+"""The mark of the JSON files ``vcorner evaluate --out`` writes: a folder holding one is its own to rewrite."""
+METRIC_FILES = ("metrics.json", "cumulative_error.png", "box_plots.png", "reliability.png")
+
+
+def written_by_evaluate(folder: Path) -> bool:
+    """True when ``folder`` holds a JSON an earlier ``vcorner evaluate --out`` wrote."""
+    for name in ("metrics.json", "detection.json", "patch_bc.json"):
+        try:
+            if json.loads((folder / name).read_text(encoding="utf-8")).get("format") == EVALUATION_FORMAT:
+                return True
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue
+    return False
+
+
+def claim_outputs(out: Path | None, names: tuple[str, ...], inputs: list[Path], force: bool) -> None:
+    """The output rule (:mod:`vcorner.io.claims`) for the files evaluate writes in ``out``."""
+    from vcorner.io.claims import claim_folder
+
+    if out is not None:
+        claim_folder(out, names, inputs=inputs, force=force, own=lambda path: written_by_evaluate(path.parent))
+
+
 def evaluate(
     predictions: Annotated[Path, typer.Argument(help="corners.csv written by vcorner batch (with --patches: "
                                                      "the ONNX model; a centres file of vcorner detect: detection "
@@ -70,18 +94,28 @@ def evaluate(
         "--compare", help="NAME=corners.csv of another method (repeatable), e.g. prior=out/prior/corners.csv.")] = None,
     patches: Annotated[bool, typer.Option("--patches", help="Patch level instead: BC of PREDICTIONS (a model)'s "
                                                             "maps against ground truth, with a histogram.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace files in --out that an earlier vcorner evaluate "
+                                                       "did not write (they are moved into previous-<time>/).")]
+    = False,
 ) -> None:
     """Compare predicted corners with annotations: P2P, P2C (mm, or px without spacing), fit failure (> 3 mm)."""
     from vcorner.evaluation.metrics import calibration, grouped_rows, match, read_predictions, table1_row
     from vcorner.io.annotations import read_annotations
 
+    with user_errors():
+        inputs = [predictions, annotations, *(Path(path) for _, path in _pairs(compare or []))]
     if patches:
+        with user_errors():
+            claim_outputs(out, ("patch_bc.json", "patch_bc.png"), inputs, force)
         evaluate_patches(predictions, annotations, out)
         return
     if is_centres_file(predictions):
+        with user_errors():
+            claim_outputs(out, ("detection.json",), inputs, force)
         evaluate_centres(predictions, annotations, out)
         return
     with user_errors():
+        claim_outputs(out, METRIC_FILES, inputs, force)
         truth = read_annotations(annotations)
         errors = match(read_predictions(predictions), truth)
         others = {name: match(read_predictions(Path(path)), truth) for name, path in _pairs(compare or [])}
@@ -115,7 +149,8 @@ def evaluate(
             from vcorner.evaluation.plots import box_plots, cumulative_curve, reliability_plot
 
             out.mkdir(parents=True, exist_ok=True)
-            report = {"overall": overall, "unit_note": errors.unit_note, "methods": rows, "calibration": calib,
+            report = {"format": EVALUATION_FORMAT, "overall": overall, "unit_note": errors.unit_note,
+                      "methods": rows, "calibration": calib,
                       "per_corner": grouped_rows(errors, "corner"),
                       "per_vertebra": grouped_rows(errors, "vertebra"),
                       "missing": errors.missing, "unexpected": errors.unexpected, "measurements": measures}
@@ -188,7 +223,8 @@ def evaluate_centres(predictions: Path, annotations: Path, out: Path | None) -> 
     console.print(table)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "detection.json").write_text(json.dumps(finite_or_none(scores.to_dict()), indent=1, allow_nan=False))
+        document = {"format": EVALUATION_FORMAT, **scores.to_dict()}
+        (out / "detection.json").write_text(json.dumps(finite_or_none(document), indent=1, allow_nan=False))
         stderr.print(f"wrote {out / 'detection.json'}", highlight=False)
 
 
@@ -209,6 +245,6 @@ def evaluate_patches(model: Path, annotations: Path, out: Path | None) -> None:
                         f"min {summary['min']:.4f}", highlight=False)
         if out is not None and len(scores):
             out.mkdir(parents=True, exist_ok=True)
-            (out / "patch_bc.json").write_text(json.dumps(summary, indent=1))
+            (out / "patch_bc.json").write_text(json.dumps({"format": EVALUATION_FORMAT, **summary}, indent=1))
             bc_histogram(scores, out / "patch_bc.png")
             stderr.print(f"wrote {out / 'patch_bc.json'} and {out / 'patch_bc.png'}", highlight=False)

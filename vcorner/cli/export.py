@@ -35,8 +35,13 @@ def export(
                                                       "calibrated on --calib.")] = False,
     calib: Annotated[Path | None, typer.Option("--calib", help="Calibration images: an annotated folder or "
                                                                "one with centers.csv.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing ONNX files outside the run's folder "
+                                                       "(they are moved into previous-<time>/).")] = False,
 ) -> None:
-    """Export a trained checkpoint to ONNX, with its model card in the metadata and a .json sidecar."""
+    """Export a trained checkpoint to ONNX, with its model card in the metadata and a .json sidecar.
+
+    Files in the checkpoint's own run folder (RUN/model.onnx...) are its exports and are rewritten; an existing
+    file anywhere else is kept unless --force."""
     with user_errors():
         try:
             import numpy as np
@@ -54,6 +59,7 @@ def export(
         chosen = get_profile(profile, profiles)
         source = resolve_checkpoint(checkpoint)
         target = out or source.with_suffix(".onnx")
+        claim_exports(source, target, fp16_out if fp16 else None, fp16, int8, calib, force)
         detector = card_format(source) == DETECTOR_FORMAT
         if detector and (int8 or engine):
             fail("--int8 and --engine are for the corner model; export the centre detector to ONNX (and --fp16) "
@@ -79,6 +85,19 @@ def export(
             half = fp16_step(target, fp16_out, patches if check else None)
             engine_onnx = half if chosen.precision == "fp16" else target
         build_engine_step(checkpoint, engine_onnx, chosen, engine, engine_dir)
+
+
+def claim_exports(source: Path, target: Path, fp16_out: Path | None, fp16: bool, int8: bool, calib: Path | None,
+                  force: bool) -> None:
+    """The output rule (:mod:`vcorner.io.claims`) for the ONNX files (and their .json cards) an export writes."""
+    from vcorner.io.claims import claim_files
+    from vcorner.models.modelfile import sidecar_path
+    from vcorner.models.variants import fp16_path, int8_path
+
+    models = [target, *([fp16_out or fp16_path(target)] if fp16 else []), *([int8_path(target)] if int8 else [])]
+    run = source.resolve().parent
+    claim_files([p for m in models for p in (m, sidecar_path(m))], inputs=[source, calib], force=force,
+                own=lambda path: path.resolve().parent == run)
 
 
 def fp16_step(target: Path, fp16_out: Path | None, patches=None) -> Path:

@@ -30,11 +30,17 @@ def measure(
         help="Pixel spacing in mm for images without one (else lengths stay in pixels); 0.02-2 mm.")] = None,
     anterior: Annotated[Side, typer.Option(help="Anterior side of the vertebra frame.")] = Side.right,
     ap: Annotated[bool, typer.Option("--ap", help="AP film: also the main Cobb angle.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an OUT/measurements.csv that vcorner did not write "
+                                                       "(it is moved into previous-<time>/).")] = False,
 ) -> None:
-    """Recompute OUT/measurements.csv from an existing corners.csv (the same as vcorner batch --measure)."""
-    from vcorner.measure.table import measure_run
+    """Recompute OUT/measurements.csv from an existing corners.csv (the same as vcorner batch --measure).
+
+    An earlier vcorner measurements.csv in OUT is rewritten; any other file of that name is kept unless --force."""
+    from vcorner.io.claims import claim_files
+    from vcorner.measure.table import is_measurements, measure_run
 
     with user_errors():
+        claim_files([out / "measurements.csv"], inputs=[corners, centers], force=force, own=is_measurements)
         began = time.perf_counter()
         found, rows, mm = measure_run(corners, out / "measurements.csv", images, centers, anterior.value, ap, spacing)
         seconds = time.perf_counter() - began

@@ -16,10 +16,20 @@ def synth(
     images: Annotated[int, typer.Option("--images", min=1, help="Number of images.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: up to 2).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder whose annotations.json or centers.csv "
+                                                       "vcorner synth did not write (they are moved into "
+                                                       "previous-<time>/).")] = False,
 ) -> None:
-    """Write a seeded phantom dataset in the vcorner annotation format."""
+    """Write a seeded phantom dataset in the vcorner annotation format.
+
+    An earlier phantom dataset in OUT (it has phantoms.json) is rewritten; a folder with an annotations.json or
+    centers.csv of its own is kept unless --force."""
+    from vcorner.io.claims import claim_folder
     from vcorner.phantoms.dataset import synthesize_dataset
 
+    with user_errors():
+        claim_folder(out, ("annotations.json", "centers.csv"), force=force,
+                     own=lambda path: (path.parent / "phantoms.json").is_file())
     with user_errors(), progress_bar() as bar:
         task = bar.add_task("phantoms", total=images)
         began = time.perf_counter()

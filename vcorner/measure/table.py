@@ -163,3 +163,12 @@ def measure_run(corners_csv: Path, dest: Path, images: Path | None = None, cente
     rows = measure_all(found, mm, anterior, ap, default_spacing=spacing, refused=refused)
     write_measurements(dest, rows)
     return found, rows, {c.image: None if c.image in refused else mm.get(c.image) or spacing for c in found}
+
+
+def is_measurements(path: Path) -> bool:
+    """True when ``path`` is a measurements.csv vcorner wrote (its first line is :data:`MEASUREMENT_COLUMNS`)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), None) == list(MEASUREMENT_COLUMNS)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False

@@ -1,0 +1,110 @@
+"""Issue #28's one output rule on the commands beside batch, detect, report, convert and train: measure, evaluate,
+export and synth never replace a file the user had (an earlier output of the same command is rewritten), never
+write over an input, and keep the earlier file in previous-<time>/ with --force."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def refused(result) -> str:
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def batch_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rule") / "out"
+    assert run_cli("batch", EXAMPLES, "--centers", EXAMPLES / "centers.csv", "--out", out).exit_code == 0
+    return out
+
+
+def test_measure_keeps_a_users_measurements_csv_and_rewrites_its_own(batch_out, tmp_path):
+    mine = tmp_path / "measurements.csv"
+    mine.write_text("my own notes\n")
+    result = run_cli("measure", batch_out / "corners.csv", "--out", tmp_path)
+    assert "--force" in refused(result) and mine.read_text() == "my own notes\n"
+    assert run_cli("measure", batch_out / "corners.csv", "--out", tmp_path, "--force").exit_code == 0
+    assert next(tmp_path.glob("previous-*/measurements.csv")).read_text() == "my own notes\n"
+    first = mine.read_bytes()
+    assert run_cli("measure", batch_out / "corners.csv", "--out", tmp_path).exit_code == 0  # its own: rewritten
+    assert mine.read_bytes() == first and len(list(tmp_path.glob("previous-*"))) == 1
+
+
+def test_measure_never_writes_over_its_corners(tmp_path, batch_out):
+    corners = tmp_path / "measurements.csv"
+    shutil.copy(batch_out / "corners.csv", corners)
+    before = corners.read_bytes()
+    assert "is an input" in refused(run_cli("measure", corners, "--out", tmp_path, "--force"))
+    assert corners.read_bytes() == before
+
+
+def test_evaluate_keeps_a_users_files_in_out_and_rewrites_its_own(batch_out, tmp_path):
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"mine": true}')
+    args = ("evaluate", batch_out / "corners.csv", EXAMPLES / "annotations.json", "--out", out)
+    assert "--force" in refused(run_cli(*args))
+    assert (out / "metrics.json").read_text() == '{"mine": true}'
+    assert run_cli(*args, "--force").exit_code == 0
+    assert next(out.glob("previous-*/metrics.json")).read_text() == '{"mine": true}'
+    assert run_cli(*args).exit_code == 0  # an earlier evaluate's files are its own
+    assert len(list(out.glob("previous-*"))) == 1
+
+
+def test_evaluate_never_writes_over_its_predictions(batch_out, tmp_path):
+    predictions = tmp_path / "metrics.json"
+    shutil.copy(batch_out / "corners.csv", predictions)
+    assert "is an input" in refused(run_cli("evaluate", predictions, EXAMPLES / "annotations.json", "--out",
+                                            tmp_path, "--force"))
+
+
+def test_synth_keeps_a_users_annotations_and_rewrites_its_own_dataset(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "annotations.json").write_text("clicked by hand")
+    assert "--force" in refused(run_cli("synth", data, "--images", 1))
+    assert (data / "annotations.json").read_text() == "clicked by hand"
+    assert run_cli("synth", data, "--images", 1, "--force").exit_code == 0
+    assert next(data.glob("previous-*/annotations.json")).read_text() == "clicked by hand"
+    assert run_cli("synth", data, "--images", 1, "--seed", 3).exit_code == 0  # its own dataset: rewritten
+
+
+def test_export_rewrites_its_run_but_keeps_a_model_elsewhere(tmp_path):
+    pytest.importorskip("torch")
+    from tests.conftest import make_spine
+    from vcorner.models.card import DecodeConfig, GroundTruthConfig, ModelCard, SamplingConfig
+    from vcorner.network.checkpoint import save_model
+    from vcorner.network.unet import create_model
+    from vcorner.postprocess.prior import fit_prior
+
+    model = create_model("tiny").eval()
+    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
+                     fit_prior([make_spine()]), {"data": "test"})
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(run / "model.safetensors", model, card)
+    assert run_cli("export", run, "--no-check").exit_code == 0
+    assert run_cli("export", run, "--no-check").exit_code == 0  # RUN/model.onnx is the run's own export
+    elsewhere = tmp_path / "shipped.onnx"
+    elsewhere.write_bytes(b"a model I keep")
+    assert "--force" in refused(run_cli("export", run, "--no-check", "--out", elsewhere))
+    assert elsewhere.read_bytes() == b"a model I keep"
+    assert run_cli("export", run, "--no-check", "--out", elsewhere, "--force").exit_code == 0
+    assert next(tmp_path.glob("previous-*/shipped.onnx")).read_bytes() == b"a model I keep"
+    weights = run / "model.safetensors"
+    assert "is an input" in refused(run_cli("export", run, "--no-check", "--out", weights, "--force"))
