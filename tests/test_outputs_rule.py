@@ -108,3 +108,26 @@ def test_export_rewrites_its_run_but_keeps_a_model_elsewhere(tmp_path):
     assert next(tmp_path.glob("previous-*/shipped.onnx")).read_bytes() == b"a model I keep"
     weights = run / "model.safetensors"
     assert "is an input" in refused(run_cli("export", run, "--no-check", "--out", weights, "--force"))
+
+
+def test_baseline_keeps_a_batch_out_and_lists_left_out_vertebrae_like_the_batch(batch_out, tmp_path):
+    """A baseline into a batch's OUT would have replaced the network's corners.csv; and, as vcorner batch, a
+    vertebra left out for a bad centre is listed in errors.csv with exit code 1 (issue #32 point 5)."""
+    corners = (batch_out / "corners.csv").read_bytes()
+    result = run_cli("baseline", EXAMPLES, "--centers", EXAMPLES / "centers.csv", "--method", "prior",
+                     "--out", batch_out)
+    assert "--force" in refused(result) and (batch_out / "corners.csv").read_bytes() == corners
+
+    rows = (EXAMPLES / "centers.csv").read_text(encoding="utf-8").splitlines()
+    header, first = rows[0], rows[1].split(",")
+    twin = rows[2].split(",")
+    twin[2:4] = first[2:4]  # the second vertebra clicked on the first one's centre
+    centres = tmp_path / "centers.csv"
+    centres.write_text("\n".join([header, rows[1], ",".join(twin), *rows[3:]]) + "\n", encoding="utf-8")
+    out = tmp_path / "prior"
+    result = run_cli("baseline", EXAMPLES, "--centers", centres, "--method", "prior", "--out", out)
+    assert result.exit_code == 1, result.output
+    errors = (out / "errors.csv").read_text(encoding="utf-8")
+    assert f"{twin[0]},{twin[1]}," in errors and "coincides" in errors
+    again = run_cli("baseline", EXAMPLES, "--centers", centres, "--method", "prior", "--out", out)
+    assert again.exit_code == 1  # its own earlier output is rewritten

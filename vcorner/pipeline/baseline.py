@@ -6,10 +6,12 @@ The planned images (:func:`vcorner.stages.plan.make_plan`) are read one after an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 from vcorner.evaluation.baselines import baseline_corners
+from vcorner.io.atomic import write_text_atomic
 from vcorner.io.images import read_image
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
@@ -37,5 +39,19 @@ def run_baseline(plan: Plan, out_dir: Path, method: str, card: ModelCard,
                 progress()
     finally:
         journal.close()
-        write_errors(out_dir / "errors.csv", failed)
+        write_errors(out_dir / "errors.csv", failed, dict(plan.refused_vertebrae))
+        write_text_atomic(out_dir / BASELINE_MARKER, json.dumps({"format": BASELINE_FORMAT, "method": method}) + "\n")
     return failed
+
+
+BASELINE_MARKER, BASELINE_FORMAT = "baseline.json", "vcorner-baseline/1"
+"""The file that marks a folder ``vcorner baseline`` wrote (its corners.csv and errors.csv are its own)."""
+
+
+def written_by_baseline(folder: Path) -> bool:
+    """True when ``folder`` holds an earlier baseline's :data:`BASELINE_MARKER`."""
+    try:
+        return json.loads((Path(folder) / BASELINE_MARKER).read_text(encoding="utf-8")).get("format") == \
+            BASELINE_FORMAT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
