@@ -168,3 +168,17 @@ def test_a_checkpoint_that_does_not_fit_the_model_ends_in_one_line(toy_dataset, 
 
 def test_resume_without_a_run_is_refused(toy_dataset, tmp_path):
     one_error(train(toy_dataset, recipe(tmp_path, "corner"), tmp_path / "none", "--resume"), "nothing to resume")
+
+
+@pytest.mark.parametrize("kind", ["corner", "detector"])
+def test_an_unknown_model_recipe_is_one_line_naming_the_known_ones(toy_dataset, tmp_path, kind):
+    config = recipe(tmp_path, kind)
+    config.write_text(config.read_text().replace('recipe = "tiny"', 'recipe = "tinny"'))
+    one_error(train(toy_dataset, config, tmp_path / "run"), "'tinny'", "tiny")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("device", ["foo", "cuda:7"])
+def test_a_bad_device_is_one_line_before_anything_is_written(toy_dataset, tmp_path, device):
+    one_error(train(toy_dataset, recipe(tmp_path, "corner"), tmp_path / "run", "--device", device), device)
+    assert not (tmp_path / "run").exists()

@@ -69,9 +69,11 @@ def train(
     with user_errors():
         try:
             from vcorner.training.detector_recipe import DetectorRecipe, load_any_recipe
+            from vcorner.training.trainer import pick_device
             from vcorner.training.trainer import train as run_training
         except ImportError as err:
             fail(f"training needs torch: pip install 'vcorner[train]' ({err})")
+        pick_device(device)  # a bad --device is refused before anything is read or written
         recipe = load_any_recipe(config)
         if epochs is not None:
             from dataclasses import replace

@@ -8,7 +8,14 @@ from typing import Any
 
 from vcorner.config import DetectionConfig, to_dict
 from vcorner.io.records import InputError
-from vcorner.training.recipe import ModelSpec, Recipe, read_toml, recipe_from_dict, sections_from_dict
+from vcorner.training.recipe import (
+    ModelSpec,
+    Recipe,
+    check_model_spec,
+    read_toml,
+    recipe_from_dict,
+    sections_from_dict,
+)
 
 DETECTOR_TASK = "detector"
 
@@ -68,6 +75,7 @@ def detector_recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> De
                                frozenset({"name", "task", "reproduce"}))
     if "model" not in data:
         parts["model"] = ModelSpec(recipe="detector-lite")
+    check_model_spec(parts["model"], where)
     return DetectorRecipe(name=str(data.get("name", "detector")), **parts)
 
 

@@ -82,7 +82,25 @@ def recipe_from_dict(data: dict[str, Any], where: str = "recipe") -> Recipe:
     """Build a :class:`Recipe` from nested tables; unknown tables or keys raise InputError."""
     sections = {"model": ModelSpec, "sampling": SamplingConfig, "ground_truth": GroundTruthConfig,
                 "decode": DecodeConfig, "train": OptimSpec}
-    return Recipe(name=str(data.get("name", "custom")), **sections_from_dict(data, sections, where))
+    parts = sections_from_dict(data, sections, where)
+    if "model" in parts:
+        check_model_spec(parts["model"], where)
+    return Recipe(name=str(data.get("name", "custom")), **parts)
+
+
+def check_model_spec(spec: ModelSpec, where: str) -> None:
+    """Refuse a model recipe name or padding mode the UNet does not know (one line naming both).
+
+    Raises:
+        InputError: ``where: [model] recipe 'x' is not one of ...``.
+    """
+    from vcorner.network.unet import RECIPES
+
+    if spec.recipe not in RECIPES:
+        raise InputError(f"{where}: [model] recipe {spec.recipe!r} is not one of {', '.join(RECIPES)}")
+    if spec.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+        raise InputError(f"{where}: [model] padding_mode {spec.padding_mode!r} is not one of zeros, reflect, "
+                         "replicate, circular")
 
 
 def read_toml(path: Path) -> dict[str, Any]:

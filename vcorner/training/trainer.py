@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from vcorner.io.atomic import write_text_atomic
+from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
 from vcorner.network.checkpoint import save_model
 from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
@@ -72,9 +73,20 @@ class TrainResult:
 
 
 def pick_device(requested: str | None = None) -> torch.device:
-    """``requested`` if given, else CUDA when present, else CPU."""
+    """``requested`` if given, else CUDA when present, else CPU.
+
+    Raises:
+        InputError: ``requested`` is not a torch device, or a CUDA device this machine does not have.
+    """
     if requested:
-        return torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise InputError(f"--device {requested!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.type == "cuda" and (device.index or 0) >= count:
+            raise InputError(f"--device {requested}: no such CUDA device here ({count} found)")
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
