@@ -16,6 +16,9 @@ def synth(
     images: Annotated[int, typer.Option("--images", min=1, help="Number of images.")] = 100,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: up to 2).")] = None,
+    style: Annotated[str, typer.Option(help="train: the renderer the models learn from; holdout: a second, "
+                                            "independent renderer for validation only (vcorner train and tune "
+                                            "refuse it).")] = "train",
     force: Annotated[bool, typer.Option("--force", help="Write into a folder whose annotations.json or centers.csv "
                                                        "vcorner synth did not write (they are moved into "
                                                        "previous-<time>/).")] = False,
@@ -33,5 +36,6 @@ def synth(
     with user_errors(), progress_bar() as bar:
         task = bar.add_task("phantoms", total=images)
         began = time.perf_counter()
-        synthesize_dataset(out, images, seed, workers=workers, progress=lambda n: bar.update(task, advance=n))
+        synthesize_dataset(out, images, seed, workers=workers, progress=lambda n: bar.update(task, advance=n),
+                           style=style)
     stderr.print(f"{images} phantom(s) in {time.perf_counter() - began:.1f} s: {out}", highlight=False)

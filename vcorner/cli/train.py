@@ -74,6 +74,9 @@ def train(
         except ImportError as err:
             fail(f"training needs torch: pip install 'vcorner[train]' ({err})")
         pick_device(device)  # a bad --device is refused before anything is read or written
+        from vcorner.phantoms.holdout import refuse_holdout
+
+        refuse_holdout(data, "training")
         recipe = load_any_recipe(config)
         if epochs is not None:
             from dataclasses import replace

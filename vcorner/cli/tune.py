@@ -33,8 +33,10 @@ def tune(
     from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode
     from vcorner.io.annotations import read_annotations
     from vcorner.models.modelfile import write_sidecar
+    from vcorner.phantoms.holdout import refuse_holdout
 
     with user_errors():
+        refuse_holdout(data, "tuning")
         records = read_annotations(data / "annotations.json")
         runner, resolved = open_model(ModelRequest(model, precision=precision))
         card = resolved.card

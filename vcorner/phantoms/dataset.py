@@ -27,6 +27,7 @@ from vcorner.phantoms.anatomy import ANNOTATED, Spine, sample_spine
 from vcorner.phantoms.annotate import annotate
 from vcorner.phantoms.elements import Part, clutter, hardware, vertebral_bodies
 from vcorner.phantoms.files import write_image
+from vcorner.phantoms.holdout import write_holdout
 from vcorner.phantoms.render import Placement, compose, rasterize, trabecular_texture
 from vcorner.phantoms.scene import collimator_rectangle, free_corners, sample_placement
 from vcorner.phantoms.softtissue import sample_soft_tissue, soft_tissue_map
@@ -182,6 +183,11 @@ def _write_one(out: Path, index: int, seq: np.random.SeedSequence) -> tuple[Imag
     return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **metadata}
 
 
+STYLES: dict[str, Callable[[Path, int, np.random.SeedSequence], tuple[ImageRecord, dict[str, Any]]]] = {
+    "train": _write_one, "holdout": write_holdout}
+"""Renderers by style name (``vcorner synth --style``)."""
+
+
 def _worker_init() -> None:
     import cv2
 
@@ -189,7 +195,7 @@ def _worker_init() -> None:
 
 
 def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | None = None,
-                       progress: Callable[[int], None] | None = None) -> list[ImageRecord]:
+                       progress: Callable[[int], None] | None = None, style: str = "train") -> list[ImageRecord]:
     """Write ``n_images`` phantoms with ``annotations.json``, ``centers.csv`` and ``phantoms.json`` into ``out``.
 
     The bytes written depend only on ``seed`` (per-image seeds from ``SeedSequence(seed).spawn``), not
@@ -201,6 +207,8 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
         seed: Dataset seed.
         workers: Processes (default ``min(2, os.cpu_count())``); 1 renders in this process.
         progress: Called with 1 after each finished image (an increment, as rich's ``advance``).
+        style: ``train`` (this module's renderer, the world the models learn) or ``holdout``
+            (:mod:`vcorner.phantoms.holdout`: for validation only, refused by training and tuning).
 
     Returns:
         The records in image order, as written to ``annotations.json``.
@@ -214,19 +222,22 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
         raise InputError(f"n_images must be at least 1, got {n_images}")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
+    if style not in STYLES:
+        raise InputError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
+    write_one = STYLES[style]
     out.mkdir(parents=True, exist_ok=True)
     seqs = np.random.SeedSequence(seed).spawn(n_images)
     workers = max(1, min(workers or min(2, os.cpu_count() or 1), n_images))
     results: list[tuple[ImageRecord, dict[str, Any]] | None] = [None] * n_images
     if workers == 1:
         for i, seq in enumerate(seqs):
-            results[i] = _write_one(out, i, seq)
+            results[i] = write_one(out, i, seq)
             if progress:
                 progress(1)
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool:
-            futures = {pool.submit(_write_one, out, i, seq): i for i, seq in enumerate(seqs)}
+            futures = {pool.submit(write_one, out, i, seq): i for i, seq in enumerate(seqs)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if progress:
@@ -234,7 +245,8 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
     records = [r for r, _ in results]  # type: ignore[misc]
     write_annotations(out / "annotations.json", records)
     write_centers(out / "centers.csv", records)
-    document = {"seed": seed, "images": [m for _, m in results]}  # type: ignore[misc]
+    document = {"seed": seed, **({"style": style} if style != "train" else {}),
+                "images": [m for _, m in results]}  # type: ignore[misc]
     write_text_atomic(out / "phantoms.json", json.dumps(document, indent=1) + "\n")
     logger.info("wrote %d phantoms to %s", n_images, out)
     return records
