@@ -373,7 +373,7 @@ def _settled(outcome: Finished | Failed) -> Future:
     return future
 
 
-def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[
+def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions, card: ModelCard | None = None) -> tuple[
         CornerJournal, list[PlannedImage], BatchSummary, DetectedJournal | None]:
     """Open ``corners.csv`` (and with a detector ``centers.detected.csv``) and record ``run.json``; the images
     still to do; a summary.
@@ -419,6 +419,9 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[
                     "(e.g. %s); list them again to redo them", out_dir / "corners.csv", len(journal.partial),
                     next(iter(journal.partial)))
     extra = dict(options.notes) | ({"detector": options.detector.describe()} if options.detector else {})
+    unseen = untrained_names(plan, card)
+    if unseen:
+        extra["names_not_trained"] = unseen
     manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous, extra)  # after stale rows
     todo = [p for p in plan.images if p.record.file not in journal.done]
     remove_stale_extras(out_dir, sorted(stale | set(plan.refused)))  # answers no longer current
@@ -431,6 +434,21 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions) -> tuple[
     if summary.redone:
         log.info("%d image(s) redone: centres changed or requested --json/--vis files missing", summary.redone)
     return journal, todo, summary, detected
+
+
+def untrained_names(plan: Plan, card: ModelCard | None) -> list[str]:
+    """The vertebra names of ``plan`` the corner model never trained on (:meth:`CornerPrior.unseen`), with one
+    warning naming them: their corners use the pooled prior and were never validated."""
+    if card is None:
+        return []
+    unseen = card.prior.unseen(v.name for p in plan.images for v in p.record.vertebrae)
+    if unseen:
+        trained = [n for n, count in card.prior.counts.items() if count >= 5 and n != "*"]
+        log.warning("the corner model was trained on %s only; %s %s never in its training data: their corners "
+                    "use the pooled prior and were never validated (train a model on such films: vcorner train)",
+                    ", ".join(trained), ", ".join(unseen[:8]) + (" ..." if len(unseen) > 8 else ""),
+                    "was" if len(unseen) == 1 else "were")
+    return unseen
 
 
 def write_run_errors(out_dir: Path, summary: BatchSummary) -> None:
@@ -481,7 +499,7 @@ def run_batch(plan: Plan, out_dir: Path, runner: Runner, card: ModelCard, option
     resumed run.
     """
     options, progress = options or BatchOptions(), progress or Progress()
-    journal, todo, summary, detected = start_outputs(plan, Path(out_dir), options)
+    journal, todo, summary, detected = start_outputs(plan, Path(out_dir), options, card)
     progress.start(len(todo))
     workers = cpu_workers(runner, options)
     jobs: queue.Queue = queue.Queue(maxsize=options.queue_images)

@@ -440,7 +440,7 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
     ray = import_ray()
     progress = progress or Progress()
     out_dir = Path(out_dir)
-    journal, todo, summary, detected = start_outputs(plan, out_dir, options)
+    journal, todo, summary, detected = start_outputs(plan, out_dir, options, resolved.card)
     progress.start(len(todo))
     began = time.perf_counter()
     readable = [p for p in todo if p.path.is_file()]

@@ -37,6 +37,11 @@ class CornerPrior:
         key = name if self.counts.get(name, 0) >= 5 else ANY
         return self.means[key], self.covariances[key]
 
+    def unseen(self, names: Iterable[str]) -> list[str]:
+        """The names among ``names`` this prior (its model) saw fewer than 5 times in training, in first-seen
+        order: their corners come from the pooled prior and were never validated."""
+        return list(dict.fromkeys(n for n in names if self.counts.get(n, 0) < 5))
+
     def in_image(self, frames: Frames, index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Prior of vertebra ``index`` in image pixels: (4, 2) means and (4, 2, 2) covariances."""
         mean, cov = self.lookup(name)
