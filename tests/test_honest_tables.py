@@ -1,0 +1,127 @@
+"""Tables whose words match their numbers (issue #32): evaluate's calibration verdicts, fit failure and order,
+the centre checks' reasons in errors.csv, ``measure --ap`` and the overlays' names."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import make_spine
+from vcorner import CORNER_NAMES
+from vcorner.cli import app
+from vcorner.io.annotations import write_annotations
+
+THORACIC = [f"T{i}" for i in range(1, 13)]
+
+
+def thoracic_films(folder, spacing=None, count=3):
+    """``count`` annotated films of T1-T12 (straight spines, 40 px apart) in ``folder``/annotations.json."""
+    records = []
+    for i in range(count):
+        record = make_spine(n=12, size=40.0, origin=(300.0, 60.0))
+        vertebrae = tuple(replace(v, name=THORACIC[k]) for k, v in enumerate(record.vertebrae))
+        records.append(replace(record, file=f"film{i}.png", pixel_spacing_mm=spacing, vertebrae=vertebrae))
+    write_annotations(folder / "annotations.json", records)
+    return records
+
+
+def write_corners(path, records, noise_px=2.0, shift=(1.5, 0.0), sd_px=(0.6, 0.5), seed=1):
+    """A corners.csv of the annotated corners moved by ``shift`` plus Gaussian noise (sd ``noise_px`` per
+    axis), each claiming an ellipse of sd ``sd_px`` (major, minor); rows listed caudal first, T names as text."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for r in records:
+        for v in sorted(r.vertebrae, key=lambda v: v.name):  # T1, T10, T11, T12, T2...: text order
+            for k, corner in enumerate(CORNER_NAMES):
+                dx, dy = rng.normal(0.0, noise_px, 2) + shift
+                rows.append([r.file, v.name, corner, v.corners[k, 0] + dx, v.corners[k, 1] + dy, 0.9, *sd_px, 0.0,
+                             "network"])
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "corner", "x", "y", "confidence", "sd_major_px", "sd_minor_px",
+                         "angle_deg", "source"])
+        writer.writerows(rows)
+
+
+def evaluate(tmp_path, *extra):
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "corners.csv"), str(tmp_path / "annotations.json"),
+                                      "--out", str(tmp_path / "eval"), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads((tmp_path / "eval" / "metrics.json").read_text())
+
+
+def verdict(output: str, level: int) -> tuple[float, str]:
+    """The measured share and the words printed after it for the ``level``% ellipses."""
+    found = re.search(rf"the {level}% ellipses hold ([0-9.]+)% of true corners: ([a-z ]+)", output)
+    assert found, output
+    return float(found.group(1)) / 100.0, found.group(2).strip()
+
+
+def expected_words(share: float, low: float, high: float) -> str:
+    return "too tight" if share < low else "too wide" if share > high else "about right"
+
+
+def test_a_bad_models_evaluation_says_what_its_numbers_say(tmp_path):
+    """Shifted corners with tiny ellipses and no pixel spacing: the calibration is called too tight at both
+    levels (it printed "well calibrated: about 50% and 95%"), fit failure is n/a (3 px were counted as 3 mm),
+    vertebrae are cranial first (T2 before T10), and every missing value reads n/a."""
+    write_corners(tmp_path / "corners.csv", thoracic_films(tmp_path))
+    output, report = evaluate(tmp_path)
+    print(output)  # the deliberately bad case, for the record
+    assert "well calibrated" not in output
+    for level, (low, high) in ((95, (0.90, 0.98)), (50, (0.40, 0.60))):
+        share, words = verdict(output, level)
+        assert words.startswith(expected_words(share, low, high)) and words.startswith("too tight")
+        assert report["overall"][f"inside_{level}"] == pytest.approx(share, abs=6e-4)
+    assert report["calibration"]["inside_50"] is not None and len(report["calibration"]["verdicts"]) == 2
+    assert "fit failure: P2P n/a (no pixel spacing)" in output and not re.search(r"\bnan\b", output.lower())
+    assert report["overall"]["fit_failure_pct"] is None
+    assert report["overall"]["fit_failure_rule"] == "n/a (no pixel spacing)"
+    assert list(report["per_vertebra"]) == THORACIC
+    table = output[output.index("Per vertebra"):]
+    assert [m for m in re.findall(r"│ (T\d+) ", table)] == THORACIC
+    for row in report["per_vertebra"].values():
+        assert {"inside_50", "inside_95"} <= set(row) and row["fit_failure_pct"] is None
+
+
+def test_fit_failure_in_px_only_against_a_threshold_the_user_gives(tmp_path):
+    write_corners(tmp_path / "corners.csv", thoracic_films(tmp_path))
+    output, report = evaluate(tmp_path, "--fit-failure-px", "6")
+    assert report["overall"]["fit_failure_rule"] == "> 6 px (--fit-failure-px)" and "P2P > 6 px" in output
+    assert 0.0 <= report["overall"]["fit_failure_pct"] < 10.0
+
+
+def test_fit_failure_in_mm_keeps_the_papers_3_mm(tmp_path):
+    write_corners(tmp_path / "corners.csv", thoracic_films(tmp_path, spacing=0.15))
+    output, report = evaluate(tmp_path)
+    assert report["overall"]["fit_failure_rule"] == "> 3 mm" and report["overall"]["fit_failure_pct"] == 0.0
+    assert "fit failure: P2P > 3 mm" in output
+
+
+@pytest.mark.parametrize("sd, words", [((2.0, 2.0), "about right"), ((12.0, 12.0), "too wide")])
+def test_calibration_words_follow_the_measured_coverage(tmp_path, sd, words):
+    write_corners(tmp_path / "corners.csv", thoracic_films(tmp_path), shift=(0.0, 0.0), sd_px=sd)
+    output, _ = evaluate(tmp_path)
+    for level, (low, high) in ((95, (0.90, 0.98)), (50, (0.40, 0.60))):
+        share, said = verdict(output, level)
+        assert said.startswith(expected_words(share, low, high))
+    assert verdict(output, 95)[1].startswith(words)
+
+
+def test_the_centre_table_prints_n_a_not_nan(tmp_path):
+    records = thoracic_films(tmp_path, spacing=0.15)
+    with open(tmp_path / "centers.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "x", "y"])
+        for r in records:  # every name on the wrong vertebra: nothing is correct, so no error to average
+            for v, other in zip(r.vertebrae, r.vertebrae[::-1], strict=True):
+                writer.writerow([r.file, v.name, *other.center])
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "centers.csv"), str(tmp_path / "annotations.json")])
+    assert result.exit_code == 0, result.output
+    assert not re.search(r"\bnan\b", result.output.lower()) and "n/a" in result.output
