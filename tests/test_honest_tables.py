@@ -125,3 +125,42 @@ def test_the_centre_table_prints_n_a_not_nan(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "centers.csv"), str(tmp_path / "annotations.json")])
     assert result.exit_code == 0, result.output
     assert not re.search(r"\bnan\b", result.output.lower()) and "n/a" in result.output
+
+
+CENTRE_CASES = {  # image -> C3..C7 centres (x, y) on a 400 x 450 film, spacing 60 px
+    "step.png": [(200, 80), (200, 140), (200, 200), (200, 260), (200, 434)],  # C6-C7: 2.9 spacings
+    "turn.png": [(200, 80), (200, 140), (260, 200), (200, 260), (200, 320)],  # turns by 90 degrees at C5
+    "twins.png": [(200, 80), (200, 140), (200, 230), (200, 230), (200, 320)],  # C5 and C6 on one point
+}
+
+
+def test_errors_csv_reasons_name_the_measured_quantity_and_its_limit(tmp_path, toy_dataset, tiny_onnx):
+    """"out of line (nearest centre 80.0 px away, typical spacing 76.7 px)" did not say what was out of line:
+    each reason now states the measured step or turn against its limit, and what was done."""
+    import shutil
+
+    root = tmp_path / "in"
+    root.mkdir()
+    lines = ["image,vertebra,x,y"]
+    for image, centres in CENTRE_CASES.items():
+        shutil.copy(toy_dataset / "toy0.png", root / image)
+        lines += [f"{image},C{3 + i},{x},{y}" for i, (x, y) in enumerate(centres)]
+    (root / "centers.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["batch", str(root), "--centers", str(root / "centers.csv"), "--out",
+                                      str(tmp_path / "out"), "--model", str(tiny_onnx)])
+    assert result.exit_code == 1, result.output
+    with open(tmp_path / "out" / "errors.csv", newline="", encoding="utf-8") as handle:
+        reasons = {(r["image"], r["vertebra"]): r["reason"] for r in csv.DictReader(handle)}
+    print("\n".join(f"{k}: {v}" for k, v in reasons.items()))
+    assert set(reasons) == {("step.png", "C7"), ("turn.png", "C5"), ("twins.png", "C5"), ("twins.png", "C6")}
+    step = re.search(r"the step C6-C7 is ([0-9.]+) typical spacings per level .*limit ([0-9.]+)\); left out$",
+                     reasons["step.png", "C7"])
+    assert step and float(step.group(1)) == pytest.approx(2.9, abs=0.05) and float(step.group(2)) == 2.6
+    turn = re.search(r"turns by ([0-9]+) degrees at C5 \(limit ([0-9]+);", reasons["turn.png", "C5"])
+    assert turn and int(turn.group(1)) == 90 and int(turn.group(2)) == 75
+    for name, other in (("C5", "C6"), ("C6", "C5")):
+        reason = reasons["twins.png", name]
+        assert f"coincides with {other}'s: 0.0 px apart, under the limit of" in reason
+        assert reason.endswith("which of the two is right cannot be told, so both are left out")
+    for reason in reasons.values():
+        assert "nearest centre" not in reason and "neither is used" not in reason
