@@ -164,3 +164,30 @@ def test_errors_csv_reasons_name_the_measured_quantity_and_its_limit(tmp_path, t
         assert reason.endswith("which of the two is right cannot be told, so both are left out")
     for reason in reasons.values():
         assert "nearest centre" not in reason and "neither is used" not in reason
+
+
+def test_measure_ap_writes_only_what_an_ap_film_shows(tmp_path):
+    """``measure --ap`` wrote anterior/posterior heights, wedge ratios, Genant grades and listhesis, which an AP
+    film does not show; now only the AP measures, with values that match a spine tilted by 10 degrees."""
+    from vcorner.measure.intervals import AP_MEASURES
+
+    record = replace(make_spine(n=5, angle_deg=10.0, size=60.0), pixel_spacing_mm=None)
+    write_corners(tmp_path / "corners.csv", [record], noise_px=0.0, shift=(0.0, 0.0), sd_px=(0.05, 0.05))
+    for extra in ([], ["--ap"]):
+        out = tmp_path / ("ap" if extra else "lateral")
+        result = CliRunner().invoke(app, ["measure", str(tmp_path / "corners.csv"), "--out", str(out),
+                                          "--spacing", "0.15", *extra])
+        assert result.exit_code == 0, result.output
+    with open(tmp_path / "ap" / "measurements.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["measure"] for r in rows} == set(AP_MEASURES)
+    with open(tmp_path / "lateral" / "measurements.csv", newline="", encoding="utf-8") as handle:
+        lateral = {r["measure"] for r in csv.DictReader(handle)}
+    assert {"anterior_height", "genant_grade", "listhesis"} <= lateral and "cobb_angle" not in lateral
+    values = {(r["measure"], r["level"]): float(r["value"]) for r in rows}
+    for name in ("C3", "C4", "C5", "C6", "C7"):
+        assert values["lateral_tilt", name] == pytest.approx(10.0, abs=0.01)  # right side lower on the image
+        assert values["width", name] == pytest.approx(0.84 * 60 * 0.15, abs=0.01)  # mm
+        assert values["middle_height", name] == pytest.approx(0.66 * 60 * 0.15, abs=0.01)
+    assert values["coronal_angle", "C3-C4"] == pytest.approx(0.0, abs=0.01)
+    assert [k for k in values if k[0] == "cobb_angle"] and all(r["unit"] in ("mm", "deg") for r in rows)
