@@ -191,3 +191,47 @@ def test_measure_ap_writes_only_what_an_ap_film_shows(tmp_path):
         assert values["middle_height", name] == pytest.approx(0.66 * 60 * 0.15, abs=0.01)
     assert values["coronal_angle", "C3-C4"] == pytest.approx(0.0, abs=0.01)
     assert [k for k in values if k[0] == "cobb_angle"] and all(r["unit"] in ("mm", "deg") for r in rows)
+
+
+def test_overlay_names_are_one_to_one_without_a_doubled_extension():
+    from vcorner.pipeline.overlay import overlay_name
+
+    names = ["a.png", "a.jpg", "a.JPG", "a.jpeg", "a.dcm", "a_jpg.png", "a_jpg_png.png", "a.jpg.png", "a_.png",
+             "scan", "scan_", "a.b_c", "a_b.c", "x/a.png", "x/a.tif", "film_00001.png", "a.PNG"]
+    overlays = [overlay_name(n) for n in names]
+    assert len(set(overlays)) == len(names) and all(o.lower().endswith(".png") for o in overlays)
+    assert overlay_name("images/a.jpg") == "images/a_jpg.png" and overlay_name("images/a.png") == "images/a.png"
+    assert overlay_name("film_00001.png") == "film_00001.png"
+
+
+def test_overlays_of_a_subfolder_have_one_extension_and_report_and_resume_find_them(tmp_path, toy_dataset,
+                                                                                      tiny_onnx):
+    """``images/a.jpg`` gave ``vis/images/a.jpg.png``; now ``vis/images/a_jpg.png`` beside ``a.png``'s own
+    ``vis/images/a.png``; ``vcorner report`` links both, and a resumed run keeps (renames) an overlay an
+    earlier version wrote under the old name instead of redoing the image."""
+    import cv2
+
+    root = tmp_path / "in"
+    (root / "images").mkdir(parents=True)
+    grey = cv2.imread(str(toy_dataset / "toy0.png"), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(root / "images" / "a.png"), grey)
+    cv2.imwrite(str(root / "images" / "a.jpg"), grey)
+    rows = [f"images/{name},C{3 + i},200,{80 + 60 * i}" for name in ("a.png", "a.jpg") for i in range(5)]
+    (root / "centers.csv").write_text("image,vertebra,x,y\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    command = ["batch", str(root), "--centers", str(root / "centers.csv"), "--out", str(out), "--model",
+               str(tiny_onnx), "--vis"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    written = sorted(p.relative_to(out / "vis").as_posix() for p in (out / "vis").rglob("*.png"))
+    assert written == ["images/a.png", "images/a_jpg.png"]
+    report = CliRunner().invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert 'href="vis/images/a_jpg.png"' in page and 'href="vis/images/a.png"' in page
+    drawn = (out / "vis" / "images" / "a_jpg.png").stat().st_mtime_ns
+    (out / "vis" / "images" / "a_jpg.png").rename(out / "vis" / "images" / "a.jpg.png")  # an earlier version's
+    again = CliRunner().invoke(app, command)
+    assert again.exit_code == 0, again.output
+    assert (out / "vis" / "images" / "a_jpg.png").stat().st_mtime_ns == drawn  # renamed, not redrawn
+    assert not (out / "vis" / "images" / "a.jpg.png").exists()
