@@ -15,15 +15,22 @@ from vcorner.io.records import InputError
 
 COLUMNS = (("p2p_median", "P2P median"), ("p2p_mean", "mean"), ("p2p_std", "std"),
            ("fit_failure_pct", "fit failure %"), ("p2c_median", "P2C median"), ("p2c_mean", "mean"),
-           ("p2c_std", "std"), ("inside_95", "in 95% ellipse"), ("corners", "corners"))
+           ("p2c_std", "std"), ("inside_50", "in 50% ellipse"), ("inside_95", "in 95% ellipse"),
+           ("corners", "corners"))
 
 
-def _cell(key: str, value: float) -> str:
+def _cell(key: str, value: float | None) -> str:
+    """One table cell: "n/a" for a value that was not measured (NaN or None), whatever its column."""
+    if value is None or value != value:  # NaN: nothing to measure (e.g. no network corner to check an ellipse on)
+        return "n/a"
     if key == "corners":
         return str(value)
-    if value != value:  # NaN: nothing to measure (e.g. no network corner to check an ellipse on)
-        return "n/a"
-    return f"{value:.1%}" if key == "inside_95" else f"{value:.2f}"
+    return f"{value:.1%}" if key.startswith("inside_") else f"{value:.2f}"
+
+
+def _number(value: float | None, spec: str, suffix: str = "") -> str:
+    """``value`` formatted with ``spec`` (and ``suffix``), or "n/a" when it is missing (None or NaN)."""
+    return "n/a" if value is None or value != value else f"{value:{spec}}{suffix}"
 
 
 def finite_or_none(value):
@@ -97,9 +104,20 @@ def evaluate(
     force: Annotated[bool, typer.Option("--force", help="Replace files in --out that an earlier vcorner evaluate "
                                                        "did not write (they are moved into previous-<time>/).")]
     = False,
+    fit_failure_px: Annotated[float | None, typer.Option(
+        "--fit-failure-px", min=0.0, help="Without a pixel spacing (errors in px): count a corner further than this "
+                                          "many px as a fit failure (else fit failure is n/a).")] = None,
 ) -> None:
-    """Compare predicted corners with annotations: P2P, P2C (mm, or px without spacing), fit failure (> 3 mm)."""
-    from vcorner.evaluation.metrics import calibration, grouped_rows, match, read_predictions, table1_row
+    """Compare predicted corners with annotations: P2P, P2C (mm, or px without spacing), fit failure (> 3 mm; in
+    px only against --fit-failure-px), and how many true corners the 50% and 95% ellipses hold."""
+    from vcorner.evaluation.metrics import (
+        calibration,
+        calibration_lines,
+        grouped_rows,
+        match,
+        read_predictions,
+        table1_row,
+    )
     from vcorner.io.annotations import read_annotations
 
     with user_errors():
@@ -123,23 +141,34 @@ def evaluate(
             if not e.p2p:
                 raise InputError(f"{name}: no predicted corner matches an annotated one (same image and vertebra "
                                  f"names? {len(e.missing)} annotated, {len(e.unexpected)} predicted)")
-        overall = {**table1_row(errors), **calibration(errors)}
+        overall = {**table1_row(errors, fit_failure_px), **calibration(errors)}
         unit = overall["unit"]
         if errors.unit_note:
             stderr.print(f"warning: {errors.unit_note}", highlight=False)
-        rows = {label: overall, **{name: {**table1_row(e), **calibration(e)} for name, e in others.items()}}
+        if fit_failure_px is not None and unit == "mm":
+            stderr.print(f"warning: --fit-failure-px ignored: the errors are in mm, and fit failure is "
+                         f"{overall['fit_failure_rule']}", highlight=False)
+        rows = {label: overall, **{name: {**table1_row(e, fit_failure_px), **calibration(e)}
+                                   for name, e in others.items()}}
         console = Console(soft_wrap=True)
         console.width = max(console.width, 120)  # keep Table 1 on one line per row in logs too
         console.print(rich_table(f"Corner error ({unit})", rows))
+        console.print(f"fit failure: P2P {overall['fit_failure_rule']}"
+                      + ("; pass --fit-failure-px N to judge errors in px" if overall["fit_failure_pct"]
+                         != overall["fit_failure_pct"] else ""), highlight=False)
         calib = calibration(errors)
-        console.print(f"calibration: {_cell('inside_95', calib['inside_50'])} of true corners inside the 50% "
-                      f"ellipses, {_cell('inside_95', calib['inside_95'])} inside the 95% ellipses (well calibrated: "
-                      "about 50% and 95%)", highlight=False)
+        calib["verdicts"] = calibration_lines(calib)
+        console.print(f"calibration of {label}'s ellipses ({calib['ellipse_corners']} network corners):",
+                      highlight=False)
+        for line in calib["verdicts"]:
+            console.print(f"  {line}", highlight=False)
         for name, row in list(rows.items())[1:]:
             gain = 100.0 * (row["p2p_mean"] - overall["p2p_mean"]) / row["p2p_mean"]
             console.print(f"relative improvement of {label} over {name} in mean P2P: {gain:.0f}%", highlight=False)
-        console.print(rich_table("Per corner", grouped_rows(errors, "corner")))
-        console.print(rich_table("Per vertebra", grouped_rows(errors, "vertebra")))
+        per_corner = grouped_rows(errors, "corner", fit_failure_px)
+        per_vertebra = grouped_rows(errors, "vertebra", fit_failure_px)
+        console.print(rich_table("Per corner", per_corner))
+        console.print(rich_table("Per vertebra (cranial first)", per_vertebra))
         measures = compare_measures(predictions, truth, console)
         for kind in ("missing", "unexpected"):
             names = getattr(errors, kind)
@@ -151,8 +180,7 @@ def evaluate(
             out.mkdir(parents=True, exist_ok=True)
             report = {"format": EVALUATION_FORMAT, "overall": overall, "unit_note": errors.unit_note,
                       "methods": rows, "calibration": calib,
-                      "per_corner": grouped_rows(errors, "corner"),
-                      "per_vertebra": grouped_rows(errors, "vertebra"),
+                      "per_corner": per_corner, "per_vertebra": per_vertebra,
                       "missing": errors.missing, "unexpected": errors.unexpected, "measurements": measures}
             (out / "metrics.json").write_text(json.dumps(finite_or_none(report), indent=1, allow_nan=False))
             cumulative_curve({label: errors, **others}, out / "cumulative_error.png", unit)
@@ -181,11 +209,10 @@ def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
     for column in ("measure", "unit", "MAE", "in 95% interval", "n"):
         table.add_column(column, justify="left" if column in ("measure", "unit") else "right")
     for name, row in per_measure.items():
-        table.add_row(name, row["unit"], f"{row['mae']:.3f}", f"{row['coverage_95']:.1%}", str(row["n"]))
+        table.add_row(name, row["unit"], _number(row["mae"], ".3f"), _number(row["coverage_95"], ".1%"), str(row["n"]))
     console.print(table)
     for label, row in detected.items():
-        sens = "n/a" if row["sensitivity"] is None else f"{row['sensitivity']:.1%}"
-        spec = "n/a" if row["specificity"] is None else f"{row['specificity']:.1%}"
+        sens, spec = _number(row["sensitivity"], ".1%"), _number(row["specificity"], ".1%")
         console.print(f"{label}: sensitivity {sens} ({row['positives']} annotated), specificity {spec} "
                       f"({row['negatives']} annotated)", highlight=False)
     return {"per_measure": per_measure, "detection": detected}
@@ -215,9 +242,10 @@ def evaluate_centres(predictions: Path, annotations: Path, out: Path | None) -> 
     for column in ("annotated", "predicted", "correct", "recall", "precision", "misnamed", "error median",
                    "error mean", "images without"):
         table.add_column(column, justify="right")
-    table.add_row(str(scores.annotated), str(scores.predicted), str(scores.correct), f"{scores.recall:.1%}",
-                  f"{scores.precision:.1%}", str(scores.misnamed), f"{scores.error_median:.2f} {scores.unit}",
-                  f"{scores.error_mean:.2f} {scores.unit}", str(scores.images_without))
+    table.add_row(str(scores.annotated), str(scores.predicted), str(scores.correct), _number(scores.recall, ".1%"),
+                  _number(scores.precision, ".1%"), str(scores.misnamed),
+                  _number(scores.error_median, ".2f", f" {scores.unit}"),
+                  _number(scores.error_mean, ".2f", f" {scores.unit}"), str(scores.images_without))
     console = Console(soft_wrap=True)
     console.width = max(console.width, 120)
     console.print(table)

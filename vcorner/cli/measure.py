@@ -28,8 +28,12 @@ def measure(
     = None,
     spacing: Annotated[float | None, typer.Option(
         help="Pixel spacing in mm for images without one (else lengths stay in pixels); 0.02-2 mm.")] = None,
-    anterior: Annotated[Side, typer.Option(help="Anterior side of the vertebra frame.")] = Side.right,
-    ap: Annotated[bool, typer.Option("--ap", help="AP film: also the main Cobb angle.")] = False,
+    anterior: Annotated[Side, typer.Option(help="Anterior side of the vertebra frame (lateral films).")]
+    = Side.right,
+    ap: Annotated[bool, typer.Option("--ap", help="AP film: only what an AP film shows: middle height, width and "
+                                                  "lateral tilt per vertebra, coronal angle per level, the Cobb "
+                                                  "angle (no anterior/posterior heights, wedging, Genant grade or "
+                                                  "listhesis).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an OUT/measurements.csv that vcorner did not write "
                                                        "(it is moved into previous-<time>/).")] = False,
 ) -> None:

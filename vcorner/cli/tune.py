@@ -70,7 +70,8 @@ def tune(
                                           "candidates": result.candidates}, indent=1))
     best = min(result.candidates, key=lambda c: c["p2p_mean"])
     stderr.print(f"tuned on {len(jobs)} images: mean P2P {best['p2p_mean']:.3f} {result.unit}, ellipse scale "
-                 f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}); "
+                 f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}, 50% ellipse "
+                 f"{result.coverage.get('inside_50', float('nan')):.1%}: only the 95% is fitted); "
                  f"updated {model}.json", highlight=False)
 
 

@@ -153,7 +153,7 @@ def _score(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> tuple[in
 def _worst(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> list[int]:
     """Positions in ``kept`` to remove next: the one whose removal leaves the fewest and mildest anomalies
     (ties: the most isolated centre), or every tied one when they are equally isolated (two coinciding
-    centres: which of the two labels is right cannot be told, so neither is used); [] when all is well."""
+    centres: which of the two labels is right cannot be told, so both are left out); [] when all is well."""
     found = _anomalies(centers[kept], levels[kept], typical_spacing(centers[kept], levels[kept]))
     if not found:
         return []
@@ -171,18 +171,56 @@ def _worst(kept: list[int], centers: np.ndarray, levels: np.ndarray) -> list[int
     return tied if len(tied) > 1 else [min(scores, key=scores.get)]
 
 
-def _reason(name: str, index: int, kept: list[int], names: Sequence[str], centers: np.ndarray,
-            spacing: float) -> str:
-    """Why vertebra ``index`` (about to leave ``kept``) is out of line with the others."""
+def _turn_deg(points: np.ndarray, k: int) -> float:
+    """Turn of the line of ``points`` at point ``k + 1`` (between steps k and k + 1), degrees."""
+    a, b = points[k + 1] - points[k], points[k + 2] - points[k + 1]
+    cosine = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
+    return math.degrees(math.acos(min(1.0, max(-1.0, cosine))))
+
+
+def _finding(kind: str, positions: tuple[int, ...], points: np.ndarray, levels: np.ndarray, spacing: float,
+             names: Sequence[str], position: int) -> tuple[float, str]:
+    """(how far past its limit, what was measured against which limit) of one anomaly of :func:`_anomalies`
+    that involves ``position`` (``points``, ``levels``, ``names``: the sequence it was found in)."""
+    if kind == "coincide":
+        near = max(NEAR * spacing, MIN_SPACING_PX)
+        other = positions[1] if positions[0] == position else positions[0]
+        gap = float(np.linalg.norm(points[other] - points[position]))
+        return near / max(gap, 1e-9), (f"coincides with {names[other]}'s: {gap:.1f} px apart, under the limit of "
+                                       f"{near:.1f} px ({NEAR:g} typical spacings of {spacing:.1f} px)")
+    if kind == "far":
+        a, b = positions
+        apart = float(levels[b] - levels[a])
+        length = float(np.linalg.norm(points[b] - points[a]))
+        per_level = length / (spacing * apart)
+        return per_level / FAR, (f"is out of line: the step {names[a]}-{names[b]} is {per_level:.1f} typical "
+                                 f"spacings per level ({length:.1f} px over {apart:g} level(s), typical spacing "
+                                 f"{spacing:.1f} px; limit {FAR:g})")
+    turn = _turn_deg(points, positions[0])
+    return turn / MAX_TURN_DEG, (f"is out of line: the line of centres turns by {turn:.0f} degrees at "
+                                 f"{names[positions[1]]} (limit {MAX_TURN_DEG:.0f}; the spine does not double back)")
+
+
+def _reason(index: int, kept: list[int], names: Sequence[str], centers: np.ndarray, levels: np.ndarray,
+            leaving: list[int]) -> str:
+    """Why vertebra ``index`` leaves ``kept``: its worst anomaly in ``kept`` (:func:`_anomalies`, with the
+    spacing it was found with), as the measured quantity against its limit, and what was done."""
+    position = kept.index(index)
+    points, at, spacing = centers[kept], levels[kept], typical_spacing(centers[kept], levels[kept])
+    listed = [names[i] for i in kept]
+    findings = [_finding(kind, positions, points, at, spacing, listed, position)
+                for _, positions, kind in _anomalies(points, at, spacing) if position in positions]
     x, y = centers[index]
-    others = [i for i in kept if i != index]
-    nearest = min(others, key=lambda i: float(np.linalg.norm(centers[i] - centers[index])))
-    gap = float(np.linalg.norm(centers[nearest] - centers[index]))
-    if gap < max(NEAR * spacing, MIN_SPACING_PX):
-        return (f"vertebra {name}: centre ({x:.1f}, {y:.1f}) coincides with {names[nearest]}'s "
-                f"({gap:.1f} px apart, typical spacing {spacing:.1f} px)")
-    return (f"vertebra {name}: centre ({x:.1f}, {y:.1f}) is out of line with its neighbours (nearest centre "
-            f"{gap:.1f} px away, typical spacing {spacing:.1f} px, or the spine would double back)")
+    statement = max(findings)[1] if findings else "is out of line with its neighbours"
+    others = [names[i] for i in leaving if i != index]
+    if not others:
+        done = "left out"
+    elif "coincides" in statement:
+        done = "which of the two is right cannot be told, so both are left out"
+    else:
+        done = (f"leaving out {', '.join(others)} instead would mend it as well, and which is wrong cannot be told, "
+                "so both are left out")
+    return f"vertebra {names[index]}: centre ({x:.1f}, {y:.1f}) {statement}; {done}"
 
 
 def check_sequence(names: Sequence[str], centers: np.ndarray) -> SequenceCheck:
@@ -207,13 +245,9 @@ def check_sequence(names: Sequence[str], centers: np.ndarray) -> SequenceCheck:
     levels = _levels(names, kept, len(centers))
     while len(kept) >= 2 and (positions := _worst(kept, centers, levels)):
         leaving = [kept[p] for p in positions]
-        rest = [i for i in kept if i not in leaving]
-        spacing = typical_spacing(centers[rest], levels[rest])
         for index in leaving:
-            refused[index] = _reason(names[index], index, kept, names, centers, spacing)
-            if len(leaving) > 1:
-                refused[index] += "; which of the two is right cannot be told, so neither is used"
-        kept = rest
+            refused[index] = _reason(index, kept, names, centers, levels, leaving)
+        kept = [i for i in kept if i not in leaving]
     notes = (note,) if note else ()
     if len(kept) < 2 or len(kept) * 2 < len(usable):
         detail = "; ".join(refused[i] for i in sorted(refused)) or "only one vertebra listed"

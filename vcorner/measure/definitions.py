@@ -121,6 +121,32 @@ def global_angle(xy: np.ndarray, anterior: str = "right") -> np.ndarray:
                          _norm(first[..., sa, :] - last[..., ia, :]), _norm(first[..., sp, :] - last[..., ip, :]))
 
 
+def endplate_width(xy: np.ndarray) -> np.ndarray:
+    """(..., V) mean length of the superior and inferior endplates, in the unit of ``xy``: on an AP film the
+    vertebral body's width (left to right), on a lateral film its depth."""
+    return 0.5 * (_norm(xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :])
+                  + _norm(xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :]))
+
+
+def lateral_tilt(xy: np.ndarray) -> np.ndarray:
+    """(..., V) tilt of each vertebra on an AP film, degrees: the angle from the image's horizontal to the mean
+    direction of its superior and inferior endplates (left corner to right corner), positive when the
+    vertebra's right side lies lower on the image (clockwise as the film is viewed)."""
+    direction = (xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :]) / _norm(
+        xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :])[..., None]
+    direction = direction + (xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :]) / _norm(
+        xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :])[..., None]
+    return np.degrees(np.arctan2(direction[..., 1], direction[..., 0]))
+
+
+def coronal_angle(xy: np.ndarray) -> np.ndarray:
+    """(..., V - 1) angle between each upper vertebra's inferior endplate and the next one's superior endplate
+    on an AP film, degrees: positive when the disc is wider on the image's right (the side of the frame's
+    right corners), negative when wider on the left (:func:`segmental_angle` with right and left for
+    anterior and posterior)."""
+    return segmental_angle(xy, "right")
+
+
 def cobb_angle(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(...) main Cobb angle of an AP film, degrees: the largest angle between the superior endplate of one
     vertebra and the inferior endplate of the same or a lower one; and the (...) indices of those two."""

@@ -89,7 +89,8 @@ def adjacent_pairs(names: Sequence[str]) -> list[int]:
 
 def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "right", ap: bool = False,
                   samples: int = DEFAULT_SAMPLES) -> list[Measurement]:
-    """Every measure of one image with its 95% interval (README.md, Measurements, defines them).
+    """Every measure of one image with its 95% interval (README.md, Measurements, defines them); with ``ap``
+    (an AP film) only those an AP film defines (:data:`AP_MEASURES`; ``anterior`` is then unused).
 
     Lengths are in mm with ``spacing_mm``, else in px (never a guessed millimetre). With an anisotropic
     spacing (x, y) the corners (and their draws) are first stretched by (1, y / x), so that lengths times x
@@ -114,6 +115,9 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
         labels.append((measure, level, unit, flags))
         columns.append(np.asarray(values, dtype=np.float64))
 
+    if ap:
+        _ap_measures(add, both, names, prior, scale, length_unit)
+        return _rows(corners.image, labels, np.stack(columns, axis=1))
     h = d.heights(both, anterior)
     loss = d.height_loss(h)
     grade = d.genant_grade(loss)
@@ -126,8 +130,33 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
         add("genant_grade", name, grade[:, v].astype(float), "grade",
             flags + ([f"genant_{grade[0, v]}"] if grade[0, v] else []))
     if len(names) >= 2:
-        _pair_measures(add, both, names, prior, scale, length_unit, anterior, ap)
+        _pair_measures(add, both, names, prior, scale, length_unit, anterior)
     return _rows(corners.image, labels, np.stack(columns, axis=1))
+
+
+AP_MEASURES = ("middle_height", "width", "lateral_tilt", "coronal_angle", "cobb_angle")
+"""What ``--ap`` writes: the measures defined on an AP film (README.md, Measurements). Anterior and posterior
+heights, wedge ratio, Genant grade and listhesis are sagittal: an AP film does not show them."""
+
+
+def _ap_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray, scale: float,
+                 length_unit: str) -> None:
+    """The measures of an AP film (:data:`AP_MEASURES`) of (1 + S, V, 4, 2) corners, passed to ``add``."""
+    middle, width, tilt = d.heights(both)["middle_height"], d.endplate_width(both), d.lateral_tilt(both)
+    for v, name in enumerate(names):
+        flags = ["prior_corner"] if prior[v] else []
+        add("middle_height", name, middle[:, v] * scale, length_unit, flags)
+        add("width", name, width[:, v] * scale, length_unit, flags)
+        add("lateral_tilt", name, tilt[:, v], "deg", flags)
+    if len(names) < 2:
+        return
+    angle = d.coronal_angle(both)
+    for i in adjacent_pairs(names):
+        add("coronal_angle", f"{names[i]}-{names[i + 1]}", angle[:, i], "deg",
+            ["prior_corner"] if prior[i] or prior[i + 1] else [])
+    cobb, upper, lower = d.cobb_angle(both)
+    add("cobb_angle", f"{names[int(upper[0])]}-{names[int(lower[0])]}", cobb, "deg",
+        ["prior_corner"] if prior.any() else [])
 
 
 def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.ndarray) -> list[Measurement]:
@@ -144,7 +173,7 @@ def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.
 
 
 def _pair_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray, scale: float,
-                   length_unit: str, anterior: str, ap: bool) -> None:
+                   length_unit: str, anterior: str) -> None:
     """The per-level and per-image measures of (1 + S, V, 4, 2) corners, V >= 2, passed to ``add``."""
     slip, pct = d.listhesis(both, anterior)
     angle = d.segmental_angle(both, anterior)
@@ -158,6 +187,3 @@ def _pair_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarra
         add("segmental_angle", level, angle[:, i], "deg", flags)
     whole, any_prior = f"{names[0]}-{names[-1]}", ["prior_corner"] if prior.any() else []
     add("global_angle", whole, d.global_angle(both, anterior), "deg", any_prior)
-    if ap:
-        cobb, upper, lower = d.cobb_angle(both)
-        add("cobb_angle", f"{names[int(upper[0])]}-{names[int(lower[0])]}", cobb, "deg", any_prior)

@@ -38,7 +38,7 @@ from vcorner.pipeline.outputs import (
     write_errors,
     write_image_json,
 )
-from vcorner.pipeline.overlay import measurement_labels, overlay_name, write_overlay
+from vcorner.pipeline.overlay import adopt_legacy_overlays, measurement_labels, overlay_name, write_overlay
 from vcorner.postprocess.kernels import use_serial_kernels
 from vcorner.postprocess.kernels import warm_up as warm_kernels
 from vcorner.runtime.base import Runner
@@ -409,6 +409,7 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions, card: ModelC
             log.warning("the model card changed since %d image(s) of %s were decoded (tuned?): redoing them",
                         len(retuned), out_dir)
         stale = manifest.changed_centers(previous, records) | retuned
+        adopt_legacy_overlays(out_dir, planned_files)  # a.jpg.png -> a_jpg.png: kept, or removed if stale
         redo = stale | manifest.missing_extras(out_dir, planned_files, options.write_json, options.vis)
     journal = CornerJournal(out_dir / "corners.csv", expected, options.resume, redo, manifest.known_rows(previous))
     if journal.others:

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from vcorner.io.atomic import write_bytes_atomic
+from vcorner.io.images import SUPPORTED_SUFFIXES
 from vcorner.measure.definitions import heights, listhesis
 from vcorner.measure.intervals import SLIP_MM, adjacent_pairs
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners
@@ -69,9 +70,49 @@ def measurement_labels(corners: Sequence[VertebraCorners], spacing_mm: float | N
     return labels
 
 
+_SUFFIXES = frozenset(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
+
+
+def _looks_encoded(stem: str) -> bool:
+    """True when a PNG's stem ends as an encoded overlay name does (``_`` or ``_jpg``, ``_dcm``...)."""
+    head, sep, tail = stem.rpartition("_")
+    return bool(sep) and (not tail or tail.lower() in _SUFFIXES)
+
+
 def overlay_name(image: str) -> str:
-    """Overlay file for an image path relative to DIR: ``a/b.dcm`` -> ``a/b.dcm.png``, ``a/b.png`` unchanged."""
+    """Overlay file (under ``vis/``) for an image path relative to DIR, in the image's folder: ``a/b.png`` ->
+    ``a/b.png``, ``a/b.jpg`` -> ``a/b_jpg.png`` (so ``b.jpg`` and ``b.png`` never share one), ``a/b.dcm`` ->
+    ``a/b_dcm.png``; a name without a known image suffix gets ``_.png`` (``scan`` -> ``scan_.png``).
+
+    One to one: a PNG whose stem ends as an encoded name does (``b_jpg.png``) is encoded too
+    (``b_jpg_png.png``), so no two image names give one overlay name."""
+    folder, slash, base = image.rpartition("/")
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or not stem or suffix.lower() not in _SUFFIXES:
+        name = f"{base}_.png"
+    elif suffix.lower() == "png" and not _looks_encoded(stem):
+        name = base
+    else:
+        name = f"{stem}_{suffix}.png"
+    return f"{folder}{slash}{name}"
+
+
+def legacy_overlay_name(image: str) -> str:
+    """The overlay name of runs before 2027 (``a/b.jpg`` -> ``a/b.jpg.png``), found and renamed on resume."""
     return image if image.lower().endswith(".png") else f"{image}.png"
+
+
+def adopt_legacy_overlays(out_dir: Path, images: Sequence[str]) -> int:
+    """Rename the overlays an earlier vcorner wrote under :func:`legacy_overlay_name` to :func:`overlay_name`
+    (unless that legacy name is another listed image's overlay), so a resumed run keeps them; how many."""
+    vis, taken = Path(out_dir) / "vis", {overlay_name(i) for i in images}
+    moved = 0
+    for image in images:
+        old, new = legacy_overlay_name(image), overlay_name(image)
+        if old != new and old not in taken and (vis / old).is_file() and not (vis / new).exists():
+            (vis / old).rename(vis / new)
+            moved += 1
+    return moved
 
 
 def draw_detected(rgb: np.ndarray, detected: DetectedCentres) -> np.ndarray:

@@ -15,7 +15,7 @@ from vcorner.io.corners_table import NUMBERS, check_corner_row
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.io.spreadsheet import restore
 from vcorner.pipeline.manifest import read_manifest
-from vcorner.pipeline.overlay import overlay_name
+from vcorner.pipeline.overlay import legacy_overlay_name, overlay_name
 
 
 @dataclass
@@ -107,8 +107,10 @@ def collect(out_dir: Path, truth: list[ImageRecord] | None = None) -> list[Image
             entry.prior = sum(r["source"] != "network" for r in entry.corners)
         if entry.image in known:
             entry.max_error_px = _max_error(entry.corners, known[entry.image])
-        if (out_dir / "vis" / overlay_name(entry.image)).is_file():
-            entry.overlay = f"vis/{overlay_name(entry.image)}"
+        for name in (overlay_name(entry.image), legacy_overlay_name(entry.image)):  # a run before 2027
+            if (out_dir / "vis" / name).is_file() and (name == overlay_name(entry.image) or name not in entries):
+                entry.overlay = f"vis/{name}"
+                break
         if (out_dir / "json" / f"{entry.image}.json").is_file():
             entry.json = f"json/{entry.image}.json"
     return sorted(entries.values(), key=ImageEntry.doubt)
