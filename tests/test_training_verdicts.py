@@ -9,6 +9,7 @@ centres or at 0.
 from __future__ import annotations
 
 import re
+
 import pytest
 
 torch = pytest.importorskip("torch")

@@ -184,3 +184,29 @@ def progress_bar(*extra_columns: ProgressColumn) -> Progress:
         command=command_name(), extra=extra_columns, every=progress_seconds(),
         console=stderr, disable=not sys.stderr.isatty(), transient=False,
     )
+
+
+class StepStatus:
+    """Named steps of a long command without a share done (``vcorner benchmark``): a rich spinner on a terminal,
+    otherwise a plain ``command: step`` line at most every :func:`progress_seconds`."""
+
+    def __init__(self, first: str) -> None:
+        self.command, self.every, self.last_line = command_name(), progress_seconds(), -math.inf
+        self.spinner = stderr.status(first) if sys.stderr.isatty() else None
+
+    def __enter__(self) -> StepStatus:
+        if self.spinner is not None:
+            self.spinner.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.spinner is not None:
+            self.spinner.__exit__(*exc)
+
+    def update(self, message: str) -> None:
+        """Show the step now running."""
+        if self.spinner is not None:
+            self.spinner.update(f"{self.command}: {message}")
+        elif time.monotonic() - self.last_line >= self.every:
+            self.last_line = time.monotonic()
+            stderr.print(f"{self.command}: {message}", highlight=False, soft_wrap=True, markup=False)
