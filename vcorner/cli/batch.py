@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.progress import TextColumn
 
-from vcorner.cli.common import EXIT_INTERRUPTED, EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
+from vcorner.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    fail,
+    progress_bar,
+    stderr,
+    user_errors,
+    validation_notes,
+)
 from vcorner.models.resolve import Backend, ModelRequest
 from vcorner.pipeline.outputs import check_outputs_apart
 from vcorner.stages.plan import make_plan, plan_folder
@@ -126,6 +135,8 @@ def batch(
                     stderr.print(f"centres: found by the detector {Path(found.path).name} ({names}, confidence >= "
                                  f"{found.card.detection.min_confidence:g}), written to "
                                  f"{out / 'centers.detected.csv'}", highlight=False, soft_wrap=True)
+                    options = replace(options, notes=options.notes + validation_notes(found.card,
+                                                                                      "detector_validation"))
                 summary, runner_name = _run(plan, out, options, request, ray,
                                             (ray_actors, ray_gpus, ray_stall_timeout, ray_images), batch_size)
         except KeyboardInterrupt:
@@ -207,12 +218,13 @@ def _run(plan, out: Path, options, request: ModelRequest, ray: str | None,
 
 
 def calibration_notes(card) -> tuple[tuple[str, str], ...]:
-    """run.json notes for the card, with the uncalibrated-ellipse warning printed once on stderr."""
+    """run.json notes for the card, with the uncalibrated-ellipse and failed-validation warnings printed once on
+    stderr."""
     warning = card.calibration_warning()
     if warning is None:
-        return (("calibration", "calibrated"),)
+        return (("calibration", "calibrated"),) + validation_notes(card)
     stderr.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    return (("calibration", warning),)
+    return (("calibration", warning),) + validation_notes(card)
 
 
 def report(summary, runner_name: str, out: Path) -> None:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from vcorner.cli.common import fail, stderr, user_errors
+from vcorner.cli.common import StepStatus, fail, stderr, user_errors
 
 
 def split_values(values: list[str] | None, choices: tuple[str, ...] | None = None) -> tuple[str, ...]:
@@ -97,8 +97,8 @@ def benchmark(
         batch_sizes=batch_sizes(batch_size) or (16, 64, 256), seconds=seconds, rounds=rounds, images=images,
         threads=threads, int8_model=int8_model,
     )
-    with user_errors(), stderr.status("benchmark") as status:
-        rows = lib.run_benchmark(settings, on_step=lambda message: status.update(f"benchmark: {message}"))
+    with user_errors(), StepStatus("benchmark") as status:
+        rows = lib.run_benchmark(settings, on_step=status.update)
     console = Console(soft_wrap=True)
     console.width = max(console.width, 140)  # a readable table in logs too
     console.print(results_table(rows))

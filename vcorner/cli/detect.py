@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.progress import TextColumn
 
-from vcorner.cli.common import EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors
+from vcorner.cli.common import EXIT_OK, EXIT_PARTIAL, fail, progress_bar, stderr, user_errors, validation_notes
 
 
 def detect(
@@ -44,6 +44,7 @@ def detect(
         errors = out.with_name(f"{out.stem}.errors.csv")
         claim_files([out, errors], inputs=[p.path for p in plan.images], force=force)
         with detector_in_use(detector, wanted=True) as found:
+            validation_notes(found.card)
             if min_confidence is not None:
                 card = found.card.with_detection(replace(found.card.detection, min_confidence=min_confidence))
                 found = replace(found, card=card)

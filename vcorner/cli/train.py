@@ -9,29 +9,33 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress, TextColumn
 
 from vcorner.cli.common import fail, progress_bar, stderr, user_errors
 
 
 class RichReporter:
-    """Shows a progress bar per epoch with patches/s and loss, and a line of metrics after it."""
+    """Shows a progress bar per epoch with patches/s and loss (in a log: a plain line every
+    ``$VCORNER_PROGRESS_SECONDS``, with the time left of all epochs), and a line of metrics after each epoch."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress, self.task, self.began, self.done = progress, None, 0.0, 0
+        self.patches, self.epochs_after = 0, 0
 
     def start_epoch(self, epoch: int, epochs: int, patches: int) -> None:
         self.task = self.progress.add_task(f"epoch {epoch}/{epochs}", total=patches, rate=0.0, loss=float("nan"))
-        self.began, self.done = time.perf_counter(), 0
+        self.began, self.done, self.patches, self.epochs_after = time.perf_counter(), 0, patches, epochs - epoch
 
     def advance(self, patches: int, loss: float) -> None:
         self.done += patches
         rate = self.done / max(time.perf_counter() - self.began, 1e-9)
-        self.progress.update(self.task, advance=patches, rate=rate, loss=loss)
+        eta = (self.patches - self.done + self.epochs_after * self.patches) / max(rate, 1e-9)
+        self.progress.update(self.task, advance=patches, rate=rate, loss=loss, eta_s=eta)
 
     def start_calibration(self, candidates: int) -> None:
-        self.task = self.progress.add_task("calibrating on the validation images", total=candidates, rate=0.0,
-                                           loss=float("nan"))
+        self.task = self.progress.add_task("calibrating on the validation images", total=candidates,
+                                           rate=float("nan"), loss=float("nan"))
 
     def calibration_step(self) -> None:
         self.progress.update(self.task, advance=1)
@@ -93,8 +97,10 @@ def train(
             result = run_training(data, recipe, out, resume=resume, force=force, device=device,
                                   reporter=RichReporter(progress), command=command, calibrate=calibrate)
     _say_previous(result.previous)
-    first, last = result.history[0]["val_bc"], max(h["val_bc"] for h in result.history)
-    stderr.print(f"validation BC {first:.4f} -> {last:.4f} (best); model: {result.model_path}", highlight=False)
+    final = result.final or {}
+    if final:  # the figures of the saved card: the epoch of the best validation BC
+        stderr.print(f"validation BC {final['val_bc_start']:.4f} (untrained) -> {final['val_bc']:.4f} (best, epoch "
+                     f"{final['epoch']}); model: {result.model_path}", highlight=False, soft_wrap=True)
     if result.calibration:
         c = result.calibration
         stderr.print(f"calibrated on {c['images']} validation image(s): ellipse scale {c['ellipse_scale']}, the 95% "
@@ -103,6 +109,16 @@ def train(
     else:
         stderr.print("[yellow]warning:[/] not calibrated (--no-calibrate): run vcorner tune MODEL VAL_DATA before "
                      "trusting the sd/ellipse columns", highlight=False)
+    _say_verdict(final, "model")
+
+
+def _say_verdict(final: dict, kind: str) -> None:
+    """The run's last line when its validation failed: a warning with the card's reason."""
+    verdict = final.get("verdict")
+    if verdict and not verdict["passed"]:
+        stderr.print(f"[yellow]warning:[/] validation failed: {escape(verdict['reason'])}; the card records it "
+                     f"(training.verdict) and vcorner batch will warn when it uses this {kind}", highlight=False,
+                     soft_wrap=True)
 
 
 def _say_previous(previous: Path | None) -> None:
@@ -121,7 +137,14 @@ def _train_detector(data: Path, recipe, out: Path, resume: bool, force: bool, de
         result = train_detector(data, recipe, out, resume=resume, force=force, device=device,
                                 reporter=RichReporter(progress), command=command, init=init)
     _say_previous(result.previous)
-    best = max(result.history, key=lambda h: h["val_bc"])
-    stderr.print(f"detector: best validation BC {best['val_bc']:.4f} (epoch {best['epoch']}), centres found "
-                 f"{best['val_recall']:.1%}, median centre error {best['val_error_px']:.1f} px; model: "
-                 f"{result.model_path}", highlight=False, soft_wrap=True)
+    final = result.final  # the saved card's figures: its epoch, at the threshold it chose
+    chosen = final["min_confidence_chosen_on"]
+    if "fallback" in chosen:
+        fallback = chosen["fallback"]
+        stderr.print(f"[yellow]warning:[/] confidence threshold {fallback['refused']:g} refused ("
+                     f"{escape(fallback['reason'])}); using {fallback['used']:g}, {fallback['from']} (recorded in "
+                     "the card's min_confidence_chosen_on)", highlight=False, soft_wrap=True)
+    stderr.print(f"detector: best validation BC {final['val_bc']:.4f} (epoch {final['epoch']}), centres found "
+                 f"{final['val_recall']:.1%} at confidence >= {final['val_recall_at']:g}, median centre error "
+                 f"{final['val_error_px']:.1f} px; model: {result.model_path}", highlight=False, soft_wrap=True)
+    _say_verdict(final, "detector")

@@ -45,6 +45,10 @@ class ModelCard:
         return ("this model's uncertainty ellipses were never calibrated (its card has no tune_coverage): the "
                 "sd_major_px/sd_minor_px columns may be off by a large factor; run vcorner tune MODEL VAL_DATA")
 
+    def validation_warning(self) -> str | None:
+        """One line for the user when training recorded a failed validation (None otherwise)."""
+        return verdict_warning(self.training, "model")
+
     def with_decode(self, decode: DecodeConfig) -> ModelCard:
         """A copy with other decoding settings."""
         return replace(self, decode=decode)
@@ -68,6 +72,16 @@ class ModelCard:
             prior=CornerPrior.from_dict(data["prior"]),
             training=dict(data.get("training", {})),
         )
+
+
+def verdict_warning(training: dict[str, Any], kind: str) -> str | None:
+    """One line when a card's ``training.verdict`` says it failed validation (None when it passed or when the
+    card has no verdict, as cards from before verdicts)."""
+    verdict = training.get("verdict")
+    if not isinstance(verdict, dict) or verdict.get("passed", True):
+        return None
+    return (f"this {kind} failed validation when it was trained ({verdict.get('reason', 'no reason recorded')}): "
+            "its answers are not to be trusted; train it longer or on more data")
 
 
 def sha256_file(path: Path) -> str:

@@ -42,6 +42,12 @@ class DetectorCard:
         """Side of the square network input, pixels."""
         return self.detection.input_size
 
+    def validation_warning(self) -> str | None:
+        """One line for the user when training recorded a failed validation (None otherwise)."""
+        from vcorner.models.card import verdict_warning
+
+        return verdict_warning(self.training, "centre detector")
+
     def with_detection(self, detection: DetectionConfig) -> DetectorCard:
         """A copy with other decoding settings."""
         return replace(self, detection=detection)

@@ -35,6 +35,7 @@ from vcorner.training.detector_data import (
 from vcorner.training.detector_recipe import DetectorRecipe
 from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
 from vcorner.training.trainer import Reporter, SilentReporter, pick_device
+from vcorner.training.verdict import MIN_THRESHOLD, detector_verdict, threshold_refusal
 
 GRAD_CLIP = 1.0
 """Largest gradient norm of a step (an unclipped run at lr 3e-3 collapsed from val BC 0.49 to 0.07 in one epoch)."""
@@ -50,6 +51,9 @@ class DetectorTrainResult:
     history: list[dict[str, float]]
     previous: Path | None = None
     """Where ``force`` moved an earlier run's files (``out/previous-<UTC time>/``), or None."""
+    final: dict | None = None
+    """The saved detector card's ``training``: its epoch, the validation figures at the chosen threshold
+    (``val_recall``, ``val_recall_at``), how the threshold was chosen and the ``verdict``."""
 
 
 @torch.no_grad()
@@ -196,8 +200,8 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
                 k: metrics[k] for k in ("val_bc", "val_recall", "val_error_px")}}))
     if not (out / "model.safetensors").is_file():
         raise InputError(f"{out}: no epoch was trained (epochs {opt.epochs}, max_steps {opt.max_steps})")
-    _set_threshold(out / "model.safetensors", val_images, recipe, dev)
-    return DetectorTrainResult(out / "model.safetensors", history, previous)
+    final = _set_threshold(out / "model.safetensors", val_images, recipe, dev)
+    return DetectorTrainResult(out / "model.safetensors", history, previous, final)
 
 
 def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[DetectorImage], list[DetectorImage],
@@ -246,21 +250,35 @@ def choose_threshold(present: np.ndarray, absent: np.ndarray) -> float:
     return float(np.sqrt(max(low, 1e-4) * max(high, 1e-4))) if high < low else low
 
 
-def _set_threshold(checkpoint: Path, images: list[DetectorImage], recipe: DetectorRecipe, device: torch.device) -> None:
-    """Write the threshold chosen on the validation images (and what it rests on) into the checkpoint's card."""
+def _set_threshold(checkpoint: Path, images: list[DetectorImage], recipe: DetectorRecipe,
+                   device: torch.device) -> dict:
+    """Choose the confidence threshold on the validation images, measure the detector's final validation figures
+    with it, and write both and the verdict into the checkpoint's card; returns the card's ``training``.
+
+    A threshold chosen from fewer than :data:`~vcorner.training.verdict.MIN_THRESHOLD_CENTRES` correct centres, or
+    under :data:`~vcorner.training.verdict.MIN_THRESHOLD`, is refused: the recipe's ``min_confidence`` is used
+    instead (at least :data:`~vcorner.training.verdict.MIN_THRESHOLD`) and the card says why
+    (``min_confidence_chosen_on.fallback``)."""
     from dataclasses import replace
 
     model, card = load_model(checkpoint, DetectorCard)
     present, absent = confidences(model.to(device), images, card.names, recipe, device)
-    threshold = round(choose_threshold(present, absent), 4)
-    chosen = replace(recipe, detection=replace(card.detection, min_confidence=threshold))
-    final = validation_metrics(model, images, card.names, chosen, device)
+    threshold = chosen = round(choose_threshold(present, absent), 4)
+    refused = threshold_refusal(chosen, len(present))
+    chosen_on = {"val_centres": len(present),
+                 "centres_1st_percentile": float(np.percentile(present, 1)) if len(present) else None,
+                 "negative_views": len(absent), "negatives_max": float(np.max(absent)) if len(absent) else None}
+    if refused is not None:
+        threshold = max(recipe.detection.min_confidence, MIN_THRESHOLD)
+        chosen_on["fallback"] = {"refused": chosen, "reason": refused, "used": threshold,
+                                 "from": f"the recipe's detection.min_confidence, at least {MIN_THRESHOLD:g}"}
+    detection = replace(card.detection, min_confidence=threshold)
+    final = validation_metrics(model, images, card.names, replace(recipe, detection=detection), device)
     training = {**card.training, "val_recall": final["val_recall"], "val_error_px": final["val_error_px"],
-                "min_confidence_chosen_on": {
-        "val_centres": len(present), "centres_1st_percentile": float(np.percentile(present, 1)) if len(present)
-        else None, "negative_views": len(absent), "negatives_max": float(np.max(absent)) if len(absent) else None}}
-    save_model(checkpoint, model.cpu(), replace(card.with_detection(replace(card.detection, min_confidence=threshold)),
-                                                training=training))
+                "val_recall_at": threshold, "min_confidence_chosen_on": chosen_on,
+                "verdict": detector_verdict(final["val_recall"], threshold)}
+    save_model(checkpoint, model.cpu(), replace(card.with_detection(detection), training=training))
+    return training
 
 
 def _provenance(checkpoint: Path) -> dict:

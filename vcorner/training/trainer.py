@@ -17,7 +17,7 @@ import torch
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
-from vcorner.network.checkpoint import save_model
+from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.prior import fit_prior
@@ -26,6 +26,7 @@ from vcorner.training.checkpoint import load_resume_state, save_resume_state
 from vcorner.training.data import AnnotatedImage, batches, epoch_patches, load_dataset, split_images
 from vcorner.training.recipe import Recipe
 from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
+from vcorner.training.verdict import corner_verdict
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,9 @@ class TrainResult:
     validation images used, the ellipse scale, the coverage of the 50% and 95% ellipses; None when skipped."""
     previous: Path | None = None
     """Where ``force`` moved an earlier run's files (``out/previous-<UTC time>/``), or None."""
+    final: dict | None = None
+    """The saved model card's ``training``: the epoch of the best validation BC, ``val_bc``, ``val_bc_start``
+    (the untrained network) and the ``verdict``; None when no epoch was trained."""
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -193,11 +197,24 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
         history.append(metrics)
         reporter.end_epoch(metrics)
         _checkpoint(out, model, optimizer, epoch + 1, history, recipe, prior, card_training)
-    calibration = None
-    if calibrate and (out / "model.safetensors").is_file():
-        calibration = _calibrate(out / "model.safetensors", Path(data), [im.record for im in val_images], dev,
-                                 reporter)
-    return TrainResult(out / "model.safetensors", history, calibration, previous)
+    calibration, final = None, None
+    if (out / "model.safetensors").is_file():
+        final = _record_verdict(out / "model.safetensors")
+        if calibrate:
+            calibration = _calibrate(out / "model.safetensors", Path(data), [im.record for im in val_images], dev,
+                                     reporter)
+    return TrainResult(out / "model.safetensors", history, calibration, previous, final)
+
+
+def _record_verdict(checkpoint: Path) -> dict:
+    """Write the verdict of the best checkpoint's validation BC (:func:`vcorner.training.verdict.corner_verdict`)
+    into its card; returns the card's ``training``."""
+    from dataclasses import replace
+
+    model, card = load_model(checkpoint)
+    training = {**card.training, "verdict": corner_verdict(card.training["val_bc"], card.training["val_bc_start"])}
+    save_model(checkpoint, model, replace(card, training=training))
+    return training
 
 
 def _split(data: Path, recipe: Recipe) -> tuple[list[AnnotatedImage], list[AnnotatedImage]]:
