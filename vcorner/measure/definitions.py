@@ -147,14 +147,32 @@ def coronal_angle(xy: np.ndarray) -> np.ndarray:
     return segmental_angle(xy, "right")
 
 
+def endplate_angles(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(..., V) directions of each vertebra's superior and inferior endplates (left corner to right), degrees."""
+    superior = xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :]
+    inferior = xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :]
+    return (np.degrees(np.arctan2(superior[..., 1], superior[..., 0])),
+            np.degrees(np.arctan2(inferior[..., 1], inferior[..., 0])))
+
+
+def angle_between(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """|first - second| of two directions in degrees, folded into [0, 180]."""
+    return np.abs((first - second + 180.0) % 360.0 - 180.0)
+
+
+def cobb_between(xy: np.ndarray, upper: int, lower: int) -> np.ndarray:
+    """(...) angle between vertebra ``upper``'s superior endplate and vertebra ``lower``'s inferior endplate,
+    degrees: the Cobb angle once its end vertebrae are chosen."""
+    superior, _ = endplate_angles(xy[..., upper : upper + 1, :, :])
+    _, inferior = endplate_angles(xy[..., lower : lower + 1, :, :])
+    return angle_between(superior[..., 0], inferior[..., 0])
+
+
 def cobb_angle(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(...) main Cobb angle of an AP film, degrees: the largest angle between the superior endplate of one
     vertebra and the inferior endplate of the same or a lower one; and the (...) indices of those two."""
-    superior = xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :]
-    inferior = xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :]
-    theta_s = np.degrees(np.arctan2(superior[..., 1], superior[..., 0]))  # (..., V)
-    theta_i = np.degrees(np.arctan2(inferior[..., 1], inferior[..., 0]))
-    diff = np.abs((theta_s[..., :, None] - theta_i[..., None, :] + 180.0) % 360.0 - 180.0)  # (..., V, V)
+    theta_s, theta_i = endplate_angles(xy)  # (..., V)
+    diff = angle_between(theta_s[..., :, None], theta_i[..., None, :])  # (..., V, V)
     count = xy.shape[-3]
     diff = np.where(np.triu(np.ones((count, count), dtype=bool)), diff, -1.0)
     flat = diff.reshape(*diff.shape[:-2], -1)

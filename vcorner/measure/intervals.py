@@ -8,6 +8,10 @@ same functions as the found corners (:mod:`vcorner.measure.definitions`), and ea
 (reflected) one on validation phantoms, where it held 93.4% of the annotated values against 89.7%; the
 reflected interval held only 60% for height loss, whose value the network's corners bias low (README.md,
 Measurements).
+
+The Cobb angle is a maximum over pairs of endplates: taken anew in every draw, the maximum of noisy angles is
+biased upward and its percentile interval sits above the truth (47.7% coverage on 128 real AP films); see
+:func:`cobb_with_interval` for the estimator used instead.
 """
 
 from __future__ import annotations
@@ -154,9 +158,27 @@ def _ap_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray,
     for i in adjacent_pairs(names):
         add("coronal_angle", f"{names[i]}-{names[i + 1]}", angle[:, i], "deg",
             ["prior_corner"] if prior[i] or prior[i + 1] else [])
-    cobb, upper, lower = d.cobb_angle(both)
-    add("cobb_angle", f"{names[int(upper[0])]}-{names[int(lower[0])]}", cobb, "deg",
-        ["prior_corner"] if prior.any() else [])
+    cobb, upper, lower = cobb_with_interval(both)
+    add("cobb_angle", f"{names[upper]}-{names[lower]}", cobb, "deg",
+        ["prior_corner"] if prior[upper] or prior[lower] else [])
+
+
+def cobb_with_interval(both: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The Cobb angle of (1 + S, V, 4, 2) corners (row 0: found, then S draws), degrees, bias-corrected, and its
+    end vertebrae (indices).
+
+    The end vertebrae are chosen once, on the found corners, and every draw measures the angle between those two
+    endplates. The found maximum is still the largest of many noisy angles, so it is corrected by the bootstrap
+    estimate of that selection bias (the draws' mean maximum over all pairs minus the found value); the draws
+    are shifted by the same amount. On simulated spines with known angles (tests/test_measure.py) the 95%
+    intervals hold 94-95% of the true angles at corner noise of 0.5-3 px, against 26-86% for the maximum taken
+    anew in each draw.
+    """
+    _, upper, lower = d.cobb_angle(both[0])
+    upper, lower = int(upper), int(lower)
+    fixed = d.cobb_between(both, upper, lower)
+    bias = float(np.mean(d.cobb_angle(both[1:])[0])) - float(fixed[0]) if len(both) > 1 else 0.0
+    return np.maximum(fixed - bias, 0.0), upper, lower
 
 
 def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.ndarray) -> list[Measurement]:
