@@ -75,6 +75,7 @@ def score_variant(jobs, card, inflation: float, truth: dict, phantoms: dict) -> 
         flags["slip"] += [(bool(t), slip[f"{a}-{b}"]) for a, b, t in zip(names[:-1], names[1:], true_slip, strict=True)
                           if f"{a}-{b}" in slip]
     out = {f"p2p_{kind}": float(np.mean(e)) if e else float("nan") for kind, e in errors.items()}
+    out.update(operating_points(decoded, truth))
     out.update({f"n_{kind}": len(e) for kind, e in errors.items()})
     for name, pairs in flags.items():
         pairs = np.array(pairs, dtype=bool).reshape(-1, 2)
@@ -82,6 +83,32 @@ def score_variant(jobs, card, inflation: float, truth: dict, phantoms: dict) -> 
         out[f"{name}_positives"] = len(positive)
         out[f"{name}_sensitivity"] = float(positive[:, 1].mean()) if len(positive) else float("nan")
         out[f"{name}_specificity"] = float(1 - negative[:, 1].mean()) if len(negative) else float("nan")
+    return out
+
+
+def operating_points(decoded: dict, truth: dict) -> dict:
+    """How far the found corners shrink a deformity, and the sensitivity / specificity a plain threshold on the
+    found height loss (or slip) would give: the ceiling of any flag rule on these corners."""
+    found_loss, true_loss, found_slip, true_slip = [], [], [], []
+    for image, vertebrae in decoded.items():
+        record = truth[image]
+        known = {v.name: v for v in record.vertebrae}
+        xy = np.stack([v.xy for v in vertebrae])[None]
+        annotated = np.stack([known[v.name].corners for v in vertebrae])[None]
+        found_loss += list(d.height_loss(d.heights(xy))[0])
+        true_loss += list(d.height_loss(d.heights(annotated))[0])
+        found_slip += list(np.abs(d.listhesis(xy)[0][0]) * record.pixel_spacing_mm)
+        true_slip += list(np.abs(d.listhesis(annotated)[0][0]) * record.pixel_spacing_mm)
+    found_loss, true_loss, found_slip, true_slip = map(np.array, (found_loss, true_loss, found_slip, true_slip))
+    deformed, slipped = true_loss >= 0.2, true_slip >= SLIP_MM
+    out = {"loss_of_deformed_found_median": float(np.median(found_loss[deformed])) if deformed.any() else 0.0,
+           "loss_of_deformed_true_median": float(np.median(true_loss[deformed])) if deformed.any() else 0.0}
+    for threshold in (0.20, 0.15, 0.12):
+        out[f"loss>={threshold:g}"] = (float(np.mean(found_loss[deformed] >= threshold)),
+                                       float(np.mean(found_loss[~deformed] < threshold)))
+    for threshold in (3.0, 2.0, 1.5):
+        out[f"slip>={threshold:g}"] = (float(np.mean(found_slip[slipped] >= threshold)),
+                                       float(np.mean(found_slip[~slipped] < threshold)))
     return out
 
 
@@ -103,6 +130,9 @@ def main() -> None:
     truth = {r.file: r for r in records}
     lines = ["| prior inflation | P2P normal | P2P fractured | P2P slipped | Genant >= 1 sens / spec | "
              "slip >= 3 mm sens / spec |", "|---|---|---|---|---|---|"]
+    points = ["| prior inflation | found height loss of deformed vertebrae (median) | sens / spec at found loss "
+              ">= 20% | >= 15% | >= 12% | found slip >= 3 mm | >= 2 mm | >= 1.5 mm |",
+              "|---|---|---|---|---|---|---|---|"]
     for inflation in args.inflation:
         s = score_variant(jobs, resolved.card, inflation, truth, phantoms)
         lines.append(f"| {inflation:g}{' (shipped)' if inflation == resolved.card.decode.prior_inflation else ''} | "
@@ -110,7 +140,11 @@ def main() -> None:
                      f"{s['p2p_slipped']:.3f} mm ({s['n_slipped']}) | {s['genant_sensitivity']:.0%} / "
                      f"{s['genant_specificity']:.1%} ({s['genant_positives']}) | {s['slip_sensitivity']:.0%} / "
                      f"{s['slip_specificity']:.1%} ({s['slip_positives']}) |")
-    table = "\n".join(lines) + "\n"
+        points.append(f"| {inflation:g} | {s['loss_of_deformed_found_median']:.1%} (true "
+                      f"{s['loss_of_deformed_true_median']:.1%}) | "
+                      + " | ".join(f"{s[k][0]:.0%} / {s[k][1]:.1%}" for k in ("loss>=0.2", "loss>=0.15", "loss>=0.12",
+                                                                           "slip>=3", "slip>=2", "slip>=1.5")) + " |")
+    table = "\n".join(lines) + "\n\n" + "\n".join(points) + "\n"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "deformity_causes.md").write_text(
         f"{len(jobs)} phantoms of seed {args.seed} ({data}); model {default_model_path().name} (FP32); corners "
