@@ -4,13 +4,22 @@ One view is the whole image letterboxed into S x S pixels (:mod:`vcorner.geometr
 zoomed and shifted; its target holds, per vertebra name, a Gaussian at that vertebra's centre normalized to
 sum 1, or a flat map where the name is missing from the view (not annotated, cut off by the zoom).
 Negative views (no spine: noise, gradients, blank, soft tissue only) have every map flat.
+
+Memory: no film's pixels are held in memory between passes. :func:`load_detector_images` decodes each film once
+and writes to a temporary folder on disk only the pyramid levels a view can sample (those at or above the level
+of the letterbox step divided by the largest zoom: for a 3000 x 2500 film into 128 x 128, level 4, 1/256 of
+its pixels); a pass (:func:`epoch_views`) reads them back :data:`CHUNK_FILMS` films at a time. Negative
+soft-tissue views decode their film in full, one at a time. So the peak is the model + one decoded film + one
+chunk of views and targets (``CHUNK_FILMS`` x (1 + names) x S x S x 4 bytes, 24 MB for 64 films of 5 names at
+128), whatever the number of films; the disk holds the views' levels of every film.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -28,15 +37,35 @@ from vcorner.training.detector_recipe import AugmentSpec
 log = logging.getLogger(__name__)
 
 
+CHUNK_FILMS = 64
+"""Films whose views are cut per chunk of a pass: their views are shuffled together, then batched."""
+
+
 @dataclass
 class DetectorImage:
-    """One decoded training image: its pyramid and its named centres (image pixels)."""
+    """One training image: its file, its named centres (image pixels) and where the levels its views sample are
+    kept on disk (its pixels are read back per pass, never held)."""
 
     record: ImageRecord
-    pyramid: list[np.ndarray]
+    path: Path
     shape: tuple[int, int]
     spacing_px: float
     """Typical distance between neighbouring centres, image pixels."""
+    levels: Path
+    """``.npz`` of the pyramid levels from ``first_level`` up, written by :func:`load_detector_images`."""
+    first_level: int
+    keep: object = field(default=None, repr=False)
+    """The temporary folder holding ``levels`` (removed once no image refers to it)."""
+
+    def view_pyramid(self) -> list[np.ndarray | None]:
+        """The pyramid as a view samples it: the levels below ``first_level`` are None (never sampled)."""
+        with np.load(self.levels) as stored:
+            coarse = [stored[f"level{k}"] for k in range(len(stored.files))]
+        return [None] * self.first_level + coarse
+
+    def pyramid(self) -> list[np.ndarray]:
+        """The whole pyramid, decoded now (soft-tissue negatives zoom in far beyond a view)."""
+        return build_pyramid(read_image(self.path).pixels)
 
 
 def channel_names(records: Sequence[ImageRecord]) -> tuple[str, ...]:
@@ -51,14 +80,23 @@ def channel_names(records: Sequence[ImageRecord]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def load_detector_images(root: Path) -> list[DetectorImage]:
-    """Decode every annotated image of ``root/annotations.json`` usable for the detector (two or more checked
-    centres); the others are skipped with a warning naming them.
+def first_view_level(shape: tuple[int, int], size: int, max_zoom: float, levels: int) -> int:
+    """The finest pyramid level (of ``levels``) a view of ``size`` of an image of ``shape`` samples, at zooms up
+    to ``max_zoom`` (the step of a view is the letterbox step over its zoom; turns and shifts keep it)."""
+    step = float(np.sqrt(abs(np.linalg.det(letterbox_affine(shape, size)[:, :2])))) / max(max_zoom, 1.0)
+    return int(np.clip(np.floor(np.log2(max(step * (1 - 1e-9), 1.0))), 0, levels - 1))
+
+
+def load_detector_images(root: Path, size: int, max_zoom: float) -> list[DetectorImage]:
+    """Check every annotated image of ``root/annotations.json`` usable for the detector (two or more checked
+    centres; the others are skipped with a warning naming them) and keep on disk the pyramid levels that views of
+    ``size`` at zooms up to ``max_zoom`` sample (see the module's memory bound).
 
     Raises:
         InputError: no usable image.
     """
     root = Path(root)
+    keep = tempfile.TemporaryDirectory(prefix="vcorner-views-")
     images = []
     for listed in read_annotations(root / "annotations.json"):
         try:
@@ -72,7 +110,12 @@ def load_detector_images(root: Path) -> list[DetectorImage]:
         levels = spine_levels([v.name for v in record.vertebrae])
         spacing = typical_spacing(record.centers, levels if levels is not None else
                                   np.arange(len(record.vertebrae), dtype=float))
-        images.append(DetectorImage(record, build_pyramid(pixels), pixels.shape, spacing))
+        pyramid = build_pyramid(pixels)
+        first = first_view_level(pixels.shape, size, max_zoom, len(pyramid))
+        levels = Path(keep.name) / f"{len(images)}.npz"
+        np.savez(levels, **{f"level{k}": a for k, a in enumerate(pyramid[first:])})
+        images.append(DetectorImage(record, root / record.file, pixels.shape, spacing, levels, first, keep))
+        del pixels, pyramid
     if not images:
         raise InputError(f"{root}: no usable annotated image for the detector")
     return images
@@ -170,29 +213,43 @@ def _soft_tissue_view(size: int, rng: np.random.Generator, images: Sequence[Dete
             break
     middle = (size - 1) / 2.0
     affine = np.array([[step, 0.0, centre[0] - step * middle], [0.0, step, centre[1] - step * middle]])
-    return detector_input(image.pyramid, affine, size)[0]
+    return detector_input(image.pyramid(), affine, size)[0]
 
 
 def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: DetectionConfig,
-                augment: AugmentSpec, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
-    """One pass: a view of every image (augmented when ``rng`` is given, else the plain letterbox, for
-    validation) plus ``augment.negatives`` as many negative views (training only).
+                augment: AugmentSpec, rng: np.random.Generator | None, chunk_films: int = CHUNK_FILMS
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """One pass, ``chunk_films`` films at a time: a view of every image (augmented when ``rng`` is given, else the
+    plain letterbox, for validation) plus ``augment.negatives`` as many negative views (training only).
 
-    Returns:
+    With ``rng`` the augmentations of the whole pass are drawn first, in film order (the draws of a pass that cut
+    every view at once); the films are then visited in an order drawn from ``rng``, each chunk gets its share of
+    the negative views and is shuffled. Without ``rng`` the chunks follow the images' order, unshuffled.
+
+    Yields:
         inputs (M, 1, S, S) and targets (M, K, S, S), float32; (M, K, 2) grid centres, NaN where missing.
     """
-    size = config.input_size
-    xs, ys, cs = [], [], []
-    for image in images:
-        affine = letterbox_affine(image.shape, size)
-        if rng is not None:
-            affine = augmented_affine(affine, size, rng, augment.zoom, augment.rotation_deg, augment.shift)
-        xs.append(detector_input(image.pyramid, affine, size)[0])
-        ys.append(view_targets(image, affine, names, config))
-        cs.append(view_centres(image, affine, names, size))
+    size, n = config.input_size, len(images)
+    affines = [letterbox_affine(image.shape, size) for image in images]
     if rng is not None:
-        for _ in range(int(round(augment.negatives * len(images)))):
+        affines = [augmented_affine(a, size, rng, augment.zoom, augment.rotation_deg, augment.shift) for a in affines]
+    negatives = int(round(augment.negatives * n)) if rng is not None else 0
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for start in range(0, n, chunk_films):
+        xs, ys, cs = [], [], []
+        for i in order[start:start + chunk_films]:
+            image = images[i]
+            xs.append(detector_input(image.view_pyramid(), affines[i], size)[0])
+            ys.append(view_targets(image, affines[i], names, config))
+            cs.append(view_centres(image, affines[i], names, size))
+        end = min(start + chunk_films, n)
+        for _ in range(int(round(negatives * end / n)) - int(round(negatives * start / n))):
             xs.append(negative_view(size, rng, images, augment.bars))
             ys.append(np.stack([flat_map(size)] * len(names)))
             cs.append(np.full((len(names), 2), np.nan))
-    return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32), np.stack(cs)
+        x, y, c = np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32), np.stack(cs)
+        del xs, ys, cs
+        if rng is not None:
+            shuffle = rng.permutation(len(x))
+            x, y, c = x[shuffle], y[shuffle], c[shuffle]
+        yield x, y, c

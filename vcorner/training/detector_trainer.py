@@ -24,8 +24,9 @@ from vcorner.network.loss import bhattacharyya
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.peaks import decode_detections
 from vcorner.training.checkpoint import load_resume_state, save_resume_state
-from vcorner.training.data import split_images
+from vcorner.training.data import batches, split_images
 from vcorner.training.detector_data import (
+    CHUNK_FILMS,
     DetectorImage,
     channel_names,
     epoch_views,
@@ -76,22 +77,24 @@ def validation_metrics(model: UNet, images: list[DetectorImage], names: tuple[st
                        device: torch.device) -> dict[str, float]:
     """Validation BC of the annotated names, recall (centres found within :data:`HIT_RADIUS` spacings at or above
     the card's confidence) and median centre error (image pixels) on the plain letterboxed images."""
-    x, y, _ = epoch_views(images, names, recipe.detection, recipe.augment, None)
-    bc, maps = map_bc(model, x, y, device)
-    present = y.max(axis=(2, 3)) > 1.5 / recipe.detection.input_size**2
-    hits, errors, total = 0, [], 0
-    for image, image_maps in zip(images, maps, strict=True):
-        affine = letterbox_affine(image.shape, recipe.detection.input_size)
-        found = {d.name: d for d in decode_detections(image_maps, names, affine, recipe.detection.peak_radius_px)}
-        for v in image.record.vertebrae:
-            total += 1
-            d = found.get(v.name)
-            if d is None:
-                continue
-            error = float(np.linalg.norm(d.xy - v.center))
-            errors.append(error)
-            hits += error <= HIT_RADIUS * image.spacing_px and d.confidence >= recipe.detection.min_confidence
-    return {"val_bc": float(bc[present].mean()) if present.any() else math.nan,
+    hits, errors, total, kept = 0, [], 0, []
+    views = epoch_views(images, names, recipe.detection, recipe.augment, None)  # chunks, in the images' order
+    for (x, y, _), first in zip(views, range(0, len(images), CHUNK_FILMS), strict=True):
+        bc, maps = map_bc(model, x, y, device)
+        kept.append(bc[y.max(axis=(2, 3)) > 1.5 / recipe.detection.input_size**2])
+        for image, image_maps in zip(images[first:first + len(x)], maps, strict=True):
+            affine = letterbox_affine(image.shape, recipe.detection.input_size)
+            found = {d.name: d for d in decode_detections(image_maps, names, affine, recipe.detection.peak_radius_px)}
+            for v in image.record.vertebrae:
+                total += 1
+                d = found.get(v.name)
+                if d is None:
+                    continue
+                error = float(np.linalg.norm(d.xy - v.center))
+                errors.append(error)
+                hits += error <= HIT_RADIUS * image.spacing_px and d.confidence >= recipe.detection.min_confidence
+    bc = np.concatenate(kept) if kept else np.zeros(0)
+    return {"val_bc": float(bc.mean()) if len(bc) else math.nan,
             "val_recall": hits / max(total, 1), "val_error_px": float(np.median(errors)) if errors else math.nan}
 
 
@@ -176,18 +179,18 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
         if steps_done >= total:
             break
         rng = np.random.default_rng([opt.seed, epoch])
-        x, y, c = epoch_views(train_images, names, recipe.detection, recipe.augment, rng)
-        order = rng.permutation(len(x))
-        reporter.start_epoch(epoch + 1, opt.epochs, len(x))
+        reporter.start_epoch(epoch + 1, opt.epochs, views)
         began, losses, steps = time.perf_counter(), [], 0
         model.train()
-        for i in range(0, len(order), opt.batch_size):
-            take = order[i:i + opt.batch_size]
-            if len(take) < 2 or steps_done + steps >= total:
+        for xb, yb, cb in batches(epoch_views(train_images, names, recipe.detection, recipe.augment, rng),
+                                  opt.batch_size):
+            if steps_done + steps >= total:
+                break
+            if len(xb) < 2:
                 continue
-            losses.append(train_step(model, optimizer, scheduler, x[take], y[take], c[take], dev, opt.naming_weight))
+            losses.append(train_step(model, optimizer, scheduler, xb, yb, cb, dev, opt.naming_weight))
             steps += 1
-            reporter.advance(len(take), losses[-1])
+            reporter.advance(len(xb), losses[-1])
         steps_done += steps
         seconds = time.perf_counter() - began
         metrics = {"epoch": epoch + 1, **validation_metrics(model, val_images, names, recipe, dev),
@@ -209,7 +212,7 @@ def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[De
     """The names, training and validation images of ``data`` and the training views of an epoch, once they are
     known to train (at least one optimizer step per epoch, validation images distinct from the training ones)."""
     opt = recipe.train
-    images = load_detector_images(data)
+    images = load_detector_images(data, recipe.detection.input_size, max(recipe.augment.zoom))
     train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
     train_images = [images[i] for i in train_idx]
     negatives = int(round(recipe.augment.negatives * len(train_images)))
@@ -225,20 +228,20 @@ def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...]
     """Confidences of the correctly found annotated centres of ``images`` (plain letterbox), and the largest
     confidence of each of ``negatives`` views without a spine (seeded)."""
     size = recipe.detection.input_size
-    x, _, _ = epoch_views(images, names, recipe.detection, recipe.augment, None)
+    present = []
+    views = epoch_views(images, names, recipe.detection, recipe.augment, None)  # chunks, in the images' order
+    for (x, _, _), first in zip(views, range(0, len(images), CHUNK_FILMS), strict=True):
+        for image, image_maps in zip(images[first:first + len(x)], predict_maps(model, x, device), strict=True):
+            affine = letterbox_affine(image.shape, size)
+            for d in decode_detections(image_maps, names, affine, recipe.detection.peak_radius_px):
+                truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
+                if truth is not None and np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
+                    present.append(d.confidence)
     rng = np.random.default_rng(12345)
     blank = np.stack([negative_view(size, rng, images) for _ in range(negatives)])
-    maps = predict_maps(model, np.concatenate([x, blank]), device)
-    present = []
-    for image, image_maps in zip(images, maps[:len(x)], strict=True):
-        affine = letterbox_affine(image.shape, size)
-        for d in decode_detections(image_maps, names, affine, recipe.detection.peak_radius_px):
-            truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
-            if truth is not None and np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
-                present.append(d.confidence)
     identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
     absent = [max(d.confidence for d in decode_detections(m, names, identity, recipe.detection.peak_radius_px))
-              for m in maps[len(x):]]
+              for m in predict_maps(model, blank, device)]
     return np.asarray(present), np.asarray(absent)
 
 

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,7 +24,7 @@ from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.prior import fit_prior
 from vcorner.training.calibrate import calibrate_checkpoint, grid_size
 from vcorner.training.checkpoint import load_resume_state, save_resume_state
-from vcorner.training.data import AnnotatedImage, batches, epoch_patches, load_dataset, split_images
+from vcorner.training.data import AnnotatedImage, PatchPass, batches, epoch_patches, load_dataset, split_images
 from vcorner.training.recipe import Recipe
 from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
 from vcorner.training.verdict import corner_verdict
@@ -95,21 +96,23 @@ def pick_device(requested: str | None = None) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate_bc(model: UNet, x: np.ndarray, y: np.ndarray, device: torch.device, batch_size: int = 128) -> float:
-    """Mean Bhattacharyya coefficient of the model's maps against ground truth (patches (M, N, N))."""
+def evaluate_bc(model: UNet, patches: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device,
+                batch_size: int = 128) -> float:
+    """Mean Bhattacharyya coefficient of the model's maps against ground truth (chunks of patches and targets,
+    (M, 1, N, N) each: a :class:`~vcorner.training.data.PatchPass`)."""
     model.eval()
     scores = [bhattacharyya(torch.from_numpy(yb).to(device), model(torch.from_numpy(xb).to(device))).cpu()
-              for xb, yb in batches(x, y, batch_size, None)]
+              for xb, yb in batches(patches, batch_size)]
     return float(torch.cat(scores).mean()) if scores else math.nan
 
 
-def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, x: np.ndarray, y: np.ndarray,
-                batch_size: int, rng: np.random.Generator, device: torch.device, reporter: Reporter,
-                steps_left: int | None, background_weight: float = 0.0) -> tuple[float, int]:
-    """One pass over (x, y); returns the mean training loss and the number of optimizer steps taken."""
+def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, patches: PatchPass, batch_size: int,
+                device: torch.device, reporter: Reporter, steps_left: int | None,
+                background_weight: float = 0.0) -> tuple[float, int]:
+    """One pass over ``patches`` (cut as it goes); returns the mean training loss and the optimizer steps taken."""
     model.train()
     losses, steps = [], 0
-    for xb, yb in batches(x, y, batch_size, rng):
+    for xb, yb in batches(patches, batch_size):
         if steps_left is not None and steps >= steps_left:
             break
         if len(xb) < 2:  # batch norm needs two samples
@@ -153,7 +156,7 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opt.seed)
     prior = fit_prior([im.record for im in train_images])
-    val_x, val_y = epoch_patches(val_images, opt.val_patches_per_vertebra, recipe.sampling, recipe.ground_truth, None)
+    val = epoch_patches(val_images, opt.val_patches_per_vertebra, recipe.sampling, recipe.ground_truth, None)
 
     model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides()).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
@@ -174,7 +177,7 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
 
     if not history:
-        history.append({"epoch": 0, "val_bc": evaluate_bc(model, val_x, val_y, dev), "train_loss": math.nan,
+        history.append({"epoch": 0, "val_bc": evaluate_bc(model, val, dev), "train_loss": math.nan,
                         "steps": 0, "patches_per_s": 0.0, "seconds": 0.0})
     write_text_atomic(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
     card_training = {"data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
@@ -185,14 +188,14 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
         if steps_done >= total_steps:
             break
         rng = np.random.default_rng([opt.seed, epoch])
-        x, y = epoch_patches(train_images, opt.patches_per_vertebra, recipe.sampling, recipe.ground_truth, rng)
-        reporter.start_epoch(epoch + 1, opt.epochs, min(len(x), (total_steps - steps_done) * opt.batch_size))
+        patches = epoch_patches(train_images, opt.patches_per_vertebra, recipe.sampling, recipe.ground_truth, rng)
+        reporter.start_epoch(epoch + 1, opt.epochs, min(len(patches), (total_steps - steps_done) * opt.batch_size))
         began = time.perf_counter()
-        loss, steps = train_epoch(model, optimizer, scheduler, x, y, opt.batch_size, rng, dev, reporter,
+        loss, steps = train_epoch(model, optimizer, scheduler, patches, opt.batch_size, dev, reporter,
                                   total_steps - steps_done, opt.background_weight)
         seconds = time.perf_counter() - began
         steps_done += steps
-        metrics = {"epoch": epoch + 1, "val_bc": evaluate_bc(model, val_x, val_y, dev), "train_loss": loss,
+        metrics = {"epoch": epoch + 1, "val_bc": evaluate_bc(model, val, dev), "train_loss": loss,
                    "steps": steps, "patches_per_s": steps * opt.batch_size / max(seconds, 1e-9), "seconds": seconds}
         history.append(metrics)
         reporter.end_epoch(metrics)
