@@ -28,3 +28,25 @@ def test_names_the_model_never_trained_on_are_named_once_and_recorded(tmp_path):
                              capture_output=True, text=True)
     assert "never in its training data" not in clicked.stderr
     assert "names_not_trained" not in json.loads((tmp_path / "known" / "run.json").read_text())
+
+
+def test_a_detected_centre_in_the_letterbox_margin_is_left_out_by_name():
+    """Issue #32 point 6: no centre outside the image's own pixels comes from the detector."""
+    import numpy as np
+
+    from vcorner.geometry.letterbox import letterbox_affine, to_grid
+    from vcorner.models.modelfile import default_detector_path, read_detector_card
+    from vcorner.stages.detect import detect_centres
+
+    card, _ = read_detector_card(default_detector_path())
+    size, shape = card.detection.input_size, (200, 800)  # a wide film: the view has margins above and below
+    affine = letterbox_affine(shape, size)
+    centres = [(380.0, 20.0 + 40.0 * i) for i in range(5)]
+    centres[0] = (380.0, -60.0)  # C3 in the margin above the film
+    grid = to_grid(affine, np.array(centres))
+    yy, xx = np.mgrid[0:size, 0:size]
+    maps = np.stack([np.exp(-((xx - gx) ** 2 + (yy - gy) ** 2) / 8.0) for gx, gy in grid])  # sd 2 px: a blob
+    maps = (maps / maps.sum(axis=(1, 2), keepdims=True))[None].astype(np.float32)
+    found = detect_centres([np.zeros(shape, np.float32)], shape, "wide.png", None, card, lambda _: maps)
+    assert [v.name for v in found.listed.vertebrae] == ["C4", "C5", "C6", "C7"]
+    assert "outside the image's 800 x 200 pixels" in found.left_out["C3"]

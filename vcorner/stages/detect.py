@@ -65,10 +65,13 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
             sequence checks' reason when the detected sequence cannot frame any vertebra.
     """
     kept, dropped = split_confident(run_detector(pyramid, shape, card, infer), card.detection.min_confidence)
+    outside = {d.name: outside_reason(d.xy, shape) for d in kept if outside_reason(d.xy, shape)}
+    kept = [d for d in kept if d.name not in outside]
     if len(kept) < 2:
         best = max((d.confidence for d in kept + dropped), default=0.0)
+        beside = f"; {len(outside)} found outside the image's pixels" if outside else ""
         raise InputError(f"no vertebrae found (the detector's best confidence {best:.2f}; at least two names need "
-                         f"{card.detection.min_confidence:g})")
+                         f"{card.detection.min_confidence:g}{beside})")
     # centres at 0.001 px, as centers.detected.csv writes them: a resumed run, or vcorner batch --centers on that
     # file, frames the vertebrae from exactly the same numbers
     listed = ImageRecord(file, tuple(Vertebra(d.name, np.round(np.asarray(d.xy, dtype=np.float64), 3)) for d in kept),
@@ -77,4 +80,16 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         record, left_out = checked_record(listed)
     except InputError as err:
         raise InputError(f"detected centres fail the sequence checks: {err}") from None
-    return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, left_out, tuple(dropped))
+    return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, {**outside, **left_out},
+                           tuple(dropped))
+
+
+def outside_reason(xy: np.ndarray, shape: tuple[int, int]) -> str:
+    """Why a detected centre ``xy`` (px) cannot be used: it lies outside the image's own pixels (in the margin
+    the detector's letterboxed view adds), or "" when it lies inside ``shape`` (H, W)."""
+    height, width = shape
+    x, y = float(xy[0]), float(xy[1])
+    if -0.5 <= x <= width - 0.5 and -0.5 <= y <= height - 0.5:
+        return ""
+    return (f"detected centre ({x:.1f}, {y:.1f}) lies outside the image's {width} x {height} pixels (in the margin "
+            "of the detector's letterboxed view); left out")
