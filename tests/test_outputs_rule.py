@@ -131,3 +131,23 @@ def test_baseline_keeps_a_batch_out_and_lists_left_out_vertebrae_like_the_batch(
     assert f"{twin[0]},{twin[1]}," in errors and "coincides" in errors
     again = run_cli("baseline", EXAMPLES, "--centers", centres, "--method", "prior", "--out", out)
     assert again.exit_code == 1  # its own earlier output is rewritten
+
+
+def test_tune_keeps_a_users_file_at_report_and_shows_progress_in_a_log(toy_dataset, tiny_onnx, tmp_path):
+    model = tmp_path / "m.onnx"
+    shutil.copy(tiny_onnx, model)
+    shutil.copy(f"{tiny_onnx}.json", f"{model}.json")
+    mine = tmp_path / "notes.json"
+    mine.write_text('{"mine": 1}')
+    result = run_cli("tune", model, toy_dataset, "--report", mine)
+    assert "--force" in refused(result) and mine.read_text() == '{"mine": 1}'
+    import os
+
+    os.environ["VCORNER_PROGRESS_SECONDS"] = "0"
+    try:
+        done = run_cli("tune", model, toy_dataset, "--report", tmp_path / "tune.json")
+        again = run_cli("tune", model, toy_dataset, "--report", tmp_path / "tune.json")  # its own: rewritten
+    finally:
+        del os.environ["VCORNER_PROGRESS_SECONDS"]
+    assert done.exit_code == 0 and again.exit_code == 0, done.output
+    assert "tune: network maps" in done.output

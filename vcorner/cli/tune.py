@@ -14,6 +14,17 @@ from vcorner.config import to_dict
 from vcorner.models.card import ModelCard
 from vcorner.models.resolve import ModelRequest
 
+TUNE_REPORT = "vcorner-tune-report/1"
+"""The mark of a ``--report`` file vcorner tune wrote: a re-run may replace it."""
+
+
+def is_tune_report(path: Path) -> bool:
+    """True when ``path`` is a report an earlier ``vcorner tune --report`` wrote."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("format") == TUNE_REPORT
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
 
 def tune(
     model: Annotated[Path, typer.Argument(help="ONNX model whose sidecar card receives the tuned settings.")],
@@ -28,15 +39,20 @@ def tune(
     precision: Annotated[str, typer.Option(
         help="Graph the network runs on the CPU while tuning: auto (what vcorner batch runs here), fp32 or "
              "int8.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace a --report file that an earlier vcorner tune did "
+                                                       "not write (it is moved into previous-<time>/).")] = False,
 ) -> None:
     """Grid-search the decoding settings by mean P2P on DATA and calibrate the 95% ellipses; update MODEL's card."""
     from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode
     from vcorner.io.annotations import read_annotations
+    from vcorner.io.claims import claim_files
     from vcorner.models.modelfile import write_sidecar
     from vcorner.phantoms.holdout import refuse_holdout
 
     with user_errors():
         refuse_holdout(data, "tuning")
+        if report is not None:
+            claim_files([report], inputs=[model, data / "annotations.json"], force=force, own=is_tune_report)
         records = read_annotations(data / "annotations.json")
         runner, resolved = open_model(ModelRequest(model, precision=precision))
         card = resolved.card
@@ -46,7 +62,9 @@ def tune(
                 chosen, sampling_scores = cheapest_sampling(data, records, runner, card, sampling_tolerance)
                 card = replace(card, sampling=chosen)
                 stderr.print(f"sampling: {chosen.patches_per_vertebra} patches per vertebra", highlight=False)
-            jobs = infer_records(data, records, runner, card)
+            with progress_bar() as bar:
+                task = bar.add_task("network maps", total=len(records))
+                jobs = infer_records(data, records, runner, card, progress=lambda: bar.update(task, advance=1))
         total = 1
         for values in DEFAULT_GRID.values():
             total *= len(values)
@@ -64,7 +82,8 @@ def tune(
         for variant in update_variants(model, tuned):
             stderr.print(f"updated {variant}.json alike", highlight=False)
         if report:
-            report.write_text(json.dumps({"decode": to_dict(result.decode), "sampling": to_dict(card.sampling),
+            report.write_text(json.dumps({"format": TUNE_REPORT, "decode": to_dict(result.decode),
+                                          "sampling": to_dict(card.sampling),
                                           "unit": result.unit, "unit_note": result.unit_note,
                                           "sampling_variants": sampling_scores, "coverage": result.coverage,
                                           "candidates": result.candidates}, indent=1))

@@ -97,10 +97,14 @@ class TuneResult:
 
 
 def infer_records(root: Path, records: Sequence[ImageRecord], runner: Runner, card: ModelCard,
-                  batch_size: int = 256) -> list[tuple[ImageJob, ImageRecord]]:
-    """Run the network on every usable annotated image; returns jobs with filled maps."""
+                  batch_size: int = 256, progress: Callable[[], None] | None = None
+                  ) -> list[tuple[ImageJob, ImageRecord]]:
+    """Run the network on every usable annotated image (``progress`` called after each); returns jobs with
+    filled maps."""
     jobs = []
     for record in records:
+        if progress is not None:
+            progress()
         try:
             record = checked_annotation(record)
             job = prepare(PlannedImage(record, safe_path(Path(root), record.file)), card)
