@@ -16,7 +16,7 @@ from vcorner.geometry.sequence import cranial_order
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.centers import load_centers
 from vcorner.io.corners_table import group_corner_rows
-from vcorner.io.images import dicom_file_spacing
+from vcorner.io.dicom import dicom_file_spacing
 from vcorner.io.records import InputError
 from vcorner.io.spacing import checked_spacing
 from vcorner.io.spreadsheet import neutralise

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from vcorner.io.atomic import write_bytes_atomic
-from vcorner.io.images import KIND_BY_SUFFIX, SUPPORTED_SUFFIXES
+from vcorner.io.formats import KIND_BY_SUFFIX, SUPPORTED_SUFFIXES
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from vcorner.io.atomic import write_bytes_atomic
-from vcorner.io.images import SUPPORTED_SUFFIXES
+from vcorner.io.formats import SUPPORTED_SUFFIXES
 from vcorner.measure.definitions import heights, listhesis
 from vcorner.measure.intervals import SLIP_MM, adjacent_pairs
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vcorner.geometry.sequence import checked_record
 from vcorner.io.centers import load_centers
-from vcorner.io.images import is_image_path
+from vcorner.io.formats import is_image_path
 from vcorner.io.paths import safe_path, walk_files
 from vcorner.io.records import ImageRecord, InputError
 
