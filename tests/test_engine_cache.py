@@ -14,7 +14,7 @@ import vcorner.export.tensorrt_build as build
 import vcorner.models.engines as tb
 from vcorner.hardware.capabilities import Capabilities
 from vcorner.hardware.cuda import GpuInfo
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 from vcorner.models.profiles import ExportProfile
 
 GPU = GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
@@ -153,7 +153,7 @@ def test_plan_that_tensorrt_refuses_is_rebuilt_not_fatal(tmp_path, caplog):
 
 def test_fresh_plan_that_cannot_load_is_a_one_line_error(tmp_path):
     fake = FakeTensorRT(refuse={b"PLAN-1"})
-    with pytest.raises(InputError, match="built the engine but cannot load it"):
+    with pytest.raises(MachineError, match="built the engine but cannot load it"):
         build.resolve_engine(tmp_path / "m.plan", tmp_path / "m.plan.json", key(), fake.build, fake.deserialize)
 
 
@@ -181,7 +181,7 @@ GPU_MACHINE = Capabilities("cpu", (), 2, (GPU,), tensorrt=True, ort_devices=("cu
 def test_runner_without_tensorrt_says_how_to_install_in_one_line(tmp_path, no_gpu_stack):
     from vcorner.runtime.tensorrt_runner import TensorRTRunner
 
-    with pytest.raises(InputError) as err, TensorRTRunner(tmp_path / "m.plan"):
+    with pytest.raises(MachineError) as err, TensorRTRunner(tmp_path / "m.plan"):
         pass
     text = str(err.value)
     assert "pip install 'vcorner[gpu]'" in text and "tensorrt and cuda-python" in text and "\n" not in text
@@ -197,7 +197,7 @@ def test_the_probe_sees_no_tensorrt_and_no_gpu_without_them(no_gpu_stack):
 def test_trt_backend_without_tensorrt_and_auto_falls_back_to_ort(tiny_onnx):
     from vcorner.models.resolve import Backend, resolve_model
 
-    with pytest.raises(InputError, match=r"pip install 'vcorner\[gpu\]'"):
+    with pytest.raises(MachineError, match=r"pip install 'vcorner\[gpu\]'"):
         resolve_model(tiny_onnx, Backend.trt, caps=NO_GPU)
     assert resolve_model(tiny_onnx, Backend.auto, caps=NO_GPU).backend == Backend.ort
 

@@ -223,3 +223,17 @@ def test_warnings_read_as_one_plain_line_and_the_rate_leaves_set_up_out(films, t
 
     last = json.loads((tmp_path / "out" / "run.json").read_text())["last_run"]
     assert last["setup_seconds"] > 0 and last["patches_per_s"] > 0
+
+
+def test_a_missing_dependency_is_exit_code_3_not_a_usage_error(tmp_path):
+    """Issue #30: failures of the machine or a dependency have their own exit code and say so in one line."""
+    from vcorner.hardware.cuda import has_module
+
+    if has_module("tensorrt"):
+        pytest.skip("TensorRT is installed here: the backend may run")
+    result = run_cli("batch", EXAMPLES, "--centers", EXAMPLES / "centers.csv", "--out", tmp_path / "out",
+                     "--backend", "trt")
+    assert result.exit_code == 3, result.output
+    line = one_line_error(result)
+    assert "pip install 'vcorner[gpu]'" in line and "not of your input" in line
+    assert not (tmp_path / "out").exists()

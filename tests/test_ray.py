@@ -16,7 +16,7 @@ def test_without_ray_the_flag_fails_with_an_install_hint(toy_dataset, tiny_onnx,
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     result = CliRunner().invoke(app, ["batch", str(toy_dataset), "--centers", str(toy_dataset / "centers.csv"),
                                       "--out", str(tmp_path / "o"), "--model", str(tiny_onnx), "--ray", "local"])
-    assert result.exit_code == 2 and "pip install 'vcorner[ray]'" in result.output
+    assert result.exit_code == 3 and "pip install 'vcorner[ray]'" in result.output  # a dependency, not the input
 
 
 @pytest.mark.slow
@@ -165,7 +165,7 @@ def test_actors_share_the_cpus_left_beside_the_reads():
 def test_a_stalled_ray_batch_stops_with_a_named_stage():
     import threading
 
-    from vcorner.io.records import InputError
+    from vcorner.io.records import MachineError
     from vcorner.pipeline.ray_batch import watch
 
     never = threading.Event()
@@ -174,9 +174,9 @@ def test_a_stalled_ray_batch_stops_with_a_named_stage():
         yield from range(n)
         never.wait(30)  # a stuck pipeline: no row ever comes (interrupted by the watchdog)
 
-    with pytest.raises(InputError, match="before the first image came back"):
+    with pytest.raises(MachineError, match="before the first image came back"):
         list(watch(rows(0), 0.5, 2))
-    with pytest.raises(InputError, match="in the actors after 2 image"):
+    with pytest.raises(MachineError, match="in the actors after 2 image"):
         list(watch(rows(2), 0.5, 2))
     assert list(watch(iter(range(3)), 5, 1)) == [0, 1, 2]
 

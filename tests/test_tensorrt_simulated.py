@@ -16,7 +16,7 @@ from tests import fake_gpu
 from vcorner.export import tensorrt_build as tb
 from vcorner.hardware import tensorrt as hardware_tensorrt
 from vcorner.hardware.cuda import current_gpu
-from vcorner.io.records import InputError
+from vcorner.io.records import MachineError
 from vcorner.models import engines
 from vcorner.models.profiles import ExportProfile
 
@@ -162,7 +162,7 @@ def test_the_runner_refuses_a_plan_built_for_another_tensorrt_in_one_line(stack,
     _, trt = stack
     plan = tb.ensure_engine(tiny_onnx, FP32, tmp_path).plan
     fake_gpu.set_version(trt, "11.4.0")
-    with pytest.raises(InputError) as err, TensorRTRunner(plan):
+    with pytest.raises(MachineError) as err, TensorRTRunner(plan):
         pass
     assert "TensorRT 10.14.1 -> 11.4.0" in str(err.value) and "vcorner export" in str(err.value)
     assert "\n" not in str(err.value) and len(trt.builds) == 1  # a runner never builds

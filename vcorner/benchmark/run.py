@@ -18,7 +18,7 @@ from vcorner.benchmark.settings import BenchmarkSettings, Skip
 from vcorner.benchmark.timing import describe, rates, time_in_turns
 from vcorner.benchmark.variants import Variant, open_variant, ort_model, variant_fields
 from vcorner.hardware.capabilities import Capabilities, probe
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 from vcorner.models.card import ModelCard
 from vcorner.runtime.open import open_runner
 
@@ -31,7 +31,7 @@ def reference_maps(files: ModelFiles, phantoms: PhantomSet, scratch: Path, setti
     try:
         with open_runner(ort_model(files, "fp32", scratch, settings, caps)) as runner:
             return runner.infer_all(phantoms.patches, 64).astype(np.float32)
-    except (Skip, InputError) as err:
+    except (Skip, InputError, MachineError) as err:
         log.warning("no FP32 ONNX Runtime reference: %s", err)
         return None
 

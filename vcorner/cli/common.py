@@ -27,15 +27,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 from vcorner.models.resolve import ModelRequest, ResolvedModel
 from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-"""0: every image done; 1: some images or vertebrae failed (see errors.csv); 2: usage or configuration error;
-130: interrupted by Ctrl-C (a re-run resumes)."""
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_MACHINE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+"""0: every image done; 1: some images or vertebrae failed (see errors.csv); 2: usage or configuration error (the
+user's options or files); 3: a failure of this machine or of a dependency (MachineError); 130: interrupted by
+Ctrl-C (a re-run resumes)."""
 
 stderr = Console(stderr=True, soft_wrap=True)
 """Messages and summaries: never wrapped mid-path, so logs stay greppable (tables still fit the width)."""
@@ -54,6 +55,8 @@ def user_errors() -> Iterator[None]:
         yield
     except InputError as err:
         fail(str(err))
+    except MachineError as err:
+        fail(f"{err} (a failure of this machine or of a dependency, not of your input)", EXIT_MACHINE)
     except OSError as err:
         fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
 

@@ -26,7 +26,7 @@ from vcorner.export.fp16 import fp16_variant
 from vcorner.hardware.cuda import GpuInfo, cuda_call, cudart, current_gpu
 from vcorner.hardware.tensorrt import import_tensorrt, trt_logger
 from vcorner.io.atomic import write_bytes_atomic
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 from vcorner.models.card import sha256_file
 from vcorner.models.engines import (
     engine_dir,
@@ -71,7 +71,7 @@ def resolve_engine(plan: Path, sidecar: Path, key: dict[str, Any], build: Callab
     write_bytes_atomic(Path(plan), data)
     write_engine_sidecar(sidecar, engine_sidecar(key, hashlib.sha256(data).hexdigest(), time.perf_counter() - began))
     if deserialize(data) is None:
-        raise InputError(f"{plan}: TensorRT built the engine but cannot load it (see the TensorRT log above)")
+        raise MachineError(f"{plan}: TensorRT built the engine but cannot load it (see the TensorRT log above)")
     return True
 
 
@@ -130,7 +130,7 @@ def build_engine(onnx_path: Path, profile: ExportProfile, timing_cache: Path | N
     cache = attach_timing_cache(config, timing_cache)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise InputError(f"{onnx_path}: TensorRT could not build an engine for profile [{profile.name}] (see log)")
+        raise MachineError(f"{onnx_path}: TensorRT could not build an engine for profile [{profile.name}] (see log)")
     if timing_cache is not None:
         write_bytes_atomic(Path(timing_cache), bytes(cache.serialize()))
     return bytes(plan)

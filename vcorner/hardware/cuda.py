@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 
 INSTALL_HINT = "pip install 'vcorner[gpu]'"
 
@@ -53,7 +53,7 @@ def cudart():
     """cuda-python's runtime module (``cuda.bindings.runtime``; ``cuda.cudart`` before cuda-python 12.6).
 
     Raises:
-        InputError: cuda-python is not installed.
+        MachineError: cuda-python is not installed.
     """
     try:
         from cuda.bindings import runtime
@@ -61,7 +61,7 @@ def cudart():
         try:
             from cuda import cudart as runtime
         except ImportError:
-            raise InputError(f"the TensorRT backend needs cuda-python and a CUDA GPU: {INSTALL_HINT}") from None
+            raise MachineError(f"the TensorRT backend needs cuda-python and a CUDA GPU: {INSTALL_HINT}") from None
     return runtime
 
 

@@ -7,7 +7,7 @@ import importlib
 import logging
 
 from vcorner.hardware.cuda import INSTALL_HINT, has_cuda_python, has_module
-from vcorner.io.records import InputError
+from vcorner.io.records import MachineError
 
 log = logging.getLogger(__name__)
 
@@ -18,11 +18,11 @@ def tensorrt_installed() -> bool:
 
 
 def require_gpu_stack() -> None:
-    """Raise a one-line InputError with the install hint unless ``tensorrt`` and ``cuda-python`` import."""
+    """Raise a one-line MachineError with the install hint unless ``tensorrt`` and ``cuda-python`` import."""
     missing = [name for name, present in (("tensorrt", has_module("tensorrt")), ("cuda-python", has_cuda_python()))
                if not present]
     if missing:
-        raise InputError(f"the TensorRT backend needs {' and '.join(missing)} and a CUDA GPU: {INSTALL_HINT}, "
+        raise MachineError(f"the TensorRT backend needs {' and '.join(missing)} and a CUDA GPU: {INSTALL_HINT}, "
                          "or use --backend ort")
 
 
@@ -30,12 +30,13 @@ def import_tensorrt():
     """The ``tensorrt`` module.
 
     Raises:
-        InputError: TensorRT is not installed (one line, with the install hint).
+        MachineError: TensorRT is not installed (one line, with the install hint).
     """
     try:
         return importlib.import_module("tensorrt")
     except ImportError:
-        raise InputError(f"TensorRT is not installed here: {INSTALL_HINT} (on a machine with an NVIDIA GPU)") from None
+        raise MachineError(f"TensorRT is not installed here: {INSTALL_HINT} (on a machine with an NVIDIA GPU)"
+                           ) from None
 
 
 @functools.lru_cache(maxsize=1)

@@ -15,6 +15,12 @@ class InputError(ValueError):
     """Bad user input (a file, a row, a value); its message is one line that names the culprit."""
 
 
+class MachineError(RuntimeError):
+    """A failure of this machine or of a dependency, not of the user's input: a missing optional library, an
+    engine that will not load or build, a Ray cluster that stalls; its message is one line with what to do.
+    Commands exit with code 3 on it (2 is kept for the user's options and files)."""
+
+
 @dataclass(frozen=True)
 class Vertebra:
     """One vertebra of one image.

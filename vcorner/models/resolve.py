@@ -22,7 +22,7 @@ from pathlib import Path
 from vcorner.hardware.capabilities import Capabilities, probe
 from vcorner.hardware.cpu import inference_threads
 from vcorner.hardware.cuda import INSTALL_HINT, has_module, torch_cuda_available
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 from vcorner.models.card import ModelCard, sha256_file
 from vcorner.models.engines import engine_dir, engine_paths
 from vcorner.models.evidence import evidence_files, int8_decision
@@ -209,7 +209,7 @@ def _torch(model: Path, device: str | None, profile: str | None, why: str) -> Re
     if not is_checkpoint(model):
         raise InputError(f"{model}: the torch backend runs a .safetensors checkpoint or run folder")
     if not has_module("torch"):
-        raise InputError("the torch backend needs torch: pip install 'vcorner[train]'")
+        raise MachineError("the torch backend needs torch: pip install 'vcorner[train]'")
     checkpoint = resolve_checkpoint(model)
     card = read_checkpoint_card(checkpoint)
     device = device or ("cuda" if torch_cuda_available() else "cpu")
@@ -226,7 +226,7 @@ def _tensorrt(model: Path, card: ModelCard, sha: str, device: str | None, profil
               caps: Capabilities, why: str) -> ResolvedModel:
     """Native TensorRT: the engine of ``profile`` built from the FP32 graph or its FP16 variant."""
     if not caps.tensorrt:
-        raise InputError(f"the TensorRT backend needs tensorrt and cuda-python and a CUDA GPU: {INSTALL_HINT}, "
+        raise MachineError(f"the TensorRT backend needs tensorrt and cuda-python and a CUDA GPU: {INSTALL_HINT}, "
                          "or use --backend ort")
     index = cuda_index(device)
     gpu = caps.gpu(index)

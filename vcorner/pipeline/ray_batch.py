@@ -48,7 +48,7 @@ from vcorner.export.materialize import materialize
 from vcorner.geometry.patches import sample_poses
 from vcorner.hardware.capabilities import Capabilities, probe
 from vcorner.io.images import read_image_file
-from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.io.records import ImageRecord, InputError, MachineError, Vertebra
 from vcorner.models.resolve import ResolvedModel
 from vcorner.pipeline.batch import (
     BatchOptions,
@@ -159,7 +159,7 @@ def watch(rows: Iterable, stall_s: float, actors: int) -> Iterator:
             raise
         stage = ("before the first image came back: reading the images or starting the actors" if not state["count"]
                  else f"in the actors after {state['count']} image(s)")
-        raise InputError(f"the Ray batch made no progress for {stall_s:g} s, stuck {stage}; finished images are "
+        raise MachineError(f"the Ray batch made no progress for {stall_s:g} s, stuck {stage}; finished images are "
                          f"kept: check that {actors} actor(s) fit the cluster's CPUs/GPUs beside the reads, or raise "
                          "--ray-stall-timeout if loading the model is this slow") from None
     finally:
@@ -177,12 +177,12 @@ def quiet_ray_data(ray) -> None:
 
 
 def import_ray():
-    """The ``ray`` module, or InputError saying how to install it."""
+    """The ``ray`` module, or MachineError saying how to install it."""
     try:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise InputError(INSTALL_HINT) from None
+        raise MachineError(INSTALL_HINT) from None
     return ray
 
 
@@ -403,7 +403,7 @@ def join_cluster(address: str, actors: int, gpus_per_actor: float = 0.0) -> Clus
     """Connect, check that ``actors`` fit beside the reads, and probe what a worker with an actor's resources has.
 
     Raises:
-        InputError: actors that cannot fit the cluster, or a worker that does not answer the probe.
+        InputError: actors that cannot fit the cluster. MachineError: a worker that does not answer the probe.
     """
     ray = import_ray()
     connect(address, num_cpus=None)
@@ -417,7 +417,7 @@ def join_cluster(address: str, actors: int, gpus_per_actor: float = 0.0) -> Clus
     try:
         caps = ray.get(task.remote(), timeout=PROBE_TIMEOUT_S)
     except ray.exceptions.GetTimeoutError:
-        raise InputError(f"no Ray worker with {per_actor:g} CPU and {gpus_per_actor:g} GPU answered in "
+        raise MachineError(f"no Ray worker with {per_actor:g} CPU and {gpus_per_actor:g} GPU answered in "
                          f"{PROBE_TIMEOUT_S:g} s; check --ray-actors and --ray-gpus against the cluster") from None
     return Cluster(cpus, actors, per_actor, gpus_per_actor, caps)
 
@@ -435,7 +435,7 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
     ``errors.csv``, never left out silently.
 
     Raises:
-        InputError: a batch stuck for ``stall_s`` seconds.
+        MachineError: a batch stuck for ``stall_s`` seconds.
     """
     ray = import_ray()
     progress = progress or Progress()

@@ -24,7 +24,7 @@ import numpy as np
 
 from vcorner.hardware.cuda import cuda_call, cudart, current_gpu
 from vcorner.hardware.tensorrt import import_tensorrt, require_gpu_stack, trt_logger
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 from vcorner.models.engines import plan_problem, read_engine_sidecar
 from vcorner.models.modelfile import INPUT_NAME, OUTPUT_NAME
 from vcorner.runtime.base import Runner
@@ -75,7 +75,7 @@ class TensorRTRunner(Runner):
         gpu = current_gpu(self.device)
         problem = plan_problem(self.plan, trt.__version__, gpu)
         if problem is not None:
-            raise InputError(f"{self.plan}: {problem}; build it with vcorner export MODEL --engine (or run vcorner "
+            raise MachineError(f"{self.plan}: {problem}; build it with vcorner export MODEL --engine (or run vcorner "
                              "batch --backend trt, whose cache step builds it)")
         cuda_call(cudart().cudaSetDevice(self.device))
         self.key = (read_engine_sidecar(Path(f"{self.plan}.json")) or {}).get("key") or {}
@@ -85,7 +85,7 @@ class TensorRTRunner(Runner):
         except Exception as err:  # some TensorRT versions raise instead of returning None
             log.warning("%s: %s", self.plan.name, str(err).splitlines()[0][:200])
         if self.engine is None:
-            raise InputError(f"{self.plan}: TensorRT cannot load this plan; rebuild it with vcorner export MODEL "
+            raise MachineError(f"{self.plan}: TensorRT cannot load this plan; rebuild it with vcorner export MODEL "
                              "--engine")
         engine = self.engine
         check_engine_io(engine, self.plan)
