@@ -52,3 +52,21 @@ def test_two_forced_replacements_within_a_second_keep_both_earlier_files(tmp_pat
     path.write_text("second")
     two = claim_files([path], force=True)
     assert one != two and (one / "out.csv").read_text() == "first" and (two / "out.csv").read_text() == "second"
+
+
+def test_forced_files_of_the_same_name_in_two_folders_are_both_kept(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "model.onnx").write_text("A")
+    (tmp_path / "b" / "model.onnx").write_text("B")
+    claim_files([tmp_path / "a" / "model.onnx", tmp_path / "b" / "model.onnx"], force=True)
+    assert next((tmp_path / "a").glob("previous-*/model.onnx")).read_text() == "A"
+    assert next((tmp_path / "b").glob("previous-*/model.onnx")).read_text() == "B"
+
+
+def test_forced_files_of_one_folder_share_one_previous_folder(tmp_path):
+    for name in ("corners.csv", "errors.csv", "run.json"):
+        (tmp_path / name).write_text(name)
+    keep = claim_files([tmp_path / n for n in ("corners.csv", "errors.csv", "run.json")], force=True)
+    assert list(tmp_path.glob("previous-*")) == [keep]
+    assert sorted(p.name for p in keep.iterdir()) == ["corners.csv", "errors.csv", "run.json"]

@@ -237,3 +237,29 @@ def test_a_missing_dependency_is_exit_code_3_not_a_usage_error(tmp_path):
     line = one_line_error(result)
     assert "pip install 'vcorner[gpu]'" in line and "not of your input" in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "long"])
+def test_names_a_centres_file_rejects_never_reach_a_file_outside_out(tmp_path, kind):
+    """A review found that a rejected row's name (absolute, '..', too long) reached the stale-output cleanup,
+    which deleted the user's radiographs; such names are refused and nothing outside OUT/json, OUT/vis is touched."""
+    films = tmp_path / "films"
+    films.mkdir()
+    for name in ("phantom_00000.png", "phantom_00002.png"):
+        shutil.copy(EXAMPLES / name, films / name)
+    precious = tmp_path / "precious.png"
+    shutil.copy(EXAMPLES / "phantom_00005.png", precious)
+    name = {"absolute": str(films / "phantom_00000.png"), "dotdot": "../precious.png",
+            "long": "a" * 300 + ".png"}[kind]
+    rows = [r for r in csv.DictReader(open(EXAMPLES / "centers.csv", encoding="utf-8"))
+            if r["image"] == "phantom_00002.png"]
+    text = "image,vertebra,x,y,pixel_spacing_mm\n" + "".join(
+        f"{img},{r['vertebra']},{r['x']},{r['y']},{r['pixel_spacing_mm']}\n" for img in (name, "phantom_00002.png")
+        for r in rows)
+    centres = tmp_path / "centers.csv"
+    centres.write_text(text, encoding="utf-8")
+    before = {p: p.read_bytes() for p in [*films.iterdir(), precious]}
+    for _ in range(2):  # a fresh run, then a resumed one with --vis and --json
+        result = run_cli("batch", films, "--centers", centres, "--out", tmp_path / "out", "--vis", "--json")
+        assert result.exit_code == 1, result.output  # the bad row's image fails, the other is answered
+    assert {p: p.read_bytes() for p in before} == before

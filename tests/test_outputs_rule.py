@@ -141,6 +141,9 @@ def test_tune_keeps_a_users_file_at_report_and_shows_progress_in_a_log(toy_datas
     mine.write_text('{"mine": 1}')
     result = run_cli("tune", model, toy_dataset, "--report", mine)
     assert "--force" in refused(result) and mine.read_text() == '{"mine": 1}'
+    card = (tmp_path / "m.onnx.json").read_bytes()
+    result = run_cli("tune", model, toy_dataset, "--report", tmp_path / "m.onnx.json", "--force")
+    assert "is an input" in refused(result) and (tmp_path / "m.onnx.json").read_bytes() == card
     import os
 
     os.environ["VCORNER_PROGRESS_SECONDS"] = "0"
@@ -151,3 +154,40 @@ def test_tune_keeps_a_users_file_at_report_and_shows_progress_in_a_log(toy_datas
         del os.environ["VCORNER_PROGRESS_SECONDS"]
     assert done.exit_code == 0 and again.exit_code == 0, done.output
     assert "tune: network maps" in done.output
+
+
+def test_export_keeps_a_foreign_model_that_sits_beside_the_checkpoint(tmp_path):
+    """A review found that any model.onnx in the checkpoint's folder counted as the run's own export."""
+    pytest.importorskip("torch")
+    from tests.conftest import make_spine
+    from vcorner.models.card import DecodeConfig, GroundTruthConfig, ModelCard, SamplingConfig
+    from vcorner.network.checkpoint import save_model
+    from vcorner.network.unet import create_model
+    from vcorner.postprocess.prior import fit_prior
+
+    model = create_model("tiny").eval()
+    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
+                     fit_prior([make_spine()]), {"data": "test"})
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    save_model(folder / "model.safetensors", model, card)
+    (folder / "model.onnx").write_bytes(b"someone else's model")
+    assert "--force" in refused(run_cli("export", folder / "model.safetensors", "--no-check"))
+    assert (folder / "model.onnx").read_bytes() == b"someone else's model"
+
+
+def test_batch_keeps_files_of_its_names_that_vcorner_did_not_write(tmp_path):
+    """A review found that a batch into a folder holding the user's own corners.csv or measurements.csv replaced
+    them; a batch's own files (its header, run.json) are still resumed and rewritten."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "corners.csv").write_text("patient,score\nA,3\n")
+    (out / "measurements.csv").write_text("my notes\n")
+    args = ("batch", EXAMPLES, "--centers", EXAMPLES / "centers.csv", "--out", out, "--measure")
+    line = refused(run_cli(*args))
+    assert "--force" in line and "corners.csv" in line and "measurements.csv" in line
+    assert (out / "corners.csv").read_text() == "patient,score\nA,3\n"
+    assert run_cli(*args, "--force").exit_code == 0
+    kept = next(out.glob("previous-*"))
+    assert (kept / "corners.csv").read_text() == "patient,score\nA,3\n" and (kept / "measurements.csv").is_file()
+    assert run_cli(*args).exit_code == 0  # its own outputs now: resumed

@@ -178,7 +178,7 @@ def test_an_unknown_model_recipe_is_one_line_naming_the_known_ones(toy_dataset, 
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("device", ["foo", "cuda:7"])
+@pytest.mark.parametrize("device", ["foo", "cuda:7", "meta", "mps"])
 def test_a_bad_device_is_one_line_before_anything_is_written(toy_dataset, tmp_path, device):
     one_error(train(toy_dataset, recipe(tmp_path, "corner"), tmp_path / "run", "--device", device), device)
     assert not (tmp_path / "run").exists()

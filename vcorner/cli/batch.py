@@ -20,8 +20,9 @@ from vcorner.cli.common import (
     user_errors,
     validation_notes,
 )
+from vcorner.io.claims import claim_folder
 from vcorner.models.resolve import Backend, ModelRequest
-from vcorner.pipeline.outputs import check_outputs_apart
+from vcorner.pipeline.outputs import OWN_FILES, check_outputs_apart, is_batch_output
 from vcorner.stages.plan import make_plan, plan_folder
 
 CPU_BATCH, GPU_BATCH = 64, 256
@@ -91,13 +92,16 @@ def batch(
                                                "left.")] = "right",
     ap: Annotated[bool, typer.Option("--ap", help="With --measure: an AP film, also the main Cobb angle.")] = False,
     ray_stall_timeout: Annotated[float, typer.Option(
-        min=1, help="Stop a Ray batch (exit 2) when no image came back for this many seconds.")] = 600.0,
+        min=1, help="Stop a Ray batch (exit 3) when no image came back for this many seconds.")] = 600.0,
     ray_images: Annotated[int | None, typer.Option(
         min=1, help="Images handed to a Ray actor per call, their patches inferred together (default: enough for "
                     "4 full batches, at most 64).")] = None,
     precision: Annotated[str, typer.Option(
         "--precision", help="Graph ONNX Runtime runs on the CPU: auto (INT8 where recorded or self-checked "
                             "evidence shows it wins here), fp32 or int8.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Write into an OUT whose corners.csv, errors.csv, run.json, "
+                                                       "centers.detected.csv or measurements.csv vcorner did not "
+                                                       "write (they are moved into previous-<time>/).")] = False,
     detector: Annotated[Path | None, typer.Option(
         "--detector", help="Centre detector (ONNX) used without --centers (default: the shipped one).")] = None,
 ) -> None:
@@ -122,6 +126,8 @@ def batch(
         inputs = [*([centers] if centers else []), *(p.path for p in plan.images),
                   *unlisted_paths(image_dir, plan, out)]
         check_outputs_apart(out, inputs, [p.record.file for p in plan.images], json_out, vis)
+        claim_folder(out, (*OWN_FILES, *(("measurements.csv",) if measure else ())), force=force,
+                     own=is_batch_output)
         options = BatchOptions(batch_size=batch_size or CPU_BATCH, resume=resume, write_json=json_out, vis=vis,
                                max_pixels=max_pixels, workers=workers,
                                measure_labels=anterior if measure else None,

@@ -40,8 +40,8 @@ def export(
 ) -> None:
     """Export a trained checkpoint to ONNX, with its model card in the metadata and a .json sidecar.
 
-    Files in the checkpoint's own run folder (RUN/model.onnx...) are its exports and are rewritten; an existing
-    file anywhere else is kept unless --force."""
+    Earlier exports in the checkpoint's own run folder (RUN/model.onnx... with vcorner's card) are rewritten; any
+    other existing file is kept unless --force."""
     with user_errors():
         try:
             import numpy as np
@@ -91,13 +91,20 @@ def claim_exports(source: Path, target: Path, fp16_out: Path | None, fp16: bool,
                   force: bool) -> None:
     """The output rule (:mod:`vcorner.io.claims`) for the ONNX files (and their .json cards) an export writes."""
     from vcorner.io.claims import claim_files
-    from vcorner.models.modelfile import sidecar_path
+    from vcorner.models.card import CARD_FORMAT
+    from vcorner.models.detector_card import DETECTOR_FORMAT
+    from vcorner.models.modelfile import card_format, sidecar_path
     from vcorner.models.variants import fp16_path, int8_path
 
     models = [target, *([fp16_out or fp16_path(target)] if fp16 else []), *([int8_path(target)] if int8 else [])]
     run = source.resolve().parent
-    claim_files([p for m in models for p in (m, sidecar_path(m))], inputs=[source, calib], force=force,
-                own=lambda path: path.resolve().parent == run)
+
+    def own(path: Path) -> bool:
+        """An earlier export of this run: inside its folder, and a vcorner model by its card."""
+        onnx = Path(str(path).removesuffix(".json")) if path.suffix == ".json" else path
+        return path.resolve().parent == run and card_format(onnx) in (CARD_FORMAT, DETECTOR_FORMAT)
+
+    claim_files([p for m in models for p in (m, sidecar_path(m))], inputs=[source, calib], force=force, own=own)
 
 
 def fp16_step(target: Path, fp16_out: Path | None, patches=None) -> Path:

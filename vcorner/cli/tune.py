@@ -46,13 +46,14 @@ def tune(
     from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode
     from vcorner.io.annotations import read_annotations
     from vcorner.io.claims import claim_files
-    from vcorner.models.modelfile import write_sidecar
+    from vcorner.models.modelfile import sidecar_path, write_sidecar
     from vcorner.phantoms.holdout import refuse_holdout
 
     with user_errors():
         refuse_holdout(data, "tuning")
         if report is not None:
-            claim_files([report], inputs=[model, data / "annotations.json"], force=force, own=is_tune_report)
+            claim_files([report], inputs=[model, sidecar_path(model), *variant_sidecars(model),
+                                          data / "annotations.json"], force=force, own=is_tune_report)
         records = read_annotations(data / "annotations.json")
         runner, resolved = open_model(ModelRequest(model, precision=precision))
         card = resolved.card
@@ -92,6 +93,14 @@ def tune(
                  f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}, 50% ellipse "
                  f"{result.coverage.get('inside_50', float('nan')):.1%}: only the 95% is fitted); "
                  f"updated {model}.json", highlight=False)
+
+
+def variant_sidecars(model: Path) -> list[Path]:
+    """The cards of the INT8 and FP16 variants beside ``model`` that tune rewrites (inputs a --report must spare)."""
+    from vcorner.models.modelfile import sidecar_path
+    from vcorner.models.variants import fp16_path, int8_path
+
+    return [sidecar_path(variant) for variant in (int8_path(model), fp16_path(model))]
 
 
 def update_variants(model: Path, tuned: ModelCard) -> list[Path]:

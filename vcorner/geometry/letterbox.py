@@ -39,9 +39,11 @@ def augmented_affine(base: np.ndarray, size: int, rng: np.random.Generator, zoom
 def detector_input(pyramid: list[np.ndarray], affine: np.ndarray, size: int) -> np.ndarray:
     """(1, 1, S, S) float32 standardized network input cut through ``affine`` (2, 3) from ``pyramid``.
 
-    The margins read as the image's darkest level (its coarsest pyramid level's minimum: 0 on a film that uses
-    the full range), so that a film stored on a pedestal (16-bit values 30,000-30,400, say) is not drowned
-    by a margin far darker than anything in it."""
+    The margins read as the image's darkest level, taken as its coarsest pyramid level's minimum (0 where the
+    film's darkest region is 0; a little above a single dark pixel's value, as that level is blurred), so that a
+    film stored on a pedestal (16-bit values 30,000-30,400, say) is not drowned by a margin far darker than
+    anything in it. The shipped detector was trained with margins of 0; on 100 phantoms (seed 4242) this fill
+    found 99.4% of the named centres against 98.6% with 0 (README.md, "When things go wrong")."""
     return extract_patches(pyramid, affine[None], size, fill=float(pyramid[-1].min()))[:, None]
 
 

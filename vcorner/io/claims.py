@@ -55,11 +55,11 @@ def claim_files(paths: Sequence[Path], *, inputs: Iterable[Path | None] = (), fo
                 own: Callable[[Path], bool] | None = None) -> Path | None:
     """Make ``paths`` safe to write: refuse inputs, refuse existing files unless ``force`` or ``own(path)``.
 
-    With ``force`` the existing files that are not ``own`` are moved into ``previous-<UTC time>/`` beside the
-    first of them. Nothing is touched before every path has been checked.
+    With ``force`` the existing files that are not ``own`` are moved into ``previous-<UTC time>/`` beside each
+    of them (one such folder per parent folder). Nothing is touched before every path has been checked.
 
     Returns:
-        The folder the earlier files were moved into, or None when nothing moved.
+        The (first) folder the earlier files were moved into, or None when nothing moved.
 
     Raises:
         InputError: one line naming the path: an input, a folder where a file is written, or an existing file
@@ -79,10 +79,13 @@ def claim_files(paths: Sequence[Path], *, inputs: Iterable[Path | None] = (), fo
                          f"(the earlier file is then moved into previous-<time>/ beside it)")
     if not existing:
         return None
-    keep = previous_folder(existing[0].parent)
+    folders: dict[Path, Path] = {}  # one previous-<time>/ beside each file's own folder: names never collide
     for path in existing:
-        os.replace(path, keep / path.name)
-    return keep
+        parent = path.parent.resolve()
+        if parent not in folders:
+            folders[parent] = previous_folder(path.parent)
+        os.replace(path, folders[parent] / path.name)
+    return next(iter(folders.values()))
 
 
 def claim_folder(folder: Path, names: Iterable[str], *, inputs: Iterable[Path | None] = (), force: bool = False,

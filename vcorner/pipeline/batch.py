@@ -425,7 +425,8 @@ def start_outputs(plan: Plan, out_dir: Path, options: BatchOptions, card: ModelC
         extra["names_not_trained"] = unseen
     manifest.write_manifest(out_dir, options.model_id, records, options.card_id, previous, extra)  # after stale rows
     todo = [p for p in plan.images if p.record.file not in journal.done]
-    remove_stale_extras(out_dir, sorted(stale | set(plan.refused)))  # answers no longer current
+    answered = set((previous or {}).get("centers") or {})  # images an earlier run answered (and may have drawn)
+    remove_stale_extras(out_dir, sorted(stale | (set(plan.refused) & answered)))  # answers no longer current
     planned = {p.record.file for p in plan.images} | set(plan.refused)
     old_failed, old_vertebrae = read_errors(out_dir / "errors.csv") if options.resume else ({}, {})
     summary = BatchSummary(skipped=len(plan.images) - len(todo), failed=dict(plan.refused),

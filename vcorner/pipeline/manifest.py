@@ -92,8 +92,16 @@ def missing_extras(out_dir: Path, images: list[str], write_json: bool, vis: bool
 
     out_dir = Path(out_dir)
     return {image for image in images
-            if (write_json and not (out_dir / "json" / f"{image}.json").is_file())
-            or (vis and not (out_dir / "vis" / overlay_name(image)).is_file())}
+            if (write_json and not _is_file(out_dir / "json" / f"{image}.json"))
+            or (vis and not _is_file(out_dir / "vis" / overlay_name(image)))}
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the file system refuses (too long: that image fails when written)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def record_detected(out_dir: Path, records: list[ImageRecord]) -> None:

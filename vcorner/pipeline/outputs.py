@@ -214,17 +214,44 @@ def keep_previous(out_dir: Path) -> Path | None:
     return keep
 
 
+def is_batch_output(path: Path) -> bool:
+    """True when ``path`` is a file a vcorner batch writes and may rewrite (resume, ``--no-resume``): a
+    ``corners.csv``, ``errors.csv``, ``centers.detected.csv`` or ``measurements.csv`` whose first line is vcorner's
+    header, an empty one, or a ``run.json`` of vcorner's format. Anything else under those names is the user's."""
+    from vcorner.measure.table import MEASUREMENT_COLUMNS
+    from vcorner.pipeline.detection import DETECTED_COLUMNS
+    from vcorner.pipeline.manifest import read_manifest
+
+    path = Path(path)
+    if path.name == "run.json":
+        return read_manifest(path.parent) is not None
+    header = {"corners.csv": CORNER_COLUMNS, "errors.csv": ERROR_COLUMNS, "centers.detected.csv": DETECTED_COLUMNS,
+              "measurements.csv": MEASUREMENT_COLUMNS}.get(path.name)
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            first = next(csv.reader(handle), None)
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return header is not None and (first is None or first == list(header))
+
+
 EXTRA_FOLDERS = ("json", "vis")
 """Where ``--json`` and ``--vis`` write each image's extra outputs."""
 
 
 def remove_stale_extras(out_dir: Path, images: Sequence[str]) -> int:
     """Delete the JSON and overlay an earlier run wrote for ``images`` (which this run redoes: their answer is
-    no longer current, and a report must not link it); how many files went."""
+    no longer current, and a report must not link it); how many files went. Only files inside ``OUT/json`` and
+    ``OUT/vis`` are ever touched, whatever a name holds (an absolute path, ``..``, a name too long)."""
     gone = 0
     for image in images:
-        for path in (Path(out_dir) / "json" / f"{image}.json", Path(out_dir) / "vis" / overlay_name(image)):
-            if path.is_file():
-                path.unlink()
-                gone += 1
+        for folder, name in (("json", f"{image}.json"), ("vis", overlay_name(image))):
+            root = (Path(out_dir) / folder).resolve()
+            try:
+                path = (root / name).resolve()
+                if path.is_relative_to(root) and path != root and path.is_file():
+                    path.unlink()
+                    gone += 1
+            except (OSError, ValueError):  # a name the file system refuses cannot name a file we wrote
+                continue
     return gone

@@ -89,6 +89,8 @@ def pick_device(requested: str | None = None) -> torch.device:
         except RuntimeError:
             raise InputError(f"--device {requested!r}: not a torch device (e.g. cpu, cuda, cuda:1)") from None
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.type not in ("cpu", "cuda"):
+            raise InputError(f"--device {requested}: training runs on cpu or cuda[:N]")
         if device.type == "cuda" and (device.index or 0) >= count:
             raise InputError(f"--device {requested}: no such CUDA device here ({count} found)")
         return device
