@@ -235,3 +235,21 @@ def test_overlays_of_a_subfolder_have_one_extension_and_report_and_resume_find_t
     assert again.exit_code == 0, again.output
     assert (out / "vis" / "images" / "a_jpg.png").stat().st_mtime_ns == drawn  # renamed, not redrawn
     assert not (out / "vis" / "images" / "a.jpg.png").exists()
+
+
+def test_ap_overlay_labels_show_the_tilt_not_lateral_heights():
+    """Issue #32 point 7: `batch --vis --measure --ap` labelled AP overlays with anterior/posterior heights."""
+    import numpy as np
+
+    from vcorner.pipeline.overlay import measurement_labels
+    from vcorner.postprocess.decode import VertebraCorners
+
+    def vertebra(name, turn_deg, y):
+        a = np.deg2rad(turn_deg)
+        rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        xy = np.array([[-20.0, -15.0], [20.0, -15.0], [-20.0, 15.0], [20.0, 15.0]]) @ rot.T + [100.0, y]
+        return VertebraCorners(name, xy, np.ones(4), np.tile(np.eye(2), (4, 1, 1)), ("network",) * 4)
+
+    corners = [vertebra("T1", 0.0, 50.0), vertebra("T2", 10.0, 100.0)]
+    assert measurement_labels(corners, 0.1, "ap") == ["T1 tilt +0.0 deg", "T2 tilt +10.0 deg"]
+    assert "/" in measurement_labels(corners, 0.1, "right")[0]  # lateral: anterior/posterior heights

@@ -130,7 +130,7 @@ def batch(
                      own=is_batch_output)
         options = BatchOptions(batch_size=batch_size or CPU_BATCH, resume=resume, write_json=json_out, vis=vis,
                                max_pixels=max_pixels, workers=workers,
-                               measure_labels=anterior if measure else None,
+                               measure_labels=("ap" if ap else anterior) if measure else None,
                                notes=(("images", str(image_dir.resolve())),))
         try:
             request = ModelRequest(model, backend, device, threads, profile, precision)

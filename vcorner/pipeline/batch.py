@@ -73,8 +73,8 @@ class BatchOptions:
     card_id: str | None = None
     """Digest of the model card (decoding constants, prior); resuming with another card redoes every image."""
     measure_labels: str | None = None
-    """With ``vis``: label each vertebra of the overlays with its heights and slip; the anterior side
-    (``right``/``left``), or None for names only."""
+    """With ``vis``: label each vertebra of the overlays with its heights and slip, given the anterior side
+    (``right``/``left``); ``ap`` for an AP film (its lateral tilt only); None for names only."""
     notes: tuple[tuple[str, str], ...] = ()
     """(key, message) pairs recorded in ``OUT/run.json`` (e.g. an uncalibrated card)."""
     detector: DetectorUse | None = None

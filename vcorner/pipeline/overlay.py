@@ -10,7 +10,7 @@ import numpy as np
 
 from vcorner.io.atomic import write_bytes_atomic
 from vcorner.io.formats import SUPPORTED_SUFFIXES
-from vcorner.measure.definitions import heights, listhesis
+from vcorner.measure.definitions import heights, lateral_tilt, listhesis
 from vcorner.measure.intervals import SLIP_MM, adjacent_pairs
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners
 from vcorner.stages.detect import DetectedCentres
@@ -55,9 +55,12 @@ def draw_corners(rgb: np.ndarray, corners: Sequence[VertebraCorners],
 def measurement_labels(corners: Sequence[VertebraCorners], spacing_mm: float | None,
                        anterior: str = "right") -> list[str]:
     """Per vertebra, a short label of its heights (anterior/posterior) and of its slip on the next one when
-    it is at least 3 mm (``vcorner batch --vis --measure``)."""
+    it is at least 3 mm (``vcorner batch --vis --measure``); with ``anterior`` = ``ap`` (an AP film, which shows
+    no anterior or posterior side) its lateral tilt in degrees instead."""
 
     xy = np.stack([v.xy for v in corners])
+    if anterior == "ap":
+        return [f"{v.name} tilt {t:+.1f} deg" for v, t in zip(corners, lateral_tilt(xy), strict=True)]
     scale, unit = (spacing_mm, "mm") if spacing_mm else (1.0, "px")
     h = heights(xy, anterior)
     labels = [f"{v.name} {h['anterior_height'][i] * scale:.1f}/{h['posterior_height'][i] * scale:.1f} {unit}"
