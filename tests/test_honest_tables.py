@@ -253,3 +253,33 @@ def test_ap_overlay_labels_show_the_tilt_not_lateral_heights():
     corners = [vertebra("T1", 0.0, 50.0), vertebra("T2", 10.0, 100.0)]
     assert measurement_labels(corners, 0.1, "ap") == ["T1 tilt +0.0 deg", "T2 tilt +10.0 deg"]
     assert "/" in measurement_labels(corners, 0.1, "right")[0]  # lateral: anterior/posterior heights
+
+
+def test_evaluate_reports_p2p_of_deformed_and_normal_vertebrae(tmp_path):
+    """Issue #29: evaluate splits the corner error by the annotated shape (Genant grade >= 1 or a slip)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from vcorner.cli import app as cli_app
+    from vcorner.io.annotations import write_annotations
+    from vcorner.io.records import ImageRecord, Vertebra
+
+    spine = make_spine(5)
+    crushed = spine.vertebrae[2].corners.copy()
+    crushed[[1, 3], 1] = crushed[[0, 2], 1].mean() + np.array([-6.0, 6.0])  # anterior height cut to 12 of 40 px
+    vertebrae = [Vertebra(v.name, v.center, crushed if i == 2 else v.corners) for i, v in enumerate(spine.vertebrae)]
+    write_annotations(tmp_path / "annotations.json", [ImageRecord("spine.png", tuple(vertebrae), 0.15)])
+    rows = ["image,vertebra,corner,x,y,confidence,sd_major_px,sd_minor_px,angle_deg,source"]
+    names = ("superior_left", "superior_right", "inferior_left", "inferior_right")
+    for i, v in enumerate(vertebrae):
+        shift = 4.0 if i == 2 else 1.0  # the deformed vertebra's corners are found worse
+        rows += [f"spine.png,{v.name},{n},{x + shift:.3f},{y:.3f},0.9,1.0,1.0,0.0,network"
+                 for n, (x, y) in zip(names, v.corners, strict=True)]
+    (tmp_path / "corners.csv").write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(cli_app, ["evaluate", str(tmp_path / "corners.csv"),
+                                          str(tmp_path / "annotations.json"), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "deformed 0.600 mm (1 vertebrae); normal 0.150 mm (4 vertebrae)" in result.output
+    split = json.loads((tmp_path / "eval" / "metrics.json").read_text())["measurements"]["p2p_by_shape"]
+    assert split["deformed"]["vertebrae"] == 1 and split["normal"]["p2p_mean"] == pytest.approx(0.15)

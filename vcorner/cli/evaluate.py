@@ -170,6 +170,9 @@ def evaluate(
         console.print(rich_table("Per corner", per_corner))
         console.print(rich_table("Per vertebra (cranial first)", per_vertebra))
         measures = compare_measures(predictions, truth, console)
+        if "deformed" in measures:
+            measures["p2p_by_shape"] = deformed_split(errors, measures.pop("deformed"), fit_failure_px)
+            console.print(_deformed_line(measures["p2p_by_shape"], errors.unit), highlight=False)
         for kind in ("missing", "unexpected"):
             names = getattr(errors, kind)
             if names:
@@ -189,11 +192,34 @@ def evaluate(
             stderr.print(f"wrote {out / 'metrics.json'} and plots", highlight=False)
 
 
+def deformed_split(errors, deformed: set[tuple[str, str]], fit_failure_px: float | None) -> dict[str, dict]:
+    """Table 1 of the corners of deformed vertebrae (:func:`vcorner.measure.compare.deformed_vertebrae`) and of
+    the normal ones."""
+    from vcorner.evaluation.metrics import CornerErrors, table1_row
+
+    out = {}
+    for label, wanted in (("deformed", True), ("normal", False)):
+        keys = zip(errors.image, errors.vertebra, strict=True)
+        pick = [i for i, key in enumerate(keys) if (key in deformed) == wanted]
+        sub = CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick], unit=errors.unit,
+                           source=[errors.source[i] for i in pick], d2=[errors.d2[i] for i in pick])
+        out[label] = {**table1_row(sub, fit_failure_px), "vertebrae": len(pick) // 4} if pick else {"vertebrae": 0}
+    return out
+
+
+def _deformed_line(split: dict[str, dict], unit: str) -> str:
+    """One line: mean P2P of deformed against normal vertebrae."""
+    parts = [f"{label} {_number(row.get('p2p_mean'), '.3f')} {unit} ({row['vertebrae']} vertebrae)"
+             for label, row in split.items()]
+    return ("mean P2P of deformed vertebrae (Genant grade >= 1 or beside a slip >= 3 mm, by the annotated corners) "
+            f"against normal ones: {parts[0]}; {parts[1]}")
+
+
 def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
     """Measurements of the predicted corners (with intervals) against those of the annotated corners: a table
     of error and 95%-interval coverage per measure, and fracture/slip detection; the figures as a dict."""
     from vcorner.io.spacing import common_unit, spacing_in
-    from vcorner.measure.compare import compare_measurements, detection, truth_measurements
+    from vcorner.measure.compare import compare_measurements, deformed_vertebrae, detection, truth_measurements
     from vcorner.measure.table import measure_all, read_corners
 
     unit, _ = common_unit(truth)  # as the corner errors: mm only when every image has a spacing
@@ -215,7 +241,7 @@ def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
         sens, spec = _number(row["sensitivity"], ".1%"), _number(row["specificity"], ".1%")
         console.print(f"{label}: sensitivity {sens} ({row['positives']} annotated), specificity {spec} "
                       f"({row['negatives']} annotated)", highlight=False)
-    return {"per_measure": per_measure, "detection": detected}
+    return {"per_measure": per_measure, "detection": detected, "deformed": deformed_vertebrae(expected)}
 
 
 def is_centres_file(path: Path) -> bool:

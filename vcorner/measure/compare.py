@@ -59,6 +59,16 @@ def compare_measurements(predicted: Sequence[Measurement], truth: Sequence[Measu
                 "n": len(e["errors"]), "unit": e["unit"]} for m, e in out.items()}
 
 
+def deformed_vertebrae(truth: Sequence[Measurement]) -> set[tuple[str, str]]:
+    """(image, vertebra) of the annotated vertebrae with a Genant grade >= 1, or on either side of a slip of at
+    least :data:`SLIP_MM` (mm rows only), from the measurements of the annotated corners."""
+    out = {(t.image, t.level) for t in truth if t.measure == "genant_grade" and t.value >= 1}
+    for t in truth:
+        if t.measure == "listhesis" and t.unit == "mm" and abs(t.value) >= SLIP_MM:
+            out |= {(t.image, name) for name in t.level.split("-", 1)}
+    return out
+
+
 def detection(predicted: Sequence[Measurement], truth: Sequence[Measurement]) -> dict[str, dict]:
     """Sensitivity and specificity of Genant grade >= 1 and of a slip >= 3 mm, against the annotations."""
     known = {_key(t): t for t in truth}
