@@ -257,12 +257,6 @@ def test_ap_overlay_labels_show_the_tilt_not_lateral_heights():
 
 def test_evaluate_reports_p2p_of_deformed_and_normal_vertebrae(tmp_path):
     """Issue #29: evaluate splits the corner error by the annotated shape (Genant grade >= 1 or a slip)."""
-    import json
-
-    from typer.testing import CliRunner
-
-    from vcorner.cli import app as cli_app
-    from vcorner.io.annotations import write_annotations
     from vcorner.io.records import ImageRecord, Vertebra
 
     spine = make_spine(5)
@@ -277,7 +271,7 @@ def test_evaluate_reports_p2p_of_deformed_and_normal_vertebrae(tmp_path):
         rows += [f"spine.png,{v.name},{n},{x + shift:.3f},{y:.3f},0.9,1.0,1.0,0.0,network"
                  for n, (x, y) in zip(names, v.corners, strict=True)]
     (tmp_path / "corners.csv").write_text("\n".join(rows) + "\n")
-    result = CliRunner().invoke(cli_app, ["evaluate", str(tmp_path / "corners.csv"),
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "corners.csv"),
                                           str(tmp_path / "annotations.json"), "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     assert "deformed 0.600 mm (1 vertebrae); normal 0.150 mm (4 vertebrae)" in result.output
