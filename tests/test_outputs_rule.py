@@ -84,7 +84,8 @@ def test_synth_keeps_a_users_annotations_and_rewrites_its_own_dataset(tmp_path):
     assert run_cli("synth", data, "--images", 1, "--seed", 3).exit_code == 0  # its own dataset: rewritten
 
 
-def test_export_rewrites_its_run_but_keeps_a_model_elsewhere(tmp_path):
+def tiny_checkpoint(folder: Path) -> Path:
+    """``folder`` holding ``model.safetensors`` of an untrained tiny UNet with its card (skips without torch)."""
     pytest.importorskip("torch")
     from tests.conftest import make_spine
     from vcorner.models.card import DecodeConfig, GroundTruthConfig, ModelCard, SamplingConfig
@@ -95,9 +96,13 @@ def test_export_rewrites_its_run_but_keeps_a_model_elsewhere(tmp_path):
     model = create_model("tiny").eval()
     card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
                      fit_prior([make_spine()]), {"data": "test"})
-    run = tmp_path / "run"
-    run.mkdir()
-    save_model(run / "model.safetensors", model, card)
+    folder.mkdir()
+    save_model(folder / "model.safetensors", model, card)
+    return folder
+
+
+def test_export_rewrites_its_run_but_keeps_a_model_elsewhere(tmp_path):
+    run = tiny_checkpoint(tmp_path / "run")
     assert run_cli("export", run, "--no-check").exit_code == 0
     assert run_cli("export", run, "--no-check").exit_code == 0  # RUN/model.onnx is the run's own export
     elsewhere = tmp_path / "shipped.onnx"
@@ -158,19 +163,7 @@ def test_tune_keeps_a_users_file_at_report_and_shows_progress_in_a_log(toy_datas
 
 def test_export_keeps_a_foreign_model_that_sits_beside_the_checkpoint(tmp_path):
     """A review found that any model.onnx in the checkpoint's folder counted as the run's own export."""
-    pytest.importorskip("torch")
-    from tests.conftest import make_spine
-    from vcorner.models.card import DecodeConfig, GroundTruthConfig, ModelCard, SamplingConfig
-    from vcorner.network.checkpoint import save_model
-    from vcorner.network.unet import create_model
-    from vcorner.postprocess.prior import fit_prior
-
-    model = create_model("tiny").eval()
-    card = ModelCard(model.constructor_args(), SamplingConfig(), GroundTruthConfig(), DecodeConfig(),
-                     fit_prior([make_spine()]), {"data": "test"})
-    folder = tmp_path / "downloads"
-    folder.mkdir()
-    save_model(folder / "model.safetensors", model, card)
+    folder = tiny_checkpoint(tmp_path / "downloads")
     (folder / "model.onnx").write_bytes(b"someone else's model")
     assert "--force" in refused(run_cli("export", folder / "model.safetensors", "--no-check"))
     assert (folder / "model.onnx").read_bytes() == b"someone else's model"

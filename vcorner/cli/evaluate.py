@@ -73,13 +73,10 @@ METRIC_FILES = ("metrics.json", "cumulative_error.png", "box_plots.png", "reliab
 
 def written_by_evaluate(folder: Path) -> bool:
     """True when ``folder`` holds a JSON an earlier ``vcorner evaluate --out`` wrote."""
-    for name in ("metrics.json", "detection.json", "patch_bc.json"):
-        try:
-            if json.loads((folder / name).read_text(encoding="utf-8")).get("format") == EVALUATION_FORMAT:
-                return True
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            continue
-    return False
+    from vcorner.io.claims import json_field
+
+    return any(json_field(folder / name) == EVALUATION_FORMAT for name in ("metrics.json", "detection.json",
+                                                                           "patch_bc.json"))
 
 
 def claim_outputs(out: Path | None, names: tuple[str, ...], inputs: list[Path], force: bool) -> None:

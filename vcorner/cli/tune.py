@@ -20,10 +20,9 @@ TUNE_REPORT = "vcorner-tune-report/1"
 
 def is_tune_report(path: Path) -> bool:
     """True when ``path`` is a report an earlier ``vcorner tune --report`` wrote."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get("format") == TUNE_REPORT
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
+    from vcorner.io.claims import json_field
+
+    return json_field(path) == TUNE_REPORT
 
 
 def tune(

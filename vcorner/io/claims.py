@@ -24,6 +24,29 @@ PREVIOUS = "previous-%Y%m%dT%H%M%SZ"
 """``time.strftime`` pattern of the folder an earlier output is moved into (UTC)."""
 
 
+def json_field(path: Path, key: str = "format") -> object:
+    """The ``key`` of the JSON object in ``path`` (a command's mark on its own output), or None when the file
+    is missing, unreadable, not JSON or not an object."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def csv_header(path: Path) -> list[str] | None:
+    """The first row of the CSV file ``path`` ([] for an empty file; None when it cannot be read)."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+
+
 def previous_folder(parent: Path) -> Path:
     """A new, empty ``parent/previous-<UTC time>/`` (``-2``, ``-3``... when one of that second exists), created:
     two runs within a second never put their earlier files in the same folder."""

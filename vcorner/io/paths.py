@@ -25,13 +25,9 @@ RUN_FORMAT = "vcorner-run/1"
 
 def written_by_vcorner(folder: Path) -> bool:
     """True when ``folder`` holds a batch's ``run.json`` (its overlays and JSON are outputs, not radiographs)."""
-    import json
+    from vcorner.io.claims import json_field
 
-    try:
-        data = json.loads((Path(folder) / RUN_MARKER).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("format") == RUN_FORMAT
+    return json_field(Path(folder) / RUN_MARKER) == RUN_FORMAT
 
 
 def walk_files(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:

@@ -15,6 +15,7 @@ from vcorner import CORNER_NAMES
 from vcorner.geometry.sequence import cranial_order
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.centers import load_centers
+from vcorner.io.claims import csv_header
 from vcorner.io.corners_table import group_corner_rows
 from vcorner.io.dicom import dicom_file_spacing
 from vcorner.io.records import InputError
@@ -167,8 +168,4 @@ def measure_run(corners_csv: Path, dest: Path, images: Path | None = None, cente
 
 def is_measurements(path: Path) -> bool:
     """True when ``path`` is a measurements.csv vcorner wrote (its first line is :data:`MEASUREMENT_COLUMNS`)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return next(csv.reader(handle), None) == list(MEASUREMENT_COLUMNS)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
+    return csv_header(path) == list(MEASUREMENT_COLUMNS)

@@ -285,14 +285,11 @@ def write_holdout(out, index: int, seq: np.random.SeedSequence) -> tuple[ImageRe
 
 def is_holdout(folder) -> bool:
     """True when ``folder`` holds a dataset of this style (its ``phantoms.json`` says so)."""
-    import json
     from pathlib import Path
 
-    try:
-        data = json.loads((Path(folder) / "phantoms.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("style") == STYLE
+    from vcorner.io.claims import json_field
+
+    return json_field(Path(folder) / "phantoms.json", "style") == STYLE
 
 
 def refuse_holdout(folder, use: str) -> None:

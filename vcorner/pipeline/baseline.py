@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vcorner.evaluation.baselines import baseline_corners
 from vcorner.io.atomic import write_text_atomic
+from vcorner.io.claims import json_field
 from vcorner.io.images import read_image
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
@@ -50,8 +51,4 @@ BASELINE_MARKER, BASELINE_FORMAT = "baseline.json", "vcorner-baseline/1"
 
 def written_by_baseline(folder: Path) -> bool:
     """True when ``folder`` holds an earlier baseline's :data:`BASELINE_MARKER`."""
-    try:
-        return json.loads((Path(folder) / BASELINE_MARKER).read_text(encoding="utf-8")).get("format") == \
-            BASELINE_FORMAT
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
+    return json_field(Path(folder) / BASELINE_MARKER) == BASELINE_FORMAT

@@ -218,21 +218,17 @@ def is_batch_output(path: Path) -> bool:
     """True when ``path`` is a file a vcorner batch writes and may rewrite (resume, ``--no-resume``): a
     ``corners.csv``, ``errors.csv``, ``centers.detected.csv`` or ``measurements.csv`` whose first line is vcorner's
     header, an empty one, or a ``run.json`` of vcorner's format. Anything else under those names is the user's."""
+    from vcorner.io.claims import csv_header
+    from vcorner.io.paths import written_by_vcorner
     from vcorner.measure.table import MEASUREMENT_COLUMNS
     from vcorner.pipeline.detection import DETECTED_COLUMNS
-    from vcorner.pipeline.manifest import read_manifest
 
     path = Path(path)
     if path.name == "run.json":
-        return read_manifest(path.parent) is not None
+        return written_by_vcorner(path.parent)
     header = {"corners.csv": CORNER_COLUMNS, "errors.csv": ERROR_COLUMNS, "centers.detected.csv": DETECTED_COLUMNS,
               "measurements.csv": MEASUREMENT_COLUMNS}.get(path.name)
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            first = next(csv.reader(handle), None)
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    return header is not None and (first is None or first == list(header))
+    return header is not None and csv_header(path) in ([], list(header))
 
 
 EXTRA_FOLDERS = ("json", "vis")
