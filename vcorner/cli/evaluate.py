@@ -21,11 +21,9 @@ COLUMNS = (("p2p_median", "P2P median"), ("p2p_mean", "mean"), ("p2p_std", "std"
 
 def _cell(key: str, value: float | None) -> str:
     """One table cell: "n/a" for a value that was not measured (NaN or None), whatever its column."""
-    if value is None or value != value:  # NaN: nothing to measure (e.g. no network corner to check an ellipse on)
-        return "n/a"
-    if key == "corners":
+    if key == "corners" and value is not None:
         return str(value)
-    return f"{value:.1%}" if key.startswith("inside_") else f"{value:.2f}"
+    return _number(value, ".1%" if key.startswith("inside_") else ".2f")  # NaN: e.g. no network corner
 
 
 def _number(value: float | None, spec: str, suffix: str = "") -> str:
@@ -138,7 +136,8 @@ def evaluate(
             if not e.p2p:
                 raise InputError(f"{name}: no predicted corner matches an annotated one (same image and vertebra "
                                  f"names? {len(e.missing)} annotated, {len(e.unexpected)} predicted)")
-        overall = {**table1_row(errors, fit_failure_px), **calibration(errors)}
+        calib = calibration(errors)
+        overall = {**table1_row(errors, fit_failure_px), **calib}
         unit = overall["unit"]
         if errors.unit_note:
             stderr.print(f"warning: {errors.unit_note}", highlight=False)
@@ -153,8 +152,7 @@ def evaluate(
         console.print(f"fit failure: P2P {overall['fit_failure_rule']}"
                       + ("; pass --fit-failure-px N to judge errors in px" if overall["fit_failure_pct"]
                          != overall["fit_failure_pct"] else ""), highlight=False)
-        calib = calibration(errors)
-        calib["verdicts"] = calibration_lines(calib)
+        calib = {**calib, "verdicts": calibration_lines(calib)}
         console.print(f"calibration of {label}'s ellipses ({calib['ellipse_corners']} network corners):",
                       highlight=False)
         for line in calib["verdicts"]:
@@ -192,15 +190,14 @@ def evaluate(
 def deformed_split(errors, deformed: set[tuple[str, str]], fit_failure_px: float | None) -> dict[str, dict]:
     """Table 1 of the corners of deformed vertebrae (:func:`vcorner.measure.compare.deformed_vertebrae`) and of
     the normal ones."""
-    from vcorner.evaluation.metrics import CornerErrors, table1_row
+    from vcorner.evaluation.metrics import subset, table1_row
 
     out = {}
     for label, wanted in (("deformed", True), ("normal", False)):
         keys = zip(errors.image, errors.vertebra, strict=True)
         pick = [i for i, key in enumerate(keys) if (key in deformed) == wanted]
-        sub = CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick], unit=errors.unit,
-                           source=[errors.source[i] for i in pick], d2=[errors.d2[i] for i in pick])
-        out[label] = {**table1_row(sub, fit_failure_px), "vertebrae": len(pick) // 4} if pick else {"vertebrae": 0}
+        out[label] = ({**table1_row(subset(errors, pick), fit_failure_px), "vertebrae": len(pick) // 4} if pick
+                      else {"vertebrae": 0})
     return out
 
 

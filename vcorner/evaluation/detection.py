@@ -11,7 +11,7 @@ import numpy as np
 
 from vcorner.geometry.sequence import spine_levels, typical_spacing
 from vcorner.io.records import ImageRecord
-from vcorner.io.spacing import common_unit
+from vcorner.io.spacing import common_unit, spacing_in
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,14 @@ class DetectionScores:
         return asdict(self)
 
 
-def _radius_px(record: ImageRecord, unit: str) -> tuple[float, str]:
+def _radius_px(record: ImageRecord, unit: str) -> float:
+    """The match radius of ``record``'s centres in pixels: :data:`RADIUS_MM` in mm, else in vertebra spacings."""
     if unit == "mm":
-        return RADIUS_MM / record.pixel_spacing_mm, "mm"
+        return RADIUS_MM / record.pixel_spacing_mm
     levels = spine_levels([v.name for v in record.vertebrae])
     spacing = typical_spacing(record.centers, levels if levels is not None else np.arange(len(record.vertebrae),
                                                                                             dtype=float))
-    return RADIUS_SPACINGS * spacing, "px"
+    return RADIUS_SPACINGS * spacing
 
 
 def score_detections(predicted: Sequence[ImageRecord], truth: Sequence[ImageRecord]) -> DetectionScores:
@@ -69,8 +70,8 @@ def score_detections(predicted: Sequence[ImageRecord], truth: Sequence[ImageReco
     if note:
         log.warning("centre detection: %s", note)
     for record in truth:
-        radius, _ = _radius_px(record, unit)
-        scale = record.pixel_spacing_mm if unit == "mm" else 1.0
+        radius = _radius_px(record, unit)
+        scale = spacing_in(unit, record) or 1.0
         true = {v.name: v.center for v in record.vertebrae}
         annotated += len(true)
         guess = found.get(record.file)

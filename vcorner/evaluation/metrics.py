@@ -238,9 +238,12 @@ def grouped_rows(errors: CornerErrors, by: str, fit_failure_px: float | None = N
     keys = getattr(errors, by)
     out = {}
     for key in group_order(keys):
-        pick = [i for i, k in enumerate(keys) if k == key]
-        sub = CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick],
-                           unit=errors.unit, source=[errors.source[i] for i in pick],
-                           d2=[errors.d2[i] for i in pick])
+        sub = subset(errors, [i for i, k in enumerate(keys) if k == key])
         out[key] = {**table1_row(sub, fit_failure_px), **calibration(sub)}
     return out
+
+
+def subset(errors: CornerErrors, pick: list[int]) -> CornerErrors:
+    """The entries ``pick`` of ``errors`` (what Table 1 and the calibration need of them)."""
+    return CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick], unit=errors.unit,
+                        source=[errors.source[i] for i in pick], d2=[errors.d2[i] for i in pick])

@@ -132,10 +132,9 @@ def lateral_tilt(xy: np.ndarray) -> np.ndarray:
     """(..., V) tilt of each vertebra on an AP film, degrees: the angle from the image's horizontal to the mean
     direction of its superior and inferior endplates (left corner to right corner), positive when the
     vertebra's right side lies lower on the image (clockwise as the film is viewed)."""
-    direction = (xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :]) / _norm(
-        xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :])[..., None]
-    direction = direction + (xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :]) / _norm(
-        xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :])[..., None]
+    superior = xy[..., SUPERIOR_RIGHT, :] - xy[..., SUPERIOR_LEFT, :]
+    inferior = xy[..., INFERIOR_RIGHT, :] - xy[..., INFERIOR_LEFT, :]
+    direction = superior / _norm(superior)[..., None] + inferior / _norm(inferior)[..., None]
     return np.degrees(np.arctan2(direction[..., 1], direction[..., 0]))
 
 

@@ -445,7 +445,7 @@ def untrained_names(plan: Plan, card: ModelCard | None) -> list[str]:
         return []
     unseen = card.prior.unseen(v.name for p in plan.images for v in p.record.vertebrae)
     if unseen:
-        trained = [n for n, count in card.prior.counts.items() if count >= 5 and n != "*"]
+        trained = card.prior.trained()
         log.warning("the corner model was trained on %s only; %s %s never in its training data: their corners "
                     "use the pooled prior and were never validated (train a model on such films: vcorner train)",
                     ", ".join(trained), ", ".join(unseen[:8]) + (" ..." if len(unseen) > 8 else ""),

@@ -22,6 +22,7 @@ import numpy as np
 
 from vcorner import CORNER_NAMES
 from vcorner.io.atomic import write_text_atomic
+from vcorner.io.paths import safe_path
 from vcorner.io.records import InputError
 from vcorner.io.spreadsheet import neutralise, restore
 from vcorner.pipeline.overlay import overlay_name
@@ -242,12 +243,11 @@ def remove_stale_extras(out_dir: Path, images: Sequence[str]) -> int:
     gone = 0
     for image in images:
         for folder, name in (("json", f"{image}.json"), ("vis", overlay_name(image))):
-            root = (Path(out_dir) / folder).resolve()
             try:
-                path = (root / name).resolve()
-                if path.is_relative_to(root) and path != root and path.is_file():
+                path = safe_path(Path(out_dir) / folder, name)
+                if path.is_file():
                     path.unlink()
                     gone += 1
-            except (OSError, ValueError):  # a name the file system refuses cannot name a file we wrote
+            except (InputError, OSError, ValueError):  # a name that cannot be inside OUT, or one too long
                 continue
     return gone

@@ -15,6 +15,8 @@ from vcorner.geometry.frames import Frames, record_frames
 from vcorner.io.records import ImageRecord
 
 ANY = "*"
+MIN_COUNT = 5
+"""A name seen fewer times than this in training uses the pooled prior (``ANY``)."""
 """Key of the prior pooled over all vertebra names (used for names not seen in training)."""
 
 
@@ -34,13 +36,17 @@ class CornerPrior:
 
     def lookup(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(4, 2) means and (4, 2, 2) covariances for ``name`` (pooled prior when unseen or rare)."""
-        key = name if self.counts.get(name, 0) >= 5 else ANY
+        key = name if self.counts.get(name, 0) >= MIN_COUNT else ANY
         return self.means[key], self.covariances[key]
 
     def unseen(self, names: Iterable[str]) -> list[str]:
-        """The names among ``names`` this prior (its model) saw fewer than 5 times in training, in first-seen
-        order: their corners come from the pooled prior and were never validated."""
-        return list(dict.fromkeys(n for n in names if self.counts.get(n, 0) < 5))
+        """The names among ``names`` this prior (its model) saw fewer than :data:`MIN_COUNT` times in training,
+        in first-seen order: their corners come from the pooled prior and were never validated."""
+        return list(dict.fromkeys(n for n in names if self.counts.get(n, 0) < MIN_COUNT))
+
+    def trained(self) -> list[str]:
+        """The names with a prior of their own (seen at least :data:`MIN_COUNT` times in training)."""
+        return [n for n, count in self.counts.items() if count >= MIN_COUNT and n != ANY]
 
     def in_image(self, frames: Frames, index: int, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Prior of vertebra ``index`` in image pixels: (4, 2) means and (4, 2, 2) covariances."""

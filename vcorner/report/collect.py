@@ -138,17 +138,13 @@ def summary(out_dir: Path, entries: list[ImageEntry]) -> dict[str, Any]:
             "corners": sum(len(e.corners) for e in entries)}
 
 
-def page_link(out_dir: Path, relative: str, page: Path) -> str:
-    """The URL of ``OUT/relative`` as seen from the page ``page``: relative, percent-encoded (``#``, ``?``, spaces)."""
+def link_entries(out_dir: Path, entries: list[ImageEntry], page: Path) -> None:
+    """Fill each entry's ``links`` to its overlay and JSON: URLs relative to the page ``page``, percent-encoded
+    (``#``, ``?``, spaces)."""
     import os
     from urllib.parse import quote
 
-    target = os.path.relpath(Path(out_dir).resolve() / relative, Path(page).resolve().parent)
-    return quote(Path(target).as_posix())
-
-
-def link_entries(out_dir: Path, entries: list[ImageEntry], page: Path) -> None:
-    """Fill each entry's ``links`` to its overlay and JSON, relative to ``page``."""
+    base = Path(os.path.relpath(Path(out_dir).resolve(), Path(page).resolve().parent))  # OUT seen from the page
     for entry in entries:
-        entry.links = {kind: page_link(out_dir, rel, page)
+        entry.links = {kind: quote((base / rel).as_posix())
                        for kind, rel in (("overlay", entry.overlay), ("json", entry.json)) if rel}

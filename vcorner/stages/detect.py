@@ -65,7 +65,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
             sequence checks' reason when the detected sequence cannot frame any vertebra.
     """
     kept, dropped = split_confident(run_detector(pyramid, shape, card, infer), card.detection.min_confidence)
-    outside = {d.name: outside_reason(d.xy, shape) for d in kept if outside_reason(d.xy, shape)}
+    outside = {d.name: why for d in kept if (why := outside_reason(d.xy, shape))}
     kept = [d for d in kept if d.name not in outside]
     if len(kept) < 2:
         best = max((d.confidence for d in kept + dropped), default=0.0)
