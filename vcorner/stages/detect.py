@@ -33,6 +33,13 @@ class DetectedCentres:
         record: ``listed`` after the centre-sequence checks: the vertebrae that get corners.
         left_out: vertebra name -> why the sequence checks left it out (``errors.csv``).
         dropped: detections below the card's confidence (counted, not used).
+        view: the candidate view the detector answered on (:mod:`vcorner.geometry.views`): ``as_is``, or the
+            transforms that bring the film to the pose the models learned (``mirrored``, ``turned_180``,
+            ``inverted``, joined by ``+``); patches are cut through the same transform.
+        naming_margin: how much better the chosen names fit the detector's maps than the same blobs named one
+            level up or down, per named vertebra (0-1; NaN when not measured).
+        flags: image-level flags every output row of this image carries (``levels_uncertain``,
+            ``view_uncertain``; README.md, "Flags").
     """
 
     listed: ImageRecord
@@ -40,6 +47,9 @@ class DetectedCentres:
     record: ImageRecord
     left_out: dict[str, str] = field(default_factory=dict)
     dropped: tuple[Detection, ...] = ()
+    view: str = "as_is"
+    naming_margin: float = float("nan")
+    flags: tuple[str, ...] = ()
 
 
 def run_detector(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard,
