@@ -105,14 +105,20 @@ class DetectionConfig:
     """The centre detector's input and decoding (README.md, "Automatic centres"; travels in its card).
 
     Attributes:
-        input_size: side S of the square network input; the whole image is letterboxed into it (any image
-            size: it is resized, never refused for size).
+        input_size: side S of the square network input, or its height when ``input_width`` is set; the whole
+            image is letterboxed into it (any image size: it is resized, never refused for size).
+        input_width: width of a non-square input (a tall film's view: 96 x 256), 0 for a square S x S one.
         sigma: sd of each centre's target Gaussian, in vertebra spacings (median distance between the
             image's neighbouring centres), at least ``min_sigma_px`` input pixels.
         min_sigma_px: smallest target sd, input pixels.
         peak_radius_px: window radius around a map's maximum, input pixels: its probability mass is the
             detection's confidence, its weighted centroid the sub-pixel centre.
         min_confidence: detections below this confidence are dropped (and counted).
+        spacing_px: the closest typical distance between neighbouring centres the detector was trained on, input
+            pixels (5th percentile over the training films' letterboxed views), recorded by training; the peak
+            decoding's suppression radius and degenerate-map rule follow it
+            (:func:`vcorner.postprocess.peaks.decoding_limits`). 0: not recorded (the shipped detector: fixed
+            constants).
     """
 
     input_size: int = 128
@@ -120,9 +126,20 @@ class DetectionConfig:
     min_sigma_px: float = 1.0
     peak_radius_px: float = 3.0
     min_confidence: float = 0.3
+    input_width: int = 0
+    spacing_px: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.input_size < 32 or self.input_size % 16:
-            raise ValueError(f"detection.input_size must be a multiple of 16 (4 poolings), got {self.input_size}")
+        for side in (self.input_size, self.input_width or self.input_size):
+            if side < 32 or side % 16:
+                raise ValueError(f"detection.input_size and input_width must be multiples of 16 (4 poolings), at "
+                                 f"least 32, got {side}")
+        if self.spacing_px < 0:
+            raise ValueError(f"detection.spacing_px must be 0 (not recorded) or positive, got {self.spacing_px}")
         if not (0.0 <= self.min_confidence < 1.0) or self.peak_radius_px <= 0 or self.sigma <= 0:
             raise ValueError("detection needs 0 <= min_confidence < 1, a positive peak_radius_px and sigma")
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(height, width) of the network input, pixels."""
+        return self.input_size, self.input_width or self.input_size

@@ -28,12 +28,12 @@ def export_model(model: UNet, card: ModelCard | DetectorCard, out: Path, opset: 
 
     The graph takes ``patches`` (B, 1, N, N) float32 and returns ``maps`` (B, C, N, N) float32; B is dynamic.
     A corner model has C = 1 and N the patch side; a centre detector (:class:`DetectorCard`) has one map per
-    vertebra name and takes whole images letterboxed into N x N (its "patches" are whole views).
+    vertebra name and takes whole images letterboxed into N x N, or h x w (its "patches" are whole views).
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    n = card.input_side
-    example = torch.zeros(2, model.in_channels, n, n)
+    rows, columns = card.input_shape if isinstance(card, DetectorCard) else (card.input_side, card.input_side)
+    example = torch.zeros(2, model.in_channels, rows, columns)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but gives the plainest graph
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -12,18 +12,26 @@ import numpy as np
 
 from vcorner.geometry.patches import apply_affine, extract_patches, invert_affines
 
+Size = int | tuple[int, int]
+"""An input grid: S for S x S, or (height, width) for a non-square one (a tall film's view)."""
 
-def letterbox_affine(shape: tuple[int, int], size: int) -> np.ndarray:
-    """(2, 3) affine from the S x S input grid to image pixels: the whole (H, W) image fits, centred, its aspect
-    kept (the margins read as outside the image)."""
+
+def grid_shape(size: Size) -> tuple[int, int]:
+    """(height, width) of the input grid ``size``."""
+    return (size, size) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
+
+
+def letterbox_affine(shape: tuple[int, int], size: Size) -> np.ndarray:
+    """(2, 3) affine from the S x S (or ``size`` = (h, w)) input grid to image pixels: the whole (H, W) image
+    fits, centred, its aspect kept (the margins read as outside the image)."""
     height, width = shape
-    step = max(height, width) / size  # image pixels per input pixel
-    middle = (size - 1) / 2.0
-    return np.array([[step, 0.0, (width - 1) / 2.0 - step * middle],
-                     [0.0, step, (height - 1) / 2.0 - step * middle]])
+    rows, columns = grid_shape(size)
+    step = max(height / rows, width / columns)  # image pixels per input pixel
+    return np.array([[step, 0.0, (width - 1) / 2.0 - step * ((columns - 1) / 2.0)],
+                     [0.0, step, (height - 1) / 2.0 - step * ((rows - 1) / 2.0)]])
 
 
-def augmented_affine(base: np.ndarray, size: int, rng: np.random.Generator, zoom: tuple[float, float],
+def augmented_affine(base: np.ndarray, size: Size, rng: np.random.Generator, zoom: tuple[float, float],
                      rotation_deg: float, shift: float) -> np.ndarray:
     """``base`` (2, 3) turned by up to ``rotation_deg``, zoomed by a factor in ``zoom`` (> 1 magnifies, cutting
     the image's edges off) and shifted by up to ``shift`` of the input side, about the input's centre."""
@@ -31,13 +39,14 @@ def augmented_affine(base: np.ndarray, size: int, rng: np.random.Generator, zoom
     factor = 1.0 / rng.uniform(*zoom)
     c, s = np.cos(angle), np.sin(angle)
     linear = base[:, :2] @ (factor * np.array([[c, -s], [s, c]]))
-    middle = np.full(2, (size - 1) / 2.0)
-    centre = apply_affine(base, middle + rng.uniform(-shift, shift, 2) * size)
+    sides = np.array(grid_shape(size)[::-1], dtype=np.float64)  # (width, height)
+    middle = (sides - 1) / 2.0
+    centre = apply_affine(base, middle + rng.uniform(-shift, shift, 2) * sides)
     return np.concatenate([linear, (centre - linear @ middle)[:, None]], axis=1)
 
 
-def detector_input(pyramid: list[np.ndarray], affine: np.ndarray, size: int) -> np.ndarray:
-    """(1, 1, S, S) float32 standardized network input cut through ``affine`` (2, 3) from ``pyramid``.
+def detector_input(pyramid: list[np.ndarray], affine: np.ndarray, size: Size) -> np.ndarray:
+    """(1, 1, S, S) (or (1, 1, h, w)) float32 standardized network input cut through ``affine`` (2, 3) from ``pyramid``.
 
     The margins read as the image's darkest level, taken as its coarsest pyramid level's minimum (0 where the
     film's darkest region is 0; a little above a single dark pixel's value, as that level is blurred), so that a

@@ -70,26 +70,28 @@ def build_pyramid(pixels: np.ndarray, levels: int = 5) -> list[np.ndarray]:
     return pyramid
 
 
-def extract_patches(pyramid: list[np.ndarray], affines: np.ndarray, patch_size: int, fill: float = 0.0
-                    ) -> np.ndarray:
+def extract_patches(pyramid: list[np.ndarray], affines: np.ndarray, patch_size: int | tuple[int, int],
+                    fill: float = 0.0) -> np.ndarray:
     """Cut patches through their affines, anti-aliased by sampling the right pyramid level.
 
     Args:
         pyramid: from :func:`build_pyramid`.
         affines: (K, 2, 3) patch-to-image affines.
-        patch_size: N.
+        patch_size: N, or (height, width) for a non-square cut (the detector's view of a tall film).
         fill: the value pixels outside the image read as, before standardization.
 
     Returns:
-        (K, N, N) float32 patches, each standardized to zero mean and unit standard deviation.
+        (K, N, N) (or (K, height, width)) float32 patches, each standardized to zero mean and unit standard
+        deviation.
     """
-    out = np.empty((len(affines), patch_size, patch_size), dtype=np.float32)
+    rows, columns = (patch_size, patch_size) if np.isscalar(patch_size) else patch_size
+    out = np.empty((len(affines), rows, columns), dtype=np.float32)
     step = np.sqrt(np.abs(np.linalg.det(affines[:, :, :2])))  # image pixels per patch pixel
     levels = np.clip(np.floor(np.log2(np.maximum(step, 1.0))).astype(int), 0, len(pyramid) - 1)
     for k, (affine, level) in enumerate(zip(affines, levels, strict=True)):
         scaled = affine / float(2**level)
         out[k] = cv2.warpAffine(
-            pyramid[level], scaled, (patch_size, patch_size),
+            pyramid[level], scaled, (columns, rows),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=fill,
         )
     return standardize(out)

@@ -39,8 +39,13 @@ class DetectorCard:
 
     @property
     def input_side(self) -> int:
-        """Side of the square network input, pixels."""
+        """Side of the square network input (its height when non-square), pixels."""
         return self.detection.input_size
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """(height, width) of the network input, pixels."""
+        return self.detection.input_shape
 
     def validation_warning(self) -> str | None:
         """One line for the user when training recorded a failed validation (None otherwise)."""

@@ -476,8 +476,7 @@ def warm_up(runner: Runner, card: ModelCard, options: BatchOptions) -> float:
     size = card.sampling.patch_size
     runner.infer(np.zeros((1, 1, size, size), np.float32))
     if options.detector is not None:
-        side = options.detector.card.detection.input_size
-        options.detector.infer(np.zeros((1, 1, side, side), np.float32))
+        options.detector.infer(np.zeros((1, 1, *options.detector.card.detection.input_shape), np.float32))
     warm_kernels()
     return time.perf_counter() - began
 

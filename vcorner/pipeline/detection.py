@@ -50,7 +50,8 @@ class DetectorUse:
     def describe(self) -> dict:
         """The ``run.json`` entry: file, SHA-256, names, input size and confidence threshold."""
         return {"path": self.path, "sha256": self.identity, "names": list(self.card.names),
-                "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence}
+                "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence,
+                **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {})}
 
 
 def detected_rows(found: DetectedCentres) -> list[list[str]]:

@@ -44,9 +44,10 @@ def default_ort_cache() -> Path:
     return Path.home() / ".cache" / "vcorner" / "ort-trt"
 
 
-def trt_profile_shapes(patch_size: int, batch: tuple[int, int, int]) -> dict[str, str]:
+def trt_profile_shapes(patch_size: int | tuple[int, int], batch: tuple[int, int, int]) -> dict[str, str]:
     """TensorRT EP options fixing the optimization profile over the batch axis (min, opt, max patches)."""
-    return {f"trt_profile_{which}_shapes": f"{INPUT_NAME}:{b}x1x{patch_size}x{patch_size}"
+    rows, columns = patch_size if isinstance(patch_size, tuple) else (patch_size, patch_size)
+    return {f"trt_profile_{which}_shapes": f"{INPUT_NAME}:{b}x1x{rows}x{columns}"
             for which, b in zip(("min", "opt", "max"), batch, strict=True)}
 
 
@@ -107,7 +108,8 @@ class OnnxRuntimeRunner(Runner):
     name = "ort"
 
     def __init__(self, model: Path, device: str = "cpu", threads: int | None = None,
-                 profile: str | None = None, cpu_model: Path | None = None, patch_size: int | None = None,
+                 profile: str | None = None, cpu_model: Path | None = None,
+                 patch_size: int | tuple[int, int] | None = None,
                  sha256: str | None = None, out_channels: int = 1, spin: bool = False) -> None:
         self.device, self.device_id = split_device(device)
         self.spin = spin
@@ -177,15 +179,22 @@ class OnnxRuntimeRunner(Runner):
         self.run_options.terminate = True
 
 
-def check_io(session, model: Path, patch_size: int | None = None, out_channels: int = 1) -> None:
+def check_io(session, model: Path, patch_size: int | tuple[int, int] | None = None,
+             out_channels: int = 1) -> None:
     """Raise InputError unless the graph maps ``patches`` (B, 1, N, N) to ``maps`` (B, out_channels, N, N), with
-    N the card's ``patch_size`` when given."""
+    N the card's ``patch_size`` when given; a ``patch_size`` of (h, w) (a centre detector's non-square view)
+    expects (B, 1, h, w)."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names = ([i.name for i in inputs], [o.name for o in outputs])
     if names != ([INPUT_NAME], [OUTPUT_NAME]):
         raise InputError(f"{model}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', got {names}")
     shape = inputs[0].shape
-    if len(shape) != 4 or shape[1] != 1 or not isinstance(shape[2], int) or shape[2] != shape[3]:
+    if isinstance(patch_size, tuple):
+        if list(shape[1:]) != [1, *patch_size]:
+            raise InputError(f"{model}: its card says {patch_size[0]}x{patch_size[1]} views but the graph takes "
+                             f"{shape}: the card belongs to another model")
+        patch_size = None
+    elif len(shape) != 4 or shape[1] != 1 or not isinstance(shape[2], int) or shape[2] != shape[3]:
         raise InputError(f"{model}: input must be (batch, 1, N, N), got {shape}")
     out = outputs[0].shape
     expected = [out_channels, *shape[2:]]

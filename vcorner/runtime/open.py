@@ -51,5 +51,6 @@ def open_detector(model: Path, device: str = "cpu", threads: int | None = 1) -> 
     card, digest = read_detector_card(model)
     if is_checkpoint(model):
         raise InputError(f"{model}: export the detector to ONNX first (vcorner export {model} --out detector.onnx)")
-    return OnnxRuntimeRunner(Path(model), device, threads, patch_size=card.input_side, sha256=digest,
+    size = card.input_side if card.input_shape[0] == card.input_shape[1] else card.input_shape
+    return OnnxRuntimeRunner(Path(model), device, threads, patch_size=size, sha256=digest,
                              out_channels=len(card.names)), card

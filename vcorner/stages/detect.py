@@ -17,7 +17,7 @@ from vcorner.geometry.letterbox import detector_input, letterbox_affine
 from vcorner.geometry.sequence import checked_record
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
-from vcorner.postprocess.peaks import Detection, decode_detections, split_confident
+from vcorner.postprocess.peaks import Detection, decode_view, split_confident
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
@@ -60,10 +60,10 @@ def run_detector(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
         pyramid: the image's pyramid (:func:`vcorner.geometry.patches.build_pyramid`).
         shape: (H, W) of the image, pixels.
     """
-    size = card.detection.input_size
+    size = card.detection.input_shape
     affine = letterbox_affine(shape, size)
     maps = infer(detector_input(pyramid, affine, size))[0]
-    return decode_detections(maps, card.names, affine, card.detection.peak_radius_px)
+    return decode_view(maps, card.names, affine, card.detection)
 
 
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from vcorner.config import DetectionConfig
-from vcorner.geometry.letterbox import augmented_affine, detector_input, letterbox_affine, to_grid
+from vcorner.geometry.letterbox import Size, augmented_affine, detector_input, grid_shape, letterbox_affine, to_grid
 from vcorner.geometry.patches import build_pyramid
 from vcorner.geometry.sequence import checked_annotation, spine_levels, typical_spacing
 from vcorner.io.annotations import read_annotations
@@ -80,14 +80,14 @@ def channel_names(records: Sequence[ImageRecord]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def first_view_level(shape: tuple[int, int], size: int, max_zoom: float, levels: int) -> int:
+def first_view_level(shape: tuple[int, int], size: Size, max_zoom: float, levels: int) -> int:
     """The finest pyramid level (of ``levels``) a view of ``size`` of an image of ``shape`` samples, at zooms up
     to ``max_zoom`` (the step of a view is the letterbox step over its zoom; turns and shifts keep it)."""
     step = float(np.sqrt(abs(np.linalg.det(letterbox_affine(shape, size)[:, :2])))) / max(max_zoom, 1.0)
     return int(np.clip(np.floor(np.log2(max(step * (1 - 1e-9), 1.0))), 0, levels - 1))
 
 
-def load_detector_images(root: Path, size: int, max_zoom: float) -> list[DetectorImage]:
+def load_detector_images(root: Path, size: Size, max_zoom: float) -> list[DetectorImage]:
     """Check every annotated image of ``root/annotations.json`` usable for the detector (two or more checked
     centres; the others are skipped with a warning naming them) and keep on disk the pyramid levels that views of
     ``size`` at zooms up to ``max_zoom`` sample (see the module's memory bound).
@@ -121,46 +121,49 @@ def load_detector_images(root: Path, size: int, max_zoom: float) -> list[Detecto
     return images
 
 
-def gaussian_map(size: int, centre: np.ndarray, sd: float) -> np.ndarray:
-    """(S, S) float32 Gaussian at ``centre`` (x, y grid pixels) with sd ``sd`` pixels, summing to 1; flat when
-    its mass inside the grid vanishes."""
-    axis = np.arange(size, dtype=np.float64)
-    gx = np.exp(-0.5 * ((axis - centre[0]) / sd) ** 2)
-    gy = np.exp(-0.5 * ((axis - centre[1]) / sd) ** 2)
+def gaussian_map(size: Size, centre: np.ndarray, sd: float) -> np.ndarray:
+    """(S, S) (or ``size`` = (h, w)) float32 Gaussian at ``centre`` (x, y grid pixels) with sd ``sd`` pixels,
+    summing to 1; flat when its mass inside the grid vanishes."""
+    rows, columns = grid_shape(size)
+    gx = np.exp(-0.5 * ((np.arange(columns, dtype=np.float64) - centre[0]) / sd) ** 2)
+    gy = np.exp(-0.5 * ((np.arange(rows, dtype=np.float64) - centre[1]) / sd) ** 2)
     grid = np.outer(gy, gx)
     total = grid.sum()
     return (grid / total).astype(np.float32) if total > 1e-6 else flat_map(size)
 
 
-def flat_map(size: int) -> np.ndarray:
-    """(S, S) float32 uniform map: the target of a name missing from the view."""
-    return np.full((size, size), 1.0 / size**2, dtype=np.float32)
+def flat_map(size: Size) -> np.ndarray:
+    """(S, S) (or (h, w)) float32 uniform map: the target of a name missing from the view."""
+    rows, columns = grid_shape(size)
+    return np.full((rows, columns), 1.0 / (rows * columns), dtype=np.float32)
 
 
 def view_targets(image: DetectorImage, affine: np.ndarray, names: Sequence[str], config: DetectionConfig,
                  margin: float = 0.5) -> np.ndarray:
     """(K, S, S) targets of one view: a Gaussian per name whose centre lies inside the view (``margin`` grid
     pixels in from its edge), flat maps for the rest (:func:`view_centres` gives those centres)."""
-    size = config.input_size
+    size = config.input_shape
     step = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # image pixels per grid pixel
     sd = max(config.sigma * image.spacing_px / step, config.min_sigma_px)
     where = {v.name: to_grid(affine, v.center) for v in image.record.vertebrae}
-    out = np.empty((len(names), size, size), dtype=np.float32)
+    out = np.empty((len(names), *size), dtype=np.float32)
+    last = np.array(size[::-1]) - 1 - margin  # (x, y) of the last grid pixels kept
     for k, name in enumerate(names):
         centre = where.get(name)
-        inside = centre is not None and np.all((centre >= margin) & (centre <= size - 1 - margin))
+        inside = centre is not None and np.all((centre >= margin) & (centre <= last))
         out[k] = gaussian_map(size, centre, sd) if inside else flat_map(size)
     return out
 
 
-def view_centres(image: DetectorImage, affine: np.ndarray, names: Sequence[str], size: int,
+def view_centres(image: DetectorImage, affine: np.ndarray, names: Sequence[str], size: Size,
                  margin: float = 0.5) -> np.ndarray:
     """(K, 2) grid position of each name's centre in one view, NaN where the name is missing from it."""
     out = np.full((len(names), 2), np.nan)
     where = {v.name: to_grid(affine, v.center) for v in image.record.vertebrae}
+    last = np.array(grid_shape(size)[::-1]) - 1 - margin
     for k, name in enumerate(names):
         centre = where.get(name)
-        if centre is not None and np.all((centre >= margin) & (centre <= size - 1 - margin)):
+        if centre is not None and np.all((centre >= margin) & (centre <= last)):
             out[k] = centre
     return out
 
@@ -168,20 +171,21 @@ def view_centres(image: DetectorImage, affine: np.ndarray, names: Sequence[str],
 NEGATIVE_KINDS = ("noise", "gradient", "blank", "soft tissue", "bars")
 
 
-def negative_view(size: int, rng: np.random.Generator, images: Sequence[DetectorImage],
+def negative_view(size: Size, rng: np.random.Generator, images: Sequence[DetectorImage],
                   bars: bool = True, kind: int | None = None) -> np.ndarray:
-    """(1, S, S) standardized input without a spine: noise, a gradient, a blank field, soft tissue only (a
-    magnified corner of a training image far from its centres), or with ``bars`` rows of bone-like bars (a hand or
-    limb film); ``kind`` picks one of :data:`NEGATIVE_KINDS` (default: drawn)."""
+    """(1, S, S) (or (1, h, w)) standardized input without a spine: noise, a gradient, a blank field, soft tissue
+    only (a magnified corner of a training image far from its centres), or with ``bars`` rows of bone-like bars (a
+    hand or limb film); ``kind`` picks one of :data:`NEGATIVE_KINDS` (default: drawn)."""
     if kind is None:
         kind = int(rng.integers(0, 5 if bars else 4))
+    shape = grid_shape(size)
     if kind == 0:
-        pixels = rng.normal(0.5, rng.uniform(0.02, 0.3), (size, size))
+        pixels = rng.normal(0.5, rng.uniform(0.02, 0.3), shape)
     elif kind == 1:
-        yy, xx = np.mgrid[0:size, 0:size] / size
-        pixels = rng.uniform(-1, 1) * xx + rng.uniform(-1, 1) * yy + rng.normal(0, 0.02, (size, size))
+        yy, xx = np.mgrid[0:shape[0], 0:shape[1]] / max(shape)
+        pixels = rng.uniform(-1, 1) * xx + rng.uniform(-1, 1) * yy + rng.normal(0, 0.02, shape)
     elif kind == 2:
-        pixels = np.full((size, size), rng.uniform(0, 1)) + rng.normal(0, 1e-3, (size, size))
+        pixels = np.full(shape, rng.uniform(0, 1)) + rng.normal(0, 1e-3, shape)
     elif kind == 3:
         return _soft_tissue_view(size, rng, images)
     else:
@@ -190,29 +194,31 @@ def negative_view(size: int, rng: np.random.Generator, images: Sequence[Detector
     return ((pixels - pixels.mean()) / (pixels.std() + 1e-6)).astype(np.float32)[None]
 
 
-def _bars(size: int, rng: np.random.Generator) -> np.ndarray:
-    """(S, S) rows of bright rounded bars on a dark field, like the bones of a hand or a limb."""
-    pixels = np.full((size, size), rng.uniform(0.05, 0.3), dtype=np.float32)
+def _bars(size: Size, rng: np.random.Generator) -> np.ndarray:
+    """(S, S) (or (h, w)) rows of bright rounded bars on a dark field, like the bones of a hand or a limb."""
+    high, wide = grid_shape(size)
+    pixels = np.full((high, wide), rng.uniform(0.05, 0.3), dtype=np.float32)
     columns, rows = int(rng.integers(2, 6)), int(rng.integers(1, 4))
     for c in range(columns):
         for r in range(rows):
-            centre = (int(size * (c + 0.5) / columns + rng.normal(0, 2)),
-                      int(size * (r + 0.5) / rows + rng.normal(0, 2)))
-            axes = (int(size / columns * rng.uniform(0.15, 0.35)), int(size / rows * rng.uniform(0.25, 0.45)))
+            centre = (int(wide * (c + 0.5) / columns + rng.normal(0, 2)),
+                      int(high * (r + 0.5) / rows + rng.normal(0, 2)))
+            axes = (int(wide / columns * rng.uniform(0.15, 0.35)), int(high / rows * rng.uniform(0.25, 0.45)))
             cv2.ellipse(pixels, centre, axes, float(rng.uniform(-15, 15)), 0, 360, float(rng.uniform(0.5, 0.9)), -1)
     return pixels + rng.normal(0, rng.uniform(0.005, 0.05), pixels.shape).astype(np.float32)
 
 
-def _soft_tissue_view(size: int, rng: np.random.Generator, images: Sequence[DetectorImage]) -> np.ndarray:
+def _soft_tissue_view(size: Size, rng: np.random.Generator, images: Sequence[DetectorImage]) -> np.ndarray:
     image = images[int(rng.integers(0, len(images)))]
     height, width = image.shape
-    step = image.spacing_px * rng.uniform(0.6, 1.2) / size  # a view about one vertebra spacing wide
+    step = image.spacing_px * rng.uniform(0.6, 1.2) / max(grid_shape(size))  # about one vertebra spacing wide
     for _ in range(20):
         centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
         if np.min(np.linalg.norm(image.record.centers - centre, axis=1)) > 2.5 * image.spacing_px:
             break
-    middle = (size - 1) / 2.0
-    affine = np.array([[step, 0.0, centre[0] - step * middle], [0.0, step, centre[1] - step * middle]])
+    rows, columns = grid_shape(size)
+    affine = np.array([[step, 0.0, centre[0] - step * ((columns - 1) / 2.0)],
+                       [0.0, step, centre[1] - step * ((rows - 1) / 2.0)]])
     return detector_input(image.pyramid(), affine, size)[0]
 
 
@@ -227,9 +233,9 @@ def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: D
     the negative views and is shuffled. Without ``rng`` the chunks follow the images' order, unshuffled.
 
     Yields:
-        inputs (M, 1, S, S) and targets (M, K, S, S), float32; (M, K, 2) grid centres, NaN where missing.
+        inputs (M, 1, h, w) and targets (M, K, h, w), float32; (M, K, 2) grid centres, NaN where missing.
     """
-    size, n = config.input_size, len(images)
+    size, n = config.input_shape, len(images)
     affines = [letterbox_affine(image.shape, size) for image in images]
     if rng is not None:
         affines = [augmented_affine(a, size, rng, augment.zoom, augment.rotation_deg, augment.shift) for a in affines]

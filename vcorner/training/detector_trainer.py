@@ -22,7 +22,7 @@ from vcorner.models.modelfile import read_checkpoint_card
 from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import bhattacharyya
 from vcorner.network.unet import UNet, count_parameters, create_model
-from vcorner.postprocess.peaks import decode_detections
+from vcorner.postprocess.peaks import decode_view
 from vcorner.training.checkpoint import load_resume_state, save_resume_state
 from vcorner.training.data import batches, split_images
 from vcorner.training.detector_data import (
@@ -81,10 +81,10 @@ def validation_metrics(model: UNet, images: list[DetectorImage], names: tuple[st
     views = epoch_views(images, names, recipe.detection, recipe.augment, None)  # chunks, in the images' order
     for (x, y, _), first in zip(views, range(0, len(images), CHUNK_FILMS), strict=True):
         bc, maps = map_bc(model, x, y, device)
-        kept.append(bc[y.max(axis=(2, 3)) > 1.5 / recipe.detection.input_size**2])
+        kept.append(bc[y.max(axis=(2, 3)) > 1.5 / (y.shape[2] * y.shape[3])])
         for image, image_maps in zip(images[first:first + len(x)], maps, strict=True):
-            affine = letterbox_affine(image.shape, recipe.detection.input_size)
-            found = {d.name: d for d in decode_detections(image_maps, names, affine, recipe.detection.peak_radius_px)}
+            affine = letterbox_affine(image.shape, recipe.detection.input_shape)
+            found = {d.name: d for d in decode_view(image_maps, names, affine, recipe.detection)}
             for v in image.record.vertebrae:
                 total += 1
                 d = found.get(v.name)
@@ -113,9 +113,8 @@ def naming_loss(maps: torch.Tensor, centres: np.ndarray) -> torch.Tensor:
     b, k = np.nonzero(np.isfinite(centres[..., 0]))
     if len(b) == 0:
         return maps.sum() * 0.0
-    size = maps.shape[-1]
-    u = np.clip(np.round(centres[b, k, 0]), 0, size - 1).astype(np.int64)
-    v = np.clip(np.round(centres[b, k, 1]), 0, size - 1).astype(np.int64)
+    u = np.clip(np.round(centres[b, k, 0]), 0, maps.shape[-1] - 1).astype(np.int64)
+    v = np.clip(np.round(centres[b, k, 1]), 0, maps.shape[-2] - 1).astype(np.int64)
     at = maps[torch.from_numpy(b), :, torch.from_numpy(v), torch.from_numpy(u)]  # (N, K)
     logits = torch.log(at + 1e-12)
     return torch.nn.functional.cross_entropy(logits, torch.from_numpy(k).to(maps.device))
@@ -170,6 +169,7 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
                                                     pct_start=0.15)
     history, start = _resume(out, model, optimizer, scheduler) if resume else ([], 0)
     write_text_atomic(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
+    recipe = with_view_geometry(recipe, train_images)
     training = {"task": "detector", "data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
                 **({"init": {"checkpoint": str(init), **_provenance(Path(init))}} if init is not None else {}),
                 "train_images": len(train_images), "val_images": len(val_images),
@@ -207,12 +207,30 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     return DetectorTrainResult(out / "model.safetensors", history, previous, final)
 
 
+def view_spacing(images: list[DetectorImage], size: tuple[int, int]) -> float:
+    """The closest typical neighbour spacing of ``images``' letterboxed views of ``size`` (h, w), input pixels: the
+    5th percentile over the images (:attr:`vcorner.config.DetectionConfig.spacing_px`)."""
+    steps = [float(np.sqrt(abs(np.linalg.det(letterbox_affine(im.shape, size)[:, :2])))) for im in images]
+    return float(np.percentile([im.spacing_px / step for im, step in zip(images, steps, strict=True)], 5))
+
+
+def with_view_geometry(recipe: DetectorRecipe, images: list[DetectorImage]) -> DetectorRecipe:
+    """``recipe`` whose detection settings record the training views' geometry (``spacing_px``, which the peak
+    decoding follows), unless the recipe sets it."""
+    from dataclasses import replace
+
+    if recipe.detection.spacing_px > 0:
+        return recipe
+    spacing = round(view_spacing(images, recipe.detection.input_shape), 2)
+    return replace(recipe, detection=replace(recipe.detection, spacing_px=spacing))
+
+
 def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[DetectorImage], list[DetectorImage],
                                                           int]:
     """The names, training and validation images of ``data`` and the training views of an epoch, once they are
     known to train (at least one optimizer step per epoch, validation images distinct from the training ones)."""
     opt = recipe.train
-    images = load_detector_images(data, recipe.detection.input_size, max(recipe.augment.zoom))
+    images = load_detector_images(data, recipe.detection.input_shape, max(recipe.augment.zoom))
     train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
     train_images = [images[i] for i in train_idx]
     negatives = int(round(recipe.augment.negatives * len(train_images)))
@@ -227,20 +245,20 @@ def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...]
                 device: torch.device, negatives: int = 40) -> tuple[np.ndarray, np.ndarray]:
     """Confidences of the correctly found annotated centres of ``images`` (plain letterbox), and the largest
     confidence of each of ``negatives`` views without a spine (seeded)."""
-    size = recipe.detection.input_size
+    size = recipe.detection.input_shape
     present = []
     views = epoch_views(images, names, recipe.detection, recipe.augment, None)  # chunks, in the images' order
     for (x, _, _), first in zip(views, range(0, len(images), CHUNK_FILMS), strict=True):
         for image, image_maps in zip(images[first:first + len(x)], predict_maps(model, x, device), strict=True):
             affine = letterbox_affine(image.shape, size)
-            for d in decode_detections(image_maps, names, affine, recipe.detection.peak_radius_px):
+            for d in decode_view(image_maps, names, affine, recipe.detection):
                 truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
                 if truth is not None and np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
                     present.append(d.confidence)
     rng = np.random.default_rng(12345)
     blank = np.stack([negative_view(size, rng, images) for _ in range(negatives)])
     identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
-    absent = [max(d.confidence for d in decode_detections(m, names, identity, recipe.detection.peak_radius_px))
+    absent = [max(d.confidence for d in decode_view(m, names, identity, recipe.detection))
               for m in predict_maps(model, blank, device)]
     return np.asarray(present), np.asarray(absent)
 
