@@ -18,7 +18,8 @@ def synth(
     workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: up to 2).")] = None,
     style: Annotated[str, typer.Option(help="train: the renderer the models learn from; holdout: a second, "
                                             "independent renderer for validation only (vcorner train and tune "
-                                            "refuse it).")] = "train",
+                                            "refuse it); tall: lateral thoracolumbar films, T1-L5 "
+                                            "(a many-level detector's world).")] = "train",
     force: Annotated[bool, typer.Option("--force", help="Write into a folder whose annotations.json or centers.csv "
                                                        "vcorner synth did not write (they are moved into "
                                                        "previous-<time>/).")] = False,

@@ -31,6 +31,7 @@ from vcorner.phantoms.holdout import write_holdout
 from vcorner.phantoms.render import Placement, compose, rasterize, trabecular_texture
 from vcorner.phantoms.scene import collimator_rectangle, free_corners, sample_placement
 from vcorner.phantoms.softtissue import sample_soft_tissue, soft_tissue_map
+from vcorner.phantoms.tall import write_tall
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def _write_one(out: Path, index: int, seq: np.random.SeedSequence) -> tuple[Imag
 
 
 STYLES: dict[str, Callable[[Path, int, np.random.SeedSequence], tuple[ImageRecord, dict[str, Any]]]] = {
-    "train": _write_one, "holdout": write_holdout}
+    "train": _write_one, "holdout": write_holdout, "tall": write_tall}
 """Renderers by style name (``vcorner synth --style``)."""
 
 
@@ -207,8 +208,9 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
         seed: Dataset seed.
         workers: Processes (default ``min(2, os.cpu_count())``); 1 renders in this process.
         progress: Called with 1 after each finished image (an increment, as rich's ``advance``).
-        style: ``train`` (this module's renderer, the world the models learn) or ``holdout``
-            (:mod:`vcorner.phantoms.holdout`: for validation only, refused by training and tuning).
+        style: ``train`` (this module's renderer, the world the models learn), ``holdout``
+            (:mod:`vcorner.phantoms.holdout`: for validation only, refused by training and tuning) or ``tall``
+            (:mod:`vcorner.phantoms.tall`: lateral thoracolumbar films, T1-L5, for a many-level detector).
 
     Returns:
         The records in image order, as written to ``annotations.json``.
