@@ -67,8 +67,8 @@ def export(
         model, card = load_model(source, DetectorCard if detector else ModelCard)
         export_model(model, card, target, opset)
         stderr.print(f"wrote {target} and {target}.json" + (" (centre detector)" if detector else ""), highlight=False)
-        n = card.input_side
-        patches = np.random.default_rng(0).standard_normal((8 if not detector else 2, 1, n, n)).astype(np.float32)
+        patches = np.random.default_rng(0).standard_normal((8 if not detector else 2, 1, *card.input_shape))
+        patches = patches.astype(np.float32)
         if check:
             diff = max_abs_difference(model, target, patches)
             stderr.print(f"ONNX Runtime vs torch eager: max |difference| {diff:.2e}", highlight=False)

@@ -32,7 +32,7 @@ def export_model(model: UNet, card: ModelCard | DetectorCard, out: Path, opset: 
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows, columns = card.input_shape if isinstance(card, DetectorCard) else (card.input_side, card.input_side)
+    rows, columns = card.input_shape
     example = torch.zeros(2, model.in_channels, rows, columns)
     tmp = out.with_name(f".{out.name}.tmp")
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated but gives the plainest graph

@@ -34,6 +34,11 @@ class ModelCard:
         return self.sampling.patch_size
 
     @property
+    def input_shape(self) -> tuple[int, int]:
+        """(height, width) of the network input: the square patch."""
+        return self.input_side, self.input_side
+
+    @property
     def calibrated(self) -> bool:
         """Whether the ellipses were calibrated on annotated images (by ``vcorner train`` or ``vcorner tune``)."""
         return "tune_coverage" in self.training
