@@ -118,7 +118,7 @@ def test_the_tall_recipe_trains_through_vcorner_train_and_detects_on_a_non_squar
     assert run_cli("synth", data, "--images", 6, "--seed", 8, "--style", "tall", "--workers", 1).exit_code == 0
     text = RECIPE.read_text()
     shrunk = tmp_path / "tall.toml"
-    shrunk.write_text(text.replace("epochs = 36", "epochs = 1\nmax_steps = 1").replace("batch_size = 16",
+    shrunk.write_text(text.replace("epochs = 20", "epochs = 1\nmax_steps = 1").replace("batch_size = 16",
                                                                                        "batch_size = 2"))
     assert "max_steps = 1" in shrunk.read_text()
     result = run_cli("train", data, "--config", shrunk, "--out", tmp_path / "run")
