@@ -113,6 +113,14 @@ class DetectionConfig:
         peak_radius_px: window radius around a map's maximum, input pixels: its probability mass is the
             detection's confidence, its weighted centroid the sub-pixel centre.
         min_confidence: detections below this confidence are dropped (and counted).
+        views: the candidate views (:mod:`vcorner.geometry.views`) the detector was trained to tell apart; it
+            looks at each and answers on the one where it finds the spine (``as_is`` only: the film as it is).
+        context: names the detector finds only to anchor the naming (C2 above C3, T1 below C7); they are
+            never output.
+        view_margin: below this lead of the best view's mean confidence over the second best, the image is
+            flagged ``view_uncertain``.
+        naming_margin: below this naming margin (:func:`vcorner.postprocess.peaks.naming_margin`), the image is
+            flagged ``levels_uncertain``.
     """
 
     input_size: int = 128
@@ -120,6 +128,10 @@ class DetectionConfig:
     min_sigma_px: float = 1.0
     peak_radius_px: float = 3.0
     min_confidence: float = 0.3
+    views: tuple[str, ...] = ("as_is",)
+    context: tuple[str, ...] = ()
+    view_margin: float = 0.0
+    naming_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.input_size < 32 or self.input_size % 16:

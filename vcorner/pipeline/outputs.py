@@ -222,14 +222,15 @@ def is_batch_output(path: Path) -> bool:
     from vcorner.io.claims import csv_header
     from vcorner.io.paths import written_by_vcorner
     from vcorner.measure.table import MEASUREMENT_COLUMNS
-    from vcorner.pipeline.detection import DETECTED_COLUMNS
+    from vcorner.pipeline.detection import DETECTED_COLUMNS, EARLIER_COLUMNS
 
     path = Path(path)
     if path.name == "run.json":
         return written_by_vcorner(path.parent)
     header = {"corners.csv": CORNER_COLUMNS, "errors.csv": ERROR_COLUMNS, "centers.detected.csv": DETECTED_COLUMNS,
               "measurements.csv": MEASUREMENT_COLUMNS}.get(path.name)
-    return header is not None and csv_header(path) in ([], list(header))
+    earlier = [list(EARLIER_COLUMNS)] if path.name == "centers.detected.csv" else []
+    return header is not None and csv_header(path) in ([], list(header), *earlier)
 
 
 EXTRA_FOLDERS = ("json", "vis")

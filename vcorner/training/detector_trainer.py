@@ -32,6 +32,7 @@ from vcorner.training.detector_data import (
     epoch_views,
     load_detector_images,
     negative_view,
+    view_zoom,
 )
 from vcorner.training.detector_recipe import DetectorRecipe
 from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
@@ -212,11 +213,11 @@ def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[De
     """The names, training and validation images of ``data`` and the training views of an epoch, once they are
     known to train (at least one optimizer step per epoch, validation images distinct from the training ones)."""
     opt = recipe.train
-    images = load_detector_images(data, recipe.detection.input_size, max(recipe.augment.zoom))
+    images = load_detector_images(data, recipe.detection.input_size, view_zoom(recipe.augment))
     train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
     train_images = [images[i] for i in train_idx]
     negatives = int(round(recipe.augment.negatives * len(train_images)))
-    views = len(train_images) + negatives
+    views = len(train_images) + negatives + int(round(recipe.augment.wrong_views * len(train_images)))
     check_trainable(data, len(images), views, f"{len(train_images)} training image(s) give {views} view(s) "
                     f"({negatives} without a spine)", opt.epochs, opt.batch_size, f"recipe {recipe.name}")
     names = channel_names([im.record for im in images])
