@@ -103,6 +103,10 @@ class BatchSummary:
     """The checked centres of the images whose centres the detector found in this run (for ``run.json``)."""
     dropped: int = 0
     """Detections below the detector's confidence threshold, not used."""
+    turned: dict[str, int] = field(default_factory=dict)
+    """View (other than ``as_is``) -> images the detector found in it in this run (:mod:`vcorner.geometry.views`)."""
+    image_flags: dict[str, int] = field(default_factory=dict)
+    """Image-level flag of the detector (``levels_uncertain``, ``view_uncertain``) -> images in this run."""
 
     @property
     def detected(self) -> int:
@@ -356,6 +360,10 @@ def note_detected(found: DetectedCentres, dropped: int, detected: DetectedJourna
     detected.add(found)
     summary.detected_records.append(found.record)
     summary.dropped += dropped
+    if found.view != "as_is":
+        summary.turned[found.view] = summary.turned.get(found.view, 0) + 1
+    for flag in found.flags:
+        summary.image_flags[flag] = summary.image_flags.get(flag, 0) + 1
     summary.refused_vertebrae.update({(found.record.file, k): v for k, v in found.left_out.items()})
 
 

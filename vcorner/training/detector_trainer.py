@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vcorner.config import DetectionConfig
 from vcorner.geometry.letterbox import letterbox_affine
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
@@ -278,11 +279,49 @@ def _set_threshold(checkpoint: Path, images: list[DetectorImage], recipe: Detect
                                  "from": f"the recipe's detection.min_confidence, at least {MIN_THRESHOLD:g}"}
     detection = replace(card.detection, min_confidence=threshold)
     final = validation_metrics(model, images, card.names, replace(recipe, detection=detection), device)
+    detection, margins_chosen_on = choose_margins(model, images, card.with_detection(detection), device)
     training = {**card.training, "val_recall": final["val_recall"], "val_error_px": final["val_error_px"],
                 "val_recall_at": threshold, "min_confidence_chosen_on": chosen_on,
+                "margins_chosen_on": margins_chosen_on,
                 "verdict": detector_verdict(final["val_recall"], threshold)}
     save_model(checkpoint, model.cpu(), replace(card.with_detection(detection), training=training))
     return training
+
+
+MARGIN_PERCENTILE = 1.0
+"""The view and naming margins are set at this percentile of the validation films' own (in the training style):
+about 1 film in 100 of the world the detector learned gets a flag (README.md, "Flags")."""
+
+
+def choose_margins(model: UNet, images: list[DetectorImage], card: DetectorCard,
+                   device: torch.device) -> tuple[DetectionConfig, dict]:
+    """The card's ``view_margin`` (with more than one view) and ``naming_margin``, each the
+    :data:`MARGIN_PERCENTILE` percentile of the validation films where the view search chose ``as_is`` (they are
+    rendered as the models learned them); and how they were chosen (films, views chosen wrongly, percentiles).
+
+    The margins come from the same view search as a batch's (:func:`vcorner.stages.detect.view_answers`)."""
+    from dataclasses import replace
+
+    from vcorner.stages.detect import best_view, view_answers
+
+    leads, margins, wrong = [], [], 0
+    for image in images:
+        best, lead = best_view(view_answers(image.view_pyramid(), image.shape, card,
+                                            lambda views: predict_maps(model, views, device)))
+        if best.view.name != "as_is":
+            wrong += 1
+            continue
+        leads.append(lead)
+        margins.append(best.margin)
+    finite = np.asarray([m for m in margins if np.isfinite(m)])
+    detection = card.detection
+    if len(card.detection.views) > 1 and leads:
+        detection = replace(detection, view_margin=round(float(np.percentile(leads, MARGIN_PERCENTILE)), 4))
+    if len(finite):
+        detection = replace(detection, naming_margin=round(float(np.percentile(finite, MARGIN_PERCENTILE)), 4))
+    return detection, {"val_films": len(images), "wrong_view_chosen": wrong, "percentile": MARGIN_PERCENTILE,
+                       "view_lead_median": float(np.median(leads)) if leads else None,
+                       "naming_margin_median": float(np.median(finite)) if len(finite) else None}
 
 
 def _provenance(checkpoint: Path) -> dict:
