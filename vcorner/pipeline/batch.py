@@ -35,6 +35,7 @@ from vcorner.pipeline.outputs import (
     keep_previous,
     read_errors,
     remove_stale_extras,
+    row_flags,
     write_errors,
     write_image_json,
 )
@@ -103,6 +104,14 @@ class BatchSummary:
     """The checked centres of the images whose centres the detector found in this run (for ``run.json``)."""
     dropped: int = 0
     """Detections below the detector's confidence threshold, not used."""
+    flags: dict[str, list[int]] = field(default_factory=dict)
+    """flag -> [images, vertebrae] of this run's answered images carrying it (README.md, "Flags")."""
+
+    def count_flags(self, rows: list[list[str]]) -> None:
+        """Add one answered image's ``corners.csv`` rows to :attr:`flags`."""
+        for flag, vertebrae in row_flags(rows).items():
+            images, total = self.flags.get(flag, [0, 0])
+            self.flags[flag] = [images + 1, total + vertebrae]
 
     @property
     def detected(self) -> int:
@@ -344,6 +353,7 @@ def record_outcome(outcome: Finished | Failed, journal: CornerJournal, summary: 
             outcome = Failed(outcome.image, f"cannot write {journal.path}: {err.strerror or err}")
         else:
             summary.done += 1
+            summary.count_flags(outcome.rows)
             progress.image_done(outcome.patches)
             return
     summary.failed[outcome.image] = outcome.reason
