@@ -114,8 +114,9 @@ class TrustConfig:
         flat_sd: sd added per unit of the accumulated map's flatness at the corner (1 - its peak value), in
             vertebra sizes.
         scatter_scale: multiplier on the scatter (px) of the single patches' corners about the found corner.
-        height_limit: a vertebra whose |log(height / median height of the image's other vertebrae)| exceeds this is
-            flagged ``implausible_shape`` (0: never).
+        height_limit: a vertebra whose height deviates from the median of the image's other vertebrae by more than
+            this (|log ratio|, each height over its prior's; :func:`vcorner.postprocess.plausibility.height_deviation`)
+            is flagged ``implausible_shape`` (0: never).
         spread_limit: a vertebra one of whose single patches puts a network corner further than this from the found
             one, in vertebra sizes, is flagged ``patches_disagree`` (0: never).
         flagged_confidence: factor on the confidence of every corner of a flagged vertebra.

@@ -9,8 +9,9 @@ Three kinds of evidence, all from what decoding already has:
 - the **flatness** of the accumulated map at a corner: 1 minus its peak value (the accumulated map is the mean of
   maps rescaled to a maximum of 1, :mod:`vcorner.postprocess.decode`, so 1 - peak is 0 where every patch puts its
   maximum on the same pixel and grows as the maps flatten or part);
-- the **shape**: a vertebra's height against the median height of the image's other vertebrae
-  (:func:`height_deviation`).
+- the **shape**: a vertebra's height against the median height of the image's other vertebrae, each first divided
+  by the height the learned prior expects of its name (:func:`height_deviation`: in-style C7 bodies are about 5%
+  taller than C3-C6, which the prior knows).
 
 The constants live in the model card (:class:`vcorner.config.TrustConfig`), chosen on in-style validation phantoms
 by ``benchmarks/trust_calibration.py``.
@@ -104,17 +105,25 @@ def heights(xy: np.ndarray) -> np.ndarray:
     return 0.5 * (np.linalg.norm(xy[:, 0] - xy[:, 2], axis=-1) + np.linalg.norm(xy[:, 1] - xy[:, 3], axis=-1))
 
 
-def height_deviation(xy: np.ndarray) -> np.ndarray:
-    """(V,) ``|log(h_v / median of the other vertebrae's h)|`` of (V, 4, 2) corners (:func:`heights`); 0 for an
-    image of one vertebra or a degenerate height."""
+def height_deviation(xy: np.ndarray, expected: np.ndarray | None = None) -> np.ndarray:
+    """(V,) ``|log(r_v / median of the other vertebrae's r)|`` with ``r = h / expected`` of (V, 4, 2) corners
+    (:func:`heights`, px) and each vertebra's ``expected`` (V,) height in any common unit (:func:`prior_heights`;
+    None: all alike); 0 for an image of one vertebra or a degenerate height."""
     h = heights(xy)
+    r = h / (np.ones(len(h)) if expected is None else np.asarray(expected, dtype=np.float64))
     out = np.zeros(len(h))
     for v in range(len(h)):
-        others = np.delete(h, v)
+        others = np.delete(r, v)
         reference = float(np.median(others)) if len(others) else 0.0
-        if h[v] > 0 and reference > 0:
-            out[v] = abs(float(np.log(h[v] / reference)))
+        if r[v] > 0 and reference > 0:
+            out[v] = abs(float(np.log(r[v] / reference)))
     return out
+
+
+def prior_heights(prior: CornerPrior, names: Sequence[str]) -> np.ndarray:
+    """(V,) the height (:func:`heights`) of each name's prior mean corners, in frame units (the pooled prior for a
+    name it did not learn)."""
+    return heights(np.stack([prior.lookup(name)[0] for name in names])) if names else np.zeros(0)
 
 
 def vertebra_flags(name: str, deviation: float, farthest: np.ndarray, size: float, network: np.ndarray,
@@ -150,7 +159,8 @@ def judge_corners(corners: Sequence[VertebraCorners], maps: np.ndarray, affines:
     needs_patches = trust.grows_ellipses or trust.spread_limit > 0
     single = single_patch_corners(maps, affines, owner, accumulated, frames, names, prior, config) \
         if needs_patches else [[] for _ in corners]
-    deviation = height_deviation(np.stack([v.xy for v in corners])) if corners else np.zeros(0)
+    deviation = height_deviation(np.stack([v.xy for v in corners]), prior_heights(prior, names)) \
+        if corners else np.zeros(0)
     out = []
     for i, v in enumerate(corners):
         network = np.array([s == "network" for s in v.source])
