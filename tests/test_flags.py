@@ -165,3 +165,12 @@ def test_ellipses_grow_with_patch_disagreement_and_flatness():
     assert np.allclose(sharp[:, 0, 0], 4.0 + 1.0 / 12.0)  # (0.02 x 100 px)^2 plus the one-pixel floor
     assert np.all(flat[:, 0, 0] > sharp[:, 0, 0]) and np.allclose(flat[:, 0, 1], 0.0)
     assert np.allclose(apart[:, 0, 0] - sharp[:, 0, 0], 0.49 * 9.0) and np.allclose(apart[:, 1, 1], sharp[:, 1, 1])
+
+
+def test_evaluate_reports_the_calibration_of_unflagged_corners(flagged_run, tmp_path):
+    out, _ = flagged_run
+    result = run("evaluate", out / "corners.csv", EXAMPLES / "annotations.json", "--out", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    assert "network corners without a flag (4 of 40 corners flagged)" in " ".join(result.output.split())
+    unflagged = json.loads((tmp_path / "e" / "metrics.json").read_text())["calibration"]["unflagged"]
+    assert unflagged["ellipse_corners"] <= 36
