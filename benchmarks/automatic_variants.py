@@ -1,14 +1,15 @@
-"""The automatic path on films users have (issue #33's "before" table): a phantom set as rendered, mirrored
-(patient facing left), upside down, turned by +-35 degrees, inverted (bone dark) and cropped to C5-C7, each run
-through ``vcorner batch`` without centres and scored against its transformed annotations.
+"""The automatic path on films users have (issue #33's tables): a phantom set as rendered, mirrored (patient
+facing left), upside down (flipped top to bottom), turned by +-35 degrees and by 180, inverted (bone dark) and
+cropped to C5-C7 or C2-C5, each run through ``vcorner batch`` without centres and scored against its
+transformed annotations; and, for comparison, through ``vcorner batch --centers`` with its true centres and view.
 
-Per variant: named-centre recall (the right name within 3 mm), misnamed centres, films answered with no flag
-("no vertebrae found" and left-out vertebrae are flags; a misnamed centre in an answered film is not), and mean
-corner P2P of the vertebrae found under their right name. Corner labels follow the frame's convention: a mirror
-or an upside-down film swaps left and right (README.md, "Data formats"). Writes
-``benchmarks/results/automatic_variants.md``.
+Per variant: named-centre recall (the right name within 3 mm), misnamed centres, misnamed centres of films that
+carry no flag (no ``errors.csv`` row, no image flag in ``centers.detected.csv``), films answered wrong without a
+flag, and mean corner P2P of the vertebrae found under their right name, from detected and from clicked centres.
+Corner labels are anatomical: a film the detector mirrored back keeps "right" anterior (README.md, "Orientation
+and polarity"). Writes ``benchmarks/results/automatic_variants.md`` (or ``--results``).
 
-    python benchmarks/automatic_variants.py --data DIR [--variants as_is mirror upside_down ...]
+    python benchmarks/automatic_variants.py --data DIR [--variants as_is mirror ...] [--detector D.onnx]
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, Vertebra
 
 RESULTS = Path(__file__).parent / "results"
-SWAP = [1, 0, 3, 2]
-"""superior_left <-> superior_right, inferior_left <-> inferior_right: a reflection flips the frame's sides."""
+VIEW_OF = {"mirror": "mirrored", "upside_down": "mirrored+turned_180", "turned_180": "turned_180",
+           "inverted": "inverted"}
+"""The view (vcorner.geometry.views) that brings each variant back to the learned pose; as_is for the others."""
 
 
 def _affine(name: str, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, int], bool]:
@@ -40,18 +42,19 @@ def _affine(name: str, shape: tuple[int, int]) -> tuple[np.ndarray, tuple[int, i
         return np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0]]), shape, True
     if name == "upside_down":
         return np.array([[1.0, 0.0, 0.0], [0.0, -1.0, h - 1.0]]), shape, True
+    if name == "turned_180":
+        return np.array([[-1.0, 0.0, w - 1.0], [0.0, -1.0, h - 1.0]]), shape, False
     if name.startswith("turned_"):
         return cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(name.split("_")[1]), 1.0), shape, False
     return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), shape, False
 
 
-def transformed(record: ImageRecord, affine: np.ndarray, reflect: bool, keep: Callable[[str], bool]) -> ImageRecord:
-    """The record's centres and corners through ``affine`` (corner labels swapped for a reflection)."""
+def transformed(record: ImageRecord, affine: np.ndarray, keep: Callable[[str], bool]) -> ImageRecord:
+    """The record's centres and corners through ``affine`` (labels kept: they are anatomical)."""
     def move(points: np.ndarray) -> np.ndarray:
         return np.asarray(points) @ affine[:, :2].T + affine[:, 2]
 
-    vertebrae = tuple(Vertebra(v.name, move(v.center), move(v.corners)[SWAP] if reflect else move(v.corners))
-                      for v in record.vertebrae if keep(v.name))
+    vertebrae = tuple(Vertebra(v.name, move(v.center), move(v.corners)) for v in record.vertebrae if keep(v.name))
     return ImageRecord(record.file, vertebrae, record.pixel_spacing_mm)
 
 
@@ -63,13 +66,17 @@ def _lower_three(name: str) -> bool:
     return name in ("C5", "C6", "C7")
 
 
+def _upper_three(name: str) -> bool:
+    return name in ("C3", "C4", "C5")
+
+
 def write_variant(data: Path, out: Path, name: str) -> None:
     """The films of ``data`` as variant ``name`` in ``out`` (8-bit PNG) with their annotations."""
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for record in read_annotations(data / "annotations.json"):
         pixels = read_image(data / record.file).pixels
-        affine, (h, w), reflect = _affine(name, pixels.shape)
+        affine, (h, w), _ = _affine(name, pixels.shape)
         view = cv2.warpAffine(pixels, affine, (w, h), flags=cv2.INTER_LINEAR, borderValue=float(pixels.min()))
         keep = _everyone
         if name == "inverted":
@@ -80,24 +87,54 @@ def write_variant(data: Path, out: Path, name: str) -> None:
                                                                                   - c4.corners[:, 1].max())))
             view, affine = view[top:], np.array([[1.0, 0.0, 0.0], [0.0, 1.0, -float(top)]])
             keep = _lower_three
+        if name == "cropped_C2_C5":
+            c5, c6 = (next(v for v in record.vertebrae if v.name == n) for n in ("C5", "C6"))
+            bottom = int(min(c6.corners[:, 1].min(), c5.corners[:, 1].max() + 0.6 * (c6.corners[:, 1].min()
+                                                                                     - c5.corners[:, 1].max())))
+            view = view[:bottom]
+            keep = _upper_three
         file = Path(record.file).with_suffix(".png").name
         cv2.imwrite(str(out / file), np.clip(np.round(view * 255), 0, 255).astype(np.uint8))
-        moved = transformed(record, affine, reflect, keep)
+        moved = transformed(record, affine, keep)
         records.append(ImageRecord(file, moved.vertebrae, record.pixel_spacing_mm))
     write_annotations(out / "annotations.json", records)
+    view = VIEW_OF.get(name, "as_is")
+    with open(out / "centers.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "x", "y", "pixel_spacing_mm", "view"])
+        for r in records:
+            writer.writerows([r.file, v.name, f"{v.center[0]:.3f}", f"{v.center[1]:.3f}", r.pixel_spacing_mm, view]
+                             for v in r.vertebrae)
+
+
+def p2p_mm(folder: Path, run: Path, names: dict[str, set[str]] | None = None) -> float:
+    """Mean corner P2P (mm) of ``run/corners.csv`` against the annotations of ``folder`` (only the vertebrae of
+    ``names`` per image when given)."""
+    truth = {r.file: {v.name: v for v in r.vertebrae} for r in read_annotations(folder / "annotations.json")}
+    spacing = {r.file: r.pixel_spacing_mm for r in read_annotations(folder / "annotations.json")}
+    corners: dict[tuple[str, str], list] = {}
+    for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
+        corners.setdefault((row["image"], row["vertebra"]), []).append([float(row["x"]), float(row["y"])])
+    errors = [np.hypot(*(np.array(xy) - truth[image][name].corners).T).mean() * spacing[image]
+              for (image, name), xy in corners.items()
+              if name in truth.get(image, {}) and (names is None or name in names.get(image, set()))]
+    return float(np.mean(errors)) if errors else float("nan")
 
 
 def score(folder: Path, run: Path) -> dict[str, float]:
-    """Recall and misnamed centres, films answered without a flag, and P2P (mm) of rightly named vertebrae."""
+    """Recall and misnamed centres (all, and in films without a flag), films answered wrong without a flag, and
+    P2P (mm) of rightly named vertebrae."""
     truth = {r.file: r for r in read_annotations(folder / "annotations.json")}
     detected: dict[str, dict[str, np.ndarray]] = {}
+    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
     for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8")):
         detected.setdefault(row["image"], {})[row["vertebra"]] = np.array([float(row["x"]), float(row["y"])])
-    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
+        if row.get("flags"):
+            flagged.add(row["image"])
     corners: dict[tuple[str, str], np.ndarray] = {}
     for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
         corners.setdefault((row["image"], row["vertebra"]), []).append([float(row["x"]), float(row["y"])])
-    found = misnamed = annotated = silent_wrong = 0
+    found = misnamed = annotated = silent_wrong = silent_misnamed = 0
     p2p = []
     for image, record in truth.items():
         known = {v.name: v for v in record.vertebrae}
@@ -108,38 +145,63 @@ def score(folder: Path, run: Path) -> dict[str, float]:
             found += right
             if not right:
                 misnamed += 1
+                silent_misnamed += image not in flagged
                 wrong = True
             elif (image, name) in corners:
                 p2p.append(np.hypot(*(np.array(corners[image, name]) - known[name].corners).T).mean()
                            * record.pixel_spacing_mm)
         silent_wrong += wrong and image not in flagged
-    return {"recall": found / annotated, "misnamed": misnamed, "films": len(truth),
+    return {"recall": found / annotated, "misnamed": misnamed, "silent_misnamed": silent_misnamed,
+            "films": len(truth),
             "unflagged_wrong_films": silent_wrong, "p2p_mean_mm": float(np.mean(p2p)) if p2p else float("nan")}
+
+
+def rightly_named(folder: Path, run: Path) -> dict[str, list[str]]:
+    """Per image, the names the detector gave within 3 mm of the annotated centre of that name."""
+    truth = {r.file: r for r in read_annotations(folder / "annotations.json")}
+    out: dict[str, list[str]] = {}
+    for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8")):
+        record = truth.get(row["image"])
+        known = {v.name: v.center for v in record.vertebrae} if record else {}
+        xy = np.array([float(row["x"]), float(row["y"])])
+        if row["vertebra"] in known and np.hypot(*(xy - known[row["vertebra"]])) * record.pixel_spacing_mm <= 3.0:
+            out.setdefault(row["image"], []).append(row["vertebra"])
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="An annotated phantom set (vcorner synth).")
     parser.add_argument("--variants", nargs="+", default=["as_is", "mirror", "upside_down", "turned_-35",
-                                                          "turned_35", "inverted", "cropped_C5_C7"])
+                                                          "turned_35", "turned_180", "inverted", "cropped_C5_C7",
+                                                          "cropped_C2_C5"])
+    parser.add_argument("--detector", type=Path, help="A detector other than the shipped one.")
+    parser.add_argument("--results", type=Path, default=RESULTS / "automatic_variants.md")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="vcorner-variants-"))
-    lines = ["| variant | named-centre recall | misnamed | films wrong without a flag | P2P of rightly named (mm) |",
-             "|---|---|---|---|---|"]
+    lines = ["| variant | named-centre recall | misnamed | misnamed in films without a flag | films wrong without a "
+             "flag | P2P of rightly named, detected centres (mm) | the same, clicked centres (mm) |",
+             "|---|---|---|---|---|---|---|"]
+    extra = ["--detector", str(args.detector)] if args.detector else []
     for name in args.variants:
         folder = scratch / name
         write_variant(args.data, folder, name)
-        run = scratch / f"{name}-out"
-        subprocess.run([sys.executable, "-m", "vcorner", "batch", str(folder), "--out", str(run)],
+        run, clicked = scratch / f"{name}-out", scratch / f"{name}-clicked"
+        subprocess.run([sys.executable, "-m", "vcorner", "batch", str(folder), "--out", str(run), *extra],
                        capture_output=True, check=False)
+        subprocess.run([sys.executable, "-m", "vcorner", "batch", str(folder), "--centers", str(folder / "centers.csv"),
+                        "--out", str(clicked)], capture_output=True, check=False)
         s = score(folder, run)
-        lines.append(f"| {name} | {s['recall']:.1%} | {s['misnamed']} | {s['unflagged_wrong_films']} of {s['films']} "
-                     f"| {s['p2p_mean_mm']:.2f} |")
+        rightly = {image: set(names) for image, names in rightly_named(folder, run).items()}
+        lines.append(f"| {name} | {s['recall']:.1%} | {s['misnamed']} | {s['silent_misnamed']} | "
+                     f"{s['unflagged_wrong_films']} of {s['films']} | {s['p2p_mean_mm']:.3f} | "
+                     f"{p2p_mm(folder, clicked, rightly):.3f} |")
         print(lines[-1], flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "automatic_variants.md").write_text(
-        f"Shipped detector and corner model on {args.data}, `vcorner batch DIR --out OUT` per variant\n\n"
-        + "\n".join(lines) + "\n", encoding="utf-8")
+    args.results.parent.mkdir(exist_ok=True, parents=True)
+    args.results.write_text(
+        f"Detector {args.detector or 'shipped'} and the shipped corner model on {args.data}, `vcorner batch DIR --out "
+        "OUT` per variant (clicked: `--centers` with the true centres and view)\n\n" + "\n".join(lines) + "\n",
+        encoding="utf-8")
 
 
 if __name__ == "__main__":

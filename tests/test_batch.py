@@ -73,7 +73,7 @@ def test_resume_skips_finished_images_without_duplicates(toy_dataset, tiny_onnx,
 
 def test_journal_keeps_only_complete_images(tmp_path):
     path = tmp_path / "corners.csv"
-    row = ["a.png", "C3", "superior_left", "1", "2", "0.5", "1", "1", "0", "network"]
+    row = ["a.png", "C3", "superior_left", "1", "2", "0.5", "1", "1", "0", "network", ""]
     path.write_text(",".join(CORNER_COLUMNS) + "\n" + "\n".join(",".join(row) for _ in range(4)) + "\n"
                     + ",".join(["b.png"] + row[1:]) + "\n")
     journal = CornerJournal(path, {"a.png": 4, "b.png": 4}, resume=True)

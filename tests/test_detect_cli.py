@@ -66,7 +66,9 @@ def test_detect_names_every_example_vertebra(tmp_path):
     result = run_cli("detect", EXAMPLES, "--out", out)
     assert result.exit_code == 0, result.output
     rows = read_rows(out)
-    assert set(rows[0]) == {"image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence"}
+    assert set(rows[0]) == {"image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence", "view", "naming_margin",
+                            "flags"}
+    assert {r["view"] for r in rows} == {"as_is"}  # the shipped detector looks at the film as it is
     assert all(threshold() <= float(r["confidence"]) <= 1.0 for r in rows)
     truth = read_annotations(EXAMPLES / "annotations.json")
     scores = score_detections(load_centers(out).records, truth)

@@ -125,6 +125,8 @@ def test_a_tiny_detector_learns_and_exports_with_parity(toy_dataset, tmp_path):
                             augment=AugmentSpec(zoom=(0.95, 1.05), rotation_deg=3.0, shift=0.02, negatives=0.0),
                             train=DetectorOptim(epochs=60, batch_size=3, lr=1e-2, val_fraction=0.25))
     result = train_detector(toy_dataset, recipe, tmp_path / "run")
+    chosen = result.final["margins_chosen_on"]  # the naming margin, set on the validation films' own
+    assert chosen["val_films"] == 1 and chosen["wrong_view_chosen"] == 0
     first, best = result.history[0]["val_bc"], max(h["val_bc"] for h in result.history)
     assert best > first + 0.1, (first, best)
     model, card = load_model(tmp_path / "run", DetectorCard)

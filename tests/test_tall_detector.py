@@ -90,12 +90,12 @@ def test_neighbours_6_px_apart_are_both_kept_when_the_view_geometry_says_so():
     maps = two_peaks(6.0)
     shipped = DetectionConfig()
     assert decoding_limits(shipped) == (6.0, 20.0)  # the shipped 128 px detector: fixed constants, as before
-    lost = decode_view(maps, ("T1", "T2"), IDENTITY, shipped)
+    lost = decode_view(maps, ("T1", "T2"), IDENTITY, shipped)[0]
     assert min(d.confidence for d in lost) < 0.05  # both sharp maps flattened (spread 12.6 px < 20) or suppressed
     tall = DetectionConfig(spacing_px=6.6)  # a 17-level film in 128 px
     suppress, spread = decoding_limits(tall)
     assert suppress < 6.0 and spread < 4 * np.pi  # under the distance and under a 1 px Gaussian's spread
-    found = decode_view(maps, ("T1", "T2"), IDENTITY, tall)
+    found = decode_view(maps, ("T1", "T2"), IDENTITY, tall)[0]
     assert [d.name for d in found] == ["T1", "T2"] and min(d.confidence for d in found) > 0.5
     assert np.allclose([d.xy for d in found], [[64.0, 60.0], [64.0, 66.0]], atol=0.05)
 
@@ -108,7 +108,7 @@ def test_without_a_recorded_geometry_the_decoding_is_the_shipped_one():
         maps /= maps.sum(axis=(1, 2), keepdims=True)
         names = ("C3", "C4", "C5", "C6", "C7")
         old = decode_detections(maps, names, IDENTITY, 3.0)
-        new = decode_view(maps, names, IDENTITY, DetectionConfig())
+        new = decode_view(maps, names, IDENTITY, DetectionConfig())[0]
         assert [(d.name, d.xy.tolist(), d.confidence) for d in old] == [(d.name, d.xy.tolist(), d.confidence)
                                                                           for d in new]
 

@@ -101,6 +101,47 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    """How far to trust each vertebra's corners (README.md, "Flags"; issue #27): the ellipses grown by the evidence
+    and the per-vertebra flags. Chosen on in-style validation phantoms (``benchmarks/trust_calibration.py``) and
+    stored in the model card's ``trust``; the defaults switch it all off (cards without it decode as before).
+
+    Attributes:
+        size_sd: a network corner's base sd along each axis, as a share of its vertebra's size (the frame size of
+            :mod:`vcorner.geometry.frames`, pixels); > 0 replaces the window-moment covariance of
+            :func:`vcorner.postprocess.decode.decode_vertebra` by
+            :func:`vcorner.postprocess.plausibility.evidence_covariance`.
+        flat_sd: sd added per unit of the accumulated map's flatness at the corner (1 - its peak value), in
+            vertebra sizes.
+        scatter_scale: multiplier on the scatter (px) of the single patches' corners about the found corner.
+        height_limit: a vertebra whose height deviates from the median of the image's other vertebrae by more than
+            this (|log ratio|, each height over its prior's; :func:`vcorner.postprocess.plausibility.height_deviation`)
+            is flagged ``implausible_shape`` (0: never).
+        spread_limit: a vertebra one of whose single patches puts a network corner further than this from the found
+            one, in vertebra sizes, is flagged ``patches_disagree`` (0: never).
+        flagged_confidence: factor on the confidence of every corner of a flagged vertebra.
+    """
+
+    size_sd: float = 0.0
+    flat_sd: float = 0.0
+    scatter_scale: float = 0.0
+    height_limit: float = 0.0
+    spread_limit: float = 0.0
+    flagged_confidence: float = 0.5
+
+    def __post_init__(self) -> None:
+        if min(self.size_sd, self.flat_sd, self.scatter_scale, self.height_limit, self.spread_limit) < 0:
+            raise ValueError("trust settings must not be negative")
+        if not 0.0 <= self.flagged_confidence <= 1.0:
+            raise ValueError(f"trust.flagged_confidence must be in [0, 1], got {self.flagged_confidence}")
+
+    @property
+    def grows_ellipses(self) -> bool:
+        """Whether network corners get :func:`vcorner.postprocess.plausibility.evidence_covariance`."""
+        return self.size_sd > 0.0
+
+
+@dataclass(frozen=True)
 class DetectionConfig:
     """The centre detector's input and decoding (README.md, "Automatic centres"; travels in its card).
 
@@ -119,6 +160,14 @@ class DetectionConfig:
             decoding's suppression radius and degenerate-map rule follow it
             (:func:`vcorner.postprocess.peaks.decoding_limits`). 0: not recorded (the shipped detector: fixed
             constants).
+        views: the candidate views (:mod:`vcorner.geometry.views`) the detector was trained to tell apart; it
+            looks at each and answers on the one where it finds the spine (``as_is`` only: the film as it is).
+        context: names the detector finds only to anchor the naming (C2 above C3, T1 below C7); they are
+            never output.
+        view_margin: below this lead of the best view's mean confidence over the second best, the image is
+            flagged ``view_uncertain``.
+        naming_margin: below this naming margin (:func:`vcorner.postprocess.peaks.naming_margin`), the image is
+            flagged ``levels_uncertain``.
     """
 
     input_size: int = 128
@@ -128,6 +177,10 @@ class DetectionConfig:
     min_confidence: float = 0.3
     input_width: int = 0
     spacing_px: float = 0.0
+    views: tuple[str, ...] = ("as_is",)
+    context: tuple[str, ...] = ()
+    view_margin: float = 0.0
+    naming_margin: float = 0.0
 
     def __post_init__(self) -> None:
         for side in (self.input_size, self.input_width or self.input_size):

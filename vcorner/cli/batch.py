@@ -244,14 +244,24 @@ def report(summary, runner_name: str, out: Path) -> None:
         "vertebrae_left_out": len(summary.refused_vertebrae), "seconds": round(summary.seconds, 3),
         "setup_seconds": round(summary.setup_seconds, 3),
         "patches_per_s": round(rate, 1), "interrupted": summary.interrupted,
-        **({"detected": summary.detected, "detections_dropped": summary.dropped} if summary.detected else {})}})
+        "flags": {flag: {"images": images, "vertebrae": vertebrae}
+                  for flag, (images, vertebrae) in sorted(summary.flags.items())},
+        **({"detected": summary.detected, "detections_dropped": summary.dropped, "detected_views": summary.turned}
+           if summary.detected else {})}})
     redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
         if summary.redone else ""
     left_out = f", {len(summary.refused_vertebrae)} vertebra(e) left out" if summary.refused_vertebrae else ""
     setup = f" after {summary.setup_seconds:.1f} s of set-up" if summary.setup_seconds else ""
+    if summary.flags:
+        flagged = ", ".join(f"{flag} {vertebrae} vertebra(e) of {images} image(s)"
+                            for flag, (images, vertebrae) in sorted(summary.flags.items()))
+        left_out += f"; flagged: {flagged} (README.md, Flags)"
     if summary.detected:
         left_out += (f"; centres of {summary.detected} image(s) detected ({summary.dropped} detection(s) below the "
                      "confidence threshold dropped)")
+        if summary.turned:
+            left_out += "; seen " + ", ".join(f"{n} {view.replace('+', ' and ')}" for view, n in
+                                              sorted(summary.turned.items()))
     stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed"
                  f"{left_out} in {summary.seconds:.1f} s{setup} ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)

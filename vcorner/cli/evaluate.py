@@ -112,6 +112,7 @@ def evaluate(
         match,
         read_predictions,
         table1_row,
+        unflagged,
     )
     from vcorner.io.annotations import read_annotations
 
@@ -157,6 +158,14 @@ def evaluate(
                       highlight=False)
         for line in calib["verdicts"]:
             console.print(f"  {line}", highlight=False)
+        kept = unflagged(errors)
+        if kept is not None:
+            calib["unflagged"] = {**calibration(kept), "verdicts": calibration_lines(calibration(kept))}
+            console.print(f"calibration of the {calib['unflagged']['ellipse_corners']} network corners without a flag "
+                          f"({len(errors.flags) - len(kept.flags)} of {len(errors.flags)} corners flagged):",
+                          highlight=False)
+            for line in calib["unflagged"]["verdicts"]:
+                console.print(f"  {line}", highlight=False)
         for name, row in list(rows.items())[1:]:
             gain = 100.0 * (row["p2p_mean"] - overall["p2p_mean"]) / row["p2p_mean"]
             console.print(f"relative improvement of {label} over {name} in mean P2P: {gain:.0f}%", highlight=False)

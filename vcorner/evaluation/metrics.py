@@ -43,6 +43,7 @@ class CornerErrors:
             (:func:`vcorner.io.spacing.common_unit`); ``unit_note`` then says why, in one line.
         confidence, sd_major_px, sd_minor_px, angle_deg, dx, dy: predicted uncertainty and signed offsets.
         source: ``network`` or ``prior``.
+        flags: the corner's ``flags`` field (README.md, "Flags"; "" when none or from a file before flags).
         missing: annotated corners without a prediction (``image/vertebra/corner``).
         unexpected: predicted corners without an annotation.
     """
@@ -58,6 +59,7 @@ class CornerErrors:
     confidence: list[float] = field(default_factory=list)
     source: list[str] = field(default_factory=list)
     d2: list[float] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
 
@@ -179,6 +181,7 @@ def match(predictions: dict[tuple[str, str, str], dict[str, str]], truth: Sequen
                 errors.confidence.append(float(row.get("confidence") or "nan"))
                 errors.source.append(row.get("source", ""))
                 errors.d2.append(mahalanobis2(row, v.corners[k] - xy))
+                errors.flags.append(row.get("flags") or "")
     errors.unexpected = sorted("/".join(k) for k in predictions if k not in seen)
     return errors
 
@@ -246,4 +249,11 @@ def grouped_rows(errors: CornerErrors, by: str, fit_failure_px: float | None = N
 def subset(errors: CornerErrors, pick: list[int]) -> CornerErrors:
     """The entries ``pick`` of ``errors`` (what Table 1 and the calibration need of them)."""
     return CornerErrors(p2p=[errors.p2p[i] for i in pick], p2c=[errors.p2c[i] for i in pick], unit=errors.unit,
-                        source=[errors.source[i] for i in pick], d2=[errors.d2[i] for i in pick])
+                        source=[errors.source[i] for i in pick], d2=[errors.d2[i] for i in pick],
+                        flags=[errors.flags[i] for i in pick] if errors.flags else [])
+
+
+def unflagged(errors: CornerErrors) -> CornerErrors | None:
+    """The corners without a flag (README.md, "Flags"), or None when no corner is flagged (then all of them)."""
+    pick = [i for i, f in enumerate(errors.flags) if not f]
+    return subset(errors, pick) if len(pick) < len(errors.flags) else None

@@ -12,11 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from vcorner.io.atomic import write_text_atomic
-from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.io.records import ImageRecord, InputError, Vertebra, checked_view
 from vcorner.io.spacing import checked_spacing
 
 REQUIRED = ("image", "vertebra", "x", "y")
 OPTIONAL = ("pixel_spacing_mm",)
+VIEW_COLUMN = "view"
+"""Optional column: the image's view (:func:`vcorner.io.records.checked_view`), as ``vcorner batch`` writes it into
+``centers.detected.csv``; the same on every row of an image."""
 
 
 def _decode(raw: bytes, path: Path) -> str:
@@ -113,6 +116,7 @@ def load_centers(path: Path) -> CentersTable:
     rows: dict[str, list[tuple[str, float, float]]] = {}
     seen: dict[str, set[str]] = {}
     spacing: dict[str, float | None] = {}
+    views: dict[str, str] = {}
     problems: dict[str, str] = {}
     for line, row in enumerate(reader, start=2):
         where = f"{path.name}: row {line}"
@@ -126,6 +130,9 @@ def load_centers(path: Path) -> CentersTable:
                 raise InputError(f"{where}: vertebra {name!r} listed twice for this image")
             if len(seen[image]) >= MAX_VERTEBRAE:
                 raise InputError(f"{where}: more than {MAX_VERTEBRAE} vertebrae listed for this image")
+            view = checked_view(row.get(VIEW_COLUMN) or "", f"{where}: {VIEW_COLUMN}")
+            if views.setdefault(image, view) != view:
+                raise InputError(f"{where}: view {view!r} differs from this image's earlier rows ({views[image]!r})")
         except InputError as err:
             problems.setdefault(image or f"<row {line}>", str(err))
             continue
@@ -133,7 +140,7 @@ def load_centers(path: Path) -> CentersTable:
         rows.setdefault(image, []).append((name, x, y))
         spacing[image] = value if value is not None else spacing.get(image)
     records = [
-        ImageRecord(image, tuple(Vertebra(n, np.array([x, y])) for n, x, y in entries), spacing[image])
+        ImageRecord(image, tuple(Vertebra(n, np.array([x, y])) for n, x, y in entries), spacing[image], views[image])
         for image, entries in rows.items() if image not in problems
     ]
     return CentersTable(records, problems)

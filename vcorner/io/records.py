@@ -46,16 +46,37 @@ class ImageRecord:
         file: Image path relative to the dataset root (POSIX separators).
         vertebrae: Vertebrae, cranial first.
         pixel_spacing_mm: Physical pixel size, or None when unknown.
+        view: how the film differs from the pose the models learned (``as_is``, or ``mirrored``, ``turned_180``,
+            ``inverted`` joined by ``+``: :mod:`vcorner.geometry.views`); patches are cut through it.
     """
 
     file: str
     vertebrae: tuple[Vertebra, ...] = field(default_factory=tuple)
     pixel_spacing_mm: float | None = None
+    view: str = "as_is"
 
     @property
     def centers(self) -> np.ndarray:
         """(V, 2) float64 centres, cranial first."""
         return np.array([v.center for v in self.vertebrae], dtype=np.float64).reshape(-1, 2)
+
+
+VIEW_PARTS: tuple[str, ...] = ("mirrored", "turned_180", "inverted")
+"""The transforms a view name joins with ``+``, in this order (``as_is``: none)."""
+
+
+def checked_view(text: str, where: str = "view") -> str:
+    """``text`` as a view name (:attr:`vcorner.geometry.views.View.name`; empty reads as ``as_is``).
+
+    Raises:
+        InputError: unknown transforms, or known ones out of order or repeated.
+    """
+    name = text.strip() or "as_is"
+    parts = [] if name == "as_is" else name.split("+")
+    if any(p not in VIEW_PARTS for p in parts) or parts != sorted(set(parts), key=VIEW_PARTS.index):
+        raise InputError(f"{where}: unknown view {text!r} (as_is, or {', '.join(VIEW_PARTS)} joined by '+' in "
+                         "this order)")
+    return name
 
 
 _REGIONS = {"C": (0, 7), "T": (7, 12), "L": (19, 6), "S": (25, 5)}

@@ -59,6 +59,7 @@ class ImageCorners:
         xy: (V, 4, 2) corners, pixels.
         cov: (V, 4, 2, 2) covariances, px^2.
         network: (V, 4) True where the network found the corner (False: prior fallback or outside).
+        flags: V tuples of each vertebra's flags (corners.csv's ``flags``; README.md, "Flags"); empty: none.
     """
 
     image: str
@@ -66,6 +67,14 @@ class ImageCorners:
     xy: np.ndarray
     cov: np.ndarray
     network: np.ndarray
+    flags: tuple[tuple[str, ...], ...] = ()
+
+    def base_flags(self, *indices: int) -> list[str]:
+        """The flags every measure of the vertebrae ``indices`` carries: ``prior_corner`` when one of their
+        corners is not the network's, then their own flags (:attr:`flags`), each once."""
+        prior = ["prior_corner"] if any(not self.network[i].all() for i in indices) else []
+        own = [f for i in indices if i < len(self.flags) for f in self.flags[i]]
+        return list(dict.fromkeys(prior + own))
 
 
 def sample_corners(xy: np.ndarray, cov: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -111,7 +120,7 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
         scale, length_unit = float(sx), "mm"
         if sy != sx:
             both = both * np.array([1.0, sy / sx])
-    names, prior = corners.names, ~corners.network.all(axis=1)
+    names, base = corners.names, corners.base_flags
     labels: list[tuple[str, str, str, list[str]]] = []
     columns: list[np.ndarray] = []
 
@@ -120,13 +129,13 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
         columns.append(np.asarray(values, dtype=np.float64))
 
     if ap:
-        _ap_measures(add, both, names, prior, scale, length_unit)
+        _ap_measures(add, both, names, base, scale, length_unit)
         return _rows(corners.image, labels, np.stack(columns, axis=1))
     h = d.heights(both, anterior)
     loss = d.height_loss(h)
     grade = d.genant_grade(loss)
     for v, name in enumerate(names):
-        flags = ["prior_corner"] if prior[v] else []
+        flags = base(v)
         for key in ("anterior_height", "middle_height", "posterior_height"):
             add(key, name, h[key][:, v] * scale, length_unit, flags)
         add("wedge_ratio", name, h["anterior_height"][:, v] / h["posterior_height"][:, v], "ratio", flags)
@@ -134,7 +143,7 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
         add("genant_grade", name, grade[:, v].astype(float), "grade",
             flags + ([f"genant_{grade[0, v]}"] if grade[0, v] else []))
     if len(names) >= 2:
-        _pair_measures(add, both, names, prior, scale, length_unit, anterior)
+        _pair_measures(add, both, names, base, scale, length_unit, anterior)
     return _rows(corners.image, labels, np.stack(columns, axis=1))
 
 
@@ -143,12 +152,12 @@ AP_MEASURES = ("middle_height", "width", "lateral_tilt", "coronal_angle", "cobb_
 heights, wedge ratio, Genant grade and listhesis are sagittal: an AP film does not show them."""
 
 
-def _ap_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray, scale: float,
-                 length_unit: str) -> None:
-    """The measures of an AP film (:data:`AP_MEASURES`) of (1 + S, V, 4, 2) corners, passed to ``add``."""
+def _ap_measures(add, both: np.ndarray, names: Sequence[str], base, scale: float, length_unit: str) -> None:
+    """The measures of an AP film (:data:`AP_MEASURES`) of (1 + S, V, 4, 2) corners, passed to ``add``;
+    ``base(*vertebrae)`` gives the flags of measures built on those vertebrae (:meth:`ImageCorners.base_flags`)."""
     middle, width, tilt = d.heights(both)["middle_height"], d.endplate_width(both), d.lateral_tilt(both)
     for v, name in enumerate(names):
-        flags = ["prior_corner"] if prior[v] else []
+        flags = base(v)
         add("middle_height", name, middle[:, v] * scale, length_unit, flags)
         add("width", name, width[:, v] * scale, length_unit, flags)
         add("lateral_tilt", name, tilt[:, v], "deg", flags)
@@ -156,11 +165,9 @@ def _ap_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray,
         return
     angle = d.coronal_angle(both)
     for i in adjacent_pairs(names):
-        add("coronal_angle", f"{names[i]}-{names[i + 1]}", angle[:, i], "deg",
-            ["prior_corner"] if prior[i] or prior[i + 1] else [])
+        add("coronal_angle", f"{names[i]}-{names[i + 1]}", angle[:, i], "deg", base(i, i + 1))
     cobb, upper, lower = cobb_with_interval(both)
-    add("cobb_angle", f"{names[upper]}-{names[lower]}", cobb, "deg",
-        ["prior_corner"] if prior[upper] or prior[lower] else [])
+    add("cobb_angle", f"{names[upper]}-{names[lower]}", cobb, "deg", base(upper, lower))
 
 
 def cobb_with_interval(both: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -194,18 +201,18 @@ def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.
     return rows
 
 
-def _pair_measures(add, both: np.ndarray, names: Sequence[str], prior: np.ndarray, scale: float,
-                   length_unit: str, anterior: str) -> None:
-    """The per-level and per-image measures of (1 + S, V, 4, 2) corners, V >= 2, passed to ``add``."""
+def _pair_measures(add, both: np.ndarray, names: Sequence[str], base, scale: float, length_unit: str,
+                   anterior: str) -> None:
+    """The per-level and per-image measures of (1 + S, V, 4, 2) corners, V >= 2, passed to ``add`` (``base``: as
+    for :func:`_ap_measures`)."""
     slip, pct = d.listhesis(both, anterior)
     angle = d.segmental_angle(both, anterior)
     meyerding = d.meyerding_grade(pct)
     for i in adjacent_pairs(names):
-        level, flags = f"{names[i]}-{names[i + 1]}", ["prior_corner"] if prior[i] or prior[i + 1] else []
+        level, flags = f"{names[i]}-{names[i + 1]}", base(i, i + 1)
         slipped = length_unit == "mm" and abs(slip[0, i] * scale) >= SLIP_MM
         add("listhesis", level, slip[:, i] * scale, length_unit, flags + (["slip"] if slipped else []))
         add("listhesis_pct", level, pct[:, i], "%", flags)
         add("meyerding_grade", level, meyerding[:, i].astype(float), "grade", flags)
         add("segmental_angle", level, angle[:, i], "deg", flags)
-    whole, any_prior = f"{names[0]}-{names[-1]}", ["prior_corner"] if prior.any() else []
-    add("global_angle", whole, d.global_angle(both, anterior), "deg", any_prior)
+    add("global_angle", f"{names[0]}-{names[-1]}", d.global_angle(both, anterior), "deg", base(*range(len(names))))

@@ -36,7 +36,7 @@ def _image_corners(image: str, by_vertebra: dict[str, dict[str, dict[str, str]]]
     """One image's corners, vertebrae cranial first whatever the file's row order (the order of the centre
     checks, :func:`vcorner.geometry.sequence.cranial_order`, on the corners' centroids); vertebrae without all
     four finite corners are left out."""
-    names, xy, cov, network = [], [], [], []
+    names, xy, cov, network, flags = [], [], [], [], []
     for name, found in by_vertebra.items():
         try:
             ordered = [found[c] for c in CORNER_NAMES]
@@ -53,13 +53,14 @@ def _image_corners(image: str, by_vertebra: dict[str, dict[str, dict[str, str]]]
         xy.append(values[:, :2])
         cov.append(ellipse_covariance(values[:, 2], values[:, 3], values[:, 4]))
         network.append([r["source"] == "network" for r in ordered])
+        flags.append(tuple(dict.fromkeys(f for r in ordered for f in (r.get("flags") or "").split(";") if f)))
     if not names:
         return None
     order, note = cranial_order(names, np.array([v.mean(axis=0) for v in xy]))
     if note:
         log.warning("%s: %s", image, note)
     return ImageCorners(image, tuple(names[i] for i in order), np.array(xy)[order], np.array(cov)[order],
-                        np.array(network, dtype=bool)[order])
+                        np.array(network, dtype=bool)[order], tuple(flags[i] for i in order))
 
 
 def read_corners(path: Path) -> list[ImageCorners]:

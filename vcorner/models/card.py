@@ -6,11 +6,11 @@ Torch-free, so inference reads it without training dependencies.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig, from_dict, to_dict
+from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig, TrustConfig, from_dict, to_dict
 from vcorner.io.records import InputError
 from vcorner.postprocess.prior import CornerPrior
 
@@ -27,6 +27,8 @@ class ModelCard:
     decode: DecodeConfig
     prior: CornerPrior
     training: dict[str, Any]
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    """Evidence-grown ellipses and flag limits (README.md, "Flags"); absent from cards written before them."""
 
     @property
     def input_side(self) -> int:
@@ -63,7 +65,7 @@ class ModelCard:
             "format": CARD_FORMAT, "model_args": self.model_args, "sampling": to_dict(self.sampling),
             "ground_truth": to_dict(self.ground_truth), "decode": to_dict(self.decode),
             "prior": self.prior.to_dict(), "training": self.training,
-        }
+        } | ({"trust": to_dict(self.trust)} if self.trust != TrustConfig() else {})  # older cards keep their digest
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model card") -> ModelCard:
@@ -76,6 +78,7 @@ class ModelCard:
             decode=from_dict(DecodeConfig, data["decode"], where),
             prior=CornerPrior.from_dict(data["prior"]),
             training=dict(data.get("training", {})),
+            trust=from_dict(TrustConfig, data.get("trust"), where),
         )
 
 

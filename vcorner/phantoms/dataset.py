@@ -13,6 +13,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,14 +127,17 @@ def _quantize(image: np.ndarray, fmt: str) -> np.ndarray:
     return values.astype(np.uint8 if levels == 255 else np.uint16)
 
 
-def render_phantom(rng: np.random.Generator, *, fmt: str | None = None,
-                   hard: bool | None = None) -> tuple[np.ndarray, ImageRecord, dict[str, Any]]:
+def render_phantom(rng: np.random.Generator, *, fmt: str | None = None, hard: bool | None = None,
+                   context: bool = False) -> tuple[np.ndarray, ImageRecord, dict[str, Any]]:
     """Render one lateral C-spine phantom with its annotation.
 
     Args:
         rng: The only source of randomness (same state, same image).
         fmt: One of ``SUFFIX`` (None: random among ``FORMATS``).
         hard: Force a hard case (True), none (False) or draw one with probability 1/4 (None).
+        context: also annotate C2 and T1 where their centres lie inside the image (the centre detector's
+            anchors, :data:`CONTEXT_LEVELS`); their annotator noise comes from a child of ``rng``, so the
+            pixels and the C3-C7 annotations are those of the same ``rng`` without it.
 
     Returns:
         ``pixels`` (H, W) uint8 or uint16 (DICOM formats: 12-bit values in uint16); the record (``file``
@@ -158,6 +162,8 @@ def render_phantom(rng: np.random.Generator, *, fmt: str | None = None,
     image = degrade.process(degrade.expose(attenuation, acq, placement.spacing, rng), acq, placement.spacing)
     extras += _finish(image, placement, body_px, rng, occupied)
     annotated = [annotate(spine.body(name), placement, rng) for name in ANNOTATED]
+    if context:
+        annotated = _with_context(annotated, spine, placement, rng.spawn(1)[0])
     record = ImageRecord("", tuple(v for v, _ in annotated), placement.spacing)
     metadata = {
         "format": fmt, "hard_cases": list(cases), "shape": list(placement.shape),
@@ -170,11 +176,26 @@ def render_phantom(rng: np.random.Generator, *, fmt: str | None = None,
     return _quantize(image, fmt), record, metadata
 
 
-def _write_one(out: Path, index: int, seq: np.random.SeedSequence) -> tuple[ImageRecord, dict[str, Any]]:
-    """Render image ``index`` from its seed sequence and write it into ``out``."""
+CONTEXT_LEVELS: tuple[str, str] = ("C2", "T1")
+"""Levels that ``vcorner synth --style context`` also annotates: the structures that tell C3 and C7 from their
+neighbours, for training the centre detector's naming (README.md, "Automatic centres")."""
+
+
+def _with_context(annotated: list, spine: Spine, placement: Placement, rng: np.random.Generator) -> list:
+    """``annotated`` (C3-C7) with C2 before and T1 after, each only where its centre lies inside the image."""
+    height, width = placement.shape
+    extra = {name: annotate(spine.body(name), placement, rng) for name in CONTEXT_LEVELS}
+    inside = {name: bool(0 <= a[0].center[0] <= width - 1 and 0 <= a[0].center[1] <= height - 1)
+              for name, a in extra.items()}
+    return ([extra["C2"]] if inside["C2"] else []) + annotated + ([extra["T1"]] if inside["T1"] else [])
+
+
+def _write_one(out: Path, index: int, seq: np.random.SeedSequence,
+               context: bool = False) -> tuple[ImageRecord, dict[str, Any]]:
+    """Render image ``index`` from its seed sequence and write it into ``out`` (``context``: C2 and T1 too)."""
     rng = np.random.default_rng(seq)
     fmt, hard = schedule(index)
-    pixels, record, metadata = render_phantom(rng, fmt=fmt, hard=hard)
+    pixels, record, metadata = render_phantom(rng, fmt=fmt, hard=hard, context=context)
     name = f"phantom_{index:05d}{SUFFIX[fmt]}"
     photometric = "MONOCHROME1" if fmt == "dcm_mono1" else "MONOCHROME2"
     write_image(out / name, pixels, pixel_spacing_mm=record.pixel_spacing_mm if fmt.startswith("dcm") else None,
@@ -185,7 +206,7 @@ def _write_one(out: Path, index: int, seq: np.random.SeedSequence) -> tuple[Imag
 
 
 STYLES: dict[str, Callable[[Path, int, np.random.SeedSequence], tuple[ImageRecord, dict[str, Any]]]] = {
-    "train": _write_one, "holdout": write_holdout, "tall": write_tall}
+    "train": _write_one, "context": partial(_write_one, context=True), "holdout": write_holdout, "tall": write_tall}
 """Renderers by style name (``vcorner synth --style``)."""
 
 
@@ -208,7 +229,8 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
         seed: Dataset seed.
         workers: Processes (default ``min(2, os.cpu_count())``); 1 renders in this process.
         progress: Called with 1 after each finished image (an increment, as rich's ``advance``).
-        style: ``train`` (this module's renderer, the world the models learn), ``holdout``
+        style: ``train`` (this module's renderer, the world the models learn), ``context`` (the same films
+            with C2 and T1 annotated too, for the centre detector), ``holdout``
             (:mod:`vcorner.phantoms.holdout`: for validation only, refused by training and tuning) or ``tall``
             (:mod:`vcorner.phantoms.tall`: lateral thoracolumbar films, T1-L5, for a many-level detector).
 

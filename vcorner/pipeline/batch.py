@@ -35,6 +35,7 @@ from vcorner.pipeline.outputs import (
     keep_previous,
     read_errors,
     remove_stale_extras,
+    row_flags,
     write_errors,
     write_image_json,
 )
@@ -103,6 +104,16 @@ class BatchSummary:
     """The checked centres of the images whose centres the detector found in this run (for ``run.json``)."""
     dropped: int = 0
     """Detections below the detector's confidence threshold, not used."""
+    turned: dict[str, int] = field(default_factory=dict)
+    """View (other than ``as_is``) -> images the detector found in it in this run (:mod:`vcorner.geometry.views`)."""
+    flags: dict[str, list[int]] = field(default_factory=dict)
+    """flag -> [images, vertebrae] of this run's answered images carrying it (README.md, "Flags")."""
+
+    def count_flags(self, rows: list[list[str]]) -> None:
+        """Add one answered image's ``corners.csv`` rows to :attr:`flags`."""
+        for flag, vertebrae in row_flags(rows).items():
+            images, total = self.flags.get(flag, [0, 0])
+            self.flags[flag] = [images + 1, total + vertebrae]
 
     @property
     def detected(self) -> int:
@@ -344,6 +355,7 @@ def record_outcome(outcome: Finished | Failed, journal: CornerJournal, summary: 
             outcome = Failed(outcome.image, f"cannot write {journal.path}: {err.strerror or err}")
         else:
             summary.done += 1
+            summary.count_flags(outcome.rows)
             progress.image_done(outcome.patches)
             return
     summary.failed[outcome.image] = outcome.reason
@@ -356,6 +368,8 @@ def note_detected(found: DetectedCentres, dropped: int, detected: DetectedJourna
     detected.add(found)
     summary.detected_records.append(found.record)
     summary.dropped += dropped
+    if found.view != "as_is":
+        summary.turned[found.view] = summary.turned.get(found.view, 0) + 1
     summary.refused_vertebrae.update({(found.record.file, k): v for k, v in found.left_out.items()})
 
 

@@ -1,8 +1,10 @@
 """Automatic centres in a batch: the detector bound to its runner, and ``OUT/centers.detected.csv``, the journal
 of the centres it found (README.md, "Automatic centres").
 
-The journal has the columns of ``centers.csv`` plus ``confidence`` (so ``vcorner batch --centers
-OUT/centers.detected.csv`` reruns on the same centres, and a person can correct them first). Each image's rows
+The journal has the columns of ``centers.csv`` plus ``confidence``, the image's ``view`` (the candidate view the
+detector found the spine in, :mod:`vcorner.geometry.views`), its ``naming_margin`` and its image-level ``flags``
+(so ``vcorner batch --centers OUT/centers.detected.csv`` reruns on the same centres and views, and a person can
+correct them first). Each image's rows
 are appended and fsynced before its corners are, so a resumed run reuses the centres of every image it detected
 instead of detecting it again, and its corners are complete or redone, never half kept.
 """
@@ -22,7 +24,7 @@ from vcorner.geometry.patches import build_pyramid
 from vcorner.geometry.sequence import checked_record
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.images import read_image
-from vcorner.io.records import ImageRecord, InputError, Vertebra
+from vcorner.io.records import ImageRecord, InputError, Vertebra, checked_view
 from vcorner.io.spreadsheet import neutralise, restore
 from vcorner.models.detector_card import DetectorCard
 from vcorner.pipeline.outputs import append_synced, csv_text
@@ -30,7 +32,9 @@ from vcorner.stages.detect import DetectedCentres, Infer, detect_centres
 from vcorner.stages.plan import Plan, PlannedImage
 
 DETECTED_FILE = "centers.detected.csv"
-DETECTED_COLUMNS = ("image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence")
+DETECTED_COLUMNS = ("image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence", "view", "naming_margin", "flags")
+EARLIER_COLUMNS = DETECTED_COLUMNS[:6]
+"""The journal's columns before views and flags (vcorner 0.x up to issue #33): still read on resume."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,10 @@ class DetectorUse:
 def detected_rows(found: DetectedCentres) -> list[list[str]]:
     """The journal rows of one image: its confident detections as found, cranial first."""
     record, spacing = found.listed, found.listed.pixel_spacing_mm
+    margin = "" if not np.isfinite(found.naming_margin) else f"{found.naming_margin:.4f}"
     return [[neutralise(record.file), neutralise(v.name), f"{v.center[0]:.3f}", f"{v.center[1]:.3f}",
-             "" if spacing is None else f"{spacing:.6g}", f"{found.confidence[v.name]:.4f}"]
+             "" if spacing is None else f"{spacing:.6g}", f"{found.confidence[v.name]:.4f}", found.view, margin,
+             ";".join(found.flags)]
             for v in record.vertebrae]
 
 
@@ -76,7 +82,8 @@ class DetectedJournal:
     def __init__(self, path: Path, resume: bool) -> None:
         self.path = Path(path)
         rows = read_journal_rows(self.path) if resume else {}
-        self.records = {image: journal_record(image, group) for image, group in rows.items()}
+        records = {image: journal_record(image, group) for image, group in rows.items()}
+        self.records = {image: record for image, record in records.items() if record is not None}
         write_text_atomic(self.path, csv_text([r for group in rows.values() for r in group], DETECTED_COLUMNS))
         self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
 
@@ -96,7 +103,7 @@ def read_journal_rows(path: Path) -> dict[str, list[list[str]]]:
     text = path.read_text(encoding="utf-8", errors="replace")
     grouped: dict[str, list[list[str]]] = {}
     for row in csv.reader(io.StringIO(text[: text.rfind("\n") + 1])):
-        if len(row) == len(DETECTED_COLUMNS) and row[0] != "image" and _finite(row[2], row[3]):
+        if len(row) in (len(DETECTED_COLUMNS), len(EARLIER_COLUMNS)) and row[0] != "image" and _finite(row[2], row[3]):
             grouped.setdefault(restore(row[0]), []).append(row)
     return grouped
 
@@ -108,11 +115,15 @@ def _finite(*values: str) -> bool:
         return False
 
 
-def journal_record(image: str, rows: list[list[str]]) -> ImageRecord:
-    """The record of one image's journal rows."""
+def journal_record(image: str, rows: list[list[str]]) -> ImageRecord | None:
+    """The record of one image's journal rows (None when their view is unreadable)."""
     spacing = next((float(r[4]) for r in rows if r[4] and _finite(r[4])), None)
+    try:
+        view = checked_view(rows[0][6] if len(rows[0]) > 6 else "")
+    except InputError:
+        return None  # not a view vcorner wrote: the image is detected again
     return ImageRecord(image, tuple(Vertebra(restore(r[1]), np.array([float(r[2]), float(r[3])])) for r in rows),
-                       spacing)
+                       spacing, view)
 
 
 def with_detected(plan: Plan, journal: DetectedJournal) -> Plan:

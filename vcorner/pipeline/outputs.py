@@ -29,7 +29,10 @@ from vcorner.pipeline.overlay import overlay_name
 from vcorner.postprocess.decode import VertebraCorners
 
 CORNER_COLUMNS = ("image", "vertebra", "corner", "x", "y", "confidence", "sd_major_px", "sd_minor_px",
-                  "angle_deg", "source")
+                  "angle_deg", "source", "flags")
+LEGACY_CORNER_COLUMNS = CORNER_COLUMNS[:-1]
+"""The header of a ``corners.csv`` written before flags (README.md, "Flags"): still read and resumed."""
+FLAG_SEPARATOR = ";"
 ERROR_COLUMNS = ("image", "vertebra", "reason")
 
 
@@ -53,8 +56,19 @@ def corner_rows(image: str, corners: Sequence[VertebraCorners]) -> list[list[str
         for k, corner in enumerate(CORNER_NAMES):
             major, minor, angle = ellipses[k]
             rows.append([neutralise(image), neutralise(v.name), corner, f"{v.xy[k, 0]:.3f}", f"{v.xy[k, 1]:.3f}",
-                         f"{v.confidence[k]:.4f}", f"{major:.3f}", f"{minor:.3f}", f"{angle:.2f}", v.source[k]])
+                         f"{v.confidence[k]:.4f}", f"{major:.3f}", f"{minor:.3f}", f"{angle:.2f}", v.source[k],
+                         FLAG_SEPARATOR.join(v.flags)])
     return rows
+
+
+def row_flags(rows: Sequence[Sequence[str]]) -> dict[str, int]:
+    """flag -> number of vertebrae carrying it among one image's ``corners.csv`` rows (4 per vertebra; the last
+    field holds its flags joined by :data:`FLAG_SEPARATOR`)."""
+    counts: dict[str, int] = {}
+    for row in rows[::4]:
+        for flag in filter(None, row[-1].split(FLAG_SEPARATOR)):
+            counts[flag] = counts.get(flag, 0) + 1
+    return counts
 
 
 def image_json(image: str, corners: Sequence[VertebraCorners]) -> dict:
@@ -65,7 +79,7 @@ def image_json(image: str, corners: Sequence[VertebraCorners]) -> dict:
             corner: {"x": round(float(v.xy[k, 0]), 3), "y": round(float(v.xy[k, 1]), 3),
                      "confidence": round(float(v.confidence[k]), 4),
                      "cov_px2": np.round(v.cov[k], 4).tolist(), "source": v.source[k]}
-            for k, corner in enumerate(CORNER_NAMES)}}
+            for k, corner in enumerate(CORNER_NAMES)}, "flags": list(v.flags)}
         for v in corners]}
 
 
@@ -98,36 +112,43 @@ class CornerJournal:
             (cut by a kill) is dropped, as a planned one would be redone.
 
     Attributes:
-        done: images kept from the file. redone: images of ``redo`` that had complete rows.
-        others: images in the file that this run does not plan; their rows are kept untouched.
+        done: images kept from the file. redone: images of ``redo`` that had complete rows (and planned images
+            whose rows were written before flags: they are done again, so that their flags are found).
+        others: images in the file that this run does not plan; their rows are kept (rows from before flags get an
+            empty ``flags`` field).
     """
 
     def __init__(self, path: Path, expected_rows: dict[str, int], resume: bool,
                  redo: set[str] | frozenset[str] = frozenset(), known_rows: dict[str, int] | None = None) -> None:
         self.path = Path(path)
-        grouped = self._rows_by_image() if resume else {}
+        grouped, legacy = self._rows_by_image() if resume else ({}, set())
         complete = {k: v for k, v in grouped.items() if len(v) == expected_rows.get(k, -1)}
         known = known_rows or {}
         others = {k: v for k, v in grouped.items() if k not in expected_rows and len(v) == known.get(k, len(v))}
         self.partial = {k for k in grouped if k not in expected_rows and k not in others}
-        kept = {image: rows for image, rows in complete.items() if image not in redo}
+        kept = {image: rows for image, rows in complete.items() if image not in redo and image not in legacy}
         self.done, self.redone, self.others = set(kept), set(complete) - set(kept), set(others)
         rows = [r for group in (others, kept) for image_rows in group.values() for r in image_rows]
         write_text_atomic(self.path, csv_text(rows, CORNER_COLUMNS))
         self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
 
-    def _rows_by_image(self) -> dict[str, list[list[str]]]:
-        """Rows of the existing file grouped by image (its name as written, un-neutralised)."""
+    def _rows_by_image(self) -> tuple[dict[str, list[list[str]]], set[str]]:
+        """Rows of the existing file grouped by image (its name as written, un-neutralised), and the images whose
+        rows come from a file written before flags (:data:`LEGACY_CORNER_COLUMNS`; given an empty ``flags``)."""
         if not self.path.is_file():
-            return {}
+            return {}, set()
         text = self.path.read_text(encoding="utf-8", errors="replace")
         if not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]  # a kill mid-line leaves a partial last row
         grouped: dict[str, list[list[str]]] = {}
-        for row in csv.reader(io.StringIO(text)):
+        rows = list(csv.reader(io.StringIO(text)))
+        old = bool(rows) and tuple(rows[0]) == LEGACY_CORNER_COLUMNS
+        for row in rows:
+            if old and len(row) == len(LEGACY_CORNER_COLUMNS):
+                row = [*row, ""]
             if len(row) == len(CORNER_COLUMNS) and row[0] != "image":
                 grouped.setdefault(restore(row[0]), []).append(row)
-        return grouped
+        return grouped, set(grouped) if old else set()
 
     def add(self, rows: list[list[str]]) -> None:
         """Append one image's rows in a single write, then flush and fsync."""
@@ -222,14 +243,16 @@ def is_batch_output(path: Path) -> bool:
     from vcorner.io.claims import csv_header
     from vcorner.io.paths import written_by_vcorner
     from vcorner.measure.table import MEASUREMENT_COLUMNS
-    from vcorner.pipeline.detection import DETECTED_COLUMNS
+    from vcorner.pipeline.detection import DETECTED_COLUMNS, EARLIER_COLUMNS
 
     path = Path(path)
     if path.name == "run.json":
         return written_by_vcorner(path.parent)
     header = {"corners.csv": CORNER_COLUMNS, "errors.csv": ERROR_COLUMNS, "centers.detected.csv": DETECTED_COLUMNS,
               "measurements.csv": MEASUREMENT_COLUMNS}.get(path.name)
-    return header is not None and csv_header(path) in ([], list(header))
+    known = [[], list(header)] + ([list(LEGACY_CORNER_COLUMNS)] if path.name == "corners.csv" else []) \
+        + ([list(EARLIER_COLUMNS)] if path.name == "centers.detected.csv" else [])
+    return header is not None and csv_header(path) in known
 
 
 EXTRA_FOLDERS = ("json", "vis")

@@ -68,6 +68,8 @@ class VertebraCorners:
             prior fallbacks.
         cov: (4, 2, 2) positional covariance, px^2 (the prior's own covariance for prior fallbacks).
         source: per corner ``"network"``, or ``"prior"`` where the prior fallback was used.
+        flags: the vertebra's flags (README.md, "Flags"): the image's own, then
+            :data:`vcorner.postprocess.plausibility.VERTEBRA_FLAGS`; empty when none applies.
     """
 
     name: str
@@ -75,6 +77,7 @@ class VertebraCorners:
     confidence: np.ndarray
     cov: np.ndarray
     source: tuple[str, ...]
+    flags: tuple[str, ...] = ()
 
     def ellipses(self) -> np.ndarray:
         """(4, 3) ``(sd_major_px, sd_minor_px, angle_deg)`` per corner (see :func:`covariance_ellipse`)."""

@@ -202,7 +202,16 @@ def monotone_assignment(mass: np.ndarray) -> list[int | None]:
 
 def decode_detections(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray, radius: float,
                       suppress: float | None = None, min_spread: float = MIN_SPREAD_PX) -> list[Detection]:
-    """Every channel's detection, confidence included, cranial first (the channels' order).
+    """Every channel's detection, confidence included, cranial first (the channels' order): the detections of
+    :func:`decode_named`."""
+    return decode_named(maps, names, affine, radius, suppress=suppress, min_spread=min_spread)[0]
+
+
+def decode_named(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray, radius: float,
+                 min_confidence: float = 0.0, suppress: float | None = None,
+                 min_spread: float = MIN_SPREAD_PX) -> tuple[list[Detection], float]:
+    """Every channel's detection, confidence included, cranial first (the channels' order), and the naming's
+    margin over the names found at ``min_confidence`` or more (:func:`naming_margin`; NaN when fewer than two).
 
     The names are read as a sequence, not one map at a time: the blobs of all maps together are the candidate
     vertebrae, put in spine order, and the names go to candidates in the same order (:func:`monotone_assignment`),
@@ -225,24 +234,53 @@ def decode_detections(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarr
     own_centroid, own_mass = _own_peaks(maps, sums)
     points = blob_candidates(sums[0].sum(axis=0), radius, 3 * k, floor=0.05, suppress=suppress)
     if len(points) == 0:
-        return [Detection(n, to_image(affine, own_centroid[i]), float(own_mass[i])) for i, n in enumerate(names)]
+        return ([Detection(n, to_image(affine, own_centroid[i]), float(own_mass[i])) for i, n in enumerate(names)],
+                float("nan"))
     points = points[spine_order(maps, points)]
     mass, centroid = _centroids(sums, points)
+    chosen = monotone_assignment(mass)
     found = []
-    for i, (name, j) in enumerate(zip(names, monotone_assignment(mass), strict=True)):
+    for i, (name, j) in enumerate(zip(names, chosen, strict=True)):
         if j is None:  # no candidate left for this name: it is not in the image
             found.append(Detection(name, to_image(affine, own_centroid[i]), 0.0))
         else:
             found.append(Detection(name, to_image(affine, centroid[i, j]), float(np.clip(mass[i, j], 0.0, 1.0))))
-    return found
+    return found, naming_margin(mass, chosen, min_confidence)
+
+
+def naming_margin(mass: np.ndarray, chosen: list[int | None], floor: float = 0.0) -> float:
+    """How much better the chosen names fit the maps than the same candidates named one level up or down.
+
+    With ``m[i, j]`` the mass of name i's map on candidate j and ``j_i`` the candidate name i took, a naming
+    shifted by ``d`` levels scores ``sum_i m[i + d, j_i]``; the margin is the chosen naming's score minus the
+    better of the shifts by one level (up or down), per named candidate: about 0.9 where every map holds its
+    own vertebra alone, 0 where the maps cannot tell a vertebra from its neighbour (README.md, "Flags").
+
+    Args:
+        mass: (K, J) mass of each name's map on each candidate.
+        chosen: K candidate indices from :func:`monotone_assignment` (None: unmatched).
+        floor: names whose mass on their candidate is below this take no part (dropped detections).
+
+    Returns:
+        The margin in [-1, 1]; NaN when fewer than two names have a candidate.
+    """
+    named = [(i, j) for i, j in enumerate(chosen) if j is not None and mass[i, j] > max(floor, 0.0)]
+    if len(named) < 2:
+        return float("nan")
+    k = len(mass)
+
+    def score(shift: int) -> float:
+        return float(sum(mass[i + shift, j] for i, j in named if 0 <= i + shift < k))
+
+    return (score(0) - max(score(-1), score(1))) / len(named)
 
 
 def decode_view(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
-                detection: DetectionConfig) -> list[Detection]:
-    """:func:`decode_detections` with a detector card's settings: its peak radius and the limits that follow its
-    view's geometry (:func:`decoding_limits`)."""
+                detection: DetectionConfig) -> tuple[list[Detection], float]:
+    """:func:`decode_named` with a detector card's settings: its peak radius, its confidence threshold (for the
+    naming margin) and the limits that follow its view's geometry (:func:`decoding_limits`)."""
     suppress, min_spread = decoding_limits(detection)
-    return decode_detections(maps, names, affine, detection.peak_radius_px, suppress, min_spread)
+    return decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, suppress, min_spread)
 
 
 def split_confident(found: list[Detection], min_confidence: float) -> tuple[list[Detection], list[Detection]]:

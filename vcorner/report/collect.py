@@ -33,6 +33,7 @@ class ImageEntry:
         overlay, json: paths relative to OUT of its overlay and JSON when they exist.
         thumbnail: a ``data:`` URI (filled by :mod:`vcorner.report.thumbnails`).
         links: "overlay"/"json" -> URL of that file relative to the page (filled by :func:`link_entries`).
+        flags: vertebra -> its flags (corners.csv's ``flags``; README.md, "Flags"), for flagged vertebrae only.
     """
 
     image: str
@@ -46,6 +47,7 @@ class ImageEntry:
     json: str | None = None
     thumbnail: str | None = None
     links: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, list[str]] = field(default_factory=dict)
 
     def corner_rows(self) -> list[list]:
         """The corner table, compact: [vertebra, corner index, x, y, confidence, sd major, sd minor, source]."""
@@ -58,9 +60,11 @@ class ImageEntry:
         return len({r["vertebra"] for r in self.corners})
 
     def doubt(self) -> tuple:
-        """Sort key, most doubtful first: failures, then the largest error, the lowest confidence, most priors."""
+        """Sort key, most doubtful first: failures, then flagged images, then the largest error, the lowest
+        confidence, most priors."""
         error = -self.max_error_px if self.max_error_px is not None else 0.0
-        return (0 if self.reason else 1, error, self.min_confidence, -self.prior - len(self.left_out), self.image)
+        return (0 if self.reason else 1, 0 if self.flags else 1, error, self.min_confidence,
+                -self.prior - len(self.left_out), self.image)
 
 
 def _rows(path: Path, check: bool = False) -> list[dict[str, str]]:
@@ -105,6 +109,7 @@ def collect(out_dir: Path, truth: list[ImageRecord] | None = None) -> list[Image
         if entry.corners:
             entry.min_confidence = min(float(r["confidence"]) for r in entry.corners)
             entry.prior = sum(r["source"] != "network" for r in entry.corners)
+            entry.flags = row_flags(entry.corners)
         if entry.image in known:
             entry.max_error_px = _max_error(entry.corners, known[entry.image])
         for name in (overlay_name(entry.image), legacy_overlay_name(entry.image)):  # a run before 2027
@@ -114,6 +119,17 @@ def collect(out_dir: Path, truth: list[ImageRecord] | None = None) -> list[Image
         if (out_dir / "json" / f"{entry.image}.json").is_file():
             entry.json = f"json/{entry.image}.json"
     return sorted(entries.values(), key=ImageEntry.doubt)
+
+
+def row_flags(rows: list[dict[str, str]]) -> dict[str, list[str]]:
+    """vertebra -> its flags, from corners.csv rows (``flags`` joined by ";"; absent in files from before flags)."""
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        for flag in filter(None, (row.get("flags") or "").split(";")):
+            found.setdefault(row["vertebra"], [])
+            if flag not in found[row["vertebra"]]:
+                found[row["vertebra"]].append(flag)
+    return found
 
 
 def _max_error(rows: list[dict[str, str]], record: ImageRecord) -> float | None:
@@ -135,6 +151,7 @@ def summary(out_dir: Path, entries: list[ImageEntry]) -> dict[str, Any]:
             "calibration": manifest.get("calibration", "unknown"), "images": len(entries),
             "failed": sum(1 for e in entries if e.reason),
             "with_prior": sum(1 for e in entries if e.prior), "left_out": sum(len(e.left_out) for e in entries),
+            "flagged": sum(1 for e in entries if e.flags),
             "corners": sum(len(e.corners) for e in entries)}
 
 

@@ -17,7 +17,8 @@ from vcorner.geometry.letterbox import detector_input, letterbox_affine
 from vcorner.geometry.sequence import checked_record
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
-from vcorner.postprocess.peaks import Detection, decode_view, split_confident
+from vcorner.geometry.views import View, parse_view, view_affine, view_input
+from vcorner.postprocess.peaks import Detection, decode_named, split_confident
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
@@ -52,29 +53,85 @@ class DetectedCentres:
     flags: tuple[str, ...] = ()
 
 
-def run_detector(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard,
-                 infer: Infer) -> list[Detection]:
-    """Every channel's detection in one image (confidence included, none dropped).
+@dataclass(frozen=True)
+class ViewAnswer:
+    """The detector's answer on one candidate view of an image.
+
+    Attributes:
+        view: the candidate view.
+        found: every channel's detection, image pixels, cranial first.
+        margin: the naming margin over the confident names (:func:`vcorner.postprocess.peaks.naming_margin`).
+        score: mean confidence over the channels (0-1): how surely a spine stands in this view.
+    """
+
+    view: View
+    found: list[Detection]
+    margin: float
+
+    @property
+    def score(self) -> float:
+        return float(np.mean([d.confidence for d in self.found])) if self.found else 0.0
+
+
+def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard,
+                 infer: Infer) -> list[ViewAnswer]:
+    """The detector's answer on each candidate view of the card (:mod:`vcorner.geometry.views`), in one batch.
 
     Args:
         pyramid: the image's pyramid (:func:`vcorner.geometry.patches.build_pyramid`).
         shape: (H, W) of the image, pixels.
     """
-    size = card.detection.input_shape
-    affine = letterbox_affine(shape, size)
-    maps = infer(detector_input(pyramid, affine, size))[0]
-    return decode_view(maps, card.names, affine, card.detection)
+    config = card.detection
+    size = config.input_shape
+    letterbox = letterbox_affine(shape, size)
+    plain = detector_input(pyramid, letterbox, size)
+    views = [parse_view(v) for v in config.views]
+    maps = infer(np.concatenate([view_input(plain, v) for v in views]))
+    answers = []
+    for view, view_maps in zip(views, maps, strict=True):
+        found, margin = decode_view(view_maps, card.names, view_affine(letterbox, view, size), config)
+        answers.append(ViewAnswer(view, found, margin))
+    return answers
+
+
+def run_detector(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard,
+                 infer: Infer) -> list[Detection]:
+    """Every channel's detection in one image on the view the detector finds its spine in (confidence included,
+    none dropped)."""
+    return best_view(view_answers(pyramid, shape, card, infer))[0].found
+
+
+def best_view(answers: list[ViewAnswer]) -> tuple[ViewAnswer, float]:
+    """The answer of the view with the highest score, and its lead over the second best (1.0 with one view)."""
+    ranked = sorted(answers, key=lambda a: -a.score)
+    return ranked[0], ranked[0].score - ranked[1].score if len(ranked) > 1 else 1.0
+
+
+def image_flags(card: DetectorCard, view_lead: float, margin: float) -> tuple[str, ...]:
+    """The image-level flags of a detection: ``view_uncertain`` when the chosen view leads the next by less than
+    the card's ``view_margin``, ``levels_uncertain`` when the naming margin is below the card's ``naming_margin``
+    (NaN, too few names to compare, counts as below when the card sets one)."""
+    config, flags = card.detection, []
+    if len(config.views) > 1 and view_lead < config.view_margin:
+        flags.append("view_uncertain")
+    if config.naming_margin > 0 and not margin >= config.naming_margin:
+        flags.append("levels_uncertain")
+    return tuple(flags)
 
 
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,
                    card: DetectorCard, infer: Infer) -> DetectedCentres:
-    """The checked, named centres of one image.
+    """The checked, named centres of one image, found on the candidate view where the detector sees its spine.
+
+    The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed.
 
     Raises:
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
             sequence checks' reason when the detected sequence cannot frame any vertebra.
     """
-    kept, dropped = split_confident(run_detector(pyramid, shape, card, infer), card.detection.min_confidence)
+    answer, lead = best_view(view_answers(pyramid, shape, card, infer))
+    output = [d for d in answer.found if d.name not in card.detection.context]
+    kept, dropped = split_confident(output, card.detection.min_confidence)
     outside = {d.name: why for d in kept if (why := outside_reason(d.xy, shape))}
     kept = [d for d in kept if d.name not in outside]
     if len(kept) < 2:
@@ -85,13 +142,13 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     # centres at 0.001 px, as centers.detected.csv writes them: a resumed run, or vcorner batch --centers on that
     # file, frames the vertebrae from exactly the same numbers
     listed = ImageRecord(file, tuple(Vertebra(d.name, np.round(np.asarray(d.xy, dtype=np.float64), 3)) for d in kept),
-                         spacing_mm)
+                         spacing_mm, view=answer.view.name)
     try:
         record, left_out = checked_record(listed)
     except InputError as err:
         raise InputError(f"detected centres fail the sequence checks: {err}") from None
     return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, {**outside, **left_out},
-                           tuple(dropped))
+                           tuple(dropped), answer.view.name, answer.margin, image_flags(card, lead, answer.margin))
 
 
 def outside_reason(xy: np.ndarray, shape: tuple[int, int]) -> str:

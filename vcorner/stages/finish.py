@@ -1,7 +1,8 @@
 """The last per-image stage: maps of a job's patches -> each vertebra's four corners (docs/design.md section 2).
 
 Back-projection and prior weighting (:func:`vcorner.postprocess.decode.accumulate_image`), then the quadrant
-search (:func:`vcorner.postprocess.decode.decode_accumulated`); corners outside the image are flagged.
+search (:func:`vcorner.postprocess.decode.decode_accumulated`), the trust of each vertebra (flags and ellipses grown
+by the evidence, :func:`vcorner.postprocess.plausibility.judge_corners`); corners outside the image are flagged.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 
 from vcorner.models.card import ModelCard
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners, accumulate_image, decode_accumulated
+from vcorner.postprocess.plausibility import judge_corners
 from vcorner.stages.prepare import ImageJob
 
 
@@ -34,7 +36,11 @@ def flag_outside(corners: list[VertebraCorners], shape: tuple[int, int]) -> list
 
 
 def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
-    """Corners of every vertebra of a job whose maps are filled, and each vertebra's accumulated map."""
+    """Corners of every vertebra of a job whose maps are filled, with their flags (the detector's image flags on
+    every vertebra, ``job.detected.flags``), and each vertebra's accumulated map."""
     accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
     corners = decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode)
+    image_flags = job.detected.flags if job.detected is not None else ()
+    corners = judge_corners(corners, job.maps[:, 0], job.affines, job.owner, accumulated, job.frames, card.prior,
+                            card.decode, card.trust, image_flags)
     return flag_outside(corners, job.shape), accumulated

@@ -15,6 +15,7 @@ import numpy as np
 from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import spine_levels
+from vcorner.geometry.views import mirror_frames, parse_view
 from vcorner.io.images import read_image, read_image_bytes
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
@@ -72,7 +73,9 @@ def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str])
 def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
             max_pixels: int | None = None, detect: Detect | None = None, encoded: bytes | None = None) -> ImageJob:
     """Decode one image (its file, or the file's ``encoded`` bytes when given), find its centres with ``detect``
-    when none are listed, and cut every patch of every vertebra (the poses of the model's card).
+    when none are listed, and cut every patch of every vertebra (the poses of the model's card) through the
+    record's view: mirrored frames on a mirrored film, patches of changed sign on an inverted one
+    (:mod:`vcorner.geometry.views`).
 
     Raises:
         InputError: unreadable image, bad centres, no centres listed and no detector, no vertebrae found (one
@@ -91,12 +94,15 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     names = [v.name for v in record.vertebrae]
     centers = record.centers
     check_centers(centers, image.pixels.shape, names)
+    view = parse_view(record.view)
     frames = frames_from_centers(centers, spine_levels(names))
+    frames = mirror_frames(frames) if view.mirrored else frames
     sampling = card.sampling
     poses = sample_poses(sampling)
     affines = np.concatenate([patch_affines(frames, i, poses, sampling) for i in range(len(frames))])
     owner = np.repeat(np.arange(len(frames)), len(poses))
     patches = extract_patches(pyramid, affines, sampling.patch_size)[:, None]
+    patches = -patches if view.inverted else patches
     return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
                     detected=detected)

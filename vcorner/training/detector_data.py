@@ -32,6 +32,9 @@ from vcorner.geometry.sequence import checked_annotation, spine_levels, typical_
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, anatomical_rank
+from vcorner.geometry.patches import apply_affine
+from vcorner.geometry.views import VIEWS, view_input
+from vcorner.training.appearance import standardized, vary_appearance
 from vcorner.training.detector_recipe import AugmentSpec
 
 log = logging.getLogger(__name__)
@@ -222,11 +225,105 @@ def _soft_tissue_view(size: Size, rng: np.random.Generator, images: Sequence[Det
     return detector_input(image.pyramid(), affine, size)[0]
 
 
+Box = tuple[float, float, float, float]
+"""(x0, y0, x1, y1) part of a film, image pixels."""
+
+
+CROP_SMALLEST = 0.3
+"""Smallest part of a film's height a cropped view shows (so views magnify up to 1 / 0.3 times more)."""
+
+
+def view_zoom(augment: AugmentSpec) -> float:
+    """The largest magnification of a view over the plain letterbox, cropped views included."""
+    return max(augment.zoom) / (CROP_SMALLEST if augment.crop > 0 else 1.0)
+
+
+def crop_box(image: DetectorImage, rng: np.random.Generator, tries: int = 8) -> Box | None:
+    """A random part of the film, 30-85% of its height and 60-100% of its width, holding two or more of its
+    centres (a film that starts and ends anywhere along the spine); None when no try holds two."""
+    height, width = image.shape
+    for _ in range(tries):
+        fh, fw = rng.uniform(CROP_SMALLEST, 0.85), rng.uniform(0.6, 1.0)
+        x0, y0 = rng.uniform(0, width * (1 - fw)), rng.uniform(0, height * (1 - fh))
+        box = (x0, y0, x0 + fw * width, y0 + fh * height)
+        if int(in_box(image.record.centers, box).sum()) >= 2:
+            return box
+    return None
+
+
+def in_box(points: np.ndarray, box: Box) -> np.ndarray:
+    """(N,) whether each of ``points`` (N, 2) image pixels lies inside ``box``."""
+    x0, y0, x1, y1 = box
+    return (points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)
+
+
+def box_affine(box: Box, size: Size) -> np.ndarray:
+    """(2, 3) letterbox affine of the part ``box`` of a film, as if it were the whole film."""
+    x0, y0, x1, y1 = box
+    affine = letterbox_affine((max(int(round(y1 - y0)), 1), max(int(round(x1 - x0)), 1)), size)
+    return affine + np.array([[0.0, 0.0, x0], [0.0, 0.0, y0]])
+
+
+def cropped_view(x: np.ndarray, y: np.ndarray, c: np.ndarray, affine: np.ndarray, box: Box, image: DetectorImage,
+                 names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A view's input (1, S, S), targets (K, S, S) and centres (K, 2) with everything outside ``box`` cut away:
+    its pixels read as the view's darkest level, its names are missing (flat targets, NaN centres)."""
+    size = x.shape[-2:]
+    grid = np.stack(np.meshgrid(np.arange(size[1]), np.arange(size[0])), axis=-1).reshape(-1, 2).astype(np.float64)
+    outside = ~in_box(apply_affine(affine, grid), box).reshape(size)
+    view = x[0].copy()
+    view[outside] = view.min()
+    where = {v.name: v.center for v in image.record.vertebrae}
+    y, c = y.copy(), c.copy()
+    for k, name in enumerate(names):
+        if name in where and not in_box(where[name][None], box)[0]:
+            y[k], c[k] = flat_map(size), np.nan
+    return standardized(view)[None], y, c
+
+
+def hide(y: np.ndarray, c: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Targets (K, S, S) and centres (K, 2) with the names whose centre lies under ``hidden`` (S, S) missing."""
+    if not hidden.any():
+        return y, c
+    y, c = y.copy(), c.copy()
+    size = hidden.shape
+    for k in np.flatnonzero(np.all(np.isfinite(c), axis=1)):
+        u, v = np.clip(np.round(c[k]).astype(int), 0, np.array(size[::-1]) - 1)
+        if hidden[v, u]:
+            y[k], c[k] = flat_map(size), np.nan
+    return y, c
+
+
+def film_view(image: DetectorImage, affine: np.ndarray, names: Sequence[str], config: DetectionConfig,
+              augment: AugmentSpec, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One film's view (1, S, S), targets (K, S, S) and centres (K, 2) through ``affine``; with ``rng`` and the
+    recipe's ``crop`` and ``appearance`` shares, cut to a part of the film and given another look."""
+    size = config.input_shape
+    box = crop_box(image, rng) if rng is not None and rng.random() < augment.crop else None
+    if box is not None:
+        affine = augmented_affine(box_affine(box, size), size, rng, augment.zoom, augment.rotation_deg, augment.shift)
+    x = detector_input(image.view_pyramid(), affine, size)[0]
+    y, c = view_targets(image, affine, names, config), view_centres(image, affine, names, size)
+    if box is not None:
+        x, y, c = cropped_view(x, y, c, affine, box, image, names)
+    if rng is not None and rng.random() < augment.appearance:
+        view, hidden = vary_appearance(x[0], rng, c)
+        x = view[None]
+        y, c = hide(y, c, hidden)
+    return x, y, c
+
+
+def wrong_view(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(1, S, S) view ``x`` in a random wrong pose (one of :data:`vcorner.geometry.views.VIEWS` but ``as_is``)."""
+    return view_input(x[None], VIEWS[int(rng.integers(1, len(VIEWS)))])[0]
+
+
 def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: DetectionConfig,
                 augment: AugmentSpec, rng: np.random.Generator | None, chunk_films: int = CHUNK_FILMS
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """One pass, ``chunk_films`` films at a time: a view of every image (augmented when ``rng`` is given, else the
-    plain letterbox, for validation) plus ``augment.negatives`` as many negative views (training only).
+    plain letterbox, for validation) plus ``augment.negatives`` as many negative views and ``augment.wrong_views``
+    as many views of the chunk's films in a wrong pose (training only).
 
     With ``rng`` the augmentations of the whole pass are drawn first, in film order (the draws of a pass that cut
     every view at once); the films are then visited in an order drawn from ``rng``, each chunk gets its share of
@@ -240,15 +337,26 @@ def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: D
     if rng is not None:
         affines = [augmented_affine(a, size, rng, augment.zoom, augment.rotation_deg, augment.shift) for a in affines]
     negatives = int(round(augment.negatives * n)) if rng is not None else 0
+    wrong = int(round(augment.wrong_views * n)) if rng is not None else 0
+    varied = rng is not None and (augment.crop > 0 or augment.appearance > 0)
+    salts = rng.integers(0, 2**63, n) if varied else None  # drawn only by recipes that use them
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, chunk_films):
         xs, ys, cs = [], [], []
         for i in order[start:start + chunk_films]:
-            image = images[i]
-            xs.append(detector_input(image.view_pyramid(), affines[i], size)[0])
-            ys.append(view_targets(image, affines[i], names, config))
-            cs.append(view_centres(image, affines[i], names, size))
+            if salts is None:
+                xs.append(detector_input(images[i].view_pyramid(), affines[i], size)[0])
+                ys.append(view_targets(images[i], affines[i], names, config))
+                cs.append(view_centres(images[i], affines[i], names, size))
+            else:
+                x, y, c = film_view(images[i], affines[i], names, config, augment, np.random.default_rng(salts[i]))
+                xs.append(x), ys.append(y), cs.append(c)
         end = min(start + chunk_films, n)
+        films = len(xs)
+        for _ in range(int(round(wrong * end / n)) - int(round(wrong * start / n))):
+            xs.append(wrong_view(xs[int(rng.integers(0, films))], rng))
+            ys.append(np.stack([flat_map(size)] * len(names)))
+            cs.append(np.full((len(names), 2), np.nan))
         for _ in range(int(round(negatives * end / n)) - int(round(negatives * start / n))):
             xs.append(negative_view(size, rng, images, augment.bars))
             ys.append(np.stack([flat_map(size)] * len(names)))

@@ -35,6 +35,14 @@ class AugmentSpec:
     negatives: float = 0.15
     bars: bool = True
     """Bone-like bars (a hand or limb film) among the negative views."""
+    wrong_views: float = 0.0
+    """Share of extra views of training films in a wrong pose (mirrored, turned half a turn, inverted:
+    :data:`vcorner.geometry.views.VIEWS`), every map trained flat, so that the detector finds a spine only in the
+    pose the models learned and its confidences pick a film's view (README.md, "Orientation and polarity")."""
+    appearance: float = 0.0
+    """Probability that a view gets appearance changes (:func:`vcorner.training.appearance.vary_appearance`)."""
+    crop: float = 0.0
+    """Probability that a view shows only a part of its film (two or more centres), cut anywhere along it."""
 
 
 @dataclass(frozen=True)

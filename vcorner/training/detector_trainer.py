@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vcorner.config import DetectionConfig
 from vcorner.geometry.letterbox import letterbox_affine
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
@@ -32,6 +33,7 @@ from vcorner.training.detector_data import (
     epoch_views,
     load_detector_images,
     negative_view,
+    view_zoom,
 )
 from vcorner.training.detector_recipe import DetectorRecipe
 from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
@@ -84,7 +86,7 @@ def validation_metrics(model: UNet, images: list[DetectorImage], names: tuple[st
         kept.append(bc[y.max(axis=(2, 3)) > 1.5 / (y.shape[2] * y.shape[3])])
         for image, image_maps in zip(images[first:first + len(x)], maps, strict=True):
             affine = letterbox_affine(image.shape, recipe.detection.input_shape)
-            found = {d.name: d for d in decode_view(image_maps, names, affine, recipe.detection)}
+            found = {d.name: d for d in decode_view(image_maps, names, affine, recipe.detection)[0]}
             for v in image.record.vertebrae:
                 total += 1
                 d = found.get(v.name)
@@ -230,11 +232,11 @@ def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[De
     """The names, training and validation images of ``data`` and the training views of an epoch, once they are
     known to train (at least one optimizer step per epoch, validation images distinct from the training ones)."""
     opt = recipe.train
-    images = load_detector_images(data, recipe.detection.input_shape, max(recipe.augment.zoom))
+    images = load_detector_images(data, recipe.detection.input_shape, view_zoom(recipe.augment))
     train_idx, val_idx = split_images(len(images), opt.val_fraction, opt.seed)
     train_images = [images[i] for i in train_idx]
     negatives = int(round(recipe.augment.negatives * len(train_images)))
-    views = len(train_images) + negatives
+    views = len(train_images) + negatives + int(round(recipe.augment.wrong_views * len(train_images)))
     check_trainable(data, len(images), views, f"{len(train_images)} training image(s) give {views} view(s) "
                     f"({negatives} without a spine)", opt.epochs, opt.batch_size, f"recipe {recipe.name}")
     names = channel_names([im.record for im in images])
@@ -251,14 +253,14 @@ def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...]
     for (x, _, _), first in zip(views, range(0, len(images), CHUNK_FILMS), strict=True):
         for image, image_maps in zip(images[first:first + len(x)], predict_maps(model, x, device), strict=True):
             affine = letterbox_affine(image.shape, size)
-            for d in decode_view(image_maps, names, affine, recipe.detection):
+            for d in decode_view(image_maps, names, affine, recipe.detection)[0]:
                 truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
                 if truth is not None and np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
                     present.append(d.confidence)
     rng = np.random.default_rng(12345)
     blank = np.stack([negative_view(size, rng, images) for _ in range(negatives)])
     identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
-    absent = [max(d.confidence for d in decode_view(m, names, identity, recipe.detection))
+    absent = [max(d.confidence for d in decode_view(m, names, identity, recipe.detection)[0])
               for m in predict_maps(model, blank, device)]
     return np.asarray(present), np.asarray(absent)
 
@@ -295,11 +297,49 @@ def _set_threshold(checkpoint: Path, images: list[DetectorImage], recipe: Detect
                                  "from": f"the recipe's detection.min_confidence, at least {MIN_THRESHOLD:g}"}
     detection = replace(card.detection, min_confidence=threshold)
     final = validation_metrics(model, images, card.names, replace(recipe, detection=detection), device)
+    detection, margins_chosen_on = choose_margins(model, images, card.with_detection(detection), device)
     training = {**card.training, "val_recall": final["val_recall"], "val_error_px": final["val_error_px"],
                 "val_recall_at": threshold, "min_confidence_chosen_on": chosen_on,
+                "margins_chosen_on": margins_chosen_on,
                 "verdict": detector_verdict(final["val_recall"], threshold)}
     save_model(checkpoint, model.cpu(), replace(card.with_detection(detection), training=training))
     return training
+
+
+MARGIN_PERCENTILE = 1.0
+"""The view and naming margins are set at this percentile of the validation films' own (in the training style):
+about 1 film in 100 of the world the detector learned gets a flag (README.md, "Flags")."""
+
+
+def choose_margins(model: UNet, images: list[DetectorImage], card: DetectorCard,
+                   device: torch.device) -> tuple[DetectionConfig, dict]:
+    """The card's ``view_margin`` (with more than one view) and ``naming_margin``, each the
+    :data:`MARGIN_PERCENTILE` percentile of the validation films where the view search chose ``as_is`` (they are
+    rendered as the models learned them); and how they were chosen (films, views chosen wrongly, percentiles).
+
+    The margins come from the same view search as a batch's (:func:`vcorner.stages.detect.view_answers`)."""
+    from dataclasses import replace
+
+    from vcorner.stages.detect import best_view, view_answers
+
+    leads, margins, wrong = [], [], 0
+    for image in images:
+        best, lead = best_view(view_answers(image.view_pyramid(), image.shape, card,
+                                            lambda views: predict_maps(model, views, device)))
+        if best.view.name != "as_is":
+            wrong += 1
+            continue
+        leads.append(lead)
+        margins.append(best.margin)
+    finite = np.asarray([m for m in margins if np.isfinite(m)])
+    detection = card.detection
+    if len(card.detection.views) > 1 and leads:
+        detection = replace(detection, view_margin=round(float(np.percentile(leads, MARGIN_PERCENTILE)), 4))
+    if len(finite):
+        detection = replace(detection, naming_margin=round(float(np.percentile(finite, MARGIN_PERCENTILE)), 4))
+    return detection, {"val_films": len(images), "wrong_view_chosen": wrong, "percentile": MARGIN_PERCENTILE,
+                       "view_lead_median": float(np.median(leads)) if leads else None,
+                       "naming_margin_median": float(np.median(finite)) if len(finite) else None}
 
 
 def _provenance(checkpoint: Path) -> dict:

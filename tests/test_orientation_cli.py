@@ -1,0 +1,105 @@
+"""Films in other poses through ``vcorner batch`` without centres, with the shipped detector (issue #33): each
+film mirrored, flipped top to bottom, turned half a turn, turned by -35 degrees, inverted, cut to C5-C7 and
+put beside another film ends in the right names, or in a named flag or refusal; never in wrong names given as
+sure."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+from vcorner.io.annotations import read_annotations
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+FILMS = ("phantom_00000.png", "phantom_00002.png")
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def moved(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return np.asarray(points) @ affine[:, :2].T + affine[:, 2]
+
+
+def pose(pixels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The film in pose ``name`` and the (2, 3) affine taking its points there."""
+    h, w = pixels.shape[:2]
+    if name == "mirrored":
+        affine = np.array([[-1.0, 0, w - 1], [0, 1.0, 0]])
+    elif name == "upside_down":
+        affine = np.array([[1.0, 0, 0], [0, -1.0, h - 1]])
+    elif name == "turned_180":
+        affine = np.array([[-1.0, 0, w - 1], [0, -1.0, h - 1]])
+    elif name == "turned_-35":
+        affine = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), -35.0, 1.0)
+    else:
+        affine = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    out = cv2.warpAffine(pixels, affine, (w, h), flags=cv2.INTER_LINEAR, borderValue=int(pixels.min()))
+    return (255 - out if name == "inverted" else out), affine
+
+
+@pytest.fixture(scope="module")
+def posed(tmp_path_factory):
+    """Two example films in each pose, with the true centres moved along: file -> name -> (x, y)."""
+    root = tmp_path_factory.mktemp("posed")
+    truth: dict[str, dict[str, np.ndarray]] = {}
+    spacing: dict[str, float] = {}
+    records = {r.file: r for r in read_annotations(EXAMPLES / "annotations.json")}
+    for film in FILMS:
+        pixels = cv2.imread(str(EXAMPLES / film), cv2.IMREAD_GRAYSCALE)
+        for name in ("mirrored", "upside_down", "turned_180", "turned_-35", "inverted"):
+            out, affine = pose(pixels, name)
+            file = f"{name}_{film}"
+            cv2.imwrite(str(root / file), out)
+            truth[file] = {v.name: moved(v.center, affine) for v in records[film].vertebrae}
+            spacing[file] = records[film].pixel_spacing_mm
+        c4, c5 = (next(v for v in records[film].vertebrae if v.name == n) for n in ("C4", "C5"))
+        top = int(0.5 * (c4.corners[:, 1].max() + c5.corners[:, 1].min()))
+        cv2.imwrite(str(root / f"cropped_{film}"), pixels[top:])
+        truth[f"cropped_{film}"] = {v.name: v.center - [0, top] for v in records[film].vertebrae
+                                    if v.name in ("C5", "C6", "C7")}
+        spacing[f"cropped_{film}"] = records[film].pixel_spacing_mm
+    a, b = (cv2.imread(str(EXAMPLES / f), cv2.IMREAD_GRAYSCALE) for f in FILMS)
+    height = max(a.shape[0], b.shape[0])
+    pad = [np.pad(x, ((0, height - x.shape[0]), (0, 0)), constant_values=int(x.min())) for x in (a, b)]
+    cv2.imwrite(str(root / "side_by_side.png"), np.hstack(pad))
+    truth["side_by_side.png"] = {}  # two spines: any answer but a refusal or a flag would mix them
+    result = CliRunner().invoke(app, ["batch", str(root), "--out", str(root / "out")], catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    spacing["side_by_side.png"] = records[FILMS[0]].pixel_spacing_mm
+    return root / "out", truth, spacing
+
+
+def test_films_in_other_poses_get_the_right_names_or_a_named_flag(posed):
+    out, truth, spacing = posed
+    refused = {r["image"] for r in read_rows(out / "errors.csv") if not r.get("vertebra")}
+    detected: dict[str, dict[str, tuple[np.ndarray, str]]] = {}
+    for r in read_rows(out / "centers.detected.csv"):
+        detected.setdefault(r["image"], {})[r["vertebra"]] = (np.array([float(r["x"]), float(r["y"])]), r["flags"])
+    answered_right = 0
+    for file, names in truth.items():
+        found = detected.get(file, {})
+        flagged = file in refused or any(flags for _, flags in found.values())
+        wrong = [n for n, (xy, _) in found.items() if n not in names or np.linalg.norm(xy - names[n]) * spacing[file] > 3.0]
+        assert flagged or not wrong, f"{file}: {wrong} named wrong without a flag"
+        answered_right += bool(found) and not wrong and not flagged
+    assert answered_right >= 8, f"only {answered_right} of {len(truth)} films answered right"
+
+
+def test_the_view_each_film_was_seen_in_is_recorded(posed):
+    out, _, _ = posed
+    views = {r["image"]: r["view"] for r in read_rows(out / "centers.detected.csv")}
+    expected = {"mirrored": "mirrored", "upside_down": "mirrored+turned_180", "turned_180": "turned_180",
+                "inverted": "inverted", "cropped": "as_is", "turned_-35": "as_is"}
+    for file, view in views.items():
+        kind = next((k for k in expected if file.startswith(k)), None)
+        if kind is not None:
+            assert view == expected[kind], (file, view)

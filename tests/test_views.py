@@ -1,0 +1,197 @@
+"""Orientation and polarity (issue #33): candidate views of a film, the detector's view search, the naming
+margin, context names, the view column of centres files, and patches cut through a view."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+from vcorner.config import DetectionConfig
+from vcorner.geometry.letterbox import detector_input, letterbox_affine, to_grid
+from vcorner.geometry.patches import build_pyramid
+from vcorner.geometry.views import VIEWS, View, parse_view, view_affine, view_input
+from vcorner.io.centers import load_centers
+from vcorner.io.records import InputError
+from vcorner.models.detector_card import DetectorCard
+from vcorner.pipeline.detection import DetectedJournal, detected_rows
+from vcorner.postprocess.peaks import decode_named, monotone_assignment, naming_margin
+from vcorner.stages.detect import detect_centres
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+NAMES = ("C2", "C3", "C4", "C5", "C6", "C7", "T1")
+
+
+def gaussian(size: int, x: float, y: float, sd: float) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size]
+    g = np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / sd**2)
+    return g / g.sum()
+
+
+def test_every_view_has_a_name_that_reads_back():
+    assert [v.name for v in VIEWS][0] == "as_is" and len({v.name for v in VIEWS}) == 8
+    for view in VIEWS:
+        assert parse_view(view.name) == view
+    assert parse_view("") == View()
+    for bad in ("sideways", "inverted+mirrored", "mirrored+mirrored"):
+        with pytest.raises(InputError):
+            parse_view(bad)
+
+
+@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.name)
+def test_a_view_cut_through_its_affine_is_the_plain_view_transformed(view):
+    """Cutting the film through the view's affine gives the plain letterboxed input flipped, turned and negated
+    as the view says: the grid transform and the pixel transform agree, so points found in a view map back to
+    the film's own pixels."""
+    rng = np.random.default_rng(0)
+    pixels = cv2.GaussianBlur(rng.random((90, 70)).astype(np.float32), (0, 0), 2.0)
+    pyramid, size = build_pyramid(pixels), 32
+    letterbox = letterbox_affine(pixels.shape, size)
+    plain = detector_input(pyramid, letterbox, size)
+    direct = detector_input(pyramid, view_affine(letterbox, view, size), size)
+    expected = view_input(plain, view)
+    assert np.allclose(direct * (-1 if view.inverted else 1), expected, atol=1e-4)
+
+
+def test_the_naming_margin_is_high_for_clean_maps_and_low_for_maps_split_between_neighbours():
+    size, ys = 96, [14.0, 26.0, 38.0, 50.0, 62.0, 74.0, 86.0]
+    blobs = [gaussian(size, 48.0, y, 1.5) for y in ys]
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
+    _, clean = decode_named(np.stack(blobs), NAMES, identity, radius=3.0)
+    split = np.stack([0.5 * blobs[k] + 0.5 * blobs[min(k + 1, 6)] for k in range(7)])
+    _, unsure = decode_named(split, NAMES, identity, radius=3.0)
+    assert clean > 0.85 and unsure < 0.2, (clean, unsure)  # 0.865: the mass of sd 1.5 within 3 px
+    # by hand: each name holds 0.8 of its own candidate and 0.1 of each neighbour
+    mass = 0.8 * np.eye(4) + 0.1 * (np.eye(4, k=1) + np.eye(4, k=-1))
+    assert naming_margin(mass, monotone_assignment(mass)) == pytest.approx(0.8 - 0.1 * 3 / 4)
+    assert np.isnan(naming_margin(mass[:, :1], [0, None, None, None]))
+
+
+def _card(views=("as_is",), context=(), naming_margin=0.0, view_margin=0.0) -> DetectorCard:
+    return DetectorCard({"widths": [4, 8, 8, 16, 16], "in_channels": 1, "padding_mode": "zeros",
+                         "out_channels": len(NAMES)}, NAMES,
+                        DetectionConfig(input_size=64, min_confidence=0.2, views=views, context=context,
+                                        naming_margin=naming_margin, view_margin=view_margin), {})
+
+
+def _spine_maps(size: int = 64) -> np.ndarray:
+    """(7, S, S) maps of a clean upright spine C2-T1 in the plain view."""
+    return np.stack([gaussian(size, 30.0 + k, 8.0 + 8.0 * k, 1.5) for k in range(7)])
+
+
+def test_the_view_search_answers_on_the_view_the_detector_sees_a_spine_in_and_maps_it_back():
+    """A fake detector that sees the spine only in the mirrored view: the centres come out in the film's own
+    pixels (mirrored back), the view is recorded, context names are left out, and the margin is kept."""
+    shape, size = (200, 160), 64
+    spine = _spine_maps(size)
+    flat = np.full((len(NAMES), size, size), 1.0 / size**2, np.float32)
+    card = _card(views=tuple(v.name for v in VIEWS), context=("C2", "T1"), view_margin=0.1)
+    seen = []
+
+    def infer(batch):
+        seen.append(batch.shape)
+        return np.stack([spine if k == 1 else flat for k in range(len(batch))]).astype(np.float32)
+
+    pyramid = build_pyramid(np.zeros(shape, np.float32) + np.arange(160, dtype=np.float32))
+    found = detect_centres(pyramid, shape, "a.png", None, card, infer)
+    assert seen == [(8, 1, size, size)]
+    assert found.view == "mirrored" and found.flags == ()
+    assert [v.name for v in found.listed.vertebrae] == ["C3", "C4", "C5", "C6", "C7"]
+    mirrored = view_affine(letterbox_affine(shape, size), parse_view("mirrored"), size)
+    for k, v in enumerate(found.listed.vertebrae, start=1):
+        grid = to_grid(mirrored, v.center)
+        assert grid == pytest.approx([30.0 + k, 8.0 + 8.0 * k], abs=0.2)
+    assert found.naming_margin > 0.85  # 0.865: the mass of a Gaussian of sd 1.5 within 3 px
+
+
+def test_two_views_alike_and_a_weak_naming_are_flagged():
+    size = 64
+    spine = _spine_maps(size)
+    split = np.stack([0.5 * spine[k] + 0.5 * spine[min(k + 1, 6)] for k in range(7)])
+
+    def both(batch):
+        return np.stack([spine] * len(batch)).astype(np.float32)
+
+    pyramid, shape = build_pyramid(np.ones((100, 80), np.float32)), (100, 80)
+    sure = _card(views=("as_is", "mirrored"), view_margin=0.1, naming_margin=0.5)
+    assert detect_centres(pyramid, shape, "a", None, sure, both).flags == ("view_uncertain",)
+    found = detect_centres(pyramid, shape, "a", None, replace(sure, detection=replace(
+        sure.detection, views=("as_is",))), lambda b: np.stack([split] * len(b)).astype(np.float32))
+    assert found.flags == ("levels_uncertain",) and found.naming_margin < 0.5
+
+
+def test_the_view_column_of_a_centres_file_is_read_and_checked(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text("image,vertebra,x,y,view\na.png,C3,1,2,mirrored\na.png,C4,1,9,mirrored\n"
+                    "b.png,C3,1,2,\nb.png,C4,1,9,\nc.png,C3,1,2,upside\nd.png,C3,1,2,inverted\nd.png,C4,1,9,as_is\n")
+    table = load_centers(path)
+    assert {r.file: r.view for r in table.records} == {"a.png": "mirrored", "b.png": "as_is"}
+    assert "unknown view" in table.problems["c.png"] and "differs" in table.problems["d.png"]
+
+
+def test_the_journal_keeps_the_view_so_a_resumed_run_cuts_the_same_patches(tmp_path):
+    from vcorner.io.records import ImageRecord, Vertebra
+    from vcorner.stages.detect import DetectedCentres
+
+    record = ImageRecord("a.png", (Vertebra("C3", np.array([1.0, 2.0])), Vertebra("C4", np.array([1.0, 9.0]))),
+                         None, "mirrored+inverted")
+    found = DetectedCentres(record, {"C3": 0.9, "C4": 0.8}, record, view="mirrored+inverted", naming_margin=0.75,
+                            flags=("levels_uncertain",))
+    journal = DetectedJournal(tmp_path / "centers.detected.csv", resume=False)
+    journal.add(found)
+    journal.close()
+    rows = list(csv.DictReader(open(tmp_path / "centers.detected.csv", encoding="utf-8")))
+    assert rows[0]["view"] == "mirrored+inverted" and rows[0]["naming_margin"] == "0.7500"
+    assert rows[0]["flags"] == "levels_uncertain" and len(detected_rows(found)) == 2
+    again = DetectedJournal(tmp_path / "centers.detected.csv", resume=True)
+    again.close()
+    assert again.records["a.png"].view == "mirrored+inverted"
+    assert load_centers(tmp_path / "centers.detected.csv").records[0].view == "mirrored+inverted"
+
+
+def _write_variants(folder: Path) -> tuple[Path, int, int]:
+    """The first example film as it is (a.png) and mirrored, flipped top to bottom and inverted, with its clicked
+    centres moved along and the view that brings each back."""
+    image = cv2.imread(str(EXAMPLES / "phantom_00000.png"), cv2.IMREAD_UNCHANGED)
+    height, width = image.shape[:2]
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), image)
+    cv2.imwrite(str(folder / "m.png"), cv2.flip(image, 1))
+    cv2.imwrite(str(folder / "u.png"), cv2.flip(image, 0))
+    cv2.imwrite(str(folder / "i.png"), np.iinfo(image.dtype).max - image)
+    rows = [r for r in csv.DictReader(open(EXAMPLES / "centers.csv", encoding="utf-8"))
+            if r["image"] == "phantom_00000.png"]
+    moves = {"a.png": (lambda x, y: (x, y), "as_is"), "m.png": (lambda x, y: (width - 1 - x, y), "mirrored"),
+             "u.png": (lambda x, y: (x, height - 1 - y), "mirrored+turned_180"),
+             "i.png": (lambda x, y: (x, y), "inverted")}
+    with open(folder / "centers.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "x", "y", "view"])
+        for file, (move, view) in moves.items():
+            for r in rows:
+                writer.writerow([file, r["vertebra"], *move(float(r["x"]), float(r["y"])), view])
+    return folder / "centers.csv", width, height
+
+
+def test_a_mirrored_flipped_or_inverted_film_gets_the_same_corners_with_the_same_labels(tmp_path):
+    """Through the CLI: the corners of a film mirrored, flipped top to bottom or inverted, with its view, are
+    those of the film as it is moved along (within 0.2 px), under the same anatomical labels."""
+    centers, width, height = _write_variants(tmp_path / "films")
+    result = CliRunner().invoke(app, ["batch", str(tmp_path / "films"), "--centers", str(centers),
+                                      "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "out" / "corners.csv", encoding="utf-8")))
+    at = {(r["image"], r["vertebra"], r["corner"]): np.array([float(r["x"]), float(r["y"])]) for r in rows}
+    back = {"a.png": lambda p: p, "m.png": lambda p: np.array([width - 1 - p[0], p[1]]),
+            "u.png": lambda p: np.array([p[0], height - 1 - p[1]]), "i.png": lambda p: p}
+    keys = [k for k in at if k[0] == "a.png"]
+    assert len(keys) == 20
+    for file, undo in back.items():
+        gaps = [np.linalg.norm(undo(at[(file, *k[1:])]) - at[k]) for k in keys]
+        assert max(gaps) < 0.2, (file, max(gaps))

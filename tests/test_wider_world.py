@@ -1,0 +1,85 @@
+"""The detector's wider training world (issue #33): C2 and T1 annotated as anchors, views in wrong poses trained
+flat, crops that start anywhere, and appearance families that never move a vertebra."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+from vcorner.config import DetectionConfig
+from vcorner.training.appearance import collimate, markers, vary_appearance
+from vcorner.training.detector_data import (
+    channel_names,
+    crop_box,
+    epoch_views,
+    flat_map,
+    hide,
+    in_box,
+    load_detector_images,
+    view_zoom,
+)
+from vcorner.training.detector_recipe import AugmentSpec
+
+
+@pytest.fixture(scope="module")
+def context_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("context")
+    plain = root / "plain"
+    for style, folder in (("train", plain), ("context", root / "ctx")):
+        result = CliRunner().invoke(app, ["synth", str(folder), "--images", "4", "--seed", "3", "--style", style,
+                                          "--workers", "1"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return plain, root / "ctx"
+
+
+def test_the_context_style_adds_c2_and_t1_to_the_same_films(context_set):
+    plain, ctx = context_set
+    a, b = (json.loads((f / "annotations.json").read_text())["images"] for f in (plain, ctx))
+    for one, two in zip(a, b, strict=True):
+        assert (plain / one["file"]).read_bytes() == (ctx / two["file"]).read_bytes()
+        names = [v["name"] for v in two["vertebrae"]]
+        assert names[names.index("C3"):names.index("C7") + 1] == ["C3", "C4", "C5", "C6", "C7"]
+        assert set(names) - {"C3", "C4", "C5", "C6", "C7"} <= {"C2", "T1"} and "C2" in names
+        same = {v["name"]: v for v in one["vertebrae"]}
+        for v in two["vertebrae"]:
+            if v["name"] in same:
+                assert v["center"] == same[v["name"]]["center"]
+
+
+def test_training_views_in_wrong_poses_are_flat_and_crops_keep_two_centres(context_set):
+    _, ctx = context_set
+    augment = AugmentSpec(rotation_deg=45.0, negatives=0.0, wrong_views=1.0, appearance=1.0, crop=1.0)
+    config = DetectionConfig(input_size=64)
+    images = load_detector_images(ctx, 64, view_zoom(augment))
+    names = channel_names([im.record for im in images])
+    assert names == ("C2", "C3", "C4", "C5", "C6", "C7", "T1")
+    x, y, c = next(epoch_views(images, names, config, augment, np.random.default_rng(1)))
+    assert x.shape == (8, 1, 64, 64) and np.isfinite(x).all()
+    flat = np.all(np.isclose(y, flat_map(64)), axis=(1, 2, 3))
+    assert flat.sum() >= 4  # the four wrong-pose views (some cropped films may lose every name to a blade too)
+    assert np.isnan(c[flat]).all()
+    rng = np.random.default_rng(2)
+    for image in images:
+        box = crop_box(image, rng)
+        assert box is not None and in_box(image.record.centers, box).sum() >= 2
+
+
+def test_appearance_changes_keep_vertebrae_free_and_blades_hide_what_lies_under_them():
+    rng = np.random.default_rng(0)
+    view = rng.standard_normal((64, 64)).astype(np.float32)
+    centres = np.array([[32.0, 32.0], [np.nan, np.nan]])
+    marked = markers(view, rng, centres)
+    assert abs(marked[28:37, 28:37] - (view[28:37, 28:37] - view.mean()) / view.std()).max() < 0.5
+    out, hidden = collimate(view, np.random.default_rng(3))
+    assert hidden.any() and np.isfinite(out).all() and abs(out.mean()) < 1e-4
+    targets = np.stack([flat_map(64)] * 2) * 0 + 1.0
+    where = np.argwhere(hidden)[0][::-1].astype(float)
+    y, c = hide(targets, np.array([where, [32.0, 32.0]]) if not hidden[32, 32] else np.array([where, where]), hidden)
+    assert np.isnan(c[0]).all() and np.allclose(y[0], flat_map(64))
+    for seed in range(20):
+        changed, _ = vary_appearance(view, np.random.default_rng(seed), centres)
+        assert changed.shape == view.shape and np.isfinite(changed).all()
