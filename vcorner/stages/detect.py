@@ -15,10 +15,10 @@ import numpy as np
 
 from vcorner.geometry.letterbox import detector_input, letterbox_affine
 from vcorner.geometry.sequence import checked_record
+from vcorner.geometry.views import View, parse_view, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
-from vcorner.geometry.views import View, parse_view, view_affine, view_input
-from vcorner.postprocess.peaks import Detection, decode_named, split_confident
+from vcorner.postprocess.peaks import Detection, decode_view, split_confident
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
