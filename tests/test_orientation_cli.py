@@ -88,7 +88,8 @@ def test_films_in_other_poses_get_the_right_names_or_a_named_flag(posed):
     for file, names in truth.items():
         found = detected.get(file, {})
         flagged = file in refused or any(flags for _, flags in found.values())
-        wrong = [n for n, (xy, _) in found.items() if n not in names or np.linalg.norm(xy - names[n]) * spacing[file] > 3.0]
+        wrong = [n for n, (xy, _) in found.items()
+                 if n not in names or np.linalg.norm(xy - names[n]) * spacing[file] > 3.0]
         assert flagged or not wrong, f"{file}: {wrong} named wrong without a flag"
         answered_right += bool(found) and not wrong and not flagged
     assert answered_right >= 8, f"only {answered_right} of {len(truth)} films answered right"

@@ -17,7 +17,8 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same bytes).")] = 0,
     workers: Annotated[int | None, typer.Option(min=1, help="Processes (default: up to 2).")] = None,
     style: Annotated[str, typer.Option(help="train: the renderer the models learn from; context: the same films "
-                                            "with C2 and T1 annotated too (for the centre detector); holdout: a second, "
+                                            "with C2 and T1 annotated too (for the centre detector); holdout: a "
+                                            "second, "
                                             "independent renderer for validation only (vcorner train and tune "
                                             "refuse it); tall: lateral thoracolumbar films, T1-L5 "
                                             "(a many-level detector's world).")] = "train",

@@ -27,13 +27,12 @@ import numpy as np
 
 from vcorner.config import DetectionConfig
 from vcorner.geometry.letterbox import Size, augmented_affine, detector_input, grid_shape, letterbox_affine, to_grid
-from vcorner.geometry.patches import build_pyramid
+from vcorner.geometry.patches import apply_affine, build_pyramid
 from vcorner.geometry.sequence import checked_annotation, spine_levels, typical_spacing
+from vcorner.geometry.views import VIEWS, view_input
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, anatomical_rank
-from vcorner.geometry.patches import apply_affine
-from vcorner.geometry.views import VIEWS, view_input
 from vcorner.training.appearance import standardized, vary_appearance
 from vcorner.training.detector_recipe import AugmentSpec
 
