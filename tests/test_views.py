@@ -195,3 +195,31 @@ def test_a_mirrored_flipped_or_inverted_film_gets_the_same_corners_with_the_same
     for file, undo in back.items():
         gaps = [np.linalg.norm(undo(at[(file, *k[1:])]) - at[k]) for k in keys]
         assert max(gaps) < 0.2, (file, max(gaps))
+
+
+def test_a_view_finder_picks_the_view_and_the_detector_names_on_that_view_only():
+    """A detector trained in the learned pose only, with a view finder: the finder's eight views go in one batch,
+    the namer sees one view (the finder's choice, here mirrored and inverted), the centres come back in the film's
+    pixels, and the view flag follows the finder's margin while the naming flag follows the namer's."""
+    shape, size = (200, 160), 64
+    spine = _spine_maps(size)
+    flat = np.full((len(NAMES), size, size), 1.0 / size**2, np.float32)
+    finder_card = _card(views=tuple(v.name for v in VIEWS), view_margin=0.1)
+    chosen = [v.name for v in VIEWS].index("mirrored+inverted")
+    namer_card = _card(context=("C2", "T1"), naming_margin=0.95)
+    batches = []
+
+    def finder(batch):
+        batches.append(("finder", len(batch)))
+        return np.stack([spine if k == chosen else flat for k in range(len(batch))]).astype(np.float32)
+
+    def namer(batch):
+        batches.append(("namer", len(batch)))
+        return np.stack([spine] * len(batch)).astype(np.float32)
+
+    pyramid = build_pyramid(np.zeros(shape, np.float32) + np.arange(160, dtype=np.float32))
+    found = detect_centres(pyramid, shape, "a.png", None, namer_card, namer, (finder_card, finder))
+    assert batches == [("finder", 8), ("namer", 1)]
+    assert found.view == "mirrored+inverted" and found.flags == ("levels_uncertain",)  # 0.865 < 0.95
+    mirrored = view_affine(letterbox_affine(shape, size), parse_view("mirrored"), size)
+    assert to_grid(mirrored, found.listed.vertebrae[0].center) == pytest.approx([31.0, 16.0], abs=0.2)

@@ -168,6 +168,8 @@ class DetectionConfig:
             flagged ``view_uncertain``.
         naming_margin: below this naming margin (:func:`vcorner.postprocess.peaks.naming_margin`), the image is
             flagged ``levels_uncertain``.
+        view_finder: file name, beside this detector, of a detector trained on several candidate views whose view
+            search picks the film's view; this detector then names on that view only ("": none).
     """
 
     input_size: int = 128
@@ -181,6 +183,7 @@ class DetectionConfig:
     context: tuple[str, ...] = ()
     view_margin: float = 0.0
     naming_margin: float = 0.0
+    view_finder: str = ""
 
     def __post_init__(self) -> None:
         for side in (self.input_size, self.input_width or self.input_size):

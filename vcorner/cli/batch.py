@@ -159,16 +159,12 @@ def detector_in_use(path: Path | None, wanted: bool):
     """The centre detector open for the batch (``path``, else the shipped one) when ``wanted``, else None (clicked
     centres: nothing is opened)."""
     from vcorner.models.modelfile import default_detector_path
-    from vcorner.pipeline.detection import DetectorUse
-    from vcorner.runtime.open import open_detector
+    from vcorner.pipeline.detection import open_detector_use
 
     if not wanted:
         yield None
         return
-    chosen = path or default_detector_path()
-    runner, card = open_detector(chosen)
-    with runner:
-        found = DetectorUse(card, runner.infer, runner.identity(), str(chosen))
+    with open_detector_use(path or default_detector_path()) as found:
         yield found
 
 

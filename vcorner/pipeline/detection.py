@@ -14,7 +14,8 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from vcorner.io.records import ImageRecord, InputError, Vertebra, checked_view
 from vcorner.io.spreadsheet import neutralise, restore
 from vcorner.models.detector_card import DetectorCard
 from vcorner.pipeline.outputs import append_synced, csv_text
-from vcorner.stages.detect import DetectedCentres, Infer, detect_centres
+from vcorner.stages.detect import DetectedCentres, Finder, Infer, detect_centres
 from vcorner.stages.plan import Plan, PlannedImage
 
 DETECTED_FILE = "centers.detected.csv"
@@ -39,23 +40,51 @@ EARLIER_COLUMNS = DETECTED_COLUMNS[:6]
 
 @dataclass(frozen=True)
 class DetectorUse:
-    """A centre detector ready to run: its card, its runner's ``infer`` and what identifies it in ``run.json``."""
+    """A centre detector ready to run: its card, its runner's ``infer``, what identifies it in ``run.json``, and
+    the view finder its card names, open beside it (None when it has none)."""
 
     card: DetectorCard
     infer: Infer
     identity: str
     path: str
+    finder: Finder | None = None
+    finder_path: str = ""
 
     def __call__(self, pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
                  spacing_mm: float | None) -> DetectedCentres:
         """:func:`vcorner.stages.detect.detect_centres` with this detector (a ``Detect`` of the prepare stage)."""
-        return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer)
+        return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer, self.finder)
 
     def describe(self) -> dict:
-        """The ``run.json`` entry: file, SHA-256, names, input size and confidence threshold."""
+        """The ``run.json`` entry: file, SHA-256, names, input size, confidence threshold and views searched."""
+        searched = self.finder[0] if self.finder is not None else self.card
         return {"path": self.path, "sha256": self.identity, "names": list(self.card.names),
                 "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence,
-                **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {})}
+                **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {}),
+                "views": list(searched.detection.views),
+                **({"view_finder": self.finder_path} if self.finder is not None else {})}
+
+
+@contextmanager
+def open_detector_use(path: Path) -> Iterator[DetectorUse]:
+    """The detector of ``path`` open for a batch (one ONNX Runtime thread), with the view finder its card names
+    (``detection.view_finder``, a file beside it) open too; its identity covers both files.
+
+    Raises:
+        InputError: not a centre detector, or its view finder is missing or not one.
+    """
+    from vcorner.runtime.open import open_detector
+
+    runner, card = open_detector(Path(path))
+    with runner:
+        if not card.detection.view_finder:
+            yield DetectorUse(card, runner.infer, runner.identity(), str(path))
+            return
+        finder_path = Path(path).parent / card.detection.view_finder
+        finder_runner, finder_card = open_detector(finder_path)
+        with finder_runner:
+            yield DetectorUse(card, runner.infer, f"{runner.identity()}+{finder_runner.identity()}", str(path),
+                              (finder_card, finder_runner.infer), str(finder_path))
 
 
 def detected_rows(found: DetectedCentres) -> list[list[str]]:

@@ -63,9 +63,9 @@ from vcorner.pipeline.batch import (
     start_outputs,
     write_run_errors,
 )
-from vcorner.pipeline.detection import DetectorUse
+from vcorner.pipeline.detection import open_detector_use
 from vcorner.postprocess.kernels import use_serial_kernels
-from vcorner.runtime.open import open_detector, open_runner
+from vcorner.runtime.open import open_runner
 from vcorner.stages.plan import Plan, PlannedImage
 from vcorner.stages.prepare import ImageJob
 
@@ -322,10 +322,9 @@ class CornerActor:
         self.card = self.resolved.card
         self.runner = open_runner(self.resolved).__enter__()
         self.options, self.out_dir = options, Path(out_dir)
-        if detector is not None:  # images listed without centres: this actor's own detector session
-            runner, card = open_detector(Path(detector))
-            found = DetectorUse(card, runner.__enter__().infer, runner.identity(), detector)
-            self.options = replace(options, detector=found)
+        if detector is not None:  # images listed without centres: this actor's own detector session (and finder)
+            self.detector = open_detector_use(Path(detector))
+            self.options = replace(options, detector=self.detector.__enter__())
         self.pool = ThreadPoolExecutor(max(1, options.workers or 1), thread_name_prefix="vcorner-actor",
                                        initializer=use_serial_kernels)
         self.inferring = threading.Lock()  # one call infers at a time; the other prepares or finishes meanwhile

@@ -73,9 +73,16 @@ class ViewAnswer:
         return float(np.mean([d.confidence for d in self.found])) if self.found else 0.0
 
 
-def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard,
-                 infer: Infer) -> list[ViewAnswer]:
-    """The detector's answer on each candidate view of the card (:mod:`vcorner.geometry.views`), in one batch.
+Finder = tuple[DetectorCard, Infer]
+"""A view finder: a detector trained on several candidate views (its card and its runner's ``infer``), whose
+view search picks the film's view for a detector that names only in the learned pose (README.md, "Orientation,
+polarity and naming")."""
+
+
+def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
+                 views: tuple[View, ...] | None = None) -> list[ViewAnswer]:
+    """The detector's answer on each candidate view of the card (:mod:`vcorner.geometry.views`; ``views`` instead
+    when given), in one batch.
 
     Args:
         pyramid: the image's pyramid (:func:`vcorner.geometry.patches.build_pyramid`).
@@ -85,7 +92,7 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     size = config.input_shape
     letterbox = letterbox_affine(shape, size)
     plain = detector_input(pyramid, letterbox, size)
-    views = [parse_view(v) for v in config.views]
+    views = views or tuple(parse_view(v) for v in config.views)
     maps = infer(np.concatenate([view_input(plain, v) for v in views]))
     answers = []
     for view, view_maps in zip(views, maps, strict=True):
@@ -107,21 +114,36 @@ def best_view(answers: list[ViewAnswer]) -> tuple[ViewAnswer, float]:
     return ranked[0], ranked[0].score - ranked[1].score if len(ranked) > 1 else 1.0
 
 
-def image_flags(card: DetectorCard, view_lead: float, margin: float) -> tuple[str, ...]:
-    """The image-level flags of a detection: ``view_uncertain`` when the chosen view leads the next by less than
-    the card's ``view_margin``, ``levels_uncertain`` when the naming margin is below the card's ``naming_margin``
-    (NaN, too few names to compare, counts as below when the card sets one)."""
-    config, flags = card.detection, []
-    if len(config.views) > 1 and view_lead < config.view_margin:
+def image_flags(searched: DetectorCard | None, view_lead: float, namer: DetectorCard,
+                margin: float) -> tuple[str, ...]:
+    """The image-level flags of a detection: ``view_uncertain`` when the view chosen by the card that ``searched``
+    its views (None: none did) leads the next by less than that card's ``view_margin``; ``levels_uncertain`` when
+    the naming margin is below the ``namer``'s ``naming_margin`` (NaN, too few names to compare, counts as below
+    when the card sets one)."""
+    flags = []
+    if searched is not None and len(searched.detection.views) > 1 and view_lead < searched.detection.view_margin:
         flags.append("view_uncertain")
-    if config.naming_margin > 0 and not margin >= config.naming_margin:
+    if namer.detection.naming_margin > 0 and not margin >= namer.detection.naming_margin:
         flags.append("levels_uncertain")
     return tuple(flags)
 
 
+def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
+                  finder: Finder | None = None) -> tuple[ViewAnswer, tuple[str, ...]]:
+    """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
+    sees a spine (the detector then looks at that view only), else the best of the detector's own candidates."""
+    if finder is None:
+        answer, lead = best_view(view_answers(pyramid, shape, card, infer))
+        return answer, image_flags(card, lead, card, answer.margin)
+    found, lead = best_view(view_answers(pyramid, shape, *finder))
+    answer = view_answers(pyramid, shape, card, infer, (found.view,))[0]
+    return answer, image_flags(finder[0], lead, card, answer.margin)
+
+
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,
-                   card: DetectorCard, infer: Infer) -> DetectedCentres:
-    """The checked, named centres of one image, found on the candidate view where the detector sees its spine.
+                   card: DetectorCard, infer: Infer, finder: Finder | None = None) -> DetectedCentres:
+    """The checked, named centres of one image, found on the candidate view where the detector (or the ``finder``,
+    when given) sees its spine (:func:`chosen_answer`).
 
     The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed.
 
@@ -129,7 +151,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
             sequence checks' reason when the detected sequence cannot frame any vertebra.
     """
-    answer, lead = best_view(view_answers(pyramid, shape, card, infer))
+    answer, flags = chosen_answer(pyramid, shape, card, infer, finder)
     output = [d for d in answer.found if d.name not in card.detection.context]
     kept, dropped = split_confident(output, card.detection.min_confidence)
     outside = {d.name: why for d in kept if (why := outside_reason(d.xy, shape))}
@@ -148,7 +170,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     except InputError as err:
         raise InputError(f"detected centres fail the sequence checks: {err}") from None
     return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, {**outside, **left_out},
-                           tuple(dropped), answer.view.name, answer.margin, image_flags(card, lead, answer.margin))
+                           tuple(dropped), answer.view.name, answer.margin, flags)
 
 
 def outside_reason(xy: np.ndarray, shape: tuple[int, int]) -> str:

@@ -8,6 +8,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,7 +298,8 @@ def _set_threshold(checkpoint: Path, images: list[DetectorImage], recipe: Detect
                                  "from": f"the recipe's detection.min_confidence, at least {MIN_THRESHOLD:g}"}
     detection = replace(card.detection, min_confidence=threshold)
     final = validation_metrics(model, images, card.names, replace(recipe, detection=detection), device)
-    detection, margins_chosen_on = choose_margins(model, images, card.with_detection(detection), device)
+    detection, margins_chosen_on = choose_margins(lambda views: predict_maps(model, views, device), images,
+                                                  card.with_detection(detection))
     training = {**card.training, "val_recall": final["val_recall"], "val_error_px": final["val_error_px"],
                 "val_recall_at": threshold, "min_confidence_chosen_on": chosen_on,
                 "margins_chosen_on": margins_chosen_on,
@@ -311,29 +313,34 @@ MARGIN_PERCENTILE = 1.0
 about 1 film in 100 of the world the detector learned gets a flag (README.md, "Flags")."""
 
 
-def choose_margins(model: UNet, images: list[DetectorImage], card: DetectorCard,
-                   device: torch.device) -> tuple[DetectionConfig, dict]:
+def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[DetectorImage], card: DetectorCard,
+                   finder: tuple[DetectorCard, Callable[[np.ndarray], np.ndarray]] | None = None
+                   ) -> tuple[DetectionConfig, dict]:
     """The card's ``view_margin`` (with more than one view) and ``naming_margin``, each the
-    :data:`MARGIN_PERCENTILE` percentile of the validation films where the view search chose ``as_is`` (they are
-    rendered as the models learned them); and how they were chosen (films, views chosen wrongly, percentiles).
+    :data:`MARGIN_PERCENTILE` percentile of the validation films where the view search (the ``finder``'s, when
+    given) chose ``as_is`` (they are rendered as the models learned them); and how they were chosen (films, views
+    chosen wrongly, medians).
 
-    The margins come from the same view search as a batch's (:func:`vcorner.stages.detect.view_answers`)."""
+    The margins come from the same view search and naming as a batch's
+    (:func:`vcorner.stages.detect.chosen_answer`); ``infer`` maps (B, 1, H, W) views to (B, K, H, W) maps."""
     from dataclasses import replace
 
     from vcorner.stages.detect import best_view, view_answers
 
     leads, margins, wrong = [], [], 0
+    searcher = finder or (card, infer)
     for image in images:
-        best, lead = best_view(view_answers(image.view_pyramid(), image.shape, card,
-                                            lambda views: predict_maps(model, views, device)))
+        best, lead = best_view(view_answers(image.view_pyramid(), image.shape, *searcher))
         if best.view.name != "as_is":
             wrong += 1
             continue
         leads.append(lead)
-        margins.append(best.margin)
+        named = best if finder is None else view_answers(image.view_pyramid(), image.shape, card, infer,
+                                                         (best.view,))[0]
+        margins.append(named.margin)
     finite = np.asarray([m for m in margins if np.isfinite(m)])
     detection = card.detection
-    if len(card.detection.views) > 1 and leads:
+    if finder is None and len(card.detection.views) > 1 and leads:
         detection = replace(detection, view_margin=round(float(np.percentile(leads, MARGIN_PERCENTILE)), 4))
     if len(finite):
         detection = replace(detection, naming_margin=round(float(np.percentile(finite, MARGIN_PERCENTILE)), 4))
