@@ -6,7 +6,7 @@ the 1st percentile of the validation films' own naming margin, and view lead whe
 itself), through the same view search and naming as a batch. With ``--write`` the detector's card (its sidecar and
 its ONNX metadata) is rewritten with them and with ``--finder``'s file name.
 
-    python benchmarks/detector_margins.py DETECTOR.onnx VALDATA [--finder FINDER.onnx] [--write]
+    python benchmarks/detector_margins.py DETECTOR.onnx VALDATA [--finder FINDER.onnx --align 15] [--write]
 
 VALDATA must be of the training style (``vcorner synth VALDATA --images 100 --seed 6161``), never the holdout.
 """
@@ -32,6 +32,9 @@ def main() -> None:
     parser.add_argument("detector", type=Path)
     parser.add_argument("data", type=Path, help="In-style validation films (vcorner synth, training style).")
     parser.add_argument("--finder", type=Path, help="A detector trained on several views, beside DETECTOR.")
+    parser.add_argument("--align", type=float, default=0.0,
+                        help="With --finder: turn views whose spine leans more than this (degrees) from the median "
+                             "lean of DETECTOR's names back to it before naming (0: never).")
     parser.add_argument("--write", action="store_true", help="Rewrite DETECTOR's card with the margins.")
     args = parser.parse_args()
     if json.loads((args.data / "phantoms.json").read_text()).get("style", "train") == "holdout":
@@ -47,15 +50,18 @@ def main() -> None:
         detection, chosen = choose_margins(runner.infer, images, card, searcher)
         if finder is not None:
             finder[0].__exit__(None, None, None)
-    detection = replace(detection, view_finder=args.finder.name if args.finder else card.detection.view_finder)
-    print(json.dumps({"detection": {"view_margin": detection.view_margin, "naming_margin": detection.naming_margin,
-                                    "view_finder": detection.view_finder}, "chosen_on": chosen}, indent=1))
+    detection = replace(detection, view_finder=args.finder.name if args.finder else card.detection.view_finder,
+                        align_deg=args.align if args.finder else card.detection.align_deg)
+    print(json.dumps({"detection": {k: getattr(detection, k) for k in ("view_margin", "naming_margin", "view_finder",
+                                                                        "spine_angle_deg", "align_deg")},
+                      "chosen_on": chosen}, indent=1))
     if args.write:
         if args.finder and args.finder.resolve().parent != args.detector.resolve().parent:
             parser.error("--finder must lie beside the detector (its card names it by file name)")
         new = replace(card.with_detection(detection), training={**card.training, "margins_chosen_on": {
             **chosen, "data": str(args.data), "command": "python benchmarks/detector_margins.py "
-            f"{args.detector.name} {args.data}" + (f" --finder {args.finder.name}" if args.finder else "")}})
+            f"{args.detector.name} {args.data}" + (f" --finder {args.finder.name} --align {args.align:g}"
+                                                    if args.finder else "")}})
         model = onnx.load(str(args.detector))
         set_card_metadata(model, new)
         onnx.save(model, str(args.detector))

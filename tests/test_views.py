@@ -223,3 +223,29 @@ def test_a_view_finder_picks_the_view_and_the_detector_names_on_that_view_only()
     assert found.view == "mirrored+inverted" and found.flags == ("levels_uncertain",)  # 0.865 < 0.95
     mirrored = view_affine(letterbox_affine(shape, size), parse_view("mirrored"), size)
     assert to_grid(mirrored, found.listed.vertebrae[0].center) == pytest.approx([31.0, 16.0], abs=0.2)
+
+
+def test_a_leaning_spine_is_turned_upright_before_the_detector_names():
+    """The finder sees a spine leaning 40 degrees; the namer (learned lean 0, turned beyond 15) is shown the view
+    turned so that its spine runs straight down, and its names land back on the finder's leaning line."""
+    shape, size = (160, 160), 64
+    lean = np.deg2rad(40.0)
+    centre = np.array([31.5, 31.5])
+    along = [centre + t * np.array([np.sin(lean), np.cos(lean)]) for t in np.linspace(-24, 24, 7)]
+    leaning = np.stack([gaussian(size, x, y, 1.5) for x, y in along])
+    upright = np.stack([gaussian(size, 31.5, 31.5 + t, 1.5) for t in np.linspace(-24, 24, 7)])
+    finder_card = _card(views=("as_is", "mirrored"))
+    namer_card = _card()
+    namer_card = replace(namer_card, detection=replace(namer_card.detection, spine_angle_deg=0.0, align_deg=15.0))
+    flat = np.full_like(leaning, 1.0 / size**2)
+
+    def finder(batch):
+        return np.stack([leaning, flat][: len(batch)]).astype(np.float32)
+
+    pyramid = build_pyramid(np.ones(shape, np.float32))
+    found = detect_centres(pyramid, shape, "a.png", None, namer_card, lambda b: upright[None].astype(np.float32),
+                           (finder_card, finder))
+    letterbox = letterbox_affine(shape, size)
+    assert len(found.listed.vertebrae) == 7
+    for v, (x, y) in zip(found.listed.vertebrae, along, strict=True):
+        assert to_grid(letterbox, v.center) == pytest.approx([x, y], abs=0.4), v.name

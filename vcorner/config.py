@@ -170,6 +170,10 @@ class DetectionConfig:
             flagged ``levels_uncertain``.
         view_finder: file name, beside this detector, of a detector trained on several candidate views whose view
             search picks the film's view; this detector then names on that view only ("": none).
+        spine_angle_deg: the median lean of the line from the first to the last name in the films this detector
+            learned (degrees from straight down towards +x), measured on in-style validation films.
+        align_deg: with a view finder, a view whose spine (the finder's names) leans more than this from
+            ``spine_angle_deg`` is turned back to it before this detector names (0: never turned).
     """
 
     input_size: int = 128
@@ -184,6 +188,8 @@ class DetectionConfig:
     view_margin: float = 0.0
     naming_margin: float = 0.0
     view_finder: str = ""
+    spine_angle_deg: float = 0.0
+    align_deg: float = 0.0
 
     def __post_init__(self) -> None:
         for side in (self.input_size, self.input_width or self.input_size):

@@ -71,6 +71,19 @@ def view_affine(letterbox: np.ndarray, view: View, size: int | tuple[int, int]) 
     return letterbox @ grid_transform(view, size)
 
 
+def turn_about_centre(degrees: float, size: int | tuple[int, int]) -> np.ndarray:
+    """(3, 3) homogeneous map turning grid points by ``degrees`` (from +x towards +y) about the centre of a grid
+    of side ``size`` or shape (height, width): composed after a view's affine, it shows the view turned by
+    ``-degrees`` (a spine leaning ``a`` degrees from +y towards +x then leans ``a + degrees``)."""
+    height, width = (size, size) if isinstance(size, int) else size
+    centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
+    linear = np.array([[c, -s], [s, c]])
+    out = np.eye(3)
+    out[:2, :2], out[:2, 2] = linear, centre - linear @ centre
+    return out
+
+
 def view_input(plain: np.ndarray, view: View) -> np.ndarray:
     """(1, 1, S, S) standardized detector input of ``view`` from that of the plain letterbox (same shape)."""
     out = plain[:, :, ::-1, ::-1] if view.turned else plain

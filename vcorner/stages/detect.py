@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vcorner.geometry.letterbox import detector_input, letterbox_affine
+from vcorner.geometry.letterbox import detector_input, letterbox_affine, to_grid
 from vcorner.geometry.sequence import checked_record
-from vcorner.geometry.views import View, parse_view, view_affine, view_input
+from vcorner.geometry.views import View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection, decode_view, split_confident
@@ -80,9 +80,9 @@ polarity and naming")."""
 
 
 def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
-                 views: tuple[View, ...] | None = None) -> list[ViewAnswer]:
+                 views: tuple[View, ...] | None = None, turn_deg: float = 0.0) -> list[ViewAnswer]:
     """The detector's answer on each candidate view of the card (:mod:`vcorner.geometry.views`; ``views`` instead
-    when given), in one batch.
+    when given, each turned by ``turn_deg``: :func:`vcorner.geometry.views.turn_about_centre`), in one batch.
 
     Args:
         pyramid: the image's pyramid (:func:`vcorner.geometry.patches.build_pyramid`).
@@ -91,14 +91,44 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     config = card.detection
     size = config.input_shape
     letterbox = letterbox_affine(shape, size)
-    plain = detector_input(pyramid, letterbox, size)
     views = views or tuple(parse_view(v) for v in config.views)
-    maps = infer(np.concatenate([view_input(plain, v) for v in views]))
+    affines = [view_affine(letterbox, v, size) @ turn_about_centre(turn_deg, size) for v in views]
+    if turn_deg:
+        inputs = [detector_input(pyramid, a, size) * (-1.0 if v.inverted else 1.0) for a, v in zip(affines, views,
+                                                                                                     strict=True)]
+    else:  # the plain view cut once, flipped and negated per view
+        plain = detector_input(pyramid, letterbox, size)
+        inputs = [view_input(plain, v) for v in views]
+    maps = infer(np.concatenate(inputs).astype(np.float32))
     answers = []
-    for view, view_maps in zip(views, maps, strict=True):
-        found, margin = decode_view(view_maps, card.names, view_affine(letterbox, view, size), config)
+    for view, affine, view_maps in zip(views, affines, maps, strict=True):
+        found, margin = decode_view(view_maps, card.names, affine, config)
         answers.append(ViewAnswer(view, found, margin))
     return answers
+
+
+def spine_lean_deg(answer: ViewAnswer, card: DetectorCard, shape: tuple[int, int]) -> float | None:
+    """How far the line from the first to the last confident name of ``answer`` leans in its view, degrees from
+    straight down towards +x (None with fewer than two confident names)."""
+    config = card.detection
+    confident = [d.xy for d in answer.found if d.confidence >= config.min_confidence]
+    if len(confident) < 2:
+        return None
+    affine = view_affine(letterbox_affine(shape, config.input_shape), answer.view, config.input_shape)
+    dx, dy = to_grid(affine, np.asarray(confident[-1])) - to_grid(affine, np.asarray(confident[0]))
+    return float(np.degrees(np.arctan2(dx, dy)))
+
+
+def upright_turn(answer: ViewAnswer, finder: DetectorCard, shape: tuple[int, int], namer: DetectorCard) -> float:
+    """Degrees to turn the finder's chosen view by (:func:`vcorner.geometry.views.turn_about_centre`) so that its
+    spine leans as in the namer's films: minus the lean's excess over the namer's ``spine_angle_deg``, when that
+    exceeds ``align_deg`` (else 0)."""
+    lean = spine_lean_deg(answer, finder, shape)
+    config = namer.detection
+    if lean is None or config.align_deg <= 0:
+        return 0.0
+    excess = (lean - config.spine_angle_deg + 180.0) % 360.0 - 180.0
+    return -excess if abs(excess) > config.align_deg else 0.0
 
 
 def run_detector(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard,
@@ -131,12 +161,14 @@ def image_flags(searched: DetectorCard | None, view_lead: float, namer: Detector
 def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
                   finder: Finder | None = None) -> tuple[ViewAnswer, tuple[str, ...]]:
     """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
-    sees a spine (the detector then looks at that view only), else the best of the detector's own candidates."""
+    sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
+    the detector's ``align_deg``: :func:`upright_turn`), else the best of the detector's own candidates."""
     if finder is None:
         answer, lead = best_view(view_answers(pyramid, shape, card, infer))
         return answer, image_flags(card, lead, card, answer.margin)
     found, lead = best_view(view_answers(pyramid, shape, *finder))
-    answer = view_answers(pyramid, shape, card, infer, (found.view,))[0]
+    turn = upright_turn(found, finder[0], shape, card)
+    answer = view_answers(pyramid, shape, card, infer, (found.view,), turn)[0]
     return answer, image_flags(finder[0], lead, card, answer.margin)
 
 

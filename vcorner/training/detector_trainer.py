@@ -317,7 +317,8 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
                    finder: tuple[DetectorCard, Callable[[np.ndarray], np.ndarray]] | None = None
                    ) -> tuple[DetectionConfig, dict]:
     """The card's ``view_margin`` (with more than one view) and ``naming_margin``, each the
-    :data:`MARGIN_PERCENTILE` percentile of the validation films where the view search (the ``finder``'s, when
+    :data:`MARGIN_PERCENTILE` percentile, and its ``spine_angle_deg`` (the median lean of its names,
+    :func:`vcorner.stages.detect.spine_lean_deg`) of the validation films where the view search (the ``finder``'s, when
     given) chose ``as_is`` (they are rendered as the models learned them); and how they were chosen (films, views
     chosen wrongly, medians).
 
@@ -325,9 +326,9 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
     (:func:`vcorner.stages.detect.chosen_answer`); ``infer`` maps (B, 1, H, W) views to (B, K, H, W) maps."""
     from dataclasses import replace
 
-    from vcorner.stages.detect import best_view, view_answers
+    from vcorner.stages.detect import best_view, spine_lean_deg, view_answers
 
-    leads, margins, wrong = [], [], 0
+    leads, margins, leans, wrong = [], [], [], 0
     searcher = finder or (card, infer)
     for image in images:
         best, lead = best_view(view_answers(image.view_pyramid(), image.shape, *searcher))
@@ -338,12 +339,16 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
         named = best if finder is None else view_answers(image.view_pyramid(), image.shape, card, infer,
                                                          (best.view,))[0]
         margins.append(named.margin)
+        lean = spine_lean_deg(named, card, image.shape)
+        leans += [] if lean is None else [lean]
     finite = np.asarray([m for m in margins if np.isfinite(m)])
     detection = card.detection
     if finder is None and len(card.detection.views) > 1 and leads:
         detection = replace(detection, view_margin=round(float(np.percentile(leads, MARGIN_PERCENTILE)), 4))
     if len(finite):
         detection = replace(detection, naming_margin=round(float(np.percentile(finite, MARGIN_PERCENTILE)), 4))
+    if leans:
+        detection = replace(detection, spine_angle_deg=round(float(np.median(leans)), 2))
     return detection, {"val_films": len(images), "wrong_view_chosen": wrong, "percentile": MARGIN_PERCENTILE,
                        "view_lead_median": float(np.median(leads)) if leads else None,
                        "naming_margin_median": float(np.median(finite)) if len(finite) else None}
