@@ -134,7 +134,7 @@ def score(folder: Path, run: Path) -> dict[str, float]:
     corners: dict[tuple[str, str], np.ndarray] = {}
     for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
         corners.setdefault((row["image"], row["vertebra"]), []).append([float(row["x"]), float(row["y"])])
-    found = misnamed = annotated = silent_wrong = silent_misnamed = 0
+    found = misnamed = annotated = silent_wrong = silent_misnamed = right_flagged = 0
     p2p = []
     for image, record in truth.items():
         known = {v.name: v for v in record.vertebrae}
@@ -151,7 +151,9 @@ def score(folder: Path, run: Path) -> dict[str, float]:
                 p2p.append(np.hypot(*(np.array(corners[image, name]) - known[name].corners).T).mean()
                            * record.pixel_spacing_mm)
         silent_wrong += wrong and image not in flagged
+        right_flagged += bool(detected.get(image)) and not wrong and image in flagged
     return {"recall": found / annotated, "misnamed": misnamed, "silent_misnamed": silent_misnamed,
+            "right_flagged": right_flagged,
             "films": len(truth),
             "unflagged_wrong_films": silent_wrong, "p2p_mean_mm": float(np.mean(p2p)) if p2p else float("nan")}
 
@@ -180,8 +182,8 @@ def main() -> None:
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="vcorner-variants-"))
     lines = ["| variant | named-centre recall | misnamed | misnamed in films without a flag | films wrong without a "
-             "flag | P2P of rightly named, detected centres (mm) | the same, clicked centres (mm) |",
-             "|---|---|---|---|---|---|---|"]
+             "flag | films all right but flagged | P2P of rightly named, detected centres (mm) | the same, clicked "
+             "centres (mm) |", "|---|---|---|---|---|---|---|---|"]
     extra = ["--detector", str(args.detector)] if args.detector else []
     for name in args.variants:
         folder = scratch / name
@@ -194,7 +196,7 @@ def main() -> None:
         s = score(folder, run)
         rightly = {image: set(names) for image, names in rightly_named(folder, run).items()}
         lines.append(f"| {name} | {s['recall']:.1%} | {s['misnamed']} | {s['silent_misnamed']} | "
-                     f"{s['unflagged_wrong_films']} of {s['films']} | {s['p2p_mean_mm']:.3f} | "
+                     f"{s['unflagged_wrong_films']} of {s['films']} | {s['right_flagged']} | {s['p2p_mean_mm']:.3f} | "
                      f"{p2p_mm(folder, clicked, rightly):.3f} |")
         print(lines[-1], flush=True)
     args.results.parent.mkdir(exist_ok=True, parents=True)

@@ -1,6 +1,6 @@
-"""docs/views.png: the automatic path on films in other poses, on a film of the validation-only holdout style
-(never trained or chosen on): the film mirrored (patient facing left), flipped top to bottom, inverted (bone
-dark) and cut to C5-C7, each run through ``vcorner batch DIR --out OUT`` without centres. Each panel shows the
+"""docs/views.png: the automatic path on films in other poses: a fresh training-style film (seed 4343) mirrored
+(patient facing left), flipped top to bottom, inverted (bone dark) and cut below C5, each run through
+``vcorner batch DIR --out OUT`` without centres. Each panel shows the
 detected names (yellow), the corners found (red) and the annotated corners (green), with the view the detector
 chose and the image's flags.
 
@@ -31,10 +31,10 @@ def variants(pixels: np.ndarray, corners: dict[str, np.ndarray]) -> dict[str, tu
     grey = np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8)
     flip_x = {n: np.stack([width - 1 - c[:, 0], c[:, 1]], axis=1) for n, c in corners.items()}
     flip_y = {n: np.stack([c[:, 0], height - 1 - c[:, 1]], axis=1) for n, c in corners.items()}
-    top = int(0.5 * (corners["C4"][:, 1].max() + corners["C5"][:, 1].min()))
-    cut = {n: c - [0, top] for n, c in corners.items() if n in ("C5", "C6", "C7")}
+    bottom = int(0.5 * (corners["C5"][:, 1].max() + corners["C6"][:, 1].min()))
+    cut = {n: c for n, c in corners.items() if n in ("C3", "C4", "C5")}
     return {"mirrored.png": (cv2.flip(grey, 1), flip_x), "upside_down.png": (cv2.flip(grey, 0), flip_y),
-            "inverted.png": (255 - grey, corners), "cropped_C5_C7.png": (grey[top:], cut)}
+            "inverted.png": (255 - grey, corners), "cropped_C2_C5.png": (grey[:bottom], cut)}
 
 
 def panel(pixels: np.ndarray, truth: dict, found: dict, names: dict, label: str) -> np.ndarray:
@@ -63,8 +63,8 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/holdout-views"),
-                        help="An annotated phantom set (default: vcorner synth DIR --style holdout --seed 777303).")
+    parser.add_argument("--data", type=Path, default=Path("data/train-views"),
+                        help="An annotated phantom set (default: vcorner synth DIR --images 100 --seed 4343).")
     parser.add_argument("--image", type=int, default=0)
     args = parser.parse_args()
     record = read_annotations(args.data / "annotations.json")[args.image]

@@ -71,15 +71,18 @@ def posed(tmp_path_factory):
     height = max(a.shape[0], b.shape[0])
     pad = [np.pad(x, ((0, height - x.shape[0]), (0, 0)), constant_values=int(x.min())) for x in (a, b)]
     cv2.imwrite(str(root / "side_by_side.png"), np.hstack(pad))
-    truth["side_by_side.png"] = {}  # two spines: any answer but a refusal or a flag would mix them
+    # two spines: the names must all come from one of them (C3 of one and C5-C7 of the other is wrong)
+    left, right = ({v.name: v.center + [shift, 0] for v in records[f].vertebrae}
+                   for f, shift in ((FILMS[0], 0), (FILMS[1], a.shape[1])))
+    truth["side_by_side.png"], alternatives = left, {"side_by_side.png": right}
     result = CliRunner().invoke(app, ["batch", str(root), "--out", str(root / "out")], catch_exceptions=False)
     assert result.exit_code in (0, 1), result.output
     spacing["side_by_side.png"] = records[FILMS[0]].pixel_spacing_mm
-    return root / "out", truth, spacing
+    return root / "out", truth, spacing, alternatives
 
 
 def test_films_in_other_poses_get_the_right_names_or_a_named_flag(posed):
-    out, truth, spacing = posed
+    out, truth, spacing, alternatives = posed
     refused = {r["image"] for r in read_rows(out / "errors.csv") if not r.get("vertebra")}
     detected: dict[str, dict[str, tuple[np.ndarray, str]]] = {}
     for r in read_rows(out / "centers.detected.csv"):
@@ -88,15 +91,16 @@ def test_films_in_other_poses_get_the_right_names_or_a_named_flag(posed):
     for file, names in truth.items():
         found = detected.get(file, {})
         flagged = file in refused or any(flags for _, flags in found.values())
-        wrong = [n for n, (xy, _) in found.items()
-                 if n not in names or np.linalg.norm(xy - names[n]) * spacing[file] > 3.0]
+        wrong = min(([n for n, (xy, _) in found.items()
+                      if n not in known or np.linalg.norm(xy - known[n]) * spacing[file] > 3.0]
+                     for known in (names, alternatives.get(file, names))), key=len)
         assert flagged or not wrong, f"{file}: {wrong} named wrong without a flag"
         answered_right += bool(found) and not wrong and not flagged
     assert answered_right >= 8, f"only {answered_right} of {len(truth)} films answered right"
 
 
 def test_the_view_each_film_was_seen_in_is_recorded(posed):
-    out, _, _ = posed
+    out, _, _, _ = posed
     views = {r["image"]: r["view"] for r in read_rows(out / "centers.detected.csv")}
     expected = {"mirrored": "mirrored", "upside_down": "mirrored+turned_180", "turned_180": "turned_180",
                 "inverted": "inverted", "cropped": "as_is", "turned_-35": "as_is"}

@@ -107,23 +107,31 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     return answers
 
 
-def spine_lean_deg(answer: ViewAnswer, card: DetectorCard, shape: tuple[int, int]) -> float | None:
-    """How far the line from the first to the last confident name of ``answer`` leans in its view, degrees from
-    straight down towards +x (None with fewer than two confident names)."""
+def spine_lean_deg(answer: ViewAnswer, card: DetectorCard, shape: tuple[int, int],
+                   ends: tuple[str, str]) -> float | None:
+    """How far the line between the two names ``ends`` of ``answer`` leans in its view, degrees from straight down
+    towards +x (None unless both were found at the card's confidence: a film cut short gives no lean)."""
     config = card.detection
-    confident = [d.xy for d in answer.found if d.confidence >= config.min_confidence]
-    if len(confident) < 2:
+    at = {d.name: d.xy for d in answer.found if d.confidence >= config.min_confidence}
+    if ends[0] not in at or ends[1] not in at:
         return None
     affine = view_affine(letterbox_affine(shape, config.input_shape), answer.view, config.input_shape)
-    dx, dy = to_grid(affine, np.asarray(confident[-1])) - to_grid(affine, np.asarray(confident[0]))
+    dx, dy = to_grid(affine, np.asarray(at[ends[1]])) - to_grid(affine, np.asarray(at[ends[0]]))
     return float(np.degrees(np.arctan2(dx, dy)))
+
+
+def lean_ends(card: DetectorCard) -> tuple[str, str]:
+    """The first and last names a detector outputs (its context names left out): the line its lean is taken on."""
+    names = [n for n in card.names if n not in card.detection.context] or list(card.names)
+    return names[0], names[-1]
 
 
 def upright_turn(answer: ViewAnswer, finder: DetectorCard, shape: tuple[int, int], namer: DetectorCard) -> float:
     """Degrees to turn the finder's chosen view by (:func:`vcorner.geometry.views.turn_about_centre`) so that its
-    spine leans as in the namer's films: minus the lean's excess over the namer's ``spine_angle_deg``, when that
-    exceeds ``align_deg`` (else 0)."""
-    lean = spine_lean_deg(answer, finder, shape)
+    spine leans as in the namer's films: minus the excess of the lean between the namer's first and last names
+    (:func:`lean_ends`, both found by the finder) over the namer's ``spine_angle_deg``, when that exceeds
+    ``align_deg`` (else 0: also when the film shows only part of that span)."""
+    lean = spine_lean_deg(answer, finder, shape, lean_ends(namer))
     config = namer.detection
     if lean is None or config.align_deg <= 0:
         return 0.0
@@ -162,14 +170,35 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
                   finder: Finder | None = None) -> tuple[ViewAnswer, tuple[str, ...]]:
     """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
-    the detector's ``align_deg``: :func:`upright_turn`), else the best of the detector's own candidates."""
+    the detector's ``align_deg``: :func:`upright_turn`; and its levels are flagged uncertain where the finder names
+    a vertebra otherwise: :func:`names_disagree`), else the best of the detector's own candidates."""
     if finder is None:
         answer, lead = best_view(view_answers(pyramid, shape, card, infer))
         return answer, image_flags(card, lead, card, answer.margin)
     found, lead = best_view(view_answers(pyramid, shape, *finder))
     turn = upright_turn(found, finder[0], shape, card)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), turn)[0]
-    return answer, image_flags(finder[0], lead, card, answer.margin)
+    flags = image_flags(finder[0], lead, card, answer.margin)
+    if "levels_uncertain" not in flags and names_disagree(answer, card, found, finder[0]):
+        flags += ("levels_uncertain",)
+    return answer, flags
+
+
+def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other_card: DetectorCard) -> bool:
+    """Whether two detectors name a vertebra differently: a confident name of ``answer`` lies within half a
+    vertebra spacing (the median distance between its consecutive names) of a confident detection of ``other``
+    that carries another name (the view finder, trained apart and on other films, as a second reader)."""
+    mine = [d for d in answer.found if d.confidence >= card.detection.min_confidence
+            and d.name not in card.detection.context]
+    theirs = [d for d in other.found if d.confidence >= other_card.detection.min_confidence]
+    if len(mine) < 2 or not theirs:
+        return False
+    spacing = float(np.median(np.linalg.norm(np.diff([d.xy for d in mine], axis=0), axis=1)))
+    for d in mine:
+        near = min(theirs, key=lambda t: float(np.linalg.norm(t.xy - d.xy)))
+        if np.linalg.norm(near.xy - d.xy) < 0.5 * spacing and near.name != d.name:
+            return True
+    return False
 
 
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,

@@ -326,7 +326,7 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
     (:func:`vcorner.stages.detect.chosen_answer`); ``infer`` maps (B, 1, H, W) views to (B, K, H, W) maps."""
     from dataclasses import replace
 
-    from vcorner.stages.detect import best_view, spine_lean_deg, view_answers
+    from vcorner.stages.detect import best_view, lean_ends, spine_lean_deg, view_answers
 
     leads, margins, leans, wrong = [], [], [], 0
     searcher = finder or (card, infer)
@@ -339,7 +339,7 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
         named = best if finder is None else view_answers(image.view_pyramid(), image.shape, card, infer,
                                                          (best.view,))[0]
         margins.append(named.margin)
-        lean = spine_lean_deg(named, card, image.shape)
+        lean = spine_lean_deg(named, card, image.shape, lean_ends(card))
         leans += [] if lean is None else [lean]
     finite = np.asarray([m for m in margins if np.isfinite(m)])
     detection = card.detection
