@@ -45,10 +45,16 @@ class DetectorUse:
 
     card: DetectorCard
     infer: Infer
-    identity: str
+    sha256: str
     path: str
     finder: Finder | None = None
     finder_path: str = ""
+    finder_sha256: str = ""
+
+    @property
+    def identity(self) -> str:
+        """What a resumed run must match: the detector's SHA-256, and ``+`` the view finder's when it has one."""
+        return f"{self.sha256}+{self.finder_sha256}" if self.finder is not None else self.sha256
 
     def __call__(self, pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
                  spacing_mm: float | None) -> DetectedCentres:
@@ -58,11 +64,12 @@ class DetectorUse:
     def describe(self) -> dict:
         """The ``run.json`` entry: file, SHA-256, names, input size, confidence threshold and views searched."""
         searched = self.finder[0] if self.finder is not None else self.card
-        return {"path": self.path, "sha256": self.identity, "names": list(self.card.names),
+        return {"path": self.path, "sha256": self.sha256, "names": list(self.card.names),
                 "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence,
                 **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {}),
                 "views": list(searched.detection.views),
-                **({"view_finder": self.finder_path} if self.finder is not None else {})}
+                **({"view_finder": {"path": self.finder_path, "sha256": self.finder_sha256}}
+                   if self.finder is not None else {})}
 
 
 @contextmanager
@@ -83,8 +90,8 @@ def open_detector_use(path: Path) -> Iterator[DetectorUse]:
         finder_path = Path(path).parent / card.detection.view_finder
         finder_runner, finder_card = open_detector(finder_path)
         with finder_runner:
-            yield DetectorUse(card, runner.infer, f"{runner.identity()}+{finder_runner.identity()}", str(path),
-                              (finder_card, finder_runner.infer), str(finder_path))
+            yield DetectorUse(card, runner.infer, runner.identity(), str(path), (finder_card, finder_runner.infer),
+                              str(finder_path), finder_runner.identity())
 
 
 def detected_rows(found: DetectedCentres) -> list[list[str]]:

@@ -117,12 +117,17 @@ def record_detected(out_dir: Path, records: list[ImageRecord]) -> None:
 
 
 def check_same_detector(manifest: dict[str, Any] | None, detector_id: str | None, out_dir: Path) -> None:
-    """Raise a one-line InputError when OUT's detected centres came from another detector.
+    """Raise a one-line InputError when OUT's detected centres came from another detector (or view finder:
+    ``detector_id`` is then the detector's SHA-256, ``+``, the finder's; ``pipeline/detection.DetectorUse``).
 
     Raises:
         InputError: the manifest names a different detector.
     """
-    old = ((manifest or {}).get("detector") or {}).get("sha256")
+    recorded = (manifest or {}).get("detector") or {}
+    old = recorded.get("sha256")
+    finder = recorded.get("view_finder")
+    finder = finder.get("sha256") if isinstance(finder, dict) else None
+    old = f"{old}+{finder}" if old and finder else old
     if old and detector_id and old != detector_id:
         raise InputError(f"{out_dir} holds centres found by another detector ({old[:12]}, this run "
                          f"{detector_id[:12]}): pass --no-resume to detect them again, or choose another --out")
