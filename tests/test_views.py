@@ -249,3 +249,23 @@ def test_a_leaning_spine_is_turned_upright_before_the_detector_names():
     assert len(found.listed.vertebrae) == 7
     for v, (x, y) in zip(found.listed.vertebrae, along, strict=True):
         assert to_grid(letterbox, v.center) == pytest.approx([x, y], abs=0.4), v.name
+
+
+def test_the_shipped_detector_searches_views_unless_told_not_to(tmp_path):
+    """Through the CLI on a mirrored example film: the shipped detector's view finder sees it mirrored (recorded
+    in centers.detected.csv and run.json); with --no-view-search the film is looked at as it is."""
+    import json
+
+    films = tmp_path / "films"
+    films.mkdir()
+    image = cv2.imread(str(EXAMPLES / "phantom_00000.png"), cv2.IMREAD_UNCHANGED)
+    cv2.imwrite(str(films / "m.png"), cv2.flip(image, 1))
+    seen = {}
+    for flag in ("--view-search", "--no-view-search"):
+        out = tmp_path / flag
+        result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out), flag], catch_exceptions=False)
+        rows = list(csv.DictReader(open(out / "centers.detected.csv", encoding="utf-8")))
+        seen[flag] = ({r["view"] for r in rows}, "view_finder" in json.loads((out / "run.json").read_text())["detector"],
+                      result.output)
+    assert seen["--view-search"][:2] == ({"mirrored"}, True), seen["--view-search"][2]
+    assert seen["--no-view-search"][0] <= {"as_is"} and not seen["--no-view-search"][1]

@@ -104,6 +104,9 @@ def batch(
                                                        "write (they are moved into previous-<time>/).")] = False,
     detector: Annotated[Path | None, typer.Option(
         "--detector", help="Centre detector (ONNX) used without --centers (default: the shipped one).")] = None,
+    view_search: Annotated[bool, typer.Option(
+        help="Without --centers: let the view finder pick each film's view (mirrored, upside down, inverted) "
+             "before naming; --no-view-search looks at the films as they are (about 8x faster detection).")] = True,
 ) -> None:
     """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR; without --centers,
     of every vertebra the detector finds in them.
@@ -134,7 +137,7 @@ def batch(
                                notes=(("images", str(image_dir.resolve())),))
         try:
             request = ModelRequest(model, backend, device, threads, profile, precision)
-            with detector_in_use(detector, wanted=centers is None) as found:
+            with detector_in_use(detector, wanted=centers is None, view_search=view_search) as found:
                 options = replace(options, detector=found)
                 if found is not None:
                     names = ", ".join(found.card.names)
@@ -155,16 +158,16 @@ def batch(
 
 
 @contextmanager
-def detector_in_use(path: Path | None, wanted: bool):
-    """The centre detector open for the batch (``path``, else the shipped one) when ``wanted``, else None (clicked
-    centres: nothing is opened)."""
+def detector_in_use(path: Path | None, wanted: bool, view_search: bool = True):
+    """The centre detector open for the batch (``path``, else the shipped one; with its view finder unless
+    ``view_search`` is off) when ``wanted``, else None (clicked centres: nothing is opened)."""
     from vcorner.models.modelfile import default_detector_path
     from vcorner.pipeline.detection import open_detector_use
 
     if not wanted:
         yield None
         return
-    with open_detector_use(path or default_detector_path()) as found:
+    with open_detector_use(path or default_detector_path(), view_search) as found:
         yield found
 
 

@@ -73,9 +73,10 @@ class DetectorUse:
 
 
 @contextmanager
-def open_detector_use(path: Path) -> Iterator[DetectorUse]:
+def open_detector_use(path: Path, view_search: bool = True) -> Iterator[DetectorUse]:
     """The detector of ``path`` open for a batch (one ONNX Runtime thread), with the view finder its card names
-    (``detection.view_finder``, a file beside it) open too; its identity covers both files.
+    (``detection.view_finder``, a file beside it) open too unless ``view_search`` is off (films known to be in
+    the learned pose: the detector then looks at them as they are); its identity covers both files.
 
     Raises:
         InputError: not a centre detector, or its view finder is missing or not one.
@@ -84,7 +85,7 @@ def open_detector_use(path: Path) -> Iterator[DetectorUse]:
 
     runner, card = open_detector(Path(path))
     with runner:
-        if not card.detection.view_finder:
+        if not card.detection.view_finder or not view_search:
             yield DetectorUse(card, runner.infer, runner.identity(), str(path))
             return
         finder_path = Path(path).parent / card.detection.view_finder

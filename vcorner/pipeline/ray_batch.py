@@ -317,13 +317,13 @@ class CornerActor:
     """
 
     def __init__(self, resolved: ResolvedModel, options: BatchOptions, out_dir: str,
-                 detector: str | None = None) -> None:
+                 detector: str | None = None, view_search: bool = True) -> None:
         self.resolved = materialize(resolved, steps=("engine",))
         self.card = self.resolved.card
         self.runner = open_runner(self.resolved).__enter__()
         self.options, self.out_dir = options, Path(out_dir)
         if detector is not None:  # images listed without centres: this actor's own detector session (and finder)
-            self.detector = open_detector_use(Path(detector))
+            self.detector = open_detector_use(Path(detector), view_search)
             self.options = replace(options, detector=self.detector.__enter__())
         self.pool = ThreadPoolExecutor(max(1, options.workers or 1), thread_name_prefix="vcorner-actor",
                                        initializer=use_serial_kernels)
@@ -458,7 +458,8 @@ def run_batch_ray(plan: Plan, out_dir: Path, resolved: ResolvedModel, options: B
             log.info("Ray: %d image(s) per actor call", per_call)
             actor_options = replace(options, detector=None, workers=options.workers or actor_workers(cluster))
             constructor = {"resolved": replace(resolved, threads=threads), "options": actor_options,
-                           "out_dir": str(out_dir), "detector": options.detector.path if options.detector else None}
+                           "out_dir": str(out_dir), "detector": options.detector.path if options.detector else None,
+                           "view_search": bool(options.detector and options.detector.finder is not None)}
             answered: set[str] = set()
             for row in stream_rows(ray, readable, per_call, cluster, actor_type, constructor, stall_s):
                 outcome = pickle.loads(row["outcome"])
