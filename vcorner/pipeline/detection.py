@@ -89,7 +89,11 @@ def open_detector_use(path: Path, view_search: bool = True) -> Iterator[Detector
             yield DetectorUse(card, runner.infer, runner.identity(), str(path))
             return
         finder_path = Path(path).parent / card.detection.view_finder
-        finder_runner, finder_card = open_detector(finder_path)
+        try:
+            finder_runner, finder_card = open_detector(finder_path)
+        except InputError as err:
+            raise InputError(f"the view finder named by {Path(path).name}'s card: {err} (--no-view-search runs the "
+                             "detector alone)") from None
         with finder_runner:
             yield DetectorUse(card, runner.infer, runner.identity(), str(path), (finder_card, finder_runner.infer),
                               str(finder_path), finder_runner.identity())
