@@ -265,7 +265,7 @@ def test_the_shipped_detector_searches_views_unless_told_not_to(tmp_path):
         out = tmp_path / flag
         result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out), flag], catch_exceptions=False)
         rows = list(csv.DictReader(open(out / "centers.detected.csv", encoding="utf-8")))
-        seen[flag] = ({r["view"] for r in rows}, "view_finder" in json.loads((out / "run.json").read_text())["detector"],
-                      result.output)
+        detector = json.loads((out / "run.json").read_text())["detector"]
+        seen[flag] = ({r["view"] for r in rows}, "view_finder" in detector, result.output)
     assert seen["--view-search"][:2] == ({"mirrored"}, True), seen["--view-search"][2]
     assert seen["--no-view-search"][0] <= {"as_is"} and not seen["--no-view-search"][1]
