@@ -269,3 +269,46 @@ def test_the_shipped_detector_searches_views_unless_told_not_to(tmp_path):
         seen[flag] = ({r["view"] for r in rows}, "view_finder" in detector, result.output)
     assert seen["--view-search"][:2] == ({"mirrored"}, True), seen["--view-search"][2]
     assert seen["--no-view-search"][0] <= {"as_is"} and not seen["--no-view-search"][1]
+
+
+def test_a_changed_view_is_redone_and_journaled_flags_survive_a_redo(tmp_path):
+    """Setting an image's view after a run redoes it (its digest covers the view), and the detector's image flags
+    kept in centers.detected.csv come back on every row when an image is redone from the journal."""
+    from vcorner.io.records import ImageRecord, Vertebra
+    from vcorner.pipeline.manifest import centers_digest
+
+    plain = ImageRecord("a.png", (Vertebra("C3", np.array([1.0, 2.0])), Vertebra("C4", np.array([1.0, 9.0]))))
+    assert centers_digest(plain) != centers_digest(replace(plain, view="mirrored"))
+    assert centers_digest(plain) == centers_digest(replace(plain, view="as_is", flags=("levels_uncertain",)))
+
+    films = tmp_path / "films"
+    films.mkdir()
+    cv2.imwrite(str(films / "a.png"), cv2.imread(str(EXAMPLES / "phantom_00000.png"), cv2.IMREAD_UNCHANGED))
+    out = tmp_path / "out"
+    assert CliRunner().invoke(app, ["batch", str(films), "--out", str(out)]).exit_code == 0
+    journal = out / "centers.detected.csv"
+    rows = list(csv.DictReader(open(journal, encoding="utf-8")))
+    rows = [{**r, "flags": "levels_uncertain"} for r in rows]  # as a run that flagged it would have written
+    with open(journal, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    again = CliRunner().invoke(app, ["batch", str(films), "--out", str(out), "--json"])  # redone: --json missing
+    assert again.exit_code == 0, again.output
+    corners = list(csv.DictReader(open(out / "corners.csv", encoding="utf-8")))
+    assert len(corners) == 20 and all("levels_uncertain" in r["flags"].split(";") for r in corners)
+
+
+def test_the_baseline_cuts_frames_through_the_view_too(tmp_path):
+    """vcorner baseline (the prior alone) on the mirrored and flipped films with their views: the same corners as
+    on the film as it is, moved along, under the same anatomical labels."""
+    centers, width, height = _write_variants(tmp_path / "films")
+    result = CliRunner().invoke(app, ["baseline", str(tmp_path / "films"), "--centers", str(centers), "--method",
+                                      "prior", "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "out" / "corners.csv", encoding="utf-8")))
+    at = {(r["image"], r["vertebra"], r["corner"]): np.array([float(r["x"]), float(r["y"])]) for r in rows}
+    keys = [k for k in at if k[0] == "a.png"]
+    for file, undo in (("m.png", lambda p: np.array([width - 1 - p[0], p[1]])),
+                       ("u.png", lambda p: np.array([p[0], height - 1 - p[1]]))):
+        assert max(np.linalg.norm(undo(at[(file, *k[1:])]) - at[k]) for k in keys) < 0.01, file

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from vcorner.geometry.frames import Frames, record_frames
+from vcorner.geometry.views import mirror_frames, parse_view
 from vcorner.io.records import ImageRecord
 from vcorner.models.card import ModelCard
 from vcorner.postprocess.decode import VertebraCorners, decode_vertebra, vertebra_region
@@ -20,9 +21,15 @@ from vcorner.postprocess.decode import VertebraCorners, decode_vertebra, vertebr
 BASELINES = ("prior", "harris")
 
 
+def viewed_frames(record: ImageRecord) -> Frames:
+    """The record's vertebra frames, mirrored on a mirrored film (its ``view``), as ``vcorner batch`` cuts them."""
+    frames = record_frames(record)
+    return mirror_frames(frames) if parse_view(record.view).mirrored else frames
+
+
 def prior_corners(record: ImageRecord, card: ModelCard) -> list[VertebraCorners]:
     """Every corner at the prior mean, with the prior's covariance and confidence 0."""
-    frames = record_frames(record)
+    frames = viewed_frames(record)
     out = []
     for i, v in enumerate(record.vertebrae):
         means, covs = card.prior.in_image(frames, i, v.name)
@@ -49,7 +56,7 @@ def harris_response(pixels: np.ndarray, frames: Frames, index: int, radius: floa
 
 def harris_corners(pixels: np.ndarray, record: ImageRecord, card: ModelCard) -> list[VertebraCorners]:
     """Corners as the prior-weighted maxima of the Harris response in each frame quadrant."""
-    frames = record_frames(record)
+    frames = viewed_frames(record)
     decode = card.decode
     out = []
     for i, v in enumerate(record.vertebrae):

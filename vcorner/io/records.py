@@ -48,12 +48,15 @@ class ImageRecord:
         pixel_spacing_mm: Physical pixel size, or None when unknown.
         view: how the film differs from the pose the models learned (``as_is``, or ``mirrored``, ``turned_180``,
             ``inverted`` joined by ``+``: :mod:`vcorner.geometry.views`); patches are cut through it.
+        flags: image-level flags the centre detector raised (``levels_uncertain``, ``view_uncertain``), kept in
+            its journal so that an image redone from it still carries them.
     """
 
     file: str
     vertebrae: tuple[Vertebra, ...] = field(default_factory=tuple)
     pixel_spacing_mm: float | None = None
     view: str = "as_is"
+    flags: tuple[str, ...] = ()
 
     @property
     def centers(self) -> np.ndarray:

@@ -34,6 +34,8 @@ from vcorner.stages.plan import Plan, PlannedImage
 
 DETECTED_FILE = "centers.detected.csv"
 DETECTED_COLUMNS = ("image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence", "view", "naming_margin", "flags")
+IMAGE_FLAGS = ("levels_uncertain", "view_uncertain")
+"""The image-level flags a journal's ``flags`` column may hold (README.md, "Flags")."""
 EARLIER_COLUMNS = DETECTED_COLUMNS[:6]
 """The journal's columns before views and flags (vcorner 0.x up to issue #33): still read on resume."""
 
@@ -125,7 +127,8 @@ class DetectedJournal:
         rows = read_journal_rows(self.path) if resume else {}
         records = {image: journal_record(image, group) for image, group in rows.items()}
         self.records = {image: record for image, record in records.items() if record is not None}
-        write_text_atomic(self.path, csv_text([r for group in rows.values() for r in group], DETECTED_COLUMNS))
+        kept = [r for image, group in rows.items() if image in self.records for r in group]  # the rest: detected again
+        write_text_atomic(self.path, csv_text(kept, DETECTED_COLUMNS))
         self.handle = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 (closed in close())
 
     def add(self, found: DetectedCentres) -> None:
@@ -163,8 +166,9 @@ def journal_record(image: str, rows: list[list[str]]) -> ImageRecord | None:
         view = checked_view(rows[0][6] if len(rows[0]) > 6 else "")
     except InputError:
         return None  # not a view vcorner wrote: the image is detected again
+    flags = tuple(f for f in (rows[0][8].split(";") if len(rows[0]) > 8 else ()) if f in IMAGE_FLAGS)
     return ImageRecord(image, tuple(Vertebra(restore(r[1]), np.array([float(r[2]), float(r[3])])) for r in rows),
-                       spacing, view)
+                       spacing, view, flags)
 
 
 def with_detected(plan: Plan, journal: DetectedJournal) -> Plan:

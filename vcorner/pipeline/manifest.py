@@ -26,8 +26,11 @@ FORMAT = RUN_FORMAT
 
 
 def centers_digest(record: ImageRecord) -> str:
-    """16 hex digits identifying an image's vertebra names, centres (px) and pixel spacing (mm)."""
+    """16 hex digits identifying an image's vertebra names, centres (px), pixel spacing (mm) and view (only when
+    it is not ``as_is``, so that the digests of earlier runs stay valid)."""
     data = [record.pixel_spacing_mm, [[v.name, float(v.center[0]), float(v.center[1])] for v in record.vertebrae]]
+    if record.view != "as_is":
+        data.append(record.view)
     return hashlib.sha256(json.dumps(data).encode()).hexdigest()[:16]
 
 

@@ -271,13 +271,15 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
 
 def _record_to_json(record: ImageRecord) -> str:
     return json.dumps({"file": record.file, "spacing": record.pixel_spacing_mm, "view": record.view,
+                       "flags": list(record.flags),
                        "vertebrae": [[v.name, *map(float, v.center)] for v in record.vertebrae]})
 
 
 def _record_from_json(text: str) -> ImageRecord:
     data = json.loads(text)
     vertebrae = tuple(Vertebra(n, np.array([x, y])) for n, x, y in data["vertebrae"])
-    return ImageRecord(data["file"], vertebrae, data["spacing"], data.get("view", "as_is"))
+    return ImageRecord(data["file"], vertebrae, data["spacing"], data.get("view", "as_is"),
+                       tuple(data.get("flags", ())))
 
 
 def images_per_call(batch_size: int, patches_per_image: float) -> int:

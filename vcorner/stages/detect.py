@@ -225,7 +225,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     # centres at 0.001 px, as centers.detected.csv writes them: a resumed run, or vcorner batch --centers on that
     # file, frames the vertebrae from exactly the same numbers
     listed = ImageRecord(file, tuple(Vertebra(d.name, np.round(np.asarray(d.xy, dtype=np.float64), 3)) for d in kept),
-                         spacing_mm, view=answer.view.name)
+                         spacing_mm, view=answer.view.name, flags=flags)
     try:
         record, left_out = checked_record(listed)
     except InputError as err:

@@ -40,7 +40,7 @@ def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[
     every vertebra, ``job.detected.flags``), and each vertebra's accumulated map."""
     accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
     corners = decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode)
-    image_flags = job.detected.flags if job.detected is not None else ()
+    image_flags = job.detected.flags if job.detected is not None else job.image_flags
     corners = judge_corners(corners, job.maps[:, 0], job.affines, job.owner, accumulated, job.frames, card.prior,
                             card.decode, card.trust, image_flags)
     return flag_outside(corners, job.shape), accumulated

@@ -57,6 +57,8 @@ class ImageJob:
     """Pixel spacing from the centres file, else the DICOM header; None when unknown."""
     detected: DetectedCentres | None = None
     """The detector's centres, when the image had none listed (None: clicked centres)."""
+    image_flags: tuple[str, ...] = ()
+    """The detector's image flags of centres an earlier run detected (its journal), when ``detected`` is None."""
 
 
 def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
@@ -105,4 +107,4 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = -patches if view.inverted else patches
     return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
-                    detected=detected)
+                    detected=detected, image_flags=record.flags)
