@@ -93,12 +93,16 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     letterbox = letterbox_affine(shape, size)
     views = views or tuple(parse_view(v) for v in config.views)
     affines = [view_affine(letterbox, v, size) @ turn_about_centre(turn_deg, size) for v in views]
+    # an inverted view's margins are cut at the film's brightest level, so that negated they read dark, as the
+    # margins of every view the detector learned a spine in
     if turn_deg:
-        inputs = [detector_input(pyramid, a, size) * (-1.0 if v.inverted else 1.0) for a, v in zip(affines, views,
-                                                                                                     strict=True)]
-    else:  # the plain view cut once, flipped and negated per view
-        plain = detector_input(pyramid, letterbox, size)
-        inputs = [view_input(plain, v) for v in views]
+        inputs = [detector_input(pyramid, a, size, v.inverted) * (-1.0 if v.inverted else 1.0)
+                  for a, v in zip(affines, views, strict=True)]
+    else:  # the plain view cut once (twice with inverted views), flipped and negated per view
+        plain = {False: detector_input(pyramid, letterbox, size)}
+        if any(v.inverted for v in views):
+            plain[True] = detector_input(pyramid, letterbox, size, brightest=True)
+        inputs = [view_input(plain[v.inverted], v) for v in views]
     maps = infer(np.concatenate(inputs).astype(np.float32))
     answers = []
     for view, affine, view_maps in zip(views, affines, maps, strict=True):
