@@ -110,8 +110,9 @@ def write_variant(data: Path, out: Path, name: str) -> None:
 def p2p_mm(folder: Path, run: Path, names: dict[str, set[str]] | None = None) -> float:
     """Mean corner P2P (mm) of ``run/corners.csv`` against the annotations of ``folder`` (only the vertebrae of
     ``names`` per image when given)."""
-    truth = {r.file: {v.name: v for v in r.vertebrae} for r in read_annotations(folder / "annotations.json")}
-    spacing = {r.file: r.pixel_spacing_mm for r in read_annotations(folder / "annotations.json")}
+    records = read_annotations(folder / "annotations.json")
+    truth = {r.file: {v.name: v for v in r.vertebrae} for r in records}
+    spacing = {r.file: r.pixel_spacing_mm for r in records}
     corners: dict[tuple[str, str], list] = {}
     for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
         corners.setdefault((row["image"], row["vertebra"]), []).append([float(row["x"]), float(row["y"])])

@@ -37,10 +37,9 @@ def flag_outside(corners: list[VertebraCorners], shape: tuple[int, int]) -> list
 
 def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
     """Corners of every vertebra of a job whose maps are filled, with their flags (the detector's image flags on
-    every vertebra, ``job.detected.flags``), and each vertebra's accumulated map."""
+    every vertebra, ``job.image_flags``), and each vertebra's accumulated map."""
     accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
     corners = decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode)
-    image_flags = job.detected.flags if job.detected is not None else job.image_flags
     corners = judge_corners(corners, job.maps[:, 0], job.affines, job.owner, accumulated, job.frames, card.prior,
-                            card.decode, card.trust, image_flags)
+                            card.decode, card.trust, job.image_flags)
     return flag_outside(corners, job.shape), accumulated

@@ -58,7 +58,8 @@ class ImageJob:
     detected: DetectedCentres | None = None
     """The detector's centres, when the image had none listed (None: clicked centres)."""
     image_flags: tuple[str, ...] = ()
-    """The detector's image flags of centres an earlier run detected (its journal), when ``detected`` is None."""
+    """The detector's image flags: found now (``detected.flags``), or kept in an earlier run's journal
+    (``record.flags``)."""
 
 
 def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
@@ -107,4 +108,4 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = -patches if view.inverted else patches
     return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
-                    detected=detected, image_flags=record.flags)
+                    detected=detected, image_flags=detected.flags if detected is not None else record.flags)

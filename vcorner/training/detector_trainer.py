@@ -331,13 +331,13 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
     leads, margins, leans, wrong = [], [], [], 0
     searcher = finder or (card, infer)
     for image in images:
-        best, lead = best_view(view_answers(image.view_pyramid(), image.shape, *searcher))
+        pyramid = image.view_pyramid()
+        best, lead = best_view(view_answers(pyramid, image.shape, *searcher))
         if best.view.name != "as_is":
             wrong += 1
             continue
         leads.append(lead)
-        named = best if finder is None else view_answers(image.view_pyramid(), image.shape, card, infer,
-                                                         (best.view,))[0]
+        named = best if finder is None else view_answers(pyramid, image.shape, card, infer, (best.view,))[0]
         margins.append(named.margin)
         lean = spine_lean_deg(named, card, image.shape, lean_ends(card))
         leans += [] if lean is None else [lean]
