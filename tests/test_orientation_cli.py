@@ -108,3 +108,22 @@ def test_the_view_each_film_was_seen_in_is_recorded(posed):
         kind = next((k for k in expected if file.startswith(k)), None)
         if kind is not None:
             assert view == expected[kind], (file, view)
+
+
+def test_films_of_another_region_are_refused_or_flagged_never_named_c3_c7_as_sure(tmp_path):
+    """Lateral thoracolumbar films (T1-L5, no cervical spine) through the automatic batch: each film is refused
+    ("no vertebrae found", failed centre checks) or answered with a flag on its rows, never as sure."""
+    films = tmp_path / "tall"
+    made = CliRunner().invoke(app, ["synth", str(films), "--style", "tall", "--images", "6", "--seed", "9191",
+                                    "--workers", "1"], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(app, ["batch", str(films), "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    refused = {r["image"] for r in read_rows(tmp_path / "out" / "errors.csv") if not r.get("vertebra")}
+    rows: dict[str, list[str]] = {}
+    for r in read_rows(tmp_path / "out" / "corners.csv"):
+        rows.setdefault(r["image"], []).append(r["flags"])
+    for image, flags in rows.items():
+        assert image not in refused
+        assert any(flags), f"{image}: named {len(flags) // 4} cervical vertebrae on a thoracolumbar film, no flag"
+    assert len(refused) + len(rows) == 6
