@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -191,3 +193,27 @@ def test_a_card_of_another_patch_size_is_refused():
 def test_a_fixed_batch_with_the_throughput_hint_is_refused():
     with pytest.raises(InputError, match="LATENCY"):
         OpenVinoRunner(default_model_path(), batch=8, hint="THROUGHPUT")
+
+
+@pytest.mark.parametrize("hint", ["LATENCY", "THROUGHPUT"])
+def test_cancel_stops_a_running_batch(hint):
+    patches = np.random.default_rng(0).standard_normal((2048, 1, 64, 64)).astype(np.float32)  # seconds of work
+    outcome = {}
+
+    def run(runner) -> None:
+        started.set()
+        try:
+            runner.infer(patches)
+            outcome["error"] = None
+        except (RuntimeError, MachineError) as err:
+            outcome["error"] = err
+
+    with OpenVinoRunner(default_model_path(), "fp32", threads=2, hint=hint) as runner:
+        started = threading.Event()
+        thread = threading.Thread(target=run, args=(runner,))
+        thread.start()
+        started.wait()
+        time.sleep(0.2)
+        runner.cancel()
+        thread.join()
+    assert outcome["error"] is not None
