@@ -104,7 +104,7 @@ def test_int8_runs_the_qdq_graph_as_onnxruntime_does(phantoms):
 def test_fixed_batch_and_throughput_hint_give_the_same_maps(phantoms):
     _, _, _, jobs = phantoms
     patches = np.concatenate([job.patches for job, _ in jobs])[:21]
-    with OpenVinoRunner(default_model_path(), "fp32", threads=1) as dynamic:
+    with OpenVinoRunner(default_model_path(), "fp32", threads=2, hint="LATENCY") as dynamic:
         expected = dynamic.infer(patches)
     with OpenVinoRunner(default_model_path(), "fp32", threads=2, batch=8) as fixed:
         assert fixed.max_batch == 8

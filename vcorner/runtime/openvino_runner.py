@@ -22,10 +22,11 @@ from vcorner.runtime.onnxruntime_runner import check_io
 INSTALL = "pip install 'vcorner[openvino]'"
 PRECISIONS = ("fp32", "bf16", "int8")
 HINTS = ("LATENCY", "THROUGHPUT")
-DEFAULT_HINT = "LATENCY"
-"""``PERFORMANCE_HINT`` unless told: one request holding every inference thread. On the 2-core AMD EPYC of
-``benchmarks/results/openvino_check.md`` it ran batches of 64 patches as fast as or faster than THROUGHPUT
-(streams of one thread each, the batch split across them through an ``AsyncInferQueue``)."""
+DEFAULT_HINT = "THROUGHPUT"
+"""``PERFORMANCE_HINT`` unless told: THROUGHPUT, the batch split across the plugin's streams (one thread each
+here) through an ``AsyncInferQueue``. On the shared 2-core AMD EPYC of ``benchmarks/results/openvino_check.md``
+(batches of 64 patches, rows timed in turns) it ran INT8 1.11-1.95x as fast as LATENCY (one request holding
+both threads) in every round, FP32 0.92-1.26x and BF16 0.84-1.30x; on one thread the two are the same."""
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO's ``INFERENCE_PRECISION_HINT`` per vcorner precision. FP32 is asked for explicitly: on a CPU with
 AVX-512 BF16 the CPU plugin's own default is bf16. INT8 runs the QDQ graph's quantized operators in int8 and
@@ -105,7 +106,7 @@ class OpenVinoRunner(Runner):
             ``int8``.
         threads: ``INFERENCE_NUM_THREADS`` (default: every core this process may use).
         hint: ``PERFORMANCE_HINT``, LATENCY (one request) or THROUGHPUT (the batch split across the plugin's
-            streams through an ``AsyncInferQueue``).
+            streams through an ``AsyncInferQueue``); default :data:`DEFAULT_HINT`, LATENCY with a fixed batch.
         batch: None keeps the batch axis dynamic; a number (LATENCY only) reshapes the graph to that batch,
             pads smaller batches to it and takes at most that many patches at once (``max_batch``).
         patch_size: the card's patch side N (or a detector's (h, w)), checked against the graph on load.
@@ -120,12 +121,13 @@ class OpenVinoRunner(Runner):
     """
 
     def __init__(self, model: Path, precision: str = "fp32", threads: int | None = None,
-                 hint: str = DEFAULT_HINT, batch: int | None = None,
+                 hint: str | None = None, batch: int | None = None,
                  patch_size: int | tuple[int, int] | None = None, sha256: str | None = None,
                  out_channels: int = 1) -> None:
         self.ov = import_openvino()
         self.core = self.ov.Core()
         check_precision(precision, self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        hint = hint or ("LATENCY" if batch is not None else DEFAULT_HINT)
         if hint not in HINTS:
             raise InputError(f"OpenVINO PERFORMANCE_HINT must be one of {', '.join(HINTS)}, got {hint!r}")
         if batch is not None and (batch < 1 or hint == "THROUGHPUT"):
