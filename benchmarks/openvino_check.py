@@ -189,15 +189,16 @@ def write(results: list[dict], stamp: dict, args, data: Path, images: int, patch
             acc = ("vs the latency row, per round: " + ", ".join(
                 f"{span(r['vs_latency'][t], 2)}x ({t} thr.)" for t in threads) + "; accuracy as above | | | |")
         lines.append(f"| {r['label']} | {speed} | {acc} |")
+    no_amx = "" if any("amx" in f for f in stamp["flags"]) else " (no AMX)"
     note = (f"`python benchmarks/openvino_check.py --rounds {args.rounds} --seconds {args.seconds:g}"
-            f" --threads {' '.join(threads)}`{' --data ' + str(data) if args.data else ''}: {images} phantoms "
+            f" --threads {' '.join(threads)}{' --data ' + str(data) if args.data else ''}`: {images} phantoms "
             f"(`vcorner synth` training renderer, seed {args.seed}), {patches} patches; throughput on the first "
             f"{BATCH} of them as one batch. CPU: {stamp['cpu']}, {stamp['cores']} cores, flags "
-            f"{', '.join(stamp['flags'])}; OpenVINO {stamp['openvino']} (CPU capabilities "
+            f"{', '.join(stamp['flags'])}{no_amx}; OpenVINO {stamp['openvino']} (CPU capabilities "
             f"{', '.join(stamp['ov_capabilities'])}), ONNX Runtime {stamp['onnxruntime']} (threads sleep between "
             f"operators, as in `vcorner batch`). Each speed cell is the range over {args.rounds} rounds, rows timed "
             f"in turns; a ratio is taken within each round (the same minutes' load), its range over rounds; the "
-            f"machine is shared with other work (1-minute load average during the timing: "
+            f"machine is shared with other work (1-minute load average during the timing, this run included: "
             f"{min(loads):.1f}-{max(loads):.1f} on {stamp['cores']} cores), so the ranges are wide and only large "
             "ratios mean something. Accuracy columns: 2 threads; the map difference is the largest over all "
             "patches of max|map - ORT FP32 map| / that patch's ORT FP32 peak; P2P change and corner shift are "
