@@ -24,9 +24,10 @@ PRECISIONS = ("fp32", "bf16", "int8")
 HINTS = ("LATENCY", "THROUGHPUT")
 DEFAULT_HINT = "THROUGHPUT"
 """``PERFORMANCE_HINT`` unless told: THROUGHPUT, the batch split across the plugin's streams (one thread each
-here) through an ``AsyncInferQueue``. On the shared 2-core AMD EPYC of ``benchmarks/results/openvino_check.md``
-(batches of 64 patches, rows timed in turns) it ran INT8 1.11-1.95x as fast as LATENCY (one request holding
-both threads) in every round, FP32 0.92-1.26x and BF16 0.84-1.30x; on one thread the two are the same."""
+here) through an ``AsyncInferQueue``. On the shared, loaded 2-core AMD EPYC of
+``benchmarks/results/openvino_check.md`` (batches of 64 patches, rows timed in turns, two runs of 5 rounds) it
+ran 1.25-1.41x and 1.11-1.95x as fast as LATENCY (one request holding both threads) for INT8 in every round,
+FP32 1.15-1.48x and 0.92-1.26x, BF16 1.08-1.26x and 0.84-1.30x; on one thread the two are the same."""
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 """OpenVINO's ``INFERENCE_PRECISION_HINT`` per vcorner precision. FP32 is asked for explicitly: on a CPU with
 AVX-512 BF16 the CPU plugin's own default is bf16. INT8 runs the QDQ graph's quantized operators in int8 and
