@@ -20,12 +20,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.hardware.cpu import inference_threads
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.stages.plan import Plan, make_plan
 
 RESULTS = Path(__file__).parent / "results" / "thread_split.jsonl"

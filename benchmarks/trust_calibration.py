@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from vcorner.backends import ModelRequest
 from vcorner.cli.common import open_model
 from vcorner.config import TrustConfig
 from vcorner.evaluation.tune import infer_records
 from vcorner.io.annotations import read_annotations
 from vcorner.models.modelfile import default_model_path, read_model_card, write_sidecar
-from vcorner.models.resolve import ModelRequest
 from vcorner.postprocess.decode import COV_FLOOR_PX2, accumulate_image, decode_accumulated
 from vcorner.postprocess.plausibility import height_deviation, patch_scatter, prior_heights, single_patch_corners
 
