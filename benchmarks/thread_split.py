@@ -4,7 +4,7 @@ turns on the same phantoms so that the machine's drift falls on all of them alik
     python benchmarks/thread_split.py [--precision int8] [--configs 1 2 2s] [--rounds 5] [--images 100]
 
 A config is the ONNX Runtime thread count, with ``s`` when its threads spin between operators (ONNX Runtime's
-default; vcorner's sessions sleep, ``vcorner/runtime/onnxruntime_runner.py``). Each round runs the library batch
+default; vcorner's sessions sleep, ``vcorner/backends/ort/runner.py``). Each round runs the library batch
 (``run_batch``, default loader and finisher threads for that runner) twice over the phantoms per config.
 Appends one JSON line per config to benchmarks/results/thread_split.jsonl (rates of every round, their mean).
 """
