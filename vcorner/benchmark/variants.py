@@ -14,6 +14,7 @@ from vcorner.benchmark.settings import BenchmarkSettings, Skip
 from vcorner.hardware.capabilities import Capabilities
 from vcorner.hardware.cuda import torch_cuda_available
 from vcorner.models.card import sha256_file
+from vcorner.models.precision import Precision
 from vcorner.runtime.base import Runner
 
 
@@ -38,7 +39,7 @@ def ort_model(files: ModelFiles, precision: str, scratch: Path, settings: Benchm
     if precision == "int8":
         base = resolve_model(files.onnx, Backend.ort, "cpu", settings.threads, caps=caps)
         int8 = int8_model(files, scratch, settings)
-        return replace(base, graph=int8, graph_sha256=sha256_file(int8), precision="int8",
+        return replace(base, graph=int8, graph_sha256=sha256_file(int8), precision=Precision.int8,
                        reason="vcorner benchmark: the INT8 variant")
     gpu = "cuda" if "cuda" in caps.devices(Backend.ort) else None
     if precision == "fp32":
@@ -47,7 +48,7 @@ def ort_model(files: ModelFiles, precision: str, scratch: Path, settings: Benchm
     if gpu is None:
         raise Skip("FP16 needs a GPU and ONNX Runtime's GPU build (no usable CUDA execution provider here)")
     resolved = materialize(resolve_model(files.onnx, Backend.ort, gpu, settings.threads, profile="gpu", caps=caps))
-    if resolved.precision != "fp16":
+    if resolved.precision != Precision.fp16:
         raise Skip(f"no {files.onnx.stem}.fp16.onnx beside the model (vcorner export --fp16) and no converter here")
     return resolved
 
