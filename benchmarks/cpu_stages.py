@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
 from vcorner.runtime.base import Runner
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.stages.plan import make_plan
 
 SEED = 20250503

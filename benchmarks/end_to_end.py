@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.config import DecodeConfig, SamplingConfig, from_dict
 from vcorner.evaluation.metrics import match, read_predictions, table1_row
 from vcorner.hardware.cpu import available_cores, inference_threads
@@ -50,7 +51,6 @@ from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.stages.plan import Plan, make_plan
 from vcorner.stages.prepare import prepare
 

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
+from vcorner.backends.openvino.runner import OpenVinoRunner
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.evaluation.metrics import match, table1_row
 from vcorner.evaluation.tune import as_predictions, decode_jobs, infer_records
 from vcorner.io.annotations import read_annotations
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
-from vcorner.runtime.openvino_runner import OpenVinoRunner
 
 RESULTS = Path(__file__).parent / "results"
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")

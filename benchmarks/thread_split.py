@@ -4,7 +4,7 @@ turns on the same phantoms so that the machine's drift falls on all of them alik
     python benchmarks/thread_split.py [--precision int8] [--configs 1 2 2s] [--rounds 5] [--images 100]
 
 A config is the ONNX Runtime thread count, with ``s`` when its threads spin between operators (ONNX Runtime's
-default; vcorner's sessions sleep, ``vcorner/runtime/onnxruntime_runner.py``). Each round runs the library batch
+default; vcorner's sessions sleep, ``vcorner/backends/ort/runner.py``). Each round runs the library batch
 (``run_batch``, default loader and finisher threads for that runner) twice over the phantoms per config.
 Appends one JSON line per config to benchmarks/results/thread_split.jsonl (rates of every round, their mean).
 """
@@ -20,12 +20,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.hardware.cpu import inference_threads
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
 from vcorner.pipeline.batch import BatchOptions, run_batch
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.stages.plan import Plan, make_plan
 
 RESULTS = Path(__file__).parent / "results" / "thread_split.jsonl"

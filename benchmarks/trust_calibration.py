@@ -24,12 +24,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from vcorner.backends import ModelRequest
 from vcorner.cli.common import open_model
 from vcorner.evaluation.trust import corner_evidence, fit_trust
 from vcorner.evaluation.tune import infer_records
 from vcorner.io.annotations import read_annotations
 from vcorner.models.modelfile import default_model_path, read_model_card, write_sidecar
-from vcorner.models.resolve import ModelRequest
 
 
 def main() -> None:

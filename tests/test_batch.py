@@ -145,9 +145,9 @@ def test_cpu_workers_default_to_the_cores_cpu_inference_leaves_and_all_cores_bes
 
 
 def _toy_run(toy_dataset, tiny_onnx, out, workers: int, runner=None):
+    from vcorner.backends.ort.runner import OnnxRuntimeRunner
     from vcorner.models.modelfile import read_model_card
     from vcorner.pipeline.batch import BatchOptions, run_batch
-    from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
     from vcorner.stages.plan import make_plan
 
     plan = make_plan(toy_dataset, toy_dataset / "centers.csv")

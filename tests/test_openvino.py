@@ -13,6 +13,9 @@ import pytest
 
 openvino = pytest.importorskip("openvino")
 
+from vcorner.backends import open_detector  # noqa: E402
+from vcorner.backends.openvino.runner import INSTALL, OpenVinoRunner, check_precision, split_batch  # noqa: E402
+from vcorner.backends.ort.runner import OnnxRuntimeRunner  # noqa: E402
 from vcorner.evaluation.metrics import match, table1_row  # noqa: E402
 from vcorner.evaluation.tune import as_predictions, decode_jobs, infer_records  # noqa: E402
 from vcorner.geometry.patches import build_pyramid  # noqa: E402
@@ -22,9 +25,6 @@ from vcorner.io.records import InputError, MachineError  # noqa: E402
 from vcorner.models.modelfile import default_detector_path, default_model_path, read_model_card  # noqa: E402
 from vcorner.models.variants import int8_path  # noqa: E402
 from vcorner.phantoms.dataset import synthesize_dataset  # noqa: E402
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
-from vcorner.runtime.open import open_detector  # noqa: E402
-from vcorner.runtime.openvino_runner import INSTALL, OpenVinoRunner, check_precision, split_batch  # noqa: E402
 from vcorner.stages.detect import detect_centres  # noqa: E402
 
 FP32_REL = 1e-4

@@ -1,7 +1,7 @@
 """Films in other poses through ``vcorner batch`` without centres, with the shipped detector (issue #33): each
 film mirrored, flipped top to bottom, turned half a turn, turned by -35 degrees, inverted, cut to C5-C7, with
-its C5 pasted a second time beside the spine, and put beside another film ends in the right names, or in a named flag or refusal; never in wrong names given as
-sure."""
+its C5 pasted a second time beside the spine, and put beside another film ends in the right names, or in a
+named flag or refusal; never in wrong names given as sure."""
 
 from __future__ import annotations
 

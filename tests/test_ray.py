@@ -53,7 +53,7 @@ def test_ray_batch_writes_the_local_batch_byte_for_byte(toy_dataset, tiny_onnx, 
 
 def _ray_run(root: Path, model: Path, out: Path, actor_type, per_call: int):
     """``run_batch_ray`` of ``root``'s centres on one local actor of class ``actor_type``."""
-    from vcorner.models.resolve import ModelRequest
+    from vcorner.backends import ModelRequest
     from vcorner.pipeline.batch import BatchOptions
     from vcorner.pipeline.ray_batch import join_cluster, run_batch_ray
     from vcorner.stages.plan import make_plan

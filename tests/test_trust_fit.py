@@ -41,12 +41,12 @@ def test_tune_refits_the_trust_of_the_card_from_its_validation_corners():
     the examples; the CLI's wiring is tested in tests/test_evaluate.py."""
     from dataclasses import replace
 
+    from vcorner.backends import ModelRequest
     from vcorner.cli.common import open_model
     from vcorner.cli.tune import with_trust
     from vcorner.config import TrustConfig
     from vcorner.evaluation.tune import infer_records
     from vcorner.io.annotations import read_annotations
-    from vcorner.models.resolve import ModelRequest
 
     runner, resolved = open_model(ModelRequest(precision="fp32"))
     blank = replace(resolved.card, trust=TrustConfig())

@@ -8,15 +8,14 @@ from typing import Any
 
 import numpy as np
 
+from vcorner.backends import Backend, ResolvedModel, materialize, open_runner, probe, resolve_model
 from vcorner.benchmark.models import ModelFiles, int8_model
 from vcorner.benchmark.settings import BenchmarkSettings, Skip
-from vcorner.export.materialize import materialize
-from vcorner.hardware.capabilities import Capabilities, probe
+from vcorner.hardware.capabilities import Capabilities
 from vcorner.hardware.cuda import torch_cuda_available
 from vcorner.models.card import sha256_file
-from vcorner.models.resolve import Backend, ResolvedModel, resolve_model
+from vcorner.models.precision import Precision
 from vcorner.runtime.base import Runner
-from vcorner.runtime.open import open_runner
 
 
 @dataclass
@@ -40,16 +39,16 @@ def ort_model(files: ModelFiles, precision: str, scratch: Path, settings: Benchm
     if precision == "int8":
         base = resolve_model(files.onnx, Backend.ort, "cpu", settings.threads, caps=caps)
         int8 = int8_model(files, scratch, settings)
-        return replace(base, graph=int8, graph_sha256=sha256_file(int8), precision="int8",
+        return replace(base, graph=int8, graph_sha256=sha256_file(int8), precision=Precision.int8,
                        reason="vcorner benchmark: the INT8 variant")
-    gpu = "cuda" if "cuda" in caps.ort_devices else None
+    gpu = "cuda" if "cuda" in caps.devices(Backend.ort) else None
     if precision == "fp32":
         return resolve_model(files.onnx, Backend.ort, gpu or "cpu", settings.threads,
                              profile="gpu-fp32" if gpu else None, caps=caps)
     if gpu is None:
         raise Skip("FP16 needs a GPU and ONNX Runtime's GPU build (no usable CUDA execution provider here)")
     resolved = materialize(resolve_model(files.onnx, Backend.ort, gpu, settings.threads, profile="gpu", caps=caps))
-    if resolved.precision != "fp16":
+    if resolved.precision != Precision.fp16:
         raise Skip(f"no {files.onnx.stem}.fp16.onnx beside the model (vcorner export --fp16) and no converter here")
     return resolved
 
@@ -71,7 +70,7 @@ def trt_model(files: ModelFiles, precision: str, caps: Capabilities) -> Resolved
     """Native TensorRT: the engine of the ``gpu`` (FP16) or ``gpu-fp32`` export profile, built if needed; or Skip."""
     if precision == "int8":
         raise Skip("INT8 runs on ONNX Runtime's CPU provider only")
-    if not caps.tensorrt:
+    if not caps.devices(Backend.trt):
         raise Skip("TensorRT needs tensorrt and cuda-python (pip install 'vcorner[gpu]') and a GPU")
     if files.onnx is None or not caps.gpus:
         raise Skip(files.no_onnx_reason or "TensorRT needs a GPU (none here)")
@@ -93,7 +92,7 @@ def variant_model(files: ModelFiles, backend: str, precision: str, scratch: Path
 
 def open_variant(files: ModelFiles, backend: str, precision: str, scratch: Path, settings: BenchmarkSettings,
                  caps: Capabilities | None = None) -> Runner:
-    """A not yet entered runner for (``backend``, ``precision``) through :func:`vcorner.runtime.open.open_runner`
+    """A not yet entered runner for (``backend``, ``precision``) through :func:`vcorner.backends.open_runner`
     (the runner factory of every command); raises Skip with the reason if impossible here."""
     return open_runner(variant_model(files, backend, precision, scratch, settings, caps or probe()))
 

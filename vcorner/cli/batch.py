@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.progress import TextColumn
 
+from vcorner.backends import Backend, ModelRequest
 from vcorner.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -21,7 +22,6 @@ from vcorner.cli.common import (
     validation_notes,
 )
 from vcorner.io.claims import claim_folder
-from vcorner.models.resolve import Backend, ModelRequest
 from vcorner.pipeline.outputs import OWN_FILES, check_outputs_apart, is_batch_output
 from vcorner.stages.plan import make_plan, plan_folder
 
@@ -198,7 +198,7 @@ def _run(plan, out: Path, options, request: ModelRequest, ray: str | None,
 
     columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
     if ray is not None:
-        from vcorner.export.materialize import materialize
+        from vcorner.backends import materialize
         from vcorner.pipeline.ray_batch import import_ray, join_cluster, run_batch_ray
 
         import_ray()
@@ -288,13 +288,11 @@ def clamp_threads(threads: int | None) -> int | None:
 
 def check_options(device: str | None, profile: str | None, precision: str = "auto") -> None:
     """Every option that can be checked without reading inputs, before anything is written."""
-    from vcorner.models.resolve import CPU_PRECISIONS
-
-    if precision not in CPU_PRECISIONS:
-        fail(f"--precision must be one of {', '.join(CPU_PRECISIONS)}, got {precision!r}")
+    from vcorner.backends import check_device
+    from vcorner.models.precision import cpu_precision
     from vcorner.models.profiles import get_profile
-    from vcorner.models.resolve import check_device
 
+    cpu_precision(precision)
     check_device(device)
     if profile is not None:
         get_profile(profile)  # an unknown name fails here, before any work

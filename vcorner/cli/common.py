@@ -27,8 +27,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from vcorner.backends import ModelRequest, ResolvedModel
 from vcorner.io.records import InputError, MachineError
-from vcorner.models.resolve import ModelRequest, ResolvedModel
 from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def user_errors() -> Iterator[None]:
 def open_model(request: ModelRequest | Path | None) -> tuple[Runner, ResolvedModel]:
     """Resolve a request (or a bare model path: ``--backend auto``) once, make what it still lacks (the cache
     step), and open (not enter) its runner."""
-    from vcorner.export.materialize import materialize
-    from vcorner.runtime.open import open_runner
+    from vcorner.backends import materialize, open_runner
 
     if not isinstance(request, ModelRequest):
         request = ModelRequest(request)

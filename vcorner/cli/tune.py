@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
+from vcorner.backends import ModelRequest
 from vcorner.cli.common import open_model, progress_bar, stderr, user_errors
 from vcorner.config import to_dict
 from vcorner.models.card import ModelCard
-from vcorner.models.resolve import ModelRequest
 
 TUNE_REPORT = "vcorner-tune-report/1"
 """The mark of a ``--report`` file vcorner tune wrote: a re-run may replace it."""

@@ -83,7 +83,7 @@ def open_detector_use(path: Path, view_search: bool = True) -> Iterator[Detector
     Raises:
         InputError: not a centre detector, or its view finder is missing or not one.
     """
-    from vcorner.runtime.open import open_detector
+    from vcorner.backends import open_detector
 
     runner, card = open_detector(Path(path))
     with runner:

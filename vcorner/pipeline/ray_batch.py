@@ -44,12 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from vcorner.export.materialize import materialize
+from vcorner.backends import ResolvedModel, materialize, open_runner, probe
 from vcorner.geometry.patches import sample_poses
-from vcorner.hardware.capabilities import Capabilities, probe
+from vcorner.hardware.capabilities import Capabilities
 from vcorner.io.images import read_image_file
 from vcorner.io.records import ImageRecord, InputError, MachineError, Vertebra
-from vcorner.models.resolve import ResolvedModel
 from vcorner.pipeline.batch import (
     BatchOptions,
     BatchSummary,
@@ -65,7 +64,6 @@ from vcorner.pipeline.batch import (
 )
 from vcorner.pipeline.detection import open_detector_use
 from vcorner.postprocess.kernels import use_serial_kernels
-from vcorner.runtime.open import open_runner
 from vcorner.stages.plan import Plan, PlannedImage
 from vcorner.stages.prepare import ImageJob
 

@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from vcorner.backends.torch.runner import TorchRunner
 from vcorner.evaluation.tune import DEFAULT_GRID, TuneResult, infer_records, tune_decode
 from vcorner.io.records import ImageRecord
 from vcorner.models.card import ModelCard
 from vcorner.models.modelfile import read_checkpoint_card
 from vcorner.network.checkpoint import load_model, save_model
-from vcorner.runtime.torch_runner import TorchRunner
 
 
 def grid_size() -> int:

@@ -12,12 +12,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from vcorner.backends.ort.runner import check_io
 from vcorner.hardware.cpu import available_cores
 from vcorner.io.records import InputError, MachineError
 from vcorner.models.card import sha256_file
 from vcorner.models.modelfile import INPUT_NAME, OUTPUT_NAME
 from vcorner.runtime.base import Runner
-from vcorner.runtime.onnxruntime_runner import check_io
 
 INSTALL = "pip install 'vcorner[openvino]'"
 PRECISIONS = ("fp32", "bf16", "int8")

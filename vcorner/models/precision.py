@@ -1,0 +1,67 @@
+"""The three meanings of "precision", each its own type.
+
+- :class:`Precision`: the numbers a graph computes in: what an export profile asks for
+  (``export/profiles.toml``), what a variant's card records (:func:`vcorner.models.variants.card_precision`) and
+  what a resolved model runs (``ResolvedModel.precision``).
+- :class:`CpuPrecision`: what ``--precision`` asks of ONNX Runtime on the CPU: ``auto`` lets recorded evidence
+  choose between the model and its INT8 variant (:mod:`vcorner.models.evidence`).
+
+Both are :class:`TextEnum`: they compare equal to, format as and serialize to their plain value
+(``Precision.fp16 == "fp16"``), so files that record a precision read the same as before they were typed.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from vcorner.io.records import InputError
+
+
+class TextEnum(str, Enum):
+    """A ``str`` enum that prints and formats as its value (``enum.StrEnum`` of Python 3.11, here for 3.10)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Precision(TextEnum):
+    """The numbers a graph computes in."""
+
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class CpuPrecision(TextEnum):
+    """``--precision`` of ONNX Runtime on the CPU: ``auto`` runs the INT8 variant where evidence says it wins."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    int8 = "int8"
+
+
+def cpu_precision(value: str) -> CpuPrecision:
+    """``value`` as a :class:`CpuPrecision`.
+
+    Raises:
+        InputError: anything but ``auto``, ``fp32`` or ``int8``.
+    """
+    try:
+        return CpuPrecision(value)
+    except ValueError:
+        raise InputError(f"--precision must be one of {', '.join(CpuPrecision)}, got {value!r}") from None
+
+
+def precision_of(value: str, where: str) -> Precision:
+    """``value`` read from ``where`` (a card, a profile) as a :class:`Precision`.
+
+    Raises:
+        InputError: a precision vcorner does not run.
+    """
+    try:
+        return Precision(value)
+    except ValueError:
+        raise InputError(f"{where}: precision {value!r} is none of {', '.join(Precision)}") from None
