@@ -246,3 +246,23 @@ def test_exit_codes_tell_the_users_options_and_files_apart_from_the_machine(xray
     assert "not of your input" in machine.output and "more lines" not in machine.output
     kept = {row["image"] for row in read_rows(tmp_path / "o3" / "corners.csv")}
     assert kept and kept < {row["image"] for row in read_rows(tmp_path / "o1" / "corners.csv")}
+
+
+def test_a_full_disk_is_the_machines_failure_and_a_missing_folder_the_users(toy_dataset, tiny_onnx, tmp_path,
+                                                                          monkeypatch):
+    import errno
+
+    from vcorner.pipeline import session
+
+    base = ("batch", toy_dataset, "--centers", toy_dataset / "centers.csv", "--model", tiny_onnx)
+    missing = run_cli("batch", tmp_path / "nowhere", "--centers", toy_dataset / "centers.csv", "--out",
+                      tmp_path / "o2", "--model", tiny_onnx)
+    assert missing.exit_code == 2, missing.output
+
+    def full(path, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(session, "write_errors", full)
+    result = run_cli(*base, "--out", tmp_path / "o3")
+    assert result.exit_code == 3, result.output
+    assert "errors.csv: No space left on device (a failure of this machine" in result.output

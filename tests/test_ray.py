@@ -119,6 +119,26 @@ def test_a_killed_actor_has_its_images_retried_and_one_that_always_dies_has_them
     assert "toy0.png" in (tmp_path / "always" / "errors.csv").read_text()
 
 
+@pytest.mark.slow
+def test_actors_that_cannot_start_stop_the_batch_as_a_machine_failure(toy_dataset, tiny_onnx, tmp_path):
+    """An actor whose session will not open (an engine that fails to load) is a failure of the machine, in one
+    line naming the cause (exit 3 from the CLI), not a traceback (exit 1, as if some images had failed)."""
+    ray = pytest.importorskip("ray")
+    from vcorner.io.records import MachineError
+    from vcorner.pipeline.ray.actor import CornerActor
+
+    class Unloadable(CornerActor):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("TensorRT cannot deserialize the plan")
+
+    try:
+        with pytest.raises(MachineError, match=r"Ray batch failed \(.*\): RuntimeError: TensorRT cannot deserialize"):
+            _ray_run(toy_dataset, tiny_onnx, tmp_path / "o", Unloadable, 2)
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "o" / "corners.csv").read_text().startswith("image,")  # the writer was closed
+
+
 def test_cluster_addresses_are_parsed_or_refused_in_one_line():
     from vcorner.io.records import InputError
     from vcorner.pipeline.ray.cluster import head_endpoint

@@ -62,8 +62,10 @@ class CornerActor:
         self.card = resolved.card
         self.runner = open_runner(materialize(resolved, steps=("engine",))).__enter__()
         self.settings, self.out_dir, self.batch_size = settings, Path(out_dir), batch_size
-        # images listed without centres: this actor's own session of the run's detector (and its finder)
-        self.detect = open_detector_use(detector).__enter__() if detector is not None else None
+        # images listed without centres: this actor's own session of the run's detector (and its finder), held
+        # open as long as the actor lives
+        self.detector = open_detector_use(detector) if detector is not None else None
+        self.detect = self.detector.__enter__() if self.detector is not None else None
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vcorner-actor",
                                        initializer=use_serial_kernels)
         self.inferring = threading.Lock()  # one call infers at a time; the other prepares or finishes meanwhile

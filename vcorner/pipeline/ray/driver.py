@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import numpy as np
 
 from vcorner.geometry.patches import sample_poses
 from vcorner.io.images import read_image_file
-from vcorner.io.records import InputError
+from vcorner.io.records import InputError, MachineError
 from vcorner.models.resolve import ModelRequest, ResolvedModel
 from vcorner.pipeline.outcomes import Finished
 from vcorner.pipeline.ray.actor import CornerActor, read_files
@@ -88,7 +89,8 @@ class RayExecutor:
         in ``errors.csv``, never left out silently.
 
         Raises:
-            MachineError: a batch stuck for ``settings.stall_s`` seconds.
+            MachineError: a batch stuck for ``settings.stall_s`` seconds, or stopped by Ray (actors that cannot
+                start).
         """
         ray = import_ray()
         readable = [p for p in session.todo if p.path.is_file()]
@@ -105,12 +107,16 @@ class RayExecutor:
         per_call = self.settings.images_per_call or images_per_call(run.batch_size, patches_per_image(readable, run))
         log.info("Ray: %d image(s) per actor call", per_call)
         answered: set[str] = set()
-        for row in stream_rows(ray, readable, per_call, self.cluster, self.actor_type, self.actor_arguments(run),
-                               self.settings.stall_s, run.settings.max_pixels):
-            outcome = outcome_of(row)
-            answered.add(outcome.image)
-            session.summary.patches += outcome.patches if isinstance(outcome, Finished) else 0
-            session.record(outcome)  # the local batch's one writer
+        rows = stream_rows(ray, readable, per_call, self.cluster, self.actor_type, self.actor_arguments(run),
+                           self.settings.stall_s, run.settings.max_pixels)
+        try:
+            for row in rows:
+                outcome = outcome_of(row)
+                answered.add(outcome.image)
+                session.summary.patches += outcome.patches if isinstance(outcome, Finished) else 0
+                session.record(outcome)  # the local batch's one writer
+        except ray.exceptions.RayError as err:  # actors that cannot start, a cluster gone: not the images' fault
+            raise ray_failure(err) from None
         for item in unanswered(readable, answered):
             session.fail(item.record.file, f"no result from the Ray actors: the call holding it failed or its actor "
                                            f"died {ACTOR_RETRIES + 1} times (see the Ray log); run again to retry it")
@@ -123,6 +129,15 @@ class RayExecutor:
         return {"resolved": replace(self.resolved, threads=threads), "settings": run.settings, "out_dir": str(run.out),
                 "batch_size": run.batch_size, "detector": run.detector,
                 "workers": run.settings.workers or actor_workers(cluster.per_actor, cluster.gpus_per_actor)}
+
+
+def ray_failure(err: Exception) -> MachineError:
+    """The one-line MachineError of a Ray batch that Ray stopped (actors that fail to start, say): Ray's error
+    type and the last line of its text, which names the first cause (``RuntimeError: ...`` raised in an actor)."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if line.strip()]
+    reason = (lines[-1] if lines else "")[:300]
+    return MachineError(f"the Ray batch failed ({type(err).__name__}): {reason}; finished images are kept, run the "
+                        "same command again to resume")
 
 
 def patches_per_image(images: list[PlannedImage], run: BatchRun) -> float:
