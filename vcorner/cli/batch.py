@@ -124,7 +124,7 @@ def batch(
         try:
             found = chosen_detector(detector, view_search, out) if centers is None else None
             summary, name = execute(plan, out, request, settings, found, (("images", str(image_dir.resolve())),),
-                                    ray, (ray_actors, ray_gpus, ray_stall_timeout, ray_images))
+                                    ray_options(ray, ray_actors, ray_gpus, ray_stall_timeout, ray_images))
         except KeyboardInterrupt:
             fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
                  "to resume", EXIT_INTERRUPTED)
@@ -155,13 +155,12 @@ def planned(image_dir: Path, centers: Path | None, out: Path, json_out: bool, vi
     return plan
 
 
-def execute(plan, out: Path, request: ModelRequest, settings, detector, notes, ray: str | None,
-            ray_settings: tuple[int, float, float, int | None]):
-    """Build the run on its executor (Ray at ``ray``, else local threads), print the cards' warnings, and run it
-    under a progress bar; (summary, the executor's name)."""
+def execute(plan, out: Path, request: ModelRequest, settings, detector, notes, ray):
+    """Build the run on its executor (Ray Data with ``ray``, a ``RaySettings``; else local threads), print the
+    cards' warnings, and run it under a progress bar; (summary, the executor's name)."""
     from vcorner.pipeline.executor import batch_run, run_batch
 
-    with open_executor(plan, request, detector, ray, ray_settings) as (executor, resolved):
+    with open_executor(plan, request, detector, ray) as (executor, resolved):
         run = batch_run(plan, out, resolved, settings, executor, detector, notes)
         for warning in run.warnings:
             stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
@@ -184,17 +183,25 @@ def chosen_detector(path: Path | None, view_search: bool, out: Path):
     return found
 
 
-def open_executor(plan, request: ModelRequest, detector, ray: str | None,
-                  ray_settings: tuple[int, float, float, int | None]):
-    """The executor of the batch, open, with the model resolved for it: Ray Data at ``ray`` (``ray_settings``:
-    actors, GPUs per actor, stall timeout in s, images per actor call), else this machine's threads."""
+def ray_options(address: str | None, actors: int, gpus: float, stall_s: float, per_call: int | None):
+    """The ``--ray*`` options as ``RaySettings`` (None without ``--ray``: the Ray modules are not imported)."""
+    if address is None:
+        return None
+    from vcorner.pipeline.ray.driver import RaySettings
+
+    return RaySettings(address, actors, gpus, stall_s, per_call)
+
+
+def open_executor(plan, request: ModelRequest, detector, ray):
+    """The executor of the batch, open, with the model resolved for it: Ray Data with ``ray`` (``RaySettings``),
+    else this machine's threads."""
     if ray is None:
         from vcorner.pipeline.local import open_threads
 
         return open_threads(request, detector)
-    from vcorner.pipeline.ray.driver import RaySettings, open_ray
+    from vcorner.pipeline.ray.driver import open_ray
 
-    return open_ray(plan, request, RaySettings(ray, *ray_settings))
+    return open_ray(plan, request, ray)
 
 
 def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior: str, ap: bool,
