@@ -9,7 +9,7 @@ model's card, ``old`` the sampling and decoding its card recorded before ``vcorn
 (``training.before_tuning``). Each row carries Table 1 (P2P mean/median, fit failure) of that run on the
 phantoms, so speed and accuracy come from the same corners.
 
-Runs the library (``vcorner.pipeline.batch.run_batch``: loader, inference and finisher threads, with the threads
+Runs the library (``vcorner.pipeline.local.run_threads``: loader, inference and finisher threads, with the threads
 ``vcorner batch`` uses, :func:`vcorner.hardware.cpu.inference_threads`, unless ``--threads``) on ``--images``
 phantoms written at a fixed seed, ``--repeats`` times over (the rate is over all of them). Two bounds:
 
@@ -50,7 +50,8 @@ from vcorner.models.card import ModelCard
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
-from vcorner.pipeline.batch import BatchOptions, run_batch
+from vcorner.pipeline.local import run_threads
+from vcorner.pipeline.run import BatchSettings
 from vcorner.stages.plan import Plan, make_plan
 from vcorner.stages.prepare import prepare
 
@@ -109,18 +110,18 @@ def measure(model: Path, card: ModelCard, data: Path, out: Path, batch: int, sec
     """End-to-end rate of the graph ``model`` with ``card`` on the phantoms in ``data``, and both bounds."""
     plan = make_plan(data, data / "centers.csv")
     sample = np.concatenate([prepare(item, card).patches for item in plan.images[:3]])
-    options = BatchOptions(batch_size=batch, resume=False)
+    options = BatchSettings(batch_size=batch, resume=False)
     precision = "int8" if model.name.endswith(".int8.onnx") else "fp32"
     threads = threads or inference_threads(precision, card.sampling.patches_per_vertebra)
     before = inference_alone(model, sample, batch, seconds)
     with OnnxRuntimeRunner(model, "cpu", 1) as one:
         one_thread = lib.speed(one, sample, batch, seconds)["patches_per_s"]
     with OnnxRuntimeRunner(model, "cpu", threads) as runner:
-        run_batch(Plan(plan.images[:2], {}, []), out / "warm-up", runner, card, options)  # numba cache, ORT
+        run_threads(Plan(plan.images[:2], {}, []), out / "warm-up", runner, card, options)  # numba cache, ORT
         done = patches = 0
         wall, cpu = time.perf_counter(), cpu_seconds()
         for repeat in range(repeats):
-            summary = run_batch(plan, out / f"run{repeat}", runner, card, options)
+            summary = run_threads(plan, out / f"run{repeat}", runner, card, options)
             done, patches = done + summary.done, patches + summary.patches
         wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     after = inference_alone(model, sample, batch, seconds)

@@ -3,6 +3,7 @@ plain lines in a log)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -48,9 +49,17 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
+                            errno.ESTALE, errno.EAGAIN})
+"""OSErrors of the machine (a full disk or quota, an I/O error, no memory or file handles left, a stale network
+file): exit 3. Every other OSError names a path the user gave (missing, not allowed, a file for a folder): exit 2."""
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn bad input (InputError, OSError, ValueError from configuration) into a one-line error, exit 2."""
+    """Turn bad input (InputError, an OSError on a path the user gave) into a one-line error, exit 2; a failure
+    of the machine or a dependency (MachineError, a full disk, an I/O error: :data:`MACHINE_ERRNOS`) into one,
+    exit 3."""
     try:
         yield
     except InputError as err:
@@ -58,7 +67,10 @@ def user_errors() -> Iterator[None]:
     except MachineError as err:
         fail(f"{err} (a failure of this machine or of a dependency, not of your input)", EXIT_MACHINE)
     except OSError as err:
-        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+        message = f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
+        if err.errno in MACHINE_ERRNOS:
+            fail(f"{message} (a failure of this machine, not of your input)", EXIT_MACHINE)
+        fail(message)
 
 
 def open_model(request: ModelRequest | Path | None) -> tuple[Runner, ResolvedModel]:
