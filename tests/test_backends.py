@@ -88,8 +88,8 @@ def test_a_resolved_model_keeps_its_backend_and_types_through_pickle_and_prints_
 
 def test_precision_words_are_checked_once_with_a_named_refusal():
     assert cpu_precision("int8") is CpuPrecision.int8 and f"{CpuPrecision.auto}" == "auto"
-    with pytest.raises(InputError, match=r"--precision must be one of auto, fp32, int8, got 'bf16'"):
-        cpu_precision("bf16")
+    with pytest.raises(InputError, match=r"--precision must be one of auto, fp32, int8, bf16, got 'int4'"):
+        cpu_precision("int4")
     with pytest.raises(InputError, match="--precision must be one of auto, fp32, int8"):
         registry.resolve_model(default_model_path(), precision="fp16", caps=Capabilities())
     assert get_profile("gpu").precision is Precision.fp16

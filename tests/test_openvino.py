@@ -83,7 +83,7 @@ def test_fp32_maps_match_onnxruntime(phantoms):
 def test_bf16_maps_and_corners_stay_close(phantoms):
     _, records, card, jobs = phantoms
     with OpenVinoRunner(default_model_path(), "bf16", threads=1) as runner:
-        assert runner.identity().endswith("+ov-bf16")
+        assert runner.identity().endswith("+bf16")
         mine = with_runner(jobs, runner)
     differences = [relative_difference(job.maps, ref.maps) for (job, _), (ref, _) in zip(mine, jobs, strict=True)]
     assert 0 < max(differences) <= BF16_REL  # BF16 really ran: FP32 would differ by < FP32_REL
