@@ -1,4 +1,5 @@
-"""Inference backends, one folder each (``ort/``, ``trt/``, ``torch/``, ``openvino/``): its probe, its resolution rule, its cache
+"""Inference backends, one folder each (``ort/``, ``trt/``, ``torch/``, ``openvino/``): its probe, its resolution
+rule, its cache
 steps and its runner behind :class:`~vcorner.backends.base.BackendSpec`; and the resolution that iterates over
 them (:mod:`vcorner.backends.registry`).
 

@@ -30,7 +30,8 @@ class Step(TextEnum):
     int8_check = "int8_check"
     """Time the INT8 variant on this CPU, then choose (:func:`vcorner.export.int8_check.self_check`)."""
     ov_check = "ov_check"
-    """Time OpenVINO against ONNX Runtime on this CPU, then choose (:func:`vcorner.backends.openvino.cache.check_ov`)."""
+    """Time OpenVINO against ONNX Runtime on this CPU, then choose
+    (:func:`vcorner.backends.openvino.cache.check_ov`)."""
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,9 @@ def delta(row: dict[str, Any]) -> float:
     return float("nan") if value is None else float(value)
 
 
-def ov_wins(rows: Iterable[dict[str, Any]], sha256: str, int8_sha256: str | None, offered: Iterable[str] = OV_PRECISIONS,
-            *, min_speedup: float = MIN_SPEEDUP, max_change: float = MAX_P2P_CHANGE_MM) -> OvDecision:
+def ov_wins(rows: Iterable[dict[str, Any]], sha256: str, int8_sha256: str | None,
+            offered: Iterable[str] = OV_PRECISIONS, *, min_speedup: float = MIN_SPEEDUP,
+            max_change: float = MAX_P2P_CHANGE_MM) -> OvDecision:
     """Decide from the latest sitting of ``rows`` (already this machine's) timing both runtimes.
 
     At each batch size the sitting timed, OpenVINO's rows of the ``offered`` precisions are compared with the

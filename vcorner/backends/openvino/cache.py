@@ -81,7 +81,7 @@ def self_check(model: Path, patch_size: int, candidates: tuple[str, ...],
             runners.append(runner)
             calls[f"{backend}/{precision}"] = lambda r=runner: r.infer(feed)
     try:
-        rates = interleaved_rates(calls, CHECK_BATCH)
+        rates = interleaved_rates(calls, CHECK_BATCH, ROUNDS, SECONDS)
     finally:
         for runner in runners:
             runner.__exit__(None, None, None)
@@ -92,10 +92,9 @@ def self_check(model: Path, patch_size: int, candidates: tuple[str, ...],
                           "ov_capabilities": list(cpu_precisions())},
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return [{**common, "backend": backend, "precision": precision, "variant": path.name,
-             "variant_sha256": sha256_file(path), "patches_per_s": round(float(np.median(rates[f"{backend}/{precision}"])), 1),
-             "rates": [round(r, 1) for r in rates[f"{backend}/{precision}"]],
-             "p2p_delta": accuracy.get((backend, precision))}
-            for (backend, precision), path in graphs.items()]
+             "variant_sha256": sha256_file(path), "patches_per_s": round(float(np.median(rates[name])), 1),
+             "rates": [round(r, 1) for r in rates[name]], "p2p_delta": accuracy.get((backend, precision))}
+            for (backend, precision), path in graphs.items() for name in [f"{backend}/{precision}"]]
 
 
 def recorded_accuracy(model: Path, sha: str, candidates: tuple[str, ...]) -> dict[tuple[str, str], float | None]:

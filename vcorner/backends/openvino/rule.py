@@ -31,7 +31,8 @@ NAME = "ov"
 INSTALL = "pip install 'vcorner[openvino]'"
 COST = {"fp32": "fp32", "bf16": "int8", "int8": "int8"}
 """The ONNX Runtime graph whose per-patch cost (:data:`vcorner.hardware.cpu.PATCH_MS`) sizes OpenVINO's thread
-share: BF16 ran about as fast as ONNX Runtime INT8 on this 2-core AMD EPYC (``benchmarks/results/openvino_check.md``)."""
+share: BF16 ran about as fast as ONNX Runtime INT8 on this 2-core AMD EPYC
+(``benchmarks/results/openvino_check.md``)."""
 
 
 def probe(gpus: tuple[GpuInfo, ...]) -> tuple[str, ...]:
