@@ -69,7 +69,7 @@ def test_the_cache_step_makes_only_pending_steps_asked_for_in_the_backends_order
 
 def test_the_backend_choices_and_device_kinds_come_from_the_registry():
     names = [spec.name for spec in registry.BACKENDS]
-    assert [b.value for b in registry.Backend] == ["auto", *names] and names == ["torch", "trt", "ort"]
+    assert [b.value for b in registry.Backend] == ["auto", *names] and names == ["torch", "trt", "ov", "ort"]
     assert registry.DEVICE_KINDS == ("cpu", "cuda", "tensorrt")
     with pytest.raises(InputError, match=r"--device must be cpu, cuda\[:N\], tensorrt\[:N\] or N, got 'npu'"):
         registry.check_device("npu")

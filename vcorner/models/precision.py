@@ -48,6 +48,10 @@ class CpuPrecision(TextEnum):
     bf16 = "bf16"
 
 
+FILE_PRECISIONS = (Precision.fp32, Precision.fp16, Precision.int8)
+"""What a card or an export profile may record: BF16 is a runtime's setting on the FP32 graph, never a file's."""
+
+
 def cpu_precision(value: str) -> CpuPrecision:
     """``value`` as a :class:`CpuPrecision`.
 
@@ -64,9 +68,8 @@ def precision_of(value: str, where: str) -> Precision:
     """``value`` read from ``where`` (a card, a profile) as a :class:`Precision`.
 
     Raises:
-        InputError: a precision vcorner does not run.
+        InputError: a precision no file records (bf16 is OpenVINO's setting, not a graph's).
     """
-    try:
-        return Precision(value)
-    except ValueError:
-        raise InputError(f"{where}: precision {value!r} is none of {', '.join(Precision)}") from None
+    if value not in FILE_PRECISIONS:
+        raise InputError(f"{where}: precision {value!r} is none of {', '.join(FILE_PRECISIONS)}")
+    return Precision(value)
