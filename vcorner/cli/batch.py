@@ -97,8 +97,8 @@ def batch(
         min=1, help="Images handed to a Ray actor per call, their patches inferred together (default: enough for "
                     "4 full batches, at most 64).")] = None,
     precision: Annotated[str, typer.Option(
-        "--precision", help="Graph ONNX Runtime runs on the CPU: auto (INT8 where recorded or self-checked "
-                            "evidence shows it wins here), fp32 or int8.")] = "auto",
+        "--precision", help="What runs on the CPU: auto (INT8, or OpenVINO, where recorded or self-checked "
+                            "evidence shows it wins here), fp32, int8 or bf16 (--backend ov).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Write into an OUT whose corners.csv, errors.csv, run.json, "
                                                        "centers.detected.csv or measurements.csv vcorner did not "
                                                        "write (they are moved into previous-<time>/).")] = False,
@@ -205,7 +205,8 @@ def _run(plan, out: Path, options, request: ModelRequest, ray: str | None,
         actors, gpus, stall, per_call = ray_settings
         cluster = join_cluster(ray, actors, gpus) if plan.images else None  # refused before OUT is touched
         # resolved once, for a worker's capabilities: every actor runs this very graph
-        resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16", "int8_check"))
+        resolved = materialize(request.resolve(cluster.caps if cluster else None),
+                               steps=("fp16", "int8_check", "ov_check"))
         options = replace(options, model_id=resolved.identity, card_id=resolved.card_digest,
                           batch_size=request_batch or (CPU_BATCH if resolved.device == "cpu" else GPU_BATCH),
                           notes=options.notes + calibration_notes(resolved.card) + (("resolved", resolved.describe()),))
