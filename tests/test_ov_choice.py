@@ -93,6 +93,9 @@ def test_auto_runs_openvino_where_the_evidence_says_so_and_records_why(shipped):
     assert (chosen.backend, chosen.precision, chosen.graph, chosen.pending) == ("ov", "bf16", model, ())
     assert "OpenVINO bf16 wins against ONNX Runtime fp32" in chosen.describe()
     assert chosen.identity.endswith("+bf16") and chosen.threads == 1
+    assert registry.resolve_model(model, precision="fp32", caps=caps).backend == "ort"  # names ORT's graph
+    with pytest.raises(InputError, match="bf16 runs on OpenVINO"):  # only --backend ov runs bf16
+        registry.resolve_model(model, precision="bf16", caps=caps)
     write([{**r, "patches_per_s": 105.0} if r["backend"] == "ov" else r for r in rows])  # 1.05x
     assert registry.resolve_model(model, caps=caps).backend == "ort"
 

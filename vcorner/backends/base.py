@@ -134,6 +134,8 @@ class BackendSpec:
         open: a resolved model with nothing pending -> its (not yet entered) runner.
         detector: (detector graph, card's input side or (h, w), maps per input, SHA-256, threads) -> its (not yet
             entered) runner; None: it does not run the centre detector.
+        auto_precisions: the ``--precision`` values with which ``--backend auto`` may give it a model (None: any);
+            OpenVINO takes only ``auto``, so ``--precision fp32|int8`` keeps naming ONNX Runtime's graphs.
     """
 
     name: str
@@ -144,3 +146,4 @@ class BackendSpec:
     open: Callable[[ResolvedModel], Runner]
     steps: Mapping[Step, Callable[[ResolvedModel], ResolvedModel]] = field(default_factory=dict)
     detector: Callable[[Path, int | tuple[int, int], int, str, int | None], Runner] | None = None
+    auto_precisions: tuple[str, ...] | None = None

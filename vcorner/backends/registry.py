@@ -66,11 +66,15 @@ def check_device(device: str | None) -> None:
         raise InputError(f"--device must be {kinds} or N, got {device!r}")
 
 
-def choose_backend(model: Path, backend: str, device: str | None, caps: Capabilities) -> tuple[BackendSpec, str]:
-    """(the backend that runs ``model``, why) for ``backend``, which may be ``auto``."""
+def choose_backend(model: Path, backend: str, device: str | None, caps: Capabilities,
+                   precision: str = "auto") -> tuple[BackendSpec, str]:
+    """(the backend that runs ``model``, why) for ``backend``, which may be ``auto``; under ``auto`` a backend
+    whose ``auto_precisions`` leave out ``precision`` is not asked."""
     if backend != Backend.auto:
         return spec_of(backend), f"--backend {backend}"
     for spec in BACKENDS:
+        if spec.auto_precisions is not None and precision not in spec.auto_precisions:
+            continue
         why = spec.choose(model, device, caps)
         if why is not None:
             return spec, why
@@ -98,7 +102,7 @@ def resolve_model(model: Path | None = None, backend: str = Backend.auto, device
         get_profile(profile)
     model = Path(model) if model is not None else default_model_path()
     caps = caps or probe()
-    spec, why = choose_backend(model, request.backend, device, caps)
+    spec, why = choose_backend(model, request.backend, device, caps, request.precision)
     resolved = spec.resolve(replace(request, model=model), caps, why)
     return replace(resolved, backend=Backend(spec.name))
 

@@ -28,4 +28,4 @@ def open_detector(model: Path, size: int | tuple[int, int], maps: int, sha256: s
 
 
 SPEC = BackendSpec(rule.NAME, ("cpu",), rule.probe, rule.choose, rule.resolve, open_runner,
-                   {Step.ov_check: check_ov}, open_detector)
+                   {Step.ov_check: check_ov}, open_detector, auto_precisions=("auto",))
