@@ -69,7 +69,7 @@ def test_the_cache_step_makes_only_pending_steps_asked_for_in_the_backends_order
 
 def test_the_backend_choices_and_device_kinds_come_from_the_registry():
     names = [spec.name for spec in registry.BACKENDS]
-    assert [b.value for b in registry.Backend] == ["auto", *names] and names == ["torch", "trt", "ort"]
+    assert [b.value for b in registry.Backend] == ["auto", *names] and names == ["torch", "trt", "ov", "ort"]
     assert registry.DEVICE_KINDS == ("cpu", "cuda", "tensorrt")
     with pytest.raises(InputError, match=r"--device must be cpu, cuda\[:N\], tensorrt\[:N\] or N, got 'npu'"):
         registry.check_device("npu")
@@ -88,8 +88,8 @@ def test_a_resolved_model_keeps_its_backend_and_types_through_pickle_and_prints_
 
 def test_precision_words_are_checked_once_with_a_named_refusal():
     assert cpu_precision("int8") is CpuPrecision.int8 and f"{CpuPrecision.auto}" == "auto"
-    with pytest.raises(InputError, match=r"--precision must be one of auto, fp32, int8, got 'bf16'"):
-        cpu_precision("bf16")
+    with pytest.raises(InputError, match=r"--precision must be one of auto, fp32, int8, bf16, got 'int4'"):
+        cpu_precision("int4")
     with pytest.raises(InputError, match="--precision must be one of auto, fp32, int8"):
         registry.resolve_model(default_model_path(), precision="fp16", caps=Capabilities())
     assert get_profile("gpu").precision is Precision.fp16

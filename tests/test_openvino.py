@@ -83,7 +83,7 @@ def test_fp32_maps_match_onnxruntime(phantoms):
 def test_bf16_maps_and_corners_stay_close(phantoms):
     _, records, card, jobs = phantoms
     with OpenVinoRunner(default_model_path(), "bf16", threads=1) as runner:
-        assert runner.identity().endswith("+ov-bf16")
+        assert runner.identity().endswith("+bf16")
         mine = with_runner(jobs, runner)
     differences = [relative_difference(job.maps, ref.maps) for (job, _), (ref, _) in zip(mine, jobs, strict=True)]
     assert 0 < max(differences) <= BF16_REL  # BF16 really ran: FP32 would differ by < FP32_REL
@@ -121,9 +121,9 @@ def test_the_centre_detector_finds_the_same_centres(phantoms):
     ort_runner, card = open_detector(default_detector_path())
     image = read_image(root / records[0].file)
     pyramid = build_pyramid(image.pixels)
-    size = card.input_side if card.input_shape[0] == card.input_shape[1] else card.input_shape
-    with ort_runner, OpenVinoRunner(default_detector_path(), "fp32", threads=1, patch_size=size,
-                                    out_channels=len(card.names)) as ov_runner:
+    ov_runner, _ = open_detector(default_detector_path(), backend="ov")  # through the registry
+    assert isinstance(ov_runner, OpenVinoRunner) and ov_runner.hint == "LATENCY"
+    with ort_runner, ov_runner:
         found = [detect_centres(pyramid, image.pixels.shape, records[0].file, None, card, runner.infer)
                  for runner in (ort_runner, ov_runner)]
     ort_found, ov_found = (f.record for f in found)
@@ -217,3 +217,45 @@ def test_cancel_stops_a_running_batch(hint):
         runner.cancel()
         thread.join()
     assert outcome["error"] is not None
+
+
+def test_the_self_check_times_openvino_here_records_it_and_runs_what_wins(tmp_path, monkeypatch, caplog):
+    """The cache step of auto where OpenVINO's accuracy is recorded (by a benchmark elsewhere) but not its speed
+    here: rows of every graph timed in interleaved rounds, then OpenVINO or ONNX Runtime as those rows decide."""
+    import json
+    import logging
+    import os
+    import shutil
+
+    from vcorner.backends import materialize, probe, resolve_model
+    from vcorner.backends.openvino import cache
+    from vcorner.models.card import sha256_file
+    from vcorner.models.evidence import read_rows, shipped_evidence_path, user_results_path
+    from vcorner.models.ov_evidence import ov_wins
+
+    model = tmp_path / "m.onnx"
+    for suffix in ("", ".json"):
+        shutil.copy(f"{default_model_path()}{suffix}", f"{model}{suffix}")
+    elsewhere = {"cpu": "Another CPU", "cores": 64, "cpu_flags": ["amx_int8"]}
+    sha = sha256_file(model)
+    shipped_evidence_path(model).write_text(json.dumps(
+        {"backend": "ov", "precision": "fp32", "device": "cpu", "batch": 64, "status": "ok", "patches_per_s": 1.0,
+         "p2p_delta": 0.0, "model_sha256": sha, "variant_sha256": sha, "date": "1", "machine": elsewhere}) + "\n")
+    monkeypatch.setenv("VCORNER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cache, "SECONDS", 0.05)
+    monkeypatch.setattr(cache, "ROUNDS", 2)
+    first = resolve_model(model, caps=probe())
+    assert (first.backend, first.precision, first.pending) == ("ov", "fp32", ("ov_check",))
+    assert first.threads is None  # left to whichever backend wins
+    with caplog.at_level(logging.WARNING, logger="vcorner.backends.openvino.cache"):
+        checked = materialize(first)
+    rows = read_rows(user_results_path())
+    assert [(r["backend"], r["precision"], r["source"], len(r["rates"])) for r in rows] == [
+        ("ort", "fp32", "self-check", 2), ("ov", "fp32", "self-check", 2)]
+    assert rows[0]["machine"]["cores"] == os.cpu_count() and rows[1]["p2p_delta"] == 0.0
+    expected = ov_wins(rows, sha, None, ("fp32",))
+    assert checked.pending == () and checked.threads is not None
+    assert (checked.backend, checked.precision) == (("ov", "fp32") if expected.precision else ("ort", "fp32"))
+    assert "OpenVINO self-check on this CPU" in caplog.text and expected.reason in checked.reason
+    again = resolve_model(model, caps=probe())  # decided from the recorded rows, no second check
+    assert again.pending == () and again.backend == checked.backend

@@ -1,4 +1,5 @@
-"""Inference backends, one folder each (``ort/``, ``trt/``, ``torch/``): its probe, its resolution rule, its cache
+"""Inference backends, one folder each (``ort/``, ``trt/``, ``torch/``, ``openvino/``): its probe, its resolution
+rule, its cache
 steps and its runner behind :class:`~vcorner.backends.base.BackendSpec`; and the resolution that iterates over
 them (:mod:`vcorner.backends.registry`).
 
@@ -7,12 +8,12 @@ them (:mod:`vcorner.backends.registry`).
 """
 
 from vcorner.backends.base import BackendSpec, ModelRequest, ResolvedModel, Step
-from vcorner.backends.ort.detector import open_detector
 from vcorner.backends.registry import (
     BACKENDS,
     Backend,
     check_device,
     materialize,
+    open_detector,
     open_runner,
     probe,
     resolve_model,

@@ -29,6 +29,9 @@ class Step(TextEnum):
     """Build the TensorRT plan of the profile on this GPU (:func:`vcorner.export.tensorrt_build.ensure_engine`)."""
     int8_check = "int8_check"
     """Time the INT8 variant on this CPU, then choose (:func:`vcorner.export.int8_check.self_check`)."""
+    ov_check = "ov_check"
+    """Time OpenVINO against ONNX Runtime on this CPU, then choose
+    (:func:`vcorner.backends.openvino.cache.check_ov`)."""
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class ResolvedModel:
 
     Attributes:
         named: the model the user named (default: the shipped one).
-        backend: the backend's name (``ort``, ``trt``, ``torch``; never ``auto``), a
+        backend: the backend's name (``ort``, ``trt``, ``torch``, ``ov``; never ``auto``), a
             :data:`vcorner.backends.registry.Backend` member once resolved.
         device: ``cpu``, ``cuda:N`` or ``tensorrt:N`` (ONNX Runtime's TensorRT provider).
         graph: the file the runner loads: the ONNX model, its INT8 or FP16 variant, or the checkpoint.
@@ -48,7 +51,7 @@ class ResolvedModel:
         card_digest: SHA-256 of the card's content (:func:`vcorner.models.modelfile.card_digest`).
         reason: one line: why this backend and graph.
         profile: export profile name of GPU runs (batch range and precision), None for CPU runs.
-        threads: ONNX Runtime intra-op threads (None: all cores).
+        threads: inference threads (ONNX Runtime intra-op, OpenVINO ``INFERENCE_NUM_THREADS``; None: all cores).
         cpu_graph: ONNX Runtime GPU runs: the graph to run instead if the CPU provider ends up running it.
         engine: TensorRT: the plan file (:mod:`vcorner.models.engines`).
         cuda_graphs: torch on CUDA: replay CUDA graphs (with ``profile`` given).
@@ -129,6 +132,10 @@ class BackendSpec:
         steps: the cache steps it may leave pending, each with the function that makes it, in the order
             they run.
         open: a resolved model with nothing pending -> its (not yet entered) runner.
+        detector: (detector graph, card's input side or (h, w), maps per input, SHA-256, threads) -> its (not yet
+            entered) runner; None: it does not run the centre detector.
+        auto_precisions: the ``--precision`` values with which ``--backend auto`` may give it a model (None: any);
+            OpenVINO takes only ``auto``, so ``--precision fp32|int8`` keeps naming ONNX Runtime's graphs.
     """
 
     name: str
@@ -138,3 +145,5 @@ class BackendSpec:
     resolve: Callable[[ModelRequest, Capabilities, str], ResolvedModel]
     open: Callable[[ResolvedModel], Runner]
     steps: Mapping[Step, Callable[[ResolvedModel], ResolvedModel]] = field(default_factory=dict)
+    detector: Callable[[Path, int | tuple[int, int], int, str, int | None], Runner] | None = None
+    auto_precisions: tuple[str, ...] | None = None

@@ -12,17 +12,18 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from vcorner.backends import ort, trt
+from vcorner.backends import openvino, ort, trt
 from vcorner.backends import torch as torch_backend
 from vcorner.backends.base import BackendSpec, ModelRequest, ResolvedModel, Step
 from vcorner.hardware.capabilities import Capabilities, probe_machine
 from vcorner.io.records import InputError
-from vcorner.models.modelfile import default_model_path
+from vcorner.models.detector_card import DetectorCard
+from vcorner.models.modelfile import default_model_path, is_checkpoint, read_detector_card
 from vcorner.models.precision import TextEnum, cpu_precision
 from vcorner.models.profiles import get_profile
 from vcorner.runtime.base import Runner
 
-BACKENDS: tuple[BackendSpec, ...] = (torch_backend.SPEC, trt.SPEC, ort.SPEC)
+BACKENDS: tuple[BackendSpec, ...] = (torch_backend.SPEC, trt.SPEC, openvino.SPEC, ort.SPEC)
 """Every backend, in the order ``--backend auto`` asks them: the first whose ``choose`` takes the model runs it."""
 
 Backend = TextEnum("Backend", [("auto", "auto")] + [(spec.name, spec.name) for spec in BACKENDS], module=__name__)
@@ -65,11 +66,15 @@ def check_device(device: str | None) -> None:
         raise InputError(f"--device must be {kinds} or N, got {device!r}")
 
 
-def choose_backend(model: Path, backend: str, device: str | None, caps: Capabilities) -> tuple[BackendSpec, str]:
-    """(the backend that runs ``model``, why) for ``backend``, which may be ``auto``."""
+def choose_backend(model: Path, backend: str, device: str | None, caps: Capabilities,
+                   precision: str = "auto") -> tuple[BackendSpec, str]:
+    """(the backend that runs ``model``, why) for ``backend``, which may be ``auto``; under ``auto`` a backend
+    whose ``auto_precisions`` leave out ``precision`` is not asked."""
     if backend != Backend.auto:
         return spec_of(backend), f"--backend {backend}"
     for spec in BACKENDS:
+        if spec.auto_precisions is not None and precision not in spec.auto_precisions:
+            continue
         why = spec.choose(model, device, caps)
         if why is not None:
             return spec, why
@@ -84,8 +89,8 @@ def resolve_model(model: Path | None = None, backend: str = Backend.auto, device
 
     ``profile`` names the export profile of GPU runs (default ``gpu``: FP16): the TensorRT engine's batch range
     and precision, the graph ONNX Runtime's GPU providers run, and, given with the torch backend on a CUDA
-    device, torch's FP16 and CUDA graphs (without it torch stays the FP32 reference). ``precision`` is
-    ONNX Runtime's on the CPU (:class:`vcorner.models.precision.CpuPrecision`).
+    device, torch's FP16 and CUDA graphs (without it torch stays the FP32 reference). ``precision`` is the CPU
+    backends' (:class:`vcorner.models.precision.CpuPrecision`: ONNX Runtime's graph, OpenVINO's precision).
 
     Raises:
         InputError: bad device or precision, unknown model file or profile, failed checksum, or a backend that
@@ -97,7 +102,7 @@ def resolve_model(model: Path | None = None, backend: str = Backend.auto, device
         get_profile(profile)
     model = Path(model) if model is not None else default_model_path()
     caps = caps or probe()
-    spec, why = choose_backend(model, request.backend, device, caps)
+    spec, why = choose_backend(model, request.backend, device, caps, request.precision)
     resolved = spec.resolve(replace(request, model=model), caps, why)
     return replace(resolved, backend=Backend(spec.name))
 
@@ -127,3 +132,28 @@ def open_runner(resolved: ResolvedModel) -> Runner:
         raise InputError(f"{resolved.named}: {' and '.join(resolved.pending)} not made yet for {resolved.describe()}; "
                          "run vcorner export MODEL --fp16 --engine, or vcorner batch, whose cache step makes them")
     return spec_of(resolved.backend).open(resolved)
+
+
+def open_detector(model: Path, device: str = "cpu", threads: int | None = 1,
+                  backend: str = "ort") -> tuple[Runner, DetectorCard]:
+    """The (not yet entered) runner of a centre detector on ``backend``'s CPU (``ort`` or ``ov``), and its verified
+    card.
+
+    ``threads`` defaults to 1: the detector runs inside the batch's loader thread, beside the corner model's
+    inference, which has the cores.
+
+    Raises:
+        InputError: missing file, checksum mismatch, not a detector, not an ONNX file, a device other than the
+            CPU, or a backend that does not run detectors. MachineError: the backend is not installed here.
+    """
+    card, digest = read_detector_card(model)
+    if is_checkpoint(model):
+        raise InputError(f"{model}: export the detector to ONNX first (vcorner export {model} --out detector.onnx)")
+    if device != "cpu":
+        raise InputError(f"the centre detector runs on the CPU, not {device}")
+    spec = spec_of(backend)
+    if spec.detector is None:
+        raise InputError(f"--backend {backend} does not run the centre detector; "
+                         f"{', '.join(s.name for s in BACKENDS if s.detector)} do")
+    size = card.input_side if card.input_shape[0] == card.input_shape[1] else card.input_shape
+    return spec.detector(Path(model), size, len(card.names), digest, threads), card

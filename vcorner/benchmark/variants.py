@@ -13,6 +13,7 @@ from vcorner.benchmark.models import ModelFiles, int8_model
 from vcorner.benchmark.settings import BenchmarkSettings, Skip
 from vcorner.hardware.capabilities import Capabilities
 from vcorner.hardware.cuda import torch_cuda_available
+from vcorner.io.records import MachineError
 from vcorner.models.card import sha256_file
 from vcorner.models.precision import Precision
 from vcorner.runtime.base import Runner
@@ -53,6 +54,29 @@ def ort_model(files: ModelFiles, precision: str, scratch: Path, settings: Benchm
     return resolved
 
 
+def ov_model(files: ModelFiles, precision: str, scratch: Path, settings: BenchmarkSettings,
+             caps: Capabilities) -> ResolvedModel:
+    """OpenVINO on the CPU in ``precision`` (INT8 on the INT8 file ONNX Runtime's row times), with ONNX Runtime
+    FP32's thread count so that rows compare like for like; or Skip."""
+    if files.onnx is None:
+        raise Skip(files.no_onnx_reason)
+    if precision == "fp16":
+        raise Skip("OpenVINO runs fp32, bf16 and int8 on the CPU")
+    if not caps.devices(Backend.ov):
+        raise Skip("OpenVINO is not installed (pip install 'vcorner[openvino]')")
+    threads = settings.threads or resolve_model(files.onnx, Backend.ort, "cpu", caps=caps).threads
+    try:
+        resolved = resolve_model(files.onnx, Backend.ov, "cpu", threads, caps=caps,
+                                 precision="fp32" if precision == "int8" else precision)
+    except MachineError as err:
+        raise Skip(str(err)) from None
+    if precision != "int8":
+        return resolved
+    int8 = int8_model(files, scratch, settings)
+    return replace(resolved, graph=int8, graph_sha256=sha256_file(int8), precision=Precision.int8,
+                   reason="vcorner benchmark: OpenVINO on the INT8 variant")
+
+
 def torch_model(files: ModelFiles, precision: str, caps: Capabilities) -> ResolvedModel:
     """torch eager in ``precision`` (on a GPU: channels_last and one CUDA graph per batch size), or Skip."""
     if precision == "int8":
@@ -81,12 +105,16 @@ def trt_model(files: ModelFiles, precision: str, caps: Capabilities) -> Resolved
 def variant_model(files: ModelFiles, backend: str, precision: str, scratch: Path, settings: BenchmarkSettings,
                   caps: Capabilities) -> ResolvedModel:
     """The resolved model of (``backend``, ``precision``); raises Skip with the reason if impossible here."""
+    if precision == "bf16" and backend != "ov":
+        raise Skip("BF16 runs on OpenVINO only (--backend ov)")
     if backend == "trt":
         return trt_model(files, precision, caps)
     if backend == "torch":
         return torch_model(files, precision, caps)
     if backend == "ort":
         return ort_model(files, precision, scratch, settings, caps)
+    if backend == "ov":
+        return ov_model(files, precision, scratch, settings, caps)
     raise Skip(f"unknown backend {backend!r}")
 
 

@@ -91,8 +91,8 @@ def batch(
         min=1, help="Images handed to a Ray actor per call, their patches inferred together (default: enough for "
                     "4 full batches, at most 64).")] = None,
     precision: Annotated[str, typer.Option(
-        "--precision", help="Graph ONNX Runtime runs on the CPU: auto (INT8 where recorded or self-checked "
-                            "evidence shows it wins here), fp32 or int8.")] = "auto",
+        "--precision", help="What runs on the CPU: auto (INT8, or OpenVINO, where recorded or self-checked "
+                            "evidence shows it wins here), fp32, int8 or bf16 (--backend ov).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Write into an OUT whose corners.csv, errors.csv, run.json, "
                                                        "centers.detected.csv or measurements.csv vcorner did not "
                                                        "write (they are moved into previous-<time>/).")] = False,

@@ -3,8 +3,9 @@
 - :class:`Precision`: the numbers a graph computes in: what an export profile asks for
   (``export/profiles.toml``), what a variant's card records (:func:`vcorner.models.variants.card_precision`) and
   what a resolved model runs (``ResolvedModel.precision``).
-- :class:`CpuPrecision`: what ``--precision`` asks of ONNX Runtime on the CPU: ``auto`` lets recorded evidence
-  choose between the model and its INT8 variant (:mod:`vcorner.models.evidence`).
+- :class:`CpuPrecision`: what ``--precision`` asks of the CPU backends (ONNX Runtime, OpenVINO): ``auto`` lets
+  recorded evidence choose between the model and its INT8 variant (:mod:`vcorner.models.evidence`) and whether
+  OpenVINO runs it (:mod:`vcorner.models.ov_evidence`); ``bf16`` runs on OpenVINO only.
 
 Both are :class:`TextEnum`: they compare equal to, format as and serialize to their plain value
 (``Precision.fp16 == "fp16"``), so files that record a precision read the same as before they were typed.
@@ -33,21 +34,29 @@ class Precision(TextEnum):
     fp32 = "fp32"
     fp16 = "fp16"
     int8 = "int8"
+    bf16 = "bf16"
+    """OpenVINO's ``INFERENCE_PRECISION_HINT=bf16`` on the FP32 graph (a CPU with BF16); no file records it."""
 
 
 class CpuPrecision(TextEnum):
-    """``--precision`` of ONNX Runtime on the CPU: ``auto`` runs the INT8 variant where evidence says it wins."""
+    """``--precision`` on the CPU: ``auto`` runs the INT8 variant (and OpenVINO) where evidence says it wins;
+    ``bf16`` is OpenVINO's (ONNX Runtime refuses it by name)."""
 
     auto = "auto"
     fp32 = "fp32"
     int8 = "int8"
+    bf16 = "bf16"
+
+
+FILE_PRECISIONS = (Precision.fp32, Precision.fp16, Precision.int8)
+"""What a card or an export profile may record: BF16 is a runtime's setting on the FP32 graph, never a file's."""
 
 
 def cpu_precision(value: str) -> CpuPrecision:
     """``value`` as a :class:`CpuPrecision`.
 
     Raises:
-        InputError: anything but ``auto``, ``fp32`` or ``int8``.
+        InputError: anything but ``auto``, ``fp32``, ``int8`` or ``bf16``.
     """
     try:
         return CpuPrecision(value)
@@ -59,9 +68,8 @@ def precision_of(value: str, where: str) -> Precision:
     """``value`` read from ``where`` (a card, a profile) as a :class:`Precision`.
 
     Raises:
-        InputError: a precision vcorner does not run.
+        InputError: a precision no file records (bf16 is OpenVINO's setting, not a graph's).
     """
-    try:
-        return Precision(value)
-    except ValueError:
-        raise InputError(f"{where}: precision {value!r} is none of {', '.join(Precision)}") from None
+    if value not in FILE_PRECISIONS:
+        raise InputError(f"{where}: precision {value!r} is none of {', '.join(FILE_PRECISIONS)}")
+    return Precision(value)

@@ -194,4 +194,4 @@ def _calibrate(checkpoint: Path, data: Path, records: list, dev: torch.device, r
     reporter.start_calibration(grid_size())
     card, result = calibrate_checkpoint(checkpoint, data, records, str(dev), progress=reporter.calibration_step)
     return {"images": card.training["tune_images"], "ellipse_scale": card.decode.ellipse_scale,
-            **result.coverage}
+            "patches_per_vertebra": card.sampling.patches_per_vertebra, **result.coverage}

@@ -179,10 +179,10 @@ class OpenVinoRunner(Runner):
         self.compiled = self.queue = self.request = None
 
     def identity(self) -> str:
-        """The graph's SHA-256, with ``+ov-bf16`` when it runs in BF16 (FP32 and INT8 are fixed by the file)."""
+        """The graph's SHA-256, with ``+bf16`` when it runs in BF16 (FP32 and INT8 are fixed by the file)."""
         if self.known_sha256 is None:
             self.known_sha256 = sha256_file(self.model)
-        return self.known_sha256 + ("+ov-bf16" if self.precision == "bf16" else "")
+        return self.known_sha256 + ("+bf16" if self.precision == "bf16" else "")
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=np.float32)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from vcorner.backends.base import BackendSpec, ResolvedModel, Step
 from vcorner.backends.ort import rule
 from vcorner.backends.ort.cache import check_int8
+from vcorner.backends.ort.detector import detector_runner
 from vcorner.backends.shared import make_fp16
 from vcorner.runtime.base import Runner
 
@@ -20,4 +21,4 @@ def open_runner(resolved: ResolvedModel) -> Runner:
 
 
 SPEC = BackendSpec(rule.NAME, ("cpu", "cuda", "tensorrt"), rule.probe, rule.choose, rule.resolve, open_runner,
-                   {Step.fp16: make_fp16, Step.int8_check: check_int8})
+                   {Step.fp16: make_fp16, Step.int8_check: check_int8}, detector_runner)

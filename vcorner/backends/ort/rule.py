@@ -70,11 +70,13 @@ def resolve(request: ModelRequest, caps: Capabilities, why: str) -> ResolvedMode
     for FP32) and the batch's decoding and corner-search threads the rest.
 
     Raises:
-        InputError: a checkpoint, ``--precision int8`` off the CPU, or no INT8 variant for it.
+        InputError: a checkpoint, ``--precision int8`` off the CPU, no INT8 variant for it, or bf16.
     """
     model, threads = Path(request.model), request.threads
     card, sha = onnx_model(model)
     precision = CpuPrecision(request.precision)
+    if precision == CpuPrecision.bf16:
+        raise InputError("--precision bf16 runs on OpenVINO (--backend ov), not ONNX Runtime")
     if precision == CpuPrecision.auto and request.backend != "auto":
         precision = CpuPrecision.fp32  # --backend ort names the graph as given
     device = request.device or devices(caps)[0]

@@ -65,7 +65,7 @@ def open_ray(plan: Plan, request: ModelRequest,
 
     import_ray()
     cluster = join_cluster(settings.address, settings.actors, settings.gpus_per_actor) if plan.images else None
-    resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16", "int8_check"))
+    resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16", "int8_check", "ov_check"))
     yield RayExecutor(cluster, resolved, settings), resolved
 
 
