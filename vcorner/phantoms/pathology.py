@@ -25,8 +25,17 @@ from dataclasses import replace
 
 import numpy as np
 
-from vcorner.phantoms.anatomy import (DISC_MM, LEVELS, BodyShape, Spine, assemble, body_corners, sample_shape,
-                                     sample_spine, slip_above)
+from vcorner.phantoms.anatomy import (
+    DISC_MM,
+    LEVELS,
+    BodyShape,
+    Spine,
+    assemble,
+    body_corners,
+    sample_shape,
+    sample_spine,
+    slip_above,
+)
 
 PATHOLOGIES: tuple[str, ...] = ("rare", "clinical")
 """``vcorner synth --pathology`` choices: ``rare`` (the default renderer's own) and ``clinical`` (this module)."""
