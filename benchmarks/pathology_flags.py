@@ -34,8 +34,9 @@ from vcorner.measure.compare import (
     flag_detection,
     truth_measurements,
 )
-from vcorner.measure.intervals import POSSIBLE_PERCENTILE, ImageCorners, measure_image
+from vcorner.measure.intervals import GENANT_POSSIBLE_PERCENTILE, ImageCorners, measure_image
 from vcorner.models.modelfile import default_model_path
+from vcorner.models.resolve import ModelRequest
 from vcorner.stages.finish import finish
 
 MEASURES = {"heights": ("anterior_height", "middle_height", "posterior_height"), "listhesis": ("listhesis",),
@@ -66,16 +67,17 @@ def decode_all(jobs, card, decode) -> tuple[list[ImageCorners], dict]:
 
 
 def score(images: list[ImageCorners], p2p: dict, records, possible: float) -> dict:
-    """P2P by vertebra kind, flags (``possible``: :data:`vcorner.measure.intervals.POSSIBLE_PERCENTILE`) and
-    measures of one decoding."""
+    """P2P by vertebra kind, flags (``possible``: the percentile of both ``possible_`` flags, as
+    :data:`vcorner.measure.intervals.GENANT_POSSIBLE_PERCENTILE`) and measures of one decoding."""
     unit = common_unit(records)[0]
     by_file = {r.file: r for r in records}
     predicted = [row for image in images for row in measure_image(image, spacing_in(unit, by_file[image.image]),
-                                                                  possible=possible)]
+                                                                  possible=(possible, possible))]
     truth = truth_measurements(records, unit=unit)
     deformed = deformed_vertebrae(truth)
     per = compare_measurements(predicted, truth)
-    out = {"p2p_normal": np.mean([e for k, e in p2p.items() if k not in deformed]),
+    out = {"p2p_all": np.mean(list(p2p.values())),
+           "p2p_normal": np.mean([e for k, e in p2p.items() if k not in deformed]),
            "p2p_deformed": np.mean([e for k, e in p2p.items() if k in deformed]),
            "n_normal": sum(k not in deformed for k in p2p), "n_deformed": sum(k in deformed for k in p2p),
            "flags": flag_detection(predicted, truth), "value": detection(predicted, truth)}
@@ -98,7 +100,8 @@ def _line(label: str, s: dict) -> str:
     f, v = s["flags"], s["value"]
     rates = (f["genant_N (Genant grade >= 1)"], f["genant_N or possible_genant_N"], v["genant_grade>=1"],
              f["slip (>= 3 mm)"], f["slip or possible_slip"], v["slip>=3mm"])
-    return (f"| {label} | {s['p2p_normal']:.3f} ({s['n_normal']}) | {s['p2p_deformed']:.3f} ({s['n_deformed']}) | "
+    return (f"| {label} | {s['p2p_all']:.3f} | {s['p2p_normal']:.3f} ({s['n_normal']}) | "
+            f"{s['p2p_deformed']:.3f} ({s['n_deformed']}) | "
             + " | ".join(_pct(r) for r in rates)
             + f" | {s['heights_mae']:.3f} / {s['heights_coverage']:.1%} | {s['listhesis_mae']:.3f} / "
               f"{s['listhesis_coverage']:.1%} | {s['angles_mae']:.2f} / {s['angles_coverage']:.1%} | "
@@ -112,22 +115,22 @@ def main() -> None:
     parser.add_argument("--variant", nargs="*", default=["shipped:"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pathology_flags.md")
     parser.add_argument("--label", default="")
-    parser.add_argument("--possible", type=float, nargs="*", default=[POSSIBLE_PERCENTILE],
-                        help="percentiles of the draws that raise a possible_ flag (one row each)")
+    parser.add_argument("--possible", type=float, nargs="*", default=[GENANT_POSSIBLE_PERCENTILE],
+                        help="percentiles of the draws that raise a possible_ flag, for both flags (one row each)")
     args = parser.parse_args()
     model = args.model or default_model_path()
     records = read_annotations(args.data / "annotations.json")
-    runner, resolved = open_model(model)
+    runner, resolved = open_model(ModelRequest(model, precision="fp32"))
     card = resolved.card
     began = time.perf_counter()
     with runner:
         jobs = infer_records(args.data, records, runner, card)
     lines = [f"\n{args.label} {len(jobs)} images of {args.data} ({args.data.name}); model {model.name}; "
-             f"inference {time.perf_counter() - began:.0f} s; "
+             f"FP32, {resolved.describe()}; inference {time.perf_counter() - began:.0f} s; "
              "sens / spec (true positives); P2P in mm (vertebrae); MAE in mm and degrees\n",
-             "| variant | P2P normal | P2P deformed | genant_N | genant_N or possible | found grade >= 1 | slip | "
+             "| variant | P2P all | P2P normal | P2P deformed | genant_N | genant_N or possible | found grade >= 1 | slip | "
              "slip or possible | found slip >= 3 mm | heights MAE / cov | listhesis MAE / cov | angles MAE / cov | "
-             "lowest coverage |", "|" + "---|" * 13]
+             "lowest coverage |", "|" + "---|" * 14]
     records = [r for _, r in jobs]
     for text in args.variant:
         name, fields = parse_variant(text)

@@ -94,10 +94,12 @@ def _intervals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-POSSIBLE_PERCENTILE = 97.5
-"""A ``possible_`` flag is raised when this percentile of a measure's draws reaches a clinical threshold that its
-95% interval does not lie beyond (97.5: the interval straddles it); chosen on validation phantoms (README.md,
+GENANT_POSSIBLE_PERCENTILE = 97.5
+"""``possible_genant_N`` is raised when this percentile of the height loss's draws reaches grade N's threshold that
+its 95% interval does not lie above (97.5: the interval straddles it); chosen on validation phantoms (README.md,
 Measurements)."""
+SLIP_POSSIBLE_PERCENTILE = 97.5
+"""``possible_slip`` likewise, for the slip's draws and :data:`SLIP_MM`."""
 
 
 def _percentiles(values: np.ndarray, possible: float) -> tuple[float, float, float, float]:
@@ -109,7 +111,7 @@ def _percentiles(values: np.ndarray, possible: float) -> tuple[float, float, flo
     return float(low), float(high), float(down), float(up)
 
 
-def genant_flags(loss_pct: np.ndarray, possible: float = POSSIBLE_PERCENTILE) -> list[str]:
+def genant_flags(loss_pct: np.ndarray, possible: float = GENANT_POSSIBLE_PERCENTILE) -> list[str]:
     """Flags of one vertebra's height loss, percent, (1 + S,) value and draws: ``genant_N`` for the highest grade N
     whose threshold (:data:`vcorner.measure.definitions.GENANT_LOSS`) the whole 95% interval reaches, and
     ``possible_genant_M`` for a higher grade M whose threshold only the ``possible``-th percentile of the draws
@@ -120,7 +122,7 @@ def genant_flags(loss_pct: np.ndarray, possible: float = POSSIBLE_PERCENTILE) ->
     return ([f"genant_{sure}"] if sure else []) + ([f"possible_genant_{maybe}"] if maybe > sure else [])
 
 
-def slip_flags(slip_mm: np.ndarray, possible: float = POSSIBLE_PERCENTILE) -> list[str]:
+def slip_flags(slip_mm: np.ndarray, possible: float = SLIP_POSSIBLE_PERCENTILE) -> list[str]:
     """Flags of one pair's slip, mm, (1 + S,) value and draws: ``slip`` when the whole 95% interval lies at or beyond
     :data:`SLIP_MM` (anterior or posterior), else ``possible_slip`` when the ``possible``-th percentile of the draws
     reaches it (or the ``100 - possible``-th reaches ``-SLIP_MM``)."""
@@ -138,7 +140,9 @@ def adjacent_pairs(names: Sequence[str]) -> list[int]:
 
 
 def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "right", ap: bool = False,
-                  samples: int = DEFAULT_SAMPLES, possible: float = POSSIBLE_PERCENTILE) -> list[Measurement]:
+                  samples: int = DEFAULT_SAMPLES,
+                  possible: tuple[float, float] = (GENANT_POSSIBLE_PERCENTILE, SLIP_POSSIBLE_PERCENTILE)
+                  ) -> list[Measurement]:
     """Every measure of one image with its 95% interval (README.md, Measurements, defines them); with ``ap``
     (an AP film) only those an AP film defines (:data:`AP_MEASURES`; ``anterior`` is then unused).
 
@@ -146,7 +150,7 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
     spacing (x, y) the corners (and their draws) are first stretched by (1, y / x), so that lengths times x
     and the angles are those of the patient, not of a mean spacing. Images with one vertebra
     get only the per-vertebra measures. A value that is not finite (a degenerate vertebra) is left out with
-    a warning, never written. ``possible``: the percentile of the draws that raises a ``possible_`` flag
+    a warning, never written. ``possible``: the percentiles of the draws that raise a ``possible_`` flag
     (:func:`genant_flags`, :func:`slip_flags`).
     """
     rng = np.random.default_rng(zlib.crc32(corners.image.encode()))
@@ -178,10 +182,10 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
             add(key, name, h[key][:, v] * scale, length_unit, flags)
         add("wedge_ratio", name, h["anterior_height"][:, v] / h["posterior_height"][:, v], "ratio", flags)
         add("height_loss", name, 100.0 * loss[:, v], "%", flags)
-        grade_flags = genant_flags(100.0 * loss[:, v], possible)
+        grade_flags = genant_flags(100.0 * loss[:, v], possible[0])
         add("genant_grade", name, grade[:, v].astype(float), "grade", flags + grade_flags)
     if len(names) >= 2:
-        _pair_measures(add, both, names, base, scale, length_unit, anterior, possible)
+        _pair_measures(add, both, names, base, scale, length_unit, anterior, possible[1])
     return _rows(corners.image, labels, np.stack(columns, axis=1))
 
 
@@ -240,7 +244,7 @@ def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.
 
 
 def _pair_measures(add, both: np.ndarray, names: Sequence[str], base, scale: float, length_unit: str,
-                   anterior: str, possible: float = POSSIBLE_PERCENTILE) -> None:
+                   anterior: str, possible: float = SLIP_POSSIBLE_PERCENTILE) -> None:
     """The per-level and per-image measures of (1 + S, V, 4, 2) corners, V >= 2, passed to ``add`` (``base``: as
     for :func:`_ap_measures`)."""
     slip, pct = d.listhesis(both, anterior)
