@@ -129,8 +129,8 @@ def main() -> None:
              f"FP32, {resolved.describe()}; inference {time.perf_counter() - began:.0f} s; "
              "sens / spec (true positives); P2P in mm (vertebrae); MAE in mm and degrees\n",
              "| variant | P2P all | P2P normal | P2P deformed | genant_N | genant_N or possible | found grade >= 1 | "
-             "slip | slip or possible | found slip >= 3 mm | heights MAE / cov | listhesis MAE / cov | angles MAE / cov | "
-             "lowest coverage |", "|" + "---|" * 14]
+             "slip | slip or possible | found slip >= 3 mm | heights MAE / cov | listhesis MAE / cov | "
+             "angles MAE / cov | lowest coverage |", "|" + "---|" * 14]
     records = [r for _, r in jobs]
     for text in args.variant:
         name, fields = parse_variant(text)
