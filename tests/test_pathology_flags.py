@@ -88,3 +88,35 @@ def test_a_sharp_map_overrules_a_prior_it_disagrees_with() -> None:
                              DecodeConfig(prior_inflation=1.0, prior_sharp_inflation=sharp))
         errors[sharp] = np.mean([np.linalg.norm(f.xy - c, axis=1) for f, c in zip(found, corners, strict=True)])
     assert errors[0.0] > 1.0 and errors[1000.0] < 0.5 * errors[0.0]
+
+
+def test_evaluate_reports_each_flags_sensitivity_and_specificity(tmp_path) -> None:
+    """``vcorner evaluate`` prints and writes the sensitivity and specificity of every flag operating point."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from tests.conftest import make_spine
+    from vcorner.cli import app
+    from vcorner.io.annotations import write_annotations
+    from vcorner.io.records import ImageRecord, Vertebra
+
+    spine = make_spine(5)
+    crushed = spine.vertebrae[2].corners.copy()
+    crushed[[1, 3], 1] = crushed[[0, 2], 1].mean() + np.array([-6.0, 6.0])  # anterior height cut to 12 of 40 px
+    vertebrae = [Vertebra(v.name, v.center, crushed if i == 2 else v.corners) for i, v in enumerate(spine.vertebrae)]
+    write_annotations(tmp_path / "annotations.json", [ImageRecord("spine.png", tuple(vertebrae), 0.15)])
+    rows = ["image,vertebra,corner,x,y,confidence,sd_major_px,sd_minor_px,angle_deg,source"]
+    names = ("superior_left", "superior_right", "inferior_left", "inferior_right")
+    for v in vertebrae:
+        rows += [f"spine.png,{v.name},{n},{x + 0.5:.3f},{y:.3f},0.9,0.5,0.5,0.0,network"
+                 for n, (x, y) in zip(names, v.corners, strict=True)]
+    (tmp_path / "corners.csv").write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "corners.csv"), str(tmp_path / "annotations.json"),
+                                      "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    assert "flag genant_N (Genant grade >= 1): sensitivity 100.0%, specificity 100.0%" in result.output
+    assert "flag slip (>= 3 mm): sensitivity n/a" in result.output  # no slip annotated: no sensitivity, never 0%
+    flags = json.loads((tmp_path / "eval" / "metrics.json").read_text())["measurements"]["flags"]
+    assert flags["genant_N or possible_genant_N"]["positives"] == 1
+    assert flags["genant_N or possible_genant_N"]["negatives"] == 4
