@@ -92,7 +92,9 @@ def score(images: list[ImageCorners], p2p: dict, records, possible: float) -> di
 
 def _pct(row: dict) -> str:
     s, p = row["sensitivity"], row["specificity"]
-    return f"{s:.0%} / {p:.1%} ({row['positives']})" if s is not None else "-"
+    sens = f"{s:.0%}" if s is not None else "n/a"
+    spec = f"{p:.1%}" if p is not None else "n/a"
+    return f"{sens} / {spec} ({row['positives']})"
 
 
 def _line(label: str, s: dict) -> str:
