@@ -34,7 +34,7 @@ from vcorner.measure.compare import (
     flag_detection,
     truth_measurements,
 )
-from vcorner.measure.intervals import GENANT_POSSIBLE_PERCENTILE, ImageCorners, measure_image
+from vcorner.measure.intervals import GENANT_POSSIBLE_PERCENTILE, SLIP_POSSIBLE_PERCENTILE, ImageCorners, measure_image
 from vcorner.models.modelfile import default_model_path
 from vcorner.models.resolve import ModelRequest
 from vcorner.stages.finish import finish
@@ -66,13 +66,13 @@ def decode_all(jobs, card, decode) -> tuple[list[ImageCorners], dict]:
     return images, p2p
 
 
-def score(images: list[ImageCorners], p2p: dict, records, possible: float) -> dict:
-    """P2P by vertebra kind, flags (``possible``: the percentile of both ``possible_`` flags, as
-    :data:`vcorner.measure.intervals.GENANT_POSSIBLE_PERCENTILE`) and measures of one decoding."""
+def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float, float]) -> dict:
+    """P2P by vertebra kind, flags (``possible``: the percentiles of the ``possible_`` flags of Genant grades and
+    slips, as :data:`vcorner.measure.intervals.GENANT_POSSIBLE_PERCENTILE`) and measures of one decoding."""
     unit = common_unit(records)[0]
     by_file = {r.file: r for r in records}
     predicted = [row for image in images for row in measure_image(image, spacing_in(unit, by_file[image.image]),
-                                                                  possible=(possible, possible))]
+                                                                  possible=possible)]
     truth = truth_measurements(records, unit=unit)
     deformed = deformed_vertebrae(truth)
     per = compare_measurements(predicted, truth)
@@ -117,8 +117,9 @@ def main() -> None:
     parser.add_argument("--variant", nargs="*", default=["shipped:"])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pathology_flags.md")
     parser.add_argument("--label", default="")
-    parser.add_argument("--possible", type=float, nargs="*", default=[GENANT_POSSIBLE_PERCENTILE],
-                        help="percentiles of the draws that raise a possible_ flag, for both flags (one row each)")
+    parser.add_argument("--possible", type=float, nargs="*", default=None,
+                        help="percentiles of the draws that raise a possible_ flag, for both flags (one row each; "
+                             "default: the shipped GENANT_ and SLIP_POSSIBLE_PERCENTILE)")
     args = parser.parse_args()
     model = args.model or default_model_path()
     records = read_annotations(args.data / "annotations.json")
@@ -137,8 +138,10 @@ def main() -> None:
     for text in args.variant:
         name, fields = parse_variant(text)
         images, p2p = decode_all(jobs, card, replace(card.decode, **fields))
-        for possible in args.possible:
-            label = f"{name} {fields or ''} possible at p{possible:g}"
+        pairs = [(q, q) for q in args.possible] if args.possible else [(GENANT_POSSIBLE_PERCENTILE,
+                                                                          SLIP_POSSIBLE_PERCENTILE)]
+        for possible in pairs:
+            label = f"{name} {fields or ''} possible at p{possible[0]:g} / p{possible[1]:g}"
             lines.append(_line(label, score(images, p2p, records, possible)))
             print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
