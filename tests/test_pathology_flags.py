@@ -27,7 +27,7 @@ def _draws(value: float, low: float, high: float, n: int = 4001) -> np.ndarray:
     (41.0, 50.0, ["genant_3"]),
 ])
 def test_genant_flags_follow_the_interval(low, high, expected) -> None:
-    assert genant_flags(_draws((low + high) / 2, low, high)) == expected
+    assert genant_flags(_draws((low + high) / 2, low, high), possible=97.5) == expected
 
 
 @pytest.mark.parametrize(("low", "high", "expected"), [
@@ -35,7 +35,17 @@ def test_genant_flags_follow_the_interval(low, high, expected) -> None:
     (-4.0, -2.0, ["possible_slip"]), (-3.5, 3.5, ["possible_slip"]),
 ])
 def test_slip_flags_follow_the_interval(low, high, expected) -> None:
-    assert slip_flags(_draws((low + high) / 2, low, high)) == expected
+    assert slip_flags(_draws((low + high) / 2, low, high), possible=97.5) == expected
+
+
+def test_a_lower_percentile_raises_possible_flags_more_sparingly() -> None:
+    """At the 60th percentile, an interval of 15-22% (its 60th percentile near 19%) raises nothing, one of 17-24%
+    (near 21%) a possible grade 1; a slip of 0.5-3.2 mm reaches 3 mm only above its 90th percentile, 2.0-3.4 mm at it."""
+    assert genant_flags(_draws(18.5, 15.0, 22.0), possible=60.0) == []
+    assert genant_flags(_draws(20.5, 17.0, 24.0), possible=60.0) == ["possible_genant_1"]
+    assert slip_flags(_draws(1.8, 0.5, 3.2), possible=90.0) == []
+    assert slip_flags(_draws(1.8, 0.5, 3.2), possible=97.5) == ["possible_slip"]
+    assert slip_flags(_draws(2.7, 2.0, 3.4), possible=90.0) == ["possible_slip"]
 
 
 def test_a_value_without_draws_is_its_own_interval() -> None:
