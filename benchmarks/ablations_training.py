@@ -22,13 +22,13 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.evaluation.metrics import table1_row
 from vcorner.evaluation.patch_bc import dataset_patch_bc, summarize_bc
 from vcorner.evaluation.tune import evaluate_decode, infer_records
 from vcorner.export.onnx_export import export_checkpoint
 from vcorner.io.annotations import read_annotations
 from vcorner.models.modelfile import default_model_path, read_model_card
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.training.recipe import load_recipe
 from vcorner.training.trainer import train
 

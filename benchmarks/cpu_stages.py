@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.phantoms.dataset import synthesize_dataset
-from vcorner.pipeline.batch import BatchOptions, run_batch
+from vcorner.pipeline.local import run_threads
+from vcorner.pipeline.run import BatchSettings
 from vcorner.runtime.base import Runner
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.stages.plan import make_plan
 
 SEED = 20250503
@@ -77,13 +78,13 @@ def main() -> None:
         plan = make_plan(scratch / "data", scratch / "data" / "centers.csv")
         with OnnxRuntimeRunner(model, "cpu") as ort:
             recorder = Recorder(ort)
-            recorded = run_batch(plan, scratch / "recorded", recorder, card,
-                                 BatchOptions(batch_size=args.batch, resume=False, workers=1))
+            recorded = run_threads(plan, scratch / "recorded", recorder, card,
+                                   BatchSettings(batch_size=args.batch, resume=False, workers=1))
         reference = (scratch / "recorded" / "corners.csv").read_text()
         for workers in args.workers * args.repeats:
             out = scratch / f"w{workers}"
-            summary = run_batch(plan, out, Replay(recorder.maps), card,
-                                BatchOptions(batch_size=args.batch, resume=False, workers=workers))
+            summary = run_threads(plan, out, Replay(recorder.maps), card,
+                                  BatchSettings(batch_size=args.batch, resume=False, workers=workers))
             same = (out / "corners.csv").read_text() == reference
             rows.append({"benchmark": "cpu_stages", "model": model.name, "images": len(plan.images),
                          "done": summary.done, "workers": workers, "batch": args.batch,

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import CORNER_NAMES
+from vcorner.backends import ModelRequest
 from vcorner.cli.common import open_model
 from vcorner.evaluation.tune import decode_jobs, infer_records
 from vcorner.io.annotations import read_annotations
 from vcorner.measure import definitions as d
 from vcorner.measure.intervals import SLIP_MM, ImageCorners, measure_image
 from vcorner.models.modelfile import default_model_path
-from vcorner.models.resolve import ModelRequest
 from vcorner.phantoms.dataset import synthesize_dataset
 
 RESULTS = Path(__file__).parent / "results"

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vcorner.backends import open_detector
 from vcorner.benchmark.machine import machine_info
 from vcorner.evaluation.detection import score_detections
 from vcorner.evaluation.metrics import match, read_predictions, table1_row
@@ -37,7 +38,6 @@ from vcorner.io.annotations import read_annotations
 from vcorner.io.centers import load_centers
 from vcorner.io.images import read_image
 from vcorner.models.modelfile import default_detector_path
-from vcorner.runtime.open import open_detector
 from vcorner.stages.detect import run_detector
 
 RESULTS = Path(__file__).parent / "results"

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import onnx
 
+from vcorner.backends import open_detector
 from vcorner.export.fp16 import set_card_metadata
 from vcorner.models.modelfile import write_sidecar
-from vcorner.runtime.open import open_detector
 from vcorner.training.detector_data import load_detector_images
 from vcorner.training.detector_trainer import choose_margins
 

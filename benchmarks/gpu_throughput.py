@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from vcorner import benchmark as lib
+from vcorner.backends.torch.runner import TorchRunner
 from vcorner.export.fp16 import convert_fp16
 from vcorner.export.onnx_export import export_model
 from vcorner.models.modelfile import resolve_checkpoint
 from vcorner.models.profiles import ExportProfile
 from vcorner.network.checkpoint import load_model, save_model
 from vcorner.runtime.base import Runner
-from vcorner.runtime.torch_runner import TorchRunner
 
 RESULTS = Path(__file__).parent / "results" / "gpu_throughput.jsonl"
 CPU_MAX_BATCH = 64
@@ -99,8 +99,8 @@ def variants(args, checkpoint: Path, onnx: Path, scratch: Path, cuda: bool) -> l
     if not tensorrt_installed():
         print("skip: TensorRT FP16 needs tensorrt and cuda-python: pip install 'vcorner[gpu]'")
         return found
+    from vcorner.backends.trt.runner import TensorRTRunner
     from vcorner.export.tensorrt_build import engine_source, ensure_engine
-    from vcorner.runtime.tensorrt_runner import TensorRTRunner
 
     def engine(profile: ExportProfile) -> TensorRTRunner:
         """The profile's engine, built (the cache step) before its runner opens."""

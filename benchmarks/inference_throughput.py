@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.benchmark.machine import stamp
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig
 from vcorner.export.onnx_export import export_model
@@ -25,7 +26,6 @@ from vcorner.models.evidence import append_rows as append_jsonl
 from vcorner.network.checkpoint import load_model
 from vcorner.network.unet import create_model
 from vcorner.postprocess.prior import CornerPrior
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 
 def rate(infer, batch: np.ndarray, seconds: float) -> float:

@@ -20,11 +20,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vcorner.backends import open_detector
 from vcorner.geometry.patches import build_pyramid
 from vcorner.io.images import is_image_path, read_image
 from vcorner.models.modelfile import default_detector_path
 from vcorner.phantoms.dataset import synthesize_dataset
-from vcorner.runtime.open import open_detector
 from vcorner.stages.detect import run_detector
 
 RESULTS = Path(__file__).parent / "results"

@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.geometry.patches import invert_affines
 from vcorner.models.card import ModelCard
 from vcorner.models.modelfile import default_model_path, read_model_card
@@ -33,7 +34,6 @@ from vcorner.postprocess.background import remove_background
 from vcorner.postprocess.decode import vertebra_region
 from vcorner.postprocess.kernels import backproject
 from vcorner.postprocess.reference import backproject_cv2
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 from vcorner.stages.finish import finish
 from vcorner.stages.plan import PlannedImage
 from vcorner.stages.prepare import prepare

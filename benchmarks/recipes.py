@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.network.unet import RECIPES, count_parameters, create_model
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
 
 RESULTS = Path(__file__).parent / "results" / "recipes.jsonl"
 

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from vcorner import benchmark as lib
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 
 RESULTS = Path(__file__).parent / "results" / "roofline.jsonl"
 

@@ -6,7 +6,9 @@
 (same CPU model and core count; :mod:`vcorner.models.evidence`). Shipping the rows that timed
 exactly the shipped FP32 and INT8 files (``vcorner/models/default.benchmark.jsonl``) makes that decision the
 same wherever vcorner is run from, on the machines where the project measured it; elsewhere the rows do not
-apply and FP32 runs until ``vcorner benchmark`` measures that machine.
+apply and FP32 runs until ``vcorner benchmark`` measures that machine. OpenVINO's rows (``--backend ort,ov``)
+ship too: they decide OpenVINO here and record its accuracy, so that the self-check can time it elsewhere
+(:mod:`vcorner.models.ov_evidence`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ def main() -> None:
     model = default_model_path()
     fp32, int8 = sha256_file(model), sha256_file(int8_path(model))
     rows = [r for r in read_rows(args.results)
-            if r.get("model_sha256") == fp32 and r.get("backend") == "ort" and r.get("status") == "ok"
-            and (r.get("precision"), r.get("variant_sha256")) in {("fp32", fp32), ("int8", int8)}]
+            if r.get("model_sha256") == fp32 and r.get("backend") in ("ort", "ov") and r.get("status") == "ok"
+            and (r.get("precision"), r.get("variant_sha256")) in {("fp32", fp32), ("int8", int8), ("bf16", fp32)}]
     out = shipped_evidence_path(model)
     out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     print(f"wrote {len(rows)} rows ({sorted({r['date'] for r in rows})}) to {out}")

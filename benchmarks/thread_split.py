@@ -4,7 +4,7 @@ turns on the same phantoms so that the machine's drift falls on all of them alik
     python benchmarks/thread_split.py [--precision int8] [--configs 1 2 2s] [--rounds 5] [--images 100]
 
 A config is the ONNX Runtime thread count, with ``s`` when its threads spin between operators (ONNX Runtime's
-default; vcorner's sessions sleep, ``vcorner/runtime/onnxruntime_runner.py``). Each round runs the library batch
+default; vcorner's sessions sleep, ``vcorner/backends/ort/runner.py``). Each round runs the library batch
 (``run_batch``, default loader and finisher threads for that runner) twice over the phantoms per config.
 Appends one JSON line per config to benchmarks/results/thread_split.jsonl (rates of every round, their mean).
 """
@@ -20,12 +20,13 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from vcorner import benchmark as lib
+from vcorner.backends.ort.runner import OnnxRuntimeRunner
 from vcorner.hardware.cpu import inference_threads
 from vcorner.models.modelfile import default_model_path, read_model_card
 from vcorner.models.variants import int8_path
 from vcorner.phantoms.dataset import synthesize_dataset
-from vcorner.pipeline.batch import BatchOptions, run_batch
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+from vcorner.pipeline.local import run_threads
+from vcorner.pipeline.run import BatchSettings
 from vcorner.stages.plan import Plan, make_plan
 
 RESULTS = Path(__file__).parent / "results" / "thread_split.jsonl"
@@ -50,7 +51,7 @@ def main() -> None:
     model = default_model_path()
     graph = int8_path(model) if args.precision == "int8" else model
     card = read_model_card(model)
-    options = BatchOptions(batch_size=args.batch, resume=False)
+    options = BatchSettings(batch_size=args.batch, resume=False)
     rates: dict[str, list[float]] = {c: [] for c in args.configs}
     with tempfile.TemporaryDirectory(prefix="vcorner-threads-") as tmp, ExitStack() as stack:
         scratch = Path(tmp)
@@ -60,12 +61,12 @@ def main() -> None:
         for config in args.configs:
             threads, spin = parse_config(config)
             runners[config] = stack.enter_context(OnnxRuntimeRunner(graph, "cpu", threads, spin=spin))
-            run_batch(Plan(plan.images[:2], {}, []), scratch / f"warm-{config}", runners[config], card, options)
+            run_threads(Plan(plan.images[:2], {}, []), scratch / f"warm-{config}", runners[config], card, options)
         for turn in range(args.rounds):
             for config, runner in runners.items():
                 began, done = time.perf_counter(), 0
                 for repeat in range(2):
-                    done += run_batch(plan, scratch / f"{config}-{turn}-{repeat}", runner, card, options).done
+                    done += run_threads(plan, scratch / f"{config}-{turn}-{repeat}", runner, card, options).done
                 rates[config].append(round(done / (time.perf_counter() - began), 2))
                 print(f"round {turn + 1} {args.precision} threads {config}: {rates[config][-1]} images/s", flush=True)
     default = inference_threads(args.precision, card.sampling.patches_per_vertebra)

@@ -18,7 +18,7 @@ from vcorner.geometry.patches import build_pyramid
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
 from vcorner.models.modelfile import default_detector_path
-from vcorner.runtime.open import open_detector
+from vcorner.backends import open_detector
 from vcorner.stages.detect import detect_centres
 
 HEIGHT = 420

@@ -124,7 +124,8 @@ def test_cpu_workers_default_to_the_cores_cpu_inference_leaves_and_all_cores_bes
     import os
 
     from vcorner.hardware.cpu import inference_threads
-    from vcorner.pipeline.batch import MAX_DEFAULT_WORKERS, BatchOptions, available_cores, cpu_workers
+    from vcorner.pipeline.local import MAX_DEFAULT_WORKERS, available_cores, cpu_workers
+    from vcorner.pipeline.run import BatchSettings
     from vcorner.runtime.base import Runner
 
     class Fake(Runner):
@@ -134,10 +135,10 @@ def test_cpu_workers_default_to_the_cores_cpu_inference_leaves_and_all_cores_bes
     cpu, gpu = Fake(), Fake()
     gpu.on_gpu = True
     cores = min(available_cores(), MAX_DEFAULT_WORKERS)
-    assert cpu_workers(cpu, BatchOptions()) == 1 and cpu_workers(gpu, BatchOptions()) == cores
+    assert cpu_workers(cpu, BatchSettings()) == 1 and cpu_workers(gpu, BatchSettings()) == cores
     cpu.threads = 1
-    assert cpu_workers(cpu, BatchOptions()) == max(1, cores - 1)
-    assert cpu_workers(gpu, BatchOptions(workers=2)) == 2 and 1 <= available_cores() <= (os.cpu_count() or 1)
+    assert cpu_workers(cpu, BatchSettings()) == max(1, cores - 1)
+    assert cpu_workers(gpu, BatchSettings(workers=2)) == 2 and 1 <= available_cores() <= (os.cpu_count() or 1)
     # the shipped sampling, 2 patches per vertebra: INT8 costs about what decoding and corner search do, FP32 twice
     assert [inference_threads("int8", 2, n) for n in (1, 2, 3, 4, 16)] == [1, 1, 2, 2, 8]
     assert [inference_threads("fp32", 2, n) for n in (1, 2, 3, 4, 16)] == [1, 2, 2, 3, 11]
@@ -145,15 +146,17 @@ def test_cpu_workers_default_to_the_cores_cpu_inference_leaves_and_all_cores_bes
 
 
 def _toy_run(toy_dataset, tiny_onnx, out, workers: int, runner=None):
+    from vcorner.backends.ort.runner import OnnxRuntimeRunner
     from vcorner.models.modelfile import read_model_card
-    from vcorner.pipeline.batch import BatchOptions, run_batch
-    from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner
+    from vcorner.pipeline.executor import run_batch
+    from vcorner.pipeline.local import ThreadExecutor
+    from vcorner.pipeline.run import BatchRun, BatchSettings
     from vcorner.stages.plan import make_plan
 
     plan = make_plan(toy_dataset, toy_dataset / "centers.csv")
-    options = BatchOptions(batch_size=16, resume=False, workers=workers)
+    run = BatchRun(plan, out, read_model_card(tiny_onnx), BatchSettings(resume=False, workers=workers), batch_size=16)
     with runner or OnnxRuntimeRunner(tiny_onnx) as entered:
-        return run_batch(plan, out, entered, read_model_card(tiny_onnx), options)
+        return run_batch(run, ThreadExecutor(entered))
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -178,16 +181,16 @@ def test_a_failed_write_fails_only_its_image(toy_dataset, tiny_onnx, tmp_path, m
 @pytest.mark.parametrize("workers", [1, 3])
 def test_an_unexpected_error_preparing_an_image_fails_only_that_image(toy_dataset, tiny_onnx, tmp_path,
                                                                       monkeypatch, workers):
-    from vcorner.pipeline import batch
+    from vcorner.pipeline import steps
 
-    prepare = batch.prepare
+    prepare = steps.prepare
 
     def broken(item, *args, **kwargs):
         if item.record.file == "toy1.png":
             raise RuntimeError("cv2.error: (-215) assertion failed")
         return prepare(item, *args, **kwargs)
 
-    monkeypatch.setattr(batch, "prepare", broken)
+    monkeypatch.setattr(steps, "prepare", broken)
     summary = _toy_run(toy_dataset, tiny_onnx, tmp_path / "out", workers)
     assert summary.done == 3 and "RuntimeError: cv2.error" in summary.failed["toy1.png"]
 
@@ -195,15 +198,71 @@ def test_an_unexpected_error_preparing_an_image_fails_only_that_image(toy_datase
 def test_failing_inference_leaves_no_loader_threads(toy_dataset, tiny_onnx, tmp_path):
     import threading
 
+    from vcorner.io.records import MachineError
     from vcorner.runtime.base import Runner
 
     class Broken(Runner):
         on_gpu = True  # several loader threads
 
         def infer(self, batch):
+            if len(batch) == 1:  # the warm-up's blank patch: the device is lost later, amid the images
+                return batch.copy()
             raise RuntimeError("device lost")
 
-    with pytest.raises(RuntimeError, match="device lost"):
+    with pytest.raises(MachineError, match="inference failed on .*RuntimeError: device lost"):
         _toy_run(toy_dataset, tiny_onnx, tmp_path / "out", 3, Broken())
     alive = [t.name for t in threading.enumerate() if t.name.startswith("vcorner-")]
     assert not alive, alive
+
+
+def test_exit_codes_tell_the_users_options_and_files_apart_from_the_machine(xrays, tiny_onnx, tmp_path, monkeypatch):
+    """Bad options exit 2 before OUT exists; bad image files exit 1, each listed in errors.csv; a runtime that fails
+    amid the images exits 3 with one line, keeping the images finished before it (not 2: the command was right)."""
+    from vcorner.backends.ort.runner import OnnxRuntimeRunner
+
+    base = ("batch", xrays, "--centers", xrays / "centers.csv", "--model", tiny_onnx, "--batch-size", 8)
+    bad_option = run_cli(*base, "--out", tmp_path / "o2", "--precision", "int4")
+    assert bad_option.exit_code == 2 and "--precision must be one of" in bad_option.output
+    assert not (tmp_path / "o2").exists()
+
+    bad_files = run_cli(*base, "--out", tmp_path / "o1")
+    assert bad_files.exit_code == 1, bad_files.output
+    errors = (tmp_path / "o1" / "errors.csv").read_text()
+    assert all(name in errors for name in ("broken.png", "gone.png", "outside.png"))
+
+    calls = []
+    infer = OnnxRuntimeRunner.infer
+
+    def lost(self, batch):
+        calls.append(len(batch))
+        if len(calls) > 5:  # the warm-up and 4 batches of 8 pass (some images whole); the device is then lost
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore lines")
+        return infer(self, batch)
+
+    monkeypatch.setattr(OnnxRuntimeRunner, "infer", lost)
+    machine = run_cli(*base, "--out", tmp_path / "o3", "--workers", 1)
+    assert machine.exit_code == 3, machine.output
+    assert "inference failed on ort-cpu: RuntimeError: CUDA error: an illegal memory access" in machine.output
+    assert "not of your input" in machine.output and "more lines" not in machine.output
+    kept = {row["image"] for row in read_rows(tmp_path / "o3" / "corners.csv")}
+    assert kept and kept < {row["image"] for row in read_rows(tmp_path / "o1" / "corners.csv")}
+
+
+def test_a_full_disk_is_the_machines_failure_and_a_missing_folder_the_users(toy_dataset, tiny_onnx, tmp_path,
+                                                                          monkeypatch):
+    import errno
+
+    from vcorner.pipeline import session
+
+    base = ("batch", toy_dataset, "--centers", toy_dataset / "centers.csv", "--model", tiny_onnx)
+    missing = run_cli("batch", tmp_path / "nowhere", "--centers", toy_dataset / "centers.csv", "--out",
+                      tmp_path / "o2", "--model", tiny_onnx)
+    assert missing.exit_code == 2, missing.output
+
+    def full(path, *args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(session, "write_errors", full)
+    result = run_cli(*base, "--out", tmp_path / "o3")
+    assert result.exit_code == 3, result.output
+    assert "errors.csv: No space left on device (a failure of this machine" in result.output

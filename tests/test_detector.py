@@ -113,10 +113,10 @@ def test_a_tiny_detector_learns_and_exports_with_parity(toy_dataset, tmp_path):
     epoch's; the ONNX export matches torch eager (max difference <= 1e-5 of the maps' peak); ONNX Runtime runs it
     through the same runner as the corner model, and the wrong kind of model is refused."""
     pytest.importorskip("torch")
+    from vcorner.backends import open_detector
     from vcorner.config import DetectionConfig
     from vcorner.export.onnx_export import export_checkpoint, max_abs_difference
     from vcorner.network.checkpoint import load_model
-    from vcorner.runtime.open import open_detector
     from vcorner.training.detector_recipe import AugmentSpec, DetectorOptim, DetectorRecipe
     from vcorner.training.detector_trainer import train_detector
     from vcorner.training.recipe import ModelSpec

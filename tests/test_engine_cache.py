@@ -175,11 +175,11 @@ def no_gpu_stack(monkeypatch):
 
 
 NO_GPU = Capabilities("cpu", (), 2)
-GPU_MACHINE = Capabilities("cpu", (), 2, (GPU,), tensorrt=True, ort_devices=("cuda", "cpu"))
+GPU_MACHINE = Capabilities("cpu", (), 2, (GPU,), runtimes={"trt": ("cuda",), "ort": ("cuda", "cpu")})
 
 
 def test_runner_without_tensorrt_says_how_to_install_in_one_line(tmp_path, no_gpu_stack):
-    from vcorner.runtime.tensorrt_runner import TensorRTRunner
+    from vcorner.backends.trt.runner import TensorRTRunner
 
     with pytest.raises(MachineError) as err, TensorRTRunner(tmp_path / "m.plan"):
         pass
@@ -188,14 +188,14 @@ def test_runner_without_tensorrt_says_how_to_install_in_one_line(tmp_path, no_gp
 
 
 def test_the_probe_sees_no_tensorrt_and_no_gpu_without_them(no_gpu_stack):
-    from vcorner.hardware.capabilities import probe
+    from vcorner.backends import probe
 
     caps = probe()
-    assert not caps.tensorrt and caps.gpus == () and caps.ort_devices[-1] == "cpu"
+    assert not caps.devices("trt") and caps.gpus == () and caps.devices("ort")[-1] == "cpu"
 
 
 def test_trt_backend_without_tensorrt_and_auto_falls_back_to_ort(tiny_onnx):
-    from vcorner.models.resolve import Backend, resolve_model
+    from vcorner.backends import Backend, resolve_model
 
     with pytest.raises(MachineError, match=r"pip install 'vcorner\[gpu\]'"):
         resolve_model(tiny_onnx, Backend.trt, caps=NO_GPU)
@@ -203,7 +203,7 @@ def test_trt_backend_without_tensorrt_and_auto_falls_back_to_ort(tiny_onnx):
 
 
 def test_auto_picks_tensorrt_when_it_and_a_gpu_are_present(tiny_onnx):
-    from vcorner.models.resolve import Backend, resolve_model
+    from vcorner.backends import Backend, resolve_model
 
     resolved = resolve_model(tiny_onnx, Backend.auto, caps=GPU_MACHINE)
     assert resolved.backend == Backend.trt and resolved.device == "cuda:0" and resolved.precision == "fp16"
@@ -213,8 +213,7 @@ def test_auto_picks_tensorrt_when_it_and_a_gpu_are_present(tiny_onnx):
 
 
 def test_a_runner_is_never_opened_for_a_graph_still_to_make(tiny_onnx):
-    from vcorner.models.resolve import resolve_model
-    from vcorner.runtime.open import open_runner
+    from vcorner.backends import open_runner, resolve_model
 
     with pytest.raises(InputError, match="not made yet"):
         open_runner(resolve_model(tiny_onnx, caps=GPU_MACHINE))
@@ -230,13 +229,13 @@ def test_no_gpu_is_a_one_line_error(monkeypatch):
 
 @pytest.mark.parametrize("device, index", [(None, 0), ("cuda", 0), ("cuda:1", 1), ("2", 2)])
 def test_cuda_index(device, index):
-    from vcorner.models.resolve import cuda_index
+    from vcorner.backends import cuda_index
 
     assert cuda_index(device) == index
 
 
 def test_cuda_index_rejects_cpu():
-    from vcorner.models.resolve import cuda_index
+    from vcorner.backends import cuda_index
 
     with pytest.raises(InputError, match="CUDA device"):
         cuda_index("cpu")

@@ -152,3 +152,5 @@ def test_tune_sampling_picks_the_fewest_patches_within_the_tolerance_and_updates
     assert tuned.training["before_tuning"]["sampling"]["grid_steps"] == card.sampling.grid_steps and own > 0
     assert read_model_card(int8).sampling == tuned.sampling  # the variant decodes alike
     assert read_model_card(int8).training["quantization"] == note
+    # an untrained network puts no corner of its own: too few to refit the card's trust, kept with a line saying so
+    assert "trust: kept the card's" in result.output and tuned.trust == card.trust

@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from vcorner.backends.ort.runner import OnnxRuntimeRunner  # noqa: E402
 from vcorner.config import DecodeConfig, GroundTruthConfig, SamplingConfig  # noqa: E402
 from vcorner.export.onnx_export import export_model, max_abs_difference  # noqa: E402
 from vcorner.io.records import InputError  # noqa: E402
@@ -15,7 +16,6 @@ from vcorner.models.card import ModelCard  # noqa: E402
 from vcorner.models.modelfile import read_model_card  # noqa: E402
 from vcorner.network.unet import create_model  # noqa: E402
 from vcorner.postprocess.prior import fit_prior  # noqa: E402
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 
 STANDARD_OPS = {"Conv", "ConvTranspose", "Relu", "MaxPool", "Concat", "ReduceMin", "ReduceSum", "Sub", "Div",
                 "Add", "Cast", "Constant", "BatchNormalization", "Identity"}

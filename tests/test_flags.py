@@ -138,18 +138,20 @@ def test_the_detectors_image_flags_reach_every_row_of_its_image(tmp_path):
     from vcorner.cli.common import open_model
     from vcorner.io.annotations import read_annotations
     from vcorner.io.records import ImageRecord
-    from vcorner.pipeline.batch import BatchOptions, finish_one, prepare_one
+    from vcorner.pipeline.run import BatchSettings
+    from vcorner.pipeline.steps import finish_one, prepare_one
     from vcorner.stages.detect import DetectedCentres
     from vcorner.stages.plan import PlannedImage
 
     record = next(r for r in read_annotations(EXAMPLES / "annotations.json") if r.file == CLEAN)
     found = DetectedCentres(record, {}, record, flags=("levels_uncertain",))
     runner, resolved = open_model(None)
-    options = BatchOptions(detector=lambda *_: found)
+    settings = BatchSettings()
     with runner:
-        job = prepare_one(PlannedImage(ImageRecord(CLEAN, ()), EXAMPLES / CLEAN), resolved.card, options)
+        job = prepare_one(PlannedImage(ImageRecord(CLEAN, ()), EXAMPLES / CLEAN), resolved.card, settings,
+                          detect=lambda *_: found)
         job.maps = runner.infer_all(job.patches, 64)
-    done = finish_one(job, resolved.card, tmp_path, options)
+    done = finish_one(job, resolved.card, tmp_path, settings)
     assert len(done.rows) == 4 * len(record.vertebrae)
     assert {row[-1] for row in done.rows} == {"levels_uncertain"}
 

@@ -236,7 +236,7 @@ def test_cli_unknown_profile_is_a_usage_error(run_dir):
 
 
 def test_torch_fp16_needs_cuda(run_dir):
-    from vcorner.runtime.torch_runner import TorchRunner
+    from vcorner.backends.torch.runner import TorchRunner
 
     with pytest.raises(InputError, match="need a CUDA device"):
         TorchRunner(run_dir, "cpu", half=True)
@@ -248,7 +248,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 def eager_cpu_maps(run_dir, patches):
-    from vcorner.runtime.torch_runner import TorchRunner
+    from vcorner.backends.torch.runner import TorchRunner
 
     with TorchRunner(run_dir, "cpu") as runner:
         return runner.infer(patches)
@@ -258,7 +258,7 @@ def eager_cpu_maps(run_dir, patches):
 @cuda
 @pytest.mark.parametrize("half", [False, True])
 def test_torch_cuda_matches_cpu_eager(run_dir, half):
-    from vcorner.runtime.torch_runner import TorchRunner
+    from vcorner.backends.torch.runner import TorchRunner
 
     patches = np.random.default_rng(0).standard_normal((16, 1, 64, 64)).astype(np.float32)
     reference = eager_cpu_maps(run_dir, patches)
@@ -273,7 +273,7 @@ def test_torch_cuda_matches_cpu_eager(run_dir, half):
 @pytest.mark.gpu
 @cuda
 def test_torch_cuda_graphs_replay_the_same_maps(run_dir):
-    from vcorner.runtime.torch_runner import TorchRunner
+    from vcorner.backends.torch.runner import TorchRunner
 
     rng = np.random.default_rng(1)
     batches = [rng.standard_normal((b, 1, 64, 64)).astype(np.float32) for b in (8, 8, 8, 5)]
@@ -288,7 +288,7 @@ def test_torch_cuda_graphs_replay_the_same_maps(run_dir):
 @pytest.mark.slow
 @cuda
 def test_torch_compile_matches_eager(run_dir):
-    from vcorner.runtime.torch_runner import TorchRunner
+    from vcorner.backends.torch.runner import TorchRunner
 
     patches = np.random.default_rng(2).standard_normal((8, 1, 64, 64)).astype(np.float32)
     with TorchRunner(run_dir, "cuda", half=True, compile=True) as runner:

@@ -10,6 +10,7 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
+from vcorner.backends.ort.runner import OnnxRuntimeRunner  # noqa: E402
 from vcorner.export.int8 import (  # noqa: E402
     calibration_patches,
     quantize_int8,
@@ -21,7 +22,6 @@ from vcorner.models.card import sha256_file  # noqa: E402
 from vcorner.models.evidence import int8_wins, read_rows  # noqa: E402
 from vcorner.models.modelfile import read_model_card  # noqa: E402
 from vcorner.models.variants import int8_path  # noqa: E402
-from vcorner.runtime.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 
 NORMALIZATION_OPS = {"Cast", "ReduceMin", "Sub", "ReduceSum", "Add", "Div"}
 MAX_REL_DIFF = 0.10
@@ -216,9 +216,9 @@ def test_auto_reads_int8_evidence_from_the_documented_places_never_the_current_f
     import os
     import shutil
 
+    from vcorner.backends import resolve_model
     from vcorner.hardware.capabilities import Capabilities
     from vcorner.models.evidence import user_results_path
-    from vcorner.models.resolve import resolve_model
 
     model = tmp_path / "models" / "m.onnx"
     model.parent.mkdir()
@@ -283,17 +283,16 @@ def this_cpu(*flags: str):
 def test_a_vnni_cpu_without_a_benchmark_gets_a_cached_self_check(model_pair, caplog, monkeypatch):
     import logging
 
+    from vcorner.backends import materialize, resolve_model
     from vcorner.export import int8_check
-    from vcorner.export.materialize import materialize
     from vcorner.models.evidence import read_rows, user_results_path
-    from vcorner.models.resolve import resolve_model
 
     model, int8 = model_pair
     caps = this_cpu("avx2", "avx512_vnni")
     monkeypatch.setattr(int8_check, "cpu_info", lambda: (caps.cpu, list(caps.cpu_flags)))  # this CPU, with VNNI
     first = resolve_model(model, caps=caps)
     assert first.pending == ("int8_check",) and first.graph == model and "self-check" in first.reason
-    with caplog.at_level(logging.WARNING, logger="vcorner.export.materialize"):
+    with caplog.at_level(logging.WARNING, logger="vcorner.backends.ort.cache"):
         checked = materialize(first)
     rows = read_rows(user_results_path())
     assert [(r["precision"], r["source"]) for r in rows] == [("fp32", "self-check"), ("int8", "self-check")]
@@ -309,7 +308,7 @@ def test_a_vnni_cpu_without_a_benchmark_gets_a_cached_self_check(model_pair, cap
 
 
 def test_a_cpu_without_vnni_or_amx_stays_fp32_with_the_reason(model_pair):
-    from vcorner.models.resolve import resolve_model
+    from vcorner.backends import resolve_model
 
     model, _ = model_pair
     resolved = resolve_model(model, caps=this_cpu("avx2"))
@@ -317,8 +316,8 @@ def test_a_cpu_without_vnni_or_amx_stays_fp32_with_the_reason(model_pair):
 
 
 def test_without_recorded_accuracy_no_self_check_runs(model_pair):
+    from vcorner.backends import resolve_model
     from vcorner.models.evidence import shipped_evidence_path
-    from vcorner.models.resolve import resolve_model
 
     model, _ = model_pair
     shipped_evidence_path(model).unlink()
@@ -349,8 +348,8 @@ def test_precision_option_overrides_the_choice(model_pair, toy_dataset, tmp_path
 def test_rows_of_a_vnni_cpu_never_decide_for_an_avx2_cpu_of_the_same_name(model_pair):
     """Measured: default.int8.onnx, 1.9x FP32 on a 2-core AVX-512 VNNI "AMD EPYC", ran at 0.97x FP32 and 0.10 mm
     worse mean P2P on a 2-core AVX2-only "AMD EPYC"; name and core count alone matched them."""
+    from vcorner.backends import resolve_model
     from vcorner.hardware.capabilities import Capabilities
-    from vcorner.models.resolve import resolve_model
 
     model, int8 = model_pair
     vnni = Capabilities(cpu="AMD EPYC", cores=2, cpu_flags=("avx2", "avx512f", "avx512_vnni"))
@@ -390,10 +389,10 @@ def test_batch_on_an_avx2_cpu_named_like_the_benchmarked_vnni_one_runs_fp32_and_
 def test_cpu_inference_gets_its_share_of_the_cores_and_an_explicit_thread_count_is_kept(model_pair):
     """The resolved CPU graph runs on inference's share of the cores for its precision and the card's patches per
     vertebra (the split itself: test_batch.py); an explicit count is kept."""
+    from vcorner.backends import resolve_model
     from vcorner.hardware.capabilities import Capabilities
     from vcorner.hardware.cpu import inference_threads
     from vcorner.models.modelfile import read_model_card
-    from vcorner.models.resolve import resolve_model
 
     model, int8 = model_pair
     per_vertebra = read_model_card(model).sampling.patches_per_vertebra

@@ -24,8 +24,8 @@ def checkpoint(tmp_path, tiny_onnx):
 
 
 def test_export_int8_writes_the_variant_and_auto_keeps_fp32_without_evidence(checkpoint, toy_dataset, tmp_path):
+    from vcorner.backends import resolve_model
     from vcorner.hardware.capabilities import Capabilities
-    from vcorner.models.resolve import resolve_model
 
     def int8_variant(model):
         return resolve_model(model, caps=Capabilities(cpu="This CPU")).graph

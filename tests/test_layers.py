@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("network",),
     ("stages",),
     ("runtime", "export"),
+    ("backends",),
     ("evaluation",),
     ("training",),
     ("pipeline",),

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vcorner.hardware.capabilities import Capabilities, ort_devices
+from vcorner.backends.ort import runner as ortr
+from vcorner.backends.ort.rule import ort_devices
+from vcorner.hardware.capabilities import Capabilities
 from vcorner.io.records import InputError
-from vcorner.runtime import onnxruntime_runner as ortr
 
 ALL_PROVIDERS = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 
@@ -37,25 +38,27 @@ def test_the_cpu_wheel_offers_only_the_cpu():
 
 
 def test_the_probe_offers_only_the_cpu_on_a_gpu_wheel_without_a_gpu(gpu_wheel, monkeypatch):
+    from vcorner.backends import probe
+    from vcorner.backends.ort import rule
     from vcorner.hardware import capabilities
 
     monkeypatch.setattr(capabilities, "visible_gpus", lambda: ())
-    monkeypatch.setattr(capabilities, "driver_lists_gpu", lambda: False)
-    assert capabilities.probe().ort_devices == ("cpu",)
+    monkeypatch.setattr(rule, "driver_lists_gpu", lambda: False)
+    assert probe().devices("ort") == ("cpu",)
 
 
 def test_auto_on_a_gpu_wheel_without_a_gpu_still_takes_the_int8_model(monkeypatch, tmp_path, tiny_onnx):
-    from vcorner.models import resolve
+    from vcorner.backends import Backend, open_runner, resolve_model
+    from vcorner.backends.ort import rule
     from vcorner.models.evidence import Int8Decision
-    from vcorner.runtime.open import open_runner
 
     model = tmp_path / "m.onnx"
     for source, target in ((tiny_onnx, model), (tiny_onnx, tmp_path / "m.int8.onnx")):
         target.write_bytes(source.read_bytes())
         target.with_name(target.name + ".json").write_text(
             Path(f"{source}.json").read_text().replace(source.name, target.name))
-    monkeypatch.setattr(resolve, "int8_decision", lambda *args: Int8Decision(True, "wins in this test"))
-    resolved = resolve.resolve_model(model, resolve.Backend.auto, caps=Capabilities(ort_devices=("cpu",)))
+    monkeypatch.setattr(rule, "int8_decision", lambda *args: Int8Decision(True, "wins in this test"))
+    resolved = resolve_model(model, Backend.auto, caps=Capabilities(runtimes={"ort": ("cpu",)}))
     runner = open_runner(resolved)
     assert runner.device == "cpu" and runner.model.name == "m.int8.onnx" and resolved.precision == "int8"
     assert "wins in this test" in resolved.reason
@@ -98,7 +101,7 @@ def test_runner_is_named_after_the_provider_that_actually_runs(tiny_onnx, caplog
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("needs the CPU build of onnxruntime")
-    with caplog.at_level(logging.WARNING, logger="vcorner.runtime.onnxruntime_runner"), \
+    with caplog.at_level(logging.WARNING, logger="vcorner.backends.ort.runner"), \
             ortr.OnnxRuntimeRunner(tiny_onnx, "cuda:0") as runner:
         assert runner.name == "ort-cpu"
     assert "could not start the cuda provider and runs on cpu" in caplog.text
@@ -106,13 +109,11 @@ def test_runner_is_named_after_the_provider_that_actually_runs(tiny_onnx, caplog
 
 def test_gpu_providers_run_the_fp16_graph_of_an_fp16_profile(tmp_path, tiny_onnx):
     pytest.importorskip("onnxconverter_common")
-    from vcorner.export.materialize import materialize
-    from vcorner.models.resolve import Backend, resolve_model
-    from vcorner.runtime.open import open_runner
+    from vcorner.backends import Backend, materialize, open_runner, resolve_model
 
     model = tmp_path / "tiny.onnx"
     model.write_bytes(tiny_onnx.read_bytes())
-    gpu = Capabilities(ort_devices=("cuda", "cpu"))
+    gpu = Capabilities(runtimes={"ort": ("cuda", "cpu")})
     resolved = resolve_model(model, Backend.ort, device="cuda", caps=gpu)
     assert resolved.pending == ("fp16",) and not resolved.graph.exists()  # resolving converts nothing
     runner = open_runner(materialize(resolved))
@@ -139,8 +140,7 @@ def test_batch_device_option(toy_dataset, tiny_onnx, tmp_path):
 def test_torch_backend_takes_its_fast_cuda_path_only_when_a_profile_is_given(tmp_path):
     pytest.importorskip("torch")
     from tests.test_fp16 import save_tiny_run
-    from vcorner.models.resolve import Backend, resolve_model
-    from vcorner.runtime.open import open_runner
+    from vcorner.backends import Backend, open_runner, resolve_model
 
     checkpoint = save_tiny_run(tmp_path / "run") / "model.safetensors"
 
@@ -182,8 +182,8 @@ def test_the_driver_list_counts_where_cuda_python_sees_no_gpu(tmp_path):
 
 def test_intra_op_threads_sleep_between_operators_unless_asked_to_spin():
     """Beside the batch's decoding threads spinning threads hold the cores those need: off by default."""
+    from vcorner.backends.ort.runner import session_options
     from vcorner.hardware.cpu import available_cores
-    from vcorner.runtime.onnxruntime_runner import session_options
 
     spinning = "session.intra_op.allow_spinning"
     assert session_options().get_session_config_entry(spinning) == "0"

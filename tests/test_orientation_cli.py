@@ -1,7 +1,7 @@
 """Films in other poses through ``vcorner batch`` without centres, with the shipped detector (issue #33): each
-film mirrored, flipped top to bottom, turned half a turn, turned by -35 degrees, inverted, cut to C5-C7 and
-put beside another film ends in the right names, or in a named flag or refusal; never in wrong names given as
-sure."""
+film mirrored, flipped top to bottom, turned half a turn, turned by -35 degrees, inverted, cut to C5-C7, with
+its C5 pasted a second time beside the spine, and put beside another film ends in the right names, or in a
+named flag or refusal; never in wrong names given as sure."""
 
 from __future__ import annotations
 
@@ -46,6 +46,18 @@ def pose(pixels: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     return (255 - out if name == "inverted" else out), affine
 
 
+def pasted(pixels: np.ndarray, c4, c5, c6) -> np.ndarray:
+    """The film with its C5 body pasted a second time beside the spine (1.6 vertebra spacings to one side, where
+    the copy fits): a film with one vertebra twice (issue #27's bad input)."""
+    x, y = c5.center
+    half = int(0.25 * (c6.center[1] - c4.center[1]))
+    box = pixels[int(y) - half:int(y) + half, int(x) - int(1.2 * half):int(x) + int(1.2 * half)].copy()
+    shift = int(3.2 * half) * (1 if x + 4.4 * half < pixels.shape[1] else -1)
+    out = pixels.copy()
+    out[int(y) - half:int(y) + half, int(x) - int(1.2 * half) + shift:int(x) + int(1.2 * half) + shift] = box
+    return out
+
+
 @pytest.fixture(scope="module")
 def posed(tmp_path_factory):
     """Two example films in each pose, with the true centres moved along: file -> name -> (x, y)."""
@@ -67,6 +79,10 @@ def posed(tmp_path_factory):
         truth[f"cropped_{film}"] = {v.name: v.center - [0, top] for v in records[film].vertebrae
                                     if v.name in ("C5", "C6", "C7")}
         spacing[f"cropped_{film}"] = records[film].pixel_spacing_mm
+        cv2.imwrite(str(root / f"pasted_{film}"), pasted(pixels, c4, c5, next(v for v in records[film].vertebrae
+                                                                             if v.name == "C6")))
+        truth[f"pasted_{film}"] = {v.name: v.center for v in records[film].vertebrae}
+        spacing[f"pasted_{film}"] = records[film].pixel_spacing_mm
     a, b = (cv2.imread(str(EXAMPLES / f), cv2.IMREAD_GRAYSCALE) for f in FILMS)
     height = max(a.shape[0], b.shape[0])
     pad = [np.pad(x, ((0, height - x.shape[0]), (0, 0)), constant_values=int(x.min())) for x in (a, b)]

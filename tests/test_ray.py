@@ -53,15 +53,18 @@ def test_ray_batch_writes_the_local_batch_byte_for_byte(toy_dataset, tiny_onnx, 
 
 def _ray_run(root: Path, model: Path, out: Path, actor_type, per_call: int):
     """``run_batch_ray`` of ``root``'s centres on one local actor of class ``actor_type``."""
-    from vcorner.models.resolve import ModelRequest
-    from vcorner.pipeline.batch import BatchOptions
-    from vcorner.pipeline.ray_batch import join_cluster, run_batch_ray
+    from vcorner.backends import ModelRequest
+    from vcorner.pipeline.executor import run_batch
+    from vcorner.pipeline.ray.cluster import join_cluster
+    from vcorner.pipeline.ray.driver import RayExecutor, RaySettings
+    from vcorner.pipeline.run import BatchRun, BatchSettings
     from vcorner.stages.plan import make_plan
 
     cluster = join_cluster("local", 1)
     resolved = ModelRequest(model).resolve(cluster.caps)
-    return run_batch_ray(make_plan(root, root / "centers.csv"), out, resolved, BatchOptions(batch_size=64), cluster,
-                         images_per_actor_call=per_call, actor_type=actor_type)
+    run = BatchRun(make_plan(root, root / "centers.csv"), out, resolved.card, BatchSettings(), 64,
+                   resolved.identity, resolved.card_digest)
+    return run_batch(run, RayExecutor(cluster, resolved, RaySettings("local", images_per_call=per_call), actor_type))
 
 
 @pytest.mark.slow
@@ -74,7 +77,8 @@ def test_a_killed_actor_has_its_images_retried_and_one_that_always_dies_has_them
     import signal
 
     ray = pytest.importorskip("ray")
-    from vcorner.pipeline.ray_batch import ACTOR_RETRIES, CornerActor
+    from vcorner.pipeline.ray.actor import CornerActor
+    from vcorner.pipeline.ray.driver import ACTOR_RETRIES
 
     killed = tmp_path / "killed"
 
@@ -115,9 +119,29 @@ def test_a_killed_actor_has_its_images_retried_and_one_that_always_dies_has_them
     assert "toy0.png" in (tmp_path / "always" / "errors.csv").read_text()
 
 
+@pytest.mark.slow
+def test_actors_that_cannot_start_stop_the_batch_as_a_machine_failure(toy_dataset, tiny_onnx, tmp_path):
+    """An actor whose session will not open (an engine that fails to load) is a failure of the machine, in one
+    line naming the cause (exit 3 from the CLI), not a traceback (exit 1, as if some images had failed)."""
+    ray = pytest.importorskip("ray")
+    from vcorner.io.records import MachineError
+    from vcorner.pipeline.ray.actor import CornerActor
+
+    class Unloadable(CornerActor):
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("TensorRT cannot deserialize the plan")
+
+    try:
+        with pytest.raises(MachineError, match=r"Ray batch failed \(.*\): RuntimeError: TensorRT cannot deserialize"):
+            _ray_run(toy_dataset, tiny_onnx, tmp_path / "o", Unloadable, 2)
+    finally:
+        ray.shutdown()
+    assert (tmp_path / "o" / "corners.csv").read_text().startswith("image,")  # the writer was closed
+
+
 def test_cluster_addresses_are_parsed_or_refused_in_one_line():
     from vcorner.io.records import InputError
-    from vcorner.pipeline.ray_batch import head_endpoint
+    from vcorner.pipeline.ray.cluster import head_endpoint
 
     assert head_endpoint("10.0.0.1:6380") == ("10.0.0.1", 6380) and head_endpoint("head") == ("head", 6379)
     assert head_endpoint("ray://head") == ("head", 10001) and head_endpoint("[::1]:7000") == ("::1", 7000)
@@ -142,7 +166,7 @@ def test_an_unreachable_cluster_address_fails_in_one_line(toy_dataset, tiny_onnx
 
 
 def test_images_per_call_fill_whole_inference_batches():
-    from vcorner.pipeline.ray_batch import MAX_IMAGES_PER_CALL, images_per_call
+    from vcorner.pipeline.ray.resources import MAX_IMAGES_PER_CALL, images_per_call
 
     assert images_per_call(256, 80) == 13  # 13 x 80 = 1040 patches >= 4 batches of 256
     assert images_per_call(4096, 80) == MAX_IMAGES_PER_CALL and images_per_call(1, 500) == 1
@@ -150,7 +174,7 @@ def test_images_per_call_fill_whole_inference_batches():
 
 def test_actors_share_the_cpus_left_beside_the_reads():
     from vcorner.io.records import InputError
-    from vcorner.pipeline.ray_batch import actor_cpus, actor_threads
+    from vcorner.pipeline.ray.resources import actor_cpus, actor_threads
 
     assert actor_cpus(2, 1) == 1.0 and actor_cpus(2, 2) == 0.75 and actor_cpus(16, 4) == 1.0
     assert actor_cpus(16, 4, cluster_gpus=4, gpus_per_actor=1) == 3.875  # a GPU actor's threads decode and decide
@@ -166,7 +190,7 @@ def test_a_stalled_ray_batch_stops_with_a_named_stage():
     import threading
 
     from vcorner.io.records import MachineError
-    from vcorner.pipeline.ray_batch import watch
+    from vcorner.pipeline.ray.watchdog import watch
 
     never = threading.Event()
 

@@ -311,7 +311,7 @@ def test_resuming_when_auto_switches_to_the_int8_graph_is_refused(folder, tiny_o
     onnx.save(model, str(tmp_path / "tiny.int8.onnx"))
     from dataclasses import replace
 
-    from vcorner.models import resolve
+    from vcorner.backends import registry as resolve
     from vcorner.models.card import sha256_file
 
     real = resolve.resolve_model

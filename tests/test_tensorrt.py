@@ -53,7 +53,7 @@ def patches(batch: int, seed: int = 0) -> np.ndarray:
 
 
 def runner(model, profile, cache, **kwargs):
-    from vcorner.runtime.tensorrt_runner import TensorRTRunner
+    from vcorner.backends.trt.runner import TensorRTRunner
 
     return TensorRTRunner(model, profile, cache_dir=cache, **kwargs)
 

@@ -44,7 +44,7 @@ def patches(batch: int, seed: int = 0) -> np.ndarray:
 
 def trt_runner(model, profile=FP32, cache=None, **kwargs):
     """The engine built by the cache step (as ``vcorner export --engine`` does), then its runner."""
-    from vcorner.runtime.tensorrt_runner import TensorRTRunner
+    from vcorner.backends.trt.runner import TensorRTRunner
 
     plan = tb.ensure_engine(tb.engine_source(model, profile, cache), profile, cache).plan
     return TensorRTRunner(plan, **kwargs)
@@ -80,7 +80,7 @@ def test_a_failed_capture_falls_back_to_plain_execution(stack, tiny_onnx, tmp_pa
     cuda, trt = stack
     cuda.capture_fails = failure == "stream cannot capture"
     x = patches(8)
-    with caplog.at_level(logging.WARNING, logger="vcorner.runtime.tensorrt_runner"), \
+    with caplog.at_level(logging.WARNING, logger="vcorner.backends.trt.runner"), \
             trt_runner(tiny_onnx, cache=tmp_path) as runner:
         trt.contexts[0].refuse_capture = failure == "TensorRT fails inside the capture"
         results = [runner.infer(x) for _ in range(3)]
@@ -148,16 +148,15 @@ def test_a_corrupt_timing_cache_is_replaced(stack, tiny_onnx, tmp_path, caplog):
 
 
 def test_auto_backend_picks_tensorrt_when_the_stack_and_a_gpu_are_present(stack, tiny_onnx):
-    from vcorner.hardware.capabilities import probe
-    from vcorner.models.resolve import Backend, resolve_model
+    from vcorner.backends import Backend, probe, resolve_model
 
     caps = probe()
-    assert caps.tensorrt and [g.name for g in caps.gpus] == ["Simulated GPU"]
+    assert caps.devices("trt") and [g.name for g in caps.gpus] == ["Simulated GPU"]
     assert resolve_model(tiny_onnx, Backend.auto, caps=caps).backend == Backend.trt
 
 
 def test_the_runner_refuses_a_plan_built_for_another_tensorrt_in_one_line(stack, tiny_onnx, tmp_path):
-    from vcorner.runtime.tensorrt_runner import TensorRTRunner
+    from vcorner.backends.trt.runner import TensorRTRunner
 
     _, trt = stack
     plan = tb.ensure_engine(tiny_onnx, FP32, tmp_path).plan
@@ -314,7 +313,6 @@ def test_simulated_tensorrt_uses_only_names_of_the_real_bindings():
 
 @pytest.mark.parametrize("device, expected", [(None, "trt"), ("cuda:0", "trt"), ("cpu", "ort"), ("tensorrt", "ort")])
 def test_auto_backend_follows_the_device(stack, tiny_onnx, device, expected):
-    from vcorner.hardware.capabilities import probe
-    from vcorner.models.resolve import Backend, resolve_model
+    from vcorner.backends import Backend, probe, resolve_model
 
     assert resolve_model(tiny_onnx, Backend.auto, device, caps=probe()).backend.value == expected

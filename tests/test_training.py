@@ -35,7 +35,12 @@ def test_checkpoint_carries_model_args_sampling_and_prior(run):
     out, _ = run
     model, card = load_model(out)
     assert card.model_args["widths"] == list(model.widths)
-    assert card.sampling == TINY.sampling
+    from vcorner.config import to_dict
+    from vcorner.evaluation.tune import sampling_variants
+
+    # the recipe's sampling, recorded before training's end chose the cheapest within the tolerance
+    assert card.training["before_tuning"]["sampling"] == to_dict(TINY.sampling)
+    assert card.sampling in sampling_variants(TINY.sampling).values()
     assert set(card.prior.means) >= {"C3", "C7", "*"}
     assert read_card(out / "model.safetensors").training["recipe"] == "tiny"
     assert load_resume_state(out / "last.pt")["epoch"] == 3
@@ -81,6 +86,20 @@ def test_training_ends_calibrated_on_its_validation_images(run):
     assert card.decode.ellipse_scale == result.calibration["ellipse_scale"]
     assert 0.8 <= card.training["tune_coverage"]["inside_95"] <= 1.0
     assert card.calibration_warning() is None
+
+
+def test_training_ends_with_the_cheapest_sampling_within_the_tolerance(run):
+    """As vcorner tune --sampling: the fewest patches per vertebra whose validation mean P2P is at most the
+    tolerance above the recipe's own sampling's; every variant's scores and the sampling before are recorded."""
+    out, _ = run
+    card = read_card(out / "model.safetensors")
+    scores, tolerance = card.training["sampling_scores"], card.training["sampling_tolerance"]
+    own = scores[0]
+    assert own["variant"].startswith("full grid") and card.training["before_tuning"]["sampling"]
+    within = [s for s in scores if s["p2p_mean"] <= own["p2p_mean"] + tolerance]
+    assert card.sampling.patches_per_vertebra == min(s["patches_per_vertebra"] for s in within)
+    assert all(s["p2p_mean"] > own["p2p_mean"] + tolerance for s in scores
+               if s["patches_per_vertebra"] < card.sampling.patches_per_vertebra)
 
 
 def test_no_calibrate_leaves_a_card_that_warns(toy_dataset, tmp_path):

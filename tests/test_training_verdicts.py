@@ -101,8 +101,7 @@ def test_batch_and_detect_warn_once_with_a_detector_that_failed_validation(faile
 
 
 def test_the_shipped_models_raise_no_validation_warning(tmp_path):
-    from vcorner.models.modelfile import default_detector_path, default_model_path, read_detector_card
-    from vcorner.models.resolve import card_of
+    from vcorner.models.modelfile import card_of, default_detector_path, default_model_path, read_detector_card
 
     assert card_of(default_model_path()).validation_warning() is None
     assert read_detector_card(default_detector_path())[0].validation_warning() is None

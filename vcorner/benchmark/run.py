@@ -11,16 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from vcorner.backends import open_runner, probe
 from vcorner.benchmark.accuracy import Accuracy, PhantomSet, compare, evaluate, phantom_set
 from vcorner.benchmark.machine import stamp
 from vcorner.benchmark.models import ModelFiles, model_files
 from vcorner.benchmark.settings import BenchmarkSettings, Skip
 from vcorner.benchmark.timing import describe, rates, time_in_turns
 from vcorner.benchmark.variants import Variant, open_variant, ort_model, variant_fields
-from vcorner.hardware.capabilities import Capabilities, probe
+from vcorner.hardware.capabilities import Capabilities
 from vcorner.io.records import InputError, MachineError
 from vcorner.models.card import ModelCard
-from vcorner.runtime.open import open_runner
 
 log = logging.getLogger(__name__)
 

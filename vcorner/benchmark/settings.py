@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-BACKENDS: tuple[str, ...] = ("ort", "torch", "trt")
-PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp16")
+BACKENDS: tuple[str, ...] = ("ort", "torch", "trt", "ov")
+PRECISIONS: tuple[str, ...] = ("fp32", "int8", "fp16", "bf16")
 PHANTOM_SEED = 20250501
 """Seed of the benchmark's phantom set (calibration for on-the-fly INT8 uses the next seed)."""
 CALIBRATION_IMAGES = 4

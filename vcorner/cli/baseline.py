@@ -30,8 +30,7 @@ def baseline(
 
     Exit code 0: every vertebra answered; 1: some images or vertebrae failed (errors.csv, as vcorner batch)."""
     from vcorner.io.claims import claim_folder
-    from vcorner.models.modelfile import default_model_path
-    from vcorner.models.resolve import card_of
+    from vcorner.models.modelfile import card_of, default_model_path
     from vcorner.pipeline.baseline import run_baseline, written_by_baseline
     from vcorner.stages.plan import make_plan
 

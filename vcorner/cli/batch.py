@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import TextColumn
 
+from vcorner.backends import Backend, ModelRequest
 from vcorner.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -18,16 +18,10 @@ from vcorner.cli.common import (
     progress_bar,
     stderr,
     user_errors,
-    validation_notes,
 )
 from vcorner.io.claims import claim_folder
-from vcorner.models.resolve import Backend, ModelRequest
 from vcorner.pipeline.outputs import OWN_FILES, check_outputs_apart, is_batch_output
 from vcorner.stages.plan import make_plan, plan_folder
-
-CPU_BATCH, GPU_BATCH = 64, 256
-"""Default patches per inference batch: on 2 CPU cores with 10 patches per image, 64 took 12.6-13.1 s for the 100
-test phantoms against 16.5 s at 256 (the batch waits for fewer images); GPUs want large batches."""
 
 
 class BarProgress:
@@ -97,8 +91,8 @@ def batch(
         min=1, help="Images handed to a Ray actor per call, their patches inferred together (default: enough for "
                     "4 full batches, at most 64).")] = None,
     precision: Annotated[str, typer.Option(
-        "--precision", help="Graph ONNX Runtime runs on the CPU: auto (INT8 where recorded or self-checked "
-                            "evidence shows it wins here), fp32 or int8.")] = "auto",
+        "--precision", help="What runs on the CPU: auto (INT8, or OpenVINO, where recorded or self-checked "
+                            "evidence shows it wins here), fp32, int8 or bf16 (--backend ov).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Write into an OUT whose corners.csv, errors.csv, run.json, "
                                                        "centers.detected.csv or measurements.csv vcorner did not "
                                                        "write (they are moved into previous-<time>/).")] = False,
@@ -112,63 +106,102 @@ def batch(
     of every vertebra the detector finds in them.
 
     Writes OUT/corners.csv and OUT/errors.csv (and without --centers OUT/centers.detected.csv). Exit code 0: all
-    images done; 1: some images or vertebrae failed (listed in errors.csv); 2: usage or configuration error; 130:
-    interrupted (Ctrl-C), resumable.
+    images done; 1: some images or vertebrae failed (listed in errors.csv); 2: usage or configuration error (the
+    options, centers.csv, the model or detector files); 3: a failure of this machine or of a dependency (Ray,
+    inference); 130: interrupted (Ctrl-C), resumable.
     """
-    from vcorner.pipeline.batch import BatchOptions
+    from vcorner.pipeline.run import BatchSettings
 
     with user_errors():
         threads = clamp_threads(threads)
         check_options(device, profile, precision)
-        if anterior not in ("right", "left"):
-            fail(f"--anterior must be right or left, got {anterior!r}")
-        if centers is not None and detector is not None:
-            fail("--detector is used only without --centers (the clicked centres are used as given)")
-        plan = make_plan(image_dir, centers) if centers is not None else plan_folder(image_dir, exclude=out)
-        check_writable(out)
-        inputs = [*([centers] if centers else []), *(p.path for p in plan.images),
-                  *unlisted_paths(image_dir, plan, out)]
-        check_outputs_apart(out, inputs, [p.record.file for p in plan.images], json_out, vis)
-        claim_folder(out, (*OWN_FILES, *(("measurements.csv",) if measure else ())), force=force,
-                     own=is_batch_output)
-        options = BatchOptions(batch_size=batch_size or CPU_BATCH, resume=resume, write_json=json_out, vis=vis,
-                               max_pixels=max_pixels, workers=workers,
-                               measure_labels=("ap" if ap else anterior) if measure else None,
-                               notes=(("images", str(image_dir.resolve())),))
+        check_choices(anterior, centers, detector)
+        plan = planned(image_dir, centers, out, json_out, vis, measure, force)
+        settings = BatchSettings(batch_size=batch_size, resume=resume, write_json=json_out, vis=vis,
+                                 max_pixels=max_pixels, workers=workers,
+                                 measure_labels=("ap" if ap else anterior) if measure else None)
+        request = ModelRequest(model, backend, device, threads, profile, precision)
         try:
-            request = ModelRequest(model, backend, device, threads, profile, precision)
-            with detector_in_use(detector, wanted=centers is None, view_search=view_search) as found:
-                options = replace(options, detector=found)
-                if found is not None:
-                    names = ", ".join(found.card.names)
-                    stderr.print(f"centres: found by the detector {Path(found.path).name} ({names}, confidence >= "
-                                 f"{found.card.detection.min_confidence:g}), written to "
-                                 f"{out / 'centers.detected.csv'}", highlight=False, soft_wrap=True)
-                    options = replace(options, notes=options.notes + validation_notes(found.card,
-                                                                                      "detector_validation"))
-                summary, runner_name = _run(plan, out, options, request, ray,
-                                            (ray_actors, ray_gpus, ray_stall_timeout, ray_images), batch_size)
+            found = chosen_detector(detector, view_search, out) if centers is None else None
+            summary, name = execute(plan, out, request, settings, found, (("images", str(image_dir.resolve())),),
+                                    ray_options(ray, ray_actors, ray_gpus, ray_stall_timeout, ray_images))
         except KeyboardInterrupt:
             fail(f"interrupted; images finished so far are in {out / 'corners.csv'}: run the same command again "
                  "to resume", EXIT_INTERRUPTED)
         if measure and not summary.interrupted:
             write_batch_measurements(out, image_dir, centers or out / "centers.detected.csv", anterior, ap,
                                      summary.seconds)
-    report(summary, runner_name, out)
+    report(summary, name, out)
 
 
-@contextmanager
-def detector_in_use(path: Path | None, wanted: bool, view_search: bool = True):
-    """The centre detector open for the batch (``path``, else the shipped one; with its view finder unless
-    ``view_search`` is off) when ``wanted``, else None (clicked centres: nothing is opened)."""
+def check_choices(anterior: str, centers: Path | None, detector: Path | None) -> None:
+    """The options that depend on each other: ``--anterior`` right or left, ``--detector`` only without
+    ``--centers``."""
+    if anterior not in ("right", "left"):
+        fail(f"--anterior must be right or left, got {anterior!r}")
+    if centers is not None and detector is not None:
+        fail("--detector is used only without --centers (the clicked centres are used as given)")
+
+
+def planned(image_dir: Path, centers: Path | None, out: Path, json_out: bool, vis: bool, measure: bool,
+            force: bool):
+    """The plan (the images of CENTERS, else every image of IMAGE_DIR), with OUT checked writable, apart from every
+    input, and claimed (``--force``: a stranger's files moved aside); nothing written yet but that move."""
+    plan = make_plan(image_dir, centers) if centers is not None else plan_folder(image_dir, exclude=out)
+    check_writable(out)
+    inputs = [*([centers] if centers else []), *(p.path for p in plan.images), *unlisted_paths(image_dir, plan, out)]
+    check_outputs_apart(out, inputs, [p.record.file for p in plan.images], json_out, vis)
+    claim_folder(out, (*OWN_FILES, *(("measurements.csv",) if measure else ())), force=force, own=is_batch_output)
+    return plan
+
+
+def execute(plan, out: Path, request: ModelRequest, settings, detector, notes, ray):
+    """Build the run on its executor (Ray Data with ``ray``, a ``RaySettings``; else local threads), print the
+    cards' warnings, and run it under a progress bar; (summary, the executor's name)."""
+    from vcorner.pipeline.executor import batch_run, run_batch
+
+    with open_executor(plan, request, detector, ray) as (executor, resolved):
+        run = batch_run(plan, out, resolved, settings, executor, detector, notes)
+        for warning in run.warnings:
+            stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+        columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
+        with progress_bar(*columns) as bar:
+            return run_batch(run, executor, BarProgress(bar)), executor.name
+
+
+def chosen_detector(path: Path | None, view_search: bool, out: Path):
+    """The centre detector of a batch without clicked centres (``path``, else the shipped one; with its view
+    finder unless ``view_search`` is off), announced on stderr."""
     from vcorner.models.modelfile import default_detector_path
-    from vcorner.pipeline.detection import open_detector_use
+    from vcorner.pipeline.detection import resolve_detector
 
-    if not wanted:
-        yield None
-        return
-    with open_detector_use(path or default_detector_path(), view_search) as found:
-        yield found
+    found = resolve_detector(path or default_detector_path(), view_search)
+    names = ", ".join(found.card.names)
+    stderr.print(f"centres: found by the detector {Path(found.path).name} ({names}, confidence >= "
+                 f"{found.card.detection.min_confidence:g}), written to {out / 'centers.detected.csv'}",
+                 highlight=False, soft_wrap=True)
+    return found
+
+
+def ray_options(address: str | None, actors: int, gpus: float, stall_s: float, per_call: int | None):
+    """The ``--ray*`` options as ``RaySettings`` (None without ``--ray``: the Ray modules are not imported)."""
+    if address is None:
+        return None
+    from vcorner.pipeline.ray.driver import RaySettings
+
+    return RaySettings(address, actors, gpus, stall_s, per_call)
+
+
+def open_executor(plan, request: ModelRequest, detector, ray):
+    """The executor of the batch, open, with the model resolved for it: Ray Data with ``ray`` (``RaySettings``),
+    else this machine's threads."""
+    if ray is None:
+        from vcorner.pipeline.local import open_threads
+
+        return open_threads(request, detector)
+    from vcorner.pipeline.ray.driver import open_ray
+
+    return open_ray(plan, request, ray)
 
 
 def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior: str, ap: bool,
@@ -184,52 +217,6 @@ def write_batch_measurements(out: Path, image_dir: Path, centers: Path, anterior
     share = f", {100 * seconds / batch_seconds:.1f}% of the batch" if batch_seconds > 0 else ""
     stderr.print(f"{len(rows)} measurement(s) in {seconds:.2f} s{share}: {out / 'measurements.csv'}",
                  highlight=False, soft_wrap=True)
-
-
-def _run(plan, out: Path, options, request: ModelRequest, ray: str | None,
-         ray_settings: tuple[int, float, float, int | None], request_batch: int | None = None):
-    """Run the batch locally or on Ray (``ray_settings``: actors, GPUs per actor, stall timeout in s, images per
-    actor call) with
-    ``request_batch`` patches per inference batch (None: :data:`CPU_BATCH` or :data:`GPU_BATCH`);
-    (summary, backend name)."""
-
-    from vcorner.cli.common import open_model
-    from vcorner.pipeline.batch import run_batch
-
-    columns = TextColumn("{task.fields[ips]:.1f} img/s"), TextColumn("{task.fields[pps]:.0f} patches/s")
-    if ray is not None:
-        from vcorner.export.materialize import materialize
-        from vcorner.pipeline.ray_batch import import_ray, join_cluster, run_batch_ray
-
-        import_ray()
-        actors, gpus, stall, per_call = ray_settings
-        cluster = join_cluster(ray, actors, gpus) if plan.images else None  # refused before OUT is touched
-        # resolved once, for a worker's capabilities: every actor runs this very graph
-        resolved = materialize(request.resolve(cluster.caps if cluster else None), steps=("fp16", "int8_check"))
-        options = replace(options, model_id=resolved.identity, card_id=resolved.card_digest,
-                          batch_size=request_batch or (CPU_BATCH if resolved.device == "cpu" else GPU_BATCH),
-                          notes=options.notes + calibration_notes(resolved.card) + (("resolved", resolved.describe()),))
-        with progress_bar(*columns) as bar:
-            summary = run_batch_ray(plan, out, resolved, options, cluster, BarProgress(bar), stall, per_call)
-        return summary, f"ray ({actors} actor(s), {resolved.backend.value} {resolved.precision})"
-    runner, resolved = open_model(request)
-    with runner, progress_bar(*columns) as bar:
-        options = replace(options, model_id=runner.identity(), card_id=resolved.card_digest,
-                          batch_size=request_batch or (GPU_BATCH if runner.on_gpu else CPU_BATCH),
-                          notes=options.notes + calibration_notes(resolved.card) + (("backend", runner.name),
-                                                                                    ("resolved", resolved.describe())))
-        summary = run_batch(plan, out, runner, resolved.card, options, BarProgress(bar))
-    return summary, runner.name
-
-
-def calibration_notes(card) -> tuple[tuple[str, str], ...]:
-    """run.json notes for the card, with the uncalibrated-ellipse and failed-validation warnings printed once on
-    stderr."""
-    warning = card.calibration_warning()
-    if warning is None:
-        return (("calibration", "calibrated"),) + validation_notes(card)
-    stderr.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-    return (("calibration", warning),) + validation_notes(card)
 
 
 def report(summary, runner_name: str, out: Path) -> None:
@@ -288,13 +275,11 @@ def clamp_threads(threads: int | None) -> int | None:
 
 def check_options(device: str | None, profile: str | None, precision: str = "auto") -> None:
     """Every option that can be checked without reading inputs, before anything is written."""
-    from vcorner.models.resolve import CPU_PRECISIONS
-
-    if precision not in CPU_PRECISIONS:
-        fail(f"--precision must be one of {', '.join(CPU_PRECISIONS)}, got {precision!r}")
+    from vcorner.backends import check_device
+    from vcorner.models.precision import cpu_precision
     from vcorner.models.profiles import get_profile
-    from vcorner.models.resolve import check_device
 
+    cpu_precision(precision)
     check_device(device)
     if profile is not None:
         get_profile(profile)  # an unknown name fails here, before any work

@@ -66,11 +66,11 @@ def skipped_table(rows: list[dict[str, Any]]) -> Table:
 def benchmark(
     model: Annotated[Path | None, typer.Option(help="ONNX model, .safetensors checkpoint or run folder "
                                                     "(default: the shipped model).")] = None,
-    backend: Annotated[list[str] | None, typer.Option(help="Backends: ort, torch, trt (repeat or comma-separate; "
+    backend: Annotated[list[str] | None, typer.Option(help="Backends: ort, torch, trt, ov (repeat or comma-separate; "
                                                            "default all).")] = None,
     batch_size: Annotated[list[str] | None, typer.Option(help="Patches per batch (repeat or comma-separate; "
                                                               "default 16,64,256).")] = None,
-    precision: Annotated[list[str] | None, typer.Option(help="Precisions: fp32, int8, fp16 (repeat or "
+    precision: Annotated[list[str] | None, typer.Option(help="Precisions: fp32, int8, fp16, bf16 (repeat or "
                                                              "comma-separate; default all).")] = None,
     seconds: Annotated[float, typer.Option(min=0.0, help="Timing per variant and batch size, seconds.")] = 3.0,
     rounds: Annotated[int, typer.Option(min=1, help="Turns the timing is split into, all variants timed in "

@@ -3,6 +3,7 @@ plain lines in a log)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -27,8 +28,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from vcorner.backends import ModelRequest, ResolvedModel
 from vcorner.io.records import InputError, MachineError
-from vcorner.models.resolve import ModelRequest, ResolvedModel
 from vcorner.runtime.base import Runner
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,17 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.ENOMEM, errno.EMFILE, errno.ENFILE,
+                            errno.ESTALE, errno.EAGAIN})
+"""OSErrors of the machine (a full disk or quota, an I/O error, no memory or file handles left, a stale network
+file): exit 3. Every other OSError names a path the user gave (missing, not allowed, a file for a folder): exit 2."""
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn bad input (InputError, OSError, ValueError from configuration) into a one-line error, exit 2."""
+    """Turn bad input (InputError, an OSError on a path the user gave) into a one-line error, exit 2; a failure
+    of the machine or a dependency (MachineError, a full disk, an I/O error: :data:`MACHINE_ERRNOS`) into one,
+    exit 3."""
     try:
         yield
     except InputError as err:
@@ -58,14 +67,16 @@ def user_errors() -> Iterator[None]:
     except MachineError as err:
         fail(f"{err} (a failure of this machine or of a dependency, not of your input)", EXIT_MACHINE)
     except OSError as err:
-        fail(f"{err.filename or ''}: {err.strerror or err}".lstrip(": "))
+        message = f"{err.filename or ''}: {err.strerror or err}".lstrip(": ")
+        if err.errno in MACHINE_ERRNOS:
+            fail(f"{message} (a failure of this machine, not of your input)", EXIT_MACHINE)
+        fail(message)
 
 
 def open_model(request: ModelRequest | Path | None) -> tuple[Runner, ResolvedModel]:
     """Resolve a request (or a bare model path: ``--backend auto``) once, make what it still lacks (the cache
     step), and open (not enter) its runner."""
-    from vcorner.export.materialize import materialize
-    from vcorner.runtime.open import open_runner
+    from vcorner.backends import materialize, open_runner
 
     if not isinstance(request, ModelRequest):
         request = ModelRequest(request)

@@ -34,9 +34,9 @@ def detect(
     """
     from dataclasses import replace
 
-    from vcorner.cli.batch import detector_in_use
     from vcorner.io.claims import claim_files
-    from vcorner.pipeline.detection import detect_folder, write_detected
+    from vcorner.models.modelfile import default_detector_path
+    from vcorner.pipeline.detection import detect_folder, open_detector_use, resolve_detector, write_detected
     from vcorner.pipeline.outputs import write_errors
     from vcorner.stages.plan import plan_folder
 
@@ -46,11 +46,12 @@ def detect(
             fail(f"{out}: choose a .csv file for the centres")
         errors = out.with_name(f"{out.stem}.errors.csv")
         claim_files([out, errors], inputs=[p.path for p in plan.images], force=force)
-        with detector_in_use(detector, wanted=True, view_search=view_search) as found:
-            validation_notes(found.card)
-            if min_confidence is not None:
-                card = found.card.with_detection(replace(found.card.detection, min_confidence=min_confidence))
-                found = replace(found, card=card)
+        choice = resolve_detector(detector or default_detector_path(), view_search)
+        validation_notes(choice.card)
+        if min_confidence is not None:
+            choice = replace(choice, card=choice.card.with_detection(replace(choice.card.detection,
+                                                                             min_confidence=min_confidence)))
+        with open_detector_use(choice) as found:
             with progress_bar(TextColumn("{task.completed}/{task.total} images")) as bar:
                 task = bar.add_task("detecting", total=len(plan.images))
                 result = detect_folder(plan, found, max_pixels, lambda: bar.update(task, advance=1))

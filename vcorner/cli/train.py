@@ -102,10 +102,13 @@ def train(
         stderr.print(f"validation BC {final['val_bc_start']:.4f} (untrained) -> {final['val_bc']:.4f} (best, epoch "
                      f"{final['epoch']}); model: {result.model_path}", highlight=False, soft_wrap=True)
     if result.calibration:
+        from vcorner.evaluation.tune import SAMPLING_TOLERANCE_MM
+
         c = result.calibration
         stderr.print(f"calibrated on {c['images']} validation image(s): ellipse scale {c['ellipse_scale']}, the 95% "
-                     f"ellipses hold {c['inside_95']:.1%} of true corners there (50% ellipses: {c['inside_50']:.1%})",
-                     highlight=False)
+                     f"ellipses hold {c['inside_95']:.1%} of true corners there (50% ellipses: {c['inside_50']:.1%}); "
+                     f"sampling: {c['patches_per_vertebra']} patches per vertebra, the fewest within "
+                     f"{SAMPLING_TOLERANCE_MM} mm of the recipe's mean P2P there", highlight=False)
     else:
         stderr.print("[yellow]warning:[/] not calibrated (--no-calibrate): run vcorner tune MODEL VAL_DATA before "
                      "trusting the sd/ellipse columns", highlight=False)

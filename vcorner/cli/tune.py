@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
+from vcorner.backends import ModelRequest
 from vcorner.cli.common import open_model, progress_bar, stderr, user_errors
 from vcorner.config import to_dict
 from vcorner.models.card import ModelCard
-from vcorner.models.resolve import ModelRequest
 
 TUNE_REPORT = "vcorner-tune-report/1"
 """The mark of a ``--report`` file vcorner tune wrote: a re-run may replace it."""
@@ -40,8 +40,12 @@ def tune(
              "int8.")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace a --report file that an earlier vcorner tune did "
                                                        "not write (it is moved into previous-<time>/).")] = False,
+    trust: Annotated[bool, typer.Option(
+        "--trust/--no-trust", help="Also refit the card's trust on DATA: the evidence-grown ellipses and the limits "
+                                   "of the implausible_shape and patches_disagree flags (README.md, Flags).")] = True,
 ) -> None:
-    """Grid-search the decoding settings by mean P2P on DATA and calibrate the 95% ellipses; update MODEL's card."""
+    """Grid-search the decoding settings by mean P2P on DATA and calibrate the 95% ellipses; refit the flags' limits
+    and ellipses of the card's trust; update MODEL's card."""
     from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode
     from vcorner.io.annotations import read_annotations
     from vcorner.io.claims import claim_files
@@ -78,6 +82,8 @@ def tune(
                                   "tune_coverage": result.coverage, "tuned_with": resolved.describe(),
                                   "before_tuning": previous,
                                   **({"sampling_scores": sampling_scores} if sampling else {})})
+        if trust:
+            tuned = with_trust(tuned, jobs, data)
         write_sidecar(model, tuned)
         for variant in update_variants(model, tuned):
             stderr.print(f"updated {variant}.json alike", highlight=False)
@@ -92,6 +98,25 @@ def tune(
                  f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}, 50% ellipse "
                  f"{result.coverage.get('inside_50', float('nan')):.1%}: only the 95% is fitted); "
                  f"updated {model}.json", highlight=False)
+
+
+def with_trust(card: ModelCard, jobs: list, data: Path) -> ModelCard:
+    """``card`` with its ``trust`` refitted on the inferred ``jobs`` of ``data`` (:mod:`vcorner.evaluation.trust`);
+    the card as it was, and a line saying why, when ``data`` holds too few corners to fit it."""
+    from vcorner.evaluation.trust import corner_evidence, fit_trust
+    from vcorner.io.records import InputError
+
+    try:
+        trust, reached = fit_trust(corner_evidence(jobs, card))
+    except InputError as err:
+        stderr.print(f"trust: kept the card's ({err})", highlight=False)
+        return card
+    chosen = (f"{reached['corners']} network corners of {reached['vertebrae']} vertebrae of {data}, flag limits at "
+              f"the {reached['percentile']:g}th percentile: vcorner tune")
+    stderr.print(f"trust: refitted on {reached['corners']} corners (95% ellipse holds {reached['inside_95']:.1%}); "
+                 f"flag limits: height {trust.height_limit}, spread {trust.spread_limit}", highlight=False)
+    return replace(card, trust=trust, training={**card.training, "trust_chosen_on": chosen,
+                                                "trust_coverage": {k: reached[k] for k in ("inside_50", "inside_95")}})
 
 
 def variant_sidecars(model: Path) -> list[Path]:

@@ -218,7 +218,7 @@ def fp16_variant(model: Path, folder: Path) -> Path:
     """The FP16 graph of ``model``: found (:func:`vcorner.models.variants.find_fp16`), else converted into
     ``folder`` now when ``onnx`` and ``onnxconverter-common`` are installed, else the FP32 model, with a warning.
 
-    Called by ``vcorner export`` and the batch's cache step (:mod:`vcorner.export.materialize`), never by a runner.
+    Called by ``vcorner export`` and the batch's cache step (:func:`vcorner.backends.materialize`), never by a runner.
     """
     model = Path(model)
     if model_precision(model) == "fp16":

@@ -1,6 +1,6 @@
 """The INT8 self-check: a few seconds timing a model's INT8 variant against FP32 on this CPU, recorded as evidence.
 
-Run by the cache step (:mod:`vcorner.export.materialize`) where no benchmark of this CPU model and core count
+Run by the cache step (:func:`vcorner.backends.materialize`) where no benchmark of this CPU model and core count
 exists but the CPU has VNNI or AMX and the INT8 variant's accuracy is recorded (:mod:`vcorner.models.evidence`).
 The rows go to the user's results file like ``vcorner benchmark`` rows (``source: self-check``, the accuracy
 borrowed from the recorded benchmark), so the next run here decides from them without timing again; rows of

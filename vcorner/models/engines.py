@@ -4,7 +4,7 @@ A plan is only valid for the TensorRT version and the GPU it was built on. Each 
 therefore has a JSON sidecar holding its *key* (ONNX SHA-256, TensorRT version, compute capability, GPU
 name, profile) and the plan's own SHA-256. ``vcorner export`` and the batch's cache step
 (:func:`vcorner.export.tensorrt_build.ensure_engine`) rebuild on any mismatch; the TensorRT runner
-(:mod:`vcorner.runtime.tensorrt_runner`) loads only a plan whose key matches.
+(:mod:`vcorner.backends.trt.runner`) loads only a plan whose key matches.
 """
 
 from __future__ import annotations

@@ -185,3 +185,8 @@ def card_format(model: Path) -> str | None:
 def default_detector_path() -> Path:
     """The default centre detector shipped inside the package."""
     return Path(str(resources.files("vcorner.models").joinpath("detector.onnx")))
+
+
+def card_of(model: Path) -> ModelCard:
+    """The card of an ONNX model or a checkpoint (no backend resolved: for ``vcorner baseline`` and tools)."""
+    return read_checkpoint_card(model) if is_checkpoint(model) else read_model_card(model)

@@ -17,8 +17,10 @@ from typing import Any
 import tomllib
 
 from vcorner.io.records import InputError
+from vcorner.models.precision import Precision
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = (Precision.fp32, Precision.fp16)
+"""The precisions an engine is built in (INT8 runs on the CPU only)."""
 DEFAULT_PROFILE = "gpu"
 
 DEFAULT_PROFILES: dict[str, dict[str, Any]] = {
@@ -50,7 +52,7 @@ class ExportProfile:
     """
 
     name: str
-    precision: str
+    precision: Precision
     batch_min: int
     batch_opt: int
     batch_max: int
@@ -61,6 +63,7 @@ class ExportProfile:
         problem = profile_problem(self)
         if problem:
             raise InputError(f"export profile [{self.name}]: {problem}")
+        object.__setattr__(self, "precision", Precision(self.precision))  # a TOML string, checked above
 
     @property
     def batch(self) -> tuple[int, int, int]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
 from vcorner.models.modelfile import read_model_card
+from vcorner.models.precision import Precision, precision_of
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,17 @@ def int8_path(model: Path) -> Path:
     return model.with_name(f"{model.stem}.int8.onnx")
 
 
-def card_precision(card: ModelCard) -> str:
-    """``fp16`` or ``int8`` for the card of a variant written by ``vcorner export``, else ``fp32``."""
+def card_precision(card: ModelCard) -> Precision:
+    """``fp16`` or ``int8`` for the card of a variant written by ``vcorner export``, else ``fp32``.
+
+    Raises:
+        InputError: a card that records another precision.
+    """
     note = card.training.get("quantization") or {}
-    return str(note.get("precision", "fp32"))
+    return precision_of(str(note.get("precision", "fp32")), "the model card's quantization note")
 
 
-def model_precision(model: Path) -> str:
+def model_precision(model: Path) -> Precision:
     """:func:`card_precision` of an ONNX model's card (read and checked)."""
     return card_precision(read_model_card(model))
 

@@ -41,64 +41,102 @@ EARLIER_COLUMNS = DETECTED_COLUMNS[:6]
 
 
 @dataclass(frozen=True)
-class DetectorUse:
-    """A centre detector ready to run: its card, its runner's ``infer``, what identifies it in ``run.json``, and
-    the view finder its card names, open beside it (None when it has none)."""
+class DetectorChoice:
+    """The centre detector a batch runs, decided once (:func:`resolve_detector`) and handed as a value to whatever
+    opens it (the local batch, every Ray actor): its file, card and SHA-256, and the view finder its card names
+    when the films' view is searched (empty otherwise).
+    """
 
-    card: DetectorCard
-    infer: Infer
-    sha256: str
     path: str
-    finder: Finder | None = None
+    card: DetectorCard
+    sha256: str
     finder_path: str = ""
+    finder_card: DetectorCard | None = None
     finder_sha256: str = ""
 
     @property
     def identity(self) -> str:
         """What a resumed run must match: the detector's SHA-256, and ``+`` the view finder's when it has one."""
-        return f"{self.sha256}+{self.finder_sha256}" if self.finder is not None else self.sha256
+        return f"{self.sha256}+{self.finder_sha256}" if self.finder_card is not None else self.sha256
+
+    def describe(self) -> dict:
+        """The ``run.json`` entry: file, SHA-256, names, input size, confidence threshold and views searched."""
+        searched = self.finder_card if self.finder_card is not None else self.card
+        return {"path": self.path, "sha256": self.sha256, "names": list(self.card.names),
+                "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence,
+                **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {}),
+                "views": list(searched.detection.views),
+                **({"view_finder": {"path": self.finder_path, "sha256": self.finder_sha256}}
+                   if self.finder_card is not None else {})}
+
+
+def resolve_detector(path: Path, view_search: bool = True) -> DetectorChoice:
+    """The detector of ``path``, checked, with the view finder its card names (``detection.view_finder``, a file
+    beside it) unless ``view_search`` is off (films known to be in the learned pose: the detector then looks at
+    them as they are). Nothing is opened.
+
+    Raises:
+        InputError: not a centre detector, or its view finder is missing or not one.
+    """
+    from vcorner.backends import open_detector
+
+    runner, card = open_detector(Path(path))  # not entered: reads and verifies the card only
+    if not card.detection.view_finder or not view_search:
+        return DetectorChoice(str(path), card, runner.identity())
+    finder_path = Path(path).parent / card.detection.view_finder
+    try:
+        finder_runner, finder_card = open_detector(finder_path)
+    except InputError as err:
+        raise InputError(f"the view finder named by {Path(path).name}'s card: {err} (--no-view-search runs the "
+                         "detector alone)") from None
+    return DetectorChoice(str(path), card, runner.identity(), str(finder_path), finder_card,
+                          finder_runner.identity())
+
+
+@dataclass(frozen=True)
+class DetectorUse:
+    """A :class:`DetectorChoice` open: its runner's ``infer``, and its view finder's beside it (None when the
+    choice has none); called as the prepare stage's ``Detect``."""
+
+    choice: DetectorChoice
+    infer: Infer
+    finder_infer: Infer | None = None
+
+    @property
+    def card(self) -> DetectorCard:
+        """The detector's card."""
+        return self.choice.card
+
+    @property
+    def finder(self) -> Finder | None:
+        """The view finder's card and ``infer`` (None: films are looked at as they are)."""
+        if self.finder_infer is None or self.choice.finder_card is None:
+            return None
+        return self.choice.finder_card, self.finder_infer
 
     def __call__(self, pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
                  spacing_mm: float | None) -> DetectedCentres:
         """:func:`vcorner.stages.detect.detect_centres` with this detector (a ``Detect`` of the prepare stage)."""
         return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer, self.finder)
 
-    def describe(self) -> dict:
-        """The ``run.json`` entry: file, SHA-256, names, input size, confidence threshold and views searched."""
-        searched = self.finder[0] if self.finder is not None else self.card
-        return {"path": self.path, "sha256": self.sha256, "names": list(self.card.names),
-                "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence,
-                **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {}),
-                "views": list(searched.detection.views),
-                **({"view_finder": {"path": self.finder_path, "sha256": self.finder_sha256}}
-                   if self.finder is not None else {})}
-
 
 @contextmanager
-def open_detector_use(path: Path, view_search: bool = True) -> Iterator[DetectorUse]:
-    """The detector of ``path`` open for a batch (one ONNX Runtime thread), with the view finder its card names
-    (``detection.view_finder``, a file beside it) open too unless ``view_search`` is off (films known to be in
-    the learned pose: the detector then looks at them as they are); its identity covers both files.
+def open_detector_use(choice: DetectorChoice) -> Iterator[DetectorUse]:
+    """``choice`` open for a batch: the detector's ONNX Runtime session (one thread) and its view finder's.
 
     Raises:
-        InputError: not a centre detector, or its view finder is missing or not one.
+        InputError: the files changed since they were chosen (their checksums no longer match).
     """
-    from vcorner.runtime.open import open_detector
+    from vcorner.backends import open_detector
 
-    runner, card = open_detector(Path(path))
+    runner, _ = open_detector(Path(choice.path))
     with runner:
-        if not card.detection.view_finder or not view_search:
-            yield DetectorUse(card, runner.infer, runner.identity(), str(path))
+        if choice.finder_card is None:
+            yield DetectorUse(choice, runner.infer)
             return
-        finder_path = Path(path).parent / card.detection.view_finder
-        try:
-            finder_runner, finder_card = open_detector(finder_path)
-        except InputError as err:
-            raise InputError(f"the view finder named by {Path(path).name}'s card: {err} (--no-view-search runs the "
-                             "detector alone)") from None
+        finder_runner, _ = open_detector(Path(choice.finder_path))
         with finder_runner:
-            yield DetectorUse(card, runner.infer, runner.identity(), str(path), (finder_card, finder_runner.infer),
-                              str(finder_path), finder_runner.identity())
+            yield DetectorUse(choice, runner.infer, finder_runner.infer)
 
 
 def detected_rows(found: DetectedCentres) -> list[list[str]]:

@@ -121,7 +121,7 @@ def record_detected(out_dir: Path, records: list[ImageRecord]) -> None:
 
 def check_same_detector(manifest: dict[str, Any] | None, detector_id: str | None, out_dir: Path) -> None:
     """Raise a one-line InputError when OUT's detected centres came from another detector (or view finder:
-    ``detector_id`` is then the detector's SHA-256, ``+``, the finder's; ``pipeline/detection.DetectorUse``).
+    ``detector_id`` is then the detector's SHA-256, ``+``, the finder's; ``pipeline/detection.DetectorChoice``).
 
     Raises:
         InputError: the manifest names a different detector.

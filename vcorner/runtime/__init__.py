@@ -1,1 +1,2 @@
-"""Inference backends behind one small interface: a context manager with ``infer(batch) -> maps``."""
+"""The one small interface every inference backend's runner implements (``base.py``): a context manager with
+``infer(batch) -> maps``; the runners themselves live in their backend's folder (``vcorner/backends/<name>/``)."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +23,8 @@ from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import bhattacharyya
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.peaks import decode_view
-from vcorner.training.checkpoint import load_resume_state, save_resume_state
-from vcorner.training.data import batches, split_images
+from vcorner.training import loop
+from vcorner.training.data import split_images
 from vcorner.training.detector_data import (
     CHUNK_FILMS,
     DetectorImage,
@@ -37,8 +35,9 @@ from vcorner.training.detector_data import (
     view_zoom,
 )
 from vcorner.training.detector_recipe import DetectorRecipe
-from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
-from vcorner.training.trainer import Reporter, SilentReporter, pick_device
+from vcorner.training.loop import Reporter, SilentReporter
+from vcorner.training.run_folder import check_trainable, prepare_run_folder
+from vcorner.training.trainer import pick_device
 from vcorner.training.verdict import MIN_THRESHOLD, detector_verdict, threshold_refusal
 
 GRAD_CLIP = 1.0
@@ -123,10 +122,12 @@ def naming_loss(maps: torch.Tensor, centres: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, torch.from_numpy(k).to(maps.device))
 
 
-def train_step(model: UNet, optimizer, scheduler, xb: np.ndarray, yb: np.ndarray, cb: np.ndarray,
+def train_step(model: UNet, optimizer, scheduler, batch: tuple[np.ndarray, np.ndarray, np.ndarray],
                device: torch.device, naming_weight: float) -> float:
-    """One optimizer step on a batch; the loss, ``-2`` times the mean BC over every map of the batch plus
-    ``naming_weight`` times :func:`naming_loss`."""
+    """One optimizer step on a batch of views (B, 1, S, S), target maps (B, K, S, S) and grid centres (B, K, 2);
+    the loss, ``-2`` times the mean BC over every map of the batch plus ``naming_weight`` times
+    :func:`naming_loss`."""
+    xb, yb, cb = batch
     maps = model(torch.from_numpy(xb).to(device))
     target = torch.from_numpy(yb).to(device)
     loss = -2.0 * bhattacharyya(target.flatten(0, 1)[:, None], maps.flatten(0, 1)[:, None]).mean()
@@ -165,45 +166,26 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     previous = prepare_run_folder(out, recipe.to_dict(), resume=resume, force=force,
                                   inputs=[Path(data) / "annotations.json", init])
     out.mkdir(parents=True, exist_ok=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
-    per_epoch = math.ceil(views / opt.batch_size)
-    total = min(per_epoch * opt.epochs, opt.max_steps or per_epoch * opt.epochs)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opt.lr, total_steps=max(total, 1) + 1,
-                                                    pct_start=0.15)
-    history, start = _resume(out, model, optimizer, scheduler) if resume else ([], 0)
+    schedule = loop.plan(opt.epochs, math.ceil(views / opt.batch_size), opt.batch_size, opt.seed, opt.max_steps)
+    optimizer, scheduler = loop.one_cycle(model, opt.lr, opt.weight_decay, schedule.total_steps, pct_start=0.15)
+    history, start = loop.resume(out, model, optimizer, scheduler) if resume else ([], 0)
     write_text_atomic(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
     recipe = with_view_geometry(recipe, train_images)
     training = {"task": "detector", "data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
                 **({"init": {"checkpoint": str(init), **_provenance(Path(init))}} if init is not None else {}),
                 "train_images": len(train_images), "val_images": len(val_images),
                 "parameters": count_parameters(model), "device": str(dev)}
-    steps_done = sum(int(h["steps"]) for h in history)
-    for epoch in range(start, opt.epochs):
-        if steps_done >= total:
-            break
-        rng = np.random.default_rng([opt.seed, epoch])
-        reporter.start_epoch(epoch + 1, opt.epochs, views)
-        began, losses, steps = time.perf_counter(), [], 0
-        model.train()
-        for xb, yb, cb in batches(epoch_views(train_images, names, recipe.detection, recipe.augment, rng),
-                                  opt.batch_size):
-            if steps_done + steps >= total:
-                break
-            if len(xb) < 2:
-                continue
-            losses.append(train_step(model, optimizer, scheduler, xb, yb, cb, dev, opt.naming_weight))
-            steps += 1
-            reporter.advance(len(xb), losses[-1])
-        steps_done += steps
-        seconds = time.perf_counter() - began
-        metrics = {"epoch": epoch + 1, **validation_metrics(model, val_images, names, recipe, dev),
-                   "train_loss": float(np.mean(losses)) if losses else math.nan, "steps": steps,
-                   "patches_per_s": steps * opt.batch_size / max(seconds, 1e-9), "seconds": seconds}
-        history.append(metrics)
-        reporter.end_epoch(metrics)
-        _checkpoint(out, model, optimizer, epoch + 1, history, DetectorCard(
-            model.constructor_args(), names, recipe.detection, {**training, "epoch": epoch + 1, **{
-                k: metrics[k] for k in ("val_bc", "val_recall", "val_error_px")}}))
+
+    def save(epoch: int, metrics: dict[str, float]) -> None:
+        save_model(out / "model.safetensors", model, DetectorCard(
+            model.constructor_args(), names, recipe.detection,
+            {**training, "epoch": epoch, **{k: metrics[k] for k in ("val_bc", "val_recall", "val_error_px")}}))
+
+    steps = loop.Recipe(
+        lambda rng: (epoch_views(train_images, names, recipe.detection, recipe.augment, rng), views),
+        lambda batch: train_step(model, optimizer, scheduler, batch, dev, opt.naming_weight),
+        lambda: validation_metrics(model, val_images, names, recipe, dev), save)
+    history = loop.run_epochs(model, optimizer, steps, schedule, out, history, start, reporter)
     if not (out / "model.safetensors").is_file():
         raise InputError(f"{out}: no epoch was trained (epochs {opt.epochs}, max_steps {opt.max_steps})")
     final = _set_threshold(out / "model.safetensors", val_images, recipe, dev)
@@ -359,25 +341,3 @@ def _provenance(checkpoint: Path) -> dict:
     card = read_checkpoint_card(checkpoint, DetectorCard)
     return {k: card.training.get(k) for k in ("command", "data", "epoch", "val_bc", "val_recall", "init")
             if card.training.get(k) is not None}
-
-
-def _resume(out: Path, model: UNet, optimizer, scheduler) -> tuple[list[dict[str, float]], int]:
-    """Load ``out/last.pt`` (checked by :func:`vcorner.training.run_folder.prepare_run_folder`) and replay the
-    schedule; the history and the epochs done."""
-    state = load_resume_state(out / "last.pt")
-    load_weights(model, optimizer, state, out / "last.pt")
-    with warnings.catch_warnings():  # replaying the schedule
-        warnings.simplefilter("ignore", UserWarning)
-        for _ in range(sum(int(h["steps"]) for h in state["history"])):
-            scheduler.step()
-    return state["history"], int(state["epoch"])
-
-
-def _checkpoint(out: Path, model: UNet, optimizer, epoch: int, history: list[dict[str, float]],
-                card: DetectorCard) -> None:
-    """Append metrics, save the resume state, and the model when its validation BC is the best so far."""
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(history[-1]) + "\n")
-    save_resume_state(out / "last.pt", model, optimizer, epoch, history)
-    if history[-1]["val_bc"] >= max(h["val_bc"] for h in history):
-        save_model(out / "model.safetensors", model, card)

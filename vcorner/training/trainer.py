@@ -1,16 +1,14 @@
-"""The training loop: jittered patches each epoch, Bhattacharyya loss, validation BC, checkpoints, resume."""
+"""Training the corner model: jittered patches each epoch, Bhattacharyya loss, validation BC, the prior and the
+card, calibration at the end; the epochs run in the loop both recipes share (`training/loop.py`)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import time
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,43 +20,15 @@ from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.prior import fit_prior
+from vcorner.training import loop
 from vcorner.training.calibrate import calibrate_checkpoint, grid_size
-from vcorner.training.checkpoint import load_resume_state, save_resume_state
 from vcorner.training.data import AnnotatedImage, PatchPass, batches, epoch_patches, load_dataset, split_images
+from vcorner.training.loop import Reporter, SilentReporter
 from vcorner.training.recipe import Recipe
-from vcorner.training.run_folder import check_trainable, load_weights, prepare_run_folder
+from vcorner.training.run_folder import check_trainable, prepare_run_folder
 from vcorner.training.verdict import corner_verdict
 
 log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    """Receives progress; the CLI shows it, tests ignore it."""
-
-    def start_epoch(self, epoch: int, epochs: int, patches: int) -> None: ...
-    def advance(self, patches: int, loss: float) -> None: ...
-    def end_epoch(self, metrics: dict[str, float]) -> None: ...
-    def start_calibration(self, candidates: int) -> None: ...
-    def calibration_step(self) -> None: ...
-
-
-class SilentReporter:
-    """A reporter that reports nothing."""
-
-    def start_epoch(self, epoch: int, epochs: int, patches: int) -> None:
-        pass
-
-    def advance(self, patches: int, loss: float) -> None:
-        pass
-
-    def end_epoch(self, metrics: dict[str, float]) -> None:
-        pass
-
-    def start_calibration(self, candidates: int) -> None:
-        pass
-
-    def calibration_step(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -108,29 +78,20 @@ def evaluate_bc(model: UNet, patches: Iterable[tuple[np.ndarray, np.ndarray]], d
     return float(torch.cat(scores).mean()) if scores else math.nan
 
 
-def train_epoch(model: UNet, optimizer: torch.optim.Optimizer, scheduler, patches: PatchPass, batch_size: int,
-                device: torch.device, reporter: Reporter, steps_left: int | None,
-                background_weight: float = 0.0) -> tuple[float, int]:
-    """One pass over ``patches`` (cut as it goes); returns the mean training loss and the optimizer steps taken."""
-    model.train()
-    losses, steps = [], 0
-    for xb, yb in batches(patches, batch_size):
-        if steps_left is not None and steps >= steps_left:
-            break
-        if len(xb) < 2:  # batch norm needs two samples
-            continue
-        target, maps = torch.from_numpy(yb).to(device), model(torch.from_numpy(xb).to(device))
-        loss = bhattacharyya_loss(target, maps)
-        if background_weight:
-            loss = loss + background_weight * background_mass(target, maps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
-        steps += 1
-        reporter.advance(len(xb), losses[-1])
-    return (float(np.mean(losses)) if losses else math.nan), steps
+def train_step(model: UNet, optimizer: torch.optim.Optimizer, scheduler, batch: tuple[np.ndarray, np.ndarray],
+               device: torch.device, background_weight: float = 0.0) -> float:
+    """One optimizer step on patches and targets (B, 1, N, N) each: the Bhattacharyya loss (plus
+    ``background_weight`` times the maps' mass off the target); the loss."""
+    xb, yb = batch
+    target, maps = torch.from_numpy(yb).to(device), model(torch.from_numpy(xb).to(device))
+    loss = bhattacharyya_loss(target, maps)
+    if background_weight:
+        loss = loss + background_weight * background_mass(target, maps)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
 
 
 def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force: bool = False,
@@ -161,21 +122,13 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     val = epoch_patches(val_images, opt.val_patches_per_vertebra, recipe.sampling, recipe.ground_truth, None)
 
     model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides()).to(dev)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
     per_epoch = math.ceil(sum(len(im.frames) for im in train_images) * opt.patches_per_vertebra / opt.batch_size)
-    total_steps = min(per_epoch * opt.epochs, opt.max_steps or per_epoch * opt.epochs)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opt.lr, total_steps=max(total_steps, 1) + 1,
-                                                    pct_start=0.1)
+    schedule = loop.plan(opt.epochs, per_epoch, opt.batch_size, opt.seed, opt.max_steps)
+    optimizer, scheduler = loop.one_cycle(model, opt.lr, opt.weight_decay, schedule.total_steps, pct_start=0.1)
     history: list[dict[str, float]] = []
     start_epoch = 0
     if resume:
-        state = load_resume_state(out / "last.pt")
-        load_weights(model, optimizer, state, out / "last.pt")
-        history, start_epoch = state["history"], int(state["epoch"])
-        with warnings.catch_warnings():  # replaying the schedule (possibly re-planned for new epochs)
-            warnings.simplefilter("ignore", UserWarning)
-            for _ in range(sum(int(h["steps"]) for h in history)):
-                scheduler.step()
+        history, start_epoch = loop.resume(out, model, optimizer, scheduler)
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
 
     if not history:
@@ -185,23 +138,21 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     card_training = {"data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
                      "train_images": len(train_images), "val_images": len(val_images),
                      "parameters": count_parameters(model), "device": str(dev)}
-    steps_done = sum(int(h["steps"]) for h in history)
-    for epoch in range(start_epoch, opt.epochs):
-        if steps_done >= total_steps:
-            break
-        rng = np.random.default_rng([opt.seed, epoch])
+
+    def epoch_data(rng: np.random.Generator) -> tuple[PatchPass, int]:
         patches = epoch_patches(train_images, opt.patches_per_vertebra, recipe.sampling, recipe.ground_truth, rng)
-        reporter.start_epoch(epoch + 1, opt.epochs, min(len(patches), (total_steps - steps_done) * opt.batch_size))
-        began = time.perf_counter()
-        loss, steps = train_epoch(model, optimizer, scheduler, patches, opt.batch_size, dev, reporter,
-                                  total_steps - steps_done, opt.background_weight)
-        seconds = time.perf_counter() - began
-        steps_done += steps
-        metrics = {"epoch": epoch + 1, "val_bc": evaluate_bc(model, val, dev), "train_loss": loss,
-                   "steps": steps, "patches_per_s": steps * opt.batch_size / max(seconds, 1e-9), "seconds": seconds}
-        history.append(metrics)
-        reporter.end_epoch(metrics)
-        _checkpoint(out, model, optimizer, epoch + 1, history, recipe, prior, card_training)
+        return patches, len(patches)
+
+    def save(epoch: int, metrics: dict[str, float]) -> None:
+        card = ModelCard(model.constructor_args(), recipe.sampling, recipe.ground_truth, recipe.decode, prior,
+                         {**card_training, "epoch": epoch, "val_bc": metrics["val_bc"],
+                          "val_bc_start": history[0]["val_bc"]})
+        save_model(out / "model.safetensors", model, card)
+
+    steps = loop.Recipe(epoch_data, lambda batch: train_step(model, optimizer, scheduler, batch, dev,
+                                                            opt.background_weight),
+                        lambda: {"val_bc": evaluate_bc(model, val, dev)}, save)
+    loop.run_epochs(model, optimizer, steps, schedule, out, history, start_epoch, reporter)
     calibration, final = None, None
     if (out / "model.safetensors").is_file():
         final = _record_verdict(out / "model.safetensors")
@@ -243,18 +194,4 @@ def _calibrate(checkpoint: Path, data: Path, records: list, dev: torch.device, r
     reporter.start_calibration(grid_size())
     card, result = calibrate_checkpoint(checkpoint, data, records, str(dev), progress=reporter.calibration_step)
     return {"images": card.training["tune_images"], "ellipse_scale": card.decode.ellipse_scale,
-            **result.coverage}
-
-
-def _checkpoint(out: Path, model: UNet, optimizer: torch.optim.Optimizer, epoch: int,
-                history: list[dict[str, float]], recipe: Recipe, prior, training: dict) -> None:
-    """Append metrics, save the resume state, and save the model when its validation BC is the best."""
-    with open(out / "metrics.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(history[-1]) + "\n")
-    save_resume_state(out / "last.pt", model, optimizer, epoch, history)
-    best = max(h["val_bc"] for h in history[1:])
-    if history[-1]["val_bc"] >= best:
-        card = ModelCard(model.constructor_args(), recipe.sampling, recipe.ground_truth, recipe.decode, prior,
-                         {**training, "epoch": epoch, "val_bc": history[-1]["val_bc"],
-                          "val_bc_start": history[0]["val_bc"]})
-        save_model(out / "model.safetensors", model, card)
+            "patches_per_vertebra": card.sampling.patches_per_vertebra, **result.coverage}

@@ -1,0 +1,59 @@
+"""Fitting the card's trust (vcorner/evaluation/trust.py): the ellipse constants come back from corners drawn with
+known spreads, the flag limits sit at the stated percentile, and ``vcorner tune`` refits them into the card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from vcorner.evaluation.trust import Evidence, fit_trust
+from vcorner.postprocess.decode import COV_FLOOR_PX2
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+
+
+def drawn(size_sd: float, flat_sd: float, n: int = 2000, seed: int = 0) -> Evidence:
+    """Corners whose true offsets are Gaussian with the covariance the card's trust describes."""
+    rng = np.random.default_rng(seed)
+    size = rng.uniform(40, 80, n)
+    confidence = rng.uniform(0.3, 1.0, n)
+    sd = np.sqrt((size_sd ** 2 + (flat_sd * (1 - confidence)) ** 2) * size ** 2 + COV_FLOOR_PX2)
+    offset = rng.normal(0, 1, (n, 2)) * sd[:, None]
+    return Evidence(offset, size, confidence, np.zeros((n, 2, 2)), rng.uniform(0, 1, 500), rng.uniform(0, 2, 500))
+
+
+def test_the_ellipse_constants_of_known_spreads_come_back():
+    trust, reached = fit_trust(drawn(size_sd=0.02, flat_sd=0.2))
+    assert abs(trust.size_sd - 0.02) <= 0.003 and abs(trust.flat_sd - 0.2) <= 0.05, trust
+    assert 0.94 <= reached["inside_95"] <= 0.96 and 0.45 <= reached["inside_50"] <= 0.55, reached
+
+
+def test_the_flag_limits_sit_at_the_percentile_of_the_validation_vertebrae():
+    data = drawn(size_sd=0.02, flat_sd=0.0)
+    trust, _ = fit_trust(data, percentile=90.0)
+    assert trust.height_limit == round(float(np.percentile(data.deviation, 90.0)), 4)
+    assert trust.spread_limit == round(float(np.percentile(data.spread, 90.0)), 4)
+
+
+def test_tune_refits_the_trust_of_the_card_from_its_validation_corners():
+    """What ``vcorner tune`` does after choosing the decoding (`cli/tune.with_trust`), on the shipped model's maps of
+    the examples; the CLI's wiring is tested in tests/test_evaluate.py."""
+    from dataclasses import replace
+
+    from vcorner.backends import ModelRequest
+    from vcorner.cli.common import open_model
+    from vcorner.cli.tune import with_trust
+    from vcorner.config import TrustConfig
+    from vcorner.evaluation.tune import infer_records
+    from vcorner.io.annotations import read_annotations
+
+    runner, resolved = open_model(ModelRequest(precision="fp32"))
+    blank = replace(resolved.card, trust=TrustConfig())
+    with runner:
+        jobs = infer_records(EXAMPLES, read_annotations(EXAMPLES / "annotations.json"), runner, blank)
+    card = with_trust(blank, jobs, EXAMPLES)
+    assert card.trust.size_sd > 0 and card.trust.height_limit > 0 and card.trust.spread_limit > 0, card.trust
+    assert str(EXAMPLES) in card.training["trust_chosen_on"]
+    assert 0.9 <= card.training["trust_coverage"]["inside_95"] <= 1.0
+    assert card.decode == blank.decode and card.prior == blank.prior
