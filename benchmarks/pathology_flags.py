@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vcorner.backends import ModelRequest
 from vcorner.cli.common import open_model
 from vcorner.evaluation.tune import infer_records
 from vcorner.io.annotations import read_annotations
@@ -36,7 +37,6 @@ from vcorner.measure.compare import (
 )
 from vcorner.measure.intervals import GENANT_POSSIBLE_PERCENTILE, SLIP_POSSIBLE_PERCENTILE, ImageCorners, measure_image
 from vcorner.models.modelfile import default_model_path
-from vcorner.models.resolve import ModelRequest
 from vcorner.stages.finish import finish
 
 MEASURES = {"heights": ("anterior_height", "middle_height", "posterior_height"), "listhesis": ("listhesis",),
