@@ -40,7 +40,8 @@ def test_slip_flags_follow_the_interval(low, high, expected) -> None:
 
 def test_a_lower_percentile_raises_possible_flags_more_sparingly() -> None:
     """At the 60th percentile, an interval of 15-22% (its 60th percentile near 19%) raises nothing, one of 17-24%
-    (near 21%) a possible grade 1; a slip of 0.5-3.2 mm reaches 3 mm only above its 90th percentile, 2.0-3.4 mm at it."""
+    (near 21%) a possible grade 1; a slip of 0.5-3.2 mm reaches 3 mm only above its 90th percentile, 2.0-3.4 mm
+    at it."""
     assert genant_flags(_draws(18.5, 15.0, 22.0), possible=60.0) == []
     assert genant_flags(_draws(20.5, 17.0, 24.0), possible=60.0) == ["possible_genant_1"]
     assert slip_flags(_draws(1.8, 0.5, 3.2), possible=90.0) == []
