@@ -138,7 +138,8 @@ def decode_vertebra(
     ``config.subpixel`` that pixel is refined by a quadratic fit to the log of the weighted map on its 3 x 3
     neighbourhood (clamped to +-1 px). The covariance is the second moment of the weighted map minus its minimum,
     over a disc of ``config.refine_radius_px`` around the peak, about its weighted mean, times
-    ``config.ellipse_scale ** 2``, plus :data:`COV_FLOOR_PX2`. The confidence is the unweighted accumulated value at the peak pixel.
+    ``config.ellipse_scale ** 2``, plus :data:`COV_FLOOR_PX2`. The confidence is the unweighted accumulated value
+    at the peak pixel.
     Where that value is below ``config.min_peak`` (no patch mass where the prior allows a corner), or the
     quadrant lies outside the image, the corner is the prior mean with confidence 0 and the prior's own
     (uninflated) covariance.
