@@ -41,9 +41,11 @@ def truth_flags(corners: np.ndarray, spacing: float) -> tuple[np.ndarray, np.nda
 
 
 def found_flags(rows) -> tuple[dict[str, bool], dict[str, bool]]:
-    """Per vertebra ``genant_N`` raised, per pair ``slip`` raised, from :func:`measure_image` rows."""
-    genant = {r.level: "genant_" in r.flags for r in rows if r.measure == "genant_grade"}
-    slip = {r.level: "slip" in r.flags for r in rows if r.measure == "listhesis"}
+    """Per vertebra ``genant_N`` raised, per pair ``slip`` raised, from :func:`measure_image` rows (the sure flags;
+    ``possible_`` ones not counted: ``benchmarks/pathology_flags.py`` scores every operating point)."""
+    genant = {r.level: any(f.startswith("genant_") for f in r.flags.split(";")) for r in rows
+              if r.measure == "genant_grade"}
+    slip = {r.level: "slip" in r.flags.split(";") for r in rows if r.measure == "listhesis"}
     return genant, slip
 
 

@@ -84,6 +84,10 @@ class DecodeConfig:
     Attributes:
         background_quantile: per-patch residual background level (quantile of the map's values).
         prior_inflation: prior covariance multiplier when weighting the accumulated map.
+        prior_sharp_inflation: the multiplier where the accumulated map is sure of a corner (peak 1): between,
+            it moves log-linearly from ``prior_inflation`` (peak 0) with the quadrant's unweighted peak, so the
+            prior weighs where the network is unsure, not where its map is sharp (issue #29); 0: off, the same
+            ``prior_inflation`` at every peak (cards written before it).
         search_radius: half-width of a vertebra's accumulator region, in vertebra sizes.
         min_peak: a quadrant whose accumulated maximum is below this falls back to the prior.
         refine_radius_px: window half-width for sub-pixel refinement and covariance, in pixels.
@@ -93,6 +97,7 @@ class DecodeConfig:
 
     background_quantile: float = 0.75
     prior_inflation: float = 4.0
+    prior_sharp_inflation: float = 0.0
     search_radius: float = 1.0
     min_peak: float = 0.02
     refine_radius_px: float = 4.0

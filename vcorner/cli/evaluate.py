@@ -222,7 +222,13 @@ def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
     """Measurements of the predicted corners (with intervals) against those of the annotated corners: a table
     of error and 95%-interval coverage per measure, and fracture/slip detection; the figures as a dict."""
     from vcorner.io.spacing import common_unit, spacing_in
-    from vcorner.measure.compare import compare_measurements, deformed_vertebrae, detection, truth_measurements
+    from vcorner.measure.compare import (
+        compare_measurements,
+        deformed_vertebrae,
+        detection,
+        flag_detection,
+        truth_measurements,
+    )
     from vcorner.measure.table import measure_all, read_corners
 
     unit, _ = common_unit(truth)  # as the corner errors: mm only when every image has a spacing
@@ -242,9 +248,14 @@ def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
     console.print(table)
     for label, row in detected.items():
         sens, spec = _number(row["sensitivity"], ".1%"), _number(row["specificity"], ".1%")
-        console.print(f"{label}: sensitivity {sens} ({row['positives']} annotated), specificity {spec} "
+        console.print(f"{label} (found value): sensitivity {sens} ({row['positives']} annotated), specificity {spec} "
                       f"({row['negatives']} annotated)", highlight=False)
-    return {"per_measure": per_measure, "detection": detected, "deformed": deformed_vertebrae(expected)}
+    flagged = flag_detection(predicted, expected)
+    for label, row in flagged.items():
+        sens, spec = _number(row["sensitivity"], ".1%"), _number(row["specificity"], ".1%")
+        console.print(f"flag {label}: sensitivity {sens}, specificity {spec}", highlight=False)
+    return {"per_measure": per_measure, "detection": detected, "flags": flagged,
+            "deformed": deformed_vertebrae(expected)}
 
 
 def is_centres_file(path: Path) -> bool:

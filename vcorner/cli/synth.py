@@ -22,6 +22,11 @@ def synth(
                                             "independent renderer for validation only (vcorner train and tune "
                                             "refuse it); tall: lateral thoracolumbar films, T1-L5 "
                                             "(a many-level detector's world).")] = "train",
+    pathology: Annotated[str, typer.Option(help="rare: the renderer's own few wedge fractures and 1.5-4 mm slips "
+                                                "(the default, as every recorded figure before issue #29); "
+                                                "clinical: Genant grade 1-3 wedge, crush and biconcave fractures, "
+                                                "antero- and retrolisthesis of 1-8 mm, degenerated discs, "
+                                                "osteophytes, fused levels (README.md, Phantoms).")] = "rare",
     force: Annotated[bool, typer.Option("--force", help="Write into a folder whose annotations.json or centers.csv "
                                                        "vcorner synth did not write (they are moved into "
                                                        "previous-<time>/).")] = False,
@@ -40,5 +45,5 @@ def synth(
         task = bar.add_task("phantoms", total=images)
         began = time.perf_counter()
         synthesize_dataset(out, images, seed, workers=workers, progress=lambda n: bar.update(task, advance=n),
-                           style=style)
+                           style=style, pathology=pathology)
     stderr.print(f"{images} phantom(s) in {time.perf_counter() - began:.1f} s: {out}", highlight=False)

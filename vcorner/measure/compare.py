@@ -3,7 +3,7 @@ detection of fractures (Genant grade >= 1) and slips (>= 3 mm)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -69,20 +69,56 @@ def deformed_vertebrae(truth: Sequence[Measurement]) -> set[tuple[str, str]]:
     return out
 
 
+def _rates(pairs: Sequence[tuple[bool, bool]]) -> dict:
+    """Counts, sensitivity and specificity of (found, true) pairs."""
+    tp = sum(a and b for a, b in pairs)
+    fn = sum(b and not a for a, b in pairs)
+    tn = sum(not a and not b for a, b in pairs)
+    fp = sum(a and not b for a, b in pairs)
+    return {"positives": tp + fn, "negatives": tn + fp, "true_positive": tp, "false_positive": fp,
+            "sensitivity": tp / (tp + fn) if tp + fn else None, "specificity": tn / (tn + fp) if tn + fp else None}
+
+
+def _scored(row: Measurement, measure: str, known: dict) -> bool:
+    """Whether ``row`` is of ``measure``, annotated, and (for listhesis) in mm."""
+    return row.measure == measure and _key(row) in known and (measure != "listhesis" or row.unit == "mm")
+
+
+def _flags(row: Measurement) -> set[str]:
+    return set(filter(None, row.flags.split(";")))
+
+
+FLAG_TESTS: dict[str, tuple[str, Callable[[float], bool], Callable[[set[str]], bool]]] = {
+    "genant_N (Genant grade >= 1)": ("genant_grade", lambda v: v >= 1,
+                                     lambda f: any(x.startswith("genant_") for x in f)),
+    "genant_N or possible_genant_N": ("genant_grade", lambda v: v >= 1,
+                                      lambda f: any(x.startswith(("genant_", "possible_genant_")) for x in f)),
+    f"slip (>= {SLIP_MM:g} mm)": ("listhesis", lambda v: abs(v) >= SLIP_MM, lambda f: "slip" in f),
+    "slip or possible_slip": ("listhesis", lambda v: abs(v) >= SLIP_MM, lambda f: bool({"slip", "possible_slip"} & f)),
+}
+"""Operating points of the flags (README.md, Measurements): label -> (measure, the annotated value's truth, whether
+the predicted row's flags call it positive)."""
+
+
+def flag_detection(predicted: Sequence[Measurement], truth: Sequence[Measurement]) -> dict[str, dict]:
+    """Sensitivity and specificity of each flag operating point (:data:`FLAG_TESTS`) against the annotations'
+    Genant grade >= 1 and slip >= :data:`SLIP_MM` mm (mm rows only for slips)."""
+    known = {_key(t): t for t in truth}
+    out = {}
+    for label, (measure, positive, flagged) in FLAG_TESTS.items():
+        out[label] = _rates([(flagged(_flags(p)), positive(known[_key(p)].value)) for p in predicted
+                             if _scored(p, measure, known)])
+    return out
+
+
 def detection(predicted: Sequence[Measurement], truth: Sequence[Measurement]) -> dict[str, dict]:
-    """Sensitivity and specificity of Genant grade >= 1 and of a slip >= 3 mm, against the annotations."""
+    """Sensitivity and specificity of the found value's Genant grade >= 1 and slip >= 3 mm (the point value, without
+    its interval), against the annotations."""
     known = {_key(t): t for t in truth}
     tests = {"genant_grade>=1": ("genant_grade", lambda v: v >= 1),
              f"slip>={SLIP_MM:g}mm": ("listhesis", lambda v: abs(v) >= SLIP_MM)}
     out = {}
     for label, (measure, positive) in tests.items():
-        pairs = [(positive(p.value), positive(known[_key(p)].value)) for p in predicted
-                 if p.measure == measure and _key(p) in known and (measure != "listhesis" or p.unit == "mm")]
-        tp = sum(a and b for a, b in pairs)
-        fn = sum(b and not a for a, b in pairs)
-        tn = sum(not a and not b for a, b in pairs)
-        fp = sum(a and not b for a, b in pairs)
-        out[label] = {"positives": tp + fn, "negatives": tn + fp, "true_positive": tp, "false_positive": fp,
-                      "sensitivity": tp / (tp + fn) if tp + fn else None,
-                      "specificity": tn / (tn + fp) if tn + fp else None}
+        out[label] = _rates([(positive(p.value), positive(known[_key(p)].value)) for p in predicted
+                             if _scored(p, measure, known)])
     return out

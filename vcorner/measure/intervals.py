@@ -32,7 +32,8 @@ DEFAULT_SAMPLES = 2000
 Spacing = float | tuple[float, float] | None
 """A pixel spacing in mm: one number, (x, y) per axis (a DICOM with anisotropic PixelSpacing), or None (px)."""
 SLIP_MM = 3.0
-"""A slip at least this large (mm; pixels without a spacing are not flagged) is flagged ``slip``."""
+"""A slip whose 95% interval lies beyond this many mm (either way) is flagged ``slip``, one whose interval reaches it
+``possible_slip`` (mm only: pixels without a spacing are not flagged)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,45 @@ def _intervals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
+GENANT_POSSIBLE_PERCENTILE = 60.0
+"""``possible_genant_N`` is raised when this percentile of the height loss's draws reaches grade N's threshold that
+its 95% interval does not lie above (97.5 would be: the interval straddles it). Chosen with the shipped model on 100
+clinical validation phantoms (seed 2929) as the highest sensitivity at a specificity of at least 95%, among 50-90
+(README.md, Measurements: ``python benchmarks/pathology_flags.py VAL --possible 50 55 ... 90``)."""
+SLIP_POSSIBLE_PERCENTILE = 90.0
+"""``possible_slip`` likewise, for the slip's draws and :data:`SLIP_MM`, chosen the same way."""
+
+
+def _percentiles(values: np.ndarray, possible: float) -> tuple[float, float, float, float]:
+    """2.5th, 97.5th, ``100 - possible``-th and ``possible``-th percentiles of (1 + S,) values' draws (the value
+    itself when there are none)."""
+    values = np.asarray(values, dtype=np.float64)
+    draws = values[1:] if len(values) > 1 else values[:1]
+    low, high, down, up = np.percentile(draws, [2.5, 97.5, 100.0 - possible, possible])
+    return float(low), float(high), float(down), float(up)
+
+
+def genant_flags(loss_pct: np.ndarray, possible: float = GENANT_POSSIBLE_PERCENTILE) -> list[str]:
+    """Flags of one vertebra's height loss, percent, (1 + S,) value and draws: ``genant_N`` for the highest grade N
+    whose threshold (:data:`vcorner.measure.definitions.GENANT_LOSS`) the whole 95% interval reaches, and
+    ``possible_genant_M`` for a higher grade M whose threshold only the ``possible``-th percentile of the draws
+    reaches; none when that percentile lies below 20%."""
+    low, _, _, up = _percentiles(loss_pct, possible)
+    thresholds = 100.0 * np.asarray(d.GENANT_LOSS)
+    sure, maybe = int(np.sum(thresholds <= low)), int(np.sum(thresholds <= up))
+    return ([f"genant_{sure}"] if sure else []) + ([f"possible_genant_{maybe}"] if maybe > sure else [])
+
+
+def slip_flags(slip_mm: np.ndarray, possible: float = SLIP_POSSIBLE_PERCENTILE) -> list[str]:
+    """Flags of one pair's slip, mm, (1 + S,) value and draws: ``slip`` when the whole 95% interval lies at or beyond
+    :data:`SLIP_MM` (anterior or posterior), else ``possible_slip`` when the ``possible``-th percentile of the draws
+    reaches it (or the ``100 - possible``-th reaches ``-SLIP_MM``)."""
+    low, high, down, up = _percentiles(slip_mm, possible)
+    if low >= SLIP_MM or high <= -SLIP_MM:
+        return ["slip"]
+    return ["possible_slip"] if up >= SLIP_MM or down <= -SLIP_MM else []
+
+
 def adjacent_pairs(names: Sequence[str]) -> list[int]:
     """Indices i of the pairs (i, i + 1) that are neighbours on the spine (anatomical names one level apart;
     any consecutive pair for other names)."""
@@ -101,7 +141,9 @@ def adjacent_pairs(names: Sequence[str]) -> list[int]:
 
 
 def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "right", ap: bool = False,
-                  samples: int = DEFAULT_SAMPLES) -> list[Measurement]:
+                  samples: int = DEFAULT_SAMPLES,
+                  possible: tuple[float, float] = (GENANT_POSSIBLE_PERCENTILE, SLIP_POSSIBLE_PERCENTILE)
+                  ) -> list[Measurement]:
     """Every measure of one image with its 95% interval (README.md, Measurements, defines them); with ``ap``
     (an AP film) only those an AP film defines (:data:`AP_MEASURES`; ``anterior`` is then unused).
 
@@ -109,7 +151,8 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
     spacing (x, y) the corners (and their draws) are first stretched by (1, y / x), so that lengths times x
     and the angles are those of the patient, not of a mean spacing. Images with one vertebra
     get only the per-vertebra measures. A value that is not finite (a degenerate vertebra) is left out with
-    a warning, never written.
+    a warning, never written. ``possible``: the percentiles of the draws that raise a ``possible_`` flag
+    (:func:`genant_flags`, :func:`slip_flags`).
     """
     rng = np.random.default_rng(zlib.crc32(corners.image.encode()))
     draws = sample_corners(corners.xy, corners.cov, samples, rng)
@@ -140,10 +183,10 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
             add(key, name, h[key][:, v] * scale, length_unit, flags)
         add("wedge_ratio", name, h["anterior_height"][:, v] / h["posterior_height"][:, v], "ratio", flags)
         add("height_loss", name, 100.0 * loss[:, v], "%", flags)
-        add("genant_grade", name, grade[:, v].astype(float), "grade",
-            flags + ([f"genant_{grade[0, v]}"] if grade[0, v] else []))
+        grade_flags = genant_flags(100.0 * loss[:, v], possible[0])
+        add("genant_grade", name, grade[:, v].astype(float), "grade", flags + grade_flags)
     if len(names) >= 2:
-        _pair_measures(add, both, names, base, scale, length_unit, anterior)
+        _pair_measures(add, both, names, base, scale, length_unit, anterior, possible[1])
     return _rows(corners.image, labels, np.stack(columns, axis=1))
 
 
@@ -202,7 +245,7 @@ def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.
 
 
 def _pair_measures(add, both: np.ndarray, names: Sequence[str], base, scale: float, length_unit: str,
-                   anterior: str) -> None:
+                   anterior: str, possible: float = SLIP_POSSIBLE_PERCENTILE) -> None:
     """The per-level and per-image measures of (1 + S, V, 4, 2) corners, V >= 2, passed to ``add`` (``base``: as
     for :func:`_ap_measures`)."""
     slip, pct = d.listhesis(both, anterior)
@@ -210,8 +253,8 @@ def _pair_measures(add, both: np.ndarray, names: Sequence[str], base, scale: flo
     meyerding = d.meyerding_grade(pct)
     for i in adjacent_pairs(names):
         level, flags = f"{names[i]}-{names[i + 1]}", base(i, i + 1)
-        slipped = length_unit == "mm" and abs(slip[0, i] * scale) >= SLIP_MM
-        add("listhesis", level, slip[:, i] * scale, length_unit, flags + (["slip"] if slipped else []))
+        slipped = slip_flags(slip[:, i] * scale, possible) if length_unit == "mm" else []
+        add("listhesis", level, slip[:, i] * scale, length_unit, flags + slipped)
         add("listhesis_pct", level, pct[:, i], "%", flags)
         add("meyerding_grade", level, meyerding[:, i].astype(float), "grade", flags)
         add("segmental_angle", level, angle[:, i], "deg", flags)

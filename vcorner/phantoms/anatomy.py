@@ -19,6 +19,8 @@ ANNOTATED: tuple[str, ...] = ("C3", "C4", "C5", "C6", "C7")
 _DEPTH = (15.0, 15.4, 15.8, 16.2, 16.8, 17.3, 18.5)  # mm, anteroposterior, adult means
 _HEIGHT = (15.0, 13.4, 13.0, 13.0, 13.2, 13.9, 15.5)  # mm; C2 without the dens
 _DISC = (4.4, 5.0, 5.3, 5.4, 5.1, 4.3)  # mm, disc below C2 ... below C7
+DISC_MM = _DISC
+"""Mean adult disc heights below C2 ... below C7, mm."""
 _CORNER_THETA = np.deg2rad([225.0, 315.0, 135.0, 45.0])  # superellipse parameter of each corner apex
 
 
@@ -130,8 +132,13 @@ class Spine:
         curve: (M, 2) centreline from well above C2 to well below T1, mm, cranial first.
         curve_angle: (M,) body angle along the centreline, radians.
         kind: ``lordotic``, ``straight`` or ``kyphotic``.
-        listhesis: (level, mm) of a spondylolisthesis (positive = anterior slip), or None.
-        fracture: Name of a wedge-fractured body, or None.
+        listhesis: (level, mm) of a spondylolisthesis (positive = anterior slip), or None (the first of ``slips``).
+        fracture: Name of a fractured body, or None (the first of ``fractures``).
+        fractures: (name, shape, severity) of every fractured or deformed body; shape is ``wedge``,
+            ``biconcave`` or ``crush``; severity: the wedge parameter of :func:`sample_spine`'s fractures, the
+            target height loss of :mod:`vcorner.phantoms.pathology`'s.
+        slips: (level, mm) of every slip of ``level`` on the body below it (positive = anterior).
+        fused: Names of the upper bodies of fused levels (bone bridges the disc below them).
     """
 
     bodies: tuple[Body, ...]
@@ -141,6 +148,9 @@ class Spine:
     kind: str
     listhesis: tuple[str, float] | None
     fracture: str | None
+    fractures: tuple[tuple[str, str, float], ...] = ()
+    slips: tuple[tuple[str, float], ...] = ()
+    fused: tuple[str, ...] = ()
 
     def body(self, name: str) -> Body:
         """The body called ``name``."""
@@ -185,6 +195,26 @@ def sample_spine(rng: np.random.Generator, *, osteoporotic: bool = False) -> Spi
               for i in range(len(LEVELS))]
     discs = np.array(_DISC) * scale * rng.uniform(0.85, 1.15, len(_DISC))
     discs[2:5] *= np.where(rng.random(3) < 0.5 * age, rng.uniform(0.35, 0.7, 3), 1.0)
+    bodies, curve, angle, kind = assemble(rng, shapes, discs)
+    listhesis = None
+    if rng.random() < 0.12:
+        level = int(rng.integers(1, 5))
+        slip = float(rng.uniform(1.5, 4.0) * (1 if rng.random() < 0.7 else -1))
+        bodies = slip_above(bodies, level, slip)
+        listhesis = (LEVELS[level], slip)
+    name = LEVELS[fracture] if fracture is not None else None
+    return Spine(tuple(bodies), discs, curve, angle, kind, listhesis, name,
+                 fractures=((name, "wedge", shapes[fracture].wedge),) if name else (),
+                 slips=(listhesis,) if listhesis else ())
+
+
+def assemble(rng: np.random.Generator, shapes: list[BodyShape],
+             discs: np.ndarray) -> tuple[list[Body], np.ndarray, np.ndarray, str]:
+    """Bodies of ``shapes`` (one per ``LEVELS``) stacked with ``discs`` (6,) mm along a random curve.
+
+    Returns:
+        The placed bodies, the centreline (M, 2), its angles (M,) and the curve's kind.
+    """
     heights = np.array([s.height for s in shapes])
     s_nodes = np.concatenate([[0.0], np.cumsum(heights[:-1] / 2 + discs + heights[1:] / 2)])
     s_nodes -= s_nodes[1]
@@ -197,12 +227,11 @@ def sample_spine(rng: np.random.Generator, *, osteoporotic: bool = False) -> Spi
         tilt = np.interp(s_nodes[i], s, angle) + np.deg2rad(rng.normal(0.0, 1.5))
         center += np.array([np.cos(tilt), np.sin(tilt)]) * rng.normal(0.0, 0.4)
         bodies.append(Body(name, center, float(tilt), shapes[i]))
-    listhesis = None
-    if rng.random() < 0.12:
-        level = int(rng.integers(1, 5))
-        slip = float(rng.uniform(1.5, 4.0) * (1 if rng.random() < 0.7 else -1))
-        axis = np.array([np.cos(bodies[level].angle), np.sin(bodies[level].angle)])
-        bodies[: level + 1] = [Body(b.name, b.center + slip * axis, b.angle, b.shape) for b in bodies[: level + 1]]
-        listhesis = (LEVELS[level], slip)
-    return Spine(tuple(bodies), discs, curve, angle, kind, listhesis,
-                 LEVELS[fracture] if fracture is not None else None)
+    return bodies, curve, angle, kind
+
+
+def slip_above(bodies: list[Body], level: int, slip: float) -> list[Body]:
+    """``bodies`` with ``LEVELS[level]`` and every body above it moved ``slip`` mm along that body's anterior
+    axis (positive: an anterolisthesis of ``LEVELS[level]`` on the body below)."""
+    axis = np.array([np.cos(bodies[level].angle), np.sin(bodies[level].angle)])
+    return [Body(b.name, b.center + slip * axis, b.angle, b.shape) if i <= level else b for i, b in enumerate(bodies)]

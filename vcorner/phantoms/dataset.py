@@ -24,11 +24,12 @@ from vcorner.io.atomic import write_text_atomic
 from vcorner.io.centers import write_centers
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.phantoms import degrade
-from vcorner.phantoms.anatomy import ANNOTATED, Spine, sample_spine
+from vcorner.phantoms.anatomy import ANNOTATED, Spine
 from vcorner.phantoms.annotate import annotate
 from vcorner.phantoms.elements import Part, clutter, hardware, vertebral_bodies
 from vcorner.phantoms.files import write_image
 from vcorner.phantoms.holdout import write_holdout
+from vcorner.phantoms.pathology import PATHOLOGIES, sample_spine_with
 from vcorner.phantoms.render import Placement, compose, rasterize, trabecular_texture
 from vcorner.phantoms.scene import collimator_rectangle, free_corners, sample_placement
 from vcorner.phantoms.softtissue import sample_soft_tissue, soft_tissue_map
@@ -128,7 +129,7 @@ def _quantize(image: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def render_phantom(rng: np.random.Generator, *, fmt: str | None = None, hard: bool | None = None,
-                   context: bool = False) -> tuple[np.ndarray, ImageRecord, dict[str, Any]]:
+                   context: bool = False, pathology: str = "rare") -> tuple[np.ndarray, ImageRecord, dict[str, Any]]:
     """Render one lateral C-spine phantom with its annotation.
 
     Args:
@@ -138,6 +139,8 @@ def render_phantom(rng: np.random.Generator, *, fmt: str | None = None, hard: bo
         context: also annotate C2 and T1 where their centres lie inside the image (the centre detector's
             anchors, :data:`CONTEXT_LEVELS`); their annotator noise comes from a child of ``rng``, so the
             pixels and the C3-C7 annotations are those of the same ``rng`` without it.
+        pathology: ``rare`` (:func:`vcorner.phantoms.anatomy.sample_spine`) or ``clinical``
+            (:mod:`vcorner.phantoms.pathology`: fractures of every grade and shape, slips of 1-8 mm, ...).
 
     Returns:
         ``pixels`` (H, W) uint8 or uint16 (DICOM formats: 12-bit values in uint16); the record (``file``
@@ -147,7 +150,7 @@ def render_phantom(rng: np.random.Generator, *, fmt: str | None = None, hard: bo
     fmt = fmt or str(FORMATS[int(rng.integers(len(FORMATS)))])
     cases = _hard_cases(rng, hard)
     osteoporotic = "osteoporotic" in cases
-    spine = sample_spine(rng, osteoporotic=osteoporotic)
+    spine = sample_spine_with(pathology, rng, osteoporotic=osteoporotic)
     placement, cropped = sample_placement(spine, float(rng.uniform(0.1, 0.2)), rng)
     soft = sample_soft_tissue(spine, rng)
     acq = degrade.sample_acquisition(rng, severe_noise="severe_noise" in cases, low_contrast=osteoporotic)
@@ -173,6 +176,9 @@ def render_phantom(rng: np.random.Generator, *, fmt: str | None = None, hard: bo
         "photons": round(acq.photons, 1), "contrast": round(acq.contrast, 3), **info,
         "truth": {v.name: t for v, t in annotated},
     }
+    if pathology != "rare":
+        metadata["pathology"] = {"kind": pathology, "fractures": [list(f) for f in spine.fractures],
+                                 "slips": [list(s) for s in spine.slips], "fused": list(spine.fused)}
     return _quantize(image, fmt), record, metadata
 
 
@@ -190,12 +196,13 @@ def _with_context(annotated: list, spine: Spine, placement: Placement, rng: np.r
     return ([extra["C2"]] if inside["C2"] else []) + annotated + ([extra["T1"]] if inside["T1"] else [])
 
 
-def _write_one(out: Path, index: int, seq: np.random.SeedSequence,
-               context: bool = False) -> tuple[ImageRecord, dict[str, Any]]:
-    """Render image ``index`` from its seed sequence and write it into ``out`` (``context``: C2 and T1 too)."""
+def _write_one(out: Path, index: int, seq: np.random.SeedSequence, context: bool = False,
+               pathology: str = "rare") -> tuple[ImageRecord, dict[str, Any]]:
+    """Render image ``index`` from its seed sequence and write it into ``out`` (``context``: C2 and T1 too;
+    ``pathology``: as :func:`render_phantom`)."""
     rng = np.random.default_rng(seq)
     fmt, hard = schedule(index)
-    pixels, record, metadata = render_phantom(rng, fmt=fmt, hard=hard, context=context)
+    pixels, record, metadata = render_phantom(rng, fmt=fmt, hard=hard, context=context, pathology=pathology)
     name = f"phantom_{index:05d}{SUFFIX[fmt]}"
     photometric = "MONOCHROME1" if fmt == "dcm_mono1" else "MONOCHROME2"
     write_image(out / name, pixels, pixel_spacing_mm=record.pixel_spacing_mm if fmt.startswith("dcm") else None,
@@ -217,7 +224,8 @@ def _worker_init() -> None:
 
 
 def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | None = None,
-                       progress: Callable[[int], None] | None = None, style: str = "train") -> list[ImageRecord]:
+                       progress: Callable[[int], None] | None = None, style: str = "train",
+                       pathology: str = "rare") -> list[ImageRecord]:
     """Write ``n_images`` phantoms with ``annotations.json``, ``centers.csv`` and ``phantoms.json`` into ``out``.
 
     The bytes written depend only on ``seed`` (per-image seeds from ``SeedSequence(seed).spawn``), not
@@ -233,12 +241,15 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
             with C2 and T1 annotated too, for the centre detector), ``holdout``
             (:mod:`vcorner.phantoms.holdout`: for validation only, refused by training and tuning) or ``tall``
             (:mod:`vcorner.phantoms.tall`: lateral thoracolumbar films, T1-L5, for a many-level detector).
+        pathology: ``rare`` (the default; every recorded figure before issue #29) or ``clinical``
+            (:mod:`vcorner.phantoms.pathology`); only the ``train`` and ``context`` styles draw it.
 
     Returns:
         The records in image order, as written to ``annotations.json``.
 
     Raises:
-        InputError: ``out`` exists and is not a directory, or ``n_images`` < 1.
+        InputError: ``out`` exists and is not a directory, ``n_images`` < 1, or an unknown ``style`` or
+            ``pathology`` (or ``clinical`` with a style that does not draw it).
         OSError: ``out`` cannot be written.
     """
     out = Path(out)
@@ -248,7 +259,13 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
         raise InputError(f"{out}: exists and is not a directory")
     if style not in STYLES:
         raise InputError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
+    if pathology not in PATHOLOGIES:
+        raise InputError(f"--pathology must be one of {', '.join(PATHOLOGIES)}, got {pathology!r}")
     write_one = STYLES[style]
+    if pathology != "rare":
+        if style not in ("train", "context"):
+            raise InputError(f"--pathology {pathology} is drawn by the train and context styles, not {style!r}")
+        write_one = partial(write_one, pathology=pathology)
     out.mkdir(parents=True, exist_ok=True)
     seqs = np.random.SeedSequence(seed).spawn(n_images)
     workers = max(1, min(workers or min(2, os.cpu_count() or 1), n_images))
@@ -270,6 +287,7 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
     write_annotations(out / "annotations.json", records)
     write_centers(out / "centers.csv", records)
     document = {"seed": seed, **({"style": style} if style != "train" else {}),
+                **({"pathology": pathology} if pathology != "rare" else {}),
                 "images": [m for _, m in results]}  # type: ignore[misc]
     write_text_atomic(out / "phantoms.json", json.dumps(document, indent=1) + "\n")
     logger.info("wrote %d phantoms to %s", n_images, out)

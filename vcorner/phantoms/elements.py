@@ -110,7 +110,23 @@ def vertebral_bodies(spine: Spine, density: float, rim: float, rim_mm: float) ->
     a, b = c2.shape.depth / 2, c2.shape.height / 2
     dens = place(superellipse(4.8, 9.5, 3.0), 0.0, (-a * 0.2, -b - 7.5))
     parts.append(Part(c2.to_spine(dens), density, rim * 0.7, rim_mm, "body"))
+    for name in spine.fused:
+        upper, lower = spine.body(name), spine.bodies[LEVELS.index(name) + 1]
+        parts.append(Part(fusion_bridge(upper.corners(), lower.corners()), density * 0.8, rim * 0.4, rim_mm))
     return parts
+
+
+def fusion_bridge(upper: np.ndarray, lower: np.ndarray) -> np.ndarray:
+    """(4, 2) bone across a fused disc: from the upper body's inferior endplate to the lower one's superior endplate,
+    inset 12% from the corners and reaching 0.8 mm into each body; corners (4, 2) in ``CORNER_NAMES`` order."""
+    def inset(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return a + 0.12 * (b - a), b + 0.12 * (a - b)
+
+    up_post, up_ant = inset(upper[2], upper[3])
+    low_post, low_ant = inset(lower[0], lower[1])
+    down = (low_post + low_ant - up_post - up_ant) / 2
+    reach = 0.8 * down / max(float(np.hypot(*down)), 1e-6)
+    return np.array([up_post - reach, up_ant - reach, low_ant + reach, low_post + reach])
 
 
 def atlas_and_skull(spine: Spine, rng: np.random.Generator) -> list[Part]:

@@ -114,6 +114,17 @@ def vertebra_region(
     return (x0, y0), (max(0, y1 - y0 + 1), max(0, x1 - x0 + 1))
 
 
+def confidence_inflation(peak: np.ndarray, config: DecodeConfig) -> np.ndarray:
+    """(4,) prior covariance multipliers of the four corners from their quadrants' (4,) unweighted peak values in
+    [0, 1]: ``prior_inflation * (prior_sharp_inflation / prior_inflation) ** peak`` (``prior_inflation`` at every
+    peak when ``prior_sharp_inflation`` is 0)."""
+    base = float(config.prior_inflation)
+    if config.prior_sharp_inflation <= 0:
+        return np.full(4, base)
+    ratio = float(config.prior_sharp_inflation) / base
+    return base * ratio ** np.clip(np.asarray(peak, dtype=np.float64), 0.0, 1.0)
+
+
 def decode_vertebra(
     acc: np.ndarray, origin: tuple[int, int], frames: Frames, index: int, name: str, prior: CornerPrior,
     config: DecodeConfig,
@@ -121,11 +132,14 @@ def decode_vertebra(
     """Four corners of one vertebra from its accumulated map.
 
     The map is weighted by the prior (covariance inflated by ``config.prior_inflation``) and each frame
-    quadrant within ``config.search_radius`` sizes keeps its weighted maximum. With ``config.subpixel`` that
-    pixel is refined by a quadratic fit to the log of the weighted map on its 3 x 3 neighbourhood (clamped to
-    +-1 px). The covariance is the second moment of the weighted map minus its minimum, over a disc of
-    ``config.refine_radius_px`` around the peak, about its weighted mean, times ``config.ellipse_scale ** 2``,
-    plus :data:`COV_FLOOR_PX2`. The confidence is the unweighted accumulated value at the peak pixel.
+    quadrant within ``config.search_radius`` sizes keeps its weighted maximum. With
+    ``config.prior_sharp_inflation`` set, the search runs again with each corner's prior inflated by
+    :func:`confidence_inflation` of the unweighted map at its first peak: a sharp map is weighted less. With
+    ``config.subpixel`` that pixel is refined by a quadratic fit to the log of the weighted map on its 3 x 3
+    neighbourhood (clamped to +-1 px). The covariance is the second moment of the weighted map minus its minimum,
+    over a disc of ``config.refine_radius_px`` around the peak, about its weighted mean, times
+    ``config.ellipse_scale ** 2``, plus :data:`COV_FLOOR_PX2`. The confidence is the unweighted accumulated value
+    at the peak pixel.
     Where that value is below ``config.min_peak`` (no patch mass where the prior allows a corner), or the
     quadrant lies outside the image, the corner is the prior mean with confidence 0 and the prior's own
     (uninflated) covariance.
@@ -141,10 +155,12 @@ def decode_vertebra(
     """
     means, covs = prior.in_image(frames, index, name)
     inv_cov = np.linalg.inv(config.prior_inflation * covs)
-    peaks, _ = quadrant_argmax(
-        acc, origin, frames.centers[index], frames.axes[index], float(frames.sizes[index]), means, inv_cov,
-        config.search_radius,
-    )
+    search = (acc, origin, frames.centers[index], frames.axes[index], float(frames.sizes[index]), means)
+    peaks, _ = quadrant_argmax(*search, inv_cov, config.search_radius)
+    if config.prior_sharp_inflation > 0:
+        first = np.array([acc[r, c] if r >= 0 else 0.0 for r, c in peaks])
+        inv_cov = np.linalg.inv(confidence_inflation(first, config)[:, None, None] * covs)
+        peaks, _ = quadrant_argmax(*search, inv_cov, config.search_radius)
     xy, cov = means.astype(np.float64), covs.astype(np.float64)
     confidence, source = np.zeros(4), ["prior"] * 4
     for k, (row, col) in enumerate(peaks):

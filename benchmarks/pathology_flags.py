@@ -1,0 +1,153 @@
+"""Corners and flags on deformed vertebrae (issue #29): decoding variants of one model on one annotated set.
+
+The network runs once; every decoding variant then goes through the batch's own last stage
+(:func:`vcorner.stages.finish.finish`: prior-weighted quadrant search, the trust's ellipses) and the measurements
+(:func:`vcorner.measure.intervals.measure_image`, with the flags). Per variant: mean P2P (mm) of normal and of deformed
+vertebrae (Genant grade >= 1 or beside a slip >= 3 mm, by the annotated corners), sensitivity / specificity of each
+flag operating point (:data:`vcorner.measure.compare.FLAG_TESTS`) and of the found value, MAE and 95%-interval
+coverage of heights, listhesis and angles. Appends a markdown table to ``--out``.
+
+    python benchmarks/pathology_flags.py DATA [--model M] [--variant NAME:key=value,key=value ...] [--out FILE]
+
+``DATA`` holds annotations.json and its images (``vcorner synth DATA --pathology clinical ...``); a variant
+replaces fields of the model card's ``decode`` (e.g. ``sharp64:prior_sharp_inflation=64``); ``shipped`` is the
+card's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from vcorner.backends import ModelRequest
+from vcorner.cli.common import open_model
+from vcorner.evaluation.tune import infer_records
+from vcorner.io.annotations import read_annotations
+from vcorner.io.spacing import common_unit, spacing_in
+from vcorner.measure.compare import (
+    compare_measurements,
+    deformed_vertebrae,
+    detection,
+    flag_detection,
+    truth_measurements,
+)
+from vcorner.measure.intervals import GENANT_POSSIBLE_PERCENTILE, SLIP_POSSIBLE_PERCENTILE, ImageCorners, measure_image
+from vcorner.models.modelfile import default_model_path
+from vcorner.stages.finish import finish
+
+MEASURES = {"heights": ("anterior_height", "middle_height", "posterior_height"), "listhesis": ("listhesis",),
+            "angles": ("segmental_angle", "global_angle")}
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``name:key=value,...`` -> (name, {key: float value})."""
+    name, _, fields = text.partition(":")
+    return name, {k: float(v) for k, v in (f.split("=") for f in fields.split(",") if f)}
+
+
+def decode_all(jobs, card, decode) -> tuple[list[ImageCorners], dict]:
+    """The batch's corners of every job under ``decode`` (as measure reads them) and each vertebra's P2P, mm."""
+    variant = replace(card, decode=decode)
+    images, p2p = [], {}
+    for job, record in jobs:
+        corners, _ = finish(job, variant)
+        known = {v.name: v for v in record.vertebrae}
+        for v in corners:
+            p2p[(record.file, v.name)] = float(np.hypot(*(v.xy - known[v.name].corners).T).mean()
+                                               * record.pixel_spacing_mm)
+        images.append(ImageCorners(record.file, tuple(v.name for v in corners), np.stack([v.xy for v in corners]),
+                                   np.stack([v.cov for v in corners]),
+                                   np.array([[s == "network" for s in v.source] for v in corners]),
+                                   tuple(v.flags for v in corners)))
+    return images, p2p
+
+
+def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float, float]) -> dict:
+    """P2P by vertebra kind, flags (``possible``: the percentiles of the ``possible_`` flags of Genant grades and
+    slips, as :data:`vcorner.measure.intervals.GENANT_POSSIBLE_PERCENTILE`) and measures of one decoding."""
+    unit = common_unit(records)[0]
+    by_file = {r.file: r for r in records}
+    predicted = [row for image in images for row in measure_image(image, spacing_in(unit, by_file[image.image]),
+                                                                  possible=possible)]
+    truth = truth_measurements(records, unit=unit)
+    deformed = deformed_vertebrae(truth)
+    per = compare_measurements(predicted, truth)
+    out = {"p2p_all": np.mean(list(p2p.values())),
+           "p2p_normal": np.mean([e for k, e in p2p.items() if k not in deformed]),
+           "p2p_deformed": np.mean([e for k, e in p2p.items() if k in deformed]),
+           "n_normal": sum(k not in deformed for k in p2p), "n_deformed": sum(k in deformed for k in p2p),
+           "flags": flag_detection(predicted, truth), "value": detection(predicted, truth)}
+    for group, names in MEASURES.items():
+        rows = [per[n] for n in names if n in per]
+        total = sum(r["n"] for r in rows)
+        out[f"{group}_mae"] = sum(r["mae"] * r["n"] for r in rows) / total
+        out[f"{group}_coverage"] = sum(r["coverage_95"] * r["n"] for r in rows) / total
+    out["coverage_min"] = min(r["coverage_95"] for r in per.values() if r["unit"] != "grade")
+    return out
+
+
+def _pct(row: dict) -> str:
+    s, p = row["sensitivity"], row["specificity"]
+    sens = f"{s:.0%}" if s is not None else "n/a"
+    spec = f"{p:.1%}" if p is not None else "n/a"
+    return f"{sens} / {spec} ({row['positives']})"
+
+
+def _line(label: str, s: dict) -> str:
+    """One markdown row of :func:`score`'s figures."""
+    f, v = s["flags"], s["value"]
+    rates = (f["genant_N (Genant grade >= 1)"], f["genant_N or possible_genant_N"], v["genant_grade>=1"],
+             f["slip (>= 3 mm)"], f["slip or possible_slip"], v["slip>=3mm"])
+    return (f"| {label} | {s['p2p_all']:.3f} | {s['p2p_normal']:.3f} ({s['n_normal']}) | "
+            f"{s['p2p_deformed']:.3f} ({s['n_deformed']}) | "
+            + " | ".join(_pct(r) for r in rates)
+            + f" | {s['heights_mae']:.3f} / {s['heights_coverage']:.1%} | {s['listhesis_mae']:.3f} / "
+              f"{s['listhesis_coverage']:.1%} | {s['angles_mae']:.2f} / {s['angles_coverage']:.1%} | "
+              f"{s['coverage_min']:.1%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--variant", nargs="*", default=["shipped:"])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "pathology_flags.md")
+    parser.add_argument("--label", default="")
+    parser.add_argument("--possible", type=float, nargs="*", default=None,
+                        help="percentiles of the draws that raise a possible_ flag, for both flags (one row each; "
+                             "default: the shipped GENANT_ and SLIP_POSSIBLE_PERCENTILE)")
+    args = parser.parse_args()
+    model = args.model or default_model_path()
+    records = read_annotations(args.data / "annotations.json")
+    runner, resolved = open_model(ModelRequest(model, precision="fp32"))
+    card = resolved.card
+    began = time.perf_counter()
+    with runner:
+        jobs = infer_records(args.data, records, runner, card)
+    lines = [f"\n{args.label} {len(jobs)} images of {args.data} ({args.data.name}); model {model.name}; "
+             f"FP32, {resolved.describe()}; inference {time.perf_counter() - began:.0f} s; "
+             "sens / spec (true positives); P2P in mm (vertebrae); MAE in mm and degrees\n",
+             "| variant | P2P all | P2P normal | P2P deformed | genant_N | genant_N or possible | found grade >= 1 | "
+             "slip | slip or possible | found slip >= 3 mm | heights MAE / cov | listhesis MAE / cov | "
+             "angles MAE / cov | lowest coverage |", "|" + "---|" * 14]
+    records = [r for _, r in jobs]
+    for text in args.variant:
+        name, fields = parse_variant(text)
+        images, p2p = decode_all(jobs, card, replace(card.decode, **fields))
+        pairs = [(q, q) for q in args.possible] if args.possible else [(GENANT_POSSIBLE_PERCENTILE,
+                                                                          SLIP_POSSIBLE_PERCENTILE)]
+        for possible in pairs:
+            label = f"{name} {fields or ''} possible at p{possible[0]:g} / p{possible[1]:g}"
+            lines.append(_line(label, score(images, p2p, records, possible)))
+            print(lines[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
