@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,25 @@ def make_spine(n: int = 4, angle_deg: float = 10.0, size: float = 60.0, origin=(
                             c - half_w * right + half_h * down, c + half_w * right + half_h * down])
         vertebrae.append(Vertebra(f"C{i + 3}", c, corners, None))
     return ImageRecord("spine.png", tuple(vertebrae), 0.15)
+
+
+def crushed_spine_files(root, shift: Callable[[int], float]) -> None:
+    """A 5-vertebra spine whose middle vertebra is crushed anteriorly (height cut to 12 of 40 px, a Genant
+    grade 3) written as ``root/annotations.json``, and ``root/corners.csv`` with every corner found ``shift(i)`` px
+    right of the truth (vertebra ``i``): the inputs of ``vcorner evaluate`` on a known deformity."""
+    from vcorner.io.annotations import write_annotations
+
+    spine = make_spine(5)
+    crushed = spine.vertebrae[2].corners.copy()
+    crushed[[1, 3], 1] = crushed[[0, 2], 1].mean() + np.array([-6.0, 6.0])
+    vertebrae = [Vertebra(v.name, v.center, crushed if i == 2 else v.corners) for i, v in enumerate(spine.vertebrae)]
+    write_annotations(root / "annotations.json", [ImageRecord("spine.png", tuple(vertebrae), 0.15)])
+    rows = ["image,vertebra,corner,x,y,confidence,sd_major_px,sd_minor_px,angle_deg,source"]
+    names = ("superior_left", "superior_right", "inferior_left", "inferior_right")
+    for i, v in enumerate(vertebrae):
+        rows += [f"spine.png,{v.name},{n},{x + shift(i):.3f},{y:.3f},0.9,1.0,1.0,0.0,network"
+                 for n, (x, y) in zip(names, v.corners, strict=True)]
+    (root / "corners.csv").write_text("\n".join(rows) + "\n")
 
 
 @pytest.fixture

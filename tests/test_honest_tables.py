@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests.conftest import make_spine
+from tests.conftest import crushed_spine_files, make_spine
 from vcorner import CORNER_NAMES
 from vcorner.cli import app
 from vcorner.io.annotations import write_annotations
@@ -257,20 +257,7 @@ def test_ap_overlay_labels_show_the_tilt_not_lateral_heights():
 
 def test_evaluate_reports_p2p_of_deformed_and_normal_vertebrae(tmp_path):
     """Issue #29: evaluate splits the corner error by the annotated shape (Genant grade >= 1 or a slip)."""
-    from vcorner.io.records import ImageRecord, Vertebra
-
-    spine = make_spine(5)
-    crushed = spine.vertebrae[2].corners.copy()
-    crushed[[1, 3], 1] = crushed[[0, 2], 1].mean() + np.array([-6.0, 6.0])  # anterior height cut to 12 of 40 px
-    vertebrae = [Vertebra(v.name, v.center, crushed if i == 2 else v.corners) for i, v in enumerate(spine.vertebrae)]
-    write_annotations(tmp_path / "annotations.json", [ImageRecord("spine.png", tuple(vertebrae), 0.15)])
-    rows = ["image,vertebra,corner,x,y,confidence,sd_major_px,sd_minor_px,angle_deg,source"]
-    names = ("superior_left", "superior_right", "inferior_left", "inferior_right")
-    for i, v in enumerate(vertebrae):
-        shift = 4.0 if i == 2 else 1.0  # the deformed vertebra's corners are found worse
-        rows += [f"spine.png,{v.name},{n},{x + shift:.3f},{y:.3f},0.9,1.0,1.0,0.0,network"
-                 for n, (x, y) in zip(names, v.corners, strict=True)]
-    (tmp_path / "corners.csv").write_text("\n".join(rows) + "\n")
+    crushed_spine_files(tmp_path, lambda i: 4.0 if i == 2 else 1.0)  # the deformed vertebra's corners found worse
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "corners.csv"),
                                           str(tmp_path / "annotations.json"), "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
