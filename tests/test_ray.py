@@ -196,13 +196,39 @@ def test_a_stalled_ray_batch_stops_with_a_named_stage():
 
     def rows(n):
         yield from range(n)
-        never.wait(30)  # a stuck pipeline: no row ever comes (interrupted by the watchdog)
+        for _ in range(300):  # a stuck pipeline: no row comes for 30 s (interrupted by the watchdog)
+            never.wait(0.1)
 
     with pytest.raises(MachineError, match="before the first image came back"):
         list(watch(rows(0), 0.5, 2))
     with pytest.raises(MachineError, match="in the actors after 2 image"):
         list(watch(rows(2), 0.5, 2))
     assert list(watch(iter(range(3)), 5, 1)) == [0, 1, 2]
+
+
+def test_the_stall_watchdog_works_in_a_batch_started_in_the_background():
+    """A shell's background job (``vcorner batch ... &``) starts with SIGINT ignored; the watchdog still stops a
+    stuck batch, and the ignored handler is back afterwards."""
+    import signal
+    import threading
+
+    from vcorner.io.records import MachineError
+    from vcorner.pipeline.ray.watchdog import watch
+
+    never = threading.Event()
+
+    def stuck():
+        for _ in range(300):  # no row for 30 s (interrupted by the watchdog)
+            never.wait(0.1)
+        yield 0
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(MachineError, match="before the first image came back"):
+            list(watch(stuck(), 0.5, 1))
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.slow

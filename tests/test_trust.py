@@ -402,7 +402,10 @@ def test_ctrl_c_stops_promptly_says_how_to_resume_and_resume_completes(tmp_path,
     out = tmp_path / "out"
     command = [sys.executable, "-m", "vcorner", "batch", str(root), "--centers", str(root / "centers.csv"),
                "--out", str(out), "--model", str(tiny_onnx), "--batch-size", "16"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    # a user's Ctrl-C at a terminal: the batch starts with SIGINT handled even when these tests run in a shell's
+    # background job (which starts them with SIGINT ignored, inherited by every child)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (
             (out / "corners.csv").is_file() and (out / "corners.csv").read_text().count("\n") > 40):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -16,8 +17,31 @@ DEFAULT_STALL_S = 600.0
 def watch(rows: Iterable, stall_s: float, actors: int) -> Iterator:
     """``rows`` as they come, or MachineError (one line naming the stuck stage) once none came for ``stall_s``.
 
-    A watchdog thread interrupts the main thread, which is blocked inside Ray's iterator.
+    A watchdog thread interrupts the main thread, which is blocked inside Ray's iterator. That needs Python's own
+    SIGINT handler: a batch started in the background of a shell (``vcorner batch ... &``) inherits SIGINT ignored,
+    so the handler is put back for the watch (:func:`interruptible`) and restored after.
     """
+    with interruptible():
+        yield from _watch(rows, stall_s, actors)
+
+
+class interruptible:  # noqa: N801 (a context manager used like a function)
+    """Within it, SIGINT raises KeyboardInterrupt in the main thread (Python's default handler), whatever handler
+    the process had; the earlier handler is restored on exit. Elsewhere than the main thread it does nothing."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _watch(rows: Iterable, stall_s: float, actors: int) -> Iterator:
+    """:func:`watch` under Python's SIGINT handler."""
     state = {"last": time.monotonic(), "count": 0, "stalled": False, "over": False}
 
     def guard() -> None:
