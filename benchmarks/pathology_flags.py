@@ -97,17 +97,23 @@ def _pct(row: dict) -> str:
     return f"{sens} / {spec} ({row['positives']})"
 
 
+def _num(value: float, form: str) -> str:
+    """``value`` in ``form``, or ``n/a`` when it is not finite (no vertebra of that kind: a mean over none)."""
+    return format(value, form) if value is not None and np.isfinite(value) else "n/a"
+
+
 def _line(label: str, s: dict) -> str:
     """One markdown row of :func:`score`'s figures."""
     f, v = s["flags"], s["value"]
     rates = (f["genant_N (Genant grade >= 1)"], f["genant_N or possible_genant_N"], v["genant_grade>=1"],
              f["slip (>= 3 mm)"], f["slip or possible_slip"], v["slip>=3mm"])
-    return (f"| {label} | {s['p2p_all']:.3f} | {s['p2p_normal']:.3f} ({s['n_normal']}) | "
-            f"{s['p2p_deformed']:.3f} ({s['n_deformed']}) | "
+    return (f"| {label} | {_num(s['p2p_all'], '.3f')} | {_num(s['p2p_normal'], '.3f')} ({s['n_normal']}) | "
+            f"{_num(s['p2p_deformed'], '.3f')} ({s['n_deformed']}) | "
             + " | ".join(_pct(r) for r in rates)
-            + f" | {s['heights_mae']:.3f} / {s['heights_coverage']:.1%} | {s['listhesis_mae']:.3f} / "
-              f"{s['listhesis_coverage']:.1%} | {s['angles_mae']:.2f} / {s['angles_coverage']:.1%} | "
-              f"{s['coverage_min']:.1%} |")
+            + f" | {_num(s['heights_mae'], '.3f')} / {_num(s['heights_coverage'], '.1%')} | "
+              f"{_num(s['listhesis_mae'], '.3f')} / {_num(s['listhesis_coverage'], '.1%')} | "
+              f"{_num(s['angles_mae'], '.2f')} / {_num(s['angles_coverage'], '.1%')} | "
+              f"{_num(s['coverage_min'], '.1%')} |")
 
 
 def main() -> None:
