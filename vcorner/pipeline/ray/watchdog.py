@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from vcorner.io.records import MachineError
 
@@ -25,19 +26,18 @@ def watch(rows: Iterable, stall_s: float, actors: int) -> Iterator:
         yield from _watch(rows, stall_s, actors)
 
 
-class interruptible:  # noqa: N801 (a context manager used like a function)
+@contextmanager
+def interruptible() -> Iterator[None]:
     """Within it, SIGINT raises KeyboardInterrupt in the main thread (Python's default handler), whatever handler
     the process had; the earlier handler is restored on exit. Elsewhere than the main thread it does nothing."""
-
-    def __enter__(self) -> None:
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *exc) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _watch(rows: Iterable, stall_s: float, actors: int) -> Iterator:
