@@ -34,6 +34,7 @@ from vcorner.phantoms.render import Placement, compose, rasterize, trabecular_te
 from vcorner.phantoms.scene import collimator_rectangle, free_corners, sample_placement
 from vcorner.phantoms.softtissue import sample_soft_tissue, soft_tissue_map
 from vcorner.phantoms.tall import write_tall
+from vcorner.phantoms.varied import write_varied
 
 logger = logging.getLogger(__name__)
 
@@ -212,8 +213,23 @@ def _write_one(out: Path, index: int, seq: np.random.SeedSequence, context: bool
     return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **metadata}
 
 
+VARIED_DRAWN = 0.5
+"""Share of a ``varied`` dataset's films drawn by :mod:`vcorner.phantoms.varied`; the others are the training
+renderer's (with C2 and T1), so that the world widens without losing the one the models knew."""
+
+
+def _write_varied_or_train(out: Path, index: int, seq: np.random.SeedSequence) -> tuple[ImageRecord, dict[str, Any]]:
+    """Film ``index`` of a ``varied`` dataset: domain-randomized (:data:`VARIED_DRAWN` of them) or the training
+    renderer's with C2 and T1, decided by the film's own seed."""
+    choice, own = seq.spawn(2)
+    if np.random.default_rng(choice).random() < VARIED_DRAWN:
+        return write_varied(out, index, own)
+    return _write_one(out, index, own, context=True)
+
+
 STYLES: dict[str, Callable[[Path, int, np.random.SeedSequence], tuple[ImageRecord, dict[str, Any]]]] = {
-    "train": _write_one, "context": partial(_write_one, context=True), "holdout": write_holdout, "tall": write_tall}
+    "train": _write_one, "context": partial(_write_one, context=True), "holdout": write_holdout, "tall": write_tall,
+    "varied": _write_varied_or_train}
 """Renderers by style name (``vcorner synth --style``)."""
 
 
