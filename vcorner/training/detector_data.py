@@ -29,7 +29,7 @@ from vcorner.config import DetectionConfig
 from vcorner.geometry.letterbox import Size, augmented_affine, detector_input, grid_shape, letterbox_affine, to_grid
 from vcorner.geometry.patches import apply_affine, build_pyramid
 from vcorner.geometry.sequence import checked_annotation, spine_levels, typical_spacing
-from vcorner.geometry.views import VIEWS, view_input
+from vcorner.geometry.views import VIEWS, parse_view, view_input
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, anatomical_rank
@@ -312,8 +312,15 @@ def film_view(image: DetectorImage, affine: np.ndarray, names: Sequence[str], co
     return x, y, c
 
 
-def wrong_view(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(1, S, S) view ``x`` in a random wrong pose (one of :data:`vcorner.geometry.views.VIEWS` but ``as_is``)."""
+UPSIDE_DOWN = "mirrored+turned_180"
+"""The view of a film flipped top to bottom: the wrong pose :attr:`AugmentSpec.upside_down` weighs."""
+
+
+def wrong_view(x: np.ndarray, rng: np.random.Generator, upside_down: float = 0.0) -> np.ndarray:
+    """(1, S, S) view ``x`` in a random wrong pose: flipped top to bottom with probability ``upside_down``, else one
+    of :data:`vcorner.geometry.views.VIEWS` but ``as_is``, evenly."""
+    if rng.random() < upside_down:
+        return view_input(x[None], parse_view(UPSIDE_DOWN))[0]
     return view_input(x[None], VIEWS[int(rng.integers(1, len(VIEWS)))])[0]
 
 
@@ -353,7 +360,7 @@ def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: D
         end = min(start + chunk_films, n)
         films = len(xs)
         for _ in range(int(round(wrong * end / n)) - int(round(wrong * start / n))):
-            xs.append(wrong_view(xs[int(rng.integers(0, films))], rng))
+            xs.append(wrong_view(xs[int(rng.integers(0, films))], rng, augment.upside_down))
             ys.append(np.stack([flat_map(size)] * len(names)))
             cs.append(np.full((len(names), 2), np.nan))
         for _ in range(int(round(negatives * end / n)) - int(round(negatives * start / n))):

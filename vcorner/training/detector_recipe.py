@@ -39,6 +39,9 @@ class AugmentSpec:
     """Share of extra views of training films in a wrong pose (mirrored, turned half a turn, inverted:
     :data:`vcorner.geometry.views.VIEWS`), every map trained flat, so that the detector finds a spine only in the
     pose the models learned and its confidences pick a film's view (README.md, "Orientation and polarity")."""
+    upside_down: float = 0.0
+    """Share of the wrong views that are the film flipped top to bottom (``mirrored+turned_180``: posterior still on
+    the left), the wrong pose hardest to tell from the learned one; the others are drawn evenly."""
     appearance: float = 0.0
     """Probability that a view gets appearance changes (:func:`vcorner.training.appearance.vary_appearance`)."""
     crop: float = 0.0
