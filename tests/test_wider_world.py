@@ -83,3 +83,17 @@ def test_appearance_changes_keep_vertebrae_free_and_blades_hide_what_lies_under_
     for seed in range(20):
         changed, _ = vary_appearance(view, np.random.default_rng(seed), centres)
         assert changed.shape == view.shape and np.isfinite(changed).all()
+
+
+def test_upside_down_weighs_the_wrong_views_toward_the_film_flipped_top_to_bottom():
+    from vcorner.training.detector_data import wrong_view
+
+    x = np.arange(64, dtype=np.float32).reshape(1, 8, 8)
+    flipped = x[:, ::-1, :]
+    rng = np.random.default_rng(0)
+    always = [wrong_view(x, rng, upside_down=1.0) for _ in range(20)]
+    assert all(np.array_equal(v, flipped) for v in always)
+    evenly = [wrong_view(x, rng) for _ in range(700)]
+    share = np.mean([np.array_equal(v, flipped) for v in evenly])
+    assert 0.08 < share < 0.22  # one wrong pose in seven
+    assert not any(np.array_equal(v, x) for v in evenly)  # never the learned pose
