@@ -5,7 +5,8 @@ transformed annotations; and, for comparison, through ``vcorner batch --centers`
 
 Per variant: named-centre recall (the right name within 3 mm), misnamed centres, misnamed centres of films that
 carry no flag (no ``errors.csv`` row, no image flag in ``centers.detected.csv``), films answered wrong without a
-flag, and mean corner P2P of the vertebrae found under their right name, from detected and from clicked centres.
+flag, and mean corner P2P of the vertebrae found under their right name, from detected and from clicked centres, and
+the share of true corners inside the 95% ellipses of the corners answered without any flag (issue #27).
 Corner labels are anatomical: a film the detector mirrored back keeps "right" anterior (README.md, "Orientation
 and polarity"). Writes ``benchmarks/results/automatic_variants.md`` (or ``--results``).
 
@@ -25,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vcorner import CORNER_NAMES
+from vcorner.evaluation.metrics import mahalanobis2
 from vcorner.io.annotations import read_annotations, write_annotations
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, Vertebra
@@ -159,6 +162,27 @@ def score(folder: Path, run: Path) -> dict[str, float]:
             "unflagged_wrong_films": silent_wrong, "p2p_mean_mm": float(np.mean(p2p)) if p2p else float("nan")}
 
 
+def unflagged_coverage(folder: Path, run: Path) -> tuple[float, int]:
+    """Share of the true corners inside the 95% ellipses of the network corners answered without any flag (no
+    image flag, no ``errors.csv`` line, no row flag), and their number. A corner of a misnamed vertebra is scored
+    against the annotated corner of the name it was given: a wrong answer is never covered by luck."""
+    truth = {r.file: {v.name: v for v in r.vertebrae} for r in read_annotations(folder / "annotations.json")}
+    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
+    flagged |= {row["image"] for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8"))
+                if row.get("flags")}
+    inside = []
+    for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
+        if row["image"] in flagged or row.get("flags") or row.get("source") != "network":
+            continue
+        vertebra = truth.get(row["image"], {}).get(row["vertebra"])
+        if vertebra is None:
+            inside.append(False)  # a name the film does not have: wrong wherever its ellipse lies
+            continue
+        offset = vertebra.corners[CORNER_NAMES.index(row["corner"])] - [float(row["x"]), float(row["y"])]
+        inside.append(mahalanobis2(row, offset) <= -2.0 * np.log(0.05))
+    return (float(np.mean(inside)) if inside else float("nan")), len(inside)
+
+
 def rightly_named(folder: Path, run: Path) -> dict[str, list[str]]:
     """Per image, the names the detector gave within 3 mm of the annotated centre of that name."""
     truth = {r.file: r for r in read_annotations(folder / "annotations.json")}
@@ -184,7 +208,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="vcorner-variants-"))
     lines = ["| variant | named-centre recall | misnamed | misnamed in films without a flag | films wrong without a "
              "flag | films all right but flagged | P2P of rightly named, detected centres (mm) | the same, clicked "
-             "centres (mm) |", "|---|---|---|---|---|---|---|---|"]
+             "centres (mm) | unflagged corners in their 95% ellipse |", "|---|---|---|---|---|---|---|---|---|"]
     extra = ["--detector", str(args.detector)] if args.detector else []
     for name in args.variants:
         folder = scratch / name
@@ -196,9 +220,10 @@ def main() -> None:
                         "--out", str(clicked)], capture_output=True, check=False)
         s = score(folder, run)
         rightly = {image: set(names) for image, names in rightly_named(folder, run).items()}
+        coverage, covered = unflagged_coverage(folder, run)
         lines.append(f"| {name} | {s['recall']:.1%} | {s['misnamed']} | {s['silent_misnamed']} | "
                      f"{s['unflagged_wrong_films']} of {s['films']} | {s['right_flagged']} | {s['p2p_mean_mm']:.3f} | "
-                     f"{p2p_mm(folder, clicked, rightly):.3f} |")
+                     f"{p2p_mm(folder, clicked, rightly):.3f} | {coverage:.1%} of {covered} |")
         print(lines[-1], flush=True)
     args.results.parent.mkdir(exist_ok=True, parents=True)
     args.results.write_text(
