@@ -223,7 +223,7 @@ def main() -> None:
         coverage, covered = unflagged_coverage(folder, run)
         lines.append(f"| {name} | {s['recall']:.1%} | {s['misnamed']} | {s['silent_misnamed']} | "
                      f"{s['unflagged_wrong_films']} of {s['films']} | {s['right_flagged']} | {s['p2p_mean_mm']:.3f} | "
-                     f"{p2p_mm(folder, clicked, rightly):.3f} | {coverage:.1%} of {covered} |")
+                     f"{p2p_mm(folder, clicked, rightly):.3f} | {f'{coverage:.1%}' if covered else 'n/a'} of {covered} |")
         print(lines[-1], flush=True)
     args.results.parent.mkdir(exist_ok=True, parents=True)
     args.results.write_text(
