@@ -175,7 +175,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
     the detector's ``align_deg``: :func:`upright_turn`; and its levels are flagged uncertain where the finder names
-    a vertebra otherwise: :func:`names_disagree`), else the best of the detector's own candidates."""
+    a vertebra otherwise, :func:`names_disagree`, or finds neither anchor, :func:`unanchored`), else the best of the
+    detector's own candidates."""
     if finder is None:
         answer, lead = best_view(view_answers(pyramid, shape, card, infer))
         return answer, image_flags(card, lead, card, answer.margin)
@@ -183,9 +184,19 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     turn = upright_turn(found, finder[0], shape, card)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), turn)[0]
     flags = image_flags(finder[0], lead, card, answer.margin)
-    if "levels_uncertain" not in flags and names_disagree(answer, card, found, finder[0]):
+    if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
+                                            or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
     return answer, flags
+
+
+def unanchored(answer: ViewAnswer, card: DetectorCard) -> bool:
+    """Whether a detector with anchor names (its card's ``context``: C2 and T1) found none of them at its confidence
+    in ``answer``: the levels then rest on the order of look-alike bodies alone, as on a film cut to C4-C6 or a
+    thoracic segment (False for a card without anchors)."""
+    anchors = card.detection.context
+    return bool(anchors) and not any(d.name in anchors and d.confidence >= card.detection.min_confidence
+                                     for d in answer.found)
 
 
 def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other_card: DetectorCard) -> bool:
