@@ -314,3 +314,27 @@ def test_the_baseline_cuts_frames_through_the_view_too(tmp_path):
     for file, undo in (("m.png", lambda p: np.array([width - 1 - p[0], p[1]])),
                        ("u.png", lambda p: np.array([p[0], height - 1 - p[1]]))):
         assert max(np.linalg.norm(undo(at[(file, *k[1:])]) - at[k]) for k in keys) < 0.01, file
+
+
+def test_a_film_whose_finder_sees_neither_anchor_is_flagged_levels_uncertain():
+    """A view finder with anchors (C2, T1) that finds C3-C7 but neither anchor (a film cut to the middle of a spine,
+    a thoracic segment): the names rest on the order of look-alike bodies alone, so the film is flagged, even where
+    the namer's own margin is fine; with C2 found, the same names go out without a flag."""
+    shape, size = (200, 160), 64
+    spine = _spine_maps(size)
+    flat_map = np.full((size, size), 1.0 / size**2, np.float32)
+    no_anchor = spine.copy()
+    no_anchor[[0, 6]] = flat_map
+    finder_card = _card(views=("as_is", "mirrored"), context=("C2", "T1"))
+    namer_card = _card(context=("C2", "T1"))
+    pyramid = build_pyramid(np.zeros(shape, np.float32) + np.arange(160, dtype=np.float32))
+    for finder_maps, flags in ((no_anchor, ("levels_uncertain",)), (spine, ())):
+        flat = np.full_like(spine, 1.0 / size**2)
+
+        def finder(batch, maps=finder_maps):
+            return np.stack([maps, flat][: len(batch)]).astype(np.float32)
+
+        found = detect_centres(pyramid, shape, "a.png", None, namer_card, lambda b: spine[None].astype(np.float32),
+                               (finder_card, finder))
+        assert [v.name for v in found.listed.vertebrae] == ["C3", "C4", "C5", "C6", "C7"]
+        assert found.flags == flags
