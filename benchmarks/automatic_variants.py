@@ -221,9 +221,10 @@ def main() -> None:
         s = score(folder, run)
         rightly = {image: set(names) for image, names in rightly_named(folder, run).items()}
         coverage, covered = unflagged_coverage(folder, run)
+        share = f"{coverage:.1%}" if covered else "n/a"
         lines.append(f"| {name} | {s['recall']:.1%} | {s['misnamed']} | {s['silent_misnamed']} | "
                      f"{s['unflagged_wrong_films']} of {s['films']} | {s['right_flagged']} | {s['p2p_mean_mm']:.3f} | "
-                     f"{p2p_mm(folder, clicked, rightly):.3f} | {f'{coverage:.1%}' if covered else 'n/a'} of {covered} |")
+                     f"{p2p_mm(folder, clicked, rightly):.3f} | {share} of {covered} |")
         print(lines[-1], flush=True)
     args.results.parent.mkdir(exist_ok=True, parents=True)
     args.results.write_text(

@@ -328,8 +328,8 @@ def test_a_film_whose_finder_sees_neither_anchor_is_flagged_levels_uncertain():
     finder_card = _card(views=("as_is", "mirrored"), context=("C2", "T1"))
     namer_card = _card(context=("C2", "T1"))
     pyramid = build_pyramid(np.zeros(shape, np.float32) + np.arange(160, dtype=np.float32))
+    flat = np.full_like(spine, 1.0 / size**2)
     for finder_maps, flags in ((no_anchor, ("levels_uncertain",)), (spine, ())):
-        flat = np.full_like(spine, 1.0 / size**2)
 
         def finder(batch, maps=finder_maps):
             return np.stack([maps, flat][: len(batch)]).astype(np.float32)

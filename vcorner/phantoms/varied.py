@@ -225,8 +225,8 @@ def render_varied(rng: np.random.Generator) -> tuple[np.ndarray, ImageRecord, di
     """One domain-randomized lateral C-spine film and its annotation.
 
     Returns:
-        ``pixels`` (H, W) float32 display values in [0, 1], bone bright; the record (``file`` empty; C2-T1, each where its
-        centre lies inside the film; ``pixel_spacing_mm`` set); what was drawn.
+        ``pixels`` (H, W) float32 display values in [0, 1], bone bright; the record (``file`` empty; C2-T1, each
+        where its centre lies inside the film; ``pixel_spacing_mm`` set); what was drawn.
     """
     spine = sample_spine_with("clinical" if rng.random() < 0.3 else "rare", rng,
                               osteoporotic=bool(rng.random() < 0.15))
