@@ -319,7 +319,7 @@ UPSIDE_DOWN = "mirrored+turned_180"
 def wrong_view(x: np.ndarray, rng: np.random.Generator, upside_down: float = 0.0) -> np.ndarray:
     """(1, S, S) view ``x`` in a random wrong pose: flipped top to bottom with probability ``upside_down``, else one
     of :data:`vcorner.geometry.views.VIEWS` but ``as_is``, evenly."""
-    if rng.random() < upside_down:
+    if upside_down > 0 and rng.random() < upside_down:  # without it, the random stream of earlier recipes as it was
         return view_input(x[None], parse_view(UPSIDE_DOWN))[0]
     return view_input(x[None], VIEWS[int(rng.integers(1, len(VIEWS)))])[0]
 
