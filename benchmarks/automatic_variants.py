@@ -125,9 +125,35 @@ def p2p_mm(folder: Path, run: Path, names: dict[str, set[str]] | None = None) ->
     return float(np.mean(errors)) if errors else float("nan")
 
 
+def naming_counts(truth: dict[str, ImageRecord], found: dict[str, list[tuple[str, np.ndarray]]],
+                  flagged: set[str]) -> tuple[dict[str, int | float], list[tuple[str, str]]]:
+    """Recall and misnamed centres (all, and in films without a flag), films answered wrong without a flag and films
+    all right but flagged, of the detections ``found`` (image -> (name, xy) in pixels) against ``truth``; and the
+    (image, name) of the rightly named ones (the right name within 3 mm)."""
+    found_right = misnamed = annotated = silent_wrong = silent_misnamed = right_flagged = 0
+    rightly: list[tuple[str, str]] = []
+    for image, record in truth.items():
+        known = {v.name: v for v in record.vertebrae}
+        annotated += len(known)
+        wrong = False
+        for name, xy in found.get(image, []):
+            right = name in known and np.hypot(*(xy - known[name].center)) * record.pixel_spacing_mm <= 3.0
+            found_right += right
+            if not right:
+                misnamed += 1
+                silent_misnamed += image not in flagged
+                wrong = True
+            else:
+                rightly.append((image, name))
+        silent_wrong += wrong and image not in flagged
+        right_flagged += bool(found.get(image)) and not wrong and image in flagged
+    return {"recall": found_right / annotated, "misnamed": misnamed, "silent_misnamed": silent_misnamed,
+            "right_flagged": right_flagged, "films": len(truth), "unflagged_wrong_films": silent_wrong}, rightly
+
+
 def score(folder: Path, run: Path) -> dict[str, float]:
-    """Recall and misnamed centres (all, and in films without a flag), films answered wrong without a flag, and
-    P2P (mm) of rightly named vertebrae."""
+    """:func:`naming_counts` of a batch's ``centers.detected.csv`` (flagged: an ``errors.csv`` line or an image flag),
+    and P2P (mm) of rightly named vertebrae."""
     truth = {r.file: r for r in read_annotations(folder / "annotations.json")}
     detected: dict[str, dict[str, np.ndarray]] = {}
     flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
@@ -135,31 +161,14 @@ def score(folder: Path, run: Path) -> dict[str, float]:
         detected.setdefault(row["image"], {})[row["vertebra"]] = np.array([float(row["x"]), float(row["y"])])
         if row.get("flags"):
             flagged.add(row["image"])
-    corners: dict[tuple[str, str], np.ndarray] = {}
+    corners: dict[tuple[str, str], list] = {}
     for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
         corners.setdefault((row["image"], row["vertebra"]), []).append([float(row["x"]), float(row["y"])])
-    found = misnamed = annotated = silent_wrong = silent_misnamed = right_flagged = 0
-    p2p = []
-    for image, record in truth.items():
-        known = {v.name: v for v in record.vertebrae}
-        annotated += len(known)
-        wrong = False
-        for name, xy in detected.get(image, {}).items():
-            right = name in known and np.hypot(*(xy - known[name].center)) * record.pixel_spacing_mm <= 3.0
-            found += right
-            if not right:
-                misnamed += 1
-                silent_misnamed += image not in flagged
-                wrong = True
-            elif (image, name) in corners:
-                p2p.append(np.hypot(*(np.array(corners[image, name]) - known[name].corners).T).mean()
-                           * record.pixel_spacing_mm)
-        silent_wrong += wrong and image not in flagged
-        right_flagged += bool(detected.get(image)) and not wrong and image in flagged
-    return {"recall": found / annotated, "misnamed": misnamed, "silent_misnamed": silent_misnamed,
-            "right_flagged": right_flagged,
-            "films": len(truth),
-            "unflagged_wrong_films": silent_wrong, "p2p_mean_mm": float(np.mean(p2p)) if p2p else float("nan")}
+    counts, rightly = naming_counts(truth, {image: list(names.items()) for image, names in detected.items()}, flagged)
+    known = {(image, v.name): v for image, r in truth.items() for v in r.vertebrae}
+    p2p = [np.hypot(*(np.array(corners[key]) - known[key].corners).T).mean() * truth[key[0]].pixel_spacing_mm
+           for key in rightly if key in corners]
+    return {**counts, "p2p_mean_mm": float(np.mean(p2p)) if p2p else float("nan")}
 
 
 def unflagged_coverage(folder: Path, run: Path) -> tuple[float, int]:

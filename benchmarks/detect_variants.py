@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from automatic_variants import write_variant  # noqa: E402
+from automatic_variants import naming_counts, write_variant  # noqa: E402
 
 from vcorner.io.annotations import read_annotations  # noqa: E402
 
@@ -30,7 +30,8 @@ VARIANTS = ["as_is", "mirror", "upside_down", "turned_-35", "turned_35", "turned
 
 
 def score(folder: Path, centres: Path) -> dict[str, int | float]:
-    """Detection scores of ``centres`` (a ``vcorner detect`` output) against the annotations of ``folder``."""
+    """Detection scores of ``centres`` (a ``vcorner detect`` output) against the annotations of ``folder``
+    (flagged: a line in its ``.errors.csv`` or an image flag)."""
     truth = {r.file: r for r in read_annotations(folder / "annotations.json")}
     errors = centres.with_name(centres.stem + ".errors.csv")
     flagged = {row["image"] for row in csv.DictReader(open(errors, encoding="utf-8"))} if errors.exists() else set()
@@ -39,21 +40,7 @@ def score(folder: Path, centres: Path) -> dict[str, int | float]:
         found.setdefault(row["image"], []).append((row["vertebra"], np.array([float(row["x"]), float(row["y"])])))
         if row.get("flags"):
             flagged.add(row["image"])
-    right = misnamed = silent = silent_films = right_flagged = annotated = 0
-    for image, record in truth.items():
-        known = {v.name: v.center for v in record.vertebrae}
-        annotated += len(known)
-        wrong = 0
-        for name, xy in found.get(image, []):
-            ok = name in known and np.hypot(*(xy - known[name])) * record.pixel_spacing_mm <= 3.0
-            right += ok
-            wrong += not ok
-        misnamed += wrong
-        silent += wrong if image not in flagged else 0
-        silent_films += bool(wrong) and image not in flagged
-        right_flagged += bool(found.get(image)) and not wrong and image in flagged
-    return {"recall": right / annotated, "misnamed": misnamed, "silent_misnamed": silent,
-            "unflagged_wrong_films": silent_films, "right_flagged": right_flagged, "films": len(truth)}
+    return naming_counts(truth, found, flagged)[0]
 
 
 def main() -> None:
