@@ -143,3 +143,30 @@ def test_films_of_another_region_are_refused_or_flagged_never_named_c3_c7_as_sur
         assert image not in refused
         assert any(flags), f"{image}: named {len(flags) // 4} cervical vertebrae on a thoracolumbar film, no flag"
     assert len(refused) + len(rows) == 6
+
+
+def test_a_film_of_another_style_cut_to_c2_c5_is_named_right_or_flagged_never_shifted_as_sure(tmp_path):
+    """Issue #33's first sighting, cut short: a film of the validation-only style (seed 777303, film 6) cut just below
+    C5. Both the namer and the view finder take C2 for C3 and shift every name by one level, so their agreement
+    proves nothing; the finder finds neither anchor (C2, T1) in it, so the film is flagged levels_uncertain rather
+    than answered as sure (through `vcorner batch` without centres)."""
+    data = tmp_path / "holdout"
+    made = CliRunner().invoke(app, ["synth", str(data), "--style", "holdout", "--images", "7", "--seed", "777303",
+                                    "--workers", "1"], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    record = read_annotations(data / "annotations.json")[6]
+    c5, c6 = (next(v for v in record.vertebrae if v.name == n) for n in ("C5", "C6"))
+    bottom = int(min(c6.corners[:, 1].min(), c5.corners[:, 1].max() + 0.6 * (c6.corners[:, 1].min()
+                                                                             - c5.corners[:, 1].max())))
+    films = tmp_path / "films"
+    films.mkdir()
+    cv2.imwrite(str(films / "cut.png"), cv2.imread(str(data / record.file), cv2.IMREAD_GRAYSCALE)[:bottom])
+    result = CliRunner().invoke(app, ["batch", str(films), "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    truth = {v.name: v.center for v in record.vertebrae if v.name in ("C3", "C4", "C5")}
+    rows = read_rows(tmp_path / "out" / "centers.detected.csv")
+    refused = any(not r.get("vertebra") for r in read_rows(tmp_path / "out" / "errors.csv"))
+    wrong = [r["vertebra"] for r in rows if r["vertebra"] not in truth or np.linalg.norm(
+        np.array([float(r["x"]), float(r["y"])]) - truth[r["vertebra"]]) * record.pixel_spacing_mm > 3.0]
+    flagged = refused or all("levels_uncertain" in r["flags"] for r in rows)
+    assert flagged or not wrong, f"named {wrong} wrong without a flag"
