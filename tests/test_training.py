@@ -57,6 +57,23 @@ def test_resume_continues_where_it_stopped(toy_dataset, run):
     assert resumed.history[-1]["epoch"] == 4
 
 
+def test_init_starts_from_a_trained_model_and_keeps_the_untrained_floor(toy_dataset, run, tmp_path):
+    out, _ = run
+    from dataclasses import replace
+
+    one = replace(TINY, train=replace(TINY.train, epochs=1))
+    fresh = train(toy_dataset, one, tmp_path / "fresh", calibrate=False)
+    tuned = train(toy_dataset, one, tmp_path / "tuned", calibrate=False, init=out / "model.safetensors")
+    started = tuned.history[0]["val_bc"]  # the trained model's maps, before the first fine-tuning step
+    assert started > fresh.history[0]["val_bc"] + 0.15
+    training = read_card(tmp_path / "tuned" / "model.safetensors").training
+    assert training["val_bc_start"] == pytest.approx(fresh.history[0]["val_bc"])  # the verdict's floor: untrained
+    assert training["init"]["checkpoint"] == str(out / "model.safetensors") and training["verdict"]["passed"]
+    wider = replace(TINY, model=ModelSpec(recipe="lite"))
+    with pytest.raises(InputError, match="cannot start from it"):
+        train(toy_dataset, wider, tmp_path / "wider", calibrate=False, init=out / "model.safetensors")
+
+
 def test_pickled_checkpoints_and_bad_recipes_are_refused(tmp_path):
     bad = tmp_path / "last.pt"
     torch.save({"x": object()}, bad)

@@ -1,11 +1,13 @@
-"""Rebuild a trainable checkpoint from an exported centre detector (an ONNX graph whose batch norms were folded into
-its convolutions), so that ``vcorner train --init`` can fine-tune it when its training run is gone.
+"""Rebuild a trainable checkpoint from an exported centre detector or corner model (an ONNX graph whose batch norms
+were folded into its convolutions), so that ``vcorner train --init`` can fine-tune it when its training run is gone.
 
 The convolutions take the folded weights; each batch norm is set to the identity in both modes: its running
-statistics and its scale and shift are the mean and spread of its input on plain views of DATA, so that a training
-batch normalizes and then restores them. Prints the parity with the ONNX graph (eval mode).
+statistics and its scale and shift are the mean and spread of its input on plain views (detector) or unjittered
+patches (corner model) of DATA, so that a training batch normalizes and then restores them. Prints the parity with
+the ONNX graph (eval mode).
 
     python train/rebuild_checkpoint.py vcorner/models/detector.onnx DATA runs/namer-shipped
+    python train/rebuild_checkpoint.py vcorner/models/default.onnx DATA runs/default-shipped
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
-from vcorner.backends import open_detector
+from vcorner.models.modelfile import card_format, read_detector_card, read_model_card
 from vcorner.network.checkpoint import save_model
 from vcorner.network.unet import UNet
+from vcorner.training.data import epoch_patches, load_dataset
 from vcorner.training.detector_data import channel_names, epoch_views, load_detector_images
 from vcorner.training.detector_recipe import AugmentSpec
 
@@ -74,22 +77,34 @@ def fit_identity_norms(model: UNet, views: np.ndarray) -> None:
             bn.bias.copy_(mean)
 
 
+def detector_inputs(card, data: Path) -> np.ndarray:
+    """Plain letterboxed views of up to 256 films of ``data`` (N, 1, H, W)."""
+    images = load_detector_images(data, card.detection.input_shape, 1.0)[:256]
+    names = channel_names([im.record for im in images])
+    return np.concatenate([v[0] for v in epoch_views(images, names, card.detection, AugmentSpec(), None)])
+
+
+def corner_inputs(card, data: Path) -> np.ndarray:
+    """Unjittered patches of up to 64 films of ``data`` (N, 1, S, S), cut as the card samples them."""
+    _, images = load_dataset(data, card.ground_truth)
+    return np.concatenate([x for x, _ in epoch_patches(images[:64], 4, card.sampling, card.ground_truth, None)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("detector", type=Path)
-    parser.add_argument("data", type=Path, help="Annotated films whose plain views set the batch norms.")
+    parser.add_argument("model", type=Path, help="An exported detector or corner model (.onnx with its card).")
+    parser.add_argument("data", type=Path, help="Annotated films whose plain views or patches set the batch norms.")
     parser.add_argument("out", type=Path, help="Run folder to write model.safetensors into.")
     args = parser.parse_args()
-    _, card = open_detector(args.detector)
+    detector = "detector" in (card_format(args.model) or "")
+    card = read_detector_card(args.model)[0] if detector else read_model_card(args.model)
     model = UNet(**card.model_args)
-    load_folded(model, onnx.load(str(args.detector)))
+    load_folded(model, onnx.load(str(args.model)))
     model.eval()
-    images = load_detector_images(args.data, card.detection.input_shape, 1.0)[:256]
-    names = channel_names([im.record for im in images])
-    views = np.concatenate([v[0] for v in epoch_views(images, names, card.detection, AugmentSpec(), None)])
-    fit_identity_norms(model, views)
-    session = ort.InferenceSession(str(args.detector), providers=["CPUExecutionProvider"])
-    x = np.random.default_rng(0).standard_normal((2, 1, *card.detection.input_shape)).astype(np.float32)
+    inputs = detector_inputs(card, args.data) if detector else corner_inputs(card, args.data)
+    fit_identity_norms(model, inputs)
+    session = ort.InferenceSession(str(args.model), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((2, *inputs.shape[1:])).astype(np.float32)
     reference = session.run(None, {session.get_inputs()[0].name: x})[0]
     with torch.no_grad():
         rebuilt = model(torch.from_numpy(x)).numpy()

@@ -58,8 +58,9 @@ def train(
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda if present, else cpu).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
     init: Annotated[Path | None, typer.Option(
-        "--init", help="Centre detector only: start from this checkpoint's weights (fine-tuning; fresh optimizer "
-                       "and schedule).")] = None,
+        "--init", help="Start from this checkpoint's weights (fine-tuning; fresh optimizer and schedule): a "
+                       "model.safetensors of the same recipe, or one rebuilt from a shipped ONNX by "
+                       "train/rebuild_checkpoint.py.")] = None,
     calibrate: Annotated[bool, typer.Option(
         "--calibrate/--no-calibrate", help="Finally tune the decoding constants and calibrate the 95% ellipses on "
                                            "the validation images (as vcorner tune does).")] = True,
@@ -90,12 +91,10 @@ def train(
         if isinstance(recipe, DetectorRecipe):
             _train_detector(data, recipe, out, resume, force, device, command, init)
             return
-        if init is not None:
-            fail("--init is for centre detector recipes (task = \"detector\"); resume a corner run with --resume")
         with progress_bar(TextColumn("{task.fields[rate]:.0f} patches/s"),
                           TextColumn("loss {task.fields[loss]:.4f}")) as progress:
             result = run_training(data, recipe, out, resume=resume, force=force, device=device,
-                                  reporter=RichReporter(progress), command=command, calibrate=calibrate)
+                                  reporter=RichReporter(progress), command=command, calibrate=calibrate, init=init)
     _say_previous(result.previous)
     final = result.final or {}
     if final:  # the figures of the saved card: the epoch of the best validation BC

@@ -16,6 +16,7 @@ import torch
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
+from vcorner.models.modelfile import read_checkpoint_card
 from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
 from vcorner.network.unet import UNet, count_parameters, create_model
@@ -96,12 +97,14 @@ def train_step(model: UNet, optimizer: torch.optim.Optimizer, scheduler, batch: 
 
 def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force: bool = False,
           device: str | None = None, reporter: Reporter | None = None, command: str = "",
-          calibrate: bool = True) -> TrainResult:
+          calibrate: bool = True, init: Path | None = None) -> TrainResult:
     """Train ``recipe`` on the annotated dataset in ``data``, writing ``out/model.safetensors``.
 
     ``out`` receives ``model.safetensors`` (best validation BC, with its model card), ``last.pt`` (resume
     state), ``metrics.jsonl`` (one line per epoch) and ``recipe.json``. With ``calibrate`` the best model's
     decoding constants and ellipses are then tuned on the validation images (:mod:`vcorner.training.calibrate`).
+    ``init``: a corner checkpoint whose weights start the run (fine-tuning, with a fresh optimizer and schedule);
+    the card's ``val_bc_start`` stays the untrained network's, so the verdict still asks what training learned.
 
     Before anything is written, data that cannot train is refused, and an ``out`` holding an earlier run needs
     ``resume`` (same recipe) or ``force`` (the earlier files move to ``out/previous-<time>/``):
@@ -115,13 +118,16 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     dev = pick_device(device)
     train_images, val_images = _split(Path(data), recipe)
     previous = prepare_run_folder(out, recipe.to_dict(), resume=resume, force=force,
-                                  inputs=[Path(data) / "annotations.json"])
+                                  inputs=[Path(data) / "annotations.json", init])
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opt.seed)
     prior = fit_prior([im.record for im in train_images])
     val = epoch_patches(val_images, opt.val_patches_per_vertebra, recipe.sampling, recipe.ground_truth, None)
 
     model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides()).to(dev)
+    untrained_bc = evaluate_bc(model, val, dev)
+    if init is not None:
+        _start_from(model, Path(init), recipe)
     per_epoch = math.ceil(sum(len(im.frames) for im in train_images) * opt.patches_per_vertebra / opt.batch_size)
     schedule = loop.plan(opt.epochs, per_epoch, opt.batch_size, opt.seed, opt.max_steps)
     optimizer, scheduler = loop.one_cycle(model, opt.lr, opt.weight_decay, schedule.total_steps, pct_start=0.1)
@@ -132,12 +138,15 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
         log.info("resuming %s at epoch %d", out, start_epoch + 1)
 
     if not history:
-        history.append({"epoch": 0, "val_bc": evaluate_bc(model, val, dev), "train_loss": math.nan,
+        history.append({"epoch": 0, "val_bc": evaluate_bc(model, val, dev) if init else untrained_bc,
+                        "train_loss": math.nan,
                         "steps": 0, "patches_per_s": 0.0, "seconds": 0.0})
     write_text_atomic(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
     card_training = {"data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
                      "train_images": len(train_images), "val_images": len(val_images),
-                     "parameters": count_parameters(model), "device": str(dev)}
+                     "parameters": count_parameters(model), "device": str(dev),
+                     **({"init": {"checkpoint": str(init), "val_bc": history[0]["val_bc"], **_provenance(Path(init))}}
+                        if init is not None else {})}
 
     def epoch_data(rng: np.random.Generator) -> tuple[PatchPass, int]:
         patches = epoch_patches(train_images, opt.patches_per_vertebra, recipe.sampling, recipe.ground_truth, rng)
@@ -146,7 +155,7 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     def save(epoch: int, metrics: dict[str, float]) -> None:
         card = ModelCard(model.constructor_args(), recipe.sampling, recipe.ground_truth, recipe.decode, prior,
                          {**card_training, "epoch": epoch, "val_bc": metrics["val_bc"],
-                          "val_bc_start": history[0]["val_bc"]})
+                          "val_bc_start": untrained_bc})
         save_model(out / "model.safetensors", model, card)
 
     steps = loop.Recipe(epoch_data, lambda batch: train_step(model, optimizer, scheduler, batch, dev,
@@ -160,6 +169,25 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
             calibration = _calibrate(out / "model.safetensors", Path(data), [im.record for im in val_images], dev,
                                      reporter)
     return TrainResult(out / "model.safetensors", history, calibration, previous, final)
+
+
+def _start_from(model: UNet, init: Path, recipe: Recipe) -> None:
+    """Load ``init``'s weights into ``model``.
+
+    Raises:
+        InputError: ``init`` is not a corner checkpoint of the recipe's widths and patch size.
+    """
+    start, card = load_model(init)
+    if start.constructor_args() != model.constructor_args() or card.sampling.patch_size != recipe.sampling.patch_size:
+        raise InputError(f"{init}: its network or patch size differs from recipe {recipe.name!r}'s; cannot start from "
+                         "it")
+    model.load_state_dict(start.state_dict())
+
+
+def _provenance(checkpoint: Path) -> dict:
+    """What trained a starting checkpoint (its card's command, data, epoch and validation BC)."""
+    card = read_checkpoint_card(checkpoint)
+    return {k: card.training.get(k) for k in ("command", "data", "epoch", "init") if card.training.get(k) is not None}
 
 
 def _record_verdict(checkpoint: Path) -> dict:
