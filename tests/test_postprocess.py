@@ -296,3 +296,35 @@ def test_serial_kernels_from_many_threads_match_the_parallel_ones():
         np.testing.assert_array_equal(out, want)
         np.testing.assert_array_equal(peaks[0], expected_peaks[0])
         np.testing.assert_array_equal(peaks[1], expected_peaks[1])
+
+
+def test_a_fitted_corner_offset_moves_maps_that_peak_inside_the_corners_back_onto_them():
+    # Maps whose peaks sit inside each corner by a known frame offset (as the ground truth's corner-weighted
+    # boundary lines do): tune's fit recovers the offset, and decoding with it lands on the true corners.
+    from types import SimpleNamespace
+
+    from vcorner.evaluation.tune import fit_corner_offset
+
+    spine = make_spine(n=4, angle_deg=10.0, size=60.0)
+    corners = np.stack([v.corners for v in spine.vertebrae])
+    frames = frames_from_centers(spine.centers)
+    inward = np.array([[0.02, 0.015], [-0.025, 0.01], [0.015, -0.02], [-0.01, -0.03]])  # frame units, per corner
+    peaks = np.stack([frames.to_image(i, frames.to_frame(i, corners[i]) + inward) for i in range(len(frames))])
+    maps, affines, owner = synthetic_outputs(frames, peaks, flat=2)
+    names = [v.name for v in spine.vertebrae]
+    prior = shifted_prior(frames, corners, 0.0)
+    job = SimpleNamespace(name=spine.file, maps=maps[:, None], affines=affines, owner=owner, frames=frames,
+                          shape=IMAGE_SHAPE, names=names)
+    card = SimpleNamespace(prior=prior)
+    config = DecodeConfig(prior_inflation=1e6)
+    offset = fit_corner_offset([(job, spine)], card, config)
+    np.testing.assert_allclose(np.reshape(offset, (4, 2)), -inward, atol=0.003)
+    before = decode_image(maps, affines, owner, frames, names, prior, IMAGE_SHAPE, config)
+    after = decode_image(maps, affines, owner, frames, names, prior, IMAGE_SHAPE,
+                         DecodeConfig(prior_inflation=1e6, corner_offset=offset))
+    for index in (0, 1, 3):
+        assert np.linalg.norm(before[index].xy - corners[index], axis=1).min() > 0.9  # 0.015-0.03 sizes of 60 px
+        assert np.linalg.norm(after[index].xy - corners[index], axis=1).max() < 0.3
+    np.testing.assert_allclose(after[2].xy, before[2].xy)  # a prior fallback keeps the prior's mean
+    with pytest.raises(ValueError, match="8 numbers"):
+        DecodeConfig(corner_offset=(0.1, 0.2))

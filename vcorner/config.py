@@ -93,6 +93,10 @@ class DecodeConfig:
         refine_radius_px: window half-width for sub-pixel refinement and covariance, in pixels.
         ellipse_scale: multiplier on the moment-based standard deviations (calibration).
         subpixel: refine the maximum to sub-pixel precision.
+        corner_offset: the mean displacement from a found network corner to the true one, 8 numbers (x, y of each
+            corner in ``CORNER_NAMES`` order) in frame units (vertebra sizes, :mod:`vcorner.geometry.frames`), added
+            to every network corner; fitted on validation images by :func:`vcorner.evaluation.tune.tune_decode`
+            (the ground truth's maps, corner-weighted boundary lines, peak inside the corner); (): none.
     """
 
     background_quantile: float = 0.75
@@ -103,6 +107,12 @@ class DecodeConfig:
     refine_radius_px: float = 4.0
     ellipse_scale: float = 1.0
     subpixel: bool = True
+    corner_offset: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.corner_offset) not in (0, 8):
+            raise ValueError(f"decode.corner_offset must hold 8 numbers (x, y of 4 corners), got "
+                             f"{len(self.corner_offset)}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Tune the decoding constants and calibrate the uncertainty ellipses on an annotated validation set.
 
 The network runs once per image; decoding (cheap) then runs for every candidate setting. The setting with the
-lowest mean P2P error wins; then ``ellipse_scale`` is chosen so that the 95% ellipses hold 95% of the true
-corners. Never tune on the test set: use a validation split (e.g. phantoms of another seed).
+lowest mean P2P error wins; then the mean offset from found to true corners is fitted (``corner_offset``) and
+``ellipse_scale`` is chosen so that the 95% ellipses hold 95% of the true corners. Never tune on the test set: use a validation split (e.g. phantoms of another seed).
 """
 
 from __future__ import annotations
@@ -173,6 +173,25 @@ def calibrate_scale(jobs, card: ModelCard, decode: DecodeConfig, target: float =
     return round(best, 3), best_cov
 
 
+def fit_corner_offset(jobs, card: ModelCard, decode: DecodeConfig) -> tuple[float, ...]:
+    """:attr:`vcorner.config.DecodeConfig.corner_offset`: the mean displacement from each network corner found
+    under ``decode`` (its own offset left out) to the true one, per corner, in the frames of the jobs' vertebrae
+    (sizes); () when no corner was found."""
+    found = decode_jobs(jobs, card, replace(decode, corner_offset=()))
+    moves: list[list[np.ndarray]] = [[] for _ in CORNER_NAMES]
+    for job, record in jobs:
+        truth = {v.name: v.corners for v in record.vertebrae if v.corners is not None}
+        for i, v in enumerate(found[job.name]):
+            if v.name not in truth:
+                continue
+            for k in range(len(CORNER_NAMES)):
+                if v.source[k] == "network":
+                    moves[k].append(job.frames.to_frame(i, truth[v.name][k]) - job.frames.to_frame(i, v.xy[k]))
+    if not all(moves):
+        return ()
+    return tuple(round(float(x), 5) for k in range(len(CORNER_NAMES)) for x in np.mean(moves[k], axis=0))
+
+
 def tune_decode(jobs, card: ModelCard, grid: dict[str, tuple] | None = None,
                 progress: Callable[[], None] | None = None) -> TuneResult:
     """Grid-search the decoding settings by mean P2P (in mm when every image has a pixel spacing, else in px
@@ -191,5 +210,6 @@ def tune_decode(jobs, card: ModelCard, grid: dict[str, tuple] | None = None,
             progress()
     best = min(candidates, key=lambda c: (c["p2p_mean"], c["p2p_median"]))
     decode = replace(card.decode, **{k: best[k] for k in grid})
+    decode = replace(decode, corner_offset=fit_corner_offset(jobs, card, decode))
     scale, cov = calibrate_scale(jobs, card, decode)
     return TuneResult(replace(decode, ellipse_scale=scale), candidates, cov, unit, note)

@@ -139,7 +139,7 @@ def decode_vertebra(
     neighbourhood (clamped to +-1 px). The covariance is the second moment of the weighted map minus its minimum,
     over a disc of ``config.refine_radius_px`` around the peak, about its weighted mean, times
     ``config.ellipse_scale ** 2``, plus :data:`COV_FLOOR_PX2`. The confidence is the unweighted accumulated value
-    at the peak pixel.
+    at the peak pixel. ``config.corner_offset`` (frame units) is then added to each network corner.
     Where that value is below ``config.min_peak`` (no patch mass where the prior allows a corner), or the
     quadrant lies outside the image, the corner is the prior mean with confidence 0 and the prior's own
     (uninflated) covariance.
@@ -171,6 +171,8 @@ def decode_vertebra(
                                       config.ellipse_scale, COV_FLOOR_PX2, config.subpixel)
         confidence[k] = float(np.clip(acc[row, col], 0.0, 1.0))
         source[k] = "network"
+        if config.corner_offset:
+            xy[k] += frames.sizes[index] * (frames.axes[index] @ np.reshape(config.corner_offset, (4, 2))[k])
     return VertebraCorners(name=name, xy=xy, confidence=confidence, cov=cov, source=tuple(source))
 
 
