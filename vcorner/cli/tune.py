@@ -46,7 +46,7 @@ def tune(
 ) -> None:
     """Grid-search the decoding settings by mean P2P on DATA and calibrate the 95% ellipses; refit the flags' limits
     and ellipses of the card's trust; update MODEL's card."""
-    from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode
+    from vcorner.evaluation.tune import DEFAULT_GRID, cheapest_sampling, infer_records, tune_decode, untuned
     from vcorner.io.annotations import read_annotations
     from vcorner.io.claims import claim_files
     from vcorner.models.modelfile import sidecar_path, write_sidecar
@@ -75,7 +75,7 @@ def tune(
         with progress_bar() as bar:
             task = bar.add_task("decoding settings", total=total)
             result = tune_decode(jobs, card, progress=lambda: bar.update(task, advance=1))
-        previous = {"sampling": to_dict(resolved.card.sampling), "decode": to_dict(resolved.card.decode)}
+        previous = untuned(resolved.card)
         tuned = replace(card.with_decode(result.decode),
                         training={**card.training, "decode_tuned_on": str(data), "tune_images": len(jobs),
                                   "tune_unit": result.unit,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from vcorner import CORNER_NAMES
-from vcorner.config import DecodeConfig, SamplingConfig
+from vcorner.config import DecodeConfig, SamplingConfig, from_dict, to_dict
 from vcorner.evaluation.metrics import CornerErrors, match, table1_row
 from vcorner.geometry.sequence import checked_annotation
 from vcorner.io.paths import safe_path
@@ -67,12 +67,20 @@ def sampling_variants(base: SamplingConfig) -> dict[str, SamplingConfig]:
     return distinct
 
 
+def untuned(card: ModelCard) -> dict:
+    """The sampling and decoding ``card`` had before any tuning (its first ``before_tuning``, else its own), as
+    plain dicts: a model tuned again is compared with, and may return to, the sampling it was trained with."""
+    first = card.training.get("before_tuning")
+    return first if first else {"sampling": to_dict(card.sampling), "decode": to_dict(card.decode)}
+
+
 def cheapest_sampling(root: Path, records: Sequence[ImageRecord], runner: Runner, card: ModelCard,
                       tolerance_mm: float = SAMPLING_TOLERANCE_MM) -> tuple[SamplingConfig, list[dict]]:
     """The sampling variant with the fewest patches (the speed objective: inference is most of an image's cost)
-    whose mean P2P is at most ``tolerance_mm`` above the model's own sampling's, and every variant's scores."""
+    whose mean P2P is at most ``tolerance_mm`` above the sampling the model was trained with (:func:`untuned`), and
+    every variant's scores."""
     scores = []
-    for name, sampling in sampling_variants(card.sampling).items():
+    for name, sampling in sampling_variants(from_dict(SamplingConfig, untuned(card)["sampling"])).items():
         variant = replace(card, sampling=sampling)
         row = table1_row(evaluate_decode(infer_records(root, records, runner, variant), variant, card.decode)[0])
         scores.append({"variant": name, "patches_per_vertebra": sampling.patches_per_vertebra,

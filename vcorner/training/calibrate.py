@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from vcorner.backends.torch.runner import TorchRunner
-from vcorner.config import to_dict
 from vcorner.evaluation.tune import (
     DEFAULT_GRID,
     SAMPLING_TOLERANCE_MM,
@@ -30,6 +29,7 @@ from vcorner.evaluation.tune import (
     cheapest_sampling,
     infer_records,
     tune_decode,
+    untuned,
 )
 from vcorner.io.records import ImageRecord
 from vcorner.models.card import ModelCard
@@ -59,7 +59,7 @@ def calibrate_checkpoint(checkpoint: Path, data: Path, records: Sequence[ImageRe
         InputError: no usable validation image.
     """
     card = read_checkpoint_card(checkpoint)
-    previous = {"sampling": to_dict(card.sampling), "decode": to_dict(card.decode)}
+    previous = untuned(card)
     chosen: dict = {}
     with TorchRunner(checkpoint, device) as runner:
         if sampling_tolerance is not None:
