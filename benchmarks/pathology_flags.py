@@ -10,8 +10,8 @@ coverage of heights, listhesis and angles. Appends a markdown table to ``--out``
     python benchmarks/pathology_flags.py DATA [--model M] [--variant NAME:key=value,key=value ...] [--out FILE]
 
 ``DATA`` holds annotations.json and its images (``vcorner synth DATA --pathology clinical ...``); a variant
-replaces fields of the model card's ``decode`` (e.g. ``sharp64:prior_sharp_inflation=64``); ``shipped`` is the
-card's own.
+replaces fields of the model card's ``decode`` (e.g. ``sharp64:prior_sharp_inflation=64``; ``corner_offset=0``
+decodes without the fitted offset); ``shipped`` is the card's own.
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ MEASURES = {"heights": ("anterior_height", "middle_height", "posterior_height"),
 def parse_variant(text: str) -> tuple[str, dict]:
     """``name:key=value,...`` -> (name, {key: float value})."""
     name, _, fields = text.partition(":")
-    return name, {k: float(v) for k, v in (f.split("=") for f in fields.split(",") if f)}
+    values = {k: float(v) for k, v in (f.split("=") for f in fields.split(",") if f)}
+    if values.get("corner_offset") == 0:  # corner_offset=0: decode without the card's fitted offset
+        values["corner_offset"] = ()
+    return name, values
 
 
 def decode_all(jobs, card, decode) -> tuple[list[ImageCorners], dict]:
@@ -126,6 +129,9 @@ def main() -> None:
     parser.add_argument("--possible", type=float, nargs="*", default=None,
                         help="percentiles of the draws that raise a possible_ flag, for both flags (one row each; "
                              "default: the shipped GENANT_ and SLIP_POSSIBLE_PERCENTILE)")
+    parser.add_argument("--pair", type=float, nargs=2, default=(GENANT_POSSIBLE_PERCENTILE, SLIP_POSSIBLE_PERCENTILE),
+                        metavar=("GENANT", "SLIP"), help="the two percentiles of one row when --possible is not given "
+                                                        "(default: the shipped ones)")
     args = parser.parse_args()
     model = args.model or default_model_path()
     records = read_annotations(args.data / "annotations.json")
@@ -144,8 +150,7 @@ def main() -> None:
     for text in args.variant:
         name, fields = parse_variant(text)
         images, p2p = decode_all(jobs, card, replace(card.decode, **fields))
-        pairs = [(q, q) for q in args.possible] if args.possible else [(GENANT_POSSIBLE_PERCENTILE,
-                                                                          SLIP_POSSIBLE_PERCENTILE)]
+        pairs = [(q, q) for q in args.possible] if args.possible else [tuple(args.pair)]
         for possible in pairs:
             label = f"{name} {fields or ''} possible at p{possible[0]:g} / p{possible[1]:g}"
             lines.append(_line(label, score(images, p2p, records, possible)))
