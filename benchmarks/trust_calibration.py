@@ -1,6 +1,6 @@
 """Chooses the model card's ``trust`` constants (README.md, "Flags"; issue #27) on IN-STYLE validation phantoms.
 
-    python benchmarks/trust_calibration.py VAL [--percentile 99.8] [--write]
+    python benchmarks/trust_calibration.py VAL [VAL ...] [--percentile 99.8] [--write]
 
 The fitting is the library's (:mod:`vcorner.evaluation.trust`, which ``vcorner tune`` also runs on a user's own model).
 VAL is an annotated training-style folder (``vcorner synth VAL --images 100 --seed 5151``); the validation-only
@@ -34,21 +34,23 @@ from vcorner.models.modelfile import default_model_path, read_model_card, write_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("val", type=Path, help="annotated IN-STYLE validation phantoms (never the holdout style)")
+    parser.add_argument("val", type=Path, nargs="+",
+                        help="annotated IN-STYLE validation phantoms (never the holdout style); several folders pool")
     parser.add_argument("--percentile", type=float, default=99.8, help="flag limits at this percentile of VAL")
     parser.add_argument("--write", action="store_true", help="write the constants into the shipped cards")
     args = parser.parse_args()
     runner, resolved = open_model(ModelRequest(precision="fp32"))
     with runner:
-        jobs = infer_records(args.val, read_annotations(args.val / "annotations.json"), runner, resolved.card)
+        jobs = [job for val in args.val
+                for job in infer_records(val, read_annotations(val / "annotations.json"), runner, resolved.card)]
     trust, reached = fit_trust(corner_evidence(jobs, resolved.card), args.percentile)
-    report = {"trust": trust.__dict__, "validation": str(args.val), **reached}
+    report = {"trust": trust.__dict__, "validation": [str(v) for v in args.val], **reached}
     print(json.dumps(report, indent=1))
     if args.write:
         model = default_model_path()
-        seed = json.loads((args.val / "phantoms.json").read_text()).get("seed", "?")
+        seed = ", ".join(str(json.loads((v / "phantoms.json").read_text()).get("seed", "?")) for v in args.val)
         chosen = (f"{report['corners']} network corners of {report['vertebrae']} vertebrae of training-style phantoms "
-                  f"(seed {seed}), flag limits at the {args.percentile:g}th percentile: "
+                  f"(seeds {seed}), flag limits at the {args.percentile:g}th percentile: "
                   "python benchmarks/trust_calibration.py VAL --write")
         for path in (model, model.with_name(model.stem + ".int8.onnx")):
             card = read_model_card(path)
