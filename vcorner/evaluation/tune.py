@@ -2,7 +2,8 @@
 
 The network runs once per image; decoding (cheap) then runs for every candidate setting. The setting with the
 lowest mean P2P error wins; then the mean offset from found to true corners is fitted (``corner_offset``) and
-``ellipse_scale`` is chosen so that the 95% ellipses hold 95% of the true corners. Never tune on the test set: use a validation split (e.g. phantoms of another seed).
+``ellipse_scale`` is chosen so that the 95% ellipses hold 95% of the true corners. Never tune on the test set: use
+a validation split (e.g. phantoms of another seed).
 """
 
 from __future__ import annotations
