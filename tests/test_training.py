@@ -74,6 +74,33 @@ def test_init_starts_from_a_trained_model_and_keeps_the_untrained_floor(toy_data
         train(toy_dataset, wider, tmp_path / "wider", calibrate=False, init=out / "model.safetensors")
 
 
+def test_a_checkpoint_rebuilt_from_an_exported_corner_model_computes_the_same_maps(toy_dataset, run, tmp_path):
+    # train/rebuild_checkpoint.py: the exported graph's batch norms are folded; the rebuilt checkpoint must give
+    # the ONNX graph's maps in eval mode, so that `vcorner train --init` fine-tunes the model that was shipped.
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from vcorner.export.onnx_export import export_model
+
+    out, _ = run
+    model, card = load_model(out)
+    exported = export_model(model.eval(), card, tmp_path / "m.onnx")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "train" / "rebuild_checkpoint.py"), str(exported),
+                           str(toy_dataset), str(tmp_path / "rebuilt")], capture_output=True, text=True, check=True)
+    parity = float(re.search(r"max \|difference\| (\S+)", done.stdout).group(1))
+    assert parity < 1e-5, done.stdout
+    rebuilt, rebuilt_card = load_model(tmp_path / "rebuilt")
+    x = torch.from_numpy(np.random.default_rng(1).random((4, 1, 64, 64), dtype=np.float32))
+    with torch.no_grad():
+        np.testing.assert_allclose(rebuilt.eval()(x).numpy(), model.eval()(x).numpy(), atol=1e-5)
+    assert rebuilt_card.prior.means.keys() == card.prior.means.keys()
+
+
 def test_pickled_checkpoints_and_bad_recipes_are_refused(tmp_path):
     bad = tmp_path / "last.pt"
     torch.save({"x": object()}, bad)
