@@ -154,6 +154,8 @@ def test_tune_sampling_picks_the_fewest_patches_within_the_tolerance_and_updates
     assert read_model_card(int8).training["quantization"] == note
     # an untrained network puts no corner of its own: too few to refit the card's trust, kept with a line saying so
     assert "trust: kept the card's" in result.output and tuned.trust == card.trust
+    said_fitted = "corner offset fitted" in result.output
+    assert said_fitted == bool(tuned.decode.corner_offset) and (said_fitted or "no corner offset" in result.output)
     # tuned again, it starts from the sampling it was made with, not from the one the first tune chose
     again = CliRunner().invoke(app, ["tune", str(model), str(toy_dataset), "--sampling", "--sampling-tolerance", "0",
                                      "--precision", "fp32", "--report", str(report)])

@@ -97,7 +97,15 @@ def tune(
     stderr.print(f"tuned on {len(jobs)} images: mean P2P {best['p2p_mean']:.3f} {result.unit}, ellipse scale "
                  f"{result.decode.ellipse_scale} (95% ellipse holds {result.coverage['inside_95']:.1%}, 50% ellipse "
                  f"{result.coverage.get('inside_50', float('nan')):.1%}: only the 95% is fitted); "
-                 f"updated {model}.json", highlight=False)
+                 f"{_offset_words(result.decode.corner_offset)}; updated {model}.json", highlight=False)
+
+
+def _offset_words(offset: tuple[float, ...]) -> str:
+    """The fitted corner offset in words: its largest move, in vertebra sizes."""
+    if not offset:
+        return "no corner offset (no network corner to fit it on)"
+    largest = max(abs(x) for x in offset)
+    return f"corner offset fitted (each network corner moved by up to {largest:.4f} vertebra sizes per axis)"
 
 
 def with_trust(card: ModelCard, jobs: list, data: Path) -> ModelCard:
