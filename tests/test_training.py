@@ -72,6 +72,7 @@ def test_init_starts_from_a_trained_model_and_keeps_the_untrained_floor(toy_data
     wider = replace(TINY, model=ModelSpec(recipe="lite"))
     with pytest.raises(InputError, match="cannot start from it"):
         train(toy_dataset, wider, tmp_path / "wider", calibrate=False, init=out / "model.safetensors")
+    assert not (tmp_path / "wider").exists()  # refused before anything was written
 
 
 def test_a_checkpoint_rebuilt_from_an_exported_corner_model_computes_the_same_maps(toy_dataset, run, tmp_path):

@@ -117,9 +117,6 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     opt, out = recipe.train, Path(out)
     dev = pick_device(device)
     train_images, val_images = _split(Path(data), recipe)
-    previous = prepare_run_folder(out, recipe.to_dict(), resume=resume, force=force,
-                                  inputs=[Path(data) / "annotations.json", init])
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opt.seed)
     prior = fit_prior([im.record for im in train_images])
     val = epoch_patches(val_images, opt.val_patches_per_vertebra, recipe.sampling, recipe.ground_truth, None)
@@ -127,7 +124,10 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides()).to(dev)
     untrained_bc = evaluate_bc(model, val, dev)
     if init is not None:
-        _start_from(model, Path(init), recipe)
+        _start_from(model, Path(init), recipe)  # a checkpoint that does not fit is refused before anything is written
+    previous = prepare_run_folder(out, recipe.to_dict(), resume=resume, force=force,
+                                  inputs=[Path(data) / "annotations.json", init])
+    out.mkdir(parents=True, exist_ok=True)
     per_epoch = math.ceil(sum(len(im.frames) for im in train_images) * opt.patches_per_vertebra / opt.batch_size)
     schedule = loop.plan(opt.epochs, per_epoch, opt.batch_size, opt.seed, opt.max_steps)
     optimizer, scheduler = loop.one_cycle(model, opt.lr, opt.weight_decay, schedule.total_steps, pct_start=0.1)
