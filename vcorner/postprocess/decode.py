@@ -163,6 +163,8 @@ def decode_vertebra(
         peaks, _ = quadrant_argmax(*search, inv_cov, config.search_radius)
     xy, cov = means.astype(np.float64), covs.astype(np.float64)
     confidence, source = np.zeros(4), ["prior"] * 4
+    offset = (frames.sizes[index] * np.reshape(config.corner_offset, (4, 2)) @ frames.axes[index].T
+              if config.corner_offset else None)  # (4, 2) pixels: each corner's fitted move in this vertebra's frame
     for k, (row, col) in enumerate(peaks):
         if row < 0 or acc[row, col] < config.min_peak:
             continue
@@ -171,8 +173,8 @@ def decode_vertebra(
                                       config.ellipse_scale, COV_FLOOR_PX2, config.subpixel)
         confidence[k] = float(np.clip(acc[row, col], 0.0, 1.0))
         source[k] = "network"
-        if config.corner_offset:
-            xy[k] += frames.sizes[index] * (frames.axes[index] @ np.reshape(config.corner_offset, (4, 2))[k])
+        if offset is not None:
+            xy[k] += offset[k]
     return VertebraCorners(name=name, xy=xy, confidence=confidence, cov=cov, source=tuple(source))
 
 

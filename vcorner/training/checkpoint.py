@@ -11,6 +11,8 @@ from typing import Any
 import torch
 
 from vcorner.io.records import InputError
+from vcorner.models.card import ModelCard
+from vcorner.models.modelfile import read_checkpoint_card
 from vcorner.network.unet import UNet
 
 
@@ -34,3 +36,12 @@ def load_resume_state(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: not a vcorner resume state (model, optimizer, epoch, history); cannot resume")
     state["history"] = json.loads(state["history"])
     return state
+
+
+def init_provenance(checkpoint: Path, card_type: type = ModelCard) -> dict:
+    """What trained a starting checkpoint (``vcorner train --init``): its path and its card's command, data, epoch,
+    validation results and own starting point, as the new run's card records them under ``training.init``."""
+    card = read_checkpoint_card(checkpoint, card_type)
+    return {"checkpoint": str(checkpoint),
+            **{k: card.training.get(k) for k in ("command", "data", "epoch", "val_bc", "val_recall", "init")
+               if card.training.get(k) is not None}}

@@ -18,12 +18,12 @@ from vcorner.geometry.letterbox import letterbox_affine
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
-from vcorner.models.modelfile import read_checkpoint_card
 from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import bhattacharyya
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.peaks import decode_view
 from vcorner.training import loop
+from vcorner.training.checkpoint import init_provenance
 from vcorner.training.data import split_images
 from vcorner.training.detector_data import (
     CHUNK_FILMS,
@@ -172,7 +172,7 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     write_text_atomic(out / "recipe.json", json.dumps(recipe.to_dict(), indent=1))
     recipe = with_view_geometry(recipe, train_images)
     training = {"task": "detector", "data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
-                **({"init": {"checkpoint": str(init), **_provenance(Path(init))}} if init is not None else {}),
+                **({"init": init_provenance(Path(init), DetectorCard)} if init is not None else {}),
                 "train_images": len(train_images), "val_images": len(val_images),
                 "parameters": count_parameters(model), "device": str(dev)}
 
@@ -334,10 +334,3 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
     return detection, {"val_films": len(images), "wrong_view_chosen": wrong, "percentile": MARGIN_PERCENTILE,
                        "view_lead_median": float(np.median(leads)) if leads else None,
                        "naming_margin_median": float(np.median(finite)) if len(finite) else None}
-
-
-def _provenance(checkpoint: Path) -> dict:
-    """What trained a starting checkpoint (its card's command, data, epoch and validation results)."""
-    card = read_checkpoint_card(checkpoint, DetectorCard)
-    return {k: card.training.get(k) for k in ("command", "data", "epoch", "val_bc", "val_recall", "init")
-            if card.training.get(k) is not None}

@@ -16,13 +16,13 @@ import torch
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
-from vcorner.models.modelfile import read_checkpoint_card
 from vcorner.network.checkpoint import load_model, save_model
 from vcorner.network.loss import background_mass, bhattacharyya, bhattacharyya_loss
 from vcorner.network.unet import UNet, count_parameters, create_model
 from vcorner.postprocess.prior import fit_prior
 from vcorner.training import loop
 from vcorner.training.calibrate import calibrate_checkpoint, grid_size
+from vcorner.training.checkpoint import init_provenance
 from vcorner.training.data import AnnotatedImage, PatchPass, batches, epoch_patches, load_dataset, split_images
 from vcorner.training.loop import Reporter, SilentReporter
 from vcorner.training.recipe import Recipe
@@ -145,7 +145,7 @@ def train(data: Path, recipe: Recipe, out: Path, *, resume: bool = False, force:
     card_training = {"data": str(data), "recipe": recipe.name, "seed": opt.seed, "command": command,
                      "train_images": len(train_images), "val_images": len(val_images),
                      "parameters": count_parameters(model), "device": str(dev),
-                     **({"init": {"checkpoint": str(init), "val_bc": history[0]["val_bc"], **_provenance(Path(init))}}
+                     **({"init": {**init_provenance(Path(init)), "val_bc": history[0]["val_bc"]}}
                         if init is not None else {})}
 
     def epoch_data(rng: np.random.Generator) -> tuple[PatchPass, int]:
@@ -182,12 +182,6 @@ def _start_from(model: UNet, init: Path, recipe: Recipe) -> None:
         raise InputError(f"{init}: its network or patch size differs from recipe {recipe.name!r}'s; cannot start from "
                          "it")
     model.load_state_dict(start.state_dict())
-
-
-def _provenance(checkpoint: Path) -> dict:
-    """What trained a starting checkpoint (its card's command, data, epoch and validation BC)."""
-    card = read_checkpoint_card(checkpoint)
-    return {k: card.training.get(k) for k in ("command", "data", "epoch", "init") if card.training.get(k) is not None}
 
 
 def _record_verdict(checkpoint: Path) -> dict:
