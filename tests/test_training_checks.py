@@ -182,3 +182,21 @@ def test_an_unknown_model_recipe_is_one_line_naming_the_known_ones(toy_dataset, 
 def test_a_bad_device_is_one_line_before_anything_is_written(toy_dataset, tmp_path, device):
     one_error(train(toy_dataset, recipe(tmp_path, "corner"), tmp_path / "run", "--device", device), device)
     assert not (tmp_path / "run").exists()
+
+
+def test_init_through_the_cli_fine_tunes_a_corner_run_or_refuses_a_detector_in_one_line(toy_dataset, earlier,
+                                                                                         tmp_path):
+    """`vcorner train --init` on a corner recipe: a corner checkpoint starts the run and is recorded in the card; a
+    detector's checkpoint is refused in one line and nothing is written."""
+    from vcorner.models.modelfile import read_checkpoint_card
+
+    start = earlier["corner"] / "model.safetensors"
+    out = tmp_path / "tuned"
+    result = train(toy_dataset, recipe(tmp_path, "corner"), out, "--no-calibrate", "--init", str(start))
+    assert result.exit_code == 0, result.output
+    training = read_checkpoint_card(out / "model.safetensors").training
+    assert training["init"]["checkpoint"] == str(start) and 0.0 < training["init"]["val_bc"] <= 1.0
+    refused = tmp_path / "refused"
+    one_error(train(toy_dataset, recipe(tmp_path, "corner"), refused, "--init",
+                    str(earlier["detector"] / "model.safetensors")), "model.safetensors")
+    assert not refused.exists()
