@@ -169,3 +169,61 @@ def test_a_degenerate_map_is_not_a_detection():
     found = decode_detections(np.stack([spike, flat, flat, flat, flat]), NAMES, np.array([[1.0, 0, 0], [0, 1.0, 0]]),
                               3.0)
     assert max(d.confidence for d in found) < 0.01
+
+
+def test_missing_names_weigh_absent_weight_in_the_detector_loss():
+    """A missing name's flat target counts ``absent_weight`` against 1 for a present name: at 1 the loss is the
+    plain mean BC, at 0 whatever the network puts in a missing name's map changes nothing."""
+    import torch
+
+    from vcorner.network.loss import bhattacharyya
+    from vcorner.training.detector_trainer import detector_loss
+
+    rng = np.random.default_rng(0)
+    size = (8, 6)
+    target = np.full((1, 2, *size), 1.0 / 48, dtype=np.float32)
+    target[0, 0] = 0.0
+    target[0, 0, 3, 2] = 1.0
+    centres = np.array([[[2.0, 3.0], [np.nan, np.nan]]])
+
+    def maps(absent: np.ndarray) -> torch.Tensor:
+        present = rng.random(size).astype(np.float32)
+        return torch.from_numpy(np.stack([present / present.sum(), absent / absent.sum()])[None])
+
+    spread, peaked = np.ones(size, np.float32), np.eye(*size, dtype=np.float32) + 1e-3
+    first, second = maps(spread), maps(peaked)
+    second[0, 0] = first[0, 0]
+    y = torch.from_numpy(target)
+    plain = -2.0 * bhattacharyya(y.flatten(0, 1)[:, None], first.flatten(0, 1)[:, None]).mean()
+    assert float(detector_loss(first, y, centres, 0.0, 1.0)) == pytest.approx(float(plain), abs=1e-6)
+    assert float(detector_loss(first, y, centres, 0.0, 0.0)) == pytest.approx(
+        float(detector_loss(second, y, centres, 0.0, 0.0)), abs=1e-6)
+    assert float(detector_loss(first, y, centres, 0.0, 1.0)) < float(detector_loss(second, y, centres, 0.0, 1.0))
+
+
+def test_a_detector_with_a_hidden_map_head_saves_loads_and_exports_with_parity(tmp_path):
+    """``head_width`` (a hidden 1x1 conv-BN-ReLU layer before the maps): its card rebuilds the same network, the
+    ONNX export (batch norm folded) matches torch eager within 1e-5 of the maps' peak, and cards without it keep
+    their arguments."""
+    torch = pytest.importorskip("torch")
+    from vcorner.export.onnx_export import export_checkpoint, max_abs_difference
+    from vcorner.network.checkpoint import load_model, save_model
+    from vcorner.network.unet import create_model
+
+    names = tuple(f"T{i}" for i in range(1, 13)) + tuple(f"L{i}" for i in range(1, 6))
+    torch.manual_seed(0)
+    model = create_model("tiny", out_channels=len(names), head_width=12)
+    model(torch.randn(4, 1, 32, 32))  # one training-mode pass: batch norm statistics that are not the identity
+    model.eval()
+    assert model.constructor_args()["head_width"] == 12 and "head_width" not in create_model("tiny").constructor_args()
+    save_model(tmp_path / "det.safetensors", model, DetectorCard(model.constructor_args(), names,
+                                                                  DetectionConfig(input_size=32), {}))
+    loaded, card = load_model(tmp_path / "det.safetensors", DetectorCard)
+    views = np.random.default_rng(1).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ours = model(torch.from_numpy(views)).numpy()
+        np.testing.assert_array_equal(loaded(torch.from_numpy(views)).numpy(), ours)
+    onnx = export_checkpoint(tmp_path / "det.safetensors", tmp_path / "det.onnx", card_type=DetectorCard)
+    assert max_abs_difference(loaded, onnx, views) <= 1e-5 * float(ours.max())
+    with pytest.raises(ValueError, match="head_width"):
+        create_model("tiny", head_width=-1)

@@ -36,6 +36,10 @@ class UNet(nn.Module):
         padding_mode: ``"zeros"`` (the paper) or ``"reflect"`` (against the border effect).
         out_channels: maps per input: 1 for the corner network, one per vertebra name for the centre
             detector (:mod:`vcorner.training.detector_trainer`); each is normalized on its own.
+        head_width: 0 (the paper): the maps are a 1x1 convolution of the first level's ``widths[0]`` features, so
+            at most ``widths[0] + 1`` of them can differ; > 0: a hidden 1x1 conv-BN-ReLU layer of this many
+            channels comes first, so that many maps can each hold a blob of its own (a 17-name detector on 8
+            features kept 11 of its maps flat: README.md, "Many-level films").
 
     Shapes:
         input (B, in_channels, N, N) float32 with N divisible by ``2 ** (len(widths) - 1)``;
@@ -43,7 +47,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256), in_channels: int = 1,
-                 padding_mode: str = "zeros", out_channels: int = 1) -> None:
+                 padding_mode: str = "zeros", out_channels: int = 1, head_width: int = 0) -> None:
         super().__init__()
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) < 1:
@@ -52,8 +56,10 @@ class UNet(nn.Module):
             raise ValueError(f"padding_mode must be zeros, reflect or replicate, got {padding_mode!r}")
         if out_channels < 1:
             raise ValueError(f"out_channels must be positive, got {out_channels}")
+        if head_width < 0:
+            raise ValueError(f"head_width must be 0 or positive, got {head_width}")
         self.widths, self.in_channels, self.padding_mode = widths, in_channels, padding_mode
-        self.out_channels = int(out_channels)
+        self.out_channels, self.head_width = int(out_channels), int(head_width)
         cins = (in_channels,) + widths[:-1]
         self.down = nn.ModuleList(double_conv(a, b, padding_mode) for a, b in zip(cins, widths, strict=True))
         self.pool = nn.MaxPool2d(2)
@@ -64,14 +70,18 @@ class UNet(nn.Module):
         self.up = nn.ModuleList(
             double_conv(2 * widths[i], widths[i], padding_mode) for i in reversed(range(len(widths) - 1))
         )
-        self.head = nn.Conv2d(widths[0], self.out_channels, 1)
+        self.head: nn.Module = nn.Conv2d(widths[0], self.out_channels, 1) if not head_width else nn.Sequential(
+            nn.Conv2d(widths[0], head_width, 1), nn.BatchNorm2d(head_width), nn.ReLU(inplace=True),
+            nn.Conv2d(head_width, self.out_channels, 1))
         self.normalize = SpatialNormalization()
 
     def constructor_args(self) -> dict:
-        """Arguments that rebuild this model (saved beside the weights; ``out_channels`` only when not 1, so the
-        cards of corner models stay as they were)."""
+        """Arguments that rebuild this model (saved beside the weights; ``out_channels`` only when not 1 and
+        ``head_width`` only when not 0, so the cards of earlier models stay as they were)."""
         args = {"widths": list(self.widths), "in_channels": self.in_channels, "padding_mode": self.padding_mode}
-        return args if self.out_channels == 1 else {**args, "out_channels": self.out_channels}
+        if self.out_channels != 1:
+            args["out_channels"] = self.out_channels
+        return args if not self.head_width else {**args, "head_width": self.head_width}
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, N, N) -> (B, out_channels, N, N) final activation before the spatial normalization."""

@@ -122,17 +122,33 @@ def naming_loss(maps: torch.Tensor, centres: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, torch.from_numpy(k).to(maps.device))
 
 
+def map_weights(centres: np.ndarray, absent_weight: float) -> np.ndarray:
+    """(B * K,) float32 loss weight of every map of a batch: 1 where its name is in the view (a finite centre in
+    ``centres`` (B, K, 2)), ``absent_weight`` where it is missing (a flat target)."""
+    present = np.isfinite(centres[..., 0]).reshape(-1)
+    return np.where(present, 1.0, absent_weight).astype(np.float32)
+
+
+def detector_loss(maps: torch.Tensor, target: torch.Tensor, centres: np.ndarray, naming_weight: float,
+                  absent_weight: float = 1.0) -> torch.Tensor:
+    """The detector's loss on a batch: ``-2`` times the weighted mean BC of the maps (B, K, S, S) against their
+    targets (:func:`map_weights`, from the grid centres (B, K, 2), NaN where a name is missing) plus
+    ``naming_weight`` times :func:`naming_loss`."""
+    bc = bhattacharyya(target.flatten(0, 1)[:, None], maps.flatten(0, 1)[:, None]).reshape(-1)
+    weights = torch.from_numpy(map_weights(centres, absent_weight)).to(maps.device)
+    loss = -2.0 * (bc * weights).sum() / weights.sum().clamp_min(1e-6)
+    if naming_weight:
+        loss = loss + naming_weight * naming_loss(maps, centres)
+    return loss
+
+
 def train_step(model: UNet, optimizer, scheduler, batch: tuple[np.ndarray, np.ndarray, np.ndarray],
-               device: torch.device, naming_weight: float) -> float:
-    """One optimizer step on a batch of views (B, 1, S, S), target maps (B, K, S, S) and grid centres (B, K, 2);
-    the loss, ``-2`` times the mean BC over every map of the batch plus ``naming_weight`` times
-    :func:`naming_loss`."""
+               device: torch.device, naming_weight: float, absent_weight: float = 1.0) -> float:
+    """One optimizer step on a batch of views (B, 1, S, S), target maps (B, K, S, S) and grid centres (B, K, 2)
+    with :func:`detector_loss`."""
     xb, yb, cb = batch
     maps = model(torch.from_numpy(xb).to(device))
-    target = torch.from_numpy(yb).to(device)
-    loss = -2.0 * bhattacharyya(target.flatten(0, 1)[:, None], maps.flatten(0, 1)[:, None]).mean()
-    if naming_weight:
-        loss = loss + naming_weight * naming_loss(maps, cb)
+    loss = detector_loss(maps, torch.from_numpy(yb).to(device), cb, naming_weight, absent_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
@@ -183,7 +199,7 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
 
     steps = loop.Recipe(
         lambda rng: (epoch_views(train_images, names, recipe.detection, recipe.augment, rng), views),
-        lambda batch: train_step(model, optimizer, scheduler, batch, dev, opt.naming_weight),
+        lambda batch: train_step(model, optimizer, scheduler, batch, dev, opt.naming_weight, opt.absent_weight),
         lambda: validation_metrics(model, val_images, names, recipe, dev), save)
     history = loop.run_epochs(model, optimizer, steps, schedule, out, history, start, reporter)
     if not (out / "model.safetensors").is_file():

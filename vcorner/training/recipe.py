@@ -19,11 +19,15 @@ class ModelSpec:
     recipe: str = "lite"
     widths: tuple[int, ...] | None = None
     padding_mode: str = "zeros"
+    head_width: int = 0
+    """Hidden channels of the map head (``vcorner.network.unet.UNet``); 0: the paper's single 1x1 convolution."""
 
     def constructor_overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {"padding_mode": self.padding_mode}
         if self.widths is not None:
             overrides["widths"] = list(self.widths)
+        if self.head_width:
+            overrides["head_width"] = self.head_width
         return overrides
 
 
@@ -101,6 +105,8 @@ def check_model_spec(spec: ModelSpec, where: str) -> None:
     if spec.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
         raise InputError(f"{where}: [model] padding_mode {spec.padding_mode!r} is not one of zeros, reflect, "
                          "replicate, circular")
+    if not isinstance(spec.head_width, int) or spec.head_width < 0:
+        raise InputError(f"{where}: [model] head_width must be 0 or a positive whole number, got {spec.head_width!r}")
 
 
 def read_toml(path: Path) -> dict[str, Any]:
