@@ -227,3 +227,13 @@ def test_a_detector_with_a_hidden_map_head_saves_loads_and_exports_with_parity(t
     assert max_abs_difference(loaded, onnx, views) <= 1e-5 * float(ours.max())
     with pytest.raises(ValueError, match="head_width"):
         create_model("tiny", head_width=-1)
+
+
+def test_absent_weight_spares_the_views_without_a_spine():
+    """A name cut from a view that shows others weighs ``absent_weight``; every map of a view without any name (a
+    negative view) keeps weight 1."""
+    from vcorner.training.detector_trainer import map_weights
+
+    nan = [np.nan, np.nan]
+    centres = np.array([[[1.0, 2.0], nan, [3.0, 4.0]], [nan, nan, nan]])
+    np.testing.assert_array_equal(map_weights(centres, 0.2), np.array([1, 0.2, 1, 1, 1, 1], dtype=np.float32))

@@ -133,3 +133,11 @@ def test_the_tall_recipe_trains_through_vcorner_train_and_detects_on_a_non_squar
     result = run_cli("detect", data, "--detector", tmp_path / "tall.onnx", "--out", tmp_path / "c.csv",
                      "--min-confidence", 0.0)
     assert result.exit_code in (0, 1), result.output  # an untrained detector may find nothing, but runs
+    assert card.model_args["head_width"] == 48  # the hidden map head: 17 maps from 8 first-level features
+    second = tmp_path / "tall-2.toml"  # the second stage starts from the first's weights
+    second.write_text(RECIPE.with_name("detector-tall-2.toml").read_text().replace(
+        "epochs = 40", "epochs = 1\nmax_steps = 1").replace("batch_size = 16", "batch_size = 2"))
+    result = run_cli("train", data, "--config", second, "--init", tmp_path / "run", "--out", tmp_path / "run2")
+    assert result.exit_code == 0, result.output
+    card = read_checkpoint_card(tmp_path / "run2" / "model.safetensors", DetectorCard)
+    assert card.training["recipe"] == "detector-tall-2" and card.training["init"]["epoch"] == 1

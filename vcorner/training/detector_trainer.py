@@ -124,9 +124,12 @@ def naming_loss(maps: torch.Tensor, centres: np.ndarray) -> torch.Tensor:
 
 def map_weights(centres: np.ndarray, absent_weight: float) -> np.ndarray:
     """(B * K,) float32 loss weight of every map of a batch: 1 where its name is in the view (a finite centre in
-    ``centres`` (B, K, 2)), ``absent_weight`` where it is missing (a flat target)."""
-    present = np.isfinite(centres[..., 0]).reshape(-1)
-    return np.where(present, 1.0, absent_weight).astype(np.float32)
+    ``centres`` (B, K, 2)), ``absent_weight`` where it is missing from a view that shows others (a flat target),
+    and 1 on every map of a view without a spine (no name at all: a negative or wrong view, whose flat maps are
+    what keeps the detector from answering on noise)."""
+    present = np.isfinite(centres[..., 0])
+    spine = present.any(axis=1, keepdims=True)
+    return np.where(present | ~spine, 1.0, absent_weight).astype(np.float32).reshape(-1)
 
 
 def detector_loss(maps: torch.Tensor, target: torch.Tensor, centres: np.ndarray, naming_weight: float,
