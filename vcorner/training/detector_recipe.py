@@ -63,9 +63,9 @@ class DetectorOptim:
     max_steps: int | None = None
     naming_weight: float = 0.5
     absent_weight: float = 1.0
-    """Weight of a missing name's flat map in the Bhattacharyya loss, against 1 for a name in the view: below 1, a
-    name the network cannot place yet pays less for a blob on the views it is cut from (17 names on cropped tall
-    films: validation BC 0.437 at 0.2 against 0.407 at 1, README.md, "Many-level films")."""
+    """Weight of a missing name's flat map in the Bhattacharyya loss, against 1 for a name in the view and for the
+    maps of views without a spine (:func:`vcorner.training.detector_trainer.map_weights`): below 1, a name the
+    network cannot place yet pays less for a blob on the views it is cut from (README.md, "Many-level films")."""
 
 
 @dataclass(frozen=True)
