@@ -203,7 +203,7 @@ def test_missing_names_weigh_absent_weight_in_the_detector_loss():
 
 def test_a_detector_with_a_hidden_map_head_saves_loads_and_exports_with_parity(tmp_path):
     """``head_width`` (a hidden 1x1 conv-BN-ReLU layer before the maps): its card rebuilds the same network, the
-    ONNX export (batch norm folded) matches torch eager within 1e-5 of the maps' peak, and cards without it keep
+    ONNX export (batch norm folded) matches torch eager within 1e-4 of the maps' peak, and cards without it keep
     their arguments."""
     torch = pytest.importorskip("torch")
     from vcorner.export.onnx_export import export_checkpoint, max_abs_difference
@@ -224,7 +224,9 @@ def test_a_detector_with_a_hidden_map_head_saves_loads_and_exports_with_parity(t
         ours = model(torch.from_numpy(views)).numpy()
         np.testing.assert_array_equal(loaded(torch.from_numpy(views)).numpy(), ours)
     onnx = export_checkpoint(tmp_path / "det.safetensors", tmp_path / "det.onnx", card_type=DetectorCard)
-    assert max_abs_difference(loaded, onnx, views) <= 1e-5 * float(ours.max())
+    # an untrained net's maps are nearly flat (peak 0.005): the folded batch norm's FP32 rounding is 1e-5 of that
+    # peak, against 1e-2 or more for a wrong graph (a missing ReLU, an unfolded or a skipped layer)
+    assert max_abs_difference(loaded, onnx, views) <= 1e-4 * float(ours.max())
     with pytest.raises(ValueError, match="head_width"):
         create_model("tiny", head_width=-1)
 
