@@ -239,3 +239,35 @@ def test_absent_weight_spares_the_views_without_a_spine():
     nan = [np.nan, np.nan]
     centres = np.array([[[1.0, 2.0], nan, [3.0, 4.0]], [nan, nan, nan]])
     np.testing.assert_array_equal(map_weights(centres, 0.2), np.array([1, 0.2, 1, 1, 1, 1], dtype=np.float32))
+
+
+def test_a_detector_with_a_hidden_head_is_rebuilt_from_its_folded_graph(tmp_path):
+    """train/rebuild_checkpoint.py takes both of a hidden head's convolutions from the folded ONNX graph: the
+    rebuilt network (batch norms at the identity) computes the exported maps."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    from pathlib import Path
+
+    import onnx
+
+    from vcorner.export.onnx_export import export_checkpoint, max_abs_difference
+    from vcorner.network.checkpoint import save_model
+    from vcorner.network.unet import UNet, create_model
+
+    spec = importlib.util.spec_from_file_location(
+        "rebuild_checkpoint", Path(__file__).resolve().parents[1] / "train" / "rebuild_checkpoint.py")
+    rebuild = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rebuild)
+    names = tuple(f"T{i}" for i in range(1, 10))
+    torch.manual_seed(0)
+    model = create_model("tiny", out_channels=len(names), head_width=12)
+    model(torch.randn(4, 1, 32, 32))  # batch norm statistics that are not the identity
+    save_model(tmp_path / "det.safetensors", model.eval(), DetectorCard(model.constructor_args(), names,
+                                                                         DetectionConfig(input_size=32), {}))
+    graph = export_checkpoint(tmp_path / "det.safetensors", tmp_path / "det.onnx", card_type=DetectorCard)
+    rebuilt = UNet(**model.constructor_args())
+    rebuild.load_folded(rebuilt, onnx.load(str(graph)))
+    views = np.random.default_rng(2).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        peak = float(model(torch.from_numpy(views)).max())
+    assert max_abs_difference(rebuilt.eval(), graph, views) <= 1e-4 * peak

@@ -35,7 +35,8 @@ def load_folded(model: UNet, graph: onnx.ModelProto) -> None:
     weights = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
     convs = [n for n in graph.graph.node if n.op_type == "Conv"]
     targets = ([model.down[i][j][0] for i in range(len(model.down)) for j in range(2)]
-               + [model.up[k][j][0] for k in range(len(model.up)) for j in range(2)] + [model.head])
+               + [model.up[k][j][0] for k in range(len(model.up)) for j in range(2)]
+               + [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)])  # one, or two with head_width
     if len(convs) != len(targets):
         raise SystemExit(f"the graph has {len(convs)} convolutions, the model {len(targets)}")
     with torch.no_grad():
