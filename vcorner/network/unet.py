@@ -27,8 +27,8 @@ def double_conv(cin: int, cout: int, padding_mode: str) -> nn.Sequential:
 class UNet(nn.Module):
     """UNet with max-pool down path, transposed-conv up path, concatenated skips, spatial normalization.
 
-    With ``len(widths) == 5`` it has 19 conv layers (10 down, 8 up, one final 1x1), 4 max-pools and
-    4 transposed convolutions; BN+ReLU follow every conv but the last.
+    With ``len(widths) == 5`` it has 19 conv layers (10 down, 8 up, one final 1x1; two 1x1 with ``head_width``),
+    4 max-pools and 4 transposed convolutions; BN+ReLU follow every conv but the last.
 
     Args:
         widths: channels per level, shallow to deep (each level halves the resolution).
@@ -81,7 +81,9 @@ class UNet(nn.Module):
         args = {"widths": list(self.widths), "in_channels": self.in_channels, "padding_mode": self.padding_mode}
         if self.out_channels != 1:
             args["out_channels"] = self.out_channels
-        return args if not self.head_width else {**args, "head_width": self.head_width}
+        if self.head_width:
+            args["head_width"] = self.head_width
+        return args
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, N, N) -> (B, out_channels, N, N) final activation before the spatial normalization."""
