@@ -6,9 +6,11 @@ the 1st percentile of the validation films' own naming margin, and view lead whe
 itself), through the same view search and naming as a batch. With ``--write`` the detector's card (its sidecar and
 its ONNX metadata) is rewritten with them and with ``--finder``'s file name.
 
-    python benchmarks/detector_margins.py DETECTOR.onnx VALDATA [--finder FINDER.onnx --align 15] [--write]
+    python benchmarks/detector_margins.py DETECTOR.onnx VALDATA [VALDATA ...] [--finder FINDER.onnx --align 15] \
+        [--write]
 
-VALDATA must be of the training style (``vcorner synth VALDATA --images 100 --seed 6161``), never the holdout.
+Each VALDATA must be of the training style (``vcorner synth VALDATA --images 100 --seed 6161``), never the holdout;
+several folders are pooled (the 1st percentile of 100 films is nearly their minimum, so one seed's tail decides it).
 """
 
 from __future__ import annotations
@@ -30,19 +32,21 @@ from vcorner.training.detector_trainer import choose_margins
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("detector", type=Path)
-    parser.add_argument("data", type=Path, help="In-style validation films (vcorner synth, training style).")
+    parser.add_argument("data", type=Path, nargs="+", help="In-style validation films (vcorner synth, training "
+                                                           "style), one or more folders pooled.")
     parser.add_argument("--finder", type=Path, help="A detector trained on several views, beside DETECTOR.")
     parser.add_argument("--align", type=float, default=0.0,
                         help="With --finder: turn views whose spine leans more than this (degrees) from the median "
                              "lean of DETECTOR's names back to it before naming (0: never).")
     parser.add_argument("--write", action="store_true", help="Rewrite DETECTOR's card with the margins.")
     args = parser.parse_args()
-    if json.loads((args.data / "phantoms.json").read_text()).get("style", "train") == "holdout":
-        parser.error("the holdout style is for validation only: choose margins on training-style films")
+    for data in args.data:
+        if json.loads((data / "phantoms.json").read_text()).get("style", "train") == "holdout":
+            parser.error("the holdout style is for validation only: choose margins on training-style films")
     runner, card = open_detector(args.detector)
     finder = open_detector(args.finder) if args.finder else None
     with runner:
-        images = load_detector_images(args.data, card.detection.input_shape, 1.0)
+        images = [im for data in args.data for im in load_detector_images(data, card.detection.input_shape, 1.0)]
         searcher = None
         if finder is not None:
             finder[0].__enter__()
@@ -58,10 +62,11 @@ def main() -> None:
     if args.write:
         if args.finder and args.finder.resolve().parent != args.detector.resolve().parent:
             parser.error("--finder must lie beside the detector (its card names it by file name)")
+        folders = " ".join(map(str, args.data))
+        searched = f" --finder {args.finder.name} --align {args.align:g}" if args.finder else ""
         new = replace(card.with_detection(detection), training={**card.training, "margins_chosen_on": {
-            **chosen, "data": str(args.data), "command": "python benchmarks/detector_margins.py "
-            f"{args.detector.name} {args.data}" + (f" --finder {args.finder.name} --align {args.align:g}"
-                                                    if args.finder else "")}})
+            **chosen, "data": folders, "command": f"python benchmarks/detector_margins.py {args.detector.name} "
+                                                  f"{folders}{searched}"}})
         model = onnx.load(str(args.detector))
         set_card_metadata(model, new)
         onnx.save(model, str(args.detector))

@@ -202,3 +202,21 @@ def test_a_cut_off_vertebra_is_dropped_and_counted_and_any_image_size_is_answere
         scale = {"cropped.png": 1.0, "large.png": 2.2, "tiny.png": 90 / 722}[row["image"]]
         error = np.linalg.norm(np.array([float(row["x"]), float(row["y"])]) / scale - truth[row["vertebra"]])
         assert error < 15, (row, error)  # px of the original film, about 2.4 mm; vertebrae are ~110 px apart
+
+
+def test_films_whose_view_finder_sees_no_spine_are_refused_even_where_the_namer_would_name(tmp_path):
+    """Two noise films (tests/data/nospine_*.png, cut down from a set of tall films without a spine): the namer,
+    on the view the finder picks for them (upside down, inverted), names two vertebrae at confidence 0.36-0.44;
+    the view finder, trained on many more films without a spine, finds no name at its own threshold. Both must
+    end as "no vertebrae found", never as invented vertebrae."""
+    films = tmp_path / "films"
+    films.mkdir()
+    for name in ("nospine_a.png", "nospine_b.png"):
+        shutil.copy(Path(__file__).parent / "data" / name, films / name)
+    out = tmp_path / "centers.csv"
+    result = run_cli("detect", films, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert read_rows(out) == []
+    errors = {r["image"]: r["reason"] for r in read_rows(tmp_path / "centers.errors.csv")}
+    assert set(errors) == {"nospine_a.png", "nospine_b.png"}
+    assert all("no vertebrae found (the view finder sees no spine" in reason for reason in errors.values()), errors

@@ -176,11 +176,22 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
     the detector's ``align_deg``: :func:`upright_turn`; and its levels are flagged uncertain where the finder names
     a vertebra otherwise, :func:`names_disagree`, or finds neither anchor, :func:`unanchored`), else the best of the
-    detector's own candidates."""
+    detector's own candidates.
+
+    Raises:
+        InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
+            view (it was trained on far more films without a spine than the namer; README.md, "Orientation,
+            polarity and naming").
+    """
     if finder is None:
         answer, lead = best_view(view_answers(pyramid, shape, card, infer))
         return answer, image_flags(card, lead, card, answer.margin)
     found, lead = best_view(view_answers(pyramid, shape, *finder))
+    seen = sum(d.confidence >= finder[0].detection.min_confidence for d in found.found)
+    if seen < 2:
+        best = max((d.confidence for d in found.found), default=0.0)
+        raise InputError(f"no vertebrae found (the view finder sees no spine in any view: {seen} name(s) at its "
+                         f"confidence {finder[0].detection.min_confidence:g}, best {best:.2f})")
     turn = upright_turn(found, finder[0], shape, card)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), turn)[0]
     flags = image_flags(finder[0], lead, card, answer.margin)
