@@ -141,3 +141,10 @@ def test_the_tall_recipe_trains_through_vcorner_train_and_detects_on_a_non_squar
     assert result.exit_code == 0, result.output
     card = read_checkpoint_card(tmp_path / "run2" / "model.safetensors", DetectorCard)
     assert card.training["recipe"] == "detector-tall-2" and card.training["init"]["epoch"] == 1
+    third = tmp_path / "tall-3.toml"  # the third stage starts from the second's, at a lower learning rate
+    third.write_text(RECIPE.with_name("detector-tall-3.toml").read_text().replace(
+        "epochs = 20", "epochs = 1\nmax_steps = 1").replace("batch_size = 16", "batch_size = 2"))
+    result = run_cli("train", data, "--config", third, "--init", tmp_path / "run2", "--out", tmp_path / "run3")
+    assert result.exit_code == 0, result.output
+    card = read_checkpoint_card(tmp_path / "run3" / "model.safetensors", DetectorCard)
+    assert card.training["recipe"] == "detector-tall-3" and card.training["init"]["checkpoint"] == str(tmp_path / "run2")
