@@ -147,4 +147,5 @@ def test_the_tall_recipe_trains_through_vcorner_train_and_detects_on_a_non_squar
     result = run_cli("train", data, "--config", third, "--init", tmp_path / "run2", "--out", tmp_path / "run3")
     assert result.exit_code == 0, result.output
     card = read_checkpoint_card(tmp_path / "run3" / "model.safetensors", DetectorCard)
-    assert card.training["recipe"] == "detector-tall-3" and card.training["init"]["checkpoint"] == str(tmp_path / "run2")
+    assert card.training["recipe"] == "detector-tall-3"
+    assert card.training["init"]["checkpoint"] == str(tmp_path / "run2")
