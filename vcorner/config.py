@@ -173,8 +173,8 @@ class DetectionConfig:
         spacing_px: the closest typical distance between neighbouring centres the detector was trained on, input
             pixels (5th percentile over the training films' letterboxed views), recorded by training; the peak
             decoding's suppression radius and degenerate-map rule follow it
-            (:func:`vcorner.postprocess.peaks.decoding_limits`). 0: not recorded (the shipped detector: fixed
-            constants).
+            (:func:`vcorner.postprocess.peaks.decoding_limits`). 0: not recorded (detectors trained before it was:
+            fixed constants).
         views: the candidate views (:mod:`vcorner.geometry.views`) the detector was trained to tell apart; it
             looks at each and answers on the one where it finds the spine (``as_is`` only: the film as it is).
         context: names the detector finds only to anchor the naming (C2 above C3, T1 below C7); they are

@@ -35,7 +35,8 @@ class Detection:
 
 MIN_SPREAD_PX = 20.0
 """A map spread over fewer pixels than this is degenerate, not a blob. Spread: the participation ratio
-``1 / sum p^2`` (4 pi sd^2 for a Gaussian: 28 px at sd 1.5). Measured with the shipped detector: every map of
+``1 / sum p^2`` (4 pi sd^2 for a Gaussian: 28 px at sd 1.5). Measured with the namer shipped before issue #33's
+namer change: every map of
 the 100 validation phantoms spread over at least 34.6 px; on smooth gradient views without a spine, a nearly
 constant activation, normalized, piled its rounding differences on a few pixels, 5.4-12.8 px (one name at
 confidence up to 1.0)."""
@@ -50,7 +51,7 @@ apart, so two true neighbours are always both kept)."""
 def decoding_limits(detection: DetectionConfig) -> tuple[float, float]:
     """(suppression radius, smallest spread) of the peak decoding, input pixels, from the view's geometry.
 
-    Without a recorded geometry (``spacing_px`` 0, the shipped detector): ``2 x peak_radius_px`` and
+    Without a recorded geometry (``spacing_px`` 0, detectors trained before it was recorded): ``2 x peak_radius_px`` and
     :data:`MIN_SPREAD_PX`, as always. With it: the radius shrinks to :data:`SUPPRESS_SPACINGS` closest spacings
     when that is smaller (a 17-level film in 128 px puts neighbours about 6 px apart, inside a fixed 6 px
     radius), and the spread floor to a quarter of the spread of the narrowest target Gaussian the detector was
