@@ -220,3 +220,32 @@ def test_films_whose_view_finder_sees_no_spine_are_refused_even_where_the_namer_
     errors = {r["image"]: r["reason"] for r in read_rows(tmp_path / "centers.errors.csv")}
     assert set(errors) == {"nospine_a.png", "nospine_b.png"}
     assert all("no vertebrae found (the view finder sees no spine" in reason for reason in errors.values()), errors
+
+
+def test_no_view_search_still_refuses_a_film_without_a_spine(tmp_path):
+    """A film of blurred noise (tests/data/nospine_c.png, made by benchmarks/no_spine.py --films 300 --seed 1):
+    the shipped namer alone names C3 and C4 on it, without a flag. --no-view-search skips the view search but
+    keeps the view finder's check (on the film as it is) that the film shows a spine: "no vertebrae found"."""
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "nospine_c.png", films / "nospine_c.png")
+    out = tmp_path / "centers.csv"
+    result = run_cli("detect", films, "--out", out, "--no-view-search")
+    assert result.exit_code == 1, result.output
+    assert read_rows(out) == []
+    errors = {r["image"]: r["reason"] for r in read_rows(tmp_path / "centers.errors.csv")}
+    assert "no vertebrae found (the view finder sees no spine" in errors["nospine_c.png"], errors
+
+
+@pytest.mark.parametrize("search", ["--view-search", "--no-view-search"])
+def test_a_detector_without_its_view_finder_is_refused_in_one_line(tmp_path, search):
+    """The shipped detector copied without views.onnx: refused before any film is read, naming the missing file,
+    also with --no-view-search (the finder checks that each film shows a spine); nothing is written."""
+    models = Path(__file__).parent.parent / "vcorner" / "models"
+    for name in ("detector.onnx", "detector.onnx.json"):
+        shutil.copy(models / name, tmp_path / name)
+    out = tmp_path / "out" / "centers.csv"
+    result = run_cli("detect", EXAMPLES, "--out", out, "--detector", tmp_path / "detector.onnx", search)
+    assert result.exit_code == 2, result.output
+    assert "views.onnx" in result.output and "view finder" in result.output
+    assert not out.parent.exists()

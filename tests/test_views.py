@@ -255,7 +255,8 @@ def test_a_leaning_spine_is_turned_upright_before_the_detector_names():
 
 def test_the_shipped_detector_searches_views_unless_told_not_to(tmp_path):
     """Through the CLI on a mirrored example film: the shipped detector's view finder sees it mirrored (recorded
-    in centers.detected.csv and run.json); with --no-view-search the film is looked at as it is."""
+    in centers.detected.csv and run.json); with --no-view-search the film is looked at as it is (run.json's
+    views: as_is), the finder kept only to check that it shows a spine."""
     import json
 
     films = tmp_path / "films"
@@ -268,9 +269,10 @@ def test_the_shipped_detector_searches_views_unless_told_not_to(tmp_path):
         result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out), flag], catch_exceptions=False)
         rows = list(csv.DictReader(open(out / "centers.detected.csv", encoding="utf-8")))
         detector = json.loads((out / "run.json").read_text())["detector"]
-        seen[flag] = ({r["view"] for r in rows}, "view_finder" in detector, result.output)
-    assert seen["--view-search"][:2] == ({"mirrored"}, True), seen["--view-search"][2]
-    assert seen["--no-view-search"][0] <= {"as_is"} and not seen["--no-view-search"][1]
+        seen[flag] = ({r["view"] for r in rows}, "view_finder" in detector, detector["views"], result.output)
+    assert seen["--view-search"][:2] == ({"mirrored"}, True), seen["--view-search"][3]
+    assert len(seen["--view-search"][2]) == 8
+    assert seen["--no-view-search"][0] <= {"as_is"} and seen["--no-view-search"][1:3] == (True, ["as_is"])
 
 
 def test_a_changed_view_is_redone_and_journaled_flags_survive_a_redo(tmp_path):

@@ -100,7 +100,8 @@ def batch(
         "--detector", help="Centre detector (ONNX) used without --centers (default: the shipped one).")] = None,
     view_search: Annotated[bool, typer.Option(
         help="Without --centers: let the view finder pick each film's view (mirrored, upside down, inverted) "
-             "before naming; --no-view-search looks at the films as they are (about 8x faster detection).")] = True,
+             "before naming; --no-view-search looks at the films as they are, the finder only checking each shows a "
+             "spine (about 4x faster detection).")] = True,
 ) -> None:
     """Find the four corners of every vertebra listed in CENTERS for the images in IMAGE_DIR; without --centers,
     of every vertebra the detector finds in them.

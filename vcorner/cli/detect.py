@@ -18,7 +18,8 @@ def detect(
     detector: Annotated[Path | None, typer.Option(help="Centre detector ONNX (default: the shipped one).")] = None,
     view_search: Annotated[bool, typer.Option(
         help="Let the view finder pick each film's view (mirrored, upside down, inverted) before naming; "
-             "--no-view-search looks at the films as they are (about 8x faster).")] = True,
+             "--no-view-search looks at the films as they are, the finder only checking each shows a spine "
+             "(about 4x faster).")] = True,
     min_confidence: Annotated[float | None, typer.Option(
         min=0.0, max=0.999, help="Drop detections below this confidence (default: the detector card's).")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (default 200 megapixels).")]

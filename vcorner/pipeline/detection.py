@@ -44,7 +44,8 @@ EARLIER_COLUMNS = DETECTED_COLUMNS[:6]
 class DetectorChoice:
     """The centre detector a batch runs, decided once (:func:`resolve_detector`) and handed as a value to whatever
     opens it (the local batch, every Ray actor): its file, card and SHA-256, and the view finder its card names
-    when the films' view is searched (empty otherwise).
+    (empty when its card names none). With ``view_search`` off the finder looks at the film as it is only: it
+    checks that a spine is there, and picks no view.
     """
 
     path: str
@@ -53,6 +54,7 @@ class DetectorChoice:
     finder_path: str = ""
     finder_card: DetectorCard | None = None
     finder_sha256: str = ""
+    view_search: bool = True
 
     @property
     def identity(self) -> str:
@@ -62,18 +64,19 @@ class DetectorChoice:
     def describe(self) -> dict:
         """The ``run.json`` entry: file, SHA-256, names, input size, confidence threshold and views searched."""
         searched = self.finder_card if self.finder_card is not None else self.card
+        views = list(searched.detection.views) if self.view_search else ["as_is"]
         return {"path": self.path, "sha256": self.sha256, "names": list(self.card.names),
                 "input_size": self.card.detection.input_size, "min_confidence": self.card.detection.min_confidence,
                 **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {}),
-                "views": list(searched.detection.views),
+                "views": views,
                 **({"view_finder": {"path": self.finder_path, "sha256": self.finder_sha256}}
                    if self.finder_card is not None else {})}
 
 
 def resolve_detector(path: Path, view_search: bool = True) -> DetectorChoice:
     """The detector of ``path``, checked, with the view finder its card names (``detection.view_finder``, a file
-    beside it) unless ``view_search`` is off (films known to be in the learned pose: the detector then looks at
-    them as they are). Nothing is opened.
+    beside it). With ``view_search`` off (films known to be in the learned pose) both look at the films as they
+    are: the finder then only checks that each shows a spine. Nothing is opened.
 
     Raises:
         InputError: not a centre detector, or its view finder is missing or not one.
@@ -81,16 +84,16 @@ def resolve_detector(path: Path, view_search: bool = True) -> DetectorChoice:
     from vcorner.backends import open_detector
 
     runner, card = open_detector(Path(path))  # not entered: reads and verifies the card only
-    if not card.detection.view_finder or not view_search:
-        return DetectorChoice(str(path), card, runner.identity())
+    if not card.detection.view_finder:
+        return DetectorChoice(str(path), card, runner.identity(), view_search=view_search)
     finder_path = Path(path).parent / card.detection.view_finder
     try:
         finder_runner, finder_card = open_detector(finder_path)
     except InputError as err:
-        raise InputError(f"the view finder named by {Path(path).name}'s card: {err} (--no-view-search runs the "
-                         "detector alone)") from None
+        raise InputError(f"the view finder named by {Path(path).name}'s card: {err} (it checks that each film shows "
+                         "a spine, with --no-view-search too: put it back beside the detector)") from None
     return DetectorChoice(str(path), card, runner.identity(), str(finder_path), finder_card,
-                          finder_runner.identity())
+                          finder_runner.identity(), view_search)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,8 @@ class DetectorUse:
     def __call__(self, pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
                  spacing_mm: float | None) -> DetectedCentres:
         """:func:`vcorner.stages.detect.detect_centres` with this detector (a ``Detect`` of the prepare stage)."""
-        return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer, self.finder)
+        return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer, self.finder,
+                              self.choice.view_search)
 
 
 @contextmanager

@@ -15,7 +15,7 @@ import numpy as np
 
 from vcorner.geometry.letterbox import detector_input, letterbox_affine, to_grid
 from vcorner.geometry.sequence import checked_record
-from vcorner.geometry.views import View, parse_view, turn_about_centre, view_affine, view_input
+from vcorner.geometry.views import AS_IS, View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection, decode_view, split_confident
@@ -171,22 +171,23 @@ def image_flags(searched: DetectorCard | None, view_lead: float, namer: Detector
 
 
 def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
-                  finder: Finder | None = None) -> tuple[ViewAnswer, tuple[str, ...]]:
+                  finder: Finder | None = None, search: bool = True) -> tuple[ViewAnswer, tuple[str, ...]]:
     """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
     the detector's ``align_deg``: :func:`upright_turn`; and its levels are flagged uncertain where the finder names
     a vertebra otherwise, :func:`names_disagree`, or finds neither anchor, :func:`unanchored`), else the best of the
-    detector's own candidates.
+    detector's own candidates. Without ``search`` both look at the film as it is (``as_is``) only.
 
     Raises:
         InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
             view (it was trained on far more films without a spine than the namer; README.md, "Orientation,
             polarity and naming").
     """
+    views = None if search else (AS_IS,)
     if finder is None:
-        answer, lead = best_view(view_answers(pyramid, shape, card, infer))
-        return answer, image_flags(card, lead, card, answer.margin)
-    found, lead = best_view(view_answers(pyramid, shape, *finder))
+        answer, lead = best_view(view_answers(pyramid, shape, card, infer, views))
+        return answer, image_flags(card if search else None, lead, card, answer.margin)
+    found, lead = best_view(view_answers(pyramid, shape, *finder, views))
     seen = sum(d.confidence >= finder[0].detection.min_confidence for d in found.found)
     if seen < 2:
         best = max((d.confidence for d in found.found), default=0.0)
@@ -194,7 +195,7 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
                          f"confidence {finder[0].detection.min_confidence:g}, best {best:.2f})")
     turn = upright_turn(found, finder[0], shape, card)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), turn)[0]
-    flags = image_flags(finder[0], lead, card, answer.margin)
+    flags = image_flags(finder[0] if search else None, lead, card, answer.margin)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
@@ -228,9 +229,10 @@ def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, ot
 
 
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,
-                   card: DetectorCard, infer: Infer, finder: Finder | None = None) -> DetectedCentres:
+                   card: DetectorCard, infer: Infer, finder: Finder | None = None, search: bool = True
+                   ) -> DetectedCentres:
     """The checked, named centres of one image, found on the candidate view where the detector (or the ``finder``,
-    when given) sees its spine (:func:`chosen_answer`).
+    when given) sees its spine (:func:`chosen_answer`; without ``search``, on the film as it is).
 
     The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed.
 
@@ -238,7 +240,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
             sequence checks' reason when the detected sequence cannot frame any vertebra.
     """
-    answer, flags = chosen_answer(pyramid, shape, card, infer, finder)
+    answer, flags = chosen_answer(pyramid, shape, card, infer, finder, search)
     output = [d for d in answer.found if d.name not in card.detection.context]
     kept, dropped = split_confident(output, card.detection.min_confidence)
     outside = {d.name: why for d in kept if (why := outside_reason(d.xy, shape))}
