@@ -37,6 +37,13 @@ class View:
                                  ("inverted", self.inverted)) if on]
         return "+".join(parts) or "as_is"
 
+    @property
+    def handedness(self) -> float:
+        """+1 for a view that keeps the film's handedness (as_is, turned_180), -1 for a reflection (mirrored, or
+        mirrored+turned_180: flipped top to bottom): a turn of the film by ``d`` degrees is one of
+        ``d * handedness`` in the view."""
+        return -1.0 if self.mirrored else 1.0
+
 
 AS_IS = View()
 VIEWS: tuple[View, ...] = tuple(View(m, t, i) for i in (False, True) for t in (False, True) for m in (False, True))

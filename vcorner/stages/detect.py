@@ -82,7 +82,9 @@ polarity and naming")."""
 def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
                  views: tuple[View, ...] | None = None, turn_deg: float = 0.0) -> list[ViewAnswer]:
     """The detector's answer on each candidate view of the card (:mod:`vcorner.geometry.views`; ``views`` instead
-    when given, each turned by ``turn_deg``: :func:`vcorner.geometry.views.turn_about_centre`), in one batch.
+    when given), in one batch; with ``turn_deg`` the film is turned by that many degrees about its letterbox's
+    centre first, in its own frame (:func:`vcorner.geometry.views.turn_about_centre`), each view showing the film
+    so turned (:attr:`vcorner.geometry.views.View.handedness`).
 
     Args:
         pyramid: the image's pyramid (:func:`vcorner.geometry.patches.build_pyramid`).
@@ -92,7 +94,7 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     size = config.input_shape
     letterbox = letterbox_affine(shape, size)
     views = views or tuple(parse_view(v) for v in config.views)
-    affines = [view_affine(letterbox, v, size) @ turn_about_centre(turn_deg, size) for v in views]
+    affines = [view_affine(letterbox, v, size) @ turn_about_centre(turn_deg * v.handedness, size) for v in views]
     # an inverted view's margins are cut at the film's brightest level, so that negated they read dark, as the
     # margins of every view the detector learned a spine in
     if turn_deg:
@@ -174,7 +176,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
                   finder: Finder | None = None, search: bool = True) -> tuple[ViewAnswer, tuple[str, ...]]:
     """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
-    the detector's ``align_deg``: :func:`upright_turn`; and its levels are flagged uncertain where the finder names
+    the detector's ``align_deg``: :func:`upright_turn`, the view then searched again on the film so turned; and its
+    levels are flagged uncertain where the finder names
     a vertebra otherwise, :func:`names_disagree`, or finds neither anchor, :func:`unanchored`), else the best of the
     detector's own candidates. Without ``search`` both look at the film as it is (``as_is``) only.
 
@@ -193,13 +196,33 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
         best = max((d.confidence for d in found.found), default=0.0)
         raise InputError(f"no vertebrae found (the view finder sees no spine in any view: {seen} name(s) at its "
                          f"confidence {finder[0].detection.min_confidence:g}, best {best:.2f})")
-    turn = upright_turn(found, finder[0], shape, card)
-    answer = view_answers(pyramid, shape, card, infer, (found.view,), turn)[0]
+    film_turn = upright_turn(found, finder[0], shape, card) * found.view.handedness
+    first = found.view
+    if film_turn and search:
+        found, lead, film_turn = searched_upright(pyramid, shape, finder, card, found, lead, film_turn)
+    answer = view_answers(pyramid, shape, card, infer, (found.view,), film_turn)[0]
     flags = image_flags(finder[0] if search else None, lead, card, answer.margin)
+    if found.view != first and "view_uncertain" not in flags:  # the two searches disagree
+        flags = ("view_uncertain", *flags)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
     return answer, flags
+
+
+def searched_upright(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard,
+                     found: ViewAnswer, lead: float, film_turn: float) -> tuple[ViewAnswer, float, float]:
+    """The finder's answer, its lead and the film's upright turn (degrees, the film's frame) after searching the
+    views again on the film turned by ``film_turn``: the finder tells top from bottom surely on upright films
+    only, and a film turned 35 degrees can look alike in two views, one of them upside down. A view the second
+    search confirms keeps the first answer; a changed one (flagged ``view_uncertain`` by :func:`chosen_answer`) is
+    turned upright by its own lean (by ``film_turn``, as the finder saw it, when that lean cannot be measured)."""
+    again, again_lead = best_view(view_answers(pyramid, shape, *finder, None, film_turn))
+    if again.view == found.view:
+        return found, lead, film_turn
+    if spine_lean_deg(again, finder[0], shape, lean_ends(namer)) is not None:
+        film_turn = upright_turn(again, finder[0], shape, namer) * again.view.handedness
+    return again, again_lead, film_turn
 
 
 def unanchored(answer: ViewAnswer, card: DetectorCard) -> bool:
