@@ -109,6 +109,25 @@ def test_the_naming_margin_is_high_for_clean_maps_and_low_for_maps_split_between
     assert np.isnan(naming_margin(mass[:, :1], [0, None, None, None]))
 
 
+@pytest.mark.parametrize("flip", [False, True], ids=["upright", "upside_down_maps"])
+def test_names_a_film_does_not_show_cannot_turn_the_spine_order(flip):
+    """A film cut below C5, its vertebrae in the lower half of the view: C2-C5 maps hold blobs at y = 70-103, the
+    C6-T1 maps are flat (their mass centre at the view's middle, above C2). The names follow the informative maps:
+    C2 on the top blob and C5 on the bottom one, each at its blob's mass (the first and last maps' centres alone
+    point up the image and turned the order, leaving names at confidence 0); with the blobs upside down (centres
+    above the middle), C2 goes to the bottom blob."""
+    size = 128
+    ys = [70.0, 81.0, 92.0, 103.0]
+    ys = [size - 1 - y for y in ys] if flip else ys
+    flat = np.full((size, size), 1.0 / size**2)
+    maps = np.stack([gaussian(size, 60.0, y, 2.0) for y in ys] + [flat] * 3)
+    found, _ = decode_named(maps, NAMES, np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), radius=3.0)
+    for name, y in zip(NAMES[:4], ys, strict=True):
+        d = next(d for d in found if d.name == name)
+        assert d.xy[1] == pytest.approx(y, abs=0.5) and d.confidence > 0.6, (name, d)  # 0.675 in a 3 px disc
+    assert all(d.confidence < 0.01 for d in found if d.name in NAMES[4:])
+
+
 def _card(views=("as_is",), context=(), naming_margin=0.0, view_margin=0.0) -> DetectorCard:
     return DetectorCard({"widths": [4, 8, 8, 16, 16], "in_channels": 1, "padding_mode": "zeros",
                          "out_channels": len(NAMES)}, NAMES,

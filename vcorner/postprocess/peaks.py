@@ -156,21 +156,35 @@ def blob_candidates(total: np.ndarray, radius: float, most: int, floor: float,
 def spine_order(maps: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Indices sorting candidate ``points`` (J, 2) along the spine, from the first channel's end to the last's.
 
-    The axis is the candidates' principal direction (the spine's line); its sense is the one from the mass
-    centre of the first map to that of the last (down the image, y, when they do not tell).
+    The axis is the candidates' principal direction (the spine's line); its sense is the one in which the maps'
+    mass centres advance with the channel index (:func:`channel_slope`), so that names missing from the film (flat
+    maps, their centres at the view's middle) cannot turn it; down the image (y) when the maps do not tell.
     """
-    k, height, width = maps.shape
+    k = len(maps)
     if len(points) < 2:
         return np.arange(len(points))
     centred = points - points.mean(axis=0)
     axis = np.linalg.svd(centred.astype(np.float64), full_matrices=False)[2][0]
-    yy, xx = np.mgrid[0:height, 0:width]
-    first = np.array([(maps[0] * xx).sum(), (maps[0] * yy).sum()])
-    last = np.array([(maps[-1] * xx).sum(), (maps[-1] * yy).sum()])
-    sense = float((last - first) @ axis) if k > 1 else 0.0
+    sense = channel_slope(maps, axis) if k > 1 else 0.0
     if abs(sense) < 1.0:
         sense = float(axis[1])
     return np.argsort(points @ (axis if sense >= 0 else -axis), kind="stable")
+
+
+def channel_slope(maps: np.ndarray, axis: np.ndarray) -> float:
+    """Grid pixels the maps' mass centres advance along ``axis`` (2,) per channel, a least-squares slope over the
+    channels, each weighted by its concentration (the sum of its squared map: about 1 / the pixels it spreads
+    over), so that a flat map (a name the film does not show) weighs about nothing. (K, S, S) ``maps``."""
+    k, height, width = maps.shape
+    yy, xx = np.mgrid[0:height, 0:width]
+    flat = maps.reshape(k, -1).astype(np.float64)
+    centres = np.stack([flat @ xx.ravel(), flat @ yy.ravel()], axis=1) / np.maximum(flat.sum(axis=1), 1e-30)[:, None]
+    along = centres @ axis
+    weight = np.sum(flat**2, axis=1)
+    index = np.arange(k, dtype=np.float64)
+    mean_index, mean_along = np.average(index, weights=weight), np.average(along, weights=weight)
+    spread = float(np.sum(weight * (index - mean_index) ** 2))
+    return float(np.sum(weight * (index - mean_index) * (along - mean_along)) / spread) if spread > 0 else 0.0
 
 
 def monotone_assignment(mass: np.ndarray) -> list[int | None]:
