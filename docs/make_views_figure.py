@@ -1,8 +1,8 @@
 """docs/views.png: the automatic path on films in other poses: a fresh training-style film (seed 4343) mirrored
-(patient facing left), flipped top to bottom, inverted (bone dark) and cut below C5, each run through
-``vcorner batch DIR --out OUT`` without centres. Each panel shows the
-detected names (yellow), the corners found (red) and the annotated corners (green), with the view the detector
-chose and the image's flags.
+(patient facing left), flipped top to bottom, turned by 35 degrees, inverted (bone dark), cut below C5 and cut
+above C5, each run through ``vcorner batch DIR --out OUT`` without centres. Each panel shows the detected names
+(yellow), the corners found (red) and the annotated corners (green), with the view the detector chose and the
+image's flags.
 
     python docs/make_views_figure.py [--data DIR] [--image 0]
 """
@@ -31,10 +31,16 @@ def variants(pixels: np.ndarray, corners: dict[str, np.ndarray]) -> dict[str, tu
     grey = np.clip(np.round(pixels * 255), 0, 255).astype(np.uint8)
     flip_x = {n: np.stack([width - 1 - c[:, 0], c[:, 1]], axis=1) for n, c in corners.items()}
     flip_y = {n: np.stack([c[:, 0], height - 1 - c[:, 1]], axis=1) for n, c in corners.items()}
+    turn = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), 35.0, 1.0)
+    turned = {n: c @ turn[:, :2].T + turn[:, 2] for n, c in corners.items()}
     bottom = int(0.5 * (corners["C5"][:, 1].max() + corners["C6"][:, 1].min()))
+    top = int(0.5 * (corners["C4"][:, 1].max() + corners["C5"][:, 1].min()))
     cut = {n: c for n, c in corners.items() if n in ("C3", "C4", "C5")}
+    low = {n: c - np.array([0.0, top]) for n, c in corners.items() if n in ("C5", "C6", "C7")}
     return {"mirrored.png": (cv2.flip(grey, 1), flip_x), "upside_down.png": (cv2.flip(grey, 0), flip_y),
-            "inverted.png": (255 - grey, corners), "cropped_C2_C5.png": (grey[:bottom], cut)}
+            "turned_35.png": (cv2.warpAffine(grey, turn, (width, height), borderValue=int(grey.min())), turned),
+            "inverted.png": (255 - grey, corners), "cropped_C2_C5.png": (grey[:bottom], cut),
+            "cropped_C5_C7.png": (grey[top:], low)}
 
 
 def panel(pixels: np.ndarray, truth: dict, found: dict, names: dict, label: str) -> np.ndarray:
