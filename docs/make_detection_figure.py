@@ -13,12 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from vcorner.backends import open_detector
 from vcorner.geometry.letterbox import detector_input, letterbox_affine
 from vcorner.geometry.patches import build_pyramid
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
 from vcorner.models.modelfile import default_detector_path
-from vcorner.backends import open_detector
 from vcorner.stages.detect import detect_centres
 
 HEIGHT = 420
