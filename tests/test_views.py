@@ -308,6 +308,39 @@ def test_a_leaning_spine_is_turned_upright_before_the_detector_names():
         assert to_grid(letterbox, v.center) == pytest.approx([x, y], abs=0.4), v.name
 
 
+def test_a_second_search_that_sees_no_spine_keeps_the_first_view():
+    """A film leaning 40 degrees: the finder sees its spine as it is. Searched again once turned upright, its best
+    view is another one holding a single name: that is no spine, so the first view stands (no view_uncertain) and
+    the namer names on it, turned upright."""
+    shape, size = (160, 160), 64
+    lean = np.deg2rad(40.0)
+    centre = np.array([31.5, 31.5])
+    along = [centre + t * np.array([np.sin(lean), np.cos(lean)]) for t in np.linspace(-24, 24, 7)]
+    leaning = np.stack([gaussian(size, x, y, 1.5) for x, y in along])
+    upright = np.stack([gaussian(size, 31.5, 31.5 + t, 1.5) for t in np.linspace(-24, 24, 7)])
+    flat = np.full_like(leaning, 1.0 / size**2)
+    lone = flat.copy()
+    lone[0] = gaussian(size, 20.0, 20.0, 1.5)  # one sure name, the others flat: mean confidence above 0.1
+    finder_card = _card(views=("as_is", "mirrored"))
+    namer_card = _card()
+    namer_card = replace(namer_card, detection=replace(namer_card.detection, spine_angle_deg=0.0, align_deg=15.0))
+    calls = []
+
+    def finder(batch):
+        calls.append(len(batch))
+        first = [leaning, flat] if len(calls) == 1 else [flat * 0.5 + 0.5 / size**2, lone]
+        return np.stack(first[: len(batch)]).astype(np.float32)
+
+    pyramid = build_pyramid(np.ones(shape, np.float32))
+    found = detect_centres(pyramid, shape, "a.png", None, namer_card, lambda b: upright[None].astype(np.float32),
+                           (finder_card, finder))
+    assert calls == [2, 2]  # searched twice
+    assert found.view == "as_is" and "view_uncertain" not in found.flags
+    letterbox = letterbox_affine(shape, size)
+    for v, (x, y) in zip(found.listed.vertebrae, along, strict=True):
+        assert to_grid(letterbox, v.center) == pytest.approx([x, y], abs=0.4), v.name
+
+
 def test_the_shipped_detector_searches_views_unless_told_not_to(tmp_path):
     """Through the CLI on a mirrored example film: the shipped detector's view finder sees it mirrored (recorded
     in centers.detected.csv and run.json); with --no-view-search the film is looked at as it is (run.json's

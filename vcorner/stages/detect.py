@@ -191,7 +191,7 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
         answer, lead = best_view(view_answers(pyramid, shape, card, infer, views))
         return answer, image_flags(card if search else None, lead, card, answer.margin)
     found, lead = best_view(view_answers(pyramid, shape, *finder, views))
-    seen = sum(d.confidence >= finder[0].detection.min_confidence for d in found.found)
+    seen = seen_names(found, finder[0])
     if seen < 2:
         best = max((d.confidence for d in found.found), default=0.0)
         raise InputError(f"no vertebrae found (the view finder sees no spine in any view: {seen} name(s) at its "
@@ -210,15 +210,21 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     return answer, flags
 
 
+def seen_names(answer: ViewAnswer, card: DetectorCard) -> int:
+    """How many of ``answer``'s names reach ``card``'s confidence threshold."""
+    return sum(d.confidence >= card.detection.min_confidence for d in answer.found)
+
+
 def searched_upright(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard,
                      found: ViewAnswer, lead: float, film_turn: float) -> tuple[ViewAnswer, float, float]:
     """The finder's answer, its lead and the film's upright turn (degrees, the film's frame) after searching the
     views again on the film turned by ``film_turn``: the finder tells top from bottom surely on upright films
     only, and a film turned 35 degrees can look alike in two views, one of them upside down. A view the second
-    search confirms keeps the first answer; a changed one (flagged ``view_uncertain`` by :func:`chosen_answer`) is
-    turned upright by its own lean (by ``film_turn``, as the finder saw it, when that lean cannot be measured)."""
+    search confirms (or one in which it sees fewer than two names) keeps the first answer; a changed one (flagged
+    ``view_uncertain`` by :func:`chosen_answer`) is turned upright by its own lean (by ``film_turn``, as the finder
+    saw it, when that lean cannot be measured)."""
     again, again_lead = best_view(view_answers(pyramid, shape, *finder, None, film_turn))
-    if again.view == found.view:
+    if again.view == found.view or seen_names(again, finder[0]) < 2:
         return found, lead, film_turn
     if spine_lean_deg(again, finder[0], shape, lean_ends(namer)) is not None:
         film_turn = upright_turn(again, finder[0], shape, namer) * again.view.handedness
