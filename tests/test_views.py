@@ -21,7 +21,7 @@ from vcorner.io.centers import load_centers
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
 from vcorner.pipeline.detection import DetectedJournal, detected_rows
-from vcorner.postprocess.peaks import decode_named, monotone_assignment, naming_margin
+from vcorner.postprocess.peaks import decode_named, decode_spaced, decode_view, monotone_assignment, naming_margin
 from vcorner.stages.detect import detect_centres
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
@@ -126,6 +126,26 @@ def test_names_a_film_does_not_show_cannot_turn_the_spine_order(flip):
         d = next(d for d in found if d.name == name)
         assert d.xy[1] == pytest.approx(y, abs=0.5) and d.confidence > 0.6, (name, d)  # 0.675 in a 3 px disc
     assert all(d.confidence < 0.01 for d in found if d.name in NAMES[4:])
+
+
+def test_two_names_on_one_vertebra_of_a_large_film_merge_and_are_flagged():
+    """A film whose vertebrae sit 16 view pixels apart where the detector learned 10 (suppression 4 px): the C6 and
+    C7 maps both peak on its fourth vertebra, 5 px apart. Decoded at the card's radius, C6 and C7 land on that one
+    vertebra; at 0.4 of the film's own spacing (6.4 px) they merge into one name, and the answer says so (merged:
+    the image is then flagged levels_uncertain). A clean film of the same size decodes alike both ways."""
+    size, names = 128, ("C3", "C4", "C5", "C6", "C7")
+    config = DetectionConfig(input_size=size, min_confidence=0.2, spacing_px=10.0, sigma=0.15)
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    clean = np.stack([gaussian(size, 60.0, 30.0 + 16.0 * k, 1.5) for k in range(5)])
+    found, margin = decode_view(clean, names, identity, config)
+    again, again_margin, moved = decode_spaced(clean, names, identity, config)
+    assert not moved and again_margin == margin
+    assert all(np.allclose(a.xy, b.xy) and a.confidence == b.confidence for a, b in zip(found, again, strict=True))
+    doubled = np.stack([gaussian(size, 60.0, y, 1.5) for y in (30.0, 46.0, 62.0, 78.0, 83.0)])
+    first, _ = decode_view(doubled, names, identity, config)
+    assert sum(d.confidence >= 0.2 for d in first) == 5  # both names kept, 5 px apart on one vertebra
+    merged, _, moved = decode_spaced(doubled, names, identity, config)
+    assert moved and sum(d.confidence >= 0.2 for d in merged) == 4
 
 
 def _card(views=("as_is",), context=(), naming_margin=0.0, view_margin=0.0) -> DetectorCard:

@@ -298,6 +298,34 @@ def decode_view(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
     return decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, suppress, min_spread)
 
 
+def decode_spaced(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
+                  detection: DetectionConfig) -> tuple[list[Detection], float, bool]:
+    """:func:`decode_view`, then again with the suppression radius at :data:`SUPPRESS_SPACINGS` of the film's own
+    spacing (:func:`film_spacing`) where that is larger than the card's: two names on one vertebra of a film
+    larger in the view than the card's typical one merge. Returns the detections, the margin, and whether the
+    second decoding moved any confident name (the names then rest on a merge: flag them)."""
+    found, margin = decode_view(maps, names, affine, detection)
+    suppress, min_spread = decoding_limits(detection)
+    own = SUPPRESS_SPACINGS * film_spacing(found, affine, detection.min_confidence)
+    if detection.spacing_px <= 0 or own <= suppress * 1.05:
+        return found, margin, False
+    again, again_margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, own,
+                                       min_spread)
+    moved = any((a.confidence >= detection.min_confidence) != (b.confidence >= detection.min_confidence)
+                or (a.confidence >= detection.min_confidence and not np.allclose(a.xy, b.xy))
+                for a, b in zip(found, again, strict=True))
+    return (again, again_margin, True) if moved else (found, margin, False)
+
+
+def film_spacing(found: list[Detection], affine: np.ndarray, min_confidence: float) -> float:
+    """Median distance between consecutive confident detections, input-grid pixels (0 with fewer than three)."""
+    xy = [d.xy for d in found if d.confidence >= min_confidence]
+    if len(xy) < 3:
+        return 0.0
+    scale = float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:, :2]))))
+    return float(np.median(np.linalg.norm(np.diff(np.asarray(xy), axis=0), axis=1))) / scale
+
+
 def split_confident(found: list[Detection], min_confidence: float) -> tuple[list[Detection], list[Detection]]:
     """(kept, dropped): detections at or above ``min_confidence`` and those below it, order kept."""
     good = [d.confidence >= min_confidence and bool(np.all(np.isfinite(d.xy))) for d in found]

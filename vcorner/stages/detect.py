@@ -18,7 +18,7 @@ from vcorner.geometry.sequence import checked_record
 from vcorner.geometry.views import AS_IS, View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
-from vcorner.postprocess.peaks import Detection, decode_view, split_confident
+from vcorner.postprocess.peaks import Detection, decode_spaced, split_confident
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
@@ -67,6 +67,7 @@ class ViewAnswer:
     view: View
     found: list[Detection]
     margin: float
+    merged: bool = False
 
     @property
     def score(self) -> float:
@@ -108,8 +109,8 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     maps = infer(np.concatenate(inputs).astype(np.float32))
     answers = []
     for view, affine, view_maps in zip(views, affines, maps, strict=True):
-        found, margin = decode_view(view_maps, card.names, affine, config)
-        answers.append(ViewAnswer(view, found, margin))
+        found, margin, merged = decode_spaced(view_maps, card.names, affine, config)
+        answers.append(ViewAnswer(view, found, margin, merged))
     return answers
 
 
@@ -205,7 +206,7 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if found.view != first and "view_uncertain" not in flags:  # the two searches disagree
         flags = ("view_uncertain", *flags)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
-                                            or unanchored(found, finder[0])):
+                                            or unanchored(found, finder[0]) or answer.merged):
         flags += ("levels_uncertain",)
     return answer, flags
 
