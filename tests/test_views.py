@@ -302,15 +302,22 @@ def test_a_view_finder_picks_the_view_and_the_detector_names_on_that_view_only()
     assert to_grid(mirrored, found.listed.vertebrae[0].center) == pytest.approx([31.0, 16.0], abs=0.2)
 
 
+def _leaning_spine(size: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Seven centres along a line leaning 40 degrees through the middle of an S x S view, the (7, S, S) maps of
+    that spine, and those of the same spine upright."""
+    lean = np.deg2rad(40.0)
+    centre = np.array([(size - 1) / 2, (size - 1) / 2])
+    along = [centre + t * np.array([np.sin(lean), np.cos(lean)]) for t in np.linspace(-24, 24, 7)]
+    leaning = np.stack([gaussian(size, x, y, 1.5) for x, y in along])
+    upright = np.stack([gaussian(size, centre[0], centre[1] + t, 1.5) for t in np.linspace(-24, 24, 7)])
+    return along, leaning, upright
+
+
 def test_a_leaning_spine_is_turned_upright_before_the_detector_names():
     """The finder sees a spine leaning 40 degrees; the namer (learned lean 0, turned beyond 15) is shown the view
     turned so that its spine runs straight down, and its names land back on the finder's leaning line."""
     shape, size = (160, 160), 64
-    lean = np.deg2rad(40.0)
-    centre = np.array([31.5, 31.5])
-    along = [centre + t * np.array([np.sin(lean), np.cos(lean)]) for t in np.linspace(-24, 24, 7)]
-    leaning = np.stack([gaussian(size, x, y, 1.5) for x, y in along])
-    upright = np.stack([gaussian(size, 31.5, 31.5 + t, 1.5) for t in np.linspace(-24, 24, 7)])
+    along, leaning, upright = _leaning_spine(size)
     finder_card = _card(views=("as_is", "mirrored"))
     namer_card = _card()
     namer_card = replace(namer_card, detection=replace(namer_card.detection, spine_angle_deg=0.0, align_deg=15.0))
@@ -333,11 +340,7 @@ def test_a_second_search_that_sees_no_spine_keeps_the_first_view():
     view is another one holding a single name: that is no spine, so the first view stands (no view_uncertain) and
     the namer names on it, turned upright."""
     shape, size = (160, 160), 64
-    lean = np.deg2rad(40.0)
-    centre = np.array([31.5, 31.5])
-    along = [centre + t * np.array([np.sin(lean), np.cos(lean)]) for t in np.linspace(-24, 24, 7)]
-    leaning = np.stack([gaussian(size, x, y, 1.5) for x, y in along])
-    upright = np.stack([gaussian(size, 31.5, 31.5 + t, 1.5) for t in np.linspace(-24, 24, 7)])
+    along, leaning, upright = _leaning_spine(size)
     flat = np.full_like(leaning, 1.0 / size**2)
     lone = flat.copy()
     lone[0] = gaussian(size, 20.0, 20.0, 1.5)  # one sure name, the others flat: mean confidence above 0.1
