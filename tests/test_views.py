@@ -146,6 +146,12 @@ def test_two_names_on_one_vertebra_of_a_large_film_merge_and_are_flagged():
     assert sum(d.confidence >= 0.2 for d in first) == 5  # both names kept, 5 px apart on one vertebra
     merged, _, moved = decode_spaced(doubled, names, identity, config)
     assert moved and sum(d.confidence >= 0.2 for d in merged) == 4
+    card = DetectorCard({"widths": [4, 8, 8, 16, 16], "in_channels": 1, "padding_mode": "zeros", "out_channels": 5},
+                        names, config, {})
+    pyramid = build_pyramid(np.ones((size, size), np.float32))
+    for maps, flags in ((clean, ()), (doubled, ("levels_uncertain",))):  # a detector without a view finder too
+        found = detect_centres(pyramid, (size, size), "a.png", None, card, lambda b, m=maps: m[None].astype(np.float32))
+        assert found.flags == flags
 
 
 def _card(views=("as_is",), context=(), naming_margin=0.0, view_margin=0.0) -> DetectorCard:

@@ -178,9 +178,10 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
     the detector's ``align_deg``: :func:`upright_turn`, the view then searched again on the film so turned; and its
-    levels are flagged uncertain where the finder names
-    a vertebra otherwise, :func:`names_disagree`, or finds neither anchor, :func:`unanchored`), else the best of the
-    detector's own candidates. Without ``search`` both look at the film as it is (``as_is``) only.
+    levels are flagged uncertain where the finder names a vertebra otherwise, :func:`names_disagree`, or finds
+    neither anchor, :func:`unanchored`), else the best of the detector's own candidates. Levels are flagged
+    uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
+    Without ``search`` both look at the film as it is (``as_is``) only.
 
     Raises:
         InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
@@ -190,7 +191,9 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     views = None if search else (AS_IS,)
     if finder is None:
         answer, lead = best_view(view_answers(pyramid, shape, card, infer, views))
-        return answer, image_flags(card if search else None, lead, card, answer.margin)
+        flags = image_flags(card if search else None, lead, card, answer.margin)
+        merged = ("levels_uncertain",) if answer.merged and "levels_uncertain" not in flags else ()
+        return answer, flags + merged
     found, lead = best_view(view_answers(pyramid, shape, *finder, views))
     seen = seen_names(found, finder[0])
     if seen < 2:
