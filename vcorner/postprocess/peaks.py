@@ -304,10 +304,13 @@ def decode_spaced(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
     spacing (:func:`film_spacing`) where that is larger than the card's: two names on one vertebra of a film
     larger in the view than the card's typical one merge. Returns the detections, the margin, and whether the
     second decoding moved any confident name (the names then rest on a merge: flag them)."""
-    found, margin = decode_view(maps, names, affine, detection)
     suppress, min_spread = decoding_limits(detection)
+    found, margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, suppress,
+                                 min_spread)
+    if detection.spacing_px <= 0:
+        return found, margin, False
     own = SUPPRESS_SPACINGS * film_spacing(found, affine, detection.min_confidence)
-    if detection.spacing_px <= 0 or own <= suppress * 1.05:
+    if own <= suppress * 1.05:
         return found, margin, False
     again, again_margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, own,
                                        min_spread)

@@ -159,16 +159,19 @@ def best_view(answers: list[ViewAnswer]) -> tuple[ViewAnswer, float]:
     return ranked[0], ranked[0].score - ranked[1].score if len(ranked) > 1 else 1.0
 
 
-def image_flags(searched: DetectorCard | None, view_lead: float, namer: DetectorCard,
-                margin: float) -> tuple[str, ...]:
+def image_flags(searched: DetectorCard | None, view_lead: float, namer: DetectorCard, margin: float,
+                merged: bool = False, view_changed: bool = False) -> tuple[str, ...]:
     """The image-level flags of a detection: ``view_uncertain`` when the view chosen by the card that ``searched``
-    its views (None: none did) leads the next by less than that card's ``view_margin``; ``levels_uncertain`` when
-    the naming margin is below the ``namer``'s ``naming_margin`` (NaN, too few names to compare, counts as below
-    when the card sets one)."""
+    its views (None: none did) leads the next by less than that card's ``view_margin``, or when a second search
+    changed it (``view_changed``: :func:`searched_upright`); ``levels_uncertain`` when the naming margin is below
+    the ``namer``'s ``naming_margin`` (NaN, too few names to compare, counts as below when the card sets one), or
+    when the names rest on a merge of two names on one vertebra (``merged``:
+    :func:`vcorner.postprocess.peaks.decode_spaced`)."""
     flags = []
-    if searched is not None and len(searched.detection.views) > 1 and view_lead < searched.detection.view_margin:
+    searched_views = searched is not None and len(searched.detection.views) > 1
+    if view_changed or (searched_views and view_lead < searched.detection.view_margin):
         flags.append("view_uncertain")
-    if namer.detection.naming_margin > 0 and not margin >= namer.detection.naming_margin:
+    if merged or (namer.detection.naming_margin > 0 and not margin >= namer.detection.naming_margin):
         flags.append("levels_uncertain")
     return tuple(flags)
 
@@ -191,9 +194,7 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     views = None if search else (AS_IS,)
     if finder is None:
         answer, lead = best_view(view_answers(pyramid, shape, card, infer, views))
-        flags = image_flags(card if search else None, lead, card, answer.margin)
-        merged = ("levels_uncertain",) if answer.merged and "levels_uncertain" not in flags else ()
-        return answer, flags + merged
+        return answer, image_flags(card if search else None, lead, card, answer.margin, answer.merged)
     found, lead = best_view(view_answers(pyramid, shape, *finder, views))
     seen = seen_names(found, finder[0])
     if seen < 2:
@@ -205,11 +206,9 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if film_turn and search:
         found, lead, film_turn = searched_upright(pyramid, shape, finder, card, found, lead, film_turn)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), film_turn)[0]
-    flags = image_flags(finder[0] if search else None, lead, card, answer.margin)
-    if found.view != first and "view_uncertain" not in flags:  # the two searches disagree
-        flags = ("view_uncertain", *flags)
+    flags = image_flags(finder[0] if search else None, lead, card, answer.margin, answer.merged, found.view != first)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
-                                            or unanchored(found, finder[0]) or answer.merged):
+                                            or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
     return answer, flags
 
