@@ -249,3 +249,25 @@ def test_a_detector_without_its_view_finder_is_refused_in_one_line(tmp_path, sea
     assert result.exit_code == 2, result.output
     assert "views.onnx" in result.output and "view finder" in result.output
     assert not out.parent.exists()
+
+
+def test_two_names_on_one_vertebra_are_merged_and_flagged_never_answered_as_sure(tmp_path):
+    """tests/data/two_names_one_vertebra.png: a training-style film (seed 4343, film 62) halved, larger in the
+    detector's view than the films it learned. Its C6 and C7 maps both hold blobs on C6; decoded at the learned
+    spacing, "C7" went out on C6, 17 mm from the true C7. Merged at the film's own spacing, every name written lies
+    on its vertebra and the image carries levels_uncertain (the names rest on a merge)."""
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(Path(__file__).parent / "data" / "two_names_one_vertebra.png", films / "f.png")
+    truth = {"C3": (323.7, 367.2), "C4": (295.7, 432.1), "C5": (263.2, 497.1), "C6": (236.6, 558.9),
+             "C7": (200.4, 626.3)}  # the film's annotations, halved
+    spacing_mm = 2 * 0.127583
+    out = tmp_path / "centers.csv"
+    result = run_cli("detect", films, "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = read_rows(out)
+    assert len(rows) >= 3
+    for r in rows:
+        error = np.hypot(float(r["x"]) - truth[r["vertebra"]][0], float(r["y"]) - truth[r["vertebra"]][1])
+        assert error * spacing_mm < 3.0, (r["vertebra"], error * spacing_mm)
+        assert "levels_uncertain" in r["flags"].split(";"), r
