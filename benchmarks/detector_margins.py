@@ -38,12 +38,17 @@ def main() -> None:
     parser.add_argument("--align", type=float, default=0.0,
                         help="With --finder: turn views whose spine leans more than this (degrees) from the median "
                              "lean of DETECTOR's names back to it before naming (0: never).")
+    parser.add_argument("--view-turns", type=float, nargs="+", metavar="DEG",
+                        help="Set the card's view_turns_deg first (its view search votes over the film turned by "
+                             "each), so that the view margin is chosen on the same vote.")
     parser.add_argument("--write", action="store_true", help="Rewrite DETECTOR's card with the margins.")
     args = parser.parse_args()
     for data in args.data:
         if json.loads((data / "phantoms.json").read_text()).get("style", "train") == "holdout":
             parser.error("the holdout style is for validation only: choose margins on training-style films")
     runner, card = open_detector(args.detector)
+    if args.view_turns is not None:
+        card = card.with_detection(replace(card.detection, view_turns_deg=tuple(args.view_turns)))
     finder = open_detector(args.finder) if args.finder else None
     with runner:
         images = [im for data in args.data for im in load_detector_images(data, card.detection.input_shape, 1.0)]
@@ -57,13 +62,16 @@ def main() -> None:
     detection = replace(detection, view_finder=args.finder.name if args.finder else card.detection.view_finder,
                         align_deg=args.align if args.finder else card.detection.align_deg)
     print(json.dumps({"detection": {k: getattr(detection, k) for k in ("view_margin", "naming_margin", "view_finder",
-                                                                        "spine_angle_deg", "align_deg")},
+                                                                        "spine_angle_deg", "align_deg",
+                                                                        "view_turns_deg")},
                       "chosen_on": chosen}, indent=1))
     if args.write:
         if args.finder and args.finder.resolve().parent != args.detector.resolve().parent:
             parser.error("--finder must lie beside the detector (its card names it by file name)")
         folders = " ".join(map(str, args.data))
         searched = f" --finder {args.finder.name} --align {args.align:g}" if args.finder else ""
+        if args.view_turns is not None:
+            searched += " --view-turns " + " ".join(f"{t:g}" for t in args.view_turns)
         new = replace(card.with_detection(detection), training={**card.training, "margins_chosen_on": {
             **chosen, "data": folders, "command": f"python benchmarks/detector_margins.py {args.detector.name} "
                                                   f"{folders}{searched}"}})

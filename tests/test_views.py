@@ -22,7 +22,7 @@ from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
 from vcorner.pipeline.detection import DetectedJournal, detected_rows
 from vcorner.postprocess.peaks import decode_named, decode_spaced, decode_view, monotone_assignment, naming_margin
-from vcorner.stages.detect import detect_centres
+from vcorner.stages.detect import detect_centres, searched_view, view_answers
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
 NAMES = ("C2", "C3", "C4", "C5", "C6", "C7", "T1")
@@ -457,3 +457,34 @@ def test_a_film_whose_finder_sees_neither_anchor_is_flagged_levels_uncertain():
                                (finder_card, finder))
         assert [v.name for v in found.listed.vertebrae] == ["C3", "C4", "C5", "C6", "C7"]
         assert found.flags == flags
+
+
+def test_the_view_search_votes_over_the_film_turned_by_the_cards_view_turns():
+    """A finder that sees the spine in the mirrored view on the film as it is, but in the plain view on the film
+    turned by -30 and +30 degrees: one look picks mirrored; the card's three looks vote for the plain view, whose
+    answer is read on the unturned film, with the lead of the mean scores."""
+    size = 64
+    spine = _spine_maps(size)
+    flat = np.full_like(spine, 1.0 / size**2)
+    calls = []
+
+    def finder(batch):
+        calls.append(len(batch))
+        looks = [flat, spine] if len(calls) % 3 == 1 else [spine, flat]  # (as_is, mirrored) per look
+        return np.stack(looks[: len(batch)]).astype(np.float32)
+
+    pyramid, shape = build_pyramid(np.ones((100, 80), np.float32)), (100, 80)
+    one_look = _card(views=("as_is", "mirrored"))
+    assert searched_view(pyramid, shape, one_look, finder)[0].view.name == "mirrored" and calls == [2]
+    calls.clear()
+    voting = replace(one_look, detection=replace(one_look.detection, view_turns_deg=(-30.0, 0.0, 30.0)))
+    answer, lead = searched_view(pyramid, shape, voting, finder)
+    assert calls == [2, 2, 2] and answer.view.name == "as_is"
+    plain = view_answers(pyramid, shape, voting, lambda b: np.stack([flat, spine]).astype(np.float32))
+    assert answer.score == pytest.approx(plain[0].score)  # read on the unturned film: its flat maps
+    assert lead == pytest.approx((2 * plain[1].score + plain[0].score - (plain[1].score + 2 * plain[0].score)) / 3)
+
+
+def test_view_turns_out_of_range_are_refused():
+    with pytest.raises(ValueError, match="view_turns_deg"):
+        DetectionConfig(view_turns_deg=(-120.0, 0.0))

@@ -189,6 +189,9 @@ class DetectionConfig:
             learned (degrees from straight down towards +x), measured on in-style validation films.
         align_deg: with a view finder, a view whose spine (the finder's names) leans more than this from
             ``spine_angle_deg`` is turned back to it before this detector names (0: never turned).
+        view_turns_deg: the view search scores each candidate view on the film turned by each of these angles
+            (degrees) and ranks the views by the mean, a steadier vote than one look; the answer itself is read on
+            the unturned film (empty: one look, as detectors before it searched).
     """
 
     input_size: int = 128
@@ -205,8 +208,11 @@ class DetectionConfig:
     view_finder: str = ""
     spine_angle_deg: float = 0.0
     align_deg: float = 0.0
+    view_turns_deg: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(not -90.0 < t < 90.0 for t in self.view_turns_deg):
+            raise ValueError(f"detection.view_turns_deg must lie between -90 and 90 degrees, got {self.view_turns_deg}")
         for side in (self.input_size, self.input_width or self.input_size):
             if side < 32 or side % 16:
                 raise ValueError(f"detection.input_size and input_width must be multiples of 16 (4 poolings), at "

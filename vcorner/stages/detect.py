@@ -96,16 +96,14 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     letterbox = letterbox_affine(shape, size)
     views = views or tuple(parse_view(v) for v in config.views)
     affines = [view_affine(letterbox, v, size) @ turn_about_centre(turn_deg * v.handedness, size) for v in views]
-    # an inverted view's margins are cut at the film's brightest level, so that negated they read dark, as the
-    # margins of every view the detector learned a spine in
-    if turn_deg:
-        inputs = [detector_input(pyramid, a, size, v.inverted) * (-1.0 if v.inverted else 1.0)
-                  for a, v in zip(affines, views, strict=True)]
-    else:  # the plain view cut once (twice with inverted views), flipped and negated per view
-        plain = {False: detector_input(pyramid, letterbox, size)}
-        if any(v.inverted for v in views):
-            plain[True] = detector_input(pyramid, letterbox, size, brightest=True)
-        inputs = [view_input(plain[v.inverted], v) for v in views]
+    # the plain view of the film so turned is cut once (twice with inverted views), then flipped and negated per
+    # view: each view's own cut equals it (tests/test_views.py). An inverted view's margins are cut at the film's
+    # brightest level, so that negated they read dark, as the margins of every view the detector learned a spine in
+    turned = letterbox @ turn_about_centre(turn_deg, size) if turn_deg else letterbox
+    plain = {False: detector_input(pyramid, turned, size)}
+    if any(v.inverted for v in views):
+        plain[True] = detector_input(pyramid, turned, size, brightest=True)
+    inputs = [view_input(plain[v.inverted], v) for v in views]
     maps = infer(np.concatenate(inputs).astype(np.float32))
     answers = []
     for view, affine, view_maps in zip(views, affines, maps, strict=True):
@@ -150,13 +148,33 @@ def run_detector(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
                  infer: Infer) -> list[Detection]:
     """Every channel's detection in one image on the view the detector finds its spine in (confidence included,
     none dropped)."""
-    return best_view(view_answers(pyramid, shape, card, infer))[0].found
+    return searched_view(pyramid, shape, card, infer)[0].found
 
 
 def best_view(answers: list[ViewAnswer]) -> tuple[ViewAnswer, float]:
     """The answer of the view with the highest score, and its lead over the second best (1.0 with one view)."""
     ranked = sorted(answers, key=lambda a: -a.score)
     return ranked[0], ranked[0].score - ranked[1].score if len(ranked) > 1 else 1.0
+
+
+def searched_view(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
+                  views: tuple[View, ...] | None = None, turn_deg: float = 0.0) -> tuple[ViewAnswer, float]:
+    """:func:`best_view` of the card's candidate views (``views`` instead when given) on the film turned by
+    ``turn_deg``, where the views of the best one's polarity are scored by their mean score over the film turned
+    further by each of the card's ``view_turns_deg`` (a steadier vote between two poses that look alike than one
+    look; the other polarity, which the detector tells apart surely, keeps its one look). The answer returned is
+    the chosen view's on the film turned by ``turn_deg`` alone, the lead that of the scores so voted."""
+    plain = view_answers(pyramid, shape, card, infer, views, turn_deg)
+    turns = [t for t in card.detection.view_turns_deg if t != 0.0]
+    first, _ = best_view(plain)
+    voters = [a.view for a in plain if a.view.inverted == first.view.inverted]
+    if not turns or len(voters) < 2:
+        return best_view(plain)
+    looks = [[a.score for a in view_answers(pyramid, shape, card, infer, tuple(voters), turn_deg + t)] for t in turns]
+    extra = dict(zip(voters, np.sum(looks, axis=0), strict=True))
+    scores = np.array([(a.score + extra[a.view]) / (1 + len(turns)) if a.view in extra else a.score for a in plain])
+    ranked = np.argsort(-scores, kind="stable")
+    return plain[int(ranked[0])], float(scores[ranked[0]] - scores[ranked[1]])
 
 
 def image_flags(searched: DetectorCard | None, view_lead: float, namer: DetectorCard, margin: float,
@@ -193,9 +211,9 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     """
     views = None if search else (AS_IS,)
     if finder is None:
-        answer, lead = best_view(view_answers(pyramid, shape, card, infer, views))
+        answer, lead = searched_view(pyramid, shape, card, infer, views)
         return answer, image_flags(card if search else None, lead, card, answer.margin, answer.merged)
-    found, lead = best_view(view_answers(pyramid, shape, *finder, views))
+    found, lead = searched_view(pyramid, shape, *finder, views)
     seen = seen_names(found, finder[0])
     if seen < 2:
         best = max((d.confidence for d in found.found), default=0.0)
@@ -226,7 +244,7 @@ def searched_upright(pyramid: list[np.ndarray], shape: tuple[int, int], finder: 
     search confirms (or one in which it sees fewer than two names) keeps the first answer; a changed one (flagged
     ``view_uncertain`` by :func:`chosen_answer`) is turned upright by its own lean (by ``film_turn``, as the finder
     saw it, when that lean cannot be measured)."""
-    again, again_lead = best_view(view_answers(pyramid, shape, *finder, None, film_turn))
+    again, again_lead = searched_view(pyramid, shape, *finder, None, film_turn)
     if again.view == found.view or seen_names(again, finder[0]) < 2:
         return found, lead, film_turn
     if spine_lean_deg(again, finder[0], shape, lean_ends(namer)) is not None:

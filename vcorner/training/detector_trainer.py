@@ -327,13 +327,13 @@ def choose_margins(infer: Callable[[np.ndarray], np.ndarray], images: list[Detec
     (:func:`vcorner.stages.detect.chosen_answer`); ``infer`` maps (B, 1, H, W) views to (B, K, H, W) maps."""
     from dataclasses import replace
 
-    from vcorner.stages.detect import best_view, lean_ends, spine_lean_deg, view_answers
+    from vcorner.stages.detect import lean_ends, searched_view, spine_lean_deg, view_answers
 
     leads, margins, leans, wrong = [], [], [], 0
     searcher = finder or (card, infer)
     for image in images:
         pyramid = image.view_pyramid()
-        best, lead = best_view(view_answers(pyramid, image.shape, *searcher))
+        best, lead = searched_view(pyramid, image.shape, *searcher)
         if best.view.name != "as_is":
             wrong += 1
             continue
