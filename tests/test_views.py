@@ -488,3 +488,35 @@ def test_the_view_search_votes_over_the_film_turned_by_the_cards_view_turns():
 def test_view_turns_out_of_range_are_refused():
     with pytest.raises(ValueError, match="view_turns_deg"):
         DetectionConfig(view_turns_deg=(-120.0, 0.0))
+
+
+def test_varied_films_one_look_read_mirrored_or_upside_down_are_voted_right_or_flagged(tmp_path):
+    """Two varied-style validation films (seed 6363, films 10 and 57, halved) on which the view finder's single look
+    chose a wrong pose without a flag: film 10 mirrored (every corner's anterior and posterior labels swapped, about
+    15 mm off), film 57 flipped top to bottom (names reversed). With the vote over five turned looks film 10 is read
+    as it is, its corners labelled anterior on the right where its face is, and film 57, still read upside down,
+    is flagged ``view_uncertain``: neither goes out wrong without a flag."""
+    films = tmp_path / "films"
+    films.mkdir()
+    for name in ("varied_mirror_alike.png", "varied_upside_alike.png"):
+        (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    detected = list(csv.DictReader(open(out / "centers.detected.csv", encoding="utf-8")))
+    truth = {"C3": (106.5, 181.3), "C4": (100.5, 219.5), "C5": (94.1, 248.1), "C6": (87.9, 283.2),
+             "C7": (86.8, 321.5)}  # film 10's annotations, halved: 0.50 mm per pixel, vertebrae about 35 px apart
+    mirror_alike = [r for r in detected if r["image"] == "varied_mirror_alike.png"]
+    assert {r["vertebra"] for r in mirror_alike} == set(truth)
+    for r in mirror_alike:
+        assert r["view"] == "as_is", r
+        assert np.hypot(float(r["x"]) - truth[r["vertebra"]][0], float(r["y"]) - truth[r["vertebra"]][1]) < 6, r
+    corners: dict[tuple[str, str], float] = {}
+    for r in csv.DictReader(open(out / "corners.csv", encoding="utf-8")):
+        if r["image"] == "varied_mirror_alike.png":
+            corners[(r["vertebra"], r["corner"])] = float(r["x"])
+    for name in truth:  # the face is on the right (+x): anterior corners, labelled right, lie right of posterior
+        assert corners[(name, "superior_right")] > corners[(name, "superior_left")] + 10, name
+        assert corners[(name, "inferior_right")] > corners[(name, "inferior_left")] + 10, name
+    upside_alike = [r for r in detected if r["image"] == "varied_upside_alike.png"]
+    assert upside_alike and all("view_uncertain" in r["flags"].split(";") for r in upside_alike)
