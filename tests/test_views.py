@@ -154,6 +154,24 @@ def test_two_names_on_one_vertebra_of_a_large_film_merge_and_are_flagged():
         assert found.flags == flags
 
 
+def test_a_weak_second_name_outvoted_by_a_merge_is_dropped_without_a_flag():
+    """The same large film with C7's map holding 30% of its mass 5 px from C6's blob (confidence 0.23, just
+    above the threshold): the merge drops C7, and since C6, kept there, is more than twice as confident, no listed
+    name rests on the merge: no flag. With C7 as strong as C6 the drop would be a coin toss, and is flagged (above)."""
+    size, names = 128, ("C3", "C4", "C5", "C6", "C7")
+    config = DetectionConfig(input_size=size, min_confidence=0.2, spacing_px=10.0, sigma=0.15)
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    uniform = np.full((size, size), 1.0 / size**2)
+    maps = np.stack([gaussian(size, 60.0, y, 1.5) for y in (30.0, 46.0, 62.0, 78.0)]
+                    + [0.3 * gaussian(size, 60.0, 83.0, 1.5) + 0.7 * uniform])
+    first, _ = decode_view(maps, names, identity, config)
+    assert first[4].confidence >= 0.2 and first[4].xy[1] == pytest.approx(83.0, abs=0.5)
+    merged, _, flagged = decode_spaced(maps, names, identity, config)
+    assert not flagged and [d.confidence >= 0.2 for d in merged] == [True] * 4 + [False]
+    for a, b in zip(first[:4], merged[:4], strict=True):
+        assert np.allclose(a.xy, b.xy)
+
+
 def _card(views=("as_is",), context=(), naming_margin=0.0, view_margin=0.0) -> DetectorCard:
     return DetectorCard({"widths": [4, 8, 8, 16, 16], "in_channels": 1, "padding_mode": "zeros",
                          "out_channels": len(NAMES)}, NAMES,

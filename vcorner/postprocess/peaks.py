@@ -303,7 +303,10 @@ def decode_spaced(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
     """:func:`decode_view`, then again with the suppression radius at :data:`SUPPRESS_SPACINGS` of the film's own
     spacing (:func:`film_spacing`) where that is larger than the card's: two names on one vertebra of a film
     larger in the view than the card's typical one merge. Returns the detections, the margin, and whether the
-    second decoding moved any confident name (the names then rest on a merge: flag them)."""
+    names rest on the merge (flag them): a name confident after it was moved or made confident by it, or a name it
+    dropped below the confidence threshold was not outvoted (a kept name within the merge radius of it, at least
+    :data:`OUTVOTED` times as confident: two names alike on one vertebra cannot be told apart by a merge), or
+    leaves a hole between the names kept (C6 dropped between C5 and C7: C7 may sit on C6's vertebra)."""
     suppress, min_spread = decoding_limits(detection)
     found, margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, suppress,
                                  min_spread)
@@ -314,10 +317,25 @@ def decode_spaced(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
         return found, margin, False
     again, again_margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, own,
                                        min_spread)
-    moved = any((a.confidence >= detection.min_confidence) != (b.confidence >= detection.min_confidence)
-                or (a.confidence >= detection.min_confidence and not np.allclose(a.xy, b.xy))
-                for a, b in zip(found, again, strict=True))
-    return (again, again_margin, True) if moved else (found, margin, False)
+    sure = detection.min_confidence
+    pairs = list(zip(found, again, strict=True))
+    rests = any(b.confidence >= sure and (a.confidence < sure or not np.allclose(a.xy, b.xy)) for a, b in pairs)
+    dropped = [a for a, b in pairs if a.confidence >= sure > b.confidence]
+    if not rests and not dropped:
+        return found, margin, False
+    scale = float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:, :2]))))
+    kept = [b for b in again if b.confidence >= sure]
+    order = {name: i for i, name in enumerate(names)}
+    ends = (min(order[b.name] for b in kept), max(order[b.name] for b in kept)) if kept else (0, -1)
+    outvoted = all(not ends[0] < order[a.name] < ends[1]  # a hole between kept names: which one is where is unknown
+                   and any(np.linalg.norm(np.asarray(b.xy) - a.xy) / scale <= own
+                           and b.confidence >= OUTVOTED * a.confidence for b in kept) for a in dropped)
+    return again, again_margin, rests or not outvoted
+
+
+OUTVOTED = 2.0
+"""A name the merge of :func:`decode_spaced` drops is outvoted, and the merge needs no flag, when a name it keeps
+within the merge radius is at least this many times as confident (its map holds that much more of the blob)."""
 
 
 def film_spacing(found: list[Detection], affine: np.ndarray, min_confidence: float) -> float:
