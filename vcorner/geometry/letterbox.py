@@ -61,6 +61,11 @@ def detector_input(pyramid: list[np.ndarray], affine: np.ndarray, size: Size,
     return extract_patches(pyramid, affine[None], size, fill=fill)[:, None]
 
 
+def pixel_step(affine: np.ndarray) -> float:
+    """Image pixels per input-grid pixel of a (2, 3) grid-to-image ``affine`` (its linear part's mean scale)."""
+    return float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:, :2]))))
+
+
 def to_image(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(..., 2) input-grid points -> image pixels."""
     return apply_affine(affine, points)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from vcorner.config import DetectionConfig
-from vcorner.geometry.letterbox import to_image
+from vcorner.geometry.letterbox import pixel_step, to_image
 
 
 @dataclass(frozen=True, eq=False)
@@ -303,10 +303,7 @@ def decode_spaced(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
     """:func:`decode_view`, then again with the suppression radius at :data:`SUPPRESS_SPACINGS` of the film's own
     spacing (:func:`film_spacing`) where that is larger than the card's: two names on one vertebra of a film
     larger in the view than the card's typical one merge. Returns the detections, the margin, and whether the
-    names rest on the merge (flag them): a name confident after it was moved or made confident by it, or a name it
-    dropped below the confidence threshold was not outvoted (a kept name within the merge radius of it, at least
-    :data:`OUTVOTED` times as confident: two names alike on one vertebra cannot be told apart by a merge), or
-    leaves a hole between the names kept (C6 dropped between C5 and C7: C7 may sit on C6's vertebra)."""
+    names rest on the merge (:func:`rests_on_merge`: flag them)."""
     suppress, min_spread = decoding_limits(detection)
     found, margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, suppress,
                                  min_spread)
@@ -318,19 +315,29 @@ def decode_spaced(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
     again, again_margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, own,
                                        min_spread)
     sure = detection.min_confidence
-    pairs = list(zip(found, again, strict=True))
-    rests = any(b.confidence >= sure and (a.confidence < sure or not np.allclose(a.xy, b.xy)) for a, b in pairs)
-    dropped = [a for a, b in pairs if a.confidence >= sure > b.confidence]
-    if not rests and not dropped:
+    if all((a.confidence >= sure) == (b.confidence >= sure) and (a.confidence < sure or np.allclose(a.xy, b.xy))
+           for a, b in zip(found, again, strict=True)):
         return found, margin, False
-    scale = float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:, :2]))))
+    return again, again_margin, rests_on_merge(found, again, names, own * pixel_step(affine), sure)
+
+
+def rests_on_merge(found: list[Detection], again: list[Detection], names: tuple[str, ...], radius: float,
+                   sure: float) -> bool:
+    """Whether the names confident in ``again`` (a second decoding merging blobs within ``radius`` image pixels)
+    rest on the merge of ``found`` into it (:func:`decode_spaced`): one was moved or made confident by it, or a
+    name it dropped below ``sure`` was not outvoted (a name kept within ``radius`` of it, at least :data:`OUTVOTED`
+    times as confident: two names alike on one vertebra cannot be told apart by a merge), or it lies between two
+    kept names (C6 dropped between C5 and C7: C7 may sit on C6's vertebra)."""
+    pairs = list(zip(found, again, strict=True))
+    if any(b.confidence >= sure and (a.confidence < sure or not np.allclose(a.xy, b.xy)) for a, b in pairs):
+        return True
     kept = [b for b in again if b.confidence >= sure]
     order = {name: i for i, name in enumerate(names)}
     ends = (min(order[b.name] for b in kept), max(order[b.name] for b in kept)) if kept else (0, -1)
-    outvoted = all(not ends[0] < order[a.name] < ends[1]  # a hole between kept names: which one is where is unknown
-                   and any(np.linalg.norm(np.asarray(b.xy) - a.xy) / scale <= own
-                           and b.confidence >= OUTVOTED * a.confidence for b in kept) for a in dropped)
-    return again, again_margin, rests or not outvoted
+    return not all(not ends[0] < order[a.name] < ends[1]  # a hole between kept names: which one is where is unknown
+                   and any(np.linalg.norm(np.asarray(b.xy) - a.xy) <= radius
+                           and b.confidence >= OUTVOTED * a.confidence for b in kept)
+                   for a, b in pairs if a.confidence >= sure > b.confidence)
 
 
 OUTVOTED = 2.0
@@ -343,8 +350,7 @@ def film_spacing(found: list[Detection], affine: np.ndarray, min_confidence: flo
     xy = [d.xy for d in found if d.confidence >= min_confidence]
     if len(xy) < 3:
         return 0.0
-    scale = float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:, :2]))))
-    return float(np.median(np.linalg.norm(np.diff(np.asarray(xy), axis=0), axis=1))) / scale
+    return float(np.median(np.linalg.norm(np.diff(np.asarray(xy), axis=0), axis=1))) / pixel_step(affine)
 
 
 def split_confident(found: list[Detection], min_confidence: float) -> tuple[list[Detection], list[Detection]]:

@@ -166,10 +166,10 @@ def searched_view(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     the chosen view's on the film turned by ``turn_deg`` alone, the lead that of the scores so voted."""
     plain = view_answers(pyramid, shape, card, infer, views, turn_deg)
     turns = [t for t in card.detection.view_turns_deg if t != 0.0]
-    first, _ = best_view(plain)
+    first, lead = best_view(plain)
     voters = [a.view for a in plain if a.view.inverted == first.view.inverted]
     if not turns or len(voters) < 2:
-        return best_view(plain)
+        return first, lead
     looks = [[a.score for a in view_answers(pyramid, shape, card, infer, tuple(voters), turn_deg + t)] for t in turns]
     extra = dict(zip(voters, np.sum(looks, axis=0), strict=True))
     scores = np.array([(a.score + extra[a.view]) / (1 + len(turns)) if a.view in extra else a.score for a in plain])

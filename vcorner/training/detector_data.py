@@ -26,7 +26,15 @@ import cv2
 import numpy as np
 
 from vcorner.config import DetectionConfig
-from vcorner.geometry.letterbox import Size, augmented_affine, detector_input, grid_shape, letterbox_affine, to_grid
+from vcorner.geometry.letterbox import (
+    Size,
+    augmented_affine,
+    detector_input,
+    grid_shape,
+    letterbox_affine,
+    pixel_step,
+    to_grid,
+)
 from vcorner.geometry.patches import apply_affine, build_pyramid
 from vcorner.geometry.sequence import checked_annotation, spine_levels, typical_spacing
 from vcorner.geometry.views import VIEWS, parse_view, view_input
@@ -85,7 +93,7 @@ def channel_names(records: Sequence[ImageRecord]) -> tuple[str, ...]:
 def first_view_level(shape: tuple[int, int], size: Size, max_zoom: float, levels: int) -> int:
     """The finest pyramid level (of ``levels``) a view of ``size`` of an image of ``shape`` samples, at zooms up
     to ``max_zoom`` (the step of a view is the letterbox step over its zoom; turns and shifts keep it)."""
-    step = float(np.sqrt(abs(np.linalg.det(letterbox_affine(shape, size)[:, :2])))) / max(max_zoom, 1.0)
+    step = pixel_step(letterbox_affine(shape, size)) / max(max_zoom, 1.0)
     return int(np.clip(np.floor(np.log2(max(step * (1 - 1e-9), 1.0))), 0, levels - 1))
 
 
@@ -145,7 +153,7 @@ def view_targets(image: DetectorImage, affine: np.ndarray, names: Sequence[str],
     """(K, S, S) targets of one view: a Gaussian per name whose centre lies inside the view (``margin`` grid
     pixels in from its edge), flat maps for the rest (:func:`view_centres` gives those centres)."""
     size = config.input_shape
-    step = float(np.sqrt(abs(np.linalg.det(affine[:, :2]))))  # image pixels per grid pixel
+    step = pixel_step(affine)  # image pixels per grid pixel
     sd = max(config.sigma * image.spacing_px / step, config.min_sigma_px)
     where = {v.name: to_grid(affine, v.center) for v in image.record.vertebrae}
     out = np.empty((len(names), *size), dtype=np.float32)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vcorner.config import DetectionConfig
-from vcorner.geometry.letterbox import letterbox_affine
+from vcorner.geometry.letterbox import letterbox_affine, pixel_step
 from vcorner.io.atomic import write_text_atomic
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
@@ -214,7 +214,7 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
 def view_spacing(images: list[DetectorImage], size: tuple[int, int]) -> float:
     """The closest typical neighbour spacing of ``images``' letterboxed views of ``size`` (h, w), input pixels: the
     5th percentile over the images (:attr:`vcorner.config.DetectionConfig.spacing_px`)."""
-    steps = [float(np.sqrt(abs(np.linalg.det(letterbox_affine(im.shape, size)[:, :2])))) for im in images]
+    steps = [pixel_step(letterbox_affine(im.shape, size)) for im in images]
     return float(np.percentile([im.spacing_px / step for im, step in zip(images, steps, strict=True)], 5))
 
 
