@@ -7,11 +7,12 @@ vertebrae (Genant grade >= 1 or beside a slip >= 3 mm, by the annotated corners)
 flag operating point (:data:`vcorner.measure.compare.FLAG_TESTS`) and of the found value, MAE and 95%-interval
 coverage of heights, listhesis and angles. Appends a markdown table to ``--out``.
 
-    python benchmarks/pathology_flags.py DATA [--model M] [--variant NAME:key=value,key=value ...] [--out FILE]
+    python benchmarks/pathology_flags.py DATA [--model M] [--variant NAME:key=value,key=value ...] [--truth] [--out FILE]
 
 ``DATA`` holds annotations.json and its images (``vcorner synth DATA --pathology clinical ...``); a variant
 replaces fields of the model card's ``decode`` (e.g. ``sharp64:prior_sharp_inflation=64``; ``corner_offset=0``
-decodes without the fitted offset); ``shipped`` is the card's own.
+decodes without the fitted offset); ``shipped`` is the card's own. ``--truth`` scores against ``DATA/truth.json``
+(the anatomy, without the annotator's click spread) and prints what the clicks themselves score there.
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, values
 
 
-def decode_all(jobs, card, decode) -> tuple[list[ImageCorners], dict]:
-    """The batch's corners of every job under ``decode`` (as measure reads them) and each vertebra's P2P, mm."""
+def decode_all(jobs, card, decode, reference: dict | None = None) -> tuple[list[ImageCorners], dict]:
+    """The batch's corners of every job under ``decode`` (as measure reads them) and each vertebra's P2P, mm, against
+    its annotated corners, or against ``reference`` ({file: record}, e.g. ``truth.json``'s) when given."""
     variant = replace(card, decode=decode)
     images, p2p = [], {}
     for job, record in jobs:
         corners, _ = finish(job, variant)
-        known = {v.name: v for v in record.vertebrae}
+        known = {v.name: v for v in (reference[record.file] if reference else record).vertebrae}
         for v in corners:
             p2p[(record.file, v.name)] = float(np.hypot(*(v.xy - known[v.name].corners).T).mean()
                                                * record.pixel_spacing_mm)
@@ -90,6 +92,19 @@ def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float,
         out[f"{group}_mae"] = sum(r["mae"] * r["n"] for r in rows) / total
         out[f"{group}_coverage"] = sum(r["coverage_95"] * r["n"] for r in rows) / total
     out["coverage_min"] = min(r["coverage_95"] for r in per.values() if r["unit"] != "grade")
+    return out
+
+
+def annotator_floor(records, reference: dict) -> dict:
+    """MAE of each measure group of the annotated (clicked) corners against ``reference`` ({file: record}): the error
+    a perfect corner finder would show when it is scored against the clicks instead of the anatomy."""
+    unit = common_unit(records)[0]
+    per = compare_measurements(truth_measurements(records, unit=unit),
+                               truth_measurements([reference[r.file] for r in records], unit=unit))
+    out = {}
+    for group, names in MEASURES.items():
+        rows = [per[n] for n in names if n in per]
+        out[group] = sum(r["mae"] * r["n"] for r in rows) / sum(r["n"] for r in rows)
     return out
 
 
@@ -132,6 +147,9 @@ def main() -> None:
     parser.add_argument("--pair", type=float, nargs=2, default=(GENANT_POSSIBLE_PERCENTILE, SLIP_POSSIBLE_PERCENTILE),
                         metavar=("GENANT", "SLIP"), help="the two percentiles of one row when --possible is not given "
                                                         "(default: the shipped ones)")
+    parser.add_argument("--truth", action="store_true",
+                        help="score against DATA/truth.json (the noise-free corners `vcorner synth` writes) instead of "
+                             "the clicked annotations; the centres given to the model stay the clicked ones")
     args = parser.parse_args()
     model = args.model or default_model_path()
     records = read_annotations(args.data / "annotations.json")
@@ -147,9 +165,18 @@ def main() -> None:
              "slip | slip or possible | found slip >= 3 mm | heights MAE / cov | listhesis MAE / cov | "
              "angles MAE / cov | lowest coverage |", "|" + "---|" * 14]
     records = [r for _, r in jobs]
+    reference = None
+    if args.truth:
+        reference = {r.file: r for r in read_annotations(args.data / "truth.json")}
+        floor = annotator_floor(records, reference)
+        lines[0] = lines[0].replace("; sens", "; scored against truth.json (noise-free corners); sens")
+        lines.insert(1, "the clicked annotations themselves against truth.json (the annotator's floor), MAE: "
+                        + ", ".join(f"{g} {v:.3f}" for g, v in floor.items()) + "\n")
+        print(lines[1], flush=True)
+        records = [reference[r.file] for r in records]
     for text in args.variant:
         name, fields = parse_variant(text)
-        images, p2p = decode_all(jobs, card, replace(card.decode, **fields))
+        images, p2p = decode_all(jobs, card, replace(card.decode, **fields), reference)
         pairs = [(q, q) for q in args.possible] if args.possible else [tuple(args.pair)]
         for possible in pairs:
             label = f"{name} {fields or ''} possible at p{possible[0]:g} / p{possible[1]:g}"

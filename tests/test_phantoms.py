@@ -103,6 +103,36 @@ def test_annotations_match_the_true_anatomy(rendered) -> None:
             assert 0 < np.hypot(*(v.center - truth.centroid)) < 12.0
 
 
+def test_truth_json_holds_the_exact_corners_the_clicks_scatter_around(dataset) -> None:
+    """``truth.json`` is ``annotations.json`` without the annotator: same films and names, each corner the one the
+    phantom's anatomy puts there (the clicks are within a few click sd of it, and not on it)."""
+    out, records = dataset
+    exact = read_annotations(out / "truth.json")
+    assert [r.file for r in exact] == [r.file for r in records]
+    offsets = []
+    for clicked, true in zip(records, exact, strict=True):
+        assert [v.name for v in true.vertebrae] == [v.name for v in clicked.vertebrae]
+        assert true.pixel_spacing_mm == pytest.approx(clicked.pixel_spacing_mm, rel=1e-5)
+        for c, t in zip(clicked.vertebrae, true.vertebrae, strict=True):
+            offsets.append((c.corners - t.corners) * clicked.pixel_spacing_mm)
+    offsets = np.concatenate(offsets)
+    assert 0.2 < offsets.std() < 0.5  # the annotator's 0.35 mm per axis (vcorner/phantoms/annotate.py)
+    rendered_again = render_phantom(np.random.default_rng(np.random.SeedSequence(5).spawn(N_IMAGES)[0]),
+                                    fmt=schedule(0)[0], hard=schedule(0)[1])[2]["truth"]
+    for v in exact[0].vertebrae:
+        np.testing.assert_allclose(v.corners, rendered_again[v.name].corners, atol=1e-3)
+
+
+@pytest.mark.parametrize("style", ["varied", "holdout"])
+def test_truth_json_of_other_styles(tmp_path: Path, style: str) -> None:
+    """The varied style's clicks scatter about its truth; the holdout renderer annotates exact corners already."""
+    records = synthesize_dataset(tmp_path, 2, seed=3, workers=1, style=style)
+    exact = read_annotations(tmp_path / "truth.json")
+    moved = np.concatenate([np.hypot(*(c.corners - t.corners).T) for r, e in zip(records, exact, strict=True)
+                            for c, t in zip(r.vertebrae, e.vertebrae, strict=True)])
+    assert moved.max() == 0.0 if style == "holdout" else moved.min() > 0.0
+
+
 def test_corner_order_follows_the_vertebra_frame(rendered, dataset) -> None:
     records = [r for _, r, _ in rendered] + dataset[1]
     for record in records:

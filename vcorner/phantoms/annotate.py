@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vcorner.io.records import Vertebra
+from vcorner.io.records import ImageRecord, Vertebra
 from vcorner.phantoms.anatomy import Body, body_corners, body_outline
 from vcorner.phantoms.render import Placement
 from vcorner.phantoms.shapes import arc_length, centroid
@@ -51,6 +51,18 @@ def _side_points(outline: np.ndarray, start: int, stop: int, count: int) -> np.n
     s = arc_length(path, closed=False)
     targets = s[-1] * (np.arange(1, count + 1) / (count + 1))
     return np.stack([np.interp(targets, s, path[:, 0]), np.interp(targets, s, path[:, 1])], axis=1)
+
+
+def exact_vertebra(name: str, truth: Truth, points: int = 16) -> Vertebra:
+    """The noise-free annotation of one body: its true corner apexes, its area centroid as the centre, and
+    ``points`` points of its true outline as the boundary (``truth.json`` of ``vcorner synth``)."""
+    step = max(1, len(truth.outline) // points)
+    return Vertebra(name, truth.centroid.copy(), truth.corners.copy(), truth.outline[::step].copy())
+
+
+def exact_record(file: str, truths: dict[str, Truth], spacing_mm: float) -> ImageRecord:
+    """One film's noise-free record: :func:`exact_vertebra` of each of ``truths`` ({name: truth}, cranial first)."""
+    return ImageRecord(file, tuple(exact_vertebra(n, t) for n, t in truths.items()), spacing_mm)
 
 
 def annotate(body: Body, placement: Placement, rng: np.random.Generator) -> tuple[Vertebra, Truth]:

@@ -25,7 +25,7 @@ from vcorner.io.centers import write_centers
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.phantoms import degrade
 from vcorner.phantoms.anatomy import ANNOTATED, Spine
-from vcorner.phantoms.annotate import annotate
+from vcorner.phantoms.annotate import annotate, exact_record
 from vcorner.phantoms.elements import Part, clutter, hardware, vertebral_bodies
 from vcorner.phantoms.files import write_image
 from vcorner.phantoms.holdout import write_holdout
@@ -183,6 +183,12 @@ def render_phantom(rng: np.random.Generator, *, fmt: str | None = None, hard: bo
     return _quantize(image, fmt), record, metadata
 
 
+TRUTH_FILE = "truth.json"
+"""The noise-free twin of ``annotations.json`` that ``vcorner synth`` writes beside it: the same films and vertebrae
+with the true corner apexes (no annotator's click spread, :mod:`vcorner.phantoms.annotate`), for measuring
+against the anatomy itself (README.md, "Phantoms")."""
+
+
 CONTEXT_LEVELS: tuple[str, str] = ("C2", "T1")
 """Levels that ``vcorner synth --style context`` also annotates: the structures that tell C3 and C7 from their
 neighbours, for training the centre detector's naming (README.md, "Automatic centres")."""
@@ -209,8 +215,8 @@ def _write_one(out: Path, index: int, seq: np.random.SeedSequence, context: bool
     write_image(out / name, pixels, pixel_spacing_mm=record.pixel_spacing_mm if fmt.startswith("dcm") else None,
                 photometric=photometric, bits_stored=12 if fmt.startswith("dcm") else None,
                 jpeg_quality=int(rng.integers(80, 96)), uid_entropy=[rng.bytes(16).hex()])
-    metadata.pop("truth")
-    return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **metadata}
+    exact = exact_record(name, metadata.pop("truth"), record.pixel_spacing_mm)
+    return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **metadata, "exact": exact}
 
 
 VARIED_DRAWN = 0.5
@@ -242,7 +248,8 @@ def _worker_init() -> None:
 def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | None = None,
                        progress: Callable[[int], None] | None = None, style: str = "train",
                        pathology: str = "rare") -> list[ImageRecord]:
-    """Write ``n_images`` phantoms with ``annotations.json``, ``centers.csv`` and ``phantoms.json`` into ``out``.
+    """Write ``n_images`` phantoms with ``annotations.json``, its noise-free twin :data:`TRUTH_FILE`, ``centers.csv`` and
+    ``phantoms.json`` into ``out``.
 
     The bytes written depend only on ``seed`` (per-image seeds from ``SeedSequence(seed).spawn``), not
     on ``workers``.
@@ -300,7 +307,9 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
                 if progress:
                     progress(1)
     records = [r for r, _ in results]  # type: ignore[misc]
+    exact = [m.pop("exact", r) for r, m in results]  # type: ignore[misc]  # holdout, tall: corners already exact
     write_annotations(out / "annotations.json", records)
+    write_annotations(out / TRUTH_FILE, exact)
     write_centers(out / "centers.csv", records)
     document = {"seed": seed, **({"style": style} if style != "train" else {}),
                 **({"pathology": pathology} if pathology != "rare" else {}),

@@ -22,7 +22,7 @@ import numpy as np
 
 from vcorner.io.records import ImageRecord
 from vcorner.phantoms.anatomy import LEVELS, Body, Spine
-from vcorner.phantoms.annotate import annotate
+from vcorner.phantoms.annotate import annotate, exact_record
 from vcorner.phantoms.pathology import sample_spine_with
 from vcorner.phantoms.render import Placement
 from vcorner.phantoms.shapes import place, rotation
@@ -226,7 +226,8 @@ def render_varied(rng: np.random.Generator) -> tuple[np.ndarray, ImageRecord, di
 
     Returns:
         ``pixels`` (H, W) float32 display values in [0, 1], bone bright; the record (``file`` empty; C2-T1, each
-        where its centre lies inside the film; ``pixel_spacing_mm`` set); what was drawn.
+        where its centre lies inside the film; ``pixel_spacing_mm`` set); what was drawn, with the noise-free
+        ``truth`` of each annotated vertebra (:class:`vcorner.phantoms.annotate.Truth`).
     """
     spine = sample_spine_with("clinical" if rng.random() < 0.3 else "rare", rng,
                               osteoporotic=bool(rng.random() < 0.15))
@@ -244,13 +245,14 @@ def render_varied(rng: np.random.Generator) -> tuple[np.ndarray, ImageRecord, di
     canvas += rng.normal(0.0, rng.uniform(0.005, 0.06), canvas.shape).astype(np.float32)
     low, high = np.percentile(canvas, [rng.uniform(0.0, 2.0), rng.uniform(98.0, 100.0)])
     pixels = np.clip((canvas - low) / max(high - low, 1e-6), 0.0, 1.0) ** float(np.exp(rng.uniform(-0.5, 0.5)))
-    vertebrae = []
+    vertebrae, truths = [], {}
     for name in LEVELS:
-        vertebra, _ = annotate(spine.body(name), p, rng)
+        vertebra, truth = annotate(spine.body(name), p, rng)
         x, y = vertebra.center
         if 0 <= x <= w - 1 and 0 <= y <= h - 1:
             vertebrae.append(vertebra)
-    info = {"style": STYLE, "shape": [h, w], "pixel_spacing_mm": round(p.spacing, 6),
+            truths[name] = truth
+    info = {"truth": truths, "style": STYLE, "shape": [h, w], "pixel_spacing_mm": round(p.spacing, 6),
             "rotation_deg": round(float(np.rad2deg(p.angle)), 2), "posterior": kind, "drawn": drawn,
             "clutter": clutter, **look}
     return pixels.astype(np.float32), ImageRecord("", tuple(vertebrae), p.spacing), info
@@ -265,4 +267,5 @@ def write_varied(out: Path, index: int, seq: np.random.SeedSequence) -> tuple[Im
     name = f"varied_{index:05d}.png"
     write_image(Path(out) / name, np.round(pixels * (65535.0 if deep else 255.0)).astype(
         np.uint16 if deep else np.uint8))
-    return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **info}
+    exact = exact_record(name, info.pop("truth"), record.pixel_spacing_mm)
+    return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **info, "exact": exact}
