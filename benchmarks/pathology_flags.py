@@ -7,7 +7,7 @@ vertebrae (Genant grade >= 1 or beside a slip >= 3 mm, by the annotated corners)
 flag operating point (:data:`vcorner.measure.compare.FLAG_TESTS`) and of the found value, MAE and 95%-interval
 coverage of heights, listhesis and angles. Appends a markdown table to ``--out``.
 
-    python benchmarks/pathology_flags.py DATA [--model M] [--variant NAME:key=value,key=value ...] [--truth] [--out FILE]
+    python benchmarks/pathology_flags.py DATA [--model M] [--variant NAME:key=value,...] [--truth] [--out FILE]
 
 ``DATA`` holds annotations.json and its images (``vcorner synth DATA --pathology clinical ...``); a variant
 replaces fields of the model card's ``decode`` (e.g. ``sharp64:prior_sharp_inflation=64``; ``corner_offset=0``

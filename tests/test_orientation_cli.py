@@ -126,11 +126,13 @@ def test_the_view_each_film_was_seen_in_is_recorded(posed):
             assert view == expected[kind], (file, view)
 
 
-def test_films_of_another_region_are_refused_or_flagged_never_named_c3_c7_as_sure(tmp_path):
-    """Lateral thoracolumbar films (T1-L5, no cervical spine) through the automatic batch: each film is refused
-    ("no vertebrae found", failed centre checks) or answered with a flag on its rows, never as sure."""
-    films = tmp_path / "tall"
-    made = CliRunner().invoke(app, ["synth", str(films), "--style", "tall", "--images", "6", "--seed", "9191",
+@pytest.mark.parametrize(("style", "seed"), [("tall", 9191), ("ap", 4040)])
+def test_films_of_another_region_are_refused_or_flagged_never_named_c3_c7_as_sure(tmp_path, style, seed):
+    """Lateral (``tall``) and frontal (``ap``) thoracolumbar films (T1-L5, no cervical spine) through the automatic
+    batch: each film is refused ("no vertebrae found", failed centre checks) or answered with a flag on its rows,
+    never as sure."""
+    films = tmp_path / style
+    made = CliRunner().invoke(app, ["synth", str(films), "--style", style, "--images", "6", "--seed", str(seed),
                                     "--workers", "1"], catch_exceptions=False)
     assert made.exit_code == 0, made.output
     result = CliRunner().invoke(app, ["batch", str(films), "--out", str(tmp_path / "out")], catch_exceptions=False)

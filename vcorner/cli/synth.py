@@ -24,7 +24,9 @@ def synth(
                                             "(a many-level detector's world); varied: half domain-randomized "
                                             "films (every film its own look of bone, posterior elements, neck, "
                                             "skull base and field of view), half context films (the centre "
-                                            "detector's wider world).")] = "train",
+                                            "detector's wider world); ap: frontal thoracolumbar "
+                                            "films, T1-L5 (another view and region, for testing that "
+                                            "the tool says so).")] = "train",
     pathology: Annotated[str, typer.Option(help="rare: the renderer's own few wedge fractures and 1.5-4 mm slips "
                                                 "(the default, as every recorded figure before issue #29); "
                                                 "clinical: Genant grade 1-3 wedge, crush and biconcave fractures, "

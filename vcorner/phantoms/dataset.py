@@ -28,6 +28,7 @@ from vcorner.phantoms.anatomy import ANNOTATED, Spine
 from vcorner.phantoms.annotate import annotate, exact_record
 from vcorner.phantoms.elements import Part, clutter, hardware, vertebral_bodies
 from vcorner.phantoms.files import write_image
+from vcorner.phantoms.frontal import write_frontal
 from vcorner.phantoms.holdout import write_holdout
 from vcorner.phantoms.pathology import PATHOLOGIES, sample_spine_with
 from vcorner.phantoms.render import Placement, compose, rasterize, trabecular_texture
@@ -235,7 +236,7 @@ def _write_varied_or_train(out: Path, index: int, seq: np.random.SeedSequence) -
 
 STYLES: dict[str, Callable[[Path, int, np.random.SeedSequence], tuple[ImageRecord, dict[str, Any]]]] = {
     "train": _write_one, "context": partial(_write_one, context=True), "holdout": write_holdout, "tall": write_tall,
-    "varied": _write_varied_or_train}
+    "varied": _write_varied_or_train, "ap": write_frontal}
 """Renderers by style name (``vcorner synth --style``)."""
 
 
@@ -248,8 +249,8 @@ def _worker_init() -> None:
 def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | None = None,
                        progress: Callable[[int], None] | None = None, style: str = "train",
                        pathology: str = "rare") -> list[ImageRecord]:
-    """Write ``n_images`` phantoms with ``annotations.json``, its noise-free twin :data:`TRUTH_FILE`, ``centers.csv`` and
-    ``phantoms.json`` into ``out``.
+    """Write ``n_images`` phantoms with ``annotations.json``, its noise-free twin :data:`TRUTH_FILE`,
+    ``centers.csv`` and ``phantoms.json`` into ``out``.
 
     The bytes written depend only on ``seed`` (per-image seeds from ``SeedSequence(seed).spawn``), not
     on ``workers``.
@@ -263,7 +264,8 @@ def synthesize_dataset(out: Path, n_images: int, seed: int, *, workers: int | No
         style: ``train`` (this module's renderer, the world the models learn), ``context`` (the same films
             with C2 and T1 annotated too, for the centre detector), ``holdout``
             (:mod:`vcorner.phantoms.holdout`: for validation only, refused by training and tuning) or ``tall``
-            (:mod:`vcorner.phantoms.tall`: lateral thoracolumbar films, T1-L5, for a many-level detector).
+            (:mod:`vcorner.phantoms.tall`: lateral thoracolumbar films, T1-L5, for a many-level detector) or ``ap``
+            (:mod:`vcorner.phantoms.frontal`: frontal thoracolumbar films, T1-L5: another view and region).
         pathology: ``rare`` (the default; every recorded figure before issue #29) or ``clinical``
             (:mod:`vcorner.phantoms.pathology`); only the ``train`` and ``context`` styles draw it.
 
