@@ -154,6 +154,43 @@ def test_two_names_on_one_vertebra_of_a_large_film_merge_and_are_flagged():
         assert found.flags == flags
 
 
+def test_a_merge_the_view_finder_names_alike_and_anchors_is_not_flagged():
+    """The merged film above, now with a view finder beside the namer (a second reader, trained apart): where the
+    finder names the kept vertebrae alike and finds an anchor (C2 above C3), the merge is settled and the film goes
+    out without a flag; where the finder finds no anchor, or names one of them otherwise, it stays levels_uncertain."""
+    size, names = 128, ("C3", "C4", "C5", "C6", "C7")
+    config = DetectionConfig(input_size=size, min_confidence=0.2, spacing_px=10.0, sigma=0.15)
+    identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    doubled = np.stack([gaussian(size, 60.0, y, 1.5) for y in (30.0, 46.0, 62.0, 78.0, 83.0)])
+    merged, _, moved = decode_spaced(doubled, names, identity, config)
+    assert moved
+    kept = {d.name: d.xy for d in merged if d.confidence >= 0.2}
+    namer = DetectorCard({"widths": [4, 8, 8, 16, 16], "in_channels": 1, "padding_mode": "zeros", "out_channels": 5},
+                         names, config, {})
+    finder_card = DetectorCard({"widths": [4, 8, 8, 16, 16], "in_channels": 1, "padding_mode": "zeros",
+                                "out_channels": len(NAMES)}, NAMES,
+                               replace(config, views=("as_is", "mirrored"), context=("C2", "T1")), {})
+    flat = np.full((size, size), 1.0 / size**2)
+    at = {"C2": (60.0, 14.0), **{n: tuple(xy) for n, xy in kept.items()}}
+    shifted = {"C2": (60.0, 14.0), **{n: tuple(kept[m]) for n, m in zip(("C4", "C5", "C6", "C7"), kept, strict=True)}}
+
+    def finder_maps(where: dict) -> np.ndarray:
+        return np.stack([gaussian(size, *where[n], 1.5) if n in where else flat for n in NAMES])
+
+    pyramid = build_pyramid(np.ones((size, size), np.float32))
+    no_c2 = {n: xy for n, xy in at.items() if n != "C2"}
+    for where, flags in ((at, ()), (no_c2, ("levels_uncertain",)), (shifted, ("levels_uncertain",))):
+        maps = finder_maps(where)
+
+        def finder(batch, maps=maps):
+            return np.stack([maps, np.stack([flat] * len(NAMES))][: len(batch)]).astype(np.float32)
+
+        found = detect_centres(pyramid, (size, size), "a.png", None, namer,
+                               lambda b: doubled[None].astype(np.float32), (finder_card, finder))
+        assert [v.name for v in found.listed.vertebrae] == list(kept)
+        assert found.flags == flags, where
+
+
 def test_a_weak_second_name_outvoted_by_a_merge_is_dropped_without_a_flag():
     """The same large film with C7's map holding 30% of its mass 5 px from C6's blob (confidence 0.23, just
     above the threshold): the merge drops C7, and since C6, kept there, is more than twice as confident, no listed

@@ -224,7 +224,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if film_turn and search:
         found, lead, film_turn = searched_upright(pyramid, shape, finder, card, found, lead, film_turn)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), film_turn)[0]
-    flags = image_flags(finder[0] if search else None, lead, card, answer.margin, answer.merged, found.view != first)
+    merged = answer.merged and not (names_agree(answer, card, found, finder[0]) and not unanchored(found, finder[0]))
+    flags = image_flags(finder[0] if search else None, lead, card, answer.margin, merged, found.view != first)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
@@ -259,6 +260,21 @@ def unanchored(answer: ViewAnswer, card: DetectorCard) -> bool:
     anchors = card.detection.context
     return bool(anchors) and not any(d.name in anchors and d.confidence >= card.detection.min_confidence
                                      for d in answer.found)
+
+
+def names_agree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other_card: DetectorCard) -> bool:
+    """Whether a second detector confirms every name of ``answer``: each confident name (context names left out) has
+    a confident detection of ``other`` with the same name within half a vertebra spacing (the median distance between
+    its consecutive names); False with fewer than two names. A merge of two names on one vertebra
+    (:func:`vcorner.postprocess.peaks.decode_spaced`) that the view finder, trained apart, names alike and anchors
+    (:func:`unanchored`) is not flagged."""
+    mine = [d for d in answer.found if d.confidence >= card.detection.min_confidence
+            and d.name not in card.detection.context]
+    theirs = {d.name: d.xy for d in other.found if d.confidence >= other_card.detection.min_confidence}
+    if len(mine) < 2:
+        return False
+    spacing = float(np.median(np.linalg.norm(np.diff([d.xy for d in mine], axis=0), axis=1)))
+    return all(d.name in theirs and np.linalg.norm(theirs[d.name] - d.xy) < 0.5 * spacing for d in mine)
 
 
 def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other_card: DetectorCard) -> bool:
