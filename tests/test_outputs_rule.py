@@ -73,14 +73,15 @@ def test_evaluate_never_writes_over_its_predictions(batch_out, tmp_path):
                                             tmp_path, "--force"))
 
 
-def test_synth_keeps_a_users_annotations_and_rewrites_its_own_dataset(tmp_path):
+@pytest.mark.parametrize("mine", ["annotations.json", "truth.json"])
+def test_synth_keeps_a_users_annotations_and_rewrites_its_own_dataset(tmp_path, mine):
     data = tmp_path / "data"
     data.mkdir()
-    (data / "annotations.json").write_text("clicked by hand")
+    (data / mine).write_text("clicked by hand")
     assert "--force" in refused(run_cli("synth", data, "--images", 1))
-    assert (data / "annotations.json").read_text() == "clicked by hand"
+    assert (data / mine).read_text() == "clicked by hand"
     assert run_cli("synth", data, "--images", 1, "--force").exit_code == 0
-    assert next(data.glob("previous-*/annotations.json")).read_text() == "clicked by hand"
+    assert next(data.glob(f"previous-*/{mine}")).read_text() == "clicked by hand"
     assert run_cli("synth", data, "--images", 1, "--seed", 3).exit_code == 0  # its own dataset: rewritten
 
 

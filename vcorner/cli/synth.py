@@ -32,19 +32,20 @@ def synth(
                                                 "clinical: Genant grade 1-3 wedge, crush and biconcave fractures, "
                                                 "antero- and retrolisthesis of 1-8 mm, degenerated discs, "
                                                 "osteophytes, fused levels (README.md, Phantoms).")] = "rare",
-    force: Annotated[bool, typer.Option("--force", help="Write into a folder whose annotations.json or centers.csv "
+    force: Annotated[bool, typer.Option("--force", help="Write into a folder whose annotations.json, centers.csv "
+                                                       "or truth.json "
                                                        "vcorner synth did not write (they are moved into "
                                                        "previous-<time>/).")] = False,
 ) -> None:
     """Write a seeded phantom dataset in the vcorner annotation format.
 
-    An earlier phantom dataset in OUT (it has phantoms.json) is rewritten; a folder with an annotations.json or
-    centers.csv of its own is kept unless --force."""
+    An earlier phantom dataset in OUT (it has phantoms.json) is rewritten; a folder with an annotations.json,
+    centers.csv or truth.json of its own is kept unless --force."""
     from vcorner.io.claims import claim_folder
     from vcorner.phantoms.dataset import synthesize_dataset
 
     with user_errors():
-        claim_folder(out, ("annotations.json", "centers.csv"), force=force,
+        claim_folder(out, ("annotations.json", "centers.csv", "truth.json"), force=force,
                      own=lambda path: (path.parent / "phantoms.json").is_file())
     with user_errors(), progress_bar() as bar:
         task = bar.add_task("phantoms", total=images)
