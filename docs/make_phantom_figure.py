@@ -45,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT / "examples" / "xrays")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "phantoms.png")
+    parser.add_argument("--title", default="lateral C-spine radiographs", help="what the films are")
     args = parser.parse_args()
     records = read_annotations(args.data / "annotations.json")[:6]
     meta_path = args.data / "phantoms.json"
@@ -59,7 +60,7 @@ def main() -> None:
         ax.axis("off")
     handles = [Line2D([], [], marker="o", ls="", color=np.array(c) / 255, label=n) for n, c in CORNER_COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=9)
-    fig.suptitle("vcorner phantoms: lateral C-spine radiographs (raw | annotations)", fontsize=12)
+    fig.suptitle(f"vcorner phantoms: {args.title} (raw | annotations)", fontsize=12)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.05, top=0.92, wspace=0.03, hspace=0.15)
     fig.savefig(args.out)
     print(f"wrote {args.out}")
