@@ -126,25 +126,27 @@ def test_the_view_each_film_was_seen_in_is_recorded(posed):
             assert view == expected[kind], (file, view)
 
 
-@pytest.mark.parametrize(("style", "seed"), [("tall", 9191), ("ap", 4040)])
-def test_films_of_another_region_are_refused_or_flagged_never_named_c3_c7_as_sure(tmp_path, style, seed):
+def test_films_of_another_region_are_refused_or_flagged_never_named_c3_c7_as_sure(tmp_path):
     """Lateral (``tall``) and frontal (``ap``) thoracolumbar films (T1-L5, no cervical spine) through the automatic
-    batch: each film is refused ("no vertebrae found", failed centre checks) or answered with a flag on its rows,
-    never as sure."""
-    films = tmp_path / style
-    made = CliRunner().invoke(app, ["synth", str(films), "--style", style, "--images", "6", "--seed", str(seed),
-                                    "--workers", "1"], catch_exceptions=False)
-    assert made.exit_code == 0, made.output
-    result = CliRunner().invoke(app, ["batch", str(films), "--out", str(tmp_path / "out")], catch_exceptions=False)
-    assert result.exit_code in (0, 1), result.output
-    refused = {r["image"] for r in read_rows(tmp_path / "out" / "errors.csv") if not r.get("vertebra")}
-    rows: dict[str, list[str]] = {}
-    for r in read_rows(tmp_path / "out" / "corners.csv"):
-        rows.setdefault(r["image"], []).append(r["flags"])
-    for image, flags in rows.items():
-        assert image not in refused
-        assert any(flags), f"{image}: named {len(flags) // 4} cervical vertebrae on a thoracolumbar film, no flag"
-    assert len(refused) + len(rows) == 6
+    batch: each film is refused ("no vertebrae found", failed centre checks) or answered with a flag on its rows, but
+    for at most issue #27's aim of 2% of the answered films (README.md, "Flags": 1 of 120 of each kind measured)."""
+    answered = unflagged = refused = 0
+    for style, seed in (("tall", 9191), ("ap", 4040)):
+        films, out = tmp_path / style, tmp_path / f"{style}-out"
+        made = CliRunner().invoke(app, ["synth", str(films), "--style", style, "--images", "30", "--seed", str(seed)],
+                                  catch_exceptions=False)
+        assert made.exit_code == 0, made.output
+        result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
+        assert result.exit_code in (0, 1), result.output
+        gone = {r["image"] for r in read_rows(out / "errors.csv") if not r.get("vertebra")}
+        rows: dict[str, list[str]] = {}
+        for r in read_rows(out / "corners.csv"):
+            rows.setdefault(r["image"], []).append(r["flags"])
+        assert not gone & set(rows) and len(gone) + len(rows) == 30
+        refused += len(gone)
+        answered += len(rows)
+        unflagged += sum(not any(flags) for flags in rows.values())
+    assert answered >= 30 and unflagged <= 0.02 * answered, (unflagged, answered, refused)
 
 
 def test_a_film_of_another_style_cut_to_c2_c5_is_named_right_or_flagged_never_shifted_as_sure(tmp_path):

@@ -575,3 +575,25 @@ def test_varied_films_one_look_read_mirrored_or_upside_down_are_voted_right_or_f
         assert corners[(name, "inferior_right")] > corners[(name, "inferior_left")] + 10, name
     upside_alike = [r for r in detected if r["image"] == "varied_upside_alike.png"]
     assert upside_alike and all("view_uncertain" in r["flags"].split(";") for r in upside_alike)
+
+
+def test_names_with_a_skipped_level_between_them_are_flagged_levels_uncertain():
+    """A detected sequence C3-C7 whose C4-C5 step is twice the others (a vertebra skipped, or a name on a body of
+    another level: the names below may be shifted) is flagged; regular steps, and a film leaning or foreshortened
+    alike all along, are not."""
+    from vcorner.postprocess.peaks import Detection
+    from vcorner.stages.detect import GAP_RATIO, irregular_steps
+
+    def found(ys, xs=None):
+        xs = xs or [100.0] * len(ys)
+        return [Detection(f"C{3 + k}", np.array([x, y]), 0.9) for k, (x, y) in enumerate(zip(xs, ys, strict=True))]
+
+    assert not irregular_steps(found([100.0, 160.0, 220.0, 280.0, 340.0]))
+    assert not irregular_steps(found([100.0, 130.0, 160.0, 190.0], xs=[100.0, 140.0, 180.0, 220.0]))  # leaning
+    assert irregular_steps(found([100.0, 160.0, 280.0, 340.0, 400.0]))  # C4-C5 is 2 steps
+    assert not irregular_steps(found([100.0, 160.0, 160.0 + 60.0 * (GAP_RATIO - 0.05), 300.0, 360.0]))
+    gap = found([100.0, 160.0, 280.0, 340.0])
+    gap[2] = Detection("C6", gap[2].xy, 0.9)  # C5 not found: C4 to C6 is two levels apart, a regular step each
+    gap[3] = Detection("C7", gap[3].xy, 0.9)
+    assert not irregular_steps(gap)
+    assert not irregular_steps(found([100.0, 160.0]))  # two names: no median to compare with

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vcorner.geometry.letterbox import detector_input, letterbox_affine, to_grid
-from vcorner.geometry.sequence import checked_record
+from vcorner.geometry.sequence import checked_record, level_ranks
 from vcorner.geometry.views import AS_IS, View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
@@ -300,7 +300,8 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     """The checked, named centres of one image, found on the candidate view where the detector (or the ``finder``,
     when given) sees its spine (:func:`chosen_answer`; without ``search``, on the film as it is).
 
-    The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed.
+    The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed. Names
+    whose steps are irregular (:func:`irregular_steps`) are flagged ``levels_uncertain``.
 
     Raises:
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
@@ -316,6 +317,8 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         beside = f"; {len(outside)} found outside the image's pixels" if outside else ""
         raise InputError(f"no vertebrae found (the detector's best confidence {best:.2f}; at least two names need "
                          f"{card.detection.min_confidence:g}{beside})")
+    if "levels_uncertain" not in flags and irregular_steps(kept):
+        flags += ("levels_uncertain",)
     # centres at 0.001 px, as centers.detected.csv writes them: a resumed run, or vcorner batch --centers on that
     # file, frames the vertebrae from exactly the same numbers
     listed = ImageRecord(file, tuple(Vertebra(d.name, np.round(np.asarray(d.xy, dtype=np.float64), 3)) for d in kept),
@@ -326,6 +329,25 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         raise InputError(f"detected centres fail the sequence checks: {err}") from None
     return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, {**outside, **left_out},
                            tuple(dropped), answer.view.name, answer.margin, flags)
+
+
+GAP_RATIO = 1.5
+"""A detected sequence whose longest step between consecutive names (per level between them) is more than this
+many times its median step is flagged ``levels_uncertain``: a regular step gives 1, a skipped vertebra 2, so beyond
+half-way a vertebra between two names was skipped or one name sits on a body of another level, and the names below
+it may be shifted (README.md, "Orientation, polarity and naming")."""
+
+
+def irregular_steps(found: list[Detection]) -> bool:
+    """Whether the centres ``found`` (named, image pixels), in anatomical order, have a step per level longer than
+    :data:`GAP_RATIO` times their median step (False with fewer than three names of known level)."""
+    ranked = sorted((r, i) for i, r in enumerate(level_ranks([d.name for d in found])) if r is not None)
+    if len(ranked) < 3:
+        return False
+    levels = np.array([r for r, _ in ranked], dtype=np.float64)
+    points = np.stack([np.asarray(found[i].xy, dtype=np.float64) for _, i in ranked])
+    step = np.linalg.norm(np.diff(points, axis=0), axis=1) / np.maximum(np.diff(levels), 1.0)
+    return bool(step.max() > GAP_RATIO * np.median(step))
 
 
 def outside_reason(xy: np.ndarray, shape: tuple[int, int]) -> str:
