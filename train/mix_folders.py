@@ -4,7 +4,8 @@ another learns exactly that detector's names).
 
     python train/mix_folders.py data/det-mix data/det-varied data/det-train2 --names C3 C4 C5 C6 C7
 
-The films are symbolic links, so the sources must stay where they are.
+The films are hard links (copies across file systems): the mixed folder stands on its own, and ``vcorner train``'s
+closing calibration reads it (it refuses films that resolve outside the data folder, as symbolic links do).
 """
 
 from __future__ import annotations
@@ -12,11 +13,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import string
 from pathlib import Path
 
 from vcorner.io.annotations import read_annotations, write_annotations
 from vcorner.io.records import ImageRecord
+
+
+def place(film: Path, target: Path) -> None:
+    """``film`` at ``target`` as a hard link (no copy, and inside the folder: ``vcorner tune``, which ends
+    ``vcorner train``, reads no film that resolves outside its data folder), else as a copy (another file system)."""
+    try:
+        os.link(film, target)
+    except OSError:
+        shutil.copy2(film, target)
 
 
 def mixed_records(sources: list[Path], names: set[str] | None) -> list[tuple[Path, ImageRecord]]:
@@ -44,7 +55,7 @@ def main() -> None:
     mixed = mixed_records(args.sources, set(args.names) if args.names else None)
     args.out.mkdir(parents=True)
     for film, record in mixed:
-        os.symlink(film.resolve(), args.out / record.file)
+        place(film.resolve(), args.out / record.file)
     write_annotations(args.out / "annotations.json", [record for _, record in mixed])
     print(f"{len(mixed)} films from {len(args.sources)} folders in {args.out}")
 
