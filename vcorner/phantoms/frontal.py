@@ -14,14 +14,12 @@ are image pixels (x right, y down).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from vcorner.io.records import ImageRecord, Vertebra
+from vcorner.io.records import ImageRecord
 from vcorner.phantoms.holdout import Body, _arc, _band_noise, _body_polygon, _rounded_body
-from vcorner.phantoms.tall import ANNOTATED, LEVELS, _expose, _sizes
+from vcorner.phantoms.tall import ANNOTATED, LEVELS, _expose, _sizes, annotated_bodies, fill_bodies, write_film
 
 STYLE = "ap"
 
@@ -161,38 +159,16 @@ def render_frontal(rng: np.random.Generator) -> tuple[np.ndarray, ImageRecord, d
     texture = _band_noise(shape, 0.5 * mm, 2.0 * mm, rng)
     density, rim_gain = rng.uniform(0.35, 0.65), rng.uniform(0.2, 0.6)
     posterior = np.zeros(shape, np.float32)
-    for body in bodies:
-        ys, xs_ = np.nonzero(body.mask)
-        if len(ys) == 0:
-            continue
-        box = slice(ys.min(), ys.max() + 1), slice(xs_.min(), xs_.max() + 1)
-        mask = body.mask[box].astype(np.uint8)
-        inside = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1] * spacing
-        attenuation[box] += mask * density * (1 + 0.2 * texture[box]) + rim_gain * np.exp(-inside) * mask
-        if body.name != "S1":
-            _posterior(posterior, body, mm, rng)
+    fill_bodies(attenuation, bodies, texture, (density, rim_gain), spacing,
+                lambda body: _posterior(posterior, body, mm, rng))
     attenuation += cv2.GaussianBlur(posterior, (0, 0), 0.7)
     severe = rng.random() < 0.15
     image = _expose(attenuation, rng, severe)
-    limit = np.array([shape[1], shape[0]]) - 1 - 1.0 * mm
-    vertebrae = []
-    for body in bodies:
-        if body.name not in ANNOTATED or not np.all((body.sharp >= 1.0 * mm) & (body.sharp <= limit)):
-            continue
-        click = body.corners.mean(axis=0) + rng.normal(0.0, rng.uniform(0.2, 0.6) * mm, 2)
-        step = max(1, len(body.outline) // 16)
-        vertebrae.append(Vertebra(body.name, click, body.corners.copy(), body.outline[::step].copy()))
+    vertebrae = annotated_bodies(bodies, shape, mm, rng)
     info = {"style": STYLE, "crop": crop, "curve": kind, "shape": list(shape), "severe_noise": bool(severe)}
-    return image.astype(np.float32), ImageRecord("", tuple(vertebrae), round(spacing, 5)), info
+    return image.astype(np.float32), ImageRecord("", vertebrae, round(spacing, 5)), info
 
 
 def write_frontal(out, index: int, seq: np.random.SeedSequence) -> tuple[ImageRecord, dict]:
     """Render film ``index`` of an AP dataset from its seed and write it as PNG (8- or 16-bit)."""
-    from vcorner.phantoms.files import write_image
-
-    pixels, record, info = render_frontal(np.random.default_rng(seq))
-    deep = index % 2 == 1
-    name = f"ap_{index:05d}.png"
-    stored = np.round(pixels * (65535.0 if deep else 255.0)).astype(np.uint16 if deep else np.uint8)
-    write_image(Path(out) / name, stored)
-    return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **info}
+    return write_film(render_frontal, "ap", out, index, seq)

@@ -17,6 +17,7 @@ pixels (x right = anterior, y down); lengths in mm are converted with the film's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -181,6 +182,27 @@ def render_tall(rng: np.random.Generator) -> tuple[np.ndarray, ImageRecord, dict
     density = rng.uniform(0.45, 0.75) * (rng.uniform(0.4, 0.6) if low_density else 1.0)
     rim_gain = rng.uniform(0.3, 0.8) * (0.6 if low_density else 1.0)
     posterior = np.zeros(shape, np.float32)
+
+    def behind(body: Body) -> None:
+        size = np.linalg.norm(body.sharp[1] - body.sharp[0]) / mm / 16.0  # posterior elements grow with the body
+        _posterior(posterior, body, rng, mm * size, rng.uniform(0.3, 0.6))
+
+    fill_bodies(attenuation, bodies, texture, (density, rim_gain), spacing, behind)
+    attenuation += posterior
+    severe = rng.random() < 0.15
+    image = _expose(attenuation, rng, severe)
+    vertebrae = annotated_bodies(bodies, shape, mm, rng)
+    info = {"style": STYLE, "crop": crop, "shape": list(shape), "fractured": fractured,
+            "low_density": bool(low_density), "severe_noise": bool(severe)}
+    return image.astype(np.float32), ImageRecord("", vertebrae, round(spacing, 5)), info
+
+
+def fill_bodies(attenuation: np.ndarray, bodies: list[Body], texture: np.ndarray, gains: tuple[float, float],
+                spacing: float, behind: Callable[[Body], None]) -> None:
+    """Add each body's bone into ``attenuation`` (in place): a fill of ``gains[0]`` grained by ``texture`` and a
+    cortical rim of ``gains[1]`` falling off over a millimetre (``spacing``: mm per pixel), then ``behind(body)`` for
+    every body but the sacrum (its posterior elements)."""
+    density, rim_gain = gains
     for body in bodies:
         ys, xs_ = np.nonzero(body.mask)
         if len(ys) == 0:
@@ -190,11 +212,13 @@ def render_tall(rng: np.random.Generator) -> tuple[np.ndarray, ImageRecord, dict
         inside = cv2.distanceTransform(np.pad(mask, 1), cv2.DIST_L2, 3)[1:-1, 1:-1] * spacing
         attenuation[box] += mask * density * (1 + 0.2 * texture[box]) + rim_gain * np.exp(-inside) * mask
         if body.name != "S1":
-            size = np.linalg.norm(body.sharp[1] - body.sharp[0]) / mm / 16.0  # posterior elements grow with the body
-            _posterior(posterior, body, rng, mm * size, rng.uniform(0.3, 0.6))
-    attenuation += posterior
-    severe = rng.random() < 0.15
-    image = _expose(attenuation, rng, severe)
+            behind(body)
+
+
+def annotated_bodies(bodies: list[Body], shape: tuple[int, int], mm: float,
+                     rng: np.random.Generator) -> tuple[Vertebra, ...]:
+    """The bodies of :data:`ANNOTATED` whose sharp corners lie at least 1 mm inside the film (``shape``; ``mm``:
+    pixels per mm), cranial first, each with a click near its middle, its exact corners and 16 outline points."""
     limit = np.array([shape[1], shape[0]]) - 1 - 1.0 * mm
     vertebrae = []
     for body in bodies:
@@ -203,18 +227,23 @@ def render_tall(rng: np.random.Generator) -> tuple[np.ndarray, ImageRecord, dict
         click = body.corners.mean(axis=0) + rng.normal(0.0, rng.uniform(0.2, 0.6) * mm, 2)
         step = max(1, len(body.outline) // 16)
         vertebrae.append(Vertebra(body.name, click, body.corners.copy(), body.outline[::step].copy()))
-    info = {"style": STYLE, "crop": crop, "shape": list(shape), "fractured": fractured,
-            "low_density": bool(low_density), "severe_noise": bool(severe)}
-    return image.astype(np.float32), ImageRecord("", tuple(vertebrae), round(spacing, 5)), info
+    return tuple(vertebrae)
+
+
+def write_film(render: Callable[[np.random.Generator], tuple[np.ndarray, ImageRecord, dict]], prefix: str, out,
+               index: int, seq: np.random.SeedSequence) -> tuple[ImageRecord, dict]:
+    """Render film ``index`` from its seed with ``render`` and write it as ``{prefix}_{index:05d}.png`` (8-bit, every
+    second one 16-bit)."""
+    from vcorner.phantoms.files import write_image
+
+    pixels, record, info = render(np.random.default_rng(seq))
+    deep = index % 2 == 1
+    name = f"{prefix}_{index:05d}.png"
+    stored = np.round(pixels * (65535.0 if deep else 255.0)).astype(np.uint16 if deep else np.uint8)
+    write_image(Path(out) / name, stored)
+    return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **info}
 
 
 def write_tall(out, index: int, seq: np.random.SeedSequence) -> tuple[ImageRecord, dict]:
     """Render film ``index`` of a tall dataset from its seed and write it as PNG (8- or 16-bit)."""
-    from vcorner.phantoms.files import write_image
-
-    pixels, record, info = render_tall(np.random.default_rng(seq))
-    deep = index % 2 == 1
-    name = f"tall_{index:05d}.png"
-    stored = np.round(pixels * (65535.0 if deep else 255.0)).astype(np.uint16 if deep else np.uint8)
-    write_image(Path(out) / name, stored)
-    return ImageRecord(name, record.vertebrae, record.pixel_spacing_mm), {"file": name, **info}
+    return write_film(render_tall, "tall", out, index, seq)
