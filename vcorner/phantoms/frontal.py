@@ -19,7 +19,7 @@ import numpy as np
 
 from vcorner.io.records import ImageRecord
 from vcorner.phantoms.holdout import Body, _arc, _band_noise, _body_polygon, _rounded_body
-from vcorner.phantoms.tall import ANNOTATED, LEVELS, _expose, _sizes, annotated_bodies, fill_bodies, write_film
+from vcorner.phantoms.tall import ANNOTATED, LEVELS, _expose, _sizes, annotated_bodies, fill_bodies, spine_grid, write_film
 
 STYLE = "ap"
 
@@ -89,12 +89,8 @@ def _posterior(canvas: np.ndarray, body: Body, mm: float, rng: np.random.Generat
 
 def _scene(shape: tuple[int, int], bodies: list[Body], mm: float, rng: np.random.Generator) -> np.ndarray:
     """Attenuation of everything but the bodies: the trunk, lungs and diaphragm, ribs, clavicles, the pelvis."""
-    h, w = shape
     named = {b.name: b for b in bodies}
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    ys = np.array([b.sharp.mean(axis=0)[1] for b in bodies])
-    xs = np.array([b.sharp.mean(axis=0)[0] for b in bodies])
-    spine_x = np.interp(yy[:, 0], ys, xs)[:, None]
+    yy, xx, spine_x = spine_grid(shape, bodies)
     trunk = rng.uniform(130, 170) * mm
     attenuation = rng.uniform(0.3, 0.5) / (1 + np.exp((np.abs(xx - spine_x) - trunk) / (10 * mm)))
     attenuation += rng.uniform(0.05, 0.15) * np.exp(-(((xx - spine_x) / (35 * mm)) ** 2))  # paraspinal muscles

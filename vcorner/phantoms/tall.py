@@ -97,14 +97,20 @@ def _ribs(canvas: np.ndarray, body: Body, mm: float, rng: np.random.Generator, l
              max(1, int(rng.uniform(3.5, 6.0) * mm)), rng.uniform(0.08, 0.18))
 
 
-def _scene(shape: tuple[int, int], bodies: list[Body], mm: float, rng: np.random.Generator) -> np.ndarray:
-    """Attenuation of everything but the bodies: soft tissue, lungs and diaphragm, shoulders, ribs, the pelvis."""
+def spine_grid(shape: tuple[int, int], bodies: list[Body]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel rows ``yy`` and columns ``xx`` (H, W) of a film of ``shape``, and (H, 1) the x of the spine's line (the
+    bodies' centres, interpolated) on every row."""
     h, w = shape
-    named = {b.name: b for b in bodies}
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     ys = np.array([b.sharp.mean(axis=0)[1] for b in bodies])
     xs = np.array([b.sharp.mean(axis=0)[0] for b in bodies])
-    spine_x = np.interp(yy[:, 0], ys, xs)[:, None]
+    return yy, xx, np.interp(yy[:, 0], ys, xs)[:, None]
+
+
+def _scene(shape: tuple[int, int], bodies: list[Body], mm: float, rng: np.random.Generator) -> np.ndarray:
+    """Attenuation of everything but the bodies: soft tissue, lungs and diaphragm, shoulders, ribs, the pelvis."""
+    named = {b.name: b for b in bodies}
+    yy, xx, spine_x = spine_grid(shape, bodies)
     attenuation = rng.uniform(0.35, 0.55) * np.ones(shape, np.float32)
     attenuation += rng.uniform(0.05, 0.15) * np.exp(-(((xx - spine_x) / (80 * mm)) ** 2))  # paraspinal muscles
     # lungs: from the apex to a domed diaphragm (higher in front), anterior to the back muscles
