@@ -19,7 +19,16 @@ import numpy as np
 
 from vcorner.io.records import ImageRecord
 from vcorner.phantoms.holdout import Body, _arc, _band_noise, _body_polygon, _rounded_body
-from vcorner.phantoms.tall import ANNOTATED, LEVELS, _expose, _sizes, annotated_bodies, fill_bodies, spine_grid, write_film
+from vcorner.phantoms.tall import (
+    ANNOTATED,
+    LEVELS,
+    _expose,
+    _sizes,
+    annotated_bodies,
+    fill_bodies,
+    spine_grid,
+    write_film,
+)
 
 STYLE = "ap"
 
