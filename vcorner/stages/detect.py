@@ -262,18 +262,26 @@ def unanchored(answer: ViewAnswer, card: DetectorCard) -> bool:
                                      for d in answer.found)
 
 
+def _named_with_spacing(answer: ViewAnswer, card: DetectorCard) -> tuple[list[Detection], float]:
+    """``answer``'s confident names (``card``'s context names left out) and their vertebra spacing, px: the median
+    distance between consecutive ones (NaN with fewer than two)."""
+    mine = [d for d in answer.found if d.confidence >= card.detection.min_confidence
+            and d.name not in card.detection.context]
+    if len(mine) < 2:
+        return mine, float("nan")
+    return mine, float(np.median(np.linalg.norm(np.diff([d.xy for d in mine], axis=0), axis=1)))
+
+
 def names_agree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other_card: DetectorCard) -> bool:
     """Whether a second detector confirms every name of ``answer``: each confident name (context names left out) has
     a confident detection of ``other`` with the same name within half a vertebra spacing (the median distance between
     its consecutive names); False with fewer than two names. A merge of two names on one vertebra
     (:func:`vcorner.postprocess.peaks.decode_spaced`) that the view finder, trained apart, names alike and anchors
     (:func:`unanchored`) is not flagged."""
-    mine = [d for d in answer.found if d.confidence >= card.detection.min_confidence
-            and d.name not in card.detection.context]
+    mine, spacing = _named_with_spacing(answer, card)
     theirs = {d.name: d.xy for d in other.found if d.confidence >= other_card.detection.min_confidence}
     if len(mine) < 2:
         return False
-    spacing = float(np.median(np.linalg.norm(np.diff([d.xy for d in mine], axis=0), axis=1)))
     return all(d.name in theirs and np.linalg.norm(theirs[d.name] - d.xy) < 0.5 * spacing for d in mine)
 
 
@@ -281,12 +289,10 @@ def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, ot
     """Whether two detectors name a vertebra differently: a confident name of ``answer`` lies within half a
     vertebra spacing (the median distance between its consecutive names) of a confident detection of ``other``
     that carries another name (the view finder, trained apart and on other films, as a second reader)."""
-    mine = [d for d in answer.found if d.confidence >= card.detection.min_confidence
-            and d.name not in card.detection.context]
+    mine, spacing = _named_with_spacing(answer, card)
     theirs = [d for d in other.found if d.confidence >= other_card.detection.min_confidence]
     if len(mine) < 2 or not theirs:
         return False
-    spacing = float(np.median(np.linalg.norm(np.diff([d.xy for d in mine], axis=0), axis=1)))
     for d in mine:
         near = min(theirs, key=lambda t: float(np.linalg.norm(t.xy - d.xy)))
         if np.linalg.norm(near.xy - d.xy) < 0.5 * spacing and near.name != d.name:
