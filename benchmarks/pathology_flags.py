@@ -53,6 +53,13 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, values
 
 
+def grouped(per: dict, group: str, key: str) -> float:
+    """``key`` (``mae``, ``coverage_95``) of :func:`vcorner.measure.compare.compare_measurements`'s rows of the
+    measures of ``group`` (:data:`MEASURES`), weighted by their counts."""
+    rows = [per[n] for n in MEASURES[group] if n in per]
+    return sum(r[key] * r["n"] for r in rows) / sum(r["n"] for r in rows)
+
+
 def decode_all(jobs, card, decode, reference: dict | None = None) -> tuple[list[ImageCorners], dict]:
     """The batch's corners of every job under ``decode`` (as measure reads them) and each vertebra's P2P, mm, against
     its annotated corners, or against ``reference`` ({file: record}, e.g. ``truth.json``'s) when given."""
@@ -86,11 +93,9 @@ def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float,
            "p2p_deformed": np.mean([e for k, e in p2p.items() if k in deformed]),
            "n_normal": sum(k not in deformed for k in p2p), "n_deformed": sum(k in deformed for k in p2p),
            "flags": flag_detection(predicted, truth), "value": detection(predicted, truth)}
-    for group, names in MEASURES.items():
-        rows = [per[n] for n in names if n in per]
-        total = sum(r["n"] for r in rows)
-        out[f"{group}_mae"] = sum(r["mae"] * r["n"] for r in rows) / total
-        out[f"{group}_coverage"] = sum(r["coverage_95"] * r["n"] for r in rows) / total
+    for group in MEASURES:
+        out[f"{group}_mae"] = grouped(per, group, "mae")
+        out[f"{group}_coverage"] = grouped(per, group, "coverage_95")
     out["coverage_min"] = min(r["coverage_95"] for r in per.values() if r["unit"] != "grade")
     return out
 
@@ -101,11 +106,7 @@ def annotator_floor(records, reference: dict) -> dict:
     unit = common_unit(records)[0]
     per = compare_measurements(truth_measurements(records, unit=unit),
                                truth_measurements([reference[r.file] for r in records], unit=unit))
-    out = {}
-    for group, names in MEASURES.items():
-        rows = [per[n] for n in names if n in per]
-        out[group] = sum(r["mae"] * r["n"] for r in rows) / sum(r["n"] for r in rows)
-    return out
+    return {group: grouped(per, group, "mae") for group in MEASURES}
 
 
 def _pct(row: dict) -> str:
