@@ -135,6 +135,10 @@ class TrustConfig:
         spread_limit: a vertebra one of whose single patches puts a network corner further than this from the found
             one, in vertebra sizes, is flagged ``patches_disagree`` (0: never).
         flagged_confidence: factor on the confidence of every corner of a flagged vertebra.
+        side_check: whether the films of the model's world show which side is anterior (lateral films: the bone
+            behind the bodies reads brighter than the tissue in front of them, on nearly every validation film), so
+            that a film contradicting its view is flagged ``view_contradicted``
+            (:func:`vcorner.geometry.sides.view_contradicted`); False for frontal films and cards without it.
     """
 
     size_sd: float = 0.0
@@ -143,6 +147,7 @@ class TrustConfig:
     height_limit: float = 0.0
     spread_limit: float = 0.0
     flagged_confidence: float = 0.5
+    side_check: bool = False
 
     def __post_init__(self) -> None:
         if min(self.size_sd, self.flat_sd, self.scatter_scale, self.height_limit, self.spread_limit) < 0:

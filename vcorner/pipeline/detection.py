@@ -31,10 +31,11 @@ from vcorner.models.detector_card import DetectorCard
 from vcorner.pipeline.outputs import append_synced, csv_text
 from vcorner.stages.detect import DetectedCentres, Finder, Infer, detect_centres
 from vcorner.stages.plan import Plan, PlannedImage
+from vcorner.stages.prepare import VIEW_CONTRADICTED
 
 DETECTED_FILE = "centers.detected.csv"
 DETECTED_COLUMNS = ("image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence", "view", "naming_margin", "flags")
-IMAGE_FLAGS = ("levels_uncertain", "view_uncertain")
+IMAGE_FLAGS = ("levels_uncertain", "view_uncertain", VIEW_CONTRADICTED)
 """The image-level flags a journal's ``flags`` column may hold (README.md, "Flags")."""
 EARLIER_COLUMNS = DETECTED_COLUMNS[:6]
 """The journal's columns before views and flags (vcorner 0.x up to issue #33): still read on resume."""

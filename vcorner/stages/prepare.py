@@ -8,19 +8,23 @@ calibration all cut patches here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import spine_levels
+from vcorner.geometry.sides import view_contradicted
 from vcorner.geometry.views import mirror_frames, parse_view
 from vcorner.io.images import read_image, read_image_bytes
 from vcorner.io.records import InputError
 from vcorner.models.card import ModelCard
 from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.plan import PlannedImage
+
+VIEW_CONTRADICTED = "view_contradicted"
+"""The image flag of a film whose anatomy contradicts the view its corners are found in (README.md, "Flags")."""
 
 Detect = Callable[[list[np.ndarray], tuple[int, int], str, "float | None"], DetectedCentres]
 """Finds an image's centres from its pyramid, shape, name and pixel spacing (the batch binds
@@ -106,6 +110,10 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     owner = np.repeat(np.arange(len(frames)), len(poses))
     patches = extract_patches(pyramid, affines, sampling.patch_size)[:, None]
     patches = -patches if view.inverted else patches
+    flags = detected.flags if detected is not None else record.flags
+    if card.trust.side_check and VIEW_CONTRADICTED not in flags and view_contradicted(pyramid, frames, view.inverted):
+        flags += (VIEW_CONTRADICTED,)
+        detected = replace(detected, flags=flags) if detected is not None else None
     return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
-                    detected=detected, image_flags=detected.flags if detected is not None else record.flags)
+                    detected=detected, image_flags=flags)

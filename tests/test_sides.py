@@ -1,0 +1,88 @@
+"""The film's own anterior side against its view (``vcorner/geometry/sides.py``, README.md "Flags":
+``view_contradicted``): the posterior-minus-anterior contrast of a known film, and clicked centres on a mirrored or
+inverted film without their view flagged through ``vcorner batch``."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from vcorner.cli import app
+from vcorner.geometry.frames import frames_from_centers
+from vcorner.geometry.patches import build_pyramid
+from vcorner.geometry.sides import side_contrast, view_contradicted
+from vcorner.geometry.views import mirror_frames
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
+
+
+def spine_film() -> tuple[np.ndarray, np.ndarray]:
+    """A 400 x 300 film of five bodies 60 px apart on x = 150, facing +x: a bright column of bone behind them
+    (x 60-95), dark air in front (x 205-240); and its five centres."""
+    film = np.full((400, 300), 0.4, dtype=np.float32)
+    film[:, 60:95] = 0.8
+    film[:, 205:240] = 0.1
+    centres = np.array([[150.0, 80.0 + 60.0 * i] for i in range(5)])
+    for x, y in centres:
+        film[int(y) - 22:int(y) + 22, int(x) - 27:int(x) + 27] = 0.9
+    return film, centres
+
+
+def test_the_bone_behind_the_bodies_reads_positive_and_a_mirrored_or_inverted_reading_negative():
+    film, centres = spine_film()
+    pyramid = build_pyramid(film)
+    frames = frames_from_centers(centres)
+    assert np.allclose(frames.axes[:, :, 0], [1.0, 0.0], atol=1e-6)  # +x anterior: the film faces +x
+    contrast = side_contrast(pyramid, frames)
+    assert contrast.shape == (5,) and np.all(contrast > 1.0)
+    assert np.allclose(side_contrast(pyramid, mirror_frames(frames)), -contrast, atol=1e-5)
+    assert np.allclose(side_contrast(pyramid, frames, inverted=True), -contrast, atol=1e-5)
+    assert not view_contradicted(pyramid, frames)
+    assert view_contradicted(pyramid, mirror_frames(frames)) and view_contradicted(pyramid, frames, inverted=True)
+    assert not view_contradicted(pyramid, mirror_frames(frames), inverted=True)  # both: the sides agree again
+
+
+def _write_centres(path: Path, rows: list[list[str]], view: str | None) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "x", "y", "pixel_spacing_mm"] + (["view"] if view else []))
+        writer.writerows(r + ([view] if view else []) for r in rows)
+
+
+@pytest.mark.parametrize(("pose", "view"), [("mirrored", "mirrored"), ("inverted", "inverted")])
+def test_clicked_centres_on_a_film_read_in_the_wrong_view_are_flagged_and_the_right_view_is_not(tmp_path, pose, view):
+    """An example film mirrored (patient facing left) or inverted (bone dark), its clicked centres moved with it: with
+    no ``view`` column its corners' anterior and posterior labels would be swapped, so every row is flagged
+    ``view_contradicted`` and run.json counts it; with its view given, no row is; the film as it is never is."""
+    pixels = cv2.imread(str(EXAMPLES / "phantom_00000.png"), cv2.IMREAD_GRAYSCALE)
+    w = pixels.shape[1]
+    with open(EXAMPLES / "centers.csv", encoding="utf-8", newline="") as handle:
+        rows = [r for r in csv.reader(handle)][1:]
+    rows = [r for r in rows if r[0] == "phantom_00000.png"]
+    films = tmp_path / "films"
+    films.mkdir()
+    posed = cv2.flip(pixels, 1) if pose == "mirrored" else 255 - pixels
+    cv2.imwrite(str(films / "posed.png"), posed)
+    cv2.imwrite(str(films / "as_is.png"), pixels)
+    moved = [["posed.png", r[1], f"{w - 1 - float(r[2]):.3f}" if pose == "mirrored" else r[2], r[3], r[4]]
+             for r in rows]
+    plain = [["as_is.png", *r[1:5]] for r in rows]
+    for given, expected in ((None, True), (view, False)):
+        centres = tmp_path / f"centres-{given}.csv"
+        _write_centres(centres, moved + plain if given is None else moved, given)
+        out = tmp_path / f"out-{given}"
+        result = CliRunner().invoke(app, ["batch", str(films), "--centers", str(centres), "--out", str(out)],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        with open(out / "corners.csv", encoding="utf-8", newline="") as handle:
+            corners = list(csv.DictReader(handle))
+        posed_flags = {"view_contradicted" in r["flags"].split(";") for r in corners if r["image"] == "posed.png"}
+        assert posed_flags == {expected}
+        assert not any("view_contradicted" in r["flags"] for r in corners if r["image"] == "as_is.png")
+        if expected:
+            assert "view_contradicted" in result.output
