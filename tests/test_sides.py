@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from vcorner.cli import app
-from vcorner.geometry.frames import frames_from_centers
+from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid
-from vcorner.geometry.sides import side_contrast, view_contradicted
+from vcorner.geometry.sides import film_side, side_contrast
 from vcorner.geometry.views import mirror_frames
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "xrays"
@@ -42,9 +42,11 @@ def test_the_bone_behind_the_bodies_reads_positive_and_a_mirrored_or_inverted_re
     assert contrast.shape == (5,) and np.all(contrast > 1.0)
     assert np.allclose(side_contrast(pyramid, mirror_frames(frames)), -contrast, atol=1e-5)
     assert np.allclose(side_contrast(pyramid, frames, inverted=True), -contrast, atol=1e-5)
-    assert not view_contradicted(pyramid, frames)
-    assert view_contradicted(pyramid, mirror_frames(frames)) and view_contradicted(pyramid, frames, inverted=True)
-    assert not view_contradicted(pyramid, mirror_frames(frames), inverted=True)  # both: the sides agree again
+    assert film_side(pyramid, frames) == pytest.approx(float(np.median(contrast)))
+    assert film_side(pyramid, mirror_frames(frames)) < 0 and film_side(pyramid, frames, inverted=True) < 0
+    assert film_side(pyramid, mirror_frames(frames), inverted=True) > 0  # both: the sides agree again
+    none = Frames(centers=np.zeros((0, 2)), axes=np.zeros((0, 2, 2)), sizes=np.zeros(0))
+    assert side_contrast(pyramid, none).shape == (0,) and np.isnan(film_side(pyramid, none))
 
 
 def _write_centres(path: Path, rows: list[list[str]], view: str | None) -> None:

@@ -36,6 +36,22 @@ def test_the_flag_limits_sit_at_the_percentile_of_the_validation_vertebrae():
     assert trust.spread_limit == round(float(np.percentile(data.spread, 90.0)), 4)
 
 
+def test_the_side_check_is_set_only_where_nearly_every_validation_film_shows_its_anterior_side():
+    """Lateral films (bone behind the bodies brighter: 100% of 600 clinical validation films) turn the side check
+    on; frontal films, whose sides look alike (49% of 120 AP phantoms), and too few films leave it off."""
+    from dataclasses import replace
+
+    data = drawn(size_sd=0.02, flat_sd=0.0)
+    assert not fit_trust(data)[0].side_check  # no film measured
+    lateral = np.r_[np.full(199, 1.2), -0.1]
+    frontal = np.random.default_rng(3).normal(0.0, 0.2, 120)
+    trust, reached = fit_trust(replace(data, sides=lateral))
+    assert trust.side_check and reached["sides_agree"] == 0.995
+    assert not fit_trust(replace(data, sides=np.r_[np.full(97, 1.2), np.full(3, -0.1)]))[0].side_check
+    assert not fit_trust(replace(data, sides=frontal))[0].side_check
+    assert not fit_trust(replace(data, sides=np.full(19, 1.0)))[0].side_check
+
+
 def test_tune_refits_the_trust_of_the_card_from_its_validation_corners():
     """What ``vcorner tune`` does after choosing the decoding (`cli/tune.with_trust`), on the shipped model's maps of
     the examples; the CLI's wiring is tested in tests/test_evaluate.py."""

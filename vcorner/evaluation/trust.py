@@ -7,7 +7,7 @@ the ``implausible_shape`` and ``patches_disagree`` flags. Used by ``vcorner tune
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,10 @@ CHI2_95 = 5.991
 """The 95% quantile of the chi-square distribution with 2 degrees of freedom."""
 CHI2_50 = 1.386
 """Its 50% quantile."""
+SIDE_SHARE = 0.99
+"""``trust.side_check`` is set when at least this share of the validation films (and at least 20) read with their
+anterior side where their annotated view puts it: a world of lateral films, where the check never contradicts a
+right film; frontal films, whose sides look alike, leave it off."""
 PERCENTILE = 99.8
 """Flag limits sit at this percentile of the validation vertebrae's own measures: about 1 in 500 in-style
 vertebrae is flagged."""
@@ -38,6 +42,8 @@ class Evidence:
         scatter: (N, 2, 2) scatter of the single patches' corners about it, px^2.
         deviation: (V,) every vertebra's height deviation (:func:`height_deviation`).
         spread: (V,) every vertebra's farthest single-patch network corner, in vertebra sizes.
+        sides: (F,) every film's side contrast through its annotated view
+            (:func:`vcorner.geometry.sides.film_side`).
     """
 
     offset: np.ndarray
@@ -46,6 +52,7 @@ class Evidence:
     scatter: np.ndarray
     deviation: np.ndarray
     spread: np.ndarray
+    sides: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 def corner_evidence(jobs: Sequence[tuple[ImageJob, ImageRecord]], card: ModelCard) -> Evidence:
@@ -76,8 +83,9 @@ def corner_evidence(jobs: Sequence[tuple[ImageJob, ImageRecord]], card: ModelCar
     if len(arrays["offset"]) < 20:
         raise InputError(f"only {len(arrays['offset'])} network corners with a known truth: too few to fit the "
                          "trust constants (README.md, Flags)")
+    sides = np.array([job.side for job, _ in jobs], dtype=np.float64)
     return Evidence(arrays["offset"], arrays["size"], arrays["confidence"], arrays["scatter"].reshape(-1, 2, 2),
-                    arrays["deviation"], arrays["spread"])
+                    arrays["deviation"], arrays["spread"], sides[np.isfinite(sides)])
 
 
 def covariances(data: Evidence, size_sd: float, flat_sd: float, scatter_scale: float) -> np.ndarray:
@@ -125,13 +133,21 @@ def fit_ellipses(data: Evidence) -> tuple[float, float, float]:
     return tuple(round(float(f * factor), 4) for f in best)  # type: ignore[return-value]
 
 
+def sides_agree(sides: np.ndarray) -> bool:
+    """Whether the validation films' side contrasts ``sides`` (F,) show which side is anterior: at least
+    :data:`SIDE_SHARE` of them positive, of at least 20 films."""
+    return len(sides) >= 20 and float(np.mean(sides > 0.0)) >= SIDE_SHARE
+
+
 def fit_trust(data: Evidence, percentile: float = PERCENTILE) -> tuple[TrustConfig, dict[str, float]]:
     """The card's ``trust`` fitted on ``data``, and what it reaches there (corners, vertebrae, the share of true
     corners inside the 50% and 95% ellipses)."""
     size_sd, flat_sd, scatter_scale = fit_ellipses(data)
     trust = TrustConfig(size_sd=size_sd, flat_sd=flat_sd, scatter_scale=scatter_scale,
                         height_limit=round(float(np.percentile(data.deviation, percentile)), 4),
-                        spread_limit=round(float(np.percentile(data.spread, percentile)), 4))
+                        spread_limit=round(float(np.percentile(data.spread, percentile)), 4),
+                        side_check=sides_agree(data.sides))
     d2 = mahalanobis2(data, covariances(data, size_sd, flat_sd, scatter_scale))
     return trust, {"corners": len(data.offset), "vertebrae": len(data.deviation), "percentile": percentile,
+                   "sides_agree": float(np.mean(data.sides > 0.0)) if len(data.sides) else float("nan"),
                    "inside_95": float(np.mean(d2 <= CHI2_95)), "inside_50": float(np.mean(d2 <= CHI2_50))}

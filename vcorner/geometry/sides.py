@@ -54,8 +54,8 @@ def side_contrast(pyramid: list[np.ndarray], frames: Frames, inverted: bool = Fa
     return profile[:, behind].mean(axis=1) - profile[:, front].mean(axis=1)
 
 
-def view_contradicted(pyramid: list[np.ndarray], frames: Frames, inverted: bool = False) -> bool:
-    """Whether the film contradicts the view its frames were built for: the median of :func:`side_contrast` over
-    its vertebrae is negative (False without a vertebra)."""
+def film_side(pyramid: list[np.ndarray], frames: Frames, inverted: bool = False) -> float:
+    """The film's side contrast: the median of :func:`side_contrast` over its vertebrae (NaN without one). Negative:
+    the film contradicts the view its frames were built for (``view_contradicted``)."""
     contrast = side_contrast(pyramid, frames, inverted)
-    return bool(len(contrast)) and float(np.median(contrast)) < 0.0
+    return float(np.median(contrast)) if len(contrast) else float("nan")

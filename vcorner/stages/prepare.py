@@ -15,7 +15,7 @@ import numpy as np
 from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import spine_levels
-from vcorner.geometry.sides import view_contradicted
+from vcorner.geometry.sides import film_side
 from vcorner.geometry.views import mirror_frames, parse_view
 from vcorner.io.images import read_image, read_image_bytes
 from vcorner.io.records import InputError
@@ -62,8 +62,11 @@ class ImageJob:
     detected: DetectedCentres | None = None
     """The detector's centres, when the image had none listed (None: clicked centres)."""
     image_flags: tuple[str, ...] = ()
-    """The detector's image flags: found now (``detected.flags``), or kept in an earlier run's journal
-    (``record.flags``)."""
+    """The image's flags: the detector's, found now (``detected.flags``) or kept in an earlier run's journal
+    (``record.flags``), and ``view_contradicted``."""
+    side: float = float("nan")
+    """The film's side contrast through its view (:func:`vcorner.geometry.sides.film_side`): negative when its
+    anatomy puts the anterior side on the other side."""
 
 
 def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
@@ -111,9 +114,10 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = extract_patches(pyramid, affines, sampling.patch_size)[:, None]
     patches = -patches if view.inverted else patches
     flags = detected.flags if detected is not None else record.flags
-    if card.trust.side_check and VIEW_CONTRADICTED not in flags and view_contradicted(pyramid, frames, view.inverted):
+    side = film_side(pyramid, frames, view.inverted)
+    if card.trust.side_check and side < 0.0 and VIEW_CONTRADICTED not in flags:
         flags += (VIEW_CONTRADICTED,)
         detected = replace(detected, flags=flags) if detected is not None else None
     return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
-                    detected=detected, image_flags=flags)
+                    detected=detected, image_flags=flags, side=side)
