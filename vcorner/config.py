@@ -138,7 +138,8 @@ class TrustConfig:
         side_check: whether the films of the model's world show which side is anterior (lateral films: the bone
             behind the bodies reads brighter than the tissue in front of them, on nearly every validation film), so
             that a film contradicting its view is flagged ``view_contradicted``
-            (:func:`vcorner.geometry.sides.view_contradicted`); False for frontal films and cards without it.
+            (its :func:`vcorner.geometry.sides.film_side` is negative); set by the trust fit
+            (:func:`vcorner.evaluation.trust.sides_agree`), False for frontal films and cards without it.
     """
 
     size_sd: float = 0.0

@@ -24,8 +24,8 @@ CHI2_50 = 1.386
 """Its 50% quantile."""
 SIDE_SHARE = 0.99
 """``trust.side_check`` is set when at least this share of the validation films (and at least 20) read with their
-anterior side where their annotated view puts it: a world of lateral films, where the check never contradicts a
-right film; frontal films, whose sides look alike, leave it off."""
+anterior side where their annotated view puts it: a world of lateral films, where the check contradicts at most 1
+right film in 100; frontal films, whose sides look alike, leave it off."""
 PERCENTILE = 99.8
 """Flag limits sit at this percentile of the validation vertebrae's own measures: about 1 in 500 in-style
 vertebrae is flagged."""
@@ -140,8 +140,8 @@ def sides_agree(sides: np.ndarray) -> bool:
 
 
 def fit_trust(data: Evidence, percentile: float = PERCENTILE) -> tuple[TrustConfig, dict[str, float]]:
-    """The card's ``trust`` fitted on ``data``, and what it reaches there (corners, vertebrae, the share of true
-    corners inside the 50% and 95% ellipses)."""
+    """The card's ``trust`` fitted on ``data``, and what it reaches there (corners, vertebrae, the share of films
+    whose sides agree with their view, the share of true corners inside the 50% and 95% ellipses)."""
     size_sd, flat_sd, scatter_scale = fit_ellipses(data)
     trust = TrustConfig(size_sd=size_sd, flat_sd=flat_sd, scatter_scale=scatter_scale,
                         height_limit=round(float(np.percentile(data.deviation, percentile)), 4),
