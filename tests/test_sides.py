@@ -87,4 +87,6 @@ def test_clicked_centres_on_a_film_read_in_the_wrong_view_are_flagged_and_the_ri
         assert posed_flags == {expected}
         assert not any("view_contradicted" in r["flags"] for r in corners if r["image"] == "as_is.png")
         if expected:
-            assert "view_contradicted" in result.output
+            assert "1 image(s) flagged view_contradicted" in result.output and "give it that view" in result.output
+        else:
+            assert "view_contradicted" not in result.output

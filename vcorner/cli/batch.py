@@ -224,6 +224,7 @@ def report(summary, runner_name: str, out: Path) -> None:
     """Print the summary line(s), record them in OUT/run.json, and exit: 0 all done, 1 some images or
     vertebrae failed, 130 interrupted."""
     from vcorner.pipeline.manifest import update_manifest
+    from vcorner.stages.prepare import VIEW_CONTRADICTED
 
     rate = summary.patches / max(summary.seconds, 1e-9)
     update_manifest(out, {"last_run": {
@@ -255,6 +256,11 @@ def report(summary, runner_name: str, out: Path) -> None:
     if summary.failed or summary.refused_vertebrae:
         stderr.print(f"failed images and left-out vertebrae are listed with reasons in {out / 'errors.csv'}",
                      highlight=False, soft_wrap=True)
+    if VIEW_CONTRADICTED in summary.flags:
+        stderr.print(f"{summary.flags[VIEW_CONTRADICTED][0]} image(s) flagged {VIEW_CONTRADICTED}: their anatomy puts "
+                     "the anterior side on the other side, so their anterior and posterior corners may be swapped; if "
+                     "a film is mirrored (patient facing left) or inverted (bone dark), give it that view in the view "
+                     "column of the centres file and run again", highlight=False, soft_wrap=True)
     if summary.interrupted:
         stderr.print("interrupted: run the same command again to resume with the images not yet done",
                      highlight=False, soft_wrap=True)
