@@ -90,3 +90,23 @@ def test_clicked_centres_on_a_film_read_in_the_wrong_view_are_flagged_and_the_ri
             assert "1 image(s) flagged view_contradicted" in result.output and "give it that view" in result.output
         else:
             assert "view_contradicted" not in result.output
+
+
+def test_a_turned_film_the_view_finder_reads_mirrored_is_flagged_not_answered_swapped(tmp_path):
+    """tests/data/varied_turned_read_mirrored.png: a varied validation film (seed 6363, film 10) turned by 35 degrees
+    and halved. The view finder reads it mirrored without doubt, and before the side check every name went out right
+    with its anterior and posterior corners swapped and no flag. Now it is read as it is, or flagged on every row."""
+    films = tmp_path / "films"
+    films.mkdir()
+    name = "varied_turned_read_mirrored.png"
+    (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    with open(out / "centers.detected.csv", encoding="utf-8", newline="") as handle:
+        detected = list(csv.DictReader(handle))
+    with open(out / "corners.csv", encoding="utf-8", newline="") as handle:
+        corners = list(csv.DictReader(handle))
+    assert detected and corners
+    if any("mirrored" in r["view"] for r in detected):
+        assert all("view_contradicted" in r["flags"].split(";") for r in detected + corners)
