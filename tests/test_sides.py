@@ -110,3 +110,22 @@ def test_a_turned_film_the_view_finder_reads_mirrored_is_flagged_not_answered_sw
     assert detected and corners
     if any("mirrored" in r["view"] for r in detected):
         assert all("view_contradicted" in r["flags"].split(";") for r in detected + corners)
+
+
+def test_the_overlay_names_the_flags_every_vertebra_of_the_film_carries():
+    """``--vis`` overlays say why a film is flagged in their top-left corner (what the README asks a user to check
+    there): the flags every vertebra carries, in their order; a film without them is drawn untouched."""
+    from vcorner.pipeline.overlay import draw_flags, image_flags
+    from vcorner.postprocess.decode import VertebraCorners
+
+    def vertebra(name: str, flags: tuple[str, ...]) -> VertebraCorners:
+        return VertebraCorners(name, np.zeros((4, 2)), np.ones(4), np.tile(np.eye(2), (4, 1, 1)), ("network",) * 4,
+                               flags)
+
+    film = [vertebra("C3", ("view_contradicted", "patches_disagree")), vertebra("C4", ("view_contradicted",))]
+    assert image_flags(film) == ["view_contradicted"] and image_flags([]) == []
+    assert image_flags([vertebra("C3", ()), vertebra("C4", ("patches_disagree",))]) == []
+    blank = np.zeros((200, 300, 3), np.uint8)
+    assert not draw_flags(blank.copy(), []).any()
+    drawn = draw_flags(blank.copy(), image_flags(film))
+    assert drawn[:40, :200].any() and not drawn[60:].any()

@@ -133,14 +133,36 @@ def draw_detected(rgb: np.ndarray, detected: DetectedCentres) -> np.ndarray:
     return rgb
 
 
+def image_flags(corners: Sequence[VertebraCorners]) -> list[str]:
+    """The flags every vertebra of the image carries (the image's own: ``levels_uncertain``, ``view_uncertain``,
+    ``view_contradicted``), in their order."""
+    if not corners:
+        return []
+    return [f for f in corners[0].flags if all(f in v.flags for v in corners[1:])]
+
+
+def draw_flags(rgb: np.ndarray, flags: Sequence[str]) -> np.ndarray:
+    """Write the image's ``flags`` in orange in its top-left corner, in place (nothing without a flag)."""
+    if not flags:
+        return rgb
+    scale = max(1, round(max(rgb.shape[:2]) / 800))
+    text = "flagged: " + ", ".join(flags)
+    (width, height), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale, scale)
+    cv2.rectangle(rgb, (0, 0), (width + 12 * scale, height + base + 12 * scale), (0, 0, 0), -1)
+    cv2.putText(rgb, text, (6 * scale, height + 6 * scale), cv2.FONT_HERSHEY_SIMPLEX, 0.55 * scale, (255, 150, 0),
+                scale, cv2.LINE_AA)
+    return rgb
+
+
 def write_overlay(path: Path, grey: np.ndarray, corners: Sequence[VertebraCorners],
                   accumulated: Sequence[AccumulatedMap], labels: Sequence[str] | None = None,
                   detected: DetectedCentres | None = None) -> None:
     """Write the overlay PNG for one image atomically (``labels``: one per vertebra, else their names; with
-    ``detected``, also the detector's centres and confidences)."""
+    ``detected``, also the detector's centres and confidences; the image's own flags in its top-left corner)."""
     rgb = draw_corners(heat_overlay(grey, accumulated), corners, labels)
     if detected is not None:
         draw_detected(rgb, detected)
+    draw_flags(rgb, image_flags(corners))
     ok, data = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:
         raise ValueError(f"{path}: PNG encoding failed")
