@@ -80,9 +80,8 @@ def main() -> None:
     view = read_rows(scratch / "out-turned" / "centers.detected.csv")[0]["view"]
     pixels = cv2.imread(str(fixture), cv2.IMREAD_GRAYSCALE)
     panels.append(panel(pixels, corners, f"automatic, read {view}: {flags_of(corners)}"))
-    width = max(p.shape[1] for p in panels)
     out = ROOT / "docs" / "sides.png"
-    cv2.imwrite(str(out), np.hstack(panels)[..., ::-1] if width else panels[0])
+    cv2.imwrite(str(out), np.hstack(panels)[..., ::-1])
     print(f"wrote {out}")
 
 

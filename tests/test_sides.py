@@ -115,7 +115,8 @@ def test_a_turned_film_the_view_finder_reads_mirrored_is_flagged_not_answered_sw
 def test_the_overlay_names_the_flags_every_vertebra_of_the_film_carries():
     """``--vis`` overlays say why a film is flagged in their top-left corner (what the README asks a user to check
     there): the flags every vertebra carries, in their order; a film without them is drawn untouched."""
-    from vcorner.pipeline.overlay import draw_flags, image_flags
+    from vcorner.pipeline.overlay import draw_flags
+    from vcorner.pipeline.overlay import shared_flags as image_flags
     from vcorner.postprocess.decode import VertebraCorners
 
     def vertebra(name: str, flags: tuple[str, ...]) -> VertebraCorners:

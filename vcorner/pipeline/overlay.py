@@ -133,7 +133,7 @@ def draw_detected(rgb: np.ndarray, detected: DetectedCentres) -> np.ndarray:
     return rgb
 
 
-def image_flags(corners: Sequence[VertebraCorners]) -> list[str]:
+def shared_flags(corners: Sequence[VertebraCorners]) -> list[str]:
     """The flags every vertebra of the image carries (the image's own: ``levels_uncertain``, ``view_uncertain``,
     ``view_contradicted``), in their order."""
     if not corners:
@@ -162,7 +162,7 @@ def write_overlay(path: Path, grey: np.ndarray, corners: Sequence[VertebraCorner
     rgb = draw_corners(heat_overlay(grey, accumulated), corners, labels)
     if detected is not None:
         draw_detected(rgb, detected)
-    draw_flags(rgb, image_flags(corners))
+    draw_flags(rgb, shared_flags(corners))
     ok, data = cv2.imencode(".png", rgb[..., ::-1])
     if not ok:
         raise ValueError(f"{path}: PNG encoding failed")
