@@ -9,7 +9,7 @@ from vcorner.config import DetectionConfig
 from vcorner.geometry.letterbox import letterbox_affine, to_grid, to_image
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
-from vcorner.postprocess.peaks import decode_detections, split_confident, window_peaks
+from vcorner.postprocess.peaks import Detection, decode_detections, split_confident, window_peaks
 from vcorner.stages.detect import detect_centres
 
 NAMES = ("C3", "C4", "C5", "C6", "C7")
@@ -79,6 +79,30 @@ def test_sequence_decoding_leaves_names_past_the_visible_vertebrae_at_zero_confi
     kept, dropped = split_confident(found, 0.3)
     assert [d.name for d in kept] == ["C3", "C4", "C5"] and [d.name for d in dropped] == ["C6", "C7"]
     assert max(d.confidence for d in dropped) < 0.05
+
+
+def run_of(confidences: list[float], last_xy: tuple[float, float] | None = None) -> list[Detection]:
+    """C3-C7 at a regular step of (-5, 40) px down a film, with these confidences (C7 at ``last_xy`` when given)."""
+    found = [Detection(n, np.array([300.0 - 5 * k, 100.0 + 40 * k]), c) for k, (n, c) in
+             enumerate(zip(NAMES, confidences, strict=True))]
+    if last_xy is not None:
+        found[-1] = Detection("C7", np.array(last_xy), confidences[-1])
+    return found
+
+
+def test_a_weak_name_that_continues_the_sure_run_at_its_step_is_kept_as_a_body_cut_by_the_edge():
+    """C7 half cut off by the film's lower edge: its map is weak (0.08 under the 0.12 threshold) but it lies where
+    C3-C6's step puts the next level. Kept within 0.2 steps (8 px here) and at half the threshold or more."""
+    names = lambda ds: [d.name for d in ds]  # noqa: E731
+    assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.08]), 0.12)[0]) == list(NAMES)
+    assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.08], (284.0, 265.0)), 0.12)[0]) == list(NAMES)
+    # half a step off (on the disc below C6), too weak, or after a gap in the run: dropped
+    assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.08], (282.0, 240.0)), 0.12)[0]) == list(NAMES[:4])
+    assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.05]), 0.12)[0]) == list(NAMES[:4])
+    assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.01, 0.08]), 0.12)[0]) == list(NAMES[:3])
+    # the cranial end alike; a single sure name has no step to continue
+    assert names(split_confident(run_of([0.07, 0.8, 0.8, 0.7, 0.01]), 0.12)[0]) == list(NAMES[:4])
+    assert names(split_confident(run_of([0.07, 0.8, 0.01, 0.01, 0.01]), 0.12)[0]) == ["C4"]
 
 
 def test_flat_maps_mean_no_vertebrae_found():
