@@ -7,10 +7,11 @@ import pytest
 
 from vcorner.config import DetectionConfig
 from vcorner.geometry.letterbox import letterbox_affine, to_grid, to_image
+from vcorner.geometry.views import AS_IS
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection, decode_detections, split_confident, window_peaks
-from vcorner.stages.detect import detect_centres
+from vcorner.stages.detect import ViewAnswer, detect_centres, finder_ends
 
 NAMES = ("C3", "C4", "C5", "C6", "C7")
 
@@ -103,6 +104,31 @@ def test_a_weak_name_that_continues_the_sure_run_at_its_step_is_kept_as_a_body_c
     # the cranial end alike; a single sure name has no step to continue
     assert names(split_confident(run_of([0.07, 0.8, 0.8, 0.7, 0.01]), 0.12)[0]) == list(NAMES[:4])
     assert names(split_confident(run_of([0.07, 0.8, 0.01, 0.01, 0.01]), 0.12)[0]) == ["C4"]
+
+
+def test_the_view_finder_places_a_body_cut_by_the_edge_that_the_namer_hesitates_on():
+    """The namer's C7 map is weak and piled on C6 (a C7 half below the film's border); the view finder, which sees
+    C6 where the namer does, has C7 at the run's next step: its C7 is taken, and kept. Where the finder puts C6
+    elsewhere, or C7 off the step, the namer's answer stands (and its weak C7 is dropped)."""
+    namer = card()
+    finder = DetectorCard({**namer.model_args, "out_channels": 7}, ("C2", *NAMES, "T1"),
+                          DetectionConfig(input_size=64, min_confidence=0.1, context=("C2", "T1")), {})
+    mine = run_of([0.9, 0.8, 0.8, 0.7, 0.1], (285.0, 228.0))  # C7 14 px below C6, min_confidence 0.3
+
+    def finder_says(c6: tuple[float, float], c7: tuple[float, float]) -> ViewAnswer:
+        found = [Detection("C2", np.array([305.0, 60.0]), 0.2), *run_of([0.5, 0.5, 0.5, 0.5, 0.5])[:3],
+                 Detection("C6", np.array(c6), 0.5), Detection("C7", np.array(c7), 0.4),
+                 Detection("T1", np.array([275.0, 300.0]), 0.02)]
+        return ViewAnswer(AS_IS, found, 0.5)
+
+    answer = ViewAnswer(AS_IS, mine, 0.5)
+    taken = finder_ends(answer, namer, finder_says((286.0, 221.0), (281.0, 262.0)), finder)
+    c7 = taken.found[-1]
+    assert c7.confidence == 0.4 and np.allclose(c7.xy, [281.0, 262.0])
+    assert [d.name for d in split_confident(taken.found, 0.3)[0]] == list(NAMES)
+    for c6, c7_xy in (((286.0, 250.0), (281.0, 262.0)), ((286.0, 221.0), (281.0, 280.0))):
+        kept = finder_ends(answer, namer, finder_says(c6, c7_xy), finder)
+        assert kept is answer and [d.name for d in split_confident(kept.found, 0.3)[0]] == list(NAMES[:4])
 
 
 def test_flat_maps_mean_no_vertebrae_found():

@@ -378,18 +378,26 @@ def continued_ends(found: list[Detection], sure: list[bool], min_confidence: flo
     place the run's two nearest sure names put them, and with at least :data:`END_FLOOR` of ``min_confidence``.
     This is a vertebra cut by the film's edge (a C7 below the shoulders' line, the last body of a cut film): its map
     is weak because half of it is missing, not because it is not there (README.md, "Automatic centres")."""
-    index = [i for i, ok in enumerate(sure) if ok]
-    if len(index) < 2:
-        return []
     kept = []
-    for end, near, next_ in ((index[0] - 1, index[0], index[1]), (index[-1] + 1, index[-1], index[-2])):
-        if not 0 <= end < len(found):
-            continue
+    for end, _, expected, step in run_ends(found, sure):
         candidate = found[end]
         if candidate.confidence < END_FLOOR * min_confidence or not np.all(np.isfinite(candidate.xy)):
             continue
-        step = (found[near].xy - found[next_].xy) / (near - next_)
-        expected = found[near].xy + step * (end - near)
-        if np.linalg.norm(candidate.xy - expected) <= END_OFFSET * np.linalg.norm(step):
+        if np.linalg.norm(candidate.xy - expected) <= END_OFFSET * step:
             kept.append(end)
     return kept
+
+
+def run_ends(found: list[Detection], sure: list[bool]) -> list[tuple[int, int, np.ndarray, float]]:
+    """For each end of the run of ``sure`` detections (``found`` in spine order) that has a name past it: that name's
+    index, the index of the run's name next to it, where the run's step puts it (image pixels: its two nearest sure
+    names extended by one level) and the step's length per level (pixels). Empty with fewer than two sure names."""
+    index = [i for i, ok in enumerate(sure) if ok]
+    if len(index) < 2:
+        return []
+    ends = []
+    for end, near, next_ in ((index[0] - 1, index[0], index[1]), (index[-1] + 1, index[-1], index[-2])):
+        if 0 <= end < len(found):
+            step = (found[near].xy - found[next_].xy) / (near - next_)
+            ends.append((end, near, found[near].xy + step * (end - near), float(np.linalg.norm(step))))
+    return ends

@@ -9,7 +9,7 @@ batch reads every file once. The detected sequence then passes the same checks a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from vcorner.geometry.sequence import checked_record, level_ranks
 from vcorner.geometry.views import AS_IS, View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
-from vcorner.postprocess.peaks import Detection, decode_spaced, split_confident
+from vcorner.postprocess.peaks import END_OFFSET, Detection, decode_spaced, run_ends, split_confident
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
@@ -229,7 +229,30 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
-    return answer, flags
+    return finder_ends(answer, card, found, finder[0]), flags
+
+
+def finder_ends(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other_card: DetectorCard) -> ViewAnswer:
+    """``answer`` with a name just past either end of its sure run (context names left out) taken from ``other``
+    (the view finder) where the namer's map is weak there (below its threshold) and the finder's is not: the finder
+    sees that name at its own threshold within :data:`vcorner.postprocess.peaks.END_OFFSET` level steps of where the
+    run's step puts it, and names the run's end vertebra alike (within half a step). A body cut by the film's edge
+    (a C7 below the border) is where the namer, trained on whole films, hesitates, and the finder, trained on cut
+    ones, does not (README.md, "Automatic centres")."""
+    sure_at = card.detection.min_confidence
+    mine = [d for d in answer.found if d.name not in card.detection.context]
+    theirs = {d.name: d for d in other.found if d.confidence >= other_card.detection.min_confidence}
+    taken = {}
+    for end, near, expected, step in run_ends(mine, [d.confidence >= sure_at for d in mine]):
+        weak, anchor = mine[end], mine[near]
+        if weak.confidence >= sure_at or weak.name not in theirs or anchor.name not in theirs:
+            continue
+        if (np.linalg.norm(theirs[anchor.name].xy - anchor.xy) < 0.5 * step
+                and np.linalg.norm(theirs[weak.name].xy - expected) <= END_OFFSET * step):
+            taken[weak.name] = theirs[weak.name]
+    if not taken:
+        return answer
+    return replace(answer, found=[taken.get(d.name, d) for d in answer.found])
 
 
 def seen_names(answer: ViewAnswer, card: DetectorCard) -> int:
