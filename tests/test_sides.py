@@ -112,6 +112,41 @@ def test_a_turned_film_the_view_finder_reads_mirrored_is_flagged_not_answered_sw
         assert all("view_contradicted" in r["flags"].split(";") for r in detected + corners)
 
 
+def test_vcorner_detect_flags_a_film_named_in_the_wrong_mirror_as_the_batch_does(tmp_path):
+    """``vcorner detect`` writes centres and views for review; the turned film the view finder reads mirrored went
+    out there with every name right, its view wrong and no flag (only ``vcorner batch`` ran the side check). Now it
+    is flagged on every row and named in a line after the summary; the example film beside it is not. With a
+    corner model whose card leaves the check off (a frontal model's would), nothing is flagged."""
+    import json
+
+    films = tmp_path / "films"
+    films.mkdir()
+    name = "varied_turned_read_mirrored.png"
+    (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    (films / "phantom_00000.png").write_bytes((EXAMPLES / "phantom_00000.png").read_bytes())
+
+    def detect(out: Path, *extra: str) -> tuple[list[dict[str, str]], str]:
+        result = CliRunner().invoke(app, ["detect", str(films), "--out", str(out), *extra], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        with open(out, encoding="utf-8", newline="") as handle:
+            return list(csv.DictReader(handle)), result.output
+
+    rows, output = detect(tmp_path / "centres.csv")
+    turned = [r for r in rows if r["image"] == name]
+    example = [r for r in rows if r["image"] == "phantom_00000.png"]
+    assert turned and example and all(r["view"] == "as_is" and r["flags"] == "" for r in example)
+    assert all(r["view"] == "mirrored" for r in turned)  # the fixture's point: the shipped finder reads it so
+    assert all("view_contradicted" in r["flags"].split(";") for r in turned)
+    assert "1 image(s) flagged view_contradicted" in " ".join(output.split())
+    shipped = Path(__file__).resolve().parents[1] / "vcorner" / "models" / "default.onnx"
+    (tmp_path / "model.onnx").write_bytes(shipped.read_bytes())
+    card = json.loads(Path(f"{shipped}.json").read_text(encoding="utf-8"))
+    card["card"]["trust"]["side_check"] = False
+    (tmp_path / "model.onnx.json").write_text(json.dumps(card), encoding="utf-8")
+    rows, output = detect(tmp_path / "unchecked.csv", "--model", str(tmp_path / "model.onnx"))
+    assert rows and not any("view_contradicted" in r["flags"] for r in rows)
+
+
 def test_the_overlay_names_the_flags_every_vertebra_of_the_film_carries():
     """``--vis`` overlays say why a film is flagged in their top-left corner (what the README asks a user to check
     there): the flags every vertebra carries, in their order; a film without them is drawn untouched."""

@@ -16,6 +16,9 @@ def detect(
     out: Annotated[Path, typer.Option("--out", "-o", help="Centres file to write (image,vertebra,x,y,"
                                                           "pixel_spacing_mm,confidence).")] = Path("centers.csv"),
     detector: Annotated[Path | None, typer.Option(help="Centre detector ONNX (default: the shipped one).")] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="Corner model whose card says whether films are checked for the anterior side their view puts "
+             "corners on (flag view_contradicted, as vcorner batch does; default: the shipped one).")] = None,
     view_search: Annotated[bool, typer.Option(
         help="Let the view finder pick each film's view (mirrored, upside down, inverted) before naming; "
              "--no-view-search looks at the films as they are, the finder only checking each shows a spine "
@@ -36,10 +39,11 @@ def detect(
     from dataclasses import replace
 
     from vcorner.io.claims import claim_files
-    from vcorner.models.modelfile import default_detector_path
+    from vcorner.models.modelfile import default_detector_path, default_model_path, read_card_and_digest
     from vcorner.pipeline.detection import detect_folder, open_detector_use, resolve_detector, write_detected
     from vcorner.pipeline.outputs import write_errors
     from vcorner.stages.plan import plan_folder
+    from vcorner.stages.prepare import VIEW_CONTRADICTED
 
     with user_errors():
         plan = plan_folder(image_dir)
@@ -48,6 +52,7 @@ def detect(
         errors = out.with_name(f"{out.stem}.errors.csv")
         claim_files([out, errors], inputs=[p.path for p in plan.images], force=force)
         choice = resolve_detector(detector or default_detector_path(), view_search)
+        side_check = read_card_and_digest(model or default_model_path(), verify=False)[0].trust.side_check
         validation_notes(choice.card)
         if min_confidence is not None:
             choice = replace(choice, card=choice.card.with_detection(replace(choice.card.detection,
@@ -55,7 +60,8 @@ def detect(
         with open_detector_use(choice) as found:
             with progress_bar(TextColumn("{task.completed}/{task.total} images")) as bar:
                 task = bar.add_task("detecting", total=len(plan.images))
-                result = detect_folder(plan, found, max_pixels, lambda: bar.update(task, advance=1))
+                result = detect_folder(plan, found, max_pixels, lambda: bar.update(task, advance=1),
+                                       side_check=side_check)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_detected(out, result.found)
         write_errors(errors, result.failed)
@@ -65,4 +71,9 @@ def detect(
                  f"dropped; {result.seconds:.1f} s", highlight=False, soft_wrap=True)
     if result.failed:
         stderr.print(f"failed images are listed with reasons in {errors}", highlight=False, soft_wrap=True)
+    contradicted = sum(VIEW_CONTRADICTED in f.flags for f in result.found)
+    if contradicted:
+        stderr.print(f"{contradicted} image(s) flagged {VIEW_CONTRADICTED}: their anatomy puts the anterior side on "
+                     "the other side of the view they were named in, so the view column may be wrong; check them "
+                     "and give the right view before vcorner batch --centers", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_PARTIAL if result.failed else EXIT_OK)

@@ -31,7 +31,7 @@ from vcorner.models.detector_card import DetectorCard
 from vcorner.pipeline.outputs import append_synced, csv_text
 from vcorner.stages.detect import DetectedCentres, Finder, Infer, detect_centres
 from vcorner.stages.plan import Plan, PlannedImage
-from vcorner.stages.prepare import VIEW_CONTRADICTED
+from vcorner.stages.prepare import VIEW_CONTRADICTED, record_side, side_flags
 
 DETECTED_FILE = "centers.detected.csv"
 DETECTED_COLUMNS = ("image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence", "view", "naming_margin", "flags")
@@ -249,8 +249,11 @@ class FolderDetections:
 
 
 def detect_folder(plan: Plan, detector: DetectorUse, max_pixels: int | None = None,
-                  advance: Callable[[], None] = lambda: None) -> FolderDetections:
-    """Decode every planned image once and find its centres (``advance`` is called after each image).
+                  advance: Callable[[], None] = lambda: None, side_check: bool = False) -> FolderDetections:
+    """Decode every planned image once and find its centres (``advance`` is called after each image); with
+    ``side_check`` (a corner model card's ``trust.side_check``) a film whose anatomy contradicts the view it was
+    named in is flagged ``view_contradicted``, as ``vcorner batch`` flags it
+    (:func:`vcorner.stages.prepare.side_flags`).
 
     An unreadable image, or one where the detector finds fewer than two confident vertebrae ("no vertebrae
     found") or a sequence that fails the centre checks, goes to ``failed`` with its one-line reason.
@@ -259,8 +262,11 @@ def detect_folder(plan: Plan, detector: DetectorUse, max_pixels: int | None = No
     for item in plan.images:
         try:
             image = read_image(item.path) if max_pixels is None else read_image(item.path, max_pixels=max_pixels)
-            result.found.append(detector(build_pyramid(image.pixels), image.pixels.shape, item.record.file,
-                                         image.pixel_spacing_mm))
+            pyramid = build_pyramid(image.pixels)
+            found = detector(pyramid, image.pixels.shape, item.record.file, image.pixel_spacing_mm)
+            if side_check:
+                found = replace(found, flags=side_flags(found.flags, record_side(pyramid, found.record), True))
+            result.found.append(found)
         except InputError as err:
             result.failed[item.record.file] = str(err)
         except (OSError, ValueError, MemoryError) as err:

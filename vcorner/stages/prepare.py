@@ -18,7 +18,7 @@ from vcorner.geometry.sequence import spine_levels
 from vcorner.geometry.sides import film_side
 from vcorner.geometry.views import mirror_frames, parse_view
 from vcorner.io.images import read_image, read_image_bytes
-from vcorner.io.records import InputError
+from vcorner.io.records import ImageRecord, InputError
 from vcorner.models.card import ModelCard
 from vcorner.stages.detect import DetectedCentres
 from vcorner.stages.plan import PlannedImage
@@ -115,9 +115,28 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = -patches if view.inverted else patches
     flags = detected.flags if detected is not None else record.flags
     side = film_side(pyramid, frames, view.inverted)
-    if card.trust.side_check and side < 0.0 and VIEW_CONTRADICTED not in flags:
-        flags += (VIEW_CONTRADICTED,)
+    if side_flags(flags, side, card.trust.side_check) != flags:
+        flags = side_flags(flags, side, card.trust.side_check)
         detected = replace(detected, flags=flags) if detected is not None else None
     return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
                     detected=detected, image_flags=flags, side=side)
+
+
+def side_flags(flags: tuple[str, ...], side: float, side_check: bool) -> tuple[str, ...]:
+    """``flags`` with :data:`VIEW_CONTRADICTED` added where the check applies (a card's ``trust.side_check``) and the
+    film's side contrast ``side`` (:func:`vcorner.geometry.sides.film_side`) is negative."""
+    if side_check and side < 0.0 and VIEW_CONTRADICTED not in flags:
+        return (*flags, VIEW_CONTRADICTED)
+    return flags
+
+
+def record_side(pyramid: list[np.ndarray], record: ImageRecord) -> float:
+    """The side contrast of a film (:func:`vcorner.geometry.sides.film_side`) through ``record``'s view, in the frames
+    of its centres (NaN with fewer than two: no frame)."""
+    names = [v.name for v in record.vertebrae]
+    if len(names) < 2:
+        return float("nan")
+    view = parse_view(record.view)
+    frames = frames_from_centers(record.centers, spine_levels(names))
+    return film_side(pyramid, mirror_frames(frames) if view.mirrored else frames, view.inverted)
