@@ -29,7 +29,8 @@ class DetectedCentres:
     """What the detector found in one image.
 
     Attributes:
-        listed: the confident detections as found (every name at or above the card's confidence, cranial first):
+        listed: the confident detections as found (every name at or above the card's confidence, and a body cut
+            by the film's edge that continues them, :func:`vcorner.postprocess.peaks.continued_ends`; cranial first):
             what ``centers.detected.csv`` records, with their confidences.
         record: ``listed`` after the centre-sequence checks: the vertebrae that get corners.
         left_out: vertebra name -> why the sequence checks left it out (``errors.csv``).
