@@ -115,8 +115,9 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = -patches if view.inverted else patches
     flags = detected.flags if detected is not None else record.flags
     side = film_side(pyramid, frames, view.inverted)
-    if side_flags(flags, side, card.trust.side_check) != flags:
-        flags = side_flags(flags, side, card.trust.side_check)
+    checked = side_flags(flags, side, card.trust.side_check)
+    if checked != flags:
+        flags = checked
         detected = replace(detected, flags=flags) if detected is not None else None
     return ImageJob(record.file, image.pixels.shape, frames, names, affines, owner, patches,
                     np.empty_like(patches), image.pixels if keep_pixels else None, spacing_mm=spacing,
