@@ -97,7 +97,8 @@ def test_a_weak_name_that_continues_the_sure_run_at_its_step_is_kept_as_a_body_c
     names = lambda ds: [d.name for d in ds]  # noqa: E731
     assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.08]), 0.12)[0]) == list(NAMES)
     assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.08], (284.0, 265.0)), 0.12)[0]) == list(NAMES)
-    # half a step off (on the disc below C6), too weak, or after a gap in the run: dropped
+    # half a step off (on the disc below C6), too weak, or two levels past the run (C6 too weak to continue it):
+    # dropped
     assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.08], (282.0, 240.0)), 0.12)[0]) == list(NAMES[:4])
     assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.7, 0.05]), 0.12)[0]) == list(NAMES[:4])
     assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.01, 0.08]), 0.12)[0]) == list(NAMES[:3])
@@ -126,9 +127,23 @@ def test_the_view_finder_places_a_body_cut_by_the_edge_that_the_namer_hesitates_
     c7 = taken.found[-1]
     assert c7.confidence == 0.4 and np.allclose(c7.xy, [281.0, 262.0])
     assert [d.name for d in split_confident(taken.found, 0.3)[0]] == list(NAMES)
+    assert taken.placed == {"C7"}
     for c6, c7_xy in (((286.0, 250.0), (281.0, 262.0)), ((286.0, 221.0), (281.0, 280.0))):
         kept = finder_ends(answer, namer, finder_says(c6, c7_xy), finder)
         assert kept is answer and [d.name for d in split_confident(kept.found, 0.3)[0]] == list(NAMES[:4])
+
+
+def test_a_name_the_finder_placed_is_kept_but_never_continued():
+    """A name the view finder placed at the run's end is kept whatever its confidence (it passed the finder's own
+    threshold; here 0.12 under a raised namer threshold of 0.3), and the run it continues stays the namer's own:
+    the weak name past it is not kept on its step, so at most one name goes past the namer's sure run."""
+    names = lambda ds: [d.name for d in ds[0]]  # noqa: E731
+    # C6 from the finder at 0.12, under the threshold: kept; C7 on the step past it (0.2, above half the threshold)
+    # does not continue a run of the namer's, so it is dropped
+    assert names(split_confident(run_of([0.9, 0.8, 0.8, 0.12, 0.2]), 0.3, frozenset({"C6"}))) == list(NAMES[:4])
+    # the finder's C5 at 0.5, above the threshold, is not part of the namer's run either: C6 past it is dropped
+    assert names(split_confident(run_of([0.9, 0.8, 0.5, 0.2, 0.01]), 0.3, frozenset({"C5"}))) == list(NAMES[:3])
+    assert names(split_confident(run_of([0.9, 0.8, 0.5, 0.2, 0.01]), 0.3)) == list(NAMES[:4])  # the namer's own C5
 
 
 def test_flat_maps_mean_no_vertebrae_found():

@@ -24,7 +24,9 @@ def detect(
              "--no-view-search looks at the films as they are, the finder only checking each shows a spine "
              "(about 4x faster).")] = True,
     min_confidence: Annotated[float | None, typer.Option(
-        min=0.0, max=0.999, help="Drop detections below this confidence (default: the detector card's).")] = None,
+        min=0.0, max=0.999, help="Drop detections below this confidence (default: the detector card's); a body cut "
+                                 "by the film's edge that continues the names kept is kept down to half of it, or "
+                                 "placed by the view finder.")] = None,
     max_pixels: Annotated[int | None, typer.Option(min=1, help="Refuse larger images (default 200 megapixels).")]
     = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT (and its errors file); the "

@@ -30,8 +30,9 @@ class DetectedCentres:
 
     Attributes:
         listed: the confident detections as found (every name at or above the card's confidence, and a body cut
-            by the film's edge that continues them, :func:`vcorner.postprocess.peaks.continued_ends`; cranial first):
-            what ``centers.detected.csv`` records, with their confidences.
+            by the film's edge that continues them: :func:`vcorner.postprocess.peaks.continued_ends`, or placed by
+            the view finder, :func:`finder_ends`, with the finder's confidence; cranial first): what
+            ``centers.detected.csv`` records, with their confidences.
         record: ``listed`` after the centre-sequence checks: the vertebrae that get corners.
         left_out: vertebra name -> why the sequence checks left it out (``errors.csv``).
         dropped: detections below the card's confidence (counted, not used).
@@ -63,12 +64,15 @@ class ViewAnswer:
         found: every channel's detection, image pixels, cranial first.
         margin: the naming margin over the confident names (:func:`vcorner.postprocess.peaks.naming_margin`).
         score: mean confidence over the channels (0-1): how surely a spine stands in this view.
+        merged: whether the names rest on a merge of two names on one vertebra.
+        placed: names whose detection the view finder gave (:func:`finder_ends`; kept whatever their confidence).
     """
 
     view: View
     found: list[Detection]
     margin: float
     merged: bool = False
+    placed: frozenset[str] = frozenset()
 
     @property
     def score(self) -> float:
@@ -203,7 +207,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     levels are flagged uncertain where the finder names a vertebra otherwise, :func:`names_disagree`, or finds
     neither anchor, :func:`unanchored`), else the best of the detector's own candidates. Levels are flagged
     uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
-    Without ``search`` both look at the film as it is (``as_is``) only.
+    A body cut by the film's edge that the detector hesitates on and the finder sees is the finder's
+    (:func:`finder_ends`). Without ``search`` both look at the film as it is (``as_is``) only.
 
     Raises:
         InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
@@ -243,17 +248,18 @@ def finder_ends(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other
     sure_at = card.detection.min_confidence
     mine = [d for d in answer.found if d.name not in card.detection.context]
     theirs = {d.name: d for d in other.found if d.confidence >= other_card.detection.min_confidence}
+    sure = [d.confidence >= sure_at and bool(np.all(np.isfinite(d.xy))) for d in mine]
     taken = {}
-    for end, near, expected, step in run_ends(mine, [d.confidence >= sure_at for d in mine]):
+    for end, near, expected, step in run_ends(mine, sure):
         weak, anchor = mine[end], mine[near]
-        if weak.confidence >= sure_at or weak.name not in theirs or anchor.name not in theirs:
+        if sure[end] or weak.name not in theirs or anchor.name not in theirs:
             continue
         if (np.linalg.norm(theirs[anchor.name].xy - anchor.xy) < 0.5 * step
                 and np.linalg.norm(theirs[weak.name].xy - expected) <= END_OFFSET * step):
             taken[weak.name] = theirs[weak.name]
     if not taken:
         return answer
-    return replace(answer, found=[taken.get(d.name, d) for d in answer.found])
+    return replace(answer, found=[taken.get(d.name, d) for d in answer.found], placed=frozenset(taken))
 
 
 def seen_names(answer: ViewAnswer, card: DetectorCard) -> int:
@@ -339,7 +345,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     """
     answer, flags = chosen_answer(pyramid, shape, card, infer, finder, search)
     output = [d for d in answer.found if d.name not in card.detection.context]
-    kept, dropped = split_confident(output, card.detection.min_confidence)
+    kept, dropped = split_confident(output, card.detection.min_confidence, answer.placed)
     outside = {d.name: why for d in kept if (why := outside_reason(d.xy, shape))}
     kept = [d for d in kept if d.name not in outside]
     if len(kept) < 2:

@@ -114,7 +114,7 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = extract_patches(pyramid, affines, sampling.patch_size)[:, None]
     patches = -patches if view.inverted else patches
     flags = detected.flags if detected is not None else record.flags
-    side = film_side(pyramid, frames, view.inverted)
+    side = record_side(pyramid, record)
     checked = side_flags(flags, side, card.trust.side_check)
     if checked != flags:
         flags = checked
@@ -134,10 +134,8 @@ def side_flags(flags: tuple[str, ...], side: float, side_check: bool) -> tuple[s
 
 def record_side(pyramid: list[np.ndarray], record: ImageRecord) -> float:
     """The side contrast of a film (:func:`vcorner.geometry.sides.film_side`) through ``record``'s view, in the frames
-    of its centres (NaN with fewer than two: no frame)."""
+    of its centres (the frames its patches are cut in; NaN without a vertebra)."""
     names = [v.name for v in record.vertebrae]
-    if len(names) < 2:
-        return float("nan")
     view = parse_view(record.view)
     frames = frames_from_centers(record.centers, spine_levels(names))
     return film_side(pyramid, mirror_frames(frames) if view.mirrored else frames, view.inverted)
