@@ -353,18 +353,22 @@ def film_spacing(found: list[Detection], affine: np.ndarray, min_confidence: flo
     return float(np.median(np.linalg.norm(np.diff(np.asarray(xy), axis=0), axis=1))) / pixel_step(affine)
 
 
+def is_sure(detection: Detection, min_confidence: float) -> bool:
+    """Whether ``detection`` reaches ``min_confidence`` at a finite place."""
+    return detection.confidence >= min_confidence and bool(np.all(np.isfinite(detection.xy)))
+
+
 def split_confident(found: list[Detection], min_confidence: float,
                     placed: frozenset[str] = frozenset()) -> tuple[list[Detection], list[Detection]]:
     """(kept, dropped): detections at or above ``min_confidence`` and those below it, order kept; a name just past
     either end of the confident run that continues it (:func:`continued_ends`) is kept too, and so are the names in
     ``placed`` (put at a run's end by a second detector: :func:`vcorner.stages.detect.finder_ends`), which are not
     part of the run that is continued."""
-    good = [d.confidence >= min_confidence and bool(np.all(np.isfinite(d.xy))) and d.name not in placed
-            for d in found]
+    good = [is_sure(d, min_confidence) and d.name not in placed for d in found]
     for i in continued_ends(found, good, min_confidence):
         good[i] = True
     for i, d in enumerate(found):
-        good[i] = good[i] or (d.name in placed and bool(np.all(np.isfinite(d.xy))))
+        good[i] = good[i] or (d.name in placed and is_sure(d, 0.0))
     pairs = list(zip(found, good, strict=True))
     return [d for d, ok in pairs if ok], [d for d, ok in pairs if not ok]
 
@@ -387,7 +391,7 @@ def continued_ends(found: list[Detection], sure: list[bool], min_confidence: flo
     kept = []
     for end, _, expected, step in run_ends(found, sure):
         candidate = found[end]
-        if candidate.confidence < END_FLOOR * min_confidence or not np.all(np.isfinite(candidate.xy)):
+        if not is_sure(candidate, END_FLOOR * min_confidence):
             continue
         if np.linalg.norm(candidate.xy - expected) <= END_OFFSET * step:
             kept.append(end)

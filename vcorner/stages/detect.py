@@ -18,7 +18,7 @@ from vcorner.geometry.sequence import checked_record, level_ranks
 from vcorner.geometry.views import AS_IS, View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
-from vcorner.postprocess.peaks import END_OFFSET, Detection, decode_spaced, run_ends, split_confident
+from vcorner.postprocess.peaks import END_OFFSET, Detection, decode_spaced, is_sure, run_ends, split_confident
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
@@ -248,7 +248,7 @@ def finder_ends(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other
     sure_at = card.detection.min_confidence
     mine = [d for d in answer.found if d.name not in card.detection.context]
     theirs = {d.name: d for d in other.found if d.confidence >= other_card.detection.min_confidence}
-    sure = [d.confidence >= sure_at and bool(np.all(np.isfinite(d.xy))) for d in mine]
+    sure = [is_sure(d, sure_at) for d in mine]
     taken = {}
     for end, near, expected, step in run_ends(mine, sure):
         weak, anchor = mine[end], mine[near]

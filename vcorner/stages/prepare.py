@@ -16,7 +16,7 @@ from vcorner.geometry.frames import Frames, frames_from_centers
 from vcorner.geometry.patches import build_pyramid, extract_patches, patch_affines, sample_poses
 from vcorner.geometry.sequence import spine_levels
 from vcorner.geometry.sides import film_side
-from vcorner.geometry.views import mirror_frames, parse_view
+from vcorner.geometry.views import View, mirror_frames, parse_view
 from vcorner.io.images import read_image, read_image_bytes
 from vcorner.io.records import ImageRecord, InputError
 from vcorner.models.card import ModelCard
@@ -104,9 +104,7 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     names = [v.name for v in record.vertebrae]
     centers = record.centers
     check_centers(centers, image.pixels.shape, names)
-    view = parse_view(record.view)
-    frames = frames_from_centers(centers, spine_levels(names))
-    frames = mirror_frames(frames) if view.mirrored else frames
+    frames, view = view_frames(record)
     sampling = card.sampling
     poses = sample_poses(sampling)
     affines = np.concatenate([patch_affines(frames, i, poses, sampling) for i in range(len(frames))])
@@ -114,7 +112,7 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = extract_patches(pyramid, affines, sampling.patch_size)[:, None]
     patches = -patches if view.inverted else patches
     flags = detected.flags if detected is not None else record.flags
-    side = record_side(pyramid, record)
+    side = film_side(pyramid, frames, view.inverted)
     checked = side_flags(flags, side, card.trust.side_check)
     if checked != flags:
         flags = checked
@@ -135,7 +133,13 @@ def side_flags(flags: tuple[str, ...], side: float, side_check: bool) -> tuple[s
 def record_side(pyramid: list[np.ndarray], record: ImageRecord) -> float:
     """The side contrast of a film (:func:`vcorner.geometry.sides.film_side`) through ``record``'s view, in the frames
     of its centres (the frames its patches are cut in; NaN without a vertebra)."""
-    names = [v.name for v in record.vertebrae]
+    frames, view = view_frames(record)
+    return film_side(pyramid, frames, view.inverted)
+
+
+def view_frames(record: ImageRecord) -> tuple[Frames, View]:
+    """The vertebra frames of ``record``'s centres as its patches are cut in (mirrored on a mirrored film), and its
+    view (:mod:`vcorner.geometry.views`)."""
     view = parse_view(record.view)
-    frames = frames_from_centers(record.centers, spine_levels(names))
-    return film_side(pyramid, mirror_frames(frames) if view.mirrored else frames, view.inverted)
+    frames = frames_from_centers(record.centers, spine_levels([v.name for v in record.vertebrae]))
+    return (mirror_frames(frames) if view.mirrored else frames), view
