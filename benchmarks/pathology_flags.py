@@ -12,7 +12,9 @@ coverage of heights, listhesis and angles. Appends a markdown table to ``--out``
 ``DATA`` holds annotations.json and its images (``vcorner synth DATA --pathology clinical ...``); a variant
 replaces fields of the model card's ``decode`` (e.g. ``sharp64:prior_sharp_inflation=64``; ``corner_offset=0``
 decodes without the fitted offset); ``shipped`` is the card's own. ``--truth`` scores against ``DATA/truth.json``
-(the anatomy, without the annotator's click spread) and prints what the clicks themselves score there.
+(the anatomy, without the annotator's click spread) and prints what the clicks themselves score there. Where the
+card knows its reader's spread (``trust.reader_sd_mm``), the last column gives the coverage of the anatomy intervals
+(``anatomy_ci95_low/high`` of measurements.csv): against ``truth.json`` they should hold about 95%.
 """
 
 from __future__ import annotations
@@ -78,13 +80,15 @@ def decode_all(jobs, card, decode, reference: dict | None = None) -> tuple[list[
     return images, p2p
 
 
-def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float, float]) -> dict:
+def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float, float],
+          reader_sd_mm: float = 0.0) -> dict:
     """P2P by vertebra kind, flags (``possible``: the percentiles of the ``possible_`` flags of Genant grades and
-    slips, as :data:`vcorner.measure.intervals.GENANT_POSSIBLE_PERCENTILE`) and measures of one decoding."""
+    slips, as :data:`vcorner.measure.intervals.GENANT_POSSIBLE_PERCENTILE`) and measures of one decoding
+    (``reader_sd_mm``: the card's reader spread, for the anatomy intervals' coverage)."""
     unit = common_unit(records)[0]
     by_file = {r.file: r for r in records}
     predicted = [row for image in images for row in measure_image(image, spacing_in(unit, by_file[image.image]),
-                                                                  possible=possible)]
+                                                                  possible=possible, reader_sd_mm=reader_sd_mm)]
     truth = truth_measurements(records, unit=unit)
     deformed = deformed_vertebrae(truth)
     per = compare_measurements(predicted, truth)
@@ -96,7 +100,10 @@ def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float,
     for group in MEASURES:
         out[f"{group}_mae"] = grouped(per, group, "mae")
         out[f"{group}_coverage"] = grouped(per, group, "coverage_95")
+        out[f"{group}_anatomy"] = grouped(per, group, "coverage_anatomy") if reader_sd_mm else float("nan")
     out["coverage_min"] = min(r["coverage_95"] for r in per.values() if r["unit"] != "grade")
+    out["anatomy_min"] = min((r["coverage_anatomy"] for r in per.values()
+                              if r["unit"] != "grade" and r["coverage_anatomy"] is not None), default=float("nan"))
     return out
 
 
@@ -132,7 +139,9 @@ def _line(label: str, s: dict) -> str:
             + f" | {_num(s['heights_mae'], '.3f')} / {_num(s['heights_coverage'], '.1%')} | "
               f"{_num(s['listhesis_mae'], '.3f')} / {_num(s['listhesis_coverage'], '.1%')} | "
               f"{_num(s['angles_mae'], '.2f')} / {_num(s['angles_coverage'], '.1%')} | "
-              f"{_num(s['coverage_min'], '.1%')} |")
+              f"{_num(s['coverage_min'], '.1%')} | {_num(s['heights_anatomy'], '.1%')} / "
+              f"{_num(s['listhesis_anatomy'], '.1%')} / {_num(s['angles_anatomy'], '.1%')} "
+              f"({_num(s['anatomy_min'], '.1%')}) |")
 
 
 def main() -> None:
@@ -164,7 +173,8 @@ def main() -> None:
              "sens / spec (true positives); P2P in mm (vertebrae); MAE in mm and degrees\n",
              "| variant | P2P all | P2P normal | P2P deformed | genant_N | genant_N or possible | found grade >= 1 | "
              "slip | slip or possible | found slip >= 3 mm | heights MAE / cov | listhesis MAE / cov | "
-             "angles MAE / cov | lowest coverage |", "|" + "---|" * 14]
+             "angles MAE / cov | lowest coverage | anatomy intervals: heights / listhesis / angles (lowest) |",
+             "|" + "---|" * 15]
     records = [r for _, r in jobs]
     reference = None
     if args.truth:
@@ -181,7 +191,7 @@ def main() -> None:
         pairs = [(q, q) for q in args.possible] if args.possible else [tuple(args.pair)]
         for possible in pairs:
             label = f"{name} {fields or ''} possible at p{possible[0]:g} / p{possible[1]:g}"
-            lines.append(_line(label, score(images, p2p, records, possible)))
+            lines.append(_line(label, score(images, p2p, records, possible, card.trust.reader_sd_mm)))
             print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a", encoding="utf-8") as handle:

@@ -11,7 +11,9 @@ model in FP32) it measures the evidence of :mod:`vcorner.postprocess.plausibilit
    the true corners on a grid, then scales all three by one factor so that the 95% ellipses hold 95% of them;
 2. sets each flag limit at the ``--percentile`` of its measure over VAL's vertebrae (``height_limit``: the height
    deviation of :func:`~vcorner.postprocess.plausibility.height_deviation`; ``spread_limit``: the farthest
-   single-patch network corner, in vertebra sizes).
+   single-patch network corner, in vertebra sizes);
+3. where every VAL has its ``truth.json``, measures the annotator's click spread about the true corners
+   (``reader_sd_mm``: the measurements' anatomy intervals).
 
 Prints the constants as JSON; ``--write`` puts them into the shipped model's card and its INT8 variant's (their
 ``card_sha256`` rewritten).
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from vcorner.backends import ModelRequest
 from vcorner.cli.common import open_model
-from vcorner.evaluation.trust import corner_evidence, fit_trust
+from vcorner.evaluation.trust import corner_evidence, fit_trust, reader_spread
 from vcorner.evaluation.tune import infer_records
 from vcorner.io.annotations import read_annotations
 from vcorner.models.modelfile import default_model_path, read_model_card, write_sidecar
@@ -41,9 +43,11 @@ def main() -> None:
     args = parser.parse_args()
     runner, resolved = open_model(ModelRequest(precision="fp32"))
     with runner:
-        jobs = [job for val in args.val
-                for job in infer_records(val, read_annotations(val / "annotations.json"), runner, resolved.card)]
+        per_folder = [(val, infer_records(val, read_annotations(val / "annotations.json"), runner, resolved.card))
+                      for val in args.val]
+    jobs = [job for _, found in per_folder for job in found]
     trust, reached = fit_trust(corner_evidence(jobs, resolved.card), args.percentile)
+    trust = replace(trust, reader_sd_mm=reader_spread([(val, [r for _, r in found]) for val, found in per_folder]))
     report = {"trust": trust.__dict__, "validation": [str(v) for v in args.val], **reached}
     print(json.dumps(report, indent=1))
     if args.write:

@@ -155,6 +155,65 @@ def test_batch_measure_and_measure_command_agree(tmp_path):
             if r["measure"] == "listhesis"} == {"px"}
 
 
+def test_the_shipped_cards_reader_spread_gives_anatomy_intervals_inside_the_readers(tmp_path):
+    """Issue #29: the batch records the card's reader spread in run.json; measurements.csv then carries anatomy
+    intervals, narrower than the reader's and around the same value; without a spacing or with --reader-sd-mm 0,
+    none."""
+    import json
+
+    result = CliRunner().invoke(app, ["batch", str(EXAMPLES), "--centers", str(EXAMPLES / "centers.csv"), "--out",
+                                      str(tmp_path / "out"), "--measure"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["reader_sd_mm"] == pytest.approx(0.35, abs=0.01)
+    rows = [r for r in csv.DictReader(open(tmp_path / "out" / "measurements.csv")) if r["unit"] == "mm"]
+    assert rows
+    for r in rows:
+        low, high, a_low, a_high = (float(r[k]) for k in ("ci95_low", "ci95_high", "anatomy_ci95_low",
+                                                           "anatomy_ci95_high"))
+        assert low <= a_low <= float(r["value"]) <= a_high <= high, r
+    assert np.median([(float(r["anatomy_ci95_high"]) - float(r["anatomy_ci95_low"]))
+                      / (float(r["ci95_high"]) - float(r["ci95_low"])) for r in rows]) < 0.7
+    for extra, folder in ((["--reader-sd-mm", "0", "--centers", str(EXAMPLES / "centers.csv")], "none"), ([], "px")):
+        again = CliRunner().invoke(app, ["measure", str(tmp_path / "out" / "corners.csv"), "--out",
+                                         str(tmp_path / folder), *extra])
+        assert again.exit_code == 0, again.output
+        assert {r["anatomy_ci95_low"] for r in csv.DictReader(open(tmp_path / folder / "measurements.csv"))} == {""}
+
+
+def test_anatomy_covariance_takes_the_readers_spread_out_down_to_its_floor():
+    from vcorner.measure.intervals import anatomy_covariance
+
+    cov = np.array([[[5.0, 0.0], [0.0, 2.0]], [[1.2, 0.0], [0.0, 1.02]]])
+    out = anatomy_covariance(cov, (1.0, 1.0), floor=0.03)
+    assert out[0] == pytest.approx(np.diag([4.0, 1.0]))
+    assert out[1] == pytest.approx(np.diag([0.2, 0.0306]))  # 1.02 - 1 is below 3% of 1.02: the floor
+    turned = np.array([[3.0, 1.0], [1.0, 3.0]])  # eigenvalues 4 and 2 along the diagonals
+    assert anatomy_covariance(turned, (1.0, 1.0)) == pytest.approx(turned - np.eye(2))
+    assert np.linalg.eigvalsh(anatomy_covariance(turned, (3.0, 3.0), floor=0.03)) == pytest.approx([0.06, 0.12])
+    assert anatomy_covariance(np.diag([5.0, 5.0]), (2.0, 1.0)) == pytest.approx(np.diag([1.0, 4.0]))
+
+
+def test_anatomy_intervals_hold_95_percent_of_true_values_and_reader_intervals_of_a_readers():
+    """Issue #29: corners found with sd 1 px about the truth, a reader clicking with sd 1.2 px, ellipses calibrated
+    to the reader (their variance the sum): the reader intervals hold the reader's values, the anatomy intervals
+    (reader spread taken out) hold the true ones, both near 95%."""
+    rng = np.random.default_rng(3)
+    truth = np.stack([box(0, 0), box(2, 36, front=24), box(1, 72)])
+    found_sd, reader_sd, spacing = 1.0, 1.2, 0.1
+    cov = np.broadcast_to((found_sd**2 + reader_sd**2) * np.eye(2), (3, 4, 2, 2)).copy()
+    expected = rows_by(measure_image(corners_of(*truth), spacing))
+    anatomy, reader = [], []
+    for trial in range(300):
+        clicks = rows_by(measure_image(corners_of(*(truth + rng.normal(0.0, reader_sd, truth.shape))), spacing))
+        found = ImageCorners(f"t{trial}.png", ("C3", "C4", "C5"), truth + rng.normal(0.0, found_sd, truth.shape),
+                             cov, np.ones((3, 4), dtype=bool))
+        for row in measure_image(found, spacing, samples=400, reader_sd_mm=reader_sd * spacing):
+            if row.measure in ("anterior_height", "posterior_height", "listhesis", "segmental_angle"):
+                anatomy.append(row.anatomy_low <= expected[(row.measure, row.level)].value <= row.anatomy_high)
+                reader.append(row.ci95_low <= clicks[(row.measure, row.level)].value <= row.ci95_high)
+    assert 0.93 <= np.mean(anatomy) <= 0.97 and 0.93 <= np.mean(reader) <= 0.97, (np.mean(anatomy), np.mean(reader))
+
+
 def test_evaluate_compares_measurements_with_the_annotations(tmp_path):
     result = CliRunner().invoke(app, ["batch", str(EXAMPLES), "--centers", str(EXAMPLES / "centers.csv"), "--out",
                                       str(tmp_path / "out")])
@@ -166,6 +225,8 @@ def test_evaluate_compares_measurements_with_the_annotations(tmp_path):
 
     measures = json.loads((tmp_path / "eval" / "metrics.json").read_text())["measurements"]["per_measure"]
     assert measures["posterior_height"]["mae"] < 1.0 and measures["posterior_height"]["unit"] == "mm"
+    # the batch recorded the shipped card's reader spread: the anatomy intervals are scored too
+    assert "in anatomy interval" in report.output and 0.0 <= measures["posterior_height"]["coverage_anatomy"] <= 1.0
 
 
 def test_overlay_labels_give_heights_and_slips():

@@ -140,6 +140,11 @@ class TrustConfig:
             that a film contradicting its view is flagged ``view_contradicted``
             (its :func:`vcorner.geometry.sides.film_side` is negative); set by the trust fit
             (:func:`vcorner.evaluation.trust.sides_agree`), False for frontal films and cards without it.
+        reader_sd_mm: the calibration annotator's own click spread about the true corners, mm per axis (the
+            ellipses hold 95% of the clicks, so they carry it): known only where the calibration films have their
+            true corners (``truth.json`` of ``vcorner synth``; :func:`vcorner.evaluation.trust.reader_spread`), it
+            gives the measurements their anatomy intervals
+            (:func:`vcorner.measure.intervals.anatomy_covariance`); 0: unknown, none.
     """
 
     size_sd: float = 0.0
@@ -149,9 +154,11 @@ class TrustConfig:
     spread_limit: float = 0.0
     flagged_confidence: float = 0.5
     side_check: bool = False
+    reader_sd_mm: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.size_sd, self.flat_sd, self.scatter_scale, self.height_limit, self.spread_limit) < 0:
+        if min(self.size_sd, self.flat_sd, self.scatter_scale, self.height_limit, self.spread_limit,
+               self.reader_sd_mm) < 0:
             raise ValueError("trust settings must not be negative")
         if not 0.0 <= self.flagged_confidence <= 1.0:
             raise ValueError(f"trust.flagged_confidence must be in [0, 1], got {self.flagged_confidence}")

@@ -220,7 +220,8 @@ def _deformed_line(split: dict[str, dict], unit: str) -> str:
 
 def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
     """Measurements of the predicted corners (with intervals) against those of the annotated corners: a table
-    of error and 95%-interval coverage per measure, and fracture/slip detection; the figures as a dict."""
+    of error and 95%-interval coverage per measure (and anatomy-interval coverage, where the batch recorded the
+    reader's spread in run.json beside ``predictions``), and fracture/slip detection; the figures as a dict."""
     from vcorner.io.spacing import common_unit, spacing_in
     from vcorner.measure.compare import (
         compare_measurements,
@@ -229,22 +230,27 @@ def compare_measures(predictions: Path, truth: list, console: Console) -> dict:
         flag_detection,
         truth_measurements,
     )
-    from vcorner.measure.table import measure_all, read_corners
+    from vcorner.measure.table import measure_all, read_corners, reader_spread_of_run
 
     unit, _ = common_unit(truth)  # as the corner errors: mm only when every image has a spacing
     spacing = {r.file: spacing_in(unit, r) for r in truth}
     try:
-        predicted = measure_all(read_corners(predictions), spacing)
+        predicted = measure_all(read_corners(predictions), spacing,
+                                reader_sd_mm=reader_spread_of_run(Path(predictions).parent))
     except InputError as err:  # a corners.csv of another tool, without uncertainty columns
         stderr.print(f"measurements not compared: {err}", highlight=False, soft_wrap=True)
         return {}
     expected = truth_measurements(truth, unit=unit)
     per_measure, detected = compare_measurements(predicted, expected), detection(predicted, expected)
     table = Table(title="Measurements against the annotated corners", title_justify="left")
-    for column in ("measure", "unit", "MAE", "in 95% interval", "n"):
+    anatomy = any(row["coverage_anatomy"] is not None for row in per_measure.values())
+    columns = ("measure", "unit", "MAE", "in 95% interval", *(("in anatomy interval",) if anatomy else ()), "n")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("measure", "unit") else "right")
     for name, row in per_measure.items():
-        table.add_row(name, row["unit"], _number(row["mae"], ".3f"), _number(row["coverage_95"], ".1%"), str(row["n"]))
+        cells = (_number(row["coverage_anatomy"], ".1%"),) if anatomy else ()
+        table.add_row(name, row["unit"], _number(row["mae"], ".3f"), _number(row["coverage_95"], ".1%"), *cells,
+                      str(row["n"]))
     console.print(table)
     for label, row in detected.items():
         sens, spec = _number(row["sensitivity"], ".1%"), _number(row["specificity"], ".1%")

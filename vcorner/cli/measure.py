@@ -34,6 +34,11 @@ def measure(
                                                   "lateral tilt per vertebra, coronal angle per level, the Cobb "
                                                   "angle (no anterior/posterior heights, wedging, Genant grade or "
                                                   "listhesis).")] = False,
+    reader_sd_mm: Annotated[float | None, typer.Option(
+        "--reader-sd-mm", min=0.0, max=10.0,
+        help="The calibration annotator's click spread about the true corners, mm per axis, for the anatomy "
+             "intervals (default: the one the batch recorded in run.json beside CORNERS, from the model card; "
+             "0: none).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an OUT/measurements.csv that vcorner did not write "
                                                        "(it is moved into previous-<time>/).")] = False,
 ) -> None:
@@ -46,7 +51,8 @@ def measure(
     with user_errors():
         claim_files([out / "measurements.csv"], inputs=[corners, centers], force=force, own=is_measurements)
         began = time.perf_counter()
-        found, rows, mm = measure_run(corners, out / "measurements.csv", images, centers, anterior.value, ap, spacing)
+        found, rows, mm = measure_run(corners, out / "measurements.csv", images, centers, anterior.value, ap, spacing,
+                                      reader_sd_mm)
         seconds = time.perf_counter() - began
     without = sum(1 for c in found if not mm.get(c.image))
     note = f"; {without} image(s) without a pixel spacing are in pixels" if without else ""

@@ -111,7 +111,7 @@ def _offset_words(offset: tuple[float, ...]) -> str:
 def with_trust(card: ModelCard, jobs: list, data: Path) -> ModelCard:
     """``card`` with its ``trust`` refitted on the inferred ``jobs`` of ``data`` (:mod:`vcorner.evaluation.trust`);
     the card as it was, and a line saying why, when ``data`` holds too few corners to fit it."""
-    from vcorner.evaluation.trust import corner_evidence, fit_trust
+    from vcorner.evaluation.trust import corner_evidence, fit_trust, reader_spread
     from vcorner.io.records import InputError
 
     try:
@@ -119,6 +119,10 @@ def with_trust(card: ModelCard, jobs: list, data: Path) -> ModelCard:
     except InputError as err:
         stderr.print(f"trust: kept the card's ({err})", highlight=False)
         return card
+    trust = replace(trust, reader_sd_mm=reader_spread([(data, [record for _, record in jobs])]))
+    if trust.reader_sd_mm:
+        stderr.print(f"trust: the annotator's clicks lie {trust.reader_sd_mm} mm (sd per axis) from {data}/truth.json: "
+                     "measurements get anatomy intervals", highlight=False)
     chosen = (f"{reached['corners']} network corners of {reached['vertebrae']} vertebrae of {data}, flag limits at "
               f"the {reached['percentile']:g}th percentile: vcorner tune")
     stderr.print(f"trust: refitted on {reached['corners']} corners (95% ellipse holds {reached['inside_95']:.1%}); "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -137,6 +138,32 @@ def sides_agree(sides: np.ndarray) -> bool:
     """Whether the validation films' side contrasts ``sides`` (F,) show which side is anterior: at least
     :data:`SIDE_SHARE` of them positive, of at least 20 films."""
     return len(sides) >= 20 and float(np.mean(sides > 0.0)) >= SIDE_SHARE
+
+
+TRUTH_FILE = "truth.json"
+"""The true corners ``vcorner synth`` writes beside ``annotations.json`` (the clicks without the annotator's spread)."""
+
+
+def reader_spread(sets: Sequence[tuple[Path, Sequence[ImageRecord]]]) -> float:
+    """The annotator's spread about the true corners, mm per axis (root mean square of x and y), pooled over
+    ``sets`` (a folder and the clicked annotations of its images, each against the folder's :data:`TRUTH_FILE`);
+    0 (unknown) unless every record has its truth and a pixel spacing."""
+    from vcorner.io.annotations import read_annotations
+
+    offsets = []
+    for folder, records in sets:
+        if not (Path(folder) / TRUTH_FILE).is_file():
+            return 0.0
+        truth = {r.file: r for r in read_annotations(Path(folder) / TRUTH_FILE)}
+        for record in records:
+            known = {v.name: v.corners for v in truth[record.file].vertebrae} if record.file in truth else {}
+            if not record.pixel_spacing_mm:
+                return 0.0
+            for v in record.vertebrae:
+                if v.corners is None or known.get(v.name) is None:
+                    return 0.0
+                offsets.append((v.corners - known[v.name]) * record.pixel_spacing_mm)
+    return round(float(np.sqrt(np.mean(np.square(np.concatenate(offsets))))), 4) if offsets else 0.0
 
 
 def fit_trust(data: Evidence, percentile: float = PERCENTILE) -> tuple[TrustConfig, dict[str, float]]:

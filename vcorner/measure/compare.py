@@ -45,17 +45,21 @@ def _key(row: Measurement) -> tuple[str, str, str]:
 
 
 def compare_measurements(predicted: Sequence[Measurement], truth: Sequence[Measurement]) -> dict[str, dict]:
-    """Per measure: mean absolute error, share of true values inside the predicted 95% interval, count, unit."""
+    """Per measure: mean absolute error, share of true values inside the predicted 95% interval and inside its
+    anatomy interval (None where the rows have none), count, unit."""
     known = {_key(t): t for t in truth}
     out: dict[str, dict] = {}
     for p in predicted:
         t = known.get(_key(p))
         if t is None or t.unit != p.unit:
             continue
-        entry = out.setdefault(p.measure, {"errors": [], "inside": [], "unit": p.unit})
+        entry = out.setdefault(p.measure, {"errors": [], "inside": [], "anatomy": [], "unit": p.unit})
         entry["errors"].append(abs(p.value - t.value))
         entry["inside"].append(p.ci95_low <= t.value <= p.ci95_high)
+        if p.anatomy_low is not None and p.anatomy_high is not None:
+            entry["anatomy"].append(p.anatomy_low <= t.value <= p.anatomy_high)
     return {m: {"mae": float(np.mean(e["errors"])), "coverage_95": float(np.mean(e["inside"])),
+                "coverage_anatomy": float(np.mean(e["anatomy"])) if e["anatomy"] else None,
                 "n": len(e["errors"]), "unit": e["unit"]} for m, e in out.items()}
 
 

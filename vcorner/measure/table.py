@@ -26,7 +26,10 @@ from vcorner.postprocess.decode import ellipse_covariance
 
 log = logging.getLogger(__name__)
 
-MEASUREMENT_COLUMNS = ("image", "measure", "level", "value", "unit", "ci95_low", "ci95_high", "flags")
+MEASUREMENT_COLUMNS = ("image", "measure", "level", "value", "unit", "ci95_low", "ci95_high", "flags",
+                       "anatomy_ci95_low", "anatomy_ci95_high")
+EARLIER_MEASUREMENT_COLUMNS = MEASUREMENT_COLUMNS[:8]
+"""The header of measurements files written before the anatomy intervals (still vcorner's own: rewritten freely)."""
 SPACING_REFUSED_FLAG = "spacing_refused"
 """Flag of the px lengths of an image whose recorded pixel spacing was implausible (README.md, Measurements)."""
 NEEDED = ("image", "vertebra", "corner", "x", "y", "sd_major_px", "sd_minor_px", "angle_deg", "source")
@@ -80,11 +83,12 @@ def read_corners(path: Path) -> list[ImageCorners]:
 
 def measure_all(images: Iterable[ImageCorners], spacing: dict[str, Spacing], anterior: str = "right",
                 ap: bool = False, default_spacing: float | None = None,
-                refused: dict[str, str] | None = None) -> list[Measurement]:
+                refused: dict[str, str] | None = None, reader_sd_mm: float = 0.0) -> list[Measurement]:
     """Measurements of every image; ``spacing`` maps image -> mm per pixel (``default_spacing`` otherwise).
 
     An image in ``refused`` (image -> why its recorded spacing was refused) stays in pixels, and its length
     rows carry the flag :data:`SPACING_REFUSED_FLAG`, so that the file itself says why they are not in mm.
+    ``reader_sd_mm`` (:func:`reader_spread_of_run`): the anatomy intervals of the images with a spacing.
     """
     refused = refused or {}
     rows: list[Measurement] = []
@@ -94,8 +98,14 @@ def measure_all(images: Iterable[ImageCorners], spacing: dict[str, Spacing], ant
             rows += [replace(r, flags=";".join(filter(None, (r.flags, SPACING_REFUSED_FLAG)))) if r.unit == "px"
                      else r for r in found]
         else:
-            rows += measure_image(corners, spacing.get(corners.image) or default_spacing, anterior, ap)
+            rows += measure_image(corners, spacing.get(corners.image) or default_spacing, anterior, ap,
+                                  reader_sd_mm=reader_sd_mm)
     return rows
+
+
+def _bound(value: float | None, digits: int) -> str:
+    """A CSV cell of an interval bound (empty when there is none)."""
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def measurements_csv(rows: Sequence[Measurement]) -> str:
@@ -106,7 +116,8 @@ def measurements_csv(rows: Sequence[Measurement]) -> str:
     for r in rows:
         digits = 0 if r.unit == "grade" else 4
         writer.writerow([neutralise(r.image), r.measure, neutralise(r.level), f"{r.value:.{digits}f}", r.unit,
-                         f"{r.ci95_low:.{digits}f}", f"{r.ci95_high:.{digits}f}", r.flags])
+                         f"{r.ci95_low:.{digits}f}", f"{r.ci95_high:.{digits}f}", r.flags,
+                         _bound(r.anatomy_low, digits), _bound(r.anatomy_high, digits)])
     return out.getvalue()
 
 
@@ -146,11 +157,14 @@ def spacing_from_sources(images: Sequence[str], root: Path | None = None, center
 
 
 def measure_run(corners_csv: Path, dest: Path, images: Path | None = None, centers: Path | None = None,
-                anterior: str = "right", ap: bool = False, spacing: float | None = None
+                anterior: str = "right", ap: bool = False, spacing: float | None = None,
+                reader_sd_mm: float | None = None
                 ) -> tuple[list[ImageCorners], list[Measurement], dict[str, Spacing]]:
     """``measurements.csv`` at ``dest`` from a batch's ``corners.csv``, the spacing taken from ``centers``,
     the DICOM headers under ``images``, else ``spacing``; the images read, the rows written, the spacings
     (None for images in pixels, a DICOM spacing that was refused included, with a warning naming it).
+    ``reader_sd_mm`` (None: the one the batch recorded beside ``corners_csv``, :func:`reader_spread_of_run`)
+    gives the anatomy intervals.
 
     Raises:
         InputError: not a readable corners.csv; a ``spacing`` (``--spacing``) or a spacing in ``centers``
@@ -162,11 +176,28 @@ def measure_run(corners_csv: Path, dest: Path, images: Path | None = None, cente
     mm, refused = spacing_from_sources([c.image for c in found], images, centers)
     for problem in refused.values():
         log.warning("%s; its lengths stay in px, flagged %s in measurements.csv", problem, SPACING_REFUSED_FLAG)
-    rows = measure_all(found, mm, anterior, ap, default_spacing=spacing, refused=refused)
+    if reader_sd_mm is None:
+        reader_sd_mm = reader_spread_of_run(Path(corners_csv).parent)
+    rows = measure_all(found, mm, anterior, ap, default_spacing=spacing, refused=refused, reader_sd_mm=reader_sd_mm)
     write_measurements(dest, rows)
     return found, rows, {c.image: None if c.image in refused else mm.get(c.image) or spacing for c in found}
 
 
+def reader_spread_of_run(out: Path) -> float:
+    """The reader's spread (mm per axis; the card's ``trust.reader_sd_mm``) that the batch writing ``out`` recorded
+    in ``out/run.json``; 0 when it recorded none (a card without it, or no run.json)."""
+    from vcorner.io.claims import json_field
+    from vcorner.io.paths import RUN_MARKER, written_by_vcorner
+
+    value = json_field(Path(out) / RUN_MARKER, READER_NOTE) if written_by_vcorner(Path(out)) else None
+    return float(value) if isinstance(value, int | float) and np.isfinite(value) and value > 0 else 0.0
+
+
+READER_NOTE = "reader_sd_mm"
+"""The ``run.json`` key of the card's ``trust.reader_sd_mm`` (``card_notes`` of vcorner/pipeline/run.py)."""
+
+
 def is_measurements(path: Path) -> bool:
-    """True when ``path`` is a measurements.csv vcorner wrote (its first line is :data:`MEASUREMENT_COLUMNS`)."""
-    return csv_header(path) == list(MEASUREMENT_COLUMNS)
+    """True when ``path`` is a measurements.csv vcorner wrote (its first line is :data:`MEASUREMENT_COLUMNS`, or the
+    earlier header)."""
+    return csv_header(path) in (list(MEASUREMENT_COLUMNS), list(EARLIER_MEASUREMENT_COLUMNS))

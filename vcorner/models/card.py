@@ -17,6 +17,11 @@ from vcorner.postprocess.prior import CornerPrior
 CARD_FORMAT = "vcorner-card/1"
 
 
+def _trust_dict(trust: TrustConfig) -> dict[str, Any]:
+    """``trust`` as JSON, without an unknown reader spread (cards written before it keep their digest)."""
+    return {k: v for k, v in to_dict(trust).items() if k != "reader_sd_mm" or v}
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What travels with the weights: how to rebuild the model and use it exactly as trained."""
@@ -65,7 +70,7 @@ class ModelCard:
             "format": CARD_FORMAT, "model_args": self.model_args, "sampling": to_dict(self.sampling),
             "ground_truth": to_dict(self.ground_truth), "decode": to_dict(self.decode),
             "prior": self.prior.to_dict(), "training": self.training,
-        } | ({"trust": to_dict(self.trust)} if self.trust != TrustConfig() else {})  # older cards keep their digest
+        } | ({"trust": _trust_dict(self.trust)} if self.trust != TrustConfig() else {})  # older cards: same digest
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model card") -> ModelCard:

@@ -242,7 +242,7 @@ def is_batch_output(path: Path) -> bool:
     header, an empty one, or a ``run.json`` of vcorner's format. Anything else under those names is the user's."""
     from vcorner.io.claims import csv_header
     from vcorner.io.paths import written_by_vcorner
-    from vcorner.measure.table import MEASUREMENT_COLUMNS
+    from vcorner.measure.table import EARLIER_MEASUREMENT_COLUMNS, MEASUREMENT_COLUMNS
     from vcorner.pipeline.detection import DETECTED_COLUMNS, EARLIER_COLUMNS
 
     path = Path(path)
@@ -251,7 +251,8 @@ def is_batch_output(path: Path) -> bool:
     header = {"corners.csv": CORNER_COLUMNS, "errors.csv": ERROR_COLUMNS, "centers.detected.csv": DETECTED_COLUMNS,
               "measurements.csv": MEASUREMENT_COLUMNS}.get(path.name)
     known = [[], list(header)] + ([list(LEGACY_CORNER_COLUMNS)] if path.name == "corners.csv" else []) \
-        + ([list(EARLIER_COLUMNS)] if path.name == "centers.detected.csv" else [])
+        + ([list(EARLIER_COLUMNS)] if path.name == "centers.detected.csv" else []) \
+        + ([list(EARLIER_MEASUREMENT_COLUMNS)] if path.name == "measurements.csv" else [])
     return header is not None and csv_header(path) in known
 
 

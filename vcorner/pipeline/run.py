@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from vcorner.measure.table import READER_NOTE
 from vcorner.models.card import ModelCard
 from vcorner.pipeline.detection import DetectorChoice
 from vcorner.stages.plan import Plan
@@ -16,7 +17,7 @@ CPU_BATCH, GPU_BATCH = 64, 256
 """Default patches per inference batch: on 2 CPU cores with 10 patches per image, 64 took 12.6-13.1 s for the 100
 test phantoms against 16.5 s at 256 (the batch waits for fewer images); GPUs want large batches."""
 
-Notes = tuple[tuple[str, str], ...]
+Notes = tuple[tuple[str, str | float], ...]
 """(key, message) pairs recorded in ``OUT/run.json``."""
 
 WARNING_NOTES = ("detector_validation", "validation")
@@ -92,8 +93,11 @@ class BatchRun:
 
 def card_notes(card: ModelCard, detector: DetectorChoice | None) -> Notes:
     """``run.json`` notes of the cards: the detector's failed validation, the model's calibration and its failed
-    validation (each only when there is something to say, calibration always)."""
+    validation (each only when there is something to say, calibration always), and the reader's spread that gives
+    measurements.csv its anatomy intervals (:data:`vcorner.measure.table.READER_NOTE`)."""
     found = detector.card.validation_warning() if detector is not None else None
     failed = card.validation_warning()
+    reader = card.trust.reader_sd_mm
     return ((("detector_validation", found),) if found else ()) + (
-        ("calibration", card.calibration_warning() or "calibrated"),) + ((("validation", failed),) if failed else ())
+        ("calibration", card.calibration_warning() or "calibrated"),) + ((("validation", failed),) if failed else ()) \
+        + (((READER_NOTE, reader),) if reader > 0 else ())
