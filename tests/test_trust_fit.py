@@ -73,3 +73,24 @@ def test_tune_refits_the_trust_of_the_card_from_its_validation_corners():
     assert str(EXAMPLES) in card.training["trust_chosen_on"]
     assert 0.9 <= card.training["trust_coverage"]["inside_95"] <= 1.0
     assert card.decode == blank.decode and card.prior == blank.prior
+    assert card.trust.reader_sd_mm == 0.0  # the examples have no truth.json: no anatomy intervals
+
+
+def test_the_readers_spread_comes_back_from_the_phantoms_truth(tmp_path):
+    """Issue #29: `vcorner synth` clicks with 0.35 mm per axis about the true corners (truth.json); the spread is
+    measured from the two files, pooled over folders whose file names repeat, and unknown (0) without a truth or a
+    spacing."""
+    from dataclasses import replace
+
+    from vcorner.evaluation.trust import reader_spread
+    from vcorner.io.annotations import read_annotations
+    from vcorner.phantoms.dataset import synthesize_dataset
+
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for seed, folder in enumerate(folders):
+        synthesize_dataset(folder, 6, seed=40 + seed, workers=1)
+    sets = [(f, read_annotations(f / "annotations.json")) for f in folders]
+    assert 0.28 <= reader_spread(sets) <= 0.42  # 2 x 6 films x 5 vertebrae x 8 numbers
+    assert reader_spread([(tmp_path / "a", [replace(sets[0][1][0], pixel_spacing_mm=None)])]) == 0.0
+    (folders[1] / "truth.json").unlink()
+    assert reader_spread(sets) == 0.0

@@ -140,15 +140,12 @@ def sides_agree(sides: np.ndarray) -> bool:
     return len(sides) >= 20 and float(np.mean(sides > 0.0)) >= SIDE_SHARE
 
 
-TRUTH_FILE = "truth.json"
-"""The true corners ``vcorner synth`` writes beside ``annotations.json`` (the clicks without the annotator's spread)."""
-
-
 def reader_spread(sets: Sequence[tuple[Path, Sequence[ImageRecord]]]) -> float:
     """The annotator's spread about the true corners, mm per axis (root mean square of x and y), pooled over
-    ``sets`` (a folder and the clicked annotations of its images, each against the folder's :data:`TRUTH_FILE`);
-    0 (unknown) unless every record has its truth and a pixel spacing."""
+    ``sets`` (a folder and the clicked annotations of its images, each against the folder's ``truth.json`` from
+    ``vcorner synth``); 0 (unknown) unless every record has its truth and a pixel spacing."""
     from vcorner.io.annotations import read_annotations
+    from vcorner.phantoms.dataset import TRUTH_FILE
 
     offsets = []
     for folder, records in sets:
