@@ -10,9 +10,9 @@ as a user would, through the CLI:
 2. ``vcorner batch DATA --centers DATA/centers.csv`` (clicked) and ``vcorner batch DATA`` (detected), each
    timed, then Table 1 of both on the same images (``vcorner/evaluation/metrics.py``), with the corner model's
    FP32 and INT8 graphs (``--precision``);
-3. the detector's own time per image (letterboxed view, inference with the batch's one ONNX Runtime thread,
-   sequence decoding; image decoding excluded, the batch shares it with the patches) against the corner stage's
-   time per image (the clicked batch's seconds per image).
+3. the detection stage's own time per image (the view finder's search and the namer, each on the batch's one ONNX
+   Runtime thread per loader, sequence decoding; image decoding excluded, the batch shares it with the patches)
+   against the corner stage's time per image (the clicked batch's seconds per image).
 
 Writes benchmarks/results/detection.json and .md.
 """
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vcorner.backends import open_detector
 from vcorner.benchmark.machine import machine_info
 from vcorner.evaluation.detection import score_detections
 from vcorner.evaluation.metrics import match, read_predictions, table1_row
@@ -38,7 +37,7 @@ from vcorner.io.annotations import read_annotations
 from vcorner.io.centers import load_centers
 from vcorner.io.images import read_image
 from vcorner.models.modelfile import default_detector_path
-from vcorner.stages.detect import run_detector
+from vcorner.pipeline.detection import open_detector_use, resolve_detector
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -53,16 +52,17 @@ def vcorner(*args: str) -> float:
 
 
 def detector_ms(data: Path, detector: Path, repeats: int = 3) -> float:
-    """Median time per image (ms) of the detector stage alone, as the batch runs it (one thread)."""
-    runner, card = open_detector(detector, threads=1)
+    """Median time per image (ms) of the detection stage alone, as one batch loader runs it: the namer and its view
+    finder (the view search included), one ONNX Runtime thread each, one film at a time; image decoding excluded."""
+    choice = resolve_detector(detector, True)
     images = [build_pyramid(read_image(p).pixels) for p in sorted(data.glob("phantom_*"))]
     times = []
-    with runner:
-        run_detector(images[0], images[0][0].shape, card, runner.infer)  # warm-up
+    with open_detector_use(choice, threads=1) as use:
+        use(images[0], images[0][0].shape, "warm-up", None)
         for _ in range(repeats):
             for pyramid in images:
                 began = time.perf_counter()
-                run_detector(pyramid, pyramid[0].shape, card, runner.infer)
+                use(pyramid, pyramid[0].shape, "timed", None)
                 times.append(time.perf_counter() - began)
     return 1000 * float(np.median(times))
 
@@ -112,7 +112,8 @@ def main() -> None:
     for k, row in tables.items():
         lines.append(f"| {k} | {row['p2p_median']:.3f} | {row['p2p_mean']:.3f} | {row['fit_failure_pct']:.2f} | "
                      f"{result['images_per_s'][k]:.2f} |")
-    lines += [""] + [f"Detector: {cost:.1f} ms per image against {per_image[f'clicked {p}']:.0f} ms per image for the "
+    lines += [""] + [f"Detection (view search and naming, one thread): {cost:.1f} ms per image against "
+                     f"{per_image[f'clicked {p}']:.0f} ms per image for the "
                      f"clicked-centre batch ({p} corner model): {100 * cost / per_image[f'clicked {p}']:.1f}% of the "
                      "corner stage." for p in args.precision]
     (RESULTS / "detection.md").write_text("\n".join(lines) + "\n")

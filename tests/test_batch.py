@@ -139,6 +139,9 @@ def test_cpu_workers_default_to_the_cores_cpu_inference_leaves_and_all_cores_bes
     cpu.threads = 1
     assert cpu_workers(cpu, BatchSettings()) == max(1, cores - 1)
     assert cpu_workers(gpu, BatchSettings(workers=2)) == 2 and 1 <= available_cores() <= (os.cpu_count() or 1)
+    # the loaders find the centres: the detector is most of the work, every core loads
+    assert cpu_workers(cpu, BatchSettings(), detecting=True) == cores
+    assert cpu_workers(cpu, BatchSettings(workers=1), detecting=True) == 1
     # the shipped sampling, 2 patches per vertebra: INT8 costs about what decoding and corner search do, FP32 twice
     assert [inference_threads("int8", 2, n) for n in (1, 2, 3, 4, 16)] == [1, 1, 2, 2, 8]
     assert [inference_threads("fp32", 2, n) for n in (1, 2, 3, 4, 16)] == [1, 2, 2, 3, 11]

@@ -274,3 +274,20 @@ def test_two_names_on_one_vertebra_merge_to_the_right_names_the_outvoted_one_dro
         error = np.hypot(float(r["x"]) - truth[r["vertebra"]][0], float(r["y"]) - truth[r["vertebra"]][1])
         assert error * spacing_mm < 3.0, (r["vertebra"], error * spacing_mm)
         assert r["flags"] == "", r
+
+
+def test_detecting_a_folder_on_several_threads_gives_the_same_answers_in_the_same_order(films, tmp_path):
+    """`vcorner detect` detects one film per core: the centres, their order and the refusals are those of one
+    thread."""
+    from vcorner.models.modelfile import default_detector_path
+    from vcorner.pipeline.detection import detect_folder, detected_rows, open_detector_use, resolve_detector
+    from vcorner.stages.plan import plan_folder
+
+    (films / "broken.png").write_bytes(b"not a png")
+    plan = plan_folder(films)
+    with open_detector_use(resolve_detector(default_detector_path(), True)) as use:
+        one, two = (detect_folder(plan, use, workers=w) for w in (1, 3))
+    assert [detected_rows(f) for f in one.found] == [detected_rows(f) for f in two.found]
+    assert [f.listed.file for f in two.found] == sorted(f.listed.file for f in two.found)  # the plan's order
+    assert one.failed == two.failed and {"noise.png", "hand.png", "blank.png", "broken.png"} <= set(two.failed)
+    assert len(two.found) == 6

@@ -40,6 +40,7 @@ def detect(
     """
     from dataclasses import replace
 
+    from vcorner.hardware.cpu import available_cores
     from vcorner.io.claims import claim_files
     from vcorner.models.modelfile import default_detector_path, default_model_path, read_card_and_digest
     from vcorner.pipeline.detection import detect_folder, open_detector_use, resolve_detector, write_detected
@@ -59,11 +60,11 @@ def detect(
         if min_confidence is not None:
             choice = replace(choice, card=choice.card.with_detection(replace(choice.card.detection,
                                                                              min_confidence=min_confidence)))
-        with open_detector_use(choice) as found:
+        with open_detector_use(choice) as found:  # one thread per session, one film per core
             with progress_bar(TextColumn("{task.completed}/{task.total} images")) as bar:
                 task = bar.add_task("detecting", total=len(plan.images))
                 result = detect_folder(plan, found, max_pixels, lambda: bar.update(task, advance=1),
-                                       side_check=side_check)
+                                       side_check=side_check, workers=available_cores())
         out.parent.mkdir(parents=True, exist_ok=True)
         write_detected(out, result.found)
         write_errors(errors, result.failed)

@@ -126,20 +126,22 @@ class DetectorUse:
 
 
 @contextmanager
-def open_detector_use(choice: DetectorChoice) -> Iterator[DetectorUse]:
-    """``choice`` open for a batch: the detector's ONNX Runtime session (one thread) and its view finder's.
+def open_detector_use(choice: DetectorChoice, threads: int = 1) -> Iterator[DetectorUse]:
+    """``choice`` open: the detector's ONNX Runtime session and its view finder's, each with ``threads`` intra-op
+    threads (1 in a batch, whose loader threads detect side by side; every core for ``vcorner detect``, which
+    detects one film at a time).
 
     Raises:
         InputError: the files changed since they were chosen (their checksums no longer match).
     """
     from vcorner.backends import open_detector
 
-    runner, _ = open_detector(Path(choice.path))
+    runner, _ = open_detector(Path(choice.path), threads=threads)
     with runner:
         if choice.finder_card is None:
             yield DetectorUse(choice, runner.infer)
             return
-        finder_runner, _ = open_detector(Path(choice.finder_path))
+        finder_runner, _ = open_detector(Path(choice.finder_path), threads=threads)
         with finder_runner:
             yield DetectorUse(choice, runner.infer, finder_runner.infer)
 
@@ -249,29 +251,39 @@ class FolderDetections:
 
 
 def detect_folder(plan: Plan, detector: DetectorUse, max_pixels: int | None = None,
-                  advance: Callable[[], None] = lambda: None, side_check: bool = False) -> FolderDetections:
-    """Decode every planned image once and find its centres (``advance`` is called after each image); with
-    ``side_check`` (a corner model card's ``trust.side_check``) a film whose anatomy contradicts the view it was
-    named in is flagged ``view_contradicted``, as ``vcorner batch`` flags it
-    (:func:`vcorner.stages.prepare.side_flags`).
+                  advance: Callable[[], None] = lambda: None, side_check: bool = False,
+                  workers: int = 1) -> FolderDetections:
+    """Decode every planned image once and find its centres on ``workers`` threads (``advance`` is called after each
+    image; the results keep the plan's order); with ``side_check`` (a corner model card's ``trust.side_check``) a
+    film whose anatomy contradicts the view it was named in is flagged ``view_contradicted``, as ``vcorner batch``
+    flags it (:func:`vcorner.stages.prepare.side_flags`).
 
     An unreadable image, or one where the detector finds fewer than two confident vertebrae ("no vertebrae
     found") or a sequence that fails the centre checks, goes to ``failed`` with its one-line reason.
     """
-    began, result = time.perf_counter(), FolderDetections([], dict(plan.refused))
-    for item in plan.images:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item) -> DetectedCentres | str:
         try:
             image = read_image(item.path) if max_pixels is None else read_image(item.path, max_pixels=max_pixels)
             pyramid = build_pyramid(image.pixels)
             found = detector(pyramid, image.pixels.shape, item.record.file, image.pixel_spacing_mm)
             if side_check:
                 found = replace(found, flags=side_flags(found.flags, record_side(pyramid, found.record), True))
-            result.found.append(found)
+            return found
         except InputError as err:
-            result.failed[item.record.file] = str(err)
+            return str(err)
         except (OSError, ValueError, MemoryError) as err:
-            result.failed[item.record.file] = f"cannot process: {err}"
-        advance()
+            return f"cannot process: {err}"
+
+    began, result = time.perf_counter(), FolderDetections([], dict(plan.refused))
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="vcorner-detect") as pool:
+        for item, found in zip(plan.images, pool.map(one, plan.images), strict=True):
+            if isinstance(found, str):
+                result.failed[item.record.file] = found
+            else:
+                result.found.append(found)
+            advance()
     result.seconds = time.perf_counter() - began
     return result
 
