@@ -11,7 +11,7 @@ from vcorner.geometry.views import AS_IS
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection, decode_detections, split_confident, window_peaks
-from vcorner.stages.detect import ViewAnswer, detect_centres, finder_ends
+from vcorner.stages.detect import ViewAnswer, detect_centres, finder_ends, span_lean_deg, upright_turn
 
 NAMES = ("C3", "C4", "C5", "C6", "C7")
 
@@ -144,6 +144,32 @@ def test_a_name_the_finder_placed_is_kept_but_never_continued():
     # the finder's C5 at 0.5, above the threshold, is not part of the namer's run either: C6 past it is dropped
     assert names(split_confident(run_of([0.9, 0.8, 0.5, 0.2, 0.01]), 0.3, frozenset({"C5"}))) == list(NAMES[:3])
     assert names(split_confident(run_of([0.9, 0.8, 0.5, 0.2, 0.01]), 0.3)) == list(NAMES[:4])  # the namer's own C5
+
+
+def test_a_spine_cut_short_still_gives_its_lean_and_is_turned_upright():
+    """The view finder names C3-C6 of a film turned 35 degrees and misses C7 (behind the shoulders, or cut off):
+    the lean is taken on C3-C6, so the film is turned upright for the namer; two names one level apart, or names
+    outside the namer's span, give no lean (and no turn)."""
+    from dataclasses import replace
+
+    finder = DetectorCard({**card().model_args, "out_channels": 7}, ("C2", *NAMES, "T1"),
+                          DetectionConfig(input_size=192, min_confidence=0.1, context=("C2", "T1")), {})
+    namer = card(192)
+    namer = namer.with_detection(replace(namer.detection, spine_angle_deg=0.0, align_deg=15.0))
+    lean = np.radians(35.0)
+    down = np.array([np.sin(lean), np.cos(lean)])  # 35 degrees from straight down towards +x
+    at = {name: np.array([60.0, 30.0]) + 25.0 * i * down for i, name in enumerate(("C2", *NAMES, "T1"))}
+
+    def seen(*names: str) -> ViewAnswer:
+        return ViewAnswer(AS_IS, [Detection(n, at[n], 0.5 if n in names else 0.02) for n in at], 0.5)
+
+    shape = (192, 192)
+    assert span_lean_deg(seen("C3", "C4", "C5", "C6", "C7"), finder, shape, ("C3", "C7")) == pytest.approx(35.0)
+    assert span_lean_deg(seen("C2", "C3", "C4", "C5", "C6"), finder, shape, ("C3", "C7")) == pytest.approx(35.0)
+    assert upright_turn(seen("C3", "C4", "C5", "C6"), finder, shape, namer) == pytest.approx(-35.0)
+    assert upright_turn(seen("C4", "C6"), finder, shape, namer) == pytest.approx(-35.0)
+    assert span_lean_deg(seen("C5", "C6", "T1"), finder, shape, ("C3", "C7")) is None
+    assert upright_turn(seen("C2", "C3", "T1"), finder, shape, namer) == 0.0
 
 
 def test_flat_maps_mean_no_vertebrae_found():

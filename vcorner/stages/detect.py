@@ -130,6 +130,27 @@ def spine_lean_deg(answer: ViewAnswer, card: DetectorCard, shape: tuple[int, int
     return float(np.degrees(np.arctan2(dx, dy)))
 
 
+LEAN_MIN_LEVELS = 2
+"""The fewest levels between the two names :func:`span_lean_deg` takes a partial span's lean on (C3 and C5, say)."""
+
+
+def span_lean_deg(answer: ViewAnswer, card: DetectorCard, shape: tuple[int, int], ends: tuple[str, str],
+                  min_levels: int = LEAN_MIN_LEVELS) -> float | None:
+    """The lean (:func:`spine_lean_deg`) of the span of ``card``'s names from ``ends[0]`` to ``ends[1]``: between its
+    two ends where both were found at the card's confidence, else between the first and last of its names that were,
+    when at least ``min_levels`` levels apart (a film cut short, or a C7 behind the shoulders, still shows how its
+    spine leans); None otherwise."""
+    whole = spine_lean_deg(answer, card, shape, ends)
+    if whole is not None or ends[0] not in card.names or ends[1] not in card.names:
+        return whole
+    span = card.names[card.names.index(ends[0]):card.names.index(ends[1]) + 1]
+    seen = {d.name for d in answer.found if d.confidence >= card.detection.min_confidence}
+    found = [i for i, name in enumerate(span) if name in seen]
+    if len(found) < 2 or found[-1] - found[0] < min_levels:
+        return None
+    return spine_lean_deg(answer, card, shape, (span[found[0]], span[found[-1]]))
+
+
 def lean_ends(card: DetectorCard) -> tuple[str, str]:
     """The first and last names a detector outputs (its context names left out): the line its lean is taken on."""
     names = [n for n in card.names if n not in card.detection.context] or list(card.names)
@@ -138,10 +159,10 @@ def lean_ends(card: DetectorCard) -> tuple[str, str]:
 
 def upright_turn(answer: ViewAnswer, finder: DetectorCard, shape: tuple[int, int], namer: DetectorCard) -> float:
     """Degrees to turn the finder's chosen view by (:func:`vcorner.geometry.views.turn_about_centre`) so that its
-    spine leans as in the namer's films: minus the excess of the lean between the namer's first and last names
-    (:func:`lean_ends`, both found by the finder) over the namer's ``spine_angle_deg``, when that exceeds
-    ``align_deg`` (else 0: also when the film shows only part of that span)."""
-    lean = spine_lean_deg(answer, finder, shape, lean_ends(namer))
+    spine leans as in the namer's films: minus the excess of the lean of the namer's span (:func:`lean_ends`; the part
+    of it the finder found, :func:`span_lean_deg`) over the namer's ``spine_angle_deg``, when that exceeds
+    ``align_deg`` (else 0: also when the finder found too little of that span to tell)."""
+    lean = span_lean_deg(answer, finder, shape, lean_ends(namer))
     config = namer.detection
     if lean is None or config.align_deg <= 0:
         return 0.0
@@ -278,7 +299,7 @@ def searched_upright(pyramid: list[np.ndarray], shape: tuple[int, int], finder: 
     again, again_lead = searched_view(pyramid, shape, *finder, None, film_turn)
     if again.view == found.view or seen_names(again, finder[0]) < 2:
         return found, lead, film_turn
-    if spine_lean_deg(again, finder[0], shape, lean_ends(namer)) is not None:
+    if span_lean_deg(again, finder[0], shape, lean_ends(namer)) is not None:
         film_turn = upright_turn(again, finder[0], shape, namer) * again.view.handedness
     return again, again_lead, film_turn
 
