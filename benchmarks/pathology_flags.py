@@ -100,7 +100,9 @@ def score(images: list[ImageCorners], p2p: dict, records, possible: tuple[float,
     for group in MEASURES:
         out[f"{group}_mae"] = grouped(per, group, "mae")
         out[f"{group}_coverage"] = grouped(per, group, "coverage_95")
-        out[f"{group}_anatomy"] = grouped(per, group, "coverage_anatomy") if reader_sd_mm else float("nan")
+        anatomy = {m: r for m, r in per.items() if r["coverage_anatomy"] is not None}
+        known = [n for n in MEASURES[group] if n in anatomy]
+        out[f"{group}_anatomy"] = grouped(anatomy, group, "coverage_anatomy") if known else float("nan")
     out["coverage_min"] = min(r["coverage_95"] for r in per.values() if r["unit"] != "grade")
     out["anatomy_min"] = min((r["coverage_anatomy"] for r in per.values()
                               if r["unit"] != "grade" and r["coverage_anatomy"] is not None), default=float("nan"))

@@ -94,3 +94,10 @@ def test_the_readers_spread_comes_back_from_the_phantoms_truth(tmp_path):
     assert reader_spread([(tmp_path / "a", [replace(sets[0][1][0], pixel_spacing_mm=None)])]) == 0.0
     (folders[1] / "truth.json").unlink()
     assert reader_spread(sets) == 0.0
+    import pytest
+
+    from vcorner.config import TrustConfig
+
+    for bad in (float("inf"), float("nan"), -0.1):  # a card's spread goes into run.json: finite or refused
+        with pytest.raises(ValueError, match="finite"):
+            TrustConfig(reader_sd_mm=bad)

@@ -6,6 +6,7 @@ Frozen dataclasses; TOML recipes and model cards only fill them (``from_dict`` r
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -157,9 +158,10 @@ class TrustConfig:
     reader_sd_mm: float = 0.0
 
     def __post_init__(self) -> None:
-        if min(self.size_sd, self.flat_sd, self.scatter_scale, self.height_limit, self.spread_limit,
-               self.reader_sd_mm) < 0:
-            raise ValueError("trust settings must not be negative")
+        numbers = (self.size_sd, self.flat_sd, self.scatter_scale, self.height_limit, self.spread_limit,
+                   self.reader_sd_mm)
+        if not all(math.isfinite(x) and x >= 0 for x in numbers):
+            raise ValueError("trust settings must be finite and not negative")
         if not 0.0 <= self.flagged_confidence <= 1.0:
             raise ValueError(f"trust.flagged_confidence must be in [0, 1], got {self.flagged_confidence}")
 

@@ -44,6 +44,7 @@ def detect(
     from vcorner.io.claims import claim_files
     from vcorner.models.modelfile import default_detector_path, default_model_path, read_card_and_digest
     from vcorner.pipeline.detection import detect_folder, open_detector_use, resolve_detector, write_detected
+    from vcorner.pipeline.local import MAX_DEFAULT_WORKERS
     from vcorner.pipeline.outputs import write_errors
     from vcorner.stages.plan import plan_folder
     from vcorner.stages.prepare import VIEW_CONTRADICTED
@@ -64,7 +65,8 @@ def detect(
             with progress_bar(TextColumn("{task.completed}/{task.total} images")) as bar:
                 task = bar.add_task("detecting", total=len(plan.images))
                 result = detect_folder(plan, found, max_pixels, lambda: bar.update(task, advance=1),
-                                       side_check=side_check, workers=available_cores())
+                                       side_check=side_check,
+                                       workers=min(available_cores(), MAX_DEFAULT_WORKERS))
         out.parent.mkdir(parents=True, exist_ok=True)
         write_detected(out, result.found)
         write_errors(errors, result.failed)

@@ -46,9 +46,12 @@ def measure(
 
     An earlier vcorner measurements.csv in OUT is rewritten; any other file of that name is kept unless --force."""
     from vcorner.io.claims import claim_files
+    from vcorner.io.records import InputError
     from vcorner.measure.table import is_measurements, measure_run
 
     with user_errors():
+        if reader_sd_mm is not None and not reader_sd_mm == reader_sd_mm:
+            raise InputError("--reader-sd-mm must be a number of mm (0 for no anatomy intervals), got nan")
         claim_files([out / "measurements.csv"], inputs=[corners, centers], force=force, own=is_measurements)
         began = time.perf_counter()
         found, rows, mm = measure_run(corners, out / "measurements.csv", images, centers, anterior.value, ap, spacing,

@@ -187,16 +187,21 @@ def measure_image(corners: ImageCorners, spacing_mm: Spacing, anterior: str = "r
     if reader_sd_mm <= 0.0 or not spacing_mm:
         return rows
     sx, sy = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (2,))
-    anatomy = _measured(corners, anatomy_covariance(corners.cov, (reader_sd_mm / sx, reader_sd_mm / sy)),
-                        spacing_mm, anterior, ap, samples, possible)
-    bounds = {(r.measure, r.level): (r.ci95_low, r.ci95_high) for r in anatomy}
-    return [replace(r, anatomy_low=bounds[k][0], anatomy_high=bounds[k][1]) if (k := (r.measure, r.level)) in bounds
-            else r for r in rows]
+    anatomy = {(r.measure, r.level): r for r in _measured(
+        corners, anatomy_covariance(corners.cov, (reader_sd_mm / sx, reader_sd_mm / sy)), spacing_mm, anterior, ap,
+        samples, possible, warn=False)}
+    out = []
+    for r in rows:
+        a = anatomy.get((r.measure, r.level))
+        shift = r.value - a.value if a is not None else 0.0  # the Cobb angle's bias correction differs per pass
+        out.append(replace(r, anatomy_low=a.ci95_low + shift, anatomy_high=a.ci95_high + shift) if a else r)
+    return out
 
 
 def _measured(corners: ImageCorners, cov: np.ndarray, spacing_mm: Spacing, anterior: str, ap: bool, samples: int,
-              possible: tuple[float, float]) -> list[Measurement]:
-    """:func:`measure_image`'s rows with the corners drawn from ``cov`` (V, 4, 2, 2), px^2."""
+              possible: tuple[float, float], warn: bool = True) -> list[Measurement]:
+    """:func:`measure_image`'s rows with the corners drawn from ``cov`` (V, 4, 2, 2), px^2 (``warn``: of a measure
+    left out)."""
     rng = np.random.default_rng(zlib.crc32(corners.image.encode()))
     draws = sample_corners(corners.xy, cov, samples, rng)
     both = np.concatenate([corners.xy[None], draws])  # index 0: the found corners
@@ -216,7 +221,7 @@ def _measured(corners: ImageCorners, cov: np.ndarray, spacing_mm: Spacing, anter
 
     if ap:
         _ap_measures(add, both, names, base, scale, length_unit)
-        return _rows(corners.image, labels, np.stack(columns, axis=1))
+        return _rows(corners.image, labels, np.stack(columns, axis=1), warn)
     h = d.heights(both, anterior)
     loss = d.height_loss(h)
     grade = d.genant_grade(loss)
@@ -230,7 +235,7 @@ def _measured(corners: ImageCorners, cov: np.ndarray, spacing_mm: Spacing, anter
         add("genant_grade", name, grade[:, v].astype(float), "grade", flags + grade_flags)
     if len(names) >= 2:
         _pair_measures(add, both, names, base, scale, length_unit, anterior, possible[1])
-    return _rows(corners.image, labels, np.stack(columns, axis=1))
+    return _rows(corners.image, labels, np.stack(columns, axis=1), warn)
 
 
 AP_MEASURES = ("middle_height", "width", "lateral_tilt", "coronal_angle", "cobb_angle")
@@ -274,13 +279,15 @@ def cobb_with_interval(both: np.ndarray) -> tuple[np.ndarray, int, int]:
     return np.maximum(fixed - bias, 0.0), upper, lower
 
 
-def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.ndarray) -> list[Measurement]:
-    """Measurement rows of (1 + S, M) ``values``; a measure that is not finite is left out with a warning."""
+def _rows(image: str, labels: list[tuple[str, str, str, list[str]]], values: np.ndarray,
+          warn: bool = True) -> list[Measurement]:
+    """Measurement rows of (1 + S, M) ``values``; a measure that is not finite is left out (with a warning)."""
     low, high = _intervals(values)
     rows = []
     for m, (measure, level, unit, flags) in enumerate(labels):
         if not (np.isfinite(values[0, m]) and np.isfinite(low[m]) and np.isfinite(high[m])):
-            log.warning("%s: %s of %s is not finite; left out", image, measure, level)
+            if warn:
+                log.warning("%s: %s of %s is not finite; left out", image, measure, level)
             continue
         rows.append(Measurement(image, measure, level, float(values[0, m]), unit, float(low[m]), float(high[m]),
                                 ";".join(flags)))

@@ -128,8 +128,7 @@ class DetectorUse:
 @contextmanager
 def open_detector_use(choice: DetectorChoice, threads: int = 1) -> Iterator[DetectorUse]:
     """``choice`` open: the detector's ONNX Runtime session and its view finder's, each with ``threads`` intra-op
-    threads (1 in a batch, whose loader threads detect side by side; every core for ``vcorner detect``, which
-    detects one film at a time).
+    threads (1: a batch's loaders, and ``vcorner detect``'s threads, detect one film per core side by side).
 
     Raises:
         InputError: the files changed since they were chosen (their checksums no longer match).

@@ -198,7 +198,8 @@ def cpu_workers(runner: Runner, settings: BatchSettings, detecting: bool = False
     """Threads for the CPU stages: ``settings.workers``, else the cores CPU inference leaves (its ``threads``, from
     :func:`vcorner.hardware.cpu.inference_threads`; at least 1), all cores beside GPU inference, and all cores too
     when the loaders find the centres (``detecting``): the detector and its view finder, one thread each per
-    loader, are then most of the work (2 cores, 100 validation films: 24.8 s with one loader, 19.0 s with two)."""
+    loader, are then most of the work (2 cores, 100 validation films: 24.8 s with one loader, 16.1-19.0 s with
+    two)."""
     if settings.workers is not None:
         return max(1, settings.workers)
     cores = min(available_cores(), MAX_DEFAULT_WORKERS)
