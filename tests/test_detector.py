@@ -11,7 +11,14 @@ from vcorner.geometry.views import AS_IS
 from vcorner.io.records import InputError
 from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection, decode_detections, split_confident, window_peaks
-from vcorner.stages.detect import ViewAnswer, detect_centres, finder_ends, span_lean_deg, upright_turn
+from vcorner.stages.detect import (
+    ViewAnswer,
+    detect_centres,
+    finder_ends,
+    span_lean_deg,
+    unanchored,
+    upright_turn,
+)
 
 NAMES = ("C3", "C4", "C5", "C6", "C7")
 
@@ -170,6 +177,24 @@ def test_a_spine_cut_short_still_gives_its_lean_and_is_turned_upright():
     assert upright_turn(seen("C4", "C6"), finder, shape, namer) == pytest.approx(-35.0)
     assert span_lean_deg(seen("C5", "C6", "T1"), finder, shape, ("C3", "C7")) is None
     assert upright_turn(seen("C2", "C3", "T1"), finder, shape, namer) == 0.0
+
+
+def test_a_weak_c2_on_the_finders_own_step_anchors_the_levels():
+    """A film cut to C2-C5: the view finder's C2 map is weak (the dens cut, or faint), under its threshold (0.1)
+    but above half of it, where the step of its confident C3-C5 puts the level above: the levels are anchored, as a
+    body cut by the film's edge is kept. Off that step, or too weak, they are not."""
+    finder = DetectorCard({**card().model_args, "out_channels": 7}, ("C2", *NAMES, "T1"),
+                          DetectionConfig(input_size=64, min_confidence=0.1, context=("C2", "T1")), {})
+
+    def film(c2_xy: tuple[float, float], c2_confidence: float) -> ViewAnswer:
+        run = [Detection(n, np.array([300.0, 100.0 + 40.0 * i]), 0.5) for i, n in enumerate(("C3", "C4", "C5"))]
+        flat = [Detection(n, np.array([300.0, 300.0]), 0.01) for n in ("C6", "C7", "T1")]
+        return ViewAnswer(AS_IS, [Detection("C2", np.array(c2_xy), c2_confidence), *run, *flat], 0.5)
+
+    assert not unanchored(film((300.0, 60.0), 0.5), finder)  # a sure C2
+    assert not unanchored(film((302.0, 63.0), 0.06), finder)  # weak, on the step (0.09 steps off)
+    assert unanchored(film((300.0, 80.0), 0.06), finder)  # weak, half a step off: on C3's upper endplate
+    assert unanchored(film((300.0, 60.0), 0.04), finder)  # on the step, too weak
 
 
 def test_flat_maps_mean_no_vertebrae_found():

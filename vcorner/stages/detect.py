@@ -305,12 +305,16 @@ def searched_upright(pyramid: list[np.ndarray], shape: tuple[int, int], finder: 
 
 
 def unanchored(answer: ViewAnswer, card: DetectorCard) -> bool:
-    """Whether a detector with anchor names (its card's ``context``: C2 and T1) found none of them at its confidence
-    in ``answer``: the levels then rest on the order of look-alike bodies alone, as on a film cut to C4-C6 or a
-    thoracic segment (False for a card without anchors)."""
+    """Whether a detector with anchor names (its card's ``context``: C2 and T1) found none of them in ``answer``,
+    neither at its confidence nor as a weaker name that continues its confident run at the run's own step
+    (:func:`vcorner.postprocess.peaks.split_confident`, as a body cut by the film's edge is kept): the levels then
+    rest on the order of look-alike bodies alone, as on a film cut to C4-C6 or a thoracic segment (False for a card
+    without anchors)."""
     anchors = card.detection.context
-    return bool(anchors) and not any(d.name in anchors and d.confidence >= card.detection.min_confidence
-                                     for d in answer.found)
+    if not anchors:
+        return False
+    kept = split_confident(answer.found, card.detection.min_confidence)[0]
+    return not any(d.name in anchors for d in kept)
 
 
 def _named_with_spacing(answer: ViewAnswer, card: DetectorCard) -> tuple[list[Detection], float]:
