@@ -13,6 +13,7 @@ from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection, decode_detections, split_confident, window_peaks
 from vcorner.stages.detect import (
     ViewAnswer,
+    cut_end_pairs,
     detect_centres,
     finder_ends,
     span_lean_deg,
@@ -195,6 +196,28 @@ def test_a_weak_c2_on_the_finders_own_step_anchors_the_levels():
     assert not unanchored(film((302.0, 63.0), 0.06), finder)  # weak, on the step (0.09 steps off)
     assert unanchored(film((300.0, 80.0), 0.06), finder)  # weak, half a step off: on C3's upper endplate
     assert unanchored(film((300.0, 60.0), 0.04), finder)  # on the step, too weak
+
+
+def test_the_outer_of_two_names_piled_on_one_body_at_an_end_is_not_found():
+    """A film cut below C4: the C5 map piles on C4's body (6 px from the namer's C4, 40 px between levels). The
+    centre checks would refuse both; the outer name (C5) is taken as not found, C3 and C4 stay. The same at the
+    cranial end; two names apart in the middle, or only two sure names, change nothing."""
+    namer = card()
+
+    def names(*ys_confidences) -> ViewAnswer:
+        return ViewAnswer(AS_IS, [Detection(n, np.array([300.0, y]), c) for n, (y, c) in zip(NAMES, ys_confidences,
+                                                                                                  strict=True)], 0.5)
+
+    def kept(answer: ViewAnswer) -> list[str]:
+        return [d.name for d in cut_end_pairs(answer, namer).found if d.confidence >= 0.3]
+
+    cut = names((100.0, 0.9), (140.0, 0.8), (146.0, 0.6), (150.0, 0.01), (150.0, 0.01))
+    assert kept(cut) == ["C3", "C4"]
+    assert kept(names((104.0, 0.6), (100.0, 0.8), (140.0, 0.8), (180.0, 0.8), (220.0, 0.01))) == ["C4", "C5", "C6"]
+    whole = names((100.0, 0.9), (140.0, 0.8), (180.0, 0.8), (220.0, 0.7), (260.0, 0.5))
+    assert cut_end_pairs(whole, namer) is whole
+    two = names((100.0, 0.9), (104.0, 0.8), (146.0, 0.01), (150.0, 0.01), (150.0, 0.01))
+    assert cut_end_pairs(two, namer) is two
 
 
 def test_flat_maps_mean_no_vertebrae_found():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from vcorner.geometry.letterbox import detector_input, letterbox_affine, to_grid
-from vcorner.geometry.sequence import checked_record, level_ranks
+from vcorner.geometry.sequence import NEAR, checked_record, level_ranks, typical_spacing
 from vcorner.geometry.views import AS_IS, View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
@@ -229,7 +229,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     neither anchor, :func:`unanchored`), else the best of the detector's own candidates. Levels are flagged
     uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
     A body cut by the film's edge that the detector hesitates on and the finder sees is the finder's
-    (:func:`finder_ends`). Without ``search`` both look at the film as it is (``as_is``) only.
+    (:func:`finder_ends`), after the outer of two names piled on one body at an end of the names is dropped
+    (:func:`cut_end_pairs`). Without ``search`` both look at the film as it is (``as_is``) only.
 
     Raises:
         InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
@@ -239,7 +240,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     views = None if search else (AS_IS,)
     if finder is None:
         answer, lead = searched_view(pyramid, shape, card, infer, views)
-        return answer, image_flags(card if search else None, lead, card, answer.margin, answer.merged)
+        return cut_end_pairs(answer, card), image_flags(card if search else None, lead, card, answer.margin,
+                                                        answer.merged)
     found, lead = searched_view(pyramid, shape, *finder, views)
     seen = seen_names(found, finder[0])
     if seen < 2:
@@ -256,7 +258,25 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
-    return finder_ends(answer, card, found, finder[0]), flags
+    return finder_ends(cut_end_pairs(answer, card), card, found, finder[0]), flags
+
+
+def cut_end_pairs(answer: ViewAnswer, card: DetectorCard) -> ViewAnswer:
+    """``answer`` with the outer name of two neighbouring names that coincide at an end of its sure run (closer than
+    :data:`vcorner.geometry.sequence.NEAR` typical spacings) set to confidence 0, not found: a body cut by the
+    film's edge, or hidden, piles its map on its neighbour inside the film (a C5 on C4 in a film cut below C4), and
+    the centre checks would refuse both names. Needs three sure names (context names left out), so that two stay;
+    the name may then be placed by the view finder (:func:`finder_ends`)."""
+    mine = [d for d in answer.found if d.name not in card.detection.context]
+    sure = [i for i, d in enumerate(mine) if is_sure(d, card.detection.min_confidence) and d.name not in answer.placed]
+    if len(sure) < 3:
+        return answer
+    spacing = typical_spacing(np.array([mine[i].xy for i in sure]), np.array(sure, dtype=np.float64))
+    drop = {mine[outer].name for outer, inner in ((sure[0], sure[1]), (sure[-1], sure[-2]))
+            if abs(outer - inner) == 1 and np.linalg.norm(mine[outer].xy - mine[inner].xy) < NEAR * spacing}
+    if not drop:
+        return answer
+    return replace(answer, found=[replace(d, confidence=0.0) if d.name in drop else d for d in answer.found])
 
 
 def finder_ends(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, other_card: DetectorCard) -> ViewAnswer:
