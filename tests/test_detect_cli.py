@@ -291,3 +291,54 @@ def test_detecting_a_folder_on_several_threads_gives_the_same_answers_in_the_sam
     assert [f.listed.file for f in two.found] == sorted(f.listed.file for f in two.found)  # the plan's order
     assert one.failed == two.failed and {"noise.png", "hand.png", "blank.png", "broken.png"} <= set(two.failed)
     assert len(two.found) == 6
+
+
+def detect_one(film: Path, tmp_path: Path) -> tuple[list[dict], list[dict]]:
+    """``vcorner detect`` on a folder holding only ``film``: its rows and its errors.csv rows."""
+    folder = tmp_path / film.stem
+    folder.mkdir()
+    shutil.copy(film, folder / film.name)
+    out = tmp_path / f"{film.stem}.csv"
+    result = run_cli("detect", folder, "--out", out)
+    assert result.exit_code in (0, 1), result.output
+    errors = out.with_name(f"{out.stem}.errors.csv")
+    return read_rows(out), read_rows(errors) if errors.exists() else []
+
+
+def assert_named(rows: list[dict], truth: dict[str, tuple[float, float]], within_px: float) -> None:
+    assert {r["vertebra"] for r in rows} == set(truth), rows
+    for r in rows:
+        assert np.hypot(float(r["x"]) - truth[r["vertebra"]][0], float(r["y"]) - truth[r["vertebra"]][1]) < within_px, r
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_turned_film_whose_c7_the_finder_misses_is_turned_upright_and_named(tmp_path):
+    """tests/data/turned35_c7_unseen.png: validation film 78 of seed 6161 turned by 35 degrees, halved. The view
+    finder sees C3-C6 but not C7, so the spine's lean was unknown, the film was read turned, and the namer found one
+    name: "no vertebrae found". The lean is now taken on C3-C6 (`stages/detect.span_lean_deg`)."""
+    rows, errors = detect_one(DATA / "turned35_c7_unseen.png", tmp_path)
+    assert not errors
+    assert_named(rows, {"C3": (183.6, 335.0), "C4": (232.8, 370.3), "C5": (280.8, 411.7), "C6": (314.8, 450.2),
+                        "C7": (352.0, 500.2)}, within_px=8.0)  # the names land 1-5 px from their clicks
+
+
+def test_a_film_cut_below_c4_whose_c5_piles_on_c4_is_answered_not_refused(tmp_path):
+    """tests/data/varied_cut_c5_piled.png: validation film 66 of the varied seed 6464 cut below C4 (C5 half off the
+    film), halved. The namer put C5 on C4's body; the centre checks refused both and the film. The outer name is now
+    taken as not found (`stages/detect.cut_end_pairs`): C3 and C4 are answered, flagged levels_uncertain."""
+    rows, errors = detect_one(DATA / "varied_cut_c5_piled.png", tmp_path)
+    assert not errors
+    assert_named(rows, {"C3": (122.7, 197.3), "C4": (117.0, 250.6)}, within_px=8.0)
+    assert all("levels_uncertain" in r["flags"].split(";") for r in rows)
+
+
+def test_a_film_cut_to_c2_c5_with_a_faint_c2_is_named_without_a_flag(tmp_path):
+    """tests/data/cut_c2_c5_weak_c2.png: validation film 33 of seed 6162 cut to C2-C5 (0.178 mm per pixel). The view
+    finder's C2 is under its threshold but on its own run's step; it used to leave the levels unanchored, and the
+    right names went out flagged levels_uncertain. A weak anchor on the step now counts (`stages/detect.unanchored`)."""
+    rows, errors = detect_one(DATA / "cut_c2_c5_weak_c2.png", tmp_path)
+    assert not errors
+    assert_named(rows, {"C3": (480.5, 321.4), "C4": (457.2, 425.0), "C5": (421.1, 523.6)}, within_px=3.0 / 0.178)
+    assert all(r["flags"] == "" for r in rows), rows
