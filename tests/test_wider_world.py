@@ -19,6 +19,7 @@ from vcorner.training.detector_data import (
     flat_map,
     hide,
     in_box,
+    level_box,
     load_detector_images,
     view_zoom,
 )
@@ -66,6 +67,25 @@ def test_training_views_in_wrong_poses_are_flat_and_crops_keep_two_centres(conte
     for image in images:
         box = crop_box(image, rng)
         assert box is not None and in_box(image.record.centers, box).sum() >= 2
+
+
+def test_level_cuts_fall_between_vertebrae_and_start_and_end_at_every_level(context_set):
+    plain, _ = context_set
+    image = load_detector_images(plain, 64, 1.0)[0]
+    names = [v.name for v in image.record.vertebrae]
+    ys = image.record.centers[:, 1]
+    spans, rng = set(), np.random.default_rng(0)
+    for _ in range(400):
+        x0, y0, x1, y1 = level_box(image, rng)
+        inside = in_box(image.record.centers, (x0, y0, x1, y1))
+        assert inside.sum() >= 2 and (np.flatnonzero(inside) == np.arange(inside.argmax(), inside.argmax()
+                                                                            + inside.sum())).all()
+        assert x1 - x0 >= 0.6 * image.shape[1] - 1e-6
+        gaps = np.abs(np.subtract.outer([y0, y1], ys)).min(axis=1) / np.diff(ys).min()
+        assert (gaps >= 0.3 - 1e-9).all() or y0 == 0.0 or y1 == image.shape[0]  # never across a centre
+        spans.add((names[inside.argmax()], names[len(inside) - 1 - inside[::-1].argmax()]))
+    # every run of two or more levels is cut, the films that start at C5 and those that end at it among them
+    assert spans == {(a, b) for i, a in enumerate(names) for b in names[i + 1:]}
 
 
 def test_appearance_changes_keep_vertebrae_free_and_blades_hide_what_lies_under_them():

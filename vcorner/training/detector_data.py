@@ -258,6 +258,34 @@ def crop_box(image: DetectorImage, rng: np.random.Generator, tries: int = 8) -> 
     return None
 
 
+LEVEL_CUT = (0.3, 0.7)
+"""Where between two neighbouring centres a level cut falls (share of the way from the upper one): in the disc
+space or across the end plates of either body."""
+
+
+def level_box(image: DetectorImage, rng: np.random.Generator) -> Box | None:
+    """A part of the film cut between levels: its top edge between two neighbouring centres of an evenly drawn level
+    (or one level step above the first centre), its bottom edge between two at least two levels lower (or one step
+    below the last), at :data:`LEVEL_CUT`; 60-100% of the film's width, holding the centres' columns when it can.
+    Names are taken in anatomical order (:meth:`vcorner.io.records.ImageRecord.centers`); None with fewer than two
+    centres."""
+    centres = image.record.centers
+    count = len(centres)
+    if count < 2:
+        return None
+    height, width = image.shape
+    ys = centres[:, 1]
+    ends = np.concatenate([[ys[0] - (ys[1] - ys[0])], ys, [ys[-1] + (ys[-1] - ys[-2])]])
+    top = int(rng.integers(0, count - 1))
+    bottom = int(rng.integers(top + 2, count + 1))
+    y0 = ends[top] + rng.uniform(*LEVEL_CUT) * (ends[top + 1] - ends[top])
+    y1 = ends[bottom] + rng.uniform(*LEVEL_CUT) * (ends[bottom + 1] - ends[bottom])
+    fw = rng.uniform(0.6, 1.0) * width
+    low, high = max(0.0, centres[:, 0].max() - fw), min(width - fw, centres[:, 0].min())
+    x0 = rng.uniform(low, high) if low <= high else rng.uniform(0.0, width - fw)
+    return (x0, float(np.clip(y0, 0.0, height)), x0 + fw, float(np.clip(y1, 0.0, height)))
+
+
 def in_box(points: np.ndarray, box: Box) -> np.ndarray:
     """(N,) whether each of ``points`` (N, 2) image pixels lies inside ``box``."""
     x0, y0, x1, y1 = box
@@ -306,7 +334,12 @@ def film_view(image: DetectorImage, affine: np.ndarray, names: Sequence[str], co
     """One film's view (1, S, S), targets (K, S, S) and centres (K, 2) through ``affine``; with ``rng`` and the
     recipe's ``crop`` and ``appearance`` shares, cut to a part of the film and given another look."""
     size = config.input_shape
-    box = crop_box(image, rng) if rng is not None and rng.random() < augment.crop else None
+    box = None
+    if rng is not None and rng.random() < augment.crop:
+        # the level draw only where a recipe asks for it: the random stream of earlier recipes stays as it was
+        if augment.level_crop > 0 and rng.random() < augment.level_crop:
+            box = level_box(image, rng)
+        box = box or crop_box(image, rng)
     if box is not None:
         affine = augmented_affine(box_affine(box, size), size, rng, augment.zoom, augment.rotation_deg, augment.shift)
     x = detector_input(image.view_pyramid(), affine, size)[0]

@@ -46,6 +46,10 @@ class AugmentSpec:
     """Probability that a view gets appearance changes (:func:`vcorner.training.appearance.vary_appearance`)."""
     crop: float = 0.0
     """Probability that a view shows only a part of its film (two or more centres), cut anywhere along it."""
+    level_crop: float = 0.0
+    """Share of the cut views whose edges fall in the gaps between vertebrae, at levels drawn evenly
+    (:func:`vcorner.training.detector_data.level_box`): a film that starts at C5 or ends at C5 is as common as any
+    other, where a cut anywhere along the film shows them seldom."""
 
 
 @dataclass(frozen=True)
