@@ -267,8 +267,10 @@ def level_box(image: DetectorImage, rng: np.random.Generator) -> Box | None:
     """A part of the film cut between levels: its top edge between two neighbouring centres of an evenly drawn level
     (or one level step above the first centre), its bottom edge between two at least two levels lower (or one step
     below the last), at :data:`LEVEL_CUT`; 60-100% of the film's width, holding the centres' columns when it can.
-    Names are taken in anatomical order (:meth:`vcorner.io.records.ImageRecord.centers`); None with fewer than two
-    centres."""
+    Names are taken in anatomical order (:meth:`vcorner.io.records.ImageRecord.centers`). The box is widened to at
+    least :data:`CROP_SMALLEST` of the film's longer side where the film allows, so that it magnifies no more than
+    the pyramid levels kept for cut views (:func:`view_zoom`); None with fewer than two centres or where it cannot be.
+    """
     centres = image.record.centers
     count = len(centres)
     if count < 2:
@@ -280,7 +282,10 @@ def level_box(image: DetectorImage, rng: np.random.Generator) -> Box | None:
     bottom = int(rng.integers(top + 2, count + 1))
     y0 = ends[top] + rng.uniform(*LEVEL_CUT) * (ends[top + 1] - ends[top])
     y1 = ends[bottom] + rng.uniform(*LEVEL_CUT) * (ends[bottom + 1] - ends[bottom])
-    fw = rng.uniform(0.6, 1.0) * width
+    smallest = CROP_SMALLEST * max(height, width)
+    fw = min(max(rng.uniform(0.6, 1.0) * width, smallest), width)
+    if max(fw, y1 - y0) < smallest:
+        return None
     low, high = max(0.0, centres[:, 0].max() - fw), min(width - fw, centres[:, 0].min())
     x0 = rng.uniform(low, high) if low <= high else rng.uniform(0.0, width - fw)
     return (x0, float(np.clip(y0, 0.0, height)), x0 + fw, float(np.clip(y1, 0.0, height)))
@@ -304,16 +309,30 @@ def cropped_view(x: np.ndarray, y: np.ndarray, c: np.ndarray, affine: np.ndarray
     """A view's input (1, S, S), targets (K, S, S) and centres (K, 2) with everything outside ``box`` cut away:
     its pixels read as the view's darkest level, its names are missing (flat targets, NaN centres)."""
     size = x.shape[-2:]
-    grid = np.stack(np.meshgrid(np.arange(size[1]), np.arange(size[0])), axis=-1).reshape(-1, 2).astype(np.float64)
-    outside = ~in_box(apply_affine(affine, grid), box).reshape(size)
-    view = x[0].copy()
-    view[outside] = view.min()
     where = {v.name: v.center for v in image.record.vertebrae}
     y, c = y.copy(), c.copy()
     for k, name in enumerate(names):
         if name in where and not in_box(where[name][None], box)[0]:
             y[k], c[k] = flat_map(size), np.nan
-    return standardized(view)[None], y, c
+    return blank_outside(x, affine, box), y, c
+
+
+def blank_outside(x: np.ndarray, affine: np.ndarray, box: Box) -> np.ndarray:
+    """View ``x`` (1, S, S) with its pixels outside ``box`` (through the view's ``affine``) read as its darkest
+    level, standardized again: a film cut at the box's edges."""
+    size = x.shape[-2:]
+    grid = np.stack(np.meshgrid(np.arange(size[1]), np.arange(size[0])), axis=-1).reshape(-1, 2).astype(np.float64)
+    outside = ~in_box(apply_affine(affine, grid), box).reshape(size)
+    view = x[0].copy()
+    view[outside] = view.min()
+    return standardized(view)[None]
+
+
+def cut_view(image: DetectorImage, box: Box, size: Size) -> tuple[np.ndarray, np.ndarray]:
+    """The plain view (1, S, S) of the part ``box`` of a film, letterboxed as if it were the whole film, and its
+    (2, 3) affine: how a film cut there is read (no other change)."""
+    affine = box_affine(box, size)
+    return blank_outside(detector_input(image.view_pyramid(), affine, size)[0], affine, box), affine
 
 
 def hide(y: np.ndarray, c: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
