@@ -15,7 +15,6 @@ from vcorner.training.appearance import collimate, markers, vary_appearance
 from vcorner.training.detector_data import (
     channel_names,
     crop_box,
-    cut_view,
     epoch_views,
     flat_map,
     hide,
@@ -87,27 +86,6 @@ def test_level_cuts_fall_between_vertebrae_and_start_and_end_at_every_level(cont
         spans.add((names[inside.argmax()], names[len(inside) - 1 - inside[::-1].argmax()]))
     # every run of two or more levels is cut, the films that start at C5 and those that end at it among them
     assert spans == {(a, b) for i, a in enumerate(names) for b in names[i + 1:]}
-
-
-def test_a_cut_view_reads_a_film_as_the_detector_reads_that_film_cut_there(context_set):
-    """The level cuts a detector's threshold is chosen on (training/detector_trainer.confidences) show what a user's
-    film cut at those rows and columns shows: the same view within the margins' fill and the pyramid's blur."""
-    from vcorner.geometry.letterbox import detector_input, letterbox_affine
-    from vcorner.geometry.patches import apply_affine, build_pyramid
-    from vcorner.io.images import read_image
-
-    plain, _ = context_set
-    rng = np.random.default_rng(0)
-    for image in load_detector_images(plain, 64, view_zoom(AugmentSpec(crop=0.5))):
-        x0, y0, x1, y1 = (float(round(b)) for b in level_box(image, rng))
-        view, affine = cut_view(image, (x0, y0, x1, y1), (64, 64))
-        film = read_image(image.path).pixels[int(y0):int(y1), int(x0):int(x1)]
-        cut = detector_input(build_pyramid(film), letterbox_affine(film.shape, (64, 64)), (64, 64))[0]
-        assert view.shape == cut.shape == (1, 64, 64)
-        assert np.allclose(letterbox_affine(film.shape, (64, 64))[:, :2], affine[:, :2])  # the same scale
-        grid = np.stack(np.meshgrid(np.arange(64), np.arange(64)), -1).reshape(-1, 2).astype(np.float64)
-        inside = in_box(apply_affine(affine, grid), (x0, y0, x1, y1)).reshape(64, 64)
-        assert inside.mean() > 0.1 and np.corrcoef(view[0][inside], cut[0][inside])[0, 1] > 0.95
 
 
 def test_appearance_changes_keep_vertebrae_free_and_blades_hide_what_lies_under_them():

@@ -309,30 +309,16 @@ def cropped_view(x: np.ndarray, y: np.ndarray, c: np.ndarray, affine: np.ndarray
     """A view's input (1, S, S), targets (K, S, S) and centres (K, 2) with everything outside ``box`` cut away:
     its pixels read as the view's darkest level, its names are missing (flat targets, NaN centres)."""
     size = x.shape[-2:]
+    grid = np.stack(np.meshgrid(np.arange(size[1]), np.arange(size[0])), axis=-1).reshape(-1, 2).astype(np.float64)
+    outside = ~in_box(apply_affine(affine, grid), box).reshape(size)
+    view = x[0].copy()
+    view[outside] = view.min()
     where = {v.name: v.center for v in image.record.vertebrae}
     y, c = y.copy(), c.copy()
     for k, name in enumerate(names):
         if name in where and not in_box(where[name][None], box)[0]:
             y[k], c[k] = flat_map(size), np.nan
-    return blank_outside(x, affine, box), y, c
-
-
-def blank_outside(x: np.ndarray, affine: np.ndarray, box: Box) -> np.ndarray:
-    """View ``x`` (1, S, S) with its pixels outside ``box`` (through the view's ``affine``) read as its darkest
-    level, standardized again: a film cut at the box's edges."""
-    size = x.shape[-2:]
-    grid = np.stack(np.meshgrid(np.arange(size[1]), np.arange(size[0])), axis=-1).reshape(-1, 2).astype(np.float64)
-    outside = ~in_box(apply_affine(affine, grid), box).reshape(size)
-    view = x[0].copy()
-    view[outside] = view.min()
-    return standardized(view)[None]
-
-
-def cut_view(image: DetectorImage, box: Box, size: Size) -> tuple[np.ndarray, np.ndarray]:
-    """The plain view (1, S, S) of the part ``box`` of a film, letterboxed as if it were the whole film, and its
-    (2, 3) affine: how a film cut there is read (no other change)."""
-    affine = box_affine(box, size)
-    return blank_outside(detector_input(image.view_pyramid(), affine, size)[0], affine, box), affine
+    return standardized(view)[None], y, c
 
 
 def hide(y: np.ndarray, c: np.ndarray, hidden: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,13 +27,9 @@ from vcorner.training.checkpoint import init_provenance
 from vcorner.training.data import split_images
 from vcorner.training.detector_data import (
     CHUNK_FILMS,
-    Box,
     DetectorImage,
     channel_names,
-    cut_view,
     epoch_views,
-    in_box,
-    level_box,
     load_detector_images,
     negative_view,
     view_zoom,
@@ -249,44 +245,20 @@ def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[De
     return names, train_images, [images[i] for i in val_idx], views
 
 
-def _found_right(maps: np.ndarray, image: DetectorImage, names: tuple[str, ...], affine: np.ndarray,
-                 detection: DetectionConfig, box: Box | None = None) -> list[float]:
-    """Confidences of the names decoded from one view's ``maps`` within :data:`HIT_RADIUS` vertebra spacings of
-    their annotated centre (only the centres inside ``box`` when given)."""
-    found = []
-    for d in decode_view(maps, names, affine, detection)[0]:
-        truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
-        if truth is None or (box is not None and not in_box(truth[None], box)[0]):
-            continue
-        if np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
-            found.append(d.confidence)
-    return found
-
-
-CUT_SEED = 54321
-"""Seed of the level cuts :func:`confidences` reads each validation film through (the same cuts on every run)."""
-
-
 def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...], recipe: DetectorRecipe,
                 device: torch.device, negatives: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    """Confidences of the correctly found annotated centres of ``images`` (plain letterbox; and, for a recipe that
-    trains on cut views, each film cut once between two levels too, :func:`vcorner.training.detector_data.level_box`:
-    a detector taught to name cut films has its threshold set where it names them as well as where it is surest),
-    and the largest confidence of each of ``negatives`` views without a spine (seeded)."""
+    """Confidences of the correctly found annotated centres of ``images`` (plain letterbox), and the largest
+    confidence of each of ``negatives`` views without a spine (seeded)."""
     size = recipe.detection.input_shape
-    present: list[float] = []
+    present = []
     views = epoch_views(images, names, recipe.detection, recipe.augment, None)  # chunks, in the images' order
     for (x, _, _), first in zip(views, range(0, len(images), CHUNK_FILMS), strict=True):
         for image, image_maps in zip(images[first:first + len(x)], predict_maps(model, x, device), strict=True):
-            present += _found_right(image_maps, image, names, letterbox_affine(image.shape, size), recipe.detection)
-    if recipe.augment.crop > 0:
-        rng = np.random.default_rng(CUT_SEED)
-        cuts = [(image, box) for image in images if (box := level_box(image, rng)) is not None]
-        for first in range(0, len(cuts), CHUNK_FILMS):
-            chunk = [(image, box, *cut_view(image, box, size)) for image, box in cuts[first:first + CHUNK_FILMS]]
-            maps = predict_maps(model, np.stack([x for _, _, x, _ in chunk]), device)
-            for (image, box, _, affine), image_maps in zip(chunk, maps, strict=True):
-                present += _found_right(image_maps, image, names, affine, recipe.detection, box)
+            affine = letterbox_affine(image.shape, size)
+            for d in decode_view(image_maps, names, affine, recipe.detection)[0]:
+                truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
+                if truth is not None and np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
+                    present.append(d.confidence)
     rng = np.random.default_rng(12345)
     blank = np.stack([negative_view(size, rng, images) for _ in range(negatives)])
     identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
