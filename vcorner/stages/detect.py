@@ -230,9 +230,7 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
     A body cut by the film's edge that the detector hesitates on and the finder sees is the finder's
     (:func:`finder_ends`), after the outer of two names piled on one body at an end of the names is dropped
-    (:func:`cut_end_pairs`). A film read flipped top to bottom that had to be turned upright is flagged
-    ``view_uncertain`` (:func:`flipped_and_turned`). Without ``search`` both look at the film as it is (``as_is``)
-    only.
+    (:func:`cut_end_pairs`). Without ``search`` both look at the film as it is (``as_is``) only.
 
     Raises:
         InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
@@ -256,20 +254,11 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
         found, lead, film_turn = searched_upright(pyramid, shape, finder, card, found, lead, film_turn)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), film_turn)[0]
     merged = answer.merged and not (names_agree(answer, card, found, finder[0]) and not unanchored(found, finder[0]))
-    flags = image_flags(finder[0] if search else None, lead, card, answer.margin, merged,
-                        found.view != first or flipped_and_turned(found.view, film_turn))
+    flags = image_flags(finder[0] if search else None, lead, card, answer.margin, merged, found.view != first)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
     return finder_ends(cut_end_pairs(answer, card), card, found, finder[0]), flags
-
-
-def flipped_and_turned(view: View, film_turn: float) -> bool:
-    """Whether a film was read flipped top to bottom (``mirrored+turned_180``) and also turned upright by
-    ``film_turn`` degrees: the view finder tells top from bottom surely on upright films only, and both of its
-    searches (:func:`searched_upright`) can agree on a flip of a film that was only turned, its names then reversed.
-    :func:`chosen_answer` flags it ``view_uncertain`` (README.md, "Orientation, polarity and naming")."""
-    return bool(film_turn) and view.mirrored and view.turned
 
 
 def cut_end_pairs(answer: ViewAnswer, card: DetectorCard) -> ViewAnswer:
