@@ -342,3 +342,23 @@ def test_a_film_cut_to_c2_c5_with_a_faint_c2_is_named_without_a_flag(tmp_path):
     assert not errors
     assert_named(rows, {"C3": (480.5, 321.4), "C4": (457.2, 425.0), "C5": (421.1, 523.6)}, within_px=3.0 / 0.178)
     assert all(r["flags"] == "" for r in rows), rows
+
+
+def test_a_turned_film_read_flipped_with_its_names_reversed_is_flagged_by_its_narrowing_bodies(tmp_path):
+    """tests/data/varied_turned45_read_flipped.png: validation film 87 of the varied seed 6363 turned by 45 degrees,
+    halved. Both view searches read it flipped top to bottom (a pose they cannot tell apart on a turned film), its
+    names run the wrong way ("C3" on C7), and it went out without a flag. Its bodies, so named, narrow down the spine
+    (`postprocess/plausibility.width_slope`): vcorner batch now flags it levels_uncertain on every output."""
+    folder = tmp_path / "films"
+    folder.mkdir()
+    shutil.copy(DATA / "varied_turned45_read_flipped.png", folder)
+    result = run_cli("batch", folder, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    detected = read_rows(tmp_path / "out" / "centers.detected.csv")
+    c3 = next(r for r in detected if r["vertebra"] == "C3")
+    assert c3["view"] == "mirrored+turned_180"  # the reading this test pins down: "C3" on C7
+    assert np.hypot(float(c3["x"]) - 276.5, float(c3["y"]) - 537.0) < 8.0
+    corners = read_rows(tmp_path / "out" / "corners.csv")
+    for row in detected + corners:
+        assert "levels_uncertain" in row["flags"].split(";"), row
+    assert "levels_uncertain" in " ".join(result.output.split())

@@ -176,3 +176,39 @@ def test_evaluate_reports_the_calibration_of_unflagged_corners(flagged_run, tmp_
     assert "network corners without a flag (4 of 40 corners flagged)" in " ".join(result.output.split())
     unflagged = json.loads((tmp_path / "e" / "metrics.json").read_text())["calibration"]["unflagged"]
     assert unflagged["ellipse_corners"] <= 36
+
+
+def test_clicked_names_that_run_the_wrong_way_are_flagged_levels_uncertain(tmp_path):
+    """An example film whose clicked centres are named C7-C3 from the top: its bodies then narrow down the spine
+    (`postprocess/plausibility.width_slope`), and every row says levels_uncertain; named as clicked, none does."""
+    listed = [r for r in rows(EXAMPLES / "centers.csv") if r["image"] == CLEAN]
+    names = [r["vertebra"] for r in listed]
+    for reverse in (False, True):
+        folder = tmp_path / f"reversed-{reverse}"
+        folder.mkdir()
+        path = folder / "centers.csv"
+        flip = dict(zip(names, names[::-1], strict=True)) if reverse else {n: n for n in names}
+        with open(path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(listed[0]))
+            writer.writeheader()
+            writer.writerows({**r, "vertebra": flip[r["vertebra"]]} for r in listed)
+        result = run("batch", EXAMPLES, "--centers", path, "--out", folder / "out")
+        assert result.exit_code == 0, result.output
+        found = rows(folder / "out" / "corners.csv")
+        assert len(found) == 20
+        assert all(("levels_uncertain" in r["flags"].split(";")) == reverse for r in found), found
+
+
+def test_width_slope_reads_bodies_that_widen_down_the_spine_and_flags_them_reversed():
+    from vcorner.postprocess.plausibility import WIDTH_SLOPE_LIMIT, narrowing_flags, width_slope
+
+    names = ["C3", "C4", "C5", "C6", "C7"]
+    grow = 1.0 + 0.05 * np.arange(5)  # 5 px wider per level
+    bodies = np.stack([[[0, 0], [100 * g, 0], [0, 80], [100 * g, 80]] for g in grow])
+    xy = bodies + np.arange(5)[:, None, None] * [0, 100]
+    assert width_slope(xy, names) == pytest.approx(0.05 / grow.mean(), rel=1e-6)
+    assert width_slope(xy, names[::-1]) < WIDTH_SLOPE_LIMIT  # the same bodies named the wrong way
+    assert narrowing_flags(("view_uncertain",), xy, names[::-1]) == ("view_uncertain", "levels_uncertain")
+    assert narrowing_flags((), xy, names) == ()
+    assert np.isnan(width_slope(xy[:3], names[2::-1]))  # three names are too few to tell
+    assert narrowing_flags((), xy[:3], names[2::-1]) == ()

@@ -126,6 +126,44 @@ def prior_heights(prior: CornerPrior, names: Sequence[str]) -> np.ndarray:
     return heights(np.stack([prior.lookup(name)[0] for name in names])) if names else np.zeros(0)
 
 
+WIDTH_ORDER_LEVELS = 4
+"""The fewest ranked vertebrae :func:`width_slope` measures an order on (three give too noisy a slope)."""
+WIDTH_SLOPE_LIMIT = -0.03
+"""An image whose bodies narrow down the spine faster than this (:func:`width_slope`, share of their mean width per
+level) has its levels flagged uncertain (:func:`narrowing_flags`): its names may run the wrong way. Chosen on the
+validation variants (benchmarks/results/width_order_choice.md): every one of 2,291 films named right stays above it
+(lowest -0.027); a neck read flipped, names reversed, gave -0.035."""
+LEVELS_UNCERTAIN = "levels_uncertain"
+
+
+def narrowing_flags(flags: Sequence[str], xy: np.ndarray, names: Sequence[str]) -> tuple[str, ...]:
+    """``flags`` with ``levels_uncertain`` added when the bodies of (V, 4, 2) corners named ``names`` narrow down the
+    spine beyond :data:`WIDTH_SLOPE_LIMIT` (:func:`width_slope`; never with too few names to tell)."""
+    if LEVELS_UNCERTAIN in flags or not width_slope(xy, names) < WIDTH_SLOPE_LIMIT:
+        return tuple(flags)
+    return (*flags, LEVELS_UNCERTAIN)
+
+
+def width_slope(xy: np.ndarray, names: Sequence[str]) -> float:
+    """How the vertebral bodies' widths change per level down the spine: the least-squares slope of each body's
+    endplate width (the mean of its superior and inferior endplates, (V, 4, 2) corners in ``vcorner.CORNER_NAMES``
+    order, px) over its anatomical rank, as a share of their mean width (about +0.03 in a neck named the right way,
+    whose bodies widen caudally; negative when the names run the wrong way). NaN with fewer than
+    :data:`WIDTH_ORDER_LEVELS` ranked names."""
+    from vcorner.geometry.sequence import level_ranks
+
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 4, 2)
+    ranks = level_ranks(list(names))
+    keep = [i for i, r in enumerate(ranks) if r is not None]
+    if len(keep) < WIDTH_ORDER_LEVELS or len({ranks[i] for i in keep}) < WIDTH_ORDER_LEVELS:
+        return float("nan")
+    widths = 0.5 * (np.linalg.norm(xy[keep, 0] - xy[keep, 1], axis=-1) + np.linalg.norm(xy[keep, 2] - xy[keep, 3],
+                                                                                          axis=-1))
+    if not np.all(np.isfinite(widths)) or widths.mean() <= 0:
+        return float("nan")
+    return float(np.polyfit(np.array([ranks[i] for i in keep], dtype=np.float64), widths / widths.mean(), 1)[0])
+
+
 def vertebra_flags(name: str, deviation: float, farthest: np.ndarray, size: float, network: np.ndarray,
                    prior: CornerPrior, trust: TrustConfig) -> tuple[str, ...]:
     """The per-vertebra flags (:data:`VERTEBRA_FLAGS` order) of one vertebra.

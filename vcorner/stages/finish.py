@@ -13,7 +13,7 @@ import numpy as np
 
 from vcorner.models.card import ModelCard
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners, accumulate_image, decode_accumulated
-from vcorner.postprocess.plausibility import judge_corners
+from vcorner.postprocess.plausibility import judge_corners, narrowing_flags
 from vcorner.stages.prepare import ImageJob
 
 
@@ -35,11 +35,28 @@ def flag_outside(corners: list[VertebraCorners], shape: tuple[int, int]) -> list
     return flagged
 
 
+def narrowed(job: ImageJob, corners: list[VertebraCorners]) -> None:
+    """Add ``levels_uncertain`` to ``job``'s image flags (and its detected centres', so that
+    ``centers.detected.csv`` and run.json say it too) when its found bodies narrow down the spine
+    (:func:`vcorner.postprocess.plausibility.narrowing_flags`: the names may run the wrong way)."""
+    if not corners:
+        return
+    flags = narrowing_flags(job.image_flags, np.stack([v.xy for v in corners]), [v.name for v in corners])
+    if flags != job.image_flags:
+        job.image_flags = flags
+        if job.detected is not None:
+            job.detected = replace(job.detected, flags=flags,
+                                   listed=replace(job.detected.listed, flags=flags),
+                                   record=replace(job.detected.record, flags=flags))
+
+
 def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
     """Corners of every vertebra of a job whose maps are filled, with their flags (the detector's image flags on
-    every vertebra, ``job.image_flags``), and each vertebra's accumulated map."""
+    every vertebra, ``job.image_flags``), and each vertebra's accumulated map. Bodies that narrow down the spine
+    add ``levels_uncertain`` to the job's image flags, and to its detected centres' (:func:`narrowed`)."""
     accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
     corners = decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode)
+    narrowed(job, corners)
     corners = judge_corners(corners, job.maps[:, 0], job.affines, job.owner, accumulated, job.frames, card.prior,
                             card.decode, card.trust, job.image_flags)
     return flag_outside(corners, job.shape), accumulated
