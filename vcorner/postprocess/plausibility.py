@@ -27,6 +27,7 @@ import numpy as np
 from vcorner.config import DecodeConfig, TrustConfig
 from vcorner.geometry.frames import Frames
 from vcorner.geometry.patches import invert_affines
+from vcorner.geometry.sequence import level_ranks
 from vcorner.postprocess.background import remove_background
 from vcorner.postprocess.decode import COV_FLOOR_PX2, AccumulatedMap, VertebraCorners, decode_vertebra
 from vcorner.postprocess.kernels import backproject
@@ -150,8 +151,6 @@ def width_slope(xy: np.ndarray, names: Sequence[str]) -> float:
     order, px) over its anatomical rank, as a share of their mean width (about +0.03 in a neck named the right way,
     whose bodies widen caudally; negative when the names run the wrong way). NaN with fewer than
     :data:`WIDTH_ORDER_LEVELS` ranked names."""
-    from vcorner.geometry.sequence import level_ranks
-
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 4, 2)
     ranks = level_ranks(list(names))
     keep = [i for i, r in enumerate(ranks) if r is not None]
