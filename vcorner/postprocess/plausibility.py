@@ -106,6 +106,13 @@ def heights(xy: np.ndarray) -> np.ndarray:
     return 0.5 * (np.linalg.norm(xy[:, 0] - xy[:, 2], axis=-1) + np.linalg.norm(xy[:, 1] - xy[:, 3], axis=-1))
 
 
+def widths(xy: np.ndarray) -> np.ndarray:
+    """(V,) mean of the superior and inferior endplate lengths of (V, 4, 2) corners (``vcorner.CORNER_NAMES``
+    order), px."""
+    xy = np.asarray(xy, dtype=np.float64)
+    return 0.5 * (np.linalg.norm(xy[:, 0] - xy[:, 1], axis=-1) + np.linalg.norm(xy[:, 2] - xy[:, 3], axis=-1))
+
+
 def height_deviation(xy: np.ndarray, expected: np.ndarray | None = None) -> np.ndarray:
     """(V,) ``|log(r_v / median of the other vertebrae's r)|`` with ``r = h / expected`` of (V, 4, 2) corners
     (:func:`heights`, px) and each vertebra's ``expected`` (V,) height in any common unit (:func:`prior_heights`;
@@ -147,20 +154,18 @@ def narrowing_flags(flags: Sequence[str], xy: np.ndarray, names: Sequence[str]) 
 
 def width_slope(xy: np.ndarray, names: Sequence[str]) -> float:
     """How the vertebral bodies' widths change per level down the spine: the least-squares slope of each body's
-    endplate width (the mean of its superior and inferior endplates, (V, 4, 2) corners in ``vcorner.CORNER_NAMES``
-    order, px) over its anatomical rank, as a share of their mean width (about +0.03 in a neck named the right way,
-    whose bodies widen caudally; negative when the names run the wrong way). NaN with fewer than
-    :data:`WIDTH_ORDER_LEVELS` ranked names."""
+    endplate width (:func:`widths` of (V, 4, 2) corners) over its anatomical rank, as a share of their mean width
+    (about +0.03 in a neck named the right way, whose bodies widen caudally; negative when the names run the wrong
+    way). NaN with fewer than :data:`WIDTH_ORDER_LEVELS` ranked names."""
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 4, 2)
     ranks = level_ranks(list(names))
     keep = [i for i, r in enumerate(ranks) if r is not None]
     if len(keep) < WIDTH_ORDER_LEVELS or len({ranks[i] for i in keep}) < WIDTH_ORDER_LEVELS:
         return float("nan")
-    widths = 0.5 * (np.linalg.norm(xy[keep, 0] - xy[keep, 1], axis=-1) + np.linalg.norm(xy[keep, 2] - xy[keep, 3],
-                                                                                          axis=-1))
-    if not np.all(np.isfinite(widths)) or widths.mean() <= 0:
+    width = widths(xy[keep])
+    if not np.all(np.isfinite(width)) or width.mean() <= 0:
         return float("nan")
-    return float(np.polyfit(np.array([ranks[i] for i in keep], dtype=np.float64), widths / widths.mean(), 1)[0])
+    return float(np.polyfit(np.array([ranks[i] for i in keep], dtype=np.float64), width / width.mean(), 1)[0])
 
 
 def vertebra_flags(name: str, deviation: float, farthest: np.ndarray, size: float, network: np.ndarray,

@@ -44,10 +44,8 @@ def narrowed(job: ImageJob, corners: list[VertebraCorners]) -> None:
     flags = narrowing_flags(job.image_flags, np.stack([v.xy for v in corners]), [v.name for v in corners])
     if flags != job.image_flags:
         job.image_flags = flags
-        if job.detected is not None:
-            job.detected = replace(job.detected, flags=flags,
-                                   listed=replace(job.detected.listed, flags=flags),
-                                   record=replace(job.detected.record, flags=flags))
+        if job.detected is not None:  # as prepare adds view_contradicted
+            job.detected = replace(job.detected, flags=flags)
 
 
 def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[AccumulatedMap]]:
