@@ -410,3 +410,29 @@ def test_a_detector_with_a_hidden_head_is_rebuilt_from_its_folded_graph(tmp_path
     with torch.no_grad():
         peak = float(model(torch.from_numpy(views)).max())
     assert max_abs_difference(rebuilt.eval(), graph, views) <= 1e-4 * peak
+
+
+@pytest.mark.parametrize("head_width", [0, 6])
+def test_a_namer_given_anchor_names_keeps_the_maps_it_had(head_width):
+    """``widened_state`` (``vcorner train --init`` from a namer of fewer names, train/detector-namer-t1.toml): the
+    old names' maps are exactly the old namer's, the new names' rows are the fresh ones, and names out of order are
+    refused."""
+    torch = pytest.importorskip("torch")
+    from vcorner.network.unet import create_model
+    from vcorner.training.detector_trainer import widened_state
+
+    old, new = ("C3", "C4", "C5", "C6", "C7"), ("C2", "C3", "C4", "C5", "C6", "C7", "T1")
+    torch.manual_seed(0)
+    start = create_model("tiny", out_channels=len(old), head_width=head_width).eval()
+    fresh = create_model("tiny", out_channels=len(new), head_width=head_width).eval()
+    wide = create_model("tiny", out_channels=len(new), head_width=head_width).eval()
+    wide.load_state_dict(widened_state(start.state_dict(), fresh.state_dict(), old, new))
+    views = torch.from_numpy(np.random.default_rng(2).standard_normal((2, 1, 32, 32)).astype(np.float32))
+    with torch.no_grad():
+        before, after = start(views).numpy(), wide(views).numpy()
+    np.testing.assert_allclose(after[:, 1:6], before, rtol=1e-5, atol=1e-9)
+    head = [k for k, v in fresh.state_dict().items() if v.shape[:1] == (len(new),)]
+    assert head and all(torch.equal(wide.state_dict()[k][[0, 6]], fresh.state_dict()[k][[0, 6]]) for k in head)
+    assert np.abs(after[:, 0] - after[:, 1]).max() > 1e-6  # C2 starts fresh, not as a copy of C3
+    with pytest.raises(InputError, match="not in the order"):
+        widened_state(start.state_dict(), fresh.state_dict(), ("C4", "C3", "C5", "C6", "C7"), new)

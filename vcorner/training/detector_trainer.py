@@ -167,7 +167,8 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     (best validation BC, with its :class:`DetectorCard`), ``last.pt``, ``metrics.jsonl`` and ``recipe.json``.
 
     ``init``: a detector checkpoint whose weights start the run (fine-tuning, with a fresh optimizer and
-    schedule); its names must be the data's. Before anything is written, data that cannot train is refused, and
+    schedule); its names must be among the data's (new ones, such as context names, start
+    fresh: :func:`widened_state`). Before anything is written, data that cannot train is refused, and
     an ``out`` holding an earlier run needs ``resume`` (same recipe) or ``force``
     (:mod:`vcorner.training.run_folder`)."""
     reporter = reporter or SilentReporter()
@@ -178,10 +179,10 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
     model = create_model(recipe.model.recipe, **recipe.model.constructor_overrides(), out_channels=len(names)).to(dev)
     if init is not None:
         start, start_card = load_model(Path(init), DetectorCard)
-        if start_card.names != names or start.constructor_args() != model.constructor_args():
+        if not set(start_card.names) <= set(names) or _shape(start) != _shape(model):
             raise InputError(f"{init}: its names {', '.join(start_card.names)} or widths differ from this run's "
                              f"({', '.join(names)}); cannot start from it")
-        model.load_state_dict(start.state_dict())
+        model.load_state_dict(widened_state(start.state_dict(), model.state_dict(), start_card.names, names))
     previous = prepare_run_folder(out, recipe.to_dict(), resume=resume, force=force,
                                   inputs=[Path(data) / "annotations.json", init])
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +210,29 @@ def train_detector(data: Path, recipe: DetectorRecipe, out: Path, *, resume: boo
         raise InputError(f"{out}: no epoch was trained (epochs {opt.epochs}, max_steps {opt.max_steps})")
     final = _set_threshold(out / "model.safetensors", val_images, recipe, dev)
     return DetectorTrainResult(out / "model.safetensors", history, previous, final)
+
+
+def _shape(model: UNet) -> dict:
+    """``model``'s constructor arguments but its number of output maps."""
+    return {k: v for k, v in model.constructor_args().items() if k != "out_channels"}
+
+
+def widened_state(start: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], start_names: tuple[str, ...],
+                  names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The weights of a detector trained on ``start_names`` for ``names``, which keep them in their order and add
+    others (context names: C2 above C3, T1 below C7). Every layer stays as trained but the output head's last
+    convolution, the only one with a row per name: each old name's row moves to its place, and the new names' rows
+    stay as ``fresh`` initialized them."""
+    rows = [names.index(n) for n in start_names]
+    if rows != sorted(rows):
+        raise InputError(f"names {', '.join(start_names)} are not in the order of {', '.join(names)}")
+    out = {}
+    for key, value in start.items():
+        out[key] = value
+        if value.shape != fresh[key].shape:
+            out[key] = fresh[key].clone()
+            out[key][torch.as_tensor(rows)] = value
+    return out
 
 
 def view_spacing(images: list[DetectorImage], size: tuple[int, int]) -> float:
