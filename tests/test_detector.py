@@ -286,6 +286,17 @@ def test_a_tiny_detector_learns_and_exports_with_parity(toy_dataset, tmp_path):
 
     with pytest.raises(InputError, match="not a vcorner centre detector"):
         open_detector(default_model_path())
+    # the threshold is chosen on the centres of the names it outputs: a context name (an anchor) is left out
+    from dataclasses import replace
+
+    from vcorner.training.detector_data import load_detector_images
+    from vcorner.training.detector_trainer import confidences
+
+    images = load_detector_images(toy_dataset, recipe.detection.input_shape, 1.0)
+    found, _ = confidences(model, images, card.names, recipe, torch.device("cpu"))
+    anchored = replace(recipe, detection=replace(recipe.detection, context=("C3", "C7")))
+    outputs, _ = confidences(model, images, card.names, anchored, torch.device("cpu"))
+    assert len(found) - 2 * len(images) <= len(outputs) < len(found) and set(outputs) < set(found)
 
 
 def test_monotone_assignment_skips_a_spurious_candidate_and_keeps_names_in_order():

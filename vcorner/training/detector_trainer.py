@@ -271,8 +271,9 @@ def _split(data: Path, recipe: DetectorRecipe) -> tuple[tuple[str, ...], list[De
 
 def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...], recipe: DetectorRecipe,
                 device: torch.device, negatives: int = 40) -> tuple[np.ndarray, np.ndarray]:
-    """Confidences of the correctly found annotated centres of ``images`` (plain letterbox), and the largest
-    confidence of each of ``negatives`` views without a spine (seeded)."""
+    """Confidences of the correctly found annotated centres of ``images`` (plain letterbox) of the names the
+    detector outputs (its context names, weaker at the film's ends, left out: they only anchor the naming), and the
+    largest confidence of each of ``negatives`` views without a spine (seeded)."""
     size = recipe.detection.input_shape
     present = []
     views = epoch_views(images, names, recipe.detection, recipe.augment, None)  # chunks, in the images' order
@@ -280,6 +281,8 @@ def confidences(model: UNet, images: list[DetectorImage], names: tuple[str, ...]
         for image, image_maps in zip(images[first:first + len(x)], predict_maps(model, x, device), strict=True):
             affine = letterbox_affine(image.shape, size)
             for d in decode_view(image_maps, names, affine, recipe.detection)[0]:
+                if d.name in recipe.detection.context:
+                    continue
                 truth = next((v.center for v in image.record.vertebrae if v.name == d.name), None)
                 if truth is not None and np.linalg.norm(d.xy - truth) <= HIT_RADIUS * image.spacing_px:
                     present.append(d.confidence)
