@@ -363,6 +363,43 @@ def test_a_view_finder_picks_the_view_and_the_detector_names_on_that_view_only()
     assert to_grid(mirrored, found.listed.vertebrae[0].center) == pytest.approx([31.0, 16.0], abs=0.2)
 
 
+def test_a_second_namer_names_only_the_films_the_first_is_unsure_of_and_the_flag_stays():
+    """``detection.second_namer`` (README.md, "Orientation, polarity and naming"): where the first namer's levels
+    are flagged uncertain, the names are the second namer's, read on the same view, and the flag stays; where the
+    first is sure, the second is never asked."""
+    shape, size = (200, 160), 64
+    spine = _spine_maps(size)
+    flat = np.full((len(NAMES), size, size), 1.0 / size**2, np.float32)
+    finder_card = _card(views=tuple(v.name for v in VIEWS), view_margin=0.1)
+    chosen = [v.name for v in VIEWS].index("mirrored")
+    # the second namer reads every body one level lower: its "C4" on the first namer's C3, and so on (its "C3" on
+    # the body the first called C2, an anchor it does not output)
+    lower = np.concatenate([flat[:1], spine[:-1]]).astype(np.float32)
+    asked = []
+
+    def finder(batch):
+        return np.stack([spine if k == chosen else flat for k in range(len(batch))]).astype(np.float32)
+
+    def second(batch):
+        asked.append(len(batch))
+        return np.stack([lower] * len(batch))
+
+    pyramid = build_pyramid(np.zeros(shape, np.float32) + np.arange(160, dtype=np.float32))
+    first = detect_centres(pyramid, shape, "a.png", None, _card(context=("C2", "T1")), lambda b: spine[None],
+                           (finder_card, finder), second=(_card(context=("C2", "T1")), second))
+    assert asked == [] and first.flags == ()
+    unsure = _card(context=("C2", "T1"), naming_margin=0.95)
+    found = detect_centres(pyramid, shape, "a.png", None, unsure, lambda b: spine[None], (finder_card, finder),
+                           second=(_card(context=("C2", "T1")), second))
+    assert asked == [1] and found.view == "mirrored" and found.flags == ("levels_uncertain",)
+    sure = {v.name: v.center for v in first.listed.vertebrae}
+    renamed = {v.name: v.center for v in found.listed.vertebrae}
+    assert set(renamed) == set(sure) == {"C3", "C4", "C5", "C6", "C7"}
+    for name in ("C3", "C4", "C5", "C6"):
+        below = f"C{int(name[1]) + 1}"
+        assert renamed[below] == pytest.approx(sure[name], abs=0.01)
+
+
 def _leaning_spine(size: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Seven centres along a line leaning 40 degrees through the middle of an S x S view, the (7, S, S) maps of
     that spine, and those of the same spine upright."""

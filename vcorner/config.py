@@ -207,6 +207,9 @@ class DetectionConfig:
         view_turns_deg: the view search scores each candidate view on the film turned by each of these angles
             (degrees) and ranks the views by the mean, a steadier vote than one look; the answer itself is read on
             the unturned film (empty: one look, as detectors before it searched).
+        second_namer: file name, beside this detector, of a namer that names the films whose levels this one
+            flags uncertain, on the same view; the flag stays ("": none; README.md, "Orientation, polarity and
+            naming").
     """
 
     input_size: int = 128
@@ -224,6 +227,7 @@ class DetectionConfig:
     spine_angle_deg: float = 0.0
     align_deg: float = 0.0
     view_turns_deg: tuple[float, ...] = ()
+    second_namer: str = ""
 
     def __post_init__(self) -> None:
         if any(not -90.0 < t < 90.0 for t in self.view_turns_deg):

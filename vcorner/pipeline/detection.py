@@ -15,7 +15,7 @@ import csv
 import io
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,7 +45,8 @@ EARLIER_COLUMNS = DETECTED_COLUMNS[:6]
 class DetectorChoice:
     """The centre detector a batch runs, decided once (:func:`resolve_detector`) and handed as a value to whatever
     opens it (the local batch, every Ray actor): its file, card and SHA-256, and the view finder its card names
-    (empty when its card names none). With ``view_search`` off the finder looks at the film as it is only: it
+    (empty when its card names none), and the second namer it names (``detection.second_namer``: it names the films
+    whose levels this detector is unsure of). With ``view_search`` off the finder looks at the film as it is only: it
     checks that a spine is there, and picks no view.
     """
 
@@ -56,11 +57,17 @@ class DetectorChoice:
     finder_card: DetectorCard | None = None
     finder_sha256: str = ""
     view_search: bool = True
+    second_path: str = ""
+    second_card: DetectorCard | None = None
+    second_sha256: str = ""
 
     @property
     def identity(self) -> str:
-        """What a resumed run must match: the detector's SHA-256, and ``+`` the view finder's when it has one."""
-        return f"{self.sha256}+{self.finder_sha256}" if self.finder_card is not None else self.sha256
+        """What a resumed run must match: the detector's SHA-256, ``+`` the view finder's when it has one, and ``+``
+        its second namer's when it has one."""
+        finder = [self.finder_sha256] if self.finder_card is not None else []
+        second = [self.second_sha256] if self.second_card is not None else []
+        return "+".join([self.sha256, *finder, *second])
 
     def describe(self) -> dict:
         """The ``run.json`` entry: file, SHA-256, names, input size, confidence threshold and views searched."""
@@ -71,16 +78,20 @@ class DetectorChoice:
                 **({"input_width": self.card.detection.input_width} if self.card.detection.input_width else {}),
                 "views": views,
                 **({"view_finder": {"path": self.finder_path, "sha256": self.finder_sha256}}
-                   if self.finder_card is not None else {})}
+                   if self.finder_card is not None else {}),
+                **({"second_namer": {"path": self.second_path, "sha256": self.second_sha256,
+                                     "min_confidence": self.second_card.detection.min_confidence}}
+                   if self.second_card is not None else {})}
 
 
 def resolve_detector(path: Path, view_search: bool = True) -> DetectorChoice:
-    """The detector of ``path``, checked, with the view finder its card names (``detection.view_finder``, a file
-    beside it). With ``view_search`` off (films known to be in the learned pose) both look at the films as they
-    are: the finder then only checks that each shows a spine. Nothing is opened.
+    """The detector of ``path``, checked, with the view finder and the second namer its card names
+    (``detection.view_finder``, ``detection.second_namer``: files beside it). With ``view_search`` off (films known
+    to be in the learned pose) they look at the films as they are: the finder then only checks that each shows a
+    spine. Nothing is opened.
 
     Raises:
-        InputError: not a centre detector, or its view finder is missing or not one.
+        InputError: not a centre detector, or its view finder or second namer is missing or not one.
     """
     from vcorner.backends import open_detector
 
@@ -93,18 +104,28 @@ def resolve_detector(path: Path, view_search: bool = True) -> DetectorChoice:
     except InputError as err:
         raise InputError(f"the view finder named by {Path(path).name}'s card: {err} (it checks that each film shows "
                          "a spine, with --no-view-search too: put it back beside the detector)") from None
+    second_path, second_card, second_sha256 = "", None, ""
+    if card.detection.second_namer:
+        second_path = str(Path(path).parent / card.detection.second_namer)
+        try:
+            second_runner, second_card = open_detector(Path(second_path))
+        except InputError as err:
+            raise InputError(f"the second namer named by {Path(path).name}'s card: {err} (put it back beside the "
+                             "detector)") from None
+        second_sha256 = second_runner.identity()
     return DetectorChoice(str(path), card, runner.identity(), str(finder_path), finder_card,
-                          finder_runner.identity(), view_search)
+                          finder_runner.identity(), view_search, second_path, second_card, second_sha256)
 
 
 @dataclass(frozen=True)
 class DetectorUse:
-    """A :class:`DetectorChoice` open: its runner's ``infer``, and its view finder's beside it (None when the
-    choice has none); called as the prepare stage's ``Detect``."""
+    """A :class:`DetectorChoice` open: its runner's ``infer``, and its view finder's and second namer's beside it
+    (None when the choice has none); called as the prepare stage's ``Detect``."""
 
     choice: DetectorChoice
     infer: Infer
     finder_infer: Infer | None = None
+    second_infer: Infer | None = None
 
     @property
     def card(self) -> DetectorCard:
@@ -118,31 +139,36 @@ class DetectorUse:
             return None
         return self.choice.finder_card, self.finder_infer
 
+    @property
+    def second(self) -> Finder | None:
+        """The second namer's card and ``infer`` (None: none)."""
+        if self.second_infer is None or self.choice.second_card is None:
+            return None
+        return self.choice.second_card, self.second_infer
+
     def __call__(self, pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
                  spacing_mm: float | None) -> DetectedCentres:
         """:func:`vcorner.stages.detect.detect_centres` with this detector (a ``Detect`` of the prepare stage)."""
         return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer, self.finder,
-                              self.choice.view_search)
+                              self.choice.view_search, self.second)
 
 
 @contextmanager
 def open_detector_use(choice: DetectorChoice, threads: int = 1) -> Iterator[DetectorUse]:
-    """``choice`` open: the detector's ONNX Runtime session and its view finder's, each with ``threads`` intra-op
-    threads (1: a batch's loaders, and ``vcorner detect``'s threads, detect one film per core side by side).
+    """``choice`` open: the detector's ONNX Runtime session, its view finder's and its second namer's, each with
+    ``threads`` intra-op threads (1: a batch's loaders, and ``vcorner detect``'s threads, detect one film per core
+    side by side).
 
     Raises:
         InputError: the files changed since they were chosen (their checksums no longer match).
     """
     from vcorner.backends import open_detector
 
-    runner, _ = open_detector(Path(choice.path), threads=threads)
-    with runner:
-        if choice.finder_card is None:
-            yield DetectorUse(choice, runner.infer)
-            return
-        finder_runner, _ = open_detector(Path(choice.finder_path), threads=threads)
-        with finder_runner:
-            yield DetectorUse(choice, runner.infer, finder_runner.infer)
+    with ExitStack() as stack:
+        opened = [stack.enter_context(open_detector(Path(path), threads=threads)[0]) if path else None
+                  for path in (choice.path, choice.finder_card and choice.finder_path,
+                               choice.second_card and choice.second_path)]
+        yield DetectorUse(choice, *(r.infer if r is not None else None for r in opened))
 
 
 def detected_rows(found: DetectedCentres) -> list[list[str]]:

@@ -121,7 +121,8 @@ def record_detected(out_dir: Path, records: list[ImageRecord]) -> None:
 
 def check_same_detector(manifest: dict[str, Any] | None, detector_id: str | None, out_dir: Path) -> None:
     """Raise a one-line InputError when OUT's detected centres came from another detector (or view finder:
-    ``detector_id`` is then the detector's SHA-256, ``+``, the finder's; ``pipeline/detection.DetectorChoice``).
+    ``detector_id`` is then the detector's SHA-256, ``+``, the finder's, and ``+`` the second namer's;
+    ``pipeline/detection.DetectorChoice``).
 
     Raises:
         InputError: the manifest names a different detector.
@@ -130,7 +131,9 @@ def check_same_detector(manifest: dict[str, Any] | None, detector_id: str | None
     old = recorded.get("sha256")
     finder = recorded.get("view_finder")
     finder = finder.get("sha256") if isinstance(finder, dict) else None
-    old = f"{old}+{finder}" if old and finder else old
+    second = recorded.get("second_namer")
+    second = second.get("sha256") if isinstance(second, dict) else None
+    old = "+".join(p for p in (old, finder, second) if p) if old else old
     if old and detector_id and old != detector_id:
         raise InputError(f"{out_dir} holds centres found by another detector ({old[:12]}, this run "
                          f"{detector_id[:12]}): pass --no-resume to detect them again, or choose another --out")

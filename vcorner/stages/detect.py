@@ -221,7 +221,8 @@ def image_flags(searched: DetectorCard | None, view_lead: float, namer: Detector
 
 
 def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
-                  finder: Finder | None = None, search: bool = True) -> tuple[ViewAnswer, tuple[str, ...]]:
+                  finder: Finder | None = None, search: bool = True, second: Finder | None = None
+                  ) -> tuple[ViewAnswer, tuple[str, ...], DetectorCard]:
     """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
     the detector's ``align_deg``: :func:`upright_turn`, the view then searched again on the film so turned; and its
@@ -230,7 +231,9 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
     A body cut by the film's edge that the detector hesitates on and the finder sees is the finder's
     (:func:`finder_ends`), after the outer of two names piled on one body at an end of the names is dropped
-    (:func:`cut_end_pairs`). Without ``search`` both look at the film as it is (``as_is``) only.
+    (:func:`cut_end_pairs`). Without ``search`` both look at the film as it is (``as_is``) only. Where the levels are
+    flagged uncertain and a ``second`` namer is given, the names are its, on the same view, the flags kept
+    (:func:`second_opinion`). Returns the answer, the flags and the card of the namer that named.
 
     Raises:
         InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
@@ -241,7 +244,7 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if finder is None:
         answer, lead = searched_view(pyramid, shape, card, infer, views)
         return cut_end_pairs(answer, card), image_flags(card if search else None, lead, card, answer.margin,
-                                                        answer.merged)
+                                                        answer.merged), card
     found, lead = searched_view(pyramid, shape, *finder, views)
     seen = seen_names(found, finder[0])
     if seen < 2:
@@ -258,7 +261,19 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
-    return finder_ends(cut_end_pairs(answer, card), card, found, finder[0]), flags
+    if second is not None and "levels_uncertain" in flags:
+        answer, card = second_opinion(pyramid, shape, second, found.view, film_turn), second[0]
+    return finder_ends(cut_end_pairs(answer, card), card, found, finder[0]), flags, card
+
+
+def second_opinion(pyramid: list[np.ndarray], shape: tuple[int, int], second: Finder, view: View,
+                   film_turn: float) -> ViewAnswer:
+    """The ``second`` namer's answer on the film's chosen ``view``, turned upright by ``film_turn`` degrees as the
+    first namer's was: read where the first namer's levels are flagged uncertain. The shipped second namer
+    (``detection.second_namer``) also maps C2 and T1 and names films cut to C5-C7 better, but places more centres
+    3-5 mm off on films the first names surely, so it is asked only where the first is unsure
+    (``benchmarks/results/namer_t1_choice.md``)."""
+    return view_answers(pyramid, shape, second[0], second[1], (view,), film_turn)[0]
 
 
 def cut_end_pairs(answer: ViewAnswer, card: DetectorCard) -> ViewAnswer:
@@ -376,19 +391,20 @@ def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, ot
 
 
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,
-                   card: DetectorCard, infer: Infer, finder: Finder | None = None, search: bool = True
-                   ) -> DetectedCentres:
+                   card: DetectorCard, infer: Infer, finder: Finder | None = None, search: bool = True,
+                   second: Finder | None = None) -> DetectedCentres:
     """The checked, named centres of one image, found on the candidate view where the detector (or the ``finder``,
     when given) sees its spine (:func:`chosen_answer`; without ``search``, on the film as it is).
 
     The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed. Names
-    whose steps are irregular (:func:`irregular_steps`) are flagged ``levels_uncertain``.
+    whose steps are irregular (:func:`irregular_steps`) are flagged ``levels_uncertain``. A film whose levels the
+    detector is unsure of is named by the ``second`` namer when given (:func:`second_opinion`), still flagged.
 
     Raises:
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
             sequence checks' reason when the detected sequence cannot frame any vertebra.
     """
-    answer, flags = chosen_answer(pyramid, shape, card, infer, finder, search)
+    answer, flags, card = chosen_answer(pyramid, shape, card, infer, finder, search, second)
     output = [d for d in answer.found if d.name not in card.detection.context]
     kept, dropped = split_confident(output, card.detection.min_confidence, answer.placed)
     outside = {d.name: why for d in kept if (why := outside_reason(d.xy, shape))}
