@@ -92,6 +92,8 @@ def test_batch_without_centres_finds_names_and_corners_and_refuses_films_without
     assert len(detected) == 6 * 5 and all(float(r["confidence"]) >= threshold() for r in detected)
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["detector"]["names"] == ["C3", "C4", "C5", "C6", "C7"] and len(manifest["detector"]["sha256"]) == 64
+    second = manifest["detector"]["second_namer"]  # the namer of the films the first is unsure of
+    assert Path(second["path"]).name == "anchored.onnx" and len(second["sha256"]) == 64
     assert manifest["rows"]["phantom_00000.png"] == 20
     assert (out / "vis" / "phantom_00000.png").is_file()
     # the corners match the annotated ones as well as with clicked centres
@@ -249,6 +251,30 @@ def test_a_detector_without_its_view_finder_is_refused_in_one_line(tmp_path, sea
     assert result.exit_code == 2, result.output
     assert "views.onnx" in result.output and "view finder" in result.output
     assert not out.parent.exists()
+
+
+def test_a_detector_without_its_second_namer_is_refused_in_one_line(tmp_path):
+    """The shipped detector and its view finder copied without anchored.onnx (the second namer its card names):
+    refused before any film is read, naming the missing file; nothing is written."""
+    models = Path(__file__).parent.parent / "vcorner" / "models"
+    for name in ("detector.onnx", "detector.onnx.json", "views.onnx", "views.onnx.json"):
+        shutil.copy(models / name, tmp_path / name)
+    out = tmp_path / "out" / "centers.csv"
+    result = run_cli("detect", EXAMPLES, "--out", out, "--detector", tmp_path / "detector.onnx")
+    assert result.exit_code == 2, result.output
+    assert "anchored.onnx" in result.output and "second namer" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.parent.exists()
+
+
+def test_a_film_cut_to_c5_c7_the_first_namer_reads_high_is_named_by_the_second_under_its_flag(tmp_path):
+    """tests/data/varied_cut_c5_c7_read_high.png: validation film 42 of the varied seed 6363 cut to C5-C7 (C5, C6,
+    C7 and T1 on the film), halved. The shipped namer read it one level high ("C4" on C5, nothing on T1) and flagged
+    its levels uncertain; the second namer, which maps T1 too (`detection.second_namer`), names it right, and the
+    flag stays (README.md, "Orientation, polarity and naming")."""
+    rows, errors = detect_one(DATA / "varied_cut_c5_c7_read_high.png", tmp_path)
+    assert not errors
+    assert_named(rows, {"C5": (515.8, 45.0), "C6": (505.4, 123.8), "C7": (482.9, 200.3)}, within_px=3.0 / 0.224)
+    assert all("levels_uncertain" in r["flags"].split(";") for r in rows)
 
 
 def test_two_names_on_one_vertebra_merge_to_the_right_names_the_outvoted_one_dropped(tmp_path):
