@@ -275,6 +275,13 @@ def test_a_film_cut_to_c5_c7_the_first_namer_reads_high_is_named_by_the_second_u
     assert not errors
     assert_named(rows, {"C5": (515.8, 45.0), "C6": (505.4, 123.8), "C7": (482.9, 200.3)}, within_px=3.0 / 0.224)
     assert all("levels_uncertain" in r["flags"].split(";") for r in rows)
+    # vcorner batch says so: in its summary line and in run.json
+    out = tmp_path / "batch"
+    result = run_cli("batch", tmp_path / "varied_cut_c5_c7_read_high", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "1 image(s) of uncertain levels named by the second namer" in " ".join(result.output.split())
+    assert json.loads((out / "run.json").read_text())["last_run"]["named_by_second_namer"] == 1
+    assert {r["vertebra"] for r in read_rows(out / "centers.detected.csv")} == {"C5", "C6", "C7"}
 
 
 def test_two_names_on_one_vertebra_merge_to_the_right_names_the_outvoted_one_dropped(tmp_path):

@@ -387,11 +387,11 @@ def test_a_second_namer_names_only_the_films_the_first_is_unsure_of_and_the_flag
     pyramid = build_pyramid(np.zeros(shape, np.float32) + np.arange(160, dtype=np.float32))
     first = detect_centres(pyramid, shape, "a.png", None, _card(context=("C2", "T1")), lambda b: spine[None],
                            (finder_card, finder), second=(_card(context=("C2", "T1")), second))
-    assert asked == [] and first.flags == ()
+    assert asked == [] and first.flags == () and not first.second_namer
     unsure = _card(context=("C2", "T1"), naming_margin=0.95)
     found = detect_centres(pyramid, shape, "a.png", None, unsure, lambda b: spine[None], (finder_card, finder),
                            second=(_card(context=("C2", "T1")), second))
-    assert asked == [1] and found.view == "mirrored" and found.flags == ("levels_uncertain",)
+    assert asked == [1] and found.view == "mirrored" and found.flags == ("levels_uncertain",) and found.second_namer
     sure = {v.name: v.center for v in first.listed.vertebrae}
     renamed = {v.name: v.center for v in found.listed.vertebrae}
     assert set(renamed) == set(sure) == {"C3", "C4", "C5", "C6", "C7"}

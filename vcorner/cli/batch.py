@@ -234,7 +234,8 @@ def report(summary, runner_name: str, out: Path) -> None:
         "patches_per_s": round(rate, 1), "interrupted": summary.interrupted,
         "flags": {flag: {"images": images, "vertebrae": vertebrae}
                   for flag, (images, vertebrae) in sorted(summary.flags.items())},
-        **({"detected": summary.detected, "detections_dropped": summary.dropped, "detected_views": summary.turned}
+        **({"detected": summary.detected, "detections_dropped": summary.dropped, "detected_views": summary.turned,
+            "named_by_second_namer": summary.renamed}
            if summary.detected else {})}})
     redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
         if summary.redone else ""
@@ -250,6 +251,8 @@ def report(summary, runner_name: str, out: Path) -> None:
         if summary.turned:
             left_out += "; seen " + ", ".join(f"{n} {view.replace('+', ' and ')}" for view, n in
                                               sorted(summary.turned.items()))
+        if summary.renamed:
+            left_out += f"; {summary.renamed} image(s) of uncertain levels named by the second namer"
     stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed"
                  f"{left_out} in {summary.seconds:.1f} s{setup} ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)

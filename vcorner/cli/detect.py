@@ -76,6 +76,10 @@ def detect(
                  f"dropped; {result.seconds:.1f} s", highlight=False, soft_wrap=True)
     if result.failed:
         stderr.print(f"failed images are listed with reasons in {errors}", highlight=False, soft_wrap=True)
+    renamed = sum(f.second_namer for f in result.found)
+    if renamed:
+        stderr.print(f"{renamed} image(s) flagged levels_uncertain were named by the detector's second namer; check "
+                     "their names before vcorner batch --centers", highlight=False, soft_wrap=True)
     contradicted = sum(VIEW_CONTRADICTED in f.flags for f in result.found)
     if contradicted:
         stderr.print(f"{contradicted} image(s) flagged {VIEW_CONTRADICTED}: their anatomy puts the anterior side on "

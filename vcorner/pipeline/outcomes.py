@@ -57,6 +57,8 @@ class BatchSummary:
     """Detections below the detector's confidence threshold, not used."""
     turned: dict[str, int] = field(default_factory=dict)
     """View (other than ``as_is``) -> images the detector found in it in this run (:mod:`vcorner.geometry.views`)."""
+    renamed: int = 0
+    """Images the detector's second namer named in this run (the first unsure of their levels)."""
     flags: dict[str, list[int]] = field(default_factory=dict)
     """flag -> [images, vertebrae] of this run's answered images carrying it (README.md, "Flags")."""
 
@@ -67,10 +69,11 @@ class BatchSummary:
             self.flags[flag] = [images + 1, total + vertebrae]
 
     def note_detected(self, found: DetectedCentres) -> None:
-        """Count an image's detected centres: the detections below the threshold, its view, and the vertebrae the
-        centre checks left out."""
+        """Count an image's detected centres: the detections below the threshold, its view, whether the second
+        namer named it, and the vertebrae the centre checks left out."""
         self.detected_records.append(found.record)
         self.dropped += len(found.dropped)
+        self.renamed += found.second_namer
         if found.view != "as_is":
             self.turned[found.view] = self.turned.get(found.view, 0) + 1
         self.refused_vertebrae.update({(found.record.file, k): v for k, v in found.left_out.items()})

@@ -43,6 +43,8 @@ class DetectedCentres:
             level up or down, per named vertebra (0-1; NaN when not measured).
         flags: image-level flags every output row of this image carries (``levels_uncertain``,
             ``view_uncertain``; README.md, "Flags").
+        second_namer: named by the detector's second namer, since the first was unsure of its levels
+            (:func:`second_opinion`; the image is flagged ``levels_uncertain``).
     """
 
     listed: ImageRecord
@@ -53,6 +55,7 @@ class DetectedCentres:
     view: str = "as_is"
     naming_margin: float = float("nan")
     flags: tuple[str, ...] = ()
+    second_namer: bool = False
 
 
 @dataclass(frozen=True)
@@ -404,6 +407,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
             sequence checks' reason when the detected sequence cannot frame any vertebra.
     """
+    first = card
     answer, flags, card = chosen_answer(pyramid, shape, card, infer, finder, search, second)
     output = [d for d in answer.found if d.name not in card.detection.context]
     kept, dropped = split_confident(output, card.detection.min_confidence, answer.placed)
@@ -425,7 +429,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     except InputError as err:
         raise InputError(f"detected centres fail the sequence checks: {err}") from None
     return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, {**outside, **left_out},
-                           tuple(dropped), answer.view.name, answer.margin, flags)
+                           tuple(dropped), answer.view.name, answer.margin, flags, card is not first)
 
 
 GAP_RATIO = 1.5
