@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from vcorner.cli import app
 from vcorner.config import DetectionConfig
-from vcorner.training.appearance import collimate, markers, vary_appearance
+from vcorner.training.appearance import collimate, markers, slanted_cut, vary_appearance
 from vcorner.training.detector_data import (
     channel_names,
     crop_box,
@@ -103,6 +103,29 @@ def test_appearance_changes_keep_vertebrae_free_and_blades_hide_what_lies_under_
     for seed in range(20):
         changed, _ = vary_appearance(view, np.random.default_rng(seed), centres)
         assert changed.shape == view.shape and np.isfinite(changed).all()
+
+
+def test_a_slanted_cut_ends_the_view_near_an_end_vertebra_and_never_hides_a_neighbour():
+    """The fill wedge of a film turned in its frame (augment.slanted_cut): a slanted half-plane beyond the first or
+    the last centre that hides that centre on some draws and never a centre further in."""
+    view = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    centres = np.array([[30.0, 8.0], [32.0, 20.0], [34.0, 32.0], [np.nan, np.nan], [36.0, 44.0]])
+    seen = centres[[0, 1, 2, 4]]
+    top, bottom, slanted, draws = 0, 0, 0, 400
+    for seed in range(draws):
+        out, hidden = slanted_cut(view, centres, np.random.default_rng(seed))
+        assert np.isfinite(out).all() and (not hidden.any() or np.allclose(out[hidden], out.min()))
+        under = [bool(hidden[int(y), int(x)]) for x, y in seen]
+        assert not any(under[1:3]) and not (under[0] and under[3])  # inner centres stay; one end at most
+        top, bottom = top + under[0], bottom + under[3]
+        slanted += bool(np.abs(np.gradient(hidden.astype(float), axis=1)).sum() > 0
+                        and np.abs(np.gradient(hidden.astype(float), axis=0)).sum() > 0)
+    # an end centre lies beyond the edge when the depth drawn from SLANT_DEPTH is negative: 0.45 / 1.45 of draws
+    assert 0.2 < (top + bottom) / draws < 0.42 and top > 0 and bottom > 0
+    assert slanted > draws / 2
+    y, c = hide(np.ones((5, 64, 64)), centres, slanted_cut(view, centres, np.random.default_rng(7))[1])
+    assert np.isfinite(c[1:3]).all() and np.allclose(y[1], 1.0)
+    assert not slanted_cut(view, np.array([[30.0, 8.0], [np.nan, np.nan]]), np.random.default_rng(0))[1].any()
 
 
 def test_upside_down_weighs_the_wrong_views_toward_the_film_flipped_top_to_bottom():

@@ -84,6 +84,47 @@ def collimate(view: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, n
     return standardized(out), hidden
 
 
+SLANT_DEG = 60.0
+"""Largest angle, degrees, between a slanted cut's edge and the square cut across the spine at its end
+(:func:`slanted_cut`): a film turned 45 degrees in its frame and brought upright ends along edges at about 45."""
+
+SLANT_DEPTH = (-0.45, 1.0)
+"""Where a slanted cut's edge passes, in steps between the end vertebra's centre and its neighbour's, beyond the
+end centre (:func:`slanted_cut`): below 0 the end centre is cut away, up to 1 the body is cut or merely touched."""
+
+
+def slanted_cut(view: np.ndarray, centres: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A film that was turned in its frame and brought upright: everything beyond a straight edge slanted up to
+    :data:`SLANT_DEG` from square across the spine, near the first or the last vertebra in the view (passing
+    :data:`SLANT_DEPTH` steps beyond its centre), reads as the view's darkest level (the fill of a turned film).
+
+    Args:
+        view: (S, S) standardized view.
+        centres: (K, 2) grid centres of the vertebrae in anatomical order (NaN where missing).
+
+    Returns:
+        The view, and the (S, S) bool mask of what the cut hides (all False with fewer than two centres).
+    """
+    hidden = np.zeros(view.shape, dtype=bool)
+    seen = np.flatnonzero(np.all(np.isfinite(centres), axis=1))
+    if len(seen) < 2:
+        return view, hidden
+    end, near = (seen[0], seen[1]) if rng.random() < 0.5 else (seen[-1], seen[-2])
+    outward = centres[end] - centres[near]
+    step = float(np.linalg.norm(outward))
+    if step < 1e-6:
+        return view, hidden
+    angle = np.deg2rad(rng.uniform(-SLANT_DEG, SLANT_DEG))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    normal = rotation @ (outward / step)
+    depth = rng.uniform(*SLANT_DEPTH) * step
+    rows, columns = np.indices(view.shape)
+    hidden = (columns - centres[end][0]) * normal[0] + (rows - centres[end][1]) * normal[1] > depth
+    out = view.copy()
+    out[hidden] = view.min()
+    return standardized(out), hidden
+
+
 def markers(view: np.ndarray, rng: np.random.Generator, avoid: np.ndarray) -> np.ndarray:
     """Burnt-in text and lead markers: one to three short strings or solid squares, bright, at least 8 input
     pixels from every point of ``avoid`` (K, 2) (grid x, y of the vertebra centres; NaN rows ignored)."""

@@ -41,7 +41,7 @@ from vcorner.geometry.views import VIEWS, parse_view, view_input
 from vcorner.io.annotations import read_annotations
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, InputError, anatomical_rank
-from vcorner.training.appearance import standardized, vary_appearance
+from vcorner.training.appearance import slanted_cut, standardized, vary_appearance
 from vcorner.training.detector_recipe import AugmentSpec
 
 log = logging.getLogger(__name__)
@@ -351,6 +351,10 @@ def film_view(image: DetectorImage, affine: np.ndarray, names: Sequence[str], co
     y, c = view_targets(image, affine, names, config), view_centres(image, affine, names, size)
     if box is not None:
         x, y, c = cropped_view(x, y, c, affine, box, image, names)
+    if rng is not None and augment.slanted_cut > 0 and rng.random() < augment.slanted_cut:
+        view, hidden = slanted_cut(x[0], c, rng)  # drawn only where a recipe asks: earlier streams stay as they were
+        x = view[None]
+        y, c = hide(y, c, hidden)
     if rng is not None and rng.random() < augment.appearance:
         view, hidden = vary_appearance(x[0], rng, c)
         x = view[None]
@@ -390,7 +394,7 @@ def epoch_views(images: Sequence[DetectorImage], names: Sequence[str], config: D
         affines = [augmented_affine(a, size, rng, augment.zoom, augment.rotation_deg, augment.shift) for a in affines]
     negatives = int(round(augment.negatives * n)) if rng is not None else 0
     wrong = int(round(augment.wrong_views * n)) if rng is not None else 0
-    varied = rng is not None and (augment.crop > 0 or augment.appearance > 0)
+    varied = rng is not None and (augment.crop > 0 or augment.appearance > 0 or augment.slanted_cut > 0)
     salts = rng.integers(0, 2**63, n) if varied else None  # drawn only by recipes that use them
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, chunk_films):

@@ -50,6 +50,10 @@ class AugmentSpec:
     """Share of the cut views whose edges fall in the gaps between vertebrae, at levels drawn evenly
     (:func:`vcorner.training.detector_data.level_box`): a film that starts at C5 or ends at C5 is as common as any
     other, where a cut anywhere along the film shows them seldom."""
+    slanted_cut: float = 0.0
+    """Probability that a view ends along a slanted edge near its first or last vertebra, as a film turned in its
+    frame and brought upright does (:func:`vcorner.training.appearance.slanted_cut`): the namer of a film turned 35-45
+    degrees otherwise misses the end vertebra that its fill wedge touches."""
 
 
 @dataclass(frozen=True)
