@@ -235,7 +235,8 @@ def report(summary, runner_name: str, out: Path) -> None:
         "flags": {flag: {"images": images, "vertebrae": vertebrae}
                   for flag, (images, vertebrae) in sorted(summary.flags.items())},
         **({"detected": summary.detected, "detections_dropped": summary.dropped, "detected_views": summary.turned,
-            "named_by_second_namer": summary.renamed}
+            "named_by_second_namer": summary.renamed,
+            "past_the_run": {"found": summary.extended, "not_confirmed": summary.unconfirmed}}
            if summary.detected else {})}})
     redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
         if summary.redone else ""
@@ -253,6 +254,8 @@ def report(summary, runner_name: str, out: Path) -> None:
                                               sorted(summary.turned.items()))
         if summary.renamed:
             left_out += f"; {summary.renamed} image(s) of uncertain levels named by the second namer"
+        if summary.extended:
+            left_out += f"; {summary.extended} vertebra(e) past a detected run's end found by the corner model"
     stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed"
                  f"{left_out} in {summary.seconds:.1f} s{setup} ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)

@@ -126,6 +126,9 @@ class DetectorUse:
     infer: Infer
     finder_infer: Infer | None = None
     second_infer: Infer | None = None
+    extend: bool = False
+    """Guess the names just past the detected run's ends for the corner model to confirm (a batch's; not
+    ``vcorner detect``'s, which has no corner model): :func:`vcorner.stages.detect.run_extension`."""
 
     @property
     def card(self) -> DetectorCard:
@@ -150,14 +153,14 @@ class DetectorUse:
                  spacing_mm: float | None) -> DetectedCentres:
         """:func:`vcorner.stages.detect.detect_centres` with this detector (a ``Detect`` of the prepare stage)."""
         return detect_centres(pyramid, shape, file, spacing_mm, self.card, self.infer, self.finder,
-                              self.choice.view_search, self.second)
+                              self.choice.view_search, self.second, self.extend)
 
 
 @contextmanager
-def open_detector_use(choice: DetectorChoice, threads: int = 1) -> Iterator[DetectorUse]:
+def open_detector_use(choice: DetectorChoice, threads: int = 1, extend: bool = False) -> Iterator[DetectorUse]:
     """``choice`` open: the detector's ONNX Runtime session, its view finder's and its second namer's, each with
     ``threads`` intra-op threads (1: a batch's loaders, and ``vcorner detect``'s threads, detect one film per core
-    side by side).
+    side by side); ``extend``: see :attr:`DetectorUse.extend`.
 
     Raises:
         InputError: the files changed since they were chosen (their checksums no longer match).
@@ -168,7 +171,7 @@ def open_detector_use(choice: DetectorChoice, threads: int = 1) -> Iterator[Dete
         opened = [stack.enter_context(open_detector(Path(path), threads=threads)[0]) if path else None
                   for path in (choice.path, choice.finder_card and choice.finder_path,
                                choice.second_card and choice.second_path)]
-        yield DetectorUse(choice, *(r.infer if r is not None else None for r in opened))
+        yield DetectorUse(choice, *(r.infer if r is not None else None for r in opened), extend=extend)
 
 
 def detected_rows(found: DetectedCentres) -> list[list[str]]:

@@ -53,7 +53,8 @@ def open_threads(request: ModelRequest,
 
     resolved = materialize(request.resolve())
     log.info("model: %s", resolved.describe())
-    with open_runner(resolved) as runner, (open_detector_use(detector) if detector else nullcontext()) as use:
+    detecting = open_detector_use(detector, extend=True) if detector else nullcontext()
+    with open_runner(resolved) as runner, detecting as use:
         yield ThreadExecutor(runner, use), resolved
 
 

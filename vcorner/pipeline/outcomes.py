@@ -59,6 +59,11 @@ class BatchSummary:
     """View (other than ``as_is``) -> images the detector found in it in this run (:mod:`vcorner.geometry.views`)."""
     renamed: int = 0
     """Images the detector's second namer named in this run (the first unsure of their levels)."""
+    extended: int = 0
+    """Vertebrae found past an end of a detected run in this run: guessed, then confirmed by the corner model
+    (:func:`vcorner.stages.finish.confirmed_ends`)."""
+    unconfirmed: int = 0
+    """Names guessed past an end of a detected run that the corner model did not confirm (dropped, not errors)."""
     flags: dict[str, list[int]] = field(default_factory=dict)
     """flag -> [images, vertebrae] of this run's answered images carrying it (README.md, "Flags")."""
 
@@ -70,10 +75,13 @@ class BatchSummary:
 
     def note_detected(self, found: DetectedCentres) -> None:
         """Count an image's detected centres: the detections below the threshold, its view, whether the second
-        namer named it, and the vertebrae the centre checks left out."""
+        namer named it, the vertebrae guessed past its run's ends (confirmed or not), and those the centre checks
+        left out."""
         self.detected_records.append(found.record)
         self.dropped += len(found.dropped)
         self.renamed += found.second_namer
+        self.extended += len(found.extended)
+        self.unconfirmed += len(found.unconfirmed)
         if found.view != "as_is":
             self.turned[found.view] = self.turned.get(found.view, 0) + 1
         self.refused_vertebrae.update({(found.record.file, k): v for k, v in found.left_out.items()})

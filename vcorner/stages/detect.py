@@ -45,6 +45,12 @@ class DetectedCentres:
             ``view_uncertain``; README.md, "Flags").
         second_namer: named by the detector's second namer, since the first was unsure of its levels
             (:func:`second_opinion`; the image is flagged ``levels_uncertain``).
+        guessed: names placed one step past an end of the detected run (:func:`run_extension`), in ``listed`` and
+            ``record`` until the corner model confirms them (:func:`vcorner.stages.finish.confirmed_ends`), which
+            moves each kept one to the middle of its corners and drops the others (``unconfirmed``).
+        extended: the guessed names the corner model confirmed (set by the finish stage).
+        unconfirmed: guessed name -> why the corner model did not confirm it (set by the finish stage; not an error:
+            the film is answered as if it had not been guessed, and ``run.json`` counts them).
     """
 
     listed: ImageRecord
@@ -56,6 +62,9 @@ class DetectedCentres:
     naming_margin: float = float("nan")
     flags: tuple[str, ...] = ()
     second_namer: bool = False
+    guessed: frozenset[str] = frozenset()
+    extended: tuple[str, ...] = ()
+    unconfirmed: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -393,15 +402,48 @@ def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, ot
     return False
 
 
+EDGE_ROOM = 0.25
+"""A guess past an end of the detected run (:func:`run_extension`) is made only where its centre lies at least this
+many steps inside the image: a body whose centre lies nearer the edge is mostly cut away."""
+
+
+def run_extension(kept: list[Detection], names: tuple[str, ...], shape: tuple[int, int]) -> list[Detection]:
+    """Guesses of the names just past either end of the run ``kept`` (detections in the order of ``names``, image
+    px): each end's centre plus its step from its neighbour, where the two are consecutive names, the name past it
+    is one of ``names`` and not found, and the guess lies :data:`EDGE_ROOM` steps inside the ``shape`` (H, W) image.
+    Confidence 0 (the caller gives them the detector's own, below its threshold): the corner model confirms them or
+    they are left out (:func:`vcorner.stages.finish.confirmed_ends`).
+    Both detectors miss a C5 at the lower edge of a film cut below it, or a C7 beside a turned film's edge, that the
+    corner model frames well from such a guess (README.md, "Automatic centres")."""
+    ranks = [names.index(d.name) for d in kept if d.name in names]
+    if len(ranks) < 2 or ranks != sorted(ranks):
+        return []
+    height, width = shape
+    found = {d.name for d in kept}
+    out = []
+    for end, near in ((len(kept) - 1, len(kept) - 2), (0, 1)):
+        after = 2 * ranks[end] - ranks[near]
+        if abs(ranks[end] - ranks[near]) != 1 or not 0 <= after < len(names) or names[after] in found:
+            continue
+        step = np.asarray(kept[end].xy, dtype=np.float64) - np.asarray(kept[near].xy, dtype=np.float64)
+        guess = np.asarray(kept[end].xy, dtype=np.float64) + step
+        room = EDGE_ROOM * float(np.linalg.norm(step))
+        if room <= guess[0] <= width - 1 - room and room <= guess[1] <= height - 1 - room:
+            out.append(Detection(names[after], guess, 0.0))
+    return out
+
+
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,
                    card: DetectorCard, infer: Infer, finder: Finder | None = None, search: bool = True,
-                   second: Finder | None = None) -> DetectedCentres:
+                   second: Finder | None = None, extend: bool = False) -> DetectedCentres:
     """The checked, named centres of one image, found on the candidate view where the detector (or the ``finder``,
     when given) sees its spine (:func:`chosen_answer`; without ``search``, on the film as it is).
 
     The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed. Names
     whose steps are irregular (:func:`irregular_steps`) are flagged ``levels_uncertain``. A film whose levels the
-    detector is unsure of is named by the ``second`` namer when given (:func:`second_opinion`), still flagged.
+    detector is unsure of is named by the ``second`` namer when given (:func:`second_opinion`), still flagged. With
+    ``extend`` (a batch, whose corner model confirms them), the names just past the run's ends are guessed
+    (:func:`run_extension`, listed in ``guessed``).
 
     Raises:
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
@@ -422,14 +464,52 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         flags += ("levels_uncertain",)
     # centres at 0.001 px, as centers.detected.csv writes them: a resumed run, or vcorner batch --centers on that
     # file, frames the vertebrae from exactly the same numbers
-    listed = ImageRecord(file, tuple(Vertebra(d.name, np.round(np.asarray(d.xy, dtype=np.float64), 3)) for d in kept),
-                         spacing_mm, view=answer.view.name, flags=flags)
+    listed = _listed(file, kept, spacing_mm, answer.view.name, flags)
     try:
         record, left_out = checked_record(listed)
     except InputError as err:
         raise InputError(f"detected centres fail the sequence checks: {err}") from None
-    return DetectedCentres(listed, {d.name: d.confidence for d in kept}, record, {**outside, **left_out},
-                           tuple(dropped), answer.view.name, answer.margin, flags, card is not first)
+    confidence = {d.name: d.confidence for d in kept}
+    guesses = _checked_guesses(record, output, card, shape, listed, left_out) if extend else []
+    if guesses:
+        kept = sorted(kept + guesses, key=lambda d: card.names.index(d.name))
+        listed = _listed(file, kept, spacing_mm, answer.view.name, flags)
+        record = checked_record(listed)[0]
+        confidence.update({g.name: g.confidence for g in guesses})
+    return DetectedCentres(listed, confidence, record, {**outside, **left_out}, tuple(dropped), answer.view.name,
+                           answer.margin, flags, card is not first, frozenset(g.name for g in guesses))
+
+
+def _listed(file: str, found: list[Detection], spacing_mm: float | None, view: str,
+            flags: tuple[str, ...]) -> ImageRecord:
+    """The record of the detections ``found`` (centres at 0.001 px)."""
+    return ImageRecord(file, tuple(Vertebra(d.name, np.round(np.asarray(d.xy, dtype=np.float64), 3)) for d in found),
+                       spacing_mm, view=view, flags=flags)
+
+
+def _checked_guesses(record: ImageRecord, output: list[Detection], card: DetectorCard, shape: tuple[int, int],
+                     listed: ImageRecord, left_out: dict[str, str]) -> list[Detection]:
+    """The guesses past the ends of the checked ``record``'s run (:func:`run_extension`, each with the detector's own
+    confidence in its name from ``output``), or none where the centre checks, given them, would leave out more than
+    ``left_out`` or refuse the image: a guess never costs a vertebra the detector found."""
+    order = tuple(n for n in card.names if n not in card.detection.context)
+    mass = {d.name: d.confidence for d in output}
+    run = [Detection(v.name, v.center, mass.get(v.name, 0.0)) for v in record.vertebrae]
+    named = {v.name for v in listed.vertebrae}  # a name the checks left out is not guessed again
+    guesses = [replace(g, confidence=mass.get(g.name, 0.0)) for g in run_extension(run, order, shape)
+               if g.name not in named]
+    if not guesses:
+        return []
+    ranks = {n: i for i, n in enumerate(order)}
+    both = ImageRecord(listed.file, tuple(sorted(listed.vertebrae + tuple(Vertebra(g.name, np.round(g.xy, 3))
+                                                                          for g in guesses),
+                                                 key=lambda v: ranks[v.name])),
+                       listed.pixel_spacing_mm, view=listed.view, flags=listed.flags)
+    try:
+        _, left = checked_record(both)
+    except InputError:
+        return []
+    return guesses if set(left) <= set(left_out) else []
 
 
 GAP_RATIO = 1.5

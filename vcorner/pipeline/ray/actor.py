@@ -62,7 +62,7 @@ class CornerActor:
         self.settings, self.out_dir, self.batch_size = settings, Path(out_dir), batch_size
         # images listed without centres: this actor's own session of the run's detector (and its finder), held
         # open as long as the actor lives
-        self.detector = open_detector_use(detector) if detector is not None else None
+        self.detector = open_detector_use(detector, extend=True) if detector is not None else None
         self.detect = self.detector.__enter__() if self.detector is not None else None
         self.pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="vcorner-actor",
                                        initializer=use_serial_kernels)
