@@ -470,12 +470,19 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     except InputError as err:
         raise InputError(f"detected centres fail the sequence checks: {err}") from None
     confidence = {d.name: d.confidence for d in kept}
-    guesses = _checked_guesses(record, output, card, shape, listed, left_out) if extend else []
-    if guesses:
-        kept = sorted(kept + guesses, key=lambda d: card.names.index(d.name))
-        listed = _listed(file, kept, spacing_mm, answer.view.name, flags)
-        record = checked_record(listed)[0]
-        confidence.update({g.name: g.confidence for g in guesses})
+    guesses = _guesses(record, output, card, shape, listed) if extend else []
+    if guesses:  # kept only where the centre checks, given them, leave out nothing more and refuse nothing
+        wider = _listed(file, sorted(kept + guesses, key=lambda d: card.names.index(d.name)), spacing_mm,
+                        answer.view.name, flags)
+        try:
+            wider_record, left = checked_record(wider)
+        except InputError:
+            wider_record, left = None, {}
+        if wider_record is not None and set(left) <= set(left_out):
+            listed, record = wider, wider_record
+            confidence.update({g.name: g.confidence for g in guesses})
+        else:
+            guesses = []
     return DetectedCentres(listed, confidence, record, {**outside, **left_out}, tuple(dropped), answer.view.name,
                            answer.margin, flags, card is not first, frozenset(g.name for g in guesses))
 
@@ -487,29 +494,16 @@ def _listed(file: str, found: list[Detection], spacing_mm: float | None, view: s
                        spacing_mm, view=view, flags=flags)
 
 
-def _checked_guesses(record: ImageRecord, output: list[Detection], card: DetectorCard, shape: tuple[int, int],
-                     listed: ImageRecord, left_out: dict[str, str]) -> list[Detection]:
-    """The guesses past the ends of the checked ``record``'s run (:func:`run_extension`, each with the detector's own
-    confidence in its name from ``output``), or none where the centre checks, given them, would leave out more than
-    ``left_out`` or refuse the image: a guess never costs a vertebra the detector found."""
+def _guesses(record: ImageRecord, output: list[Detection], card: DetectorCard, shape: tuple[int, int],
+             listed: ImageRecord) -> list[Detection]:
+    """The guesses past the ends of the checked ``record``'s run (:func:`run_extension`), each with the detector's
+    own confidence in its name from ``output``; never a name ``listed`` has (one the centre checks left out)."""
     order = tuple(n for n in card.names if n not in card.detection.context)
     mass = {d.name: d.confidence for d in output}
     run = [Detection(v.name, v.center, mass.get(v.name, 0.0)) for v in record.vertebrae]
-    named = {v.name for v in listed.vertebrae}  # a name the checks left out is not guessed again
-    guesses = [replace(g, confidence=mass.get(g.name, 0.0)) for g in run_extension(run, order, shape)
-               if g.name not in named]
-    if not guesses:
-        return []
-    ranks = {n: i for i, n in enumerate(order)}
-    both = ImageRecord(listed.file, tuple(sorted(listed.vertebrae + tuple(Vertebra(g.name, np.round(g.xy, 3))
-                                                                          for g in guesses),
-                                                 key=lambda v: ranks[v.name])),
-                       listed.pixel_spacing_mm, view=listed.view, flags=listed.flags)
-    try:
-        _, left = checked_record(both)
-    except InputError:
-        return []
-    return guesses if set(left) <= set(left_out) else []
+    named = {v.name for v in listed.vertebrae}
+    return [replace(g, confidence=mass.get(g.name, 0.0)) for g in run_extension(run, order, shape)
+            if g.name not in named]
 
 
 GAP_RATIO = 1.5
