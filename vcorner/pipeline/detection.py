@@ -98,23 +98,31 @@ def resolve_detector(path: Path, view_search: bool = True) -> DetectorChoice:
     runner, card = open_detector(Path(path))  # not entered: reads and verifies the card only
     if not card.detection.view_finder:
         return DetectorChoice(str(path), card, runner.identity(), view_search=view_search)
-    finder_path = Path(path).parent / card.detection.view_finder
-    try:
-        finder_runner, finder_card = open_detector(finder_path)
-    except InputError as err:
-        raise InputError(f"the view finder named by {Path(path).name}'s card: {err} (it checks that each film shows "
-                         "a spine, with --no-view-search too: put it back beside the detector)") from None
+    finder_path, finder_card, finder_sha256 = _beside(
+        path, card.detection.view_finder, "the view finder", "it checks that each film shows a spine, with "
+        "--no-view-search too: put it back beside the detector")
     second_path, second_card, second_sha256 = "", None, ""
     if card.detection.second_namer:
-        second_path = str(Path(path).parent / card.detection.second_namer)
-        try:
-            second_runner, second_card = open_detector(Path(second_path))
-        except InputError as err:
-            raise InputError(f"the second namer named by {Path(path).name}'s card: {err} (put it back beside the "
-                             "detector)") from None
-        second_sha256 = second_runner.identity()
-    return DetectorChoice(str(path), card, runner.identity(), str(finder_path), finder_card,
-                          finder_runner.identity(), view_search, second_path, second_card, second_sha256)
+        second_path, second_card, second_sha256 = _beside(path, card.detection.second_namer, "the second namer",
+                                                          "put it back beside the detector")
+    return DetectorChoice(str(path), card, runner.identity(), finder_path, finder_card, finder_sha256, view_search,
+                          second_path, second_card, second_sha256)
+
+
+def _beside(path: Path, name: str, what: str, hint: str) -> tuple[str, DetectorCard, str]:
+    """The path, verified card and SHA-256 of the detector file ``name`` that ``path``'s card names beside it.
+
+    Raises:
+        InputError: naming ``what`` it is and the ``hint``, when it is missing or not a centre detector.
+    """
+    from vcorner.backends import open_detector
+
+    beside = Path(path).parent / name
+    try:
+        runner, card = open_detector(beside)  # not entered: reads and verifies the card only
+    except InputError as err:
+        raise InputError(f"{what} named by {Path(path).name}'s card: {err} ({hint})") from None
+    return str(beside), card, runner.identity()
 
 
 @dataclass(frozen=True)
