@@ -215,6 +215,63 @@ def monotone_assignment(mass: np.ndarray) -> list[int | None]:
     return chosen
 
 
+SHORT_GAP = 0.75
+"""Two names ``g`` levels apart (a name between them left unmatched) whose candidates are closer than this many
+times ``g`` typical steps sit on neighbouring vertebrae (a skipped vertebra puts them about ``g`` steps apart)."""
+
+
+def closed_gaps(mass: np.ndarray, chosen: list[int | None], points: np.ndarray, floor: float = 0.0
+                ) -> tuple[list[int | None], bool]:
+    """``chosen`` with every gap in its names that spans a single step closed (:data:`SHORT_GAP`), and whether one
+    was.
+
+    :func:`monotone_assignment` may leave a name out between two neighbouring vertebrae when the next name's map
+    holds the lower one best (a namer that calls the last body of a film "C7" whatever it is): the names past the
+    gap are then one level off. The gap is closed by shifting the names on one side of it towards the other, the
+    side whose shifted names hold more mass.
+
+    Args:
+        mass: (K, J) mass of each name's map on each candidate.
+        chosen: K candidate indices from :func:`monotone_assignment` (None: unmatched).
+        points: (J, 2) candidate positions, grid pixels.
+        floor: names whose mass on their candidate is at or below this take no part (dropped detections).
+    """
+    chosen = list(chosen)
+    k = len(chosen)
+    closed = False
+    for _ in range(k):
+        named = [(i, j) for i, j in enumerate(chosen) if j is not None and mass[i, j] > max(floor, 0.0)]
+        if len(named) < 3:
+            return chosen, closed
+        levels = np.array([i for i, _ in named], dtype=np.float64)
+        lengths = np.linalg.norm(np.diff(points[[j for _, j in named]].astype(np.float64), axis=0), axis=1)
+        step = float(np.median(lengths / np.diff(levels)))
+        gaps = [n for n in range(len(named) - 1) if named[n + 1][0] - named[n][0] > 1
+                and lengths[n] < SHORT_GAP * (named[n + 1][0] - named[n][0]) * step]
+        if not gaps or step <= 0:
+            return chosen, closed
+        closed = True
+        n = gaps[0]
+        shift = named[n + 1][0] - named[n][0] - 1
+        before, after = named[: n + 1], named[n + 1:]
+        options = []
+        if after[-1][0] - shift >= 0:
+            options.append(([(i - shift, j) for i, j in after], before))
+        if before[-1][0] + shift < k:
+            options.append(([(i + shift, j) for i, j in before], after))
+        pairs = max((moved + kept for moved, kept in options), key=lambda o: sum(mass[i, j] for i, j in o))
+        weak = [(i, j) for i, j in enumerate(chosen) if j is not None and (i, j) not in named]
+        chosen = [None] * k
+        for i, j in sorted(pairs):
+            chosen[i] = j
+        for i, j in weak:  # a name too weak to count keeps its candidate where that stays in order
+            lower = [c for c in chosen[:i] if c is not None]
+            upper = [c for c in chosen[i + 1:] if c is not None]
+            if chosen[i] is None and all(c < j for c in lower) and all(c > j for c in upper):
+                chosen[i] = j
+    return chosen, closed
+
+
 def decode_detections(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray, radius: float,
                       suppress: float | None = None, min_spread: float = MIN_SPREAD_PX) -> list[Detection]:
     """Every channel's detection, confidence included, cranial first (the channels' order): the detections of
@@ -224,7 +281,7 @@ def decode_detections(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarr
 
 def decode_named(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray, radius: float,
                  min_confidence: float = 0.0, suppress: float | None = None,
-                 min_spread: float = MIN_SPREAD_PX) -> tuple[list[Detection], float]:
+                 min_spread: float = MIN_SPREAD_PX, close_gaps: bool = False) -> tuple[list[Detection], float]:
     """Every channel's detection, confidence included, cranial first (the channels' order), and the naming's
     margin over the names found at ``min_confidence`` or more (:func:`naming_margin`; NaN when fewer than two).
 
@@ -253,14 +310,17 @@ def decode_named(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray, r
                 float("nan"))
     points = points[spine_order(maps, points)]
     mass, centroid = _centroids(sums, points)
-    chosen = monotone_assignment(mass)
+    chosen, closed = monotone_assignment(mass), False
+    if close_gaps:
+        chosen, closed = closed_gaps(mass, chosen, points, min_confidence)
     found = []
     for i, (name, j) in enumerate(zip(names, chosen, strict=True)):
         if j is None:  # no candidate left for this name: it is not in the image
             found.append(Detection(name, to_image(affine, own_centroid[i]), 0.0))
         else:
             found.append(Detection(name, to_image(affine, centroid[i, j]), float(np.clip(mass[i, j], 0.0, 1.0))))
-    return found, naming_margin(mass, chosen, min_confidence)
+    margin = naming_margin(mass, chosen, min_confidence)
+    return found, min(margin, 0.0) if closed else margin  # a closed gap is a guess: the levels stay uncertain
 
 
 def naming_margin(mass: np.ndarray, chosen: list[int | None], floor: float = 0.0) -> float:
@@ -299,21 +359,21 @@ def decode_view(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
 
 
 def decode_spaced(maps: np.ndarray, names: tuple[str, ...], affine: np.ndarray,
-                  detection: DetectionConfig) -> tuple[list[Detection], float, bool]:
+                  detection: DetectionConfig, close_gaps: bool = False) -> tuple[list[Detection], float, bool]:
     """:func:`decode_view`, then again with the suppression radius at :data:`SUPPRESS_SPACINGS` of the film's own
     spacing (:func:`film_spacing`) where that is larger than the card's: two names on one vertebra of a film
     larger in the view than the card's typical one merge. Returns the detections, the margin, and whether the
     names rest on the merge (:func:`rests_on_merge`: flag them)."""
     suppress, min_spread = decoding_limits(detection)
     found, margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, suppress,
-                                 min_spread)
+                                 min_spread, close_gaps)
     if detection.spacing_px <= 0:
         return found, margin, False
     own = SUPPRESS_SPACINGS * film_spacing(found, affine, detection.min_confidence)
     if own <= suppress * 1.05:
         return found, margin, False
     again, again_margin = decode_named(maps, names, affine, detection.peak_radius_px, detection.min_confidence, own,
-                                       min_spread)
+                                       min_spread, close_gaps)
     sure = detection.min_confidence
     if all((a.confidence >= sure) == (b.confidence >= sure) and (a.confidence < sure or np.allclose(a.xy, b.xy))
            for a, b in zip(found, again, strict=True)):

@@ -18,7 +18,15 @@ from vcorner.geometry.sequence import NEAR, checked_record, level_ranks, typical
 from vcorner.geometry.views import AS_IS, View, parse_view, turn_about_centre, view_affine, view_input
 from vcorner.io.records import ImageRecord, InputError, Vertebra
 from vcorner.models.detector_card import DetectorCard
-from vcorner.postprocess.peaks import END_OFFSET, Detection, decode_spaced, is_sure, run_ends, split_confident
+from vcorner.postprocess.peaks import (
+    END_OFFSET,
+    SHORT_GAP,
+    Detection,
+    decode_spaced,
+    is_sure,
+    run_ends,
+    split_confident,
+)
 
 Infer = Callable[[np.ndarray], np.ndarray]
 """A runner's ``infer``: (B, 1, S, S) float32 views -> (B, K, S, S) float32 maps."""
@@ -98,7 +106,8 @@ polarity and naming")."""
 
 
 def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
-                 views: tuple[View, ...] | None = None, turn_deg: float = 0.0) -> list[ViewAnswer]:
+                 views: tuple[View, ...] | None = None, turn_deg: float = 0.0, close_gaps: bool = False
+                 ) -> list[ViewAnswer]:
     """The detector's answer on each candidate view of the card (:mod:`vcorner.geometry.views`; ``views`` instead
     when given), in one batch; with ``turn_deg`` the film is turned by that many degrees about its letterbox's
     centre first, in its own frame (:func:`vcorner.geometry.views.turn_about_centre`), each view showing the film
@@ -124,7 +133,7 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     maps = infer(np.concatenate(inputs).astype(np.float32))
     answers = []
     for view, affine, view_maps in zip(views, affines, maps, strict=True):
-        found, margin, merged = decode_spaced(view_maps, card.names, affine, config)
+        found, margin, merged = decode_spaced(view_maps, card.names, affine, config, close_gaps)
         answers.append(ViewAnswer(view, found, margin, merged))
     return answers
 
@@ -267,7 +276,7 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     first = found.view
     if film_turn and search:
         found, lead, film_turn = searched_upright(pyramid, shape, finder, card, found, lead, film_turn)
-    answer = view_answers(pyramid, shape, card, infer, (found.view,), film_turn)[0]
+    answer = view_answers(pyramid, shape, card, infer, (found.view,), film_turn, close_gaps=True)[0]
     merged = answer.merged and not (names_agree(answer, card, found, finder[0]) and not unanchored(found, finder[0]))
     flags = image_flags(finder[0] if search else None, lead, card, answer.margin, merged, found.view != first)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
@@ -285,7 +294,7 @@ def second_opinion(pyramid: list[np.ndarray], shape: tuple[int, int], second: Fi
     (``detection.second_namer``) also maps C2 and T1 and names films cut to C5-C7 better, but places more centres
     3-5 mm off on films the first names surely, so it is asked only where the first is unsure
     (``benchmarks/results/namer_t1_choice.md``)."""
-    return view_answers(pyramid, shape, second[0], second[1], (view,), film_turn)[0]
+    return view_answers(pyramid, shape, second[0], second[1], (view,), film_turn, close_gaps=True)[0]
 
 
 def cut_end_pairs(answer: ViewAnswer, card: DetectorCard) -> ViewAnswer:
@@ -515,14 +524,18 @@ it may be shifted (README.md, "Orientation, polarity and naming")."""
 
 def irregular_steps(found: list[Detection]) -> bool:
     """Whether the centres ``found`` (named, image pixels), in anatomical order, have a step per level longer than
-    :data:`GAP_RATIO` times their median step (False with fewer than three names of known level)."""
+    :data:`GAP_RATIO` times their median step, or a step across a name left out (two or more levels) that spans
+    about one vertebra (shorter than :data:`vcorner.postprocess.peaks.SHORT_GAP` times its levels: "C7" on the body
+    below C5); False with fewer than three names of known level."""
     ranked = sorted((r, i) for i, r in enumerate(level_ranks([d.name for d in found])) if r is not None)
     if len(ranked) < 3:
         return False
     levels = np.array([r for r, _ in ranked], dtype=np.float64)
     points = np.stack([np.asarray(found[i].xy, dtype=np.float64) for _, i in ranked])
-    step = np.linalg.norm(np.diff(points, axis=0), axis=1) / np.maximum(np.diff(levels), 1.0)
-    return bool(step.max() > GAP_RATIO * np.median(step))
+    apart = np.diff(levels)
+    step = np.linalg.norm(np.diff(points, axis=0), axis=1) / np.maximum(apart, 1.0)
+    typical = np.median(step)
+    return bool(step.max() > GAP_RATIO * typical or np.any((apart > 1) & (step < SHORT_GAP * typical)))
 
 
 def outside_reason(xy: np.ndarray, shape: tuple[int, int]) -> str:
