@@ -1,5 +1,6 @@
-"""A vertebra past the end of a detected run, guessed one step on and confirmed by the corner model (issue #33):
-the C5 at the lower edge of a film cut to C2-C5 that both detectors miss (vcorner/stages/detect.run_extension,
+"""A vertebra past the end of a detected run, guessed one step on, or missing between two detected names, guessed
+midway, and confirmed by the corner model (issue #33): the C5 at the lower edge of a film cut to C2-C5 that both
+detectors miss, the C6 of a film cut to C5-C7 (vcorner/stages/detect.run_extension, run_holes,
 vcorner/stages/finish.confirmed_ends)."""
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from vcorner.config import DetectionConfig
 from vcorner.io.records import ImageRecord, Vertebra
 from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection
-from vcorner.stages.detect import EDGE_ROOM, _guesses, run_extension
+from vcorner.stages.detect import EDGE_ROOM, _guesses, run_extension, run_holes
 
 DATA = Path(__file__).parent / "data"
 FILM = DATA / "varied_cut_c2_c5_c5_unseen.png"
@@ -120,3 +121,37 @@ def test_a_guess_on_a_film_whose_c5_is_erased_is_dropped_and_the_rest_is_unchang
     batch(films, tmp_path / "clicked", "--centers", str(tmp_path / "clicks.csv"))
     clicked = {(r["vertebra"], r["corner"]): (r["x"], r["y"]) for r in rows(tmp_path / "clicked" / "corners.csv")}
     assert auto == clicked
+
+
+def test_a_name_missing_between_two_names_two_levels_apart_is_guessed_midway():
+    run = [Detection("C3", np.array([100.0, 100.0]), 0.6), Detection("C5", np.array([110.0, 200.0]), 0.5),
+           Detection("C6", np.array([112.0, 250.0]), 0.5)]
+    (guess,) = run_holes(run, NAMES)
+    assert guess.name == "C4" and np.allclose(guess.xy, [105.0, 150.0]) and guess.confidence == 0.0
+    wide = [run[0], Detection("C6", np.array([112.0, 250.0]), 0.5)]
+    assert run_holes(wide, NAMES) == []  # two names missing: where each lies is not known
+    assert run_holes(run[1:], NAMES) == []  # consecutive: nothing missing
+    assert run_holes([run[1], run[0]], NAMES) == []  # out of order
+
+
+def test_a_c6_missing_between_c5_and_c7_is_found_by_the_corner_model_in_a_batch_only(tmp_path):
+    """tests/data/cut_c5_c7_c6_unseen.png: validation film 53 of seed 6164 cut to C5-C7, halved. Both namers miss
+    its C6 (its map is under the threshold) and find C5 and C7. A batch guesses C6 midway and its patches confirm a
+    body there: it is written at the middle of its corners, 1 px from its annotated centre, and counted in run.json
+    and the summary line; `vcorner detect`, which has no corner model, lists C5 and C7 only."""
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(DATA / "cut_c5_c7_c6_unseen.png", films / "h.png")
+    truth = {"C5": (236.1, 28.6), "C6": (218.2, 86.0), "C7": (204.8, 142.9)}  # the film's annotations, halved
+    output = batch(films, tmp_path / "out")
+    assert "1 vertebra(e) between two detected names found by the corner model" in output
+    found = {r["vertebra"]: r for r in rows(tmp_path / "out" / "centers.detected.csv")}
+    assert set(found) == set(truth)
+    assert np.hypot(float(found["C6"]["x"]) - truth["C6"][0], float(found["C6"]["y"]) - truth["C6"][1]) < 3
+    manifest = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert manifest["last_run"]["between_names"] == {"found": 1, "not_confirmed": 0}
+    assert manifest["last_run"]["past_the_run"] == {"found": 0, "not_confirmed": 0}
+    assert {r["vertebra"] for r in rows(tmp_path / "out" / "corners.csv")} == set(truth)
+    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(tmp_path / "c.csv")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [r["vertebra"] for r in rows(tmp_path / "c.csv")] == ["C5", "C7"]

@@ -236,7 +236,8 @@ def report(summary, runner_name: str, out: Path) -> None:
                   for flag, (images, vertebrae) in sorted(summary.flags.items())},
         **({"detected": summary.detected, "detections_dropped": summary.dropped, "detected_views": summary.turned,
             "named_by_second_namer": summary.renamed,
-            "past_the_run": {"found": summary.extended, "not_confirmed": summary.unconfirmed}}
+            "past_the_run": {"found": summary.extended, "not_confirmed": summary.unconfirmed},
+            "between_names": {"found": summary.filled, "not_confirmed": summary.unfilled}}
            if summary.detected else {})}})
     redone = f" ({summary.redone} redone: centres or card changed, or --json/--vis files missing)" \
         if summary.redone else ""
@@ -256,6 +257,8 @@ def report(summary, runner_name: str, out: Path) -> None:
             left_out += f"; {summary.renamed} image(s) of uncertain levels named by the second namer"
         if summary.extended:
             left_out += f"; {summary.extended} vertebra(e) past a detected run's end found by the corner model"
+        if summary.filled:
+            left_out += f"; {summary.filled} vertebra(e) between two detected names found by the corner model"
     stderr.print(f"{summary.done} image(s) done{redone}, {summary.skipped} already done, {len(summary.failed)} failed"
                  f"{left_out} in {summary.seconds:.1f} s{setup} ({rate:.0f} patches/s, backend {runner_name}); "
                  f"corners: {out / 'corners.csv'}", highlight=False, soft_wrap=True)

@@ -64,6 +64,11 @@ class BatchSummary:
     (:func:`vcorner.stages.finish.confirmed_ends`)."""
     unconfirmed: int = 0
     """Names guessed past an end of a detected run that the corner model did not confirm (dropped, not errors)."""
+    filled: int = 0
+    """Vertebrae found between two names of a detected run in this run: guessed midway, then confirmed by the corner
+    model (:func:`vcorner.stages.detect.run_holes`)."""
+    unfilled: int = 0
+    """Names guessed between two names of a detected run that the corner model did not confirm."""
     flags: dict[str, list[int]] = field(default_factory=dict)
     """flag -> [images, vertebrae] of this run's answered images carrying it (README.md, "Flags")."""
 
@@ -75,13 +80,15 @@ class BatchSummary:
 
     def note_detected(self, found: DetectedCentres) -> None:
         """Count an image's detected centres: the detections below the threshold, its view, whether the second
-        namer named it, the vertebrae guessed past its run's ends (confirmed or not), and those the centre checks
-        left out."""
+        namer named it, the vertebrae guessed past its run's ends or between its names (confirmed or not), and those
+        the centre checks left out."""
         self.detected_records.append(found.record)
         self.dropped += len(found.dropped)
         self.renamed += found.second_namer
-        self.extended += len(found.extended)
-        self.unconfirmed += len(found.unconfirmed)
+        self.extended += sum(n not in found.filled for n in found.extended)
+        self.unconfirmed += sum(n not in found.filled for n in found.unconfirmed)
+        self.filled += sum(n in found.filled for n in found.extended)
+        self.unfilled += sum(n in found.filled for n in found.unconfirmed)
         if found.view != "as_is":
             self.turned[found.view] = self.turned.get(found.view, 0) + 1
         self.refused_vertebrae.update({(found.record.file, k): v for k, v in found.left_out.items()})

@@ -53,9 +53,11 @@ class DetectedCentres:
             ``view_uncertain``; README.md, "Flags").
         second_namer: named by the detector's second namer, since the first was unsure of its levels
             (:func:`second_opinion`; the image is flagged ``levels_uncertain``).
-        guessed: names placed one step past an end of the detected run (:func:`run_extension`), in ``listed`` and
-            ``record`` until the corner model confirms them (:func:`vcorner.stages.finish.confirmed_ends`), which
-            moves each kept one to the middle of its corners and drops the others (``unconfirmed``).
+        guessed: names placed one step past an end of the detected run (:func:`run_extension`) or midway between
+            two detected names two levels apart (:func:`run_holes`), in ``listed`` and ``record`` until the corner
+            model confirms them (:func:`vcorner.stages.finish.confirmed_ends`), which moves each kept one to the
+            middle of its corners and drops the others (``unconfirmed``).
+        filled: the guessed names that lie between two detected names (:func:`run_holes`).
         extended: the guessed names the corner model confirmed (set by the finish stage).
         unconfirmed: guessed name -> why the corner model did not confirm it (set by the finish stage; not an error:
             the film is answered as if it had not been guessed, and ``run.json`` counts them).
@@ -71,6 +73,7 @@ class DetectedCentres:
     flags: tuple[str, ...] = ()
     second_namer: bool = False
     guessed: frozenset[str] = frozenset()
+    filled: frozenset[str] = frozenset()
     extended: tuple[str, ...] = ()
     unconfirmed: dict[str, str] = field(default_factory=dict)
 
@@ -442,6 +445,18 @@ def run_extension(kept: list[Detection], names: tuple[str, ...], shape: tuple[in
     return out
 
 
+def run_holes(kept: list[Detection], names: tuple[str, ...]) -> list[Detection]:
+    """Guesses of the one name missing between two names of the run ``kept`` (detections in the order of ``names``,
+    image px) that lie two levels apart: the middle of the two. Confidence 0, as :func:`run_extension`'s: the corner
+    model confirms them or they are left out (:func:`vcorner.stages.finish.confirmed_ends`)."""
+    ranks = [names.index(d.name) if d.name in names else -1 for d in kept]
+    if -1 in ranks or ranks != sorted(ranks):
+        return []
+    return [Detection(names[ranks[k] + 1], (np.asarray(kept[k].xy, dtype=np.float64)
+                                            + np.asarray(kept[k + 1].xy, dtype=np.float64)) / 2, 0.0)
+            for k in range(len(kept) - 1) if ranks[k + 1] - ranks[k] == 2]
+
+
 def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str, spacing_mm: float | None,
                    card: DetectorCard, infer: Infer, finder: Finder | None = None, search: bool = True,
                    second: Finder | None = None, extend: bool = False) -> DetectedCentres:
@@ -451,8 +466,8 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
     The card's context names (C2, T1) anchor the naming and are then left out: only the other names are listed. Names
     whose steps are irregular (:func:`irregular_steps`) are flagged ``levels_uncertain``. A film whose levels the
     detector is unsure of is named by the ``second`` namer when given (:func:`second_opinion`), still flagged. With
-    ``extend`` (a batch, whose corner model confirms them), the names just past the run's ends are guessed
-    (:func:`run_extension`, listed in ``guessed``).
+    ``extend`` (a batch, whose corner model confirms them), the names just past the run's ends, and a name missing
+    between two of it, are guessed (:func:`run_extension`, :func:`run_holes`; listed in ``guessed``).
 
     Raises:
         InputError: "no vertebrae found" when fewer than two detections reach the card's confidence; the
@@ -493,7 +508,8 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         else:
             guesses = []
     return DetectedCentres(listed, confidence, record, {**outside, **left_out}, tuple(dropped), answer.view.name,
-                           answer.margin, flags, card is not first, frozenset(g.name for g in guesses))
+                           answer.margin, flags, card is not first, frozenset(g.name for g in guesses),
+                           frozenset(g.name for g in guesses if _inside(g.name, record, card)))
 
 
 def _listed(file: str, found: list[Detection], spacing_mm: float | None, view: str,
@@ -503,16 +519,23 @@ def _listed(file: str, found: list[Detection], spacing_mm: float | None, view: s
                        spacing_mm, view=view, flags=flags)
 
 
+def _inside(name: str, record: ImageRecord, card: DetectorCard) -> bool:
+    """Whether ``name`` lies between the first and the last of ``record``'s names, in the card's order."""
+    ranks = [card.names.index(v.name) for v in record.vertebrae if v.name in card.names]
+    return bool(ranks) and min(ranks) < card.names.index(name) < max(ranks)
+
+
 def _guesses(record: ImageRecord, output: list[Detection], card: DetectorCard, shape: tuple[int, int],
              listed: ImageRecord) -> list[Detection]:
-    """The guesses past the ends of the checked ``record``'s run (:func:`run_extension`), each with the detector's
-    own confidence in its name from ``output``; never a name ``listed`` has (one the centre checks left out)."""
+    """The guesses past the ends of the checked ``record``'s run and between its names (:func:`run_extension`,
+    :func:`run_holes`), each with the detector's own confidence in its name from ``output``; never a name ``listed``
+    has (one the centre checks left out)."""
     order = tuple(n for n in card.names if n not in card.detection.context)
     mass = {d.name: d.confidence for d in output}
     run = [Detection(v.name, v.center, mass.get(v.name, 0.0)) for v in record.vertebrae]
     named = {v.name for v in listed.vertebrae}
-    return [replace(g, confidence=mass.get(g.name, 0.0)) for g in run_extension(run, order, shape)
-            if g.name not in named]
+    guesses = run_extension(run, order, shape) + run_holes(run, order)
+    return [replace(g, confidence=mass.get(g.name, 0.0)) for g in guesses if g.name not in named]
 
 
 GAP_RATIO = 1.5

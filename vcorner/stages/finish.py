@@ -98,11 +98,12 @@ def _moved(record: ImageRecord, moves: dict[str, np.ndarray], drop: set[str]) ->
 
 
 def confirmed_ends(job: ImageJob, card: ModelCard) -> None:
-    """Keep the names guessed past the detected run (``job.detected.guessed``) that the corner model confirms
-    (:func:`unconfirmed`), each moved to the middle of its corners; drop the others from the job, their reasons kept in
-    the detected centres' ``unconfirmed`` (counted in ``run.json``; not errors: the film is answered as without the
-    guess). A batch finds this way the C5 at the lower edge of a film cut below it, or the C7 beside a turned film's
-    edge, that both detectors miss (README.md, "Automatic centres")."""
+    """Keep the names guessed past the detected run or between its names (``job.detected.guessed``) that the corner
+    model confirms (:func:`unconfirmed`), each moved to the middle of its corners; drop the others from the job, their
+    reasons kept in the detected centres' ``unconfirmed`` (counted in ``run.json``; not errors: the film is answered
+    as without the guess). A batch finds this way the C5 at the lower edge of a film cut below it, the C7 beside a
+    turned film's edge, or a body between two names whose map was too weak, that both detectors miss (README.md,
+    "Automatic centres")."""
     detected = job.detected
     if detected is None or not detected.guessed:
         return
@@ -116,8 +117,10 @@ def confirmed_ends(job: ImageJob, card: ModelCard) -> None:
             continue
         why = unconfirmed(vertebra, job.frames.centers[index], float(job.frames.sizes[index]))
         if why:
-            reasons[vertebra.name] = (f"vertebra {vertebra.name}: guessed one step past the detected run and not "
-                                      f"confirmed by the corner model ({why})")
+            where = "between two detected names" if vertebra.name in detected.filled else \
+                "one step past the detected run"
+            reasons[vertebra.name] = (f"vertebra {vertebra.name}: guessed {where} and not confirmed by the corner "
+                                      f"model ({why})")
             log.info("%s: %s", job.name, reasons[vertebra.name])
         else:
             moves[vertebra.name] = vertebra.xy.mean(axis=0)
