@@ -1,7 +1,7 @@
 """A vertebra past the end of a detected run, guessed one step on, or missing between two detected names, guessed
 midway, and confirmed by the corner model (issue #33): the C5 at the lower edge of a film cut to C2-C5 that both
 detectors miss, the C6 of a film cut to C5-C7 (vcorner/stages/detect.run_extension, run_holes,
-vcorner/stages/finish.confirmed_ends)."""
+vcorner/stages/finish.confirmed_guesses)."""
 
 from __future__ import annotations
 

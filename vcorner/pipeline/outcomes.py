@@ -61,7 +61,7 @@ class BatchSummary:
     """Images the detector's second namer named in this run (the first unsure of their levels)."""
     extended: int = 0
     """Vertebrae found past an end of a detected run in this run: guessed, then confirmed by the corner model
-    (:func:`vcorner.stages.finish.confirmed_ends`)."""
+    (:func:`vcorner.stages.finish.confirmed_guesses`)."""
     unconfirmed: int = 0
     """Names guessed past an end of a detected run that the corner model did not confirm (dropped, not errors)."""
     filled: int = 0

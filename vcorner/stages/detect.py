@@ -55,7 +55,7 @@ class DetectedCentres:
             (:func:`second_opinion`; the image is flagged ``levels_uncertain``).
         guessed: names placed one step past an end of the detected run (:func:`run_extension`) or midway between
             two detected names two levels apart (:func:`run_holes`), in ``listed`` and ``record`` until the corner
-            model confirms them (:func:`vcorner.stages.finish.confirmed_ends`), which moves each kept one to the
+            model confirms them (:func:`vcorner.stages.finish.confirmed_guesses`), which moves each kept one to the
             middle of its corners and drops the others (``unconfirmed``).
         filled: the guessed names that lie between two detected names (:func:`run_holes`).
         extended: the guessed names the corner model confirmed (set by the finish stage).
@@ -419,16 +419,22 @@ EDGE_ROOM = 0.25
 many steps inside the image: a body whose centre lies nearer the edge is mostly cut away."""
 
 
+def _run_ranks(kept: list[Detection], names: tuple[str, ...]) -> list[int]:
+    """The index in ``names`` of each of ``kept``, when every one has one and they increase; [] otherwise."""
+    ranks = [names.index(d.name) if d.name in names else -1 for d in kept]
+    return ranks if -1 not in ranks and ranks == sorted(ranks) else []
+
+
 def run_extension(kept: list[Detection], names: tuple[str, ...], shape: tuple[int, int]) -> list[Detection]:
     """Guesses of the names just past either end of the run ``kept`` (detections in the order of ``names``, image
     px): each end's centre plus its step from its neighbour, where the two are consecutive names, the name past it
     is one of ``names`` and not found, and the guess lies :data:`EDGE_ROOM` steps inside the ``shape`` (H, W) image.
     Confidence 0 (the caller gives them the detector's own, below its threshold): the corner model confirms them or
-    they are left out (:func:`vcorner.stages.finish.confirmed_ends`).
+    they are left out (:func:`vcorner.stages.finish.confirmed_guesses`).
     Both detectors miss a C5 at the lower edge of a film cut below it, or a C7 beside a turned film's edge, that the
     corner model frames well from such a guess (README.md, "Automatic centres")."""
-    ranks = [names.index(d.name) for d in kept if d.name in names]
-    if len(ranks) < 2 or ranks != sorted(ranks):
+    ranks = _run_ranks(kept, names)
+    if len(ranks) < 2:
         return []
     height, width = shape
     found = {d.name for d in kept}
@@ -448,9 +454,9 @@ def run_extension(kept: list[Detection], names: tuple[str, ...], shape: tuple[in
 def run_holes(kept: list[Detection], names: tuple[str, ...]) -> list[Detection]:
     """Guesses of the one name missing between two names of the run ``kept`` (detections in the order of ``names``,
     image px) that lie two levels apart: the middle of the two. Confidence 0, as :func:`run_extension`'s: the corner
-    model confirms them or they are left out (:func:`vcorner.stages.finish.confirmed_ends`)."""
-    ranks = [names.index(d.name) if d.name in names else -1 for d in kept]
-    if -1 in ranks or ranks != sorted(ranks):
+    model confirms them or they are left out (:func:`vcorner.stages.finish.confirmed_guesses`)."""
+    ranks = _run_ranks(kept, names)
+    if len(ranks) < 2:
         return []
     return [Detection(names[ranks[k] + 1], (np.asarray(kept[k].xy, dtype=np.float64)
                                             + np.asarray(kept[k + 1].xy, dtype=np.float64)) / 2, 0.0)

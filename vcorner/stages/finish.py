@@ -97,7 +97,7 @@ def _moved(record: ImageRecord, moves: dict[str, np.ndarray], drop: set[str]) ->
     return replace(record, vertebrae=vertebrae)
 
 
-def confirmed_ends(job: ImageJob, card: ModelCard) -> None:
+def confirmed_guesses(job: ImageJob, card: ModelCard) -> None:
     """Keep the names guessed past the detected run or between its names (``job.detected.guessed``) that the corner
     model confirms (:func:`unconfirmed`), each moved to the middle of its corners; drop the others from the job, their
     reasons kept in the detected centres' ``unconfirmed`` (counted in ``run.json``; not errors: the film is answered
@@ -136,8 +136,8 @@ def finish(job: ImageJob, card: ModelCard) -> tuple[list[VertebraCorners], list[
     """Corners of every vertebra of a job whose maps are filled, with their flags (the detector's image flags on
     every vertebra, ``job.image_flags``), and each vertebra's accumulated map. Bodies that narrow down the spine
     add ``levels_uncertain`` to the job's image flags, and to its detected centres' (:func:`narrowed`). Names guessed
-    past the detected run are first kept or left out (:func:`confirmed_ends`)."""
-    confirmed_ends(job, card)
+    past the detected run are first kept or left out (:func:`confirmed_guesses`)."""
+    confirmed_guesses(job, card)
     accumulated = accumulate_image(job.maps[:, 0], job.affines, job.owner, job.frames, job.shape, card.decode)
     corners = decode_accumulated(accumulated, job.frames, job.names, card.prior, card.decode)
     narrowed(job, corners)
