@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from vcorner.cli import app
 from vcorner.config import DetectionConfig
+from vcorner.geometry.sides import film_side
 from vcorner.io.records import ImageRecord, Vertebra
 from vcorner.models.detector_card import DetectorCard
 from vcorner.postprocess.peaks import Detection
@@ -96,6 +97,31 @@ def test_a_c5_both_detectors_miss_at_a_cut_films_lower_edge_is_found_by_the_corn
     assert all(r["flags"] == found["C3"]["flags"] for r in found.values())  # the image's flags, on the new one too
 
 
+def test_a_guess_has_no_say_in_the_films_side_check(tmp_path, monkeypatch):
+    """The side check (`geometry/sides.film_side`, flag view_contradicted) reads the film through the frames of its
+    detected vertebrae only: the C5 guessed below C4 may be dropped by the corner model, and its frame, cut past the
+    run, must not turn the film's side."""
+    import vcorner.stages.prepare as prepare
+
+    seen = []
+
+    def spy(pyramid, frames, inverted=False):
+        seen.append(frames.centers.copy())
+        return film_side(pyramid, frames, inverted)
+
+    monkeypatch.setattr(prepare, "film_side", spy)
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(FILM, films / "cut.png")
+    batch(films, tmp_path / "out")
+    found = {r["vertebra"]: r for r in rows(tmp_path / "out" / "centers.detected.csv")}
+    assert list(found) == ["C3", "C4", "C5"]  # C5 guessed and confirmed
+    (centres,) = seen
+    assert len(centres) == 2  # C3 and C4: not the guess
+    for centre, name in zip(centres, ("C3", "C4"), strict=True):
+        assert np.allclose(centre, [float(found[name]["x"]), float(found[name]["y"])], atol=1e-3)
+
+
 def test_a_guess_on_a_film_whose_c5_is_erased_is_dropped_and_the_rest_is_unchanged(tmp_path):
     """The same film with C5 painted over: the guess finds no body, so C5 is dropped (run.json counts it; no error,
     exit code 0), and C3 and C4 get exactly the corners they get from their detected centres given as clicks."""
@@ -155,3 +181,39 @@ def test_a_c6_missing_between_c5_and_c7_is_found_by_the_corner_model_in_a_batch_
     result = CliRunner().invoke(app, ["detect", str(films), "--out", str(tmp_path / "c.csv")], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert [r["vertebra"] for r in rows(tmp_path / "c.csv")] == ["C5", "C7"]
+
+
+EDGE_FILM = DATA / "cut_c5_c7_c7_at_edge.png"
+"""Validation film 91 of seed 6162 cut to C5-C7 (benchmarks/automatic_variants.py), full size: its C7's centre lies
+17 px (0.1 vertebra sizes) above the lower edge, one corner below it. 0.183 mm per pixel."""
+EDGE_TRUTH = {"C5": (365.145, 52.569), "C6": (344.767, 151.936), "C7": (300.716, 248.290)}
+EDGE_C7_CORNERS = [(278.207, 199.019), (350.039, 234.27), (248.179, 266.105), (326.916, 299.826)]
+
+
+def test_a_c7_cut_by_the_films_lower_edge_is_found_by_the_corner_model_and_its_unseen_corner_marked(tmp_path):
+    """Both detectors see C5 and C6 only. The guess one step below C6 lies within a quarter step of the edge (no guess
+    was made there before, `stages/detect.EDGE_ROOM`); its patches confirm a body: C7 is answered 1 mm from its
+    annotated centre, three corners each within 1 mm of the annotation, and the fourth, 35 px below the edge,
+    marked `outside` with confidence 0."""
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(EDGE_FILM, films / "cut.png")
+    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(tmp_path / "det.csv")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert [r["vertebra"] for r in rows(tmp_path / "det.csv")] == ["C5", "C6"]
+    batch(films, tmp_path / "out")
+    found = {r["vertebra"]: r for r in rows(tmp_path / "out" / "centers.detected.csv")}
+    assert list(found) == ["C5", "C6", "C7"]
+    for name, (x, y) in EDGE_TRUTH.items():
+        off_mm = np.hypot(float(found[name]["x"]) - x, float(found[name]["y"]) - y) * 0.183
+        assert off_mm < (1.5 if name == "C7" else 3.0), found[name]
+    corners = {r["corner"]: r for r in rows(tmp_path / "out" / "corners.csv") if r["vertebra"] == "C7"}
+    for (name, row), truth in zip(corners.items(), EDGE_C7_CORNERS, strict=True):
+        if name == "inferior_right":  # 35 px below the film
+            assert row["source"] == "outside" and float(row["confidence"]) == 0.0
+        else:
+            assert row["source"] == "network", name
+            assert np.hypot(float(row["x"]) - truth[0], float(row["y"]) - truth[1]) * 0.183 < 1.0, name
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["last_run"]["past_the_run"] == {
+        "found": 1, "not_confirmed": 0}

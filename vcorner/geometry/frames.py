@@ -32,6 +32,11 @@ class Frames:
     def __len__(self) -> int:
         return len(self.centers)
 
+    def subset(self, keep: np.ndarray) -> Frames:
+        """The frames of the vertebrae where the (V,) boolean ``keep`` is True, in order."""
+        keep = np.asarray(keep, dtype=bool)
+        return Frames(self.centers[keep], self.axes[keep], self.sizes[keep])
+
     def to_image(self, index: int, q: np.ndarray) -> np.ndarray:
         """Frame coordinates (..., 2) of vertebra ``index`` to image pixels (..., 2)."""
         return self.centers[index] + self.sizes[index] * (np.asarray(q) @ self.axes[index].T)

@@ -12,7 +12,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from vcorner.geometry.frames import Frames
 from vcorner.io.records import ImageRecord, Vertebra
 from vcorner.models.card import ModelCard
 from vcorner.postprocess.decode import AccumulatedMap, VertebraCorners, accumulate_image, decode_accumulated
@@ -83,7 +82,7 @@ def without(job: ImageJob, names: set[str]) -> None:
     unchanged: a guess lies where one-sided differences already put its neighbour's frame)."""
     keep = np.array([n not in names for n in job.names])
     patch_keep = keep[job.owner]
-    job.frames = Frames(job.frames.centers[keep], job.frames.axes[keep], job.frames.sizes[keep])
+    job.frames = job.frames.subset(keep)
     job.names = [n for n in job.names if n not in names]
     job.owner = (np.cumsum(keep) - 1)[job.owner[patch_keep]]
     job.affines, job.patches, job.maps = job.affines[patch_keep], job.patches[patch_keep], job.maps[patch_keep]

@@ -65,8 +65,9 @@ class ImageJob:
     """The image's flags: the detector's, found now (``detected.flags``) or kept in an earlier run's journal
     (``record.flags``), and ``view_contradicted``."""
     side: float = float("nan")
-    """The film's side contrast through its view (:func:`vcorner.geometry.sides.film_side`): negative when its
-    anatomy puts the anterior side on the other side."""
+    """The film's side contrast through its view (:func:`vcorner.geometry.sides.film_side`) over its vertebrae that
+    are not guesses (``detected.guessed``, which the corner model may still drop): negative when its anatomy puts the
+    anterior side on the other side."""
 
 
 def check_centers(centers: np.ndarray, shape: tuple[int, int], names: list[str]) -> None:
@@ -112,7 +113,8 @@ def prepare(item: PlannedImage, card: ModelCard, keep_pixels: bool = False,
     patches = extract_patches(pyramid, affines, sampling.patch_size)[:, None]
     patches = -patches if view.inverted else patches
     flags = detected.flags if detected is not None else record.flags
-    side = film_side(pyramid, frames, view.inverted)
+    guessed = detected.guessed if detected is not None else frozenset()
+    side = film_side(pyramid, frames.subset(np.array([n not in guessed for n in names])), view.inverted)
     checked = side_flags(flags, side, card.trust.side_check)
     if checked != flags:
         flags = checked
