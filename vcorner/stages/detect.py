@@ -416,10 +416,10 @@ def names_disagree(answer: ViewAnswer, card: DetectorCard, other: ViewAnswer, ot
 
 EDGE_ROOM = 0.0
 """A guess past an end of the detected run (:func:`run_extension`) is made only where its centre lies at least this
-many steps inside the image. Its patches then judge it like any other guess: a body whose centre lies inside the film
-has enough of it seen to be confirmed or not (on the 34 validation cells, guesses within a quarter step of the edge
-were right bodies 30 times of 33 confirmed, the other 3 on T1 in runs already misnamed:
-benchmarks/results/edge_guesses.md), and a corner outside the film agrees with none (0 confidence)."""
+many steps inside the image: anywhere inside it. Its patches then judge it as any guess, a corner outside the film
+agreeing with none (confidence 0). Of the guesses within a quarter step of the edge on the 34 validation cells (none
+was made there until 2026-12-07), the corner model confirmed 25: 23 right bodies, 2 a "C7" on T1 in runs already
+misnamed and flagged (benchmarks/results/edge_guesses.md)."""
 
 
 def _run_ranks(kept: list[Detection], names: tuple[str, ...]) -> list[int]:
