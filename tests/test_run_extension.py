@@ -36,6 +36,21 @@ def rows(path: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(open(path, encoding="utf-8")))
 
 
+def one_film(film: Path, tmp_path: Path) -> Path:
+    """A folder holding only ``film``, as cut.png."""
+    films = tmp_path / "films"
+    films.mkdir()
+    shutil.copy(film, films / "cut.png")
+    return films
+
+
+def detected_names(films: Path, out: Path) -> list[str]:
+    """The names `vcorner detect` (no corner model, so no guess) lists for the films of ``films``."""
+    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return [r["vertebra"] for r in rows(out)]
+
+
 def batch(folder: Path, out: Path, *extra: str) -> str:
     result = CliRunner().invoke(app, ["batch", str(folder), "--out", str(out), *extra], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -73,13 +88,8 @@ def test_a_name_the_centre_checks_left_out_is_not_guessed_again():
 def test_a_c5_both_detectors_miss_at_a_cut_films_lower_edge_is_found_by_the_corner_model(tmp_path):
     """vcorner detect (no corner model) names C3 and C4 only; vcorner batch guesses C5 one step below C4, its patches
     agree on a body there, and C5 is answered at the middle of its corners: 0.3 mm from its annotated centre."""
-    films = tmp_path / "films"
-    films.mkdir()
-    shutil.copy(FILM, films / "cut.png")
-    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(tmp_path / "det.csv")],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert [r["vertebra"] for r in rows(tmp_path / "det.csv")] == ["C3", "C4"]
+    films = one_film(FILM, tmp_path)
+    assert detected_names(films, tmp_path / "det.csv") == ["C3", "C4"]
     output = batch(films, tmp_path / "out")
     found = {r["vertebra"]: r for r in rows(tmp_path / "out" / "centers.detected.csv")}
     assert list(found) == ["C3", "C4", "C5"]
@@ -110,10 +120,7 @@ def test_a_guess_has_no_say_in_the_films_side_check(tmp_path, monkeypatch):
         return film_side(pyramid, frames, inverted)
 
     monkeypatch.setattr(prepare, "film_side", spy)
-    films = tmp_path / "films"
-    films.mkdir()
-    shutil.copy(FILM, films / "cut.png")
-    batch(films, tmp_path / "out")
+    batch(one_film(FILM, tmp_path), tmp_path / "out")
     found = {r["vertebra"]: r for r in rows(tmp_path / "out" / "centers.detected.csv")}
     assert list(found) == ["C3", "C4", "C5"]  # C5 guessed and confirmed
     (centres,) = seen
@@ -165,9 +172,7 @@ def test_a_c6_missing_between_c5_and_c7_is_found_by_the_corner_model_in_a_batch_
     its C6 (its map is under the threshold) and find C5 and C7. A batch guesses C6 midway and its patches confirm a
     body there: it is written at the middle of its corners, 1 px from its annotated centre, and counted in run.json
     and the summary line; `vcorner detect`, which has no corner model, lists C5 and C7 only."""
-    films = tmp_path / "films"
-    films.mkdir()
-    shutil.copy(DATA / "cut_c5_c7_c6_unseen.png", films / "h.png")
+    films = one_film(DATA / "cut_c5_c7_c6_unseen.png", tmp_path)
     truth = {"C5": (236.1, 28.6), "C6": (218.2, 86.0), "C7": (204.8, 142.9)}  # the film's annotations, halved
     output = batch(films, tmp_path / "out")
     assert "1 vertebra(e) between two detected names found by the corner model" in output
@@ -178,9 +183,7 @@ def test_a_c6_missing_between_c5_and_c7_is_found_by_the_corner_model_in_a_batch_
     assert manifest["last_run"]["between_names"] == {"found": 1, "not_confirmed": 0}
     assert manifest["last_run"]["past_the_run"] == {"found": 0, "not_confirmed": 0}
     assert {r["vertebra"] for r in rows(tmp_path / "out" / "corners.csv")} == set(truth)
-    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(tmp_path / "c.csv")], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert [r["vertebra"] for r in rows(tmp_path / "c.csv")] == ["C5", "C7"]
+    assert detected_names(films, tmp_path / "c.csv") == ["C5", "C7"]
 
 
 EDGE_FILM = DATA / "cut_c5_c7_c7_at_edge.png"
@@ -195,13 +198,8 @@ def test_a_c7_cut_by_the_films_lower_edge_is_found_by_the_corner_model_and_its_u
     was made there before, `stages/detect.EDGE_ROOM`); its patches confirm a body: C7 is answered 1 mm from its
     annotated centre, three corners each within 1 mm of the annotation, and the fourth, 35 px below the edge,
     marked `outside` with confidence 0."""
-    films = tmp_path / "films"
-    films.mkdir()
-    shutil.copy(EDGE_FILM, films / "cut.png")
-    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(tmp_path / "det.csv")],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert [r["vertebra"] for r in rows(tmp_path / "det.csv")] == ["C5", "C6"]
+    films = one_film(EDGE_FILM, tmp_path)
+    assert detected_names(films, tmp_path / "det.csv") == ["C5", "C6"]
     batch(films, tmp_path / "out")
     found = {r["vertebra"]: r for r in rows(tmp_path / "out" / "centers.detected.csv")}
     assert list(found) == ["C5", "C6", "C7"]
