@@ -1,0 +1,66 @@
+"""benchmarks/automatic_variants.py's scoring: a film answered without a flag whose every name is right but whose
+corners are swapped front to back (read in the wrong mirror) counts as wrong; flagged, or with its corners right, it
+does not."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from vcorner import CORNER_NAMES
+from vcorner.io.annotations import write_annotations
+from vcorner.io.records import ImageRecord, Vertebra
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "automatic_variants.py"
+
+
+def scoring():
+    spec = importlib.util.spec_from_file_location("automatic_variants", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def body(name: str, y: float) -> Vertebra:
+    """A 40 x 30 px body centred at (100, y): corners in CORNER_NAMES order (superior_left first)."""
+    corners = np.array([[80.0, y - 15], [120.0, y - 15], [120.0, y + 15], [80.0, y + 15]])
+    assert CORNER_NAMES[0] == "superior_left"
+    return Vertebra(name, np.array([100.0, y]), corners)
+
+
+def write_run(run: Path, films: dict[str, tuple[list[Vertebra], bool, str]]) -> None:
+    """``corners.csv``, ``centers.detected.csv`` and ``errors.csv`` of films: name -> (vertebrae as found, swap their
+    corners front to back, the image's flag)."""
+    run.mkdir()
+    with open(run / "errors.csv", "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerow(["image", "vertebra", "error"])
+    with open(run / "centers.detected.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "x", "y", "pixel_spacing_mm", "confidence", "view", "naming_margin",
+                         "flags"])
+        for image, (found, _, flag) in films.items():
+            writer.writerows([image, v.name, *v.center, "", 0.5, "as_is", 0.3, flag] for v in found)
+    with open(run / "corners.csv", "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "vertebra", "corner", "x", "y", "source", "flags"])
+        for image, (found, swap, flag) in films.items():
+            for v in found:
+                corners = v.corners[[1, 0, 3, 2]] if swap else v.corners
+                writer.writerows([image, v.name, c, *xy, "network", flag]
+                                 for c, xy in zip(CORNER_NAMES, corners, strict=True))
+
+
+def test_a_film_read_in_the_wrong_mirror_without_a_flag_counts_as_wrong(tmp_path):
+    variants = scoring()
+    truth = [body("C3", 100.0), body("C4", 150.0), body("C5", 200.0)]
+    films = {"swapped.png": (truth, True, ""), "swapped_flagged.png": (truth, True, "view_uncertain"),
+             "right.png": (truth, False, "")}
+    write_annotations(tmp_path / "annotations.json", [ImageRecord(f, tuple(truth), 0.2) for f in films])
+    write_run(tmp_path / "run", films)
+    assert variants.unflagged_far_films(tmp_path, tmp_path / "run") == ["swapped.png"]  # 40 px = 8 mm off
+    counts = variants.score(tmp_path, tmp_path / "run")
+    assert counts["unflagged_wrong_films"] == 0 and counts["recall"] == 1.0  # the names alone do not see it
+    assert variants.unflagged_far_films(tmp_path, tmp_path / "run", limit_mm=10.0) == []
