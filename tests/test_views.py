@@ -614,6 +614,40 @@ def test_varied_films_one_look_read_mirrored_or_upside_down_are_voted_right_or_f
     assert upside_alike and all("view_uncertain" in r["flags"].split(";") for r in upside_alike)
 
 
+def test_a_turned_film_read_in_the_wrong_mirror_is_flagged_where_the_other_mirror_upright_reads_better(tmp_path):
+    """tests/data/varied_turned35_mirror_alike.png: varied validation film 93 of seed 6363 turned by 35 degrees, halved.
+    Its bodies show no posterior elements, so its side check cannot tell its mirror, and the view search read it
+    mirrored with a clear lead: the mirrored reading leans less than the true one. Every corner went out with its
+    anterior and posterior labels swapped, no flag. Each view turned upright by its own lean, the finder reads a spine
+    better as it is (``handedness_lead`` < 0), so the film is flagged ``view_uncertain`` on every row; the in-style
+    example film, read as it is, is not (its lead is large)."""
+    from vcorner.models.modelfile import default_detector_path
+    from vcorner.pipeline.detection import open_detector_use, resolve_detector
+    from vcorner.stages.detect import handedness_lead
+
+    name = "varied_turned35_mirror_alike.png"
+    films = tmp_path / "films"
+    films.mkdir()
+    (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    (films / "phantom_00000.png").write_bytes((EXAMPLES / "phantom_00000.png").read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    detected = list(csv.DictReader(open(out / "centers.detected.csv", encoding="utf-8")))
+    corners = list(csv.DictReader(open(out / "corners.csv", encoding="utf-8")))
+    turned = [r for r in detected + corners if r["image"] == name]
+    example = [r for r in detected + corners if r["image"] == "phantom_00000.png"]
+    assert all(r["view"] == "mirrored" for r in detected if r["image"] == name)  # the fixture's point
+    assert turned and all("view_uncertain" in r["flags"].split(";") for r in turned)
+    assert example and all("view_uncertain" not in r["flags"].split(";") for r in example)
+
+    with open_detector_use(resolve_detector(default_detector_path())) as use:
+        for file, view, sign in ((films / name, parse_view("mirrored"), -1), (films / "phantom_00000.png", View(), 1)):
+            pyramid = build_pyramid(cv2.imread(str(file), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0)
+            lead = handedness_lead(pyramid, pyramid[0].shape, use.finder, use.card, view, 0.0)
+            assert np.sign(lead) == sign and abs(lead) > 0.005, (file.name, lead)
+
+
 def test_names_with_a_skipped_level_between_them_are_flagged_levels_uncertain():
     """A detected sequence C3-C7 whose C4-C5 step is twice the others (a vertebra skipped, or a name on a body of
     another level: the names below may be shifted) is flagged; regular steps, and a film leaning or foreshortened

@@ -102,6 +102,10 @@ class ViewAnswer:
         return float(np.mean([d.confidence for d in self.found])) if self.found else 0.0
 
 
+Looks = dict[tuple[View, float], ViewAnswer]
+"""One detector's answers on one film, by view and turn (degrees, rounded to 1e-6): a film's view search and the
+checks after it look at some views at the same turn more than once (:func:`view_answers`)."""
+
 Finder = tuple[DetectorCard, Infer]
 """A view finder: a detector trained on several candidate views (its card and its runner's ``infer``), whose
 view search picks the film's view for a detector that names only in the learned pose (README.md, "Orientation,
@@ -109,8 +113,8 @@ polarity and naming")."""
 
 
 def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
-                 views: tuple[View, ...] | None = None, turn_deg: float = 0.0, close_gaps: bool = False
-                 ) -> list[ViewAnswer]:
+                 views: tuple[View, ...] | None = None, turn_deg: float = 0.0, close_gaps: bool = False,
+                 looks: Looks | None = None) -> list[ViewAnswer]:
     """The detector's answer on each candidate view of the card (:mod:`vcorner.geometry.views`; ``views`` instead
     when given), in one batch; with ``turn_deg`` the film is turned by that many degrees about its letterbox's
     centre first, in its own frame (:func:`vcorner.geometry.views.turn_about_centre`), each view showing the film
@@ -119,11 +123,20 @@ def view_answers(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detect
     Args:
         pyramid: the image's pyramid (:func:`vcorner.geometry.patches.build_pyramid`).
         shape: (H, W) of the image, pixels.
+        looks: the answers of this card on this film already made (:data:`Looks`): only the others are made, and
+            added to it.
     """
     config = card.detection
+    views = views or tuple(parse_view(v) for v in config.views)
+    if looks is not None:
+        at = round(float(turn_deg), 6)
+        missing = tuple(v for v in views if (v, at) not in looks)
+        if missing:
+            looks.update(((a.view, at), a) for a in view_answers(pyramid, shape, card, infer, missing, turn_deg,
+                                                                  close_gaps))
+        return [looks[(v, at)] for v in views]
     size = config.input_shape
     letterbox = letterbox_affine(shape, size)
-    views = views or tuple(parse_view(v) for v in config.views)
     affines = [view_affine(letterbox, v, size) @ turn_about_centre(turn_deg * v.handedness, size) for v in views]
     # the plain view of the film so turned is cut once (twice with inverted views), then flipped and negated per
     # view: each view's own cut equals it (tests/test_views.py). An inverted view's margins are cut at the film's
@@ -208,20 +221,23 @@ def best_view(answers: list[ViewAnswer]) -> tuple[ViewAnswer, float]:
 
 
 def searched_view(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
-                  views: tuple[View, ...] | None = None, turn_deg: float = 0.0) -> tuple[ViewAnswer, float]:
+                  views: tuple[View, ...] | None = None, turn_deg: float = 0.0,
+                  looks: Looks | None = None) -> tuple[ViewAnswer, float]:
     """:func:`best_view` of the card's candidate views (``views`` instead when given) on the film turned by
     ``turn_deg``, where the views of the best one's polarity are scored by their mean score over the film turned
     further by each of the card's ``view_turns_deg`` (a steadier vote between two poses that look alike than one
     look; the other polarity, which the detector tells apart surely, keeps its one look). The answer returned is
-    the chosen view's on the film turned by ``turn_deg`` alone, the lead that of the scores so voted."""
-    plain = view_answers(pyramid, shape, card, infer, views, turn_deg)
+    the chosen view's on the film turned by ``turn_deg`` alone, the lead that of the scores so voted (``looks``:
+    :func:`view_answers`)."""
+    plain = view_answers(pyramid, shape, card, infer, views, turn_deg, looks=looks)
     turns = [t for t in card.detection.view_turns_deg if t != 0.0]
     first, lead = best_view(plain)
     voters = [a.view for a in plain if a.view.inverted == first.view.inverted]
     if not turns or len(voters) < 2:
         return first, lead
-    looks = [[a.score for a in view_answers(pyramid, shape, card, infer, tuple(voters), turn_deg + t)] for t in turns]
-    extra = dict(zip(voters, np.sum(looks, axis=0), strict=True))
+    votes = [[a.score for a in view_answers(pyramid, shape, card, infer, tuple(voters), turn_deg + t, looks=looks)]
+             for t in turns]
+    extra = dict(zip(voters, np.sum(votes, axis=0), strict=True))
     scores = np.array([(a.score + extra[a.view]) / (1 + len(turns)) if a.view in extra else a.score for a in plain])
     ranked = np.argsort(-scores, kind="stable")
     return plain[int(ranked[0])], float(scores[ranked[0]] - scores[ranked[1]])
@@ -251,7 +267,9 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
     the detector's ``align_deg``: :func:`upright_turn`, the view then searched again on the film so turned; and its
     levels are flagged uncertain where the finder names a vertebra otherwise, :func:`names_disagree`, or finds
-    neither anchor, :func:`unanchored`), else the best of the detector's own candidates. Levels are flagged
+    neither anchor, :func:`unanchored`), else the best of the detector's own candidates. The view is flagged
+    uncertain where a view of the other mirror, turned upright by its own lean, reads a spine better
+    (:func:`handedness_lead`). Levels are flagged
     uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
     A body cut by the film's edge that the detector hesitates on and the finder sees is the finder's
     (:func:`finder_ends`), after the outer of two names piled on one body at an end of the names is dropped
@@ -269,7 +287,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
         answer, lead = searched_view(pyramid, shape, card, infer, views)
         return cut_end_pairs(answer, card), image_flags(card if search else None, lead, card, answer.margin,
                                                         answer.merged), card
-    found, lead = searched_view(pyramid, shape, *finder, views)
+    looks: Looks = {}
+    found, lead = searched_view(pyramid, shape, *finder, views, looks=looks)
     seen = seen_names(found, finder[0])
     if seen < 2:
         best = max((d.confidence for d in found.found), default=0.0)
@@ -278,10 +297,13 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     film_turn = upright_turn(found, finder[0], shape, card) * found.view.handedness
     first = found.view
     if film_turn and search:
-        found, lead, film_turn = searched_upright(pyramid, shape, finder, card, found, lead, film_turn)
+        found, lead, film_turn = searched_upright(pyramid, shape, finder, card, found, lead, film_turn, looks)
     answer = view_answers(pyramid, shape, card, infer, (found.view,), film_turn, close_gaps=True)[0]
     merged = answer.merged and not (names_agree(answer, card, found, finder[0]) and not unanchored(found, finder[0]))
     flags = image_flags(finder[0] if search else None, lead, card, answer.margin, merged, found.view != first)
+    if (search and len(finder[0].detection.views) > 1 and "view_uncertain" not in flags
+            and handedness_lead(pyramid, shape, finder, card, found.view, film_turn, looks) < 0.0):
+        flags = ("view_uncertain", *flags)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
         flags += ("levels_uncertain",)
@@ -348,19 +370,47 @@ def seen_names(answer: ViewAnswer, card: DetectorCard) -> int:
 
 
 def searched_upright(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard,
-                     found: ViewAnswer, lead: float, film_turn: float) -> tuple[ViewAnswer, float, float]:
+                     found: ViewAnswer, lead: float, film_turn: float, looks: Looks | None = None
+                     ) -> tuple[ViewAnswer, float, float]:
     """The finder's answer, its lead and the film's upright turn (degrees, the film's frame) after searching the
     views again on the film turned by ``film_turn``: the finder tells top from bottom surely on upright films
     only, and a film turned 35 degrees can look alike in two views, one of them upside down. A view the second
     search confirms (or one in which it sees fewer than two names) keeps the first answer; a changed one (flagged
     ``view_uncertain`` by :func:`chosen_answer`) is turned upright by its own lean (by ``film_turn``, as the finder
     saw it, when that lean cannot be measured)."""
-    again, again_lead = searched_view(pyramid, shape, *finder, None, film_turn)
+    again, again_lead = searched_view(pyramid, shape, *finder, None, film_turn, looks)
     if again.view == found.view or seen_names(again, finder[0]) < 2:
         return found, lead, film_turn
     if span_lean_deg(again, finder[0], shape, lean_ends(namer)) is not None:
         film_turn = upright_turn(again, finder[0], shape, namer) * again.view.handedness
     return again, again_lead, film_turn
+
+
+def upright_vote(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard, view: View,
+                 film_turn: float | None = None, looks: Looks | None = None) -> float:
+    """The finder's score (:attr:`ViewAnswer.score`) of ``view`` on the film turned upright in that view, voted as
+    :func:`searched_view` votes: the mean over the film turned further by each of the finder's ``view_turns_deg``.
+    ``film_turn`` (degrees, the film's frame) is the upright turn when known; None measures it on the view
+    (:func:`upright_turn`; ``looks``: :func:`view_answers`)."""
+    if film_turn is None:
+        answer = view_answers(pyramid, shape, *finder, (view,), looks=looks)[0]
+        film_turn = upright_turn(answer, finder[0], shape, namer) * view.handedness
+    turns = [0.0, *(t for t in finder[0].detection.view_turns_deg if t != 0.0)]
+    return float(np.mean([view_answers(pyramid, shape, *finder, (view,), film_turn + t, looks=looks)[0].score
+                          for t in turns]))
+
+
+def handedness_lead(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard,
+                    view: View, film_turn: float, looks: Looks | None = None) -> float:
+    """How much better the finder reads a spine in the chosen ``view`` than in either view of the other handedness
+    (mirrored against not; the same polarity), each on the film turned upright by its own lean
+    (:func:`upright_vote`). The view search compares every view on the film as it is, where a film turned 35-45
+    degrees and read in the other mirror leans less than it truly does: its lean then favours the wrong mirror. Turned
+    upright, each view shows its spine in the learned pose, and the mirror the finder truly sees wins. Negative: the
+    other handedness wins there (``view_uncertain``: README.md, "Orientation, polarity and naming")."""
+    mine = upright_vote(pyramid, shape, finder, namer, view, film_turn, looks)
+    others = [View(not view.mirrored, turned, view.inverted) for turned in (False, True)]
+    return mine - max(upright_vote(pyramid, shape, finder, namer, other, None, looks) for other in others)
 
 
 def unanchored(answer: ViewAnswer, card: DetectorCard) -> bool:
