@@ -402,14 +402,17 @@ def upright_vote(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Find
 
 def handedness_lead(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard,
                     view: View, film_turn: float, looks: Looks | None = None) -> float:
-    """How much better the finder reads a spine in the chosen ``view`` than in either view of the other handedness
-    (mirrored against not; the same polarity), each on the film turned upright by its own lean
-    (:func:`upright_vote`). The view search compares every view on the film as it is, where a film turned 35-45
+    """How much better the finder reads a spine in the chosen ``view`` than in each of its candidate views of the other
+    handedness (mirrored against not; the same polarity; inf without one), each on the film turned upright by its own
+    lean (:func:`upright_vote`). The view search compares every view on the film as it is, where a film turned 35-45
     degrees and read in the other mirror leans less than it truly does: its lean then favours the wrong mirror. Turned
     upright, each view shows its spine in the learned pose, and the mirror the finder truly sees wins. Negative: the
     other handedness wins there (``view_uncertain``: README.md, "Orientation, polarity and naming")."""
+    others = [v for v in map(parse_view, finder[0].detection.views)
+              if v.mirrored != view.mirrored and v.inverted == view.inverted]
+    if not others:
+        return float("inf")
     mine = upright_vote(pyramid, shape, finder, namer, view, film_turn, looks)
-    others = [View(not view.mirrored, turned, view.inverted) for turned in (False, True)]
     return mine - max(upright_vote(pyramid, shape, finder, namer, other, None, looks) for other in others)
 
 
