@@ -577,6 +577,32 @@ def test_the_view_search_votes_over_the_film_turned_by_the_cards_view_turns():
     assert lead == pytest.approx((2 * plain[1].score + plain[0].score - (plain[1].score + 2 * plain[0].score)) / 3)
 
 
+def test_the_finders_looks_at_one_film_are_made_once_and_answer_alike():
+    """A view search given a film's looks (``Looks``) infers only the views and turns it has not looked at: a second
+    search at the same turns infers nothing and answers the same, and a look at one view more infers that one."""
+    size = 64
+    spine = _spine_maps(size)
+    flat = np.full_like(spine, 1.0 / size**2)
+    calls = []
+
+    def finder(batch):
+        calls.append(len(batch))
+        return np.stack([flat, spine, flat][: len(batch)]).astype(np.float32)
+
+    pyramid, shape = build_pyramid(np.ones((100, 80), np.float32)), (100, 80)
+    card = _card(views=("as_is", "mirrored"))
+    card = replace(card, detection=replace(card.detection, view_turns_deg=(-30.0, 0.0, 30.0)))
+    looks: dict = {}
+    first = searched_view(pyramid, shape, card, finder, looks=looks)
+    assert calls == [2, 2, 2] and len(looks) == 6
+    again = searched_view(pyramid, shape, card, finder, looks=looks)
+    assert calls == [2, 2, 2] and again[0].view == first[0].view and again[1] == first[1]
+    assert first[0].view == searched_view(pyramid, shape, card, finder)[0].view  # the same without looks
+    calls.clear()
+    view_answers(pyramid, shape, card, finder, (View(), View(turned=True)), 0.0, looks=looks)
+    assert calls == [1]  # only the view not looked at yet
+
+
 def test_view_turns_out_of_range_are_refused():
     with pytest.raises(ValueError, match="view_turns_deg"):
         DetectionConfig(view_turns_deg=(-120.0, 0.0))
