@@ -674,6 +674,37 @@ def test_a_turned_film_read_in_the_wrong_mirror_is_flagged_where_the_other_mirro
             assert np.sign(lead) == sign and abs(lead) > 0.005, (file.name, lead)
 
 
+def test_two_names_alone_with_levels_missing_between_them_are_flagged():
+    """Two names two or more levels apart with nothing between them (C3 and C7) have no step to check theirs against
+    and no guess can fill them: flagged. Neighbours, one missing level (a batch guesses it) and three names are not
+    (three names have their steps checked)."""
+    from vcorner.postprocess.peaks import Detection
+    from vcorner.stages.detect import unchecked_gap
+
+    def found(*names):
+        return [Detection(n, np.array([100.0, 60.0 * k]), 0.9) for k, n in enumerate(names)]
+
+    assert unchecked_gap(found("C3", "C7")) and unchecked_gap(found("C4", "C7"))
+    assert not unchecked_gap(found("C5", "C7")) and not unchecked_gap(found("C3", "C4"))
+    assert not unchecked_gap(found("C3", "C4", "C7"))
+
+
+def test_two_films_side_by_side_named_c3_on_one_and_c7_beside_the_other_are_flagged(tmp_path):
+    """tests/data/side_by_side_c3_c7.png: in-style validation films 70 and 71 of seed 6161 side by side. The detector
+    answers C3 on the left film's C3 and "C7" 130 mm away, beside the right film's spine; before, with no flag. Both
+    names are now flagged ``levels_uncertain`` (``stages/detect.unchecked_gap``)."""
+    films = tmp_path / "films"
+    films.mkdir()
+    (films / "side_by_side.png").write_bytes((Path(__file__).parent / "data" / "side_by_side_c3_c7.png").read_bytes())
+    out = tmp_path / "centres.csv"
+    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert [r["vertebra"] for r in rows] == ["C3", "C7"]  # the fixture's point
+    assert float(rows[1]["x"]) - float(rows[0]["x"]) > 600  # on two spines
+    assert all("levels_uncertain" in r["flags"].split(";") for r in rows)
+
+
 def test_names_with_a_skipped_level_between_them_are_flagged_levels_uncertain():
     """A detected sequence C3-C7 whose C4-C5 step is twice the others (a vertebra skipped, or a name on a body of
     another level: the names below may be shifted) is flagged; regular steps, and a film leaning or foreshortened

@@ -546,7 +546,7 @@ def detect_centres(pyramid: list[np.ndarray], shape: tuple[int, int], file: str,
         beside = f"; {len(outside)} found outside the image's pixels" if outside else ""
         raise InputError(f"no vertebrae found (the detector's best confidence {best:.2f}; at least two names need "
                          f"{card.detection.min_confidence:g}{beside})")
-    if "levels_uncertain" not in flags and irregular_steps(kept):
+    if "levels_uncertain" not in flags and (irregular_steps(kept) or unchecked_gap(kept)):
         flags += ("levels_uncertain",)
     # centres at 0.001 px, as centers.detected.csv writes them: a resumed run, or vcorner batch --centers on that
     # file, frames the vertebrae from exactly the same numbers
@@ -621,6 +621,15 @@ def irregular_steps(found: list[Detection]) -> bool:
     step = np.linalg.norm(np.diff(points, axis=0), axis=1) / np.maximum(apart, 1.0)
     typical = np.median(step)
     return bool(step.max() > GAP_RATIO * typical or np.any((apart > 1) & (step < SHORT_GAP * typical)))
+
+
+def unchecked_gap(found: list[Detection]) -> bool:
+    """Whether the centres ``found`` are two names alone with two or more levels missing between them (C3 and C7): no
+    third name gives a step to check theirs against (:func:`irregular_steps`), and no guess between them
+    (:func:`run_holes`, one missing level) can fill the gap, so nothing says that both sit on one spine, at those
+    levels. Two films side by side were answered so: C3 on one spine, "C7" beside the other, no flag."""
+    ranks = [r for r in level_ranks([d.name for d in found]) if r is not None]
+    return len(found) == 2 and len(ranks) == 2 and abs(ranks[1] - ranks[0]) > 2
 
 
 def outside_reason(xy: np.ndarray, shape: tuple[int, int]) -> str:
