@@ -551,10 +551,9 @@ def test_a_film_whose_finder_sees_neither_anchor_is_flagged_levels_uncertain():
         assert found.flags == flags
 
 
-def test_the_view_search_votes_over_the_film_turned_by_the_cards_view_turns():
-    """A finder that sees the spine in the mirrored view on the film as it is, but in the plain view on the film
-    turned by -30 and +30 degrees: one look picks mirrored; the card's three looks vote for the plain view, whose
-    answer is read on the unturned film, with the lead of the mean scores."""
+def _counting_finder(pick):
+    """A fake finder on 64-pixel views answering ``pick(n, spine, flat)``'s maps (one per view, cut to the batch) at
+    its n-th call, and the list of its batch sizes."""
     size = 64
     spine = _spine_maps(size)
     flat = np.full_like(spine, 1.0 / size**2)
@@ -562,9 +561,17 @@ def test_the_view_search_votes_over_the_film_turned_by_the_cards_view_turns():
 
     def finder(batch):
         calls.append(len(batch))
-        looks = [flat, spine] if len(calls) % 3 == 1 else [spine, flat]  # (as_is, mirrored) per look
-        return np.stack(looks[: len(batch)]).astype(np.float32)
+        return np.stack(pick(len(calls), spine, flat)[: len(batch)]).astype(np.float32)
 
+    return finder, calls, spine, flat
+
+
+def test_the_view_search_votes_over_the_film_turned_by_the_cards_view_turns():
+    """A finder that sees the spine in the mirrored view on the film as it is, but in the plain view on the film
+    turned by -30 and +30 degrees: one look picks mirrored; the card's three looks vote for the plain view, whose
+    answer is read on the unturned film, with the lead of the mean scores."""
+    finder, calls, spine, flat = _counting_finder(
+        lambda n, spine, flat: [flat, spine] if n % 3 == 1 else [spine, flat])  # (as_is, mirrored) per look
     pyramid, shape = build_pyramid(np.ones((100, 80), np.float32)), (100, 80)
     one_look = _card(views=("as_is", "mirrored"))
     assert searched_view(pyramid, shape, one_look, finder)[0].view.name == "mirrored" and calls == [2]
@@ -580,15 +587,7 @@ def test_the_view_search_votes_over_the_film_turned_by_the_cards_view_turns():
 def test_the_finders_looks_at_one_film_are_made_once_and_answer_alike():
     """A view search given a film's looks (``Looks``) infers only the views and turns it has not looked at: a second
     search at the same turns infers nothing and answers the same, and a look at one view more infers that one."""
-    size = 64
-    spine = _spine_maps(size)
-    flat = np.full_like(spine, 1.0 / size**2)
-    calls = []
-
-    def finder(batch):
-        calls.append(len(batch))
-        return np.stack([flat, spine, flat][: len(batch)]).astype(np.float32)
-
+    finder, calls, _, _ = _counting_finder(lambda n, spine, flat: [flat, spine, flat])
     pyramid, shape = build_pyramid(np.ones((100, 80), np.float32)), (100, 80)
     card = _card(views=("as_is", "mirrored"))
     card = replace(card, detection=replace(card.detection, view_turns_deg=(-30.0, 0.0, 30.0)))
