@@ -155,16 +155,26 @@ def naming_counts(truth: dict[str, ImageRecord], found: dict[str, list[tuple[str
             "right_flagged": right_flagged, "films": len(truth), "unflagged_wrong_films": silent_wrong}, rightly
 
 
+def flagged_films(run: Path, row_flags: bool = True) -> set[str]:
+    """The films of a batch's OUT with an ``errors.csv`` line or an image flag in ``centers.detected.csv``, and with
+    ``row_flags`` also those with a flag on any ``corners.csv`` row."""
+    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
+    flagged |= {row["image"] for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8"))
+                if row.get("flags")}
+    if row_flags:
+        flagged |= {row["image"] for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8"))
+                    if row.get("flags")}
+    return flagged
+
+
 def score(folder: Path, run: Path) -> dict[str, float]:
     """:func:`naming_counts` of a batch's ``centers.detected.csv`` (flagged: an ``errors.csv`` line or an image flag),
     and P2P (mm) of rightly named vertebrae."""
     truth = {r.file: r for r in read_annotations(folder / "annotations.json")}
     detected: dict[str, dict[str, np.ndarray]] = {}
-    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
     for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8")):
         detected.setdefault(row["image"], {})[row["vertebra"]] = np.array([float(row["x"]), float(row["y"])])
-        if row.get("flags"):
-            flagged.add(row["image"])
+    flagged = flagged_films(run, row_flags=False)
     corners: dict[tuple[str, str], list] = {}
     for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
         corners.setdefault((row["image"], row["vertebra"]), []).append([float(row["x"]), float(row["y"])])
@@ -180,9 +190,7 @@ def unflagged_coverage(folder: Path, run: Path) -> tuple[float, int]:
     image flag, no ``errors.csv`` line, no row flag), and their number. A corner of a misnamed vertebra is scored
     against the annotated corner of the name it was given: a wrong answer is never covered by luck."""
     truth = {r.file: {v.name: v for v in r.vertebrae} for r in read_annotations(folder / "annotations.json")}
-    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
-    flagged |= {row["image"] for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8"))
-                if row.get("flags")}
+    flagged = flagged_films(run, row_flags=False)
     inside = []
     for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
         if row["image"] in flagged or row.get("flags") or row.get("source") != "network":
@@ -202,13 +210,9 @@ def unflagged_far_films(folder: Path, run: Path, limit_mm: float = 3.0) -> list[
     a film read in the wrong mirror has every name right and every corner's anterior and posterior labels swapped,
     which the naming counts do not see."""
     truth = {r.file: r for r in read_annotations(folder / "annotations.json")}
-    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
-    flagged |= {row["image"] for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8"))
-                if row.get("flags")}
+    flagged = flagged_films(run)
     corners: dict[tuple[str, str], dict[str, np.ndarray]] = {}
     for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")):
-        if row.get("flags"):
-            flagged.add(row["image"])
         if row.get("source") == "network":
             corners.setdefault((row["image"], row["vertebra"]), {})[row["corner"]] = np.array(
                 [float(row["x"]), float(row["y"])])

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from automatic_variants import score, unflagged_coverage, unflagged_far_films  # noqa: E402
+from automatic_variants import flagged_films, score, unflagged_coverage, unflagged_far_films  # noqa: E402
 
 from vcorner.io.annotations import read_annotations, write_annotations  # noqa: E402
 from vcorner.io.images import read_image  # noqa: E402
@@ -81,12 +81,9 @@ def spines_named(data: Path, run: Path) -> dict[str, int]:
     right one): ``left``, ``right``, ``mixed`` (both), ``other``; with ``flagged`` counts of each."""
     records = read_annotations(data / "annotations.json")
     found: dict[str, dict[str, np.ndarray]] = {}
-    flagged = {row["image"] for row in csv.DictReader(open(run / "errors.csv", encoding="utf-8"))}
     for row in csv.DictReader(open(run / "centers.detected.csv", encoding="utf-8")):
         found.setdefault(row["image"], {})[row["vertebra"]] = np.array([float(row["x"]), float(row["y"])])
-        if row["flags"]:
-            flagged.add(row["image"])
-    flagged |= {row["image"] for row in csv.DictReader(open(run / "corners.csv", encoding="utf-8")) if row["flags"]}
+    flagged = flagged_films(run)
     counts: dict[str, int] = {}
     for i, record in enumerate(records):
         film = Path(record.file).with_suffix(".png").name
