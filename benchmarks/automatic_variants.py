@@ -34,6 +34,7 @@ from vcorner.io.annotations import read_annotations, write_annotations
 from vcorner.io.images import read_image
 from vcorner.io.records import ImageRecord, Vertebra
 from vcorner.phantoms.dataset import CONTEXT_LEVELS
+from vcorner.stages.detect import outside_reason
 
 RESULTS = Path(__file__).parent / "results"
 VIEW_OF = {"mirror": "mirrored", "upside_down": "mirrored+turned_180", "turned_180": "turned_180",
@@ -76,6 +77,13 @@ def _upper_three(name: str) -> bool:
     return name in ("C3", "C4", "C5")
 
 
+def on_film(vertebrae: tuple[Vertebra, ...], shape: tuple[int, int]) -> tuple[Vertebra, ...]:
+    """The ``vertebrae`` whose centre lies on a film of ``shape`` (H, W) pixels: a film turned in its own frame loses
+    its corners, and a vertebra whose centre the turn carries off it is not on the film (vcorner leaves out centres
+    outside the image's pixels by design: :func:`vcorner.stages.detect.outside_reason`)."""
+    return tuple(v for v in vertebrae if not outside_reason(v.center, shape))
+
+
 def write_variant(data: Path, out: Path, name: str) -> None:
     """The films of ``data`` as variant ``name`` in ``out`` (8-bit PNG) with their annotations."""
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +110,7 @@ def write_variant(data: Path, out: Path, name: str) -> None:
         file = Path(record.file).with_suffix(".png").name
         cv2.imwrite(str(out / file), np.clip(np.round(view * 255), 0, 255).astype(np.uint8))
         moved = transformed(record, affine, keep)
-        records.append(ImageRecord(file, moved.vertebrae, record.pixel_spacing_mm))
+        records.append(ImageRecord(file, on_film(moved.vertebrae, view.shape), record.pixel_spacing_mm))
     write_annotations(out / "annotations.json", records)
     view = VIEW_OF.get(name, "as_is")
     with open(out / "centers.csv", "w", encoding="utf-8", newline="") as handle:

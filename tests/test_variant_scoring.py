@@ -1,6 +1,6 @@
 """benchmarks/automatic_variants.py's scoring: a film answered without a flag whose every name is right but whose
 corners are swapped front to back (read in the wrong mirror) counts as wrong; flagged, or with its corners right, it
-does not."""
+does not; and the variant writer keeps only the vertebrae whose centre stays on a turned film."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import csv
 import importlib.util
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vcorner import CORNER_NAMES
@@ -64,3 +65,24 @@ def test_a_film_read_in_the_wrong_mirror_without_a_flag_counts_as_wrong(tmp_path
     counts = variants.score(tmp_path, tmp_path / "run")
     assert counts["unflagged_wrong_films"] == 0 and counts["recall"] == 1.0  # the names alone do not see it
     assert variants.unflagged_far_films(tmp_path, tmp_path / "run", limit_mm=10.0) == []
+
+
+def test_a_film_turned_in_its_own_frame_keeps_only_the_vertebrae_whose_centre_stays_on_it(tmp_path):
+    """A film 200 px wide turned by 45 degrees about its centre: C3 at the centre stays, C7 near the bottom edge is
+    carried off the film and leaves the variant's annotations (it cannot be found, so recall does not count it); the
+    turned centres that stay are where the turn puts them."""
+    variants = scoring()
+    data = tmp_path / "data"
+    data.mkdir()
+    cv2.imwrite(str(data / "film.png"), np.random.default_rng(0).integers(0, 255, (300, 200), dtype=np.uint8))
+    vertebrae = (body("C3", 150.0), body("C7", 295.0))  # (100, 150) and (100, 295)
+    write_annotations(data / "annotations.json", [ImageRecord("film.png", vertebrae, 0.2)])
+    variants.write_variant(data, tmp_path / "turned", "turned_45")
+    turned = variants.read_annotations(tmp_path / "turned" / "annotations.json")[0]
+    assert [v.name for v in turned.vertebrae] == ["C3"]
+    affine = cv2.getRotationMatrix2D((99.5, 149.5), 45.0, 1.0)
+    assert np.allclose(turned.vertebrae[0].center, affine[:, :2] @ [100.0, 150.0] + affine[:, 2], atol=1e-3)
+    off = affine[:, :2] @ [100.0, 295.0] + affine[:, 2]
+    assert off[0] > 199.5 or off[1] > 299.5  # C7's turned centre lies outside the film
+    variants.write_variant(data, tmp_path / "as_is", "as_is")
+    assert len(variants.read_annotations(tmp_path / "as_is" / "annotations.json")[0].vertebrae) == 2
