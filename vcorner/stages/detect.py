@@ -224,27 +224,21 @@ def searched_view(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
                   views: tuple[View, ...] | None = None, turn_deg: float = 0.0,
                   looks: Looks | None = None) -> tuple[ViewAnswer, float]:
     """:func:`best_view` of the card's candidate views (``views`` instead when given) on the film turned by
-    ``turn_deg``, where the polarity is that of the best single look and the views of that polarity are scored by
-    their mean score over the film turned further by each of the card's ``view_turns_deg`` (a steadier vote between
-    two poses that look alike than one look; the other polarity, which the detector tells apart surely, keeps its one
-    look, and is compared with one look: a film turned 45 degrees reads worse turned further, and its vote must not
-    hand it to a polarity its single looks reject). The answer returned is the chosen view's on the film turned by
-    ``turn_deg`` alone; the lead the smaller of the voted lead between views of that polarity and the single look's
-    lead over the other polarity (``looks``: :func:`view_answers`)."""
+    ``turn_deg``, each scored by its mean score over the film turned further by each of the card's ``view_turns_deg``
+    (a steadier vote between two poses that look alike than one look). Every view is voted alike: a film turned 45
+    degrees reads worse turned further, and a view of the other polarity kept to one look could win by that alone;
+    and on a cut film one look can prefer the other polarity. The answer returned is the chosen view's on the film
+    turned by ``turn_deg`` alone, the lead that of the voted scores (``looks``: :func:`view_answers`)."""
     plain = view_answers(pyramid, shape, card, infer, views, turn_deg, looks=looks)
     turns = [t for t in card.detection.view_turns_deg if t != 0.0]
-    first, lead = best_view(plain)
-    voters = [a.view for a in plain if a.view.inverted == first.view.inverted]
-    if not turns or len(voters) < 2:
-        return first, lead
-    votes = [[a.score for a in view_answers(pyramid, shape, card, infer, tuple(voters), turn_deg + t, looks=looks)]
+    if not turns or len(plain) < 2:
+        return best_view(plain)
+    voters = tuple(a.view for a in plain)
+    votes = [[a.score for a in view_answers(pyramid, shape, card, infer, voters, turn_deg + t, looks=looks)]
              for t in turns]
-    voted = dict(zip(voters, (np.sum(votes, axis=0) + [a.score for a in plain if a.view in voters])
-                     / (1 + len(turns)), strict=True))
-    ranked = sorted(voters, key=lambda v: -voted[v])
-    polarity_lead = first.score - max((a.score for a in plain if a.view not in voted), default=-np.inf)
-    chosen = next(a for a in plain if a.view == ranked[0])
-    return chosen, float(min(voted[ranked[0]] - voted[ranked[1]], polarity_lead))
+    scores = (np.sum(votes, axis=0) + [a.score for a in plain]) / (1 + len(turns))
+    ranked = np.argsort(-scores, kind="stable")
+    return plain[int(ranked[0])], float(scores[ranked[0]] - scores[ranked[1]])
 
 
 def image_flags(searched: DetectorCard | None, view_lead: float, namer: DetectorCard, margin: float,
