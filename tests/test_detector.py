@@ -201,7 +201,8 @@ def test_a_weak_c2_on_the_finders_own_step_anchors_the_levels():
 def test_the_outer_of_two_names_piled_on_one_body_at_an_end_is_not_found():
     """A film cut below C4: the C5 map piles on C4's body (6 px from the namer's C4, 40 px between levels). The
     centre checks would refuse both; the outer name (C5) is taken as not found, C3 and C4 stay. The same at the
-    cranial end; two names apart in the middle, or only two sure names, change nothing."""
+    cranial end, and with only three sure names (the pile is measured against the step next to it); two names apart
+    in the middle, or only two sure names, change nothing."""
     namer = card()
 
     def names(*ys_confidences) -> ViewAnswer:
@@ -218,6 +219,12 @@ def test_the_outer_of_two_names_piled_on_one_body_at_an_end_is_not_found():
     assert cut_end_pairs(whole, namer) is whole
     two = names((100.0, 0.9), (104.0, 0.8), (146.0, 0.01), (150.0, 0.01), (150.0, 0.01))
     assert cut_end_pairs(two, namer) is two
+    # three names, two of them piled 11 px apart 40 px below C3 (the typical spacing, the median of 40, 25.5 and 11
+    # px per level, is 25.5: 11 px is more than 0.4 of it, but a quarter of the step from C3 to C4)
+    piled = names((100.0, 0.9), (140.0, 0.8), (151.0, 0.6), (150.0, 0.01), (150.0, 0.01))
+    assert kept(piled) == ["C3", "C4"]
+    steady = names((100.0, 0.9), (140.0, 0.8), (170.0, 0.6), (150.0, 0.01), (150.0, 0.01))  # 30 px: 0.75 step
+    assert cut_end_pairs(steady, namer) is steady
 
 
 def test_flat_maps_mean_no_vertebrae_found():

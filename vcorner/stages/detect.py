@@ -324,15 +324,18 @@ def cut_end_pairs(answer: ViewAnswer, card: DetectorCard) -> ViewAnswer:
     """``answer`` with the outer name of two neighbouring names that coincide at an end of its sure run (closer than
     :data:`vcorner.geometry.sequence.NEAR` typical spacings) set to confidence 0, not found: a body cut by the
     film's edge, or hidden, piles its map on its neighbour inside the film (a C5 on C4 in a film cut below C4), and
-    the centre checks would refuse both names. Needs three sure names (context names left out), so that two stay;
+    the centre checks would refuse both names. The spacing is the larger of the run's typical spacing and the step
+    (per level) from the inner name of the pair to the next sure name: with three names, two of them piled, the
+    typical spacing is about half the true one. Needs three sure names (context names left out), so that two stay;
     the name may then be placed by the view finder (:func:`finder_ends`)."""
     mine = [d for d in answer.found if d.name not in card.detection.context]
     sure = [i for i, d in enumerate(mine) if is_sure(d, card.detection.min_confidence) and d.name not in answer.placed]
     if len(sure) < 3:
         return answer
     spacing = typical_spacing(np.array([mine[i].xy for i in sure]), np.array(sure, dtype=np.float64))
-    drop = {mine[outer].name for outer, inner in ((sure[0], sure[1]), (sure[-1], sure[-2]))
-            if abs(outer - inner) == 1 and np.linalg.norm(mine[outer].xy - mine[inner].xy) < NEAR * spacing}
+    drop = {mine[outer].name for outer, inner, beyond in ((sure[0], sure[1], sure[2]), (sure[-1], sure[-2], sure[-3]))
+            if abs(outer - inner) == 1 and np.linalg.norm(mine[outer].xy - mine[inner].xy)
+            < NEAR * max(spacing, np.linalg.norm(mine[inner].xy - mine[beyond].xy) / abs(inner - beyond))}
     if not drop:
         return answer
     return replace(answer, found=[replace(d, confidence=0.0) if d.name in drop else d for d in answer.found])
