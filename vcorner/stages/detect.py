@@ -224,21 +224,30 @@ def searched_view(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
                   views: tuple[View, ...] | None = None, turn_deg: float = 0.0,
                   looks: Looks | None = None) -> tuple[ViewAnswer, float]:
     """:func:`best_view` of the card's candidate views (``views`` instead when given) on the film turned by
-    ``turn_deg``, each scored by its mean score over the film turned further by each of the card's ``view_turns_deg``
-    (a steadier vote between two poses that look alike than one look). Every view is voted alike: a film turned 45
-    degrees reads worse turned further, and a view of the other polarity kept to one look could win by that alone;
-    and on a cut film one look can prefer the other polarity. The answer returned is the chosen view's on the film
-    turned by ``turn_deg`` alone, the lead that of the voted scores (``looks``: :func:`view_answers`)."""
+    ``turn_deg``, each view of the best single look's polarity scored by its mean score over the film turned further
+    by each of the card's ``view_turns_deg`` (a steadier vote between two poses that look alike than one look). The
+    other polarity's views, which the detector tells apart surely, keep their one look unless one of them reaches
+    the best mean: then they are voted alike (a film turned 45 degrees reads worse turned further, and one look of
+    the other polarity could win by that alone). The answer returned is the chosen view's on the film turned by
+    ``turn_deg`` alone, the lead that of the scores so voted (``looks``: :func:`view_answers`)."""
     plain = view_answers(pyramid, shape, card, infer, views, turn_deg, looks=looks)
     turns = [t for t in card.detection.view_turns_deg if t != 0.0]
+    first, lead = best_view(plain)
     if not turns or len(plain) < 2:
-        return best_view(plain)
-    voters = tuple(a.view for a in plain)
-    votes = [[a.score for a in view_answers(pyramid, shape, card, infer, voters, turn_deg + t, looks=looks)]
-             for t in turns]
-    scores = (np.sum(votes, axis=0) + [a.score for a in plain]) / (1 + len(turns))
-    ranked = np.argsort(-scores, kind="stable")
-    return plain[int(ranked[0])], float(scores[ranked[0]] - scores[ranked[1]])
+        return first, lead
+
+    def voted(answers: list[ViewAnswer]) -> dict[View, float]:
+        views = tuple(a.view for a in answers)
+        votes = [[a.score for a in view_answers(pyramid, shape, card, infer, views, turn_deg + t, looks=looks)]
+                 for t in turns]
+        return dict(zip(views, (np.sum(votes, axis=0) + [a.score for a in answers]) / (1 + len(turns)), strict=True))
+
+    scores = voted([a for a in plain if a.view.inverted == first.view.inverted])
+    others = [a for a in plain if a.view not in scores]
+    if others and max(a.score for a in others) >= max(scores.values()):
+        scores |= voted(others)
+    ranked = sorted(plain, key=lambda a: -scores.get(a.view, a.score))
+    return ranked[0], float(scores.get(ranked[0].view, ranked[0].score) - scores.get(ranked[1].view, ranked[1].score))
 
 
 def image_flags(searched: DetectorCard | None, view_lead: float, namer: DetectorCard, margin: float,
