@@ -638,16 +638,22 @@ def test_view_turns_out_of_range_are_refused():
         DetectionConfig(view_turns_deg=(-120.0, 0.0))
 
 
+def _films(tmp_path: Path, *names: str) -> Path:
+    """A folder ``tmp_path/films`` holding copies of the fixtures ``names`` of tests/data."""
+    films = tmp_path / "films"
+    films.mkdir()
+    for name in names:
+        (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    return films
+
+
 def test_varied_films_one_look_read_mirrored_or_upside_down_are_voted_right_or_flagged(tmp_path):
     """Two varied-style validation films (seed 6363, films 10 and 57, halved) on which the view finder's single look
     chose a wrong pose without a flag: film 10 mirrored (every corner's anterior and posterior labels swapped, about
     15 mm off), film 57 flipped top to bottom (names reversed). With the vote over five turned looks film 10 is read
     as it is, its corners labelled anterior on the right where its face is, and film 57, still read upside down,
     is flagged ``view_uncertain``: neither goes out wrong without a flag."""
-    films = tmp_path / "films"
-    films.mkdir()
-    for name in ("varied_mirror_alike.png", "varied_upside_alike.png"):
-        (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    films = _films(tmp_path, "varied_mirror_alike.png", "varied_upside_alike.png")
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -682,9 +688,7 @@ def test_a_turned_film_read_in_the_wrong_mirror_is_flagged_where_the_other_mirro
     from vcorner.stages.detect import handedness_lead
 
     name = "varied_turned35_mirror_alike.png"
-    films = tmp_path / "films"
-    films.mkdir()
-    (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    films = _films(tmp_path, name)
     (films / "phantom_00000.png").write_bytes((EXAMPLES / "phantom_00000.png").read_bytes())
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
@@ -711,10 +715,7 @@ def test_a_film_turned_45_degrees_is_not_handed_to_the_polarity_one_look_prefers
     it, and the film was refused "no vertebrae found". Now the other polarity is voted too where one look of it
     reaches the best mean: `vcorner detect` names C3-C6 within 3 mm of their annotated centres (0.145 mm per pixel),
     on the film as it is, flagged ``view_uncertain`` (its second, upright search changed the view)."""
-    name = "holdout_turned45_inverted_alike.png"
-    films = tmp_path / "films"
-    films.mkdir()
-    (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    films = _films(tmp_path, "holdout_turned45_inverted_alike.png")
     out = tmp_path / "centers.csv"
     result = CliRunner().invoke(app, ["detect", str(films), "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -733,12 +734,9 @@ def test_a_cut_film_whose_second_namer_piles_two_names_keeps_its_right_c3(tmp_pa
     otherwise than the namer, so its levels are uncertain and the second namer names it: C3 right, C4 and C5 piled 23
     px apart on C4's body. With three names the typical spacing is half the true step and the pile passed; the centre
     checks then left out the right C3 (errors.csv), exit code 1. Now the pile is measured against the step next to
-    it: C3 is answered within 3 mm of its annotated centre (0.148 mm per pixel), no two names
-    sit within 0.4 steps of each other, nothing is left out, and the film stays flagged ``levels_uncertain``."""
-    name = "varied_cut_c2_c5_piled.png"
-    films = tmp_path / "films"
-    films.mkdir()
-    (films / name).write_bytes((Path(__file__).parent / "data" / name).read_bytes())
+    it: C3 is answered within 3 mm of its annotated centre (0.148 mm per pixel), no two names sit within 0.4 steps
+    of each other, nothing is left out, and the film stays flagged ``levels_uncertain``."""
+    films = _films(tmp_path, "varied_cut_c2_c5_piled.png")
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
