@@ -230,24 +230,29 @@ def searched_view(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     the best mean: then they are voted alike (a film turned 45 degrees reads worse turned further, and one look of
     the other polarity could win by that alone). The answer returned is the chosen view's on the film turned by
     ``turn_deg`` alone, the lead that of the scores so voted (``looks``: :func:`view_answers`)."""
+    looks = {} if looks is None else looks
     plain = view_answers(pyramid, shape, card, infer, views, turn_deg, looks=looks)
-    turns = [t for t in card.detection.view_turns_deg if t != 0.0]
     first, lead = best_view(plain)
-    if not turns or len(plain) < 2:
+    if not any(t != 0.0 for t in card.detection.view_turns_deg) or len(plain) < 2:
         return first, lead
-
-    def voted(answers: list[ViewAnswer]) -> dict[View, float]:
-        views = tuple(a.view for a in answers)
-        votes = [[a.score for a in view_answers(pyramid, shape, card, infer, views, turn_deg + t, looks=looks)]
-                 for t in turns]
-        return dict(zip(views, (np.sum(votes, axis=0) + [a.score for a in answers]) / (1 + len(turns)), strict=True))
-
-    scores = voted([a for a in plain if a.view.inverted == first.view.inverted])
+    polarity = [a.view for a in plain if a.view.inverted == first.view.inverted]
+    scores = voted_scores(pyramid, shape, card, infer, polarity, turn_deg, looks)
     others = [a for a in plain if a.view not in scores]
     if others and max(a.score for a in others) >= max(scores.values()):
-        scores |= voted(others)
+        scores |= voted_scores(pyramid, shape, card, infer, [a.view for a in others], turn_deg, looks)
     ranked = sorted(plain, key=lambda a: -scores.get(a.view, a.score))
     return ranked[0], float(scores.get(ranked[0].view, ranked[0].score) - scores.get(ranked[1].view, ranked[1].score))
+
+
+def voted_scores(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
+                 views: list[View], turn_deg: float, looks: Looks | None = None) -> dict[View, float]:
+    """Each of ``views``' score (:attr:`ViewAnswer.score`) averaged over the film turned by ``turn_deg`` and turned
+    further by each of the card's ``view_turns_deg``: the view vote of :func:`searched_view` and
+    :func:`upright_vote` (``looks``: :func:`view_answers`)."""
+    turns = [0.0, *(t for t in card.detection.view_turns_deg if t != 0.0)]
+    votes = [[a.score for a in view_answers(pyramid, shape, card, infer, tuple(views), turn_deg + t, looks=looks)]
+             for t in turns]
+    return dict(zip(views, np.mean(votes, axis=0), strict=True))
 
 
 def image_flags(searched: DetectorCard | None, view_lead: float, namer: DetectorCard, margin: float,
@@ -399,15 +404,12 @@ def searched_upright(pyramid: list[np.ndarray], shape: tuple[int, int], finder: 
 def upright_vote(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard, view: View,
                  film_turn: float | None = None, looks: Looks | None = None) -> float:
     """The finder's score (:attr:`ViewAnswer.score`) of ``view`` on the film turned upright in that view, voted as
-    :func:`searched_view` votes: the mean over the film turned further by each of the finder's ``view_turns_deg``.
-    ``film_turn`` (degrees, the film's frame) is the upright turn when known; None measures it on the view
-    (:func:`upright_turn`; ``looks``: :func:`view_answers`)."""
+    :func:`searched_view` votes (:func:`voted_scores`). ``film_turn`` (degrees, the film's frame) is the upright turn
+    when known; None measures it on the view (:func:`upright_turn`; ``looks``: :func:`view_answers`)."""
     if film_turn is None:
         answer = view_answers(pyramid, shape, *finder, (view,), looks=looks)[0]
         film_turn = upright_turn(answer, finder[0], shape, namer) * view.handedness
-    turns = [0.0, *(t for t in finder[0].detection.view_turns_deg if t != 0.0)]
-    return float(np.mean([view_answers(pyramid, shape, *finder, (view,), film_turn + t, looks=looks)[0].score
-                          for t in turns]))
+    return voted_scores(pyramid, shape, *finder, [view], film_turn, looks)[view]
 
 
 def handedness_lead(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard,
