@@ -708,6 +708,36 @@ def test_a_turned_film_read_in_the_wrong_mirror_is_flagged_where_the_other_mirro
             assert np.sign(lead) == sign and abs(lead) > 0.005, (file.name, lead)
 
 
+def test_a_turned_film_whose_mirror_leads_by_less_than_the_finders_view_margin_is_flagged(tmp_path):
+    """tests/data/varied_turned35_mirror_within_margin.png: varied validation film 141 of seed 6464 turned by 35
+    degrees, halved. Its bodies show no posterior elements; the finder read it mirrored, and turned upright that
+    reading still led the film as it is, by less than the lead the finder's card asks of a sure view
+    (``view_margin``, the 1st percentile of in-style leads). Every corner went out with its anterior and posterior
+    labels swapped, no flag. Now the chosen mirror must lead the other by that margin, so the film is flagged
+    ``view_uncertain`` on every row."""
+    from vcorner.models.modelfile import default_detector_path
+    from vcorner.pipeline.detection import open_detector_use, resolve_detector
+    from vcorner.stages.detect import handedness_lead, searched_view, upright_turn
+
+    name = "varied_turned35_mirror_within_margin.png"
+    films = _films(tmp_path, name)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["batch", str(films), "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    detected = list(csv.DictReader(open(out / "centers.detected.csv", encoding="utf-8")))
+    corners = list(csv.DictReader(open(out / "corners.csv", encoding="utf-8")))
+    assert detected and all(r["view"] == "mirrored" for r in detected)  # the fixture's point: the wrong mirror
+    assert corners and all("view_uncertain" in r["flags"].split(";") for r in detected + corners)
+
+    with open_detector_use(resolve_detector(default_detector_path())) as use:
+        pyramid = build_pyramid(cv2.imread(str(films / name), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0)
+        shape = pyramid[0].shape
+        found, _ = searched_view(pyramid, shape, *use.finder)
+        turn = upright_turn(found, use.finder[0], shape, use.card) * found.view.handedness
+        lead = handedness_lead(pyramid, shape, use.finder, use.card, found.view, turn)
+        assert 0.0 <= lead < use.finder[0].detection.view_margin, lead  # flagged by the margin, not by the sign
+
+
 def test_a_film_turned_45_degrees_is_not_handed_to_the_polarity_one_look_prefers(tmp_path):
     """tests/data/holdout_turned45_inverted_alike.png: holdout film 16 of seed 939393 (the validation-only renderer)
     turned by +45 degrees. Turned further, its spine reads worse in every view, so its right view's mean over the

@@ -280,7 +280,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     the detector's ``align_deg``: :func:`upright_turn`, the view then searched again on the film so turned; and its
     levels are flagged uncertain where the finder names a vertebra otherwise, :func:`names_disagree`, or finds
     neither anchor, :func:`unanchored`), else the best of the detector's own candidates. The view is flagged
-    uncertain where a view of the other mirror, turned upright by its own lean, reads a spine better
+    uncertain where the chosen view, turned upright, does not lead each view of the other mirror, turned upright by
+    its own lean, by the finder's ``view_margin``, the lead it asks of a sure view in its search
     (:func:`handedness_lead`). Levels are flagged
     uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
     A body cut by the film's edge that the detector hesitates on and the finder sees is the finder's
@@ -314,7 +315,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     merged = answer.merged and not (names_agree(answer, card, found, finder[0]) and not unanchored(found, finder[0]))
     flags = image_flags(finder[0] if search else None, lead, card, answer.margin, merged, found.view != first)
     if (search and len(finder[0].detection.views) > 1 and "view_uncertain" not in flags
-            and handedness_lead(pyramid, shape, finder, card, found.view, film_turn, looks) < 0.0):
+            and handedness_lead(pyramid, shape, finder, card, found.view, film_turn, looks)
+            < finder[0].detection.view_margin):
         flags = ("view_uncertain", *flags)
     if "levels_uncertain" not in flags and (names_disagree(answer, card, found, finder[0])
                                             or unanchored(found, finder[0])):
@@ -418,8 +420,9 @@ def handedness_lead(pyramid: list[np.ndarray], shape: tuple[int, int], finder: F
     handedness (mirrored against not; the same polarity; inf without one), each on the film turned upright by its own
     lean (:func:`upright_vote`). The view search compares every view on the film as it is, where a film turned 35-45
     degrees and read in the other mirror leans less than it truly does: its lean then favours the wrong mirror. Turned
-    upright, each view shows its spine in the learned pose, and the mirror the finder truly sees wins. Negative: the
-    other handedness wins there (``view_uncertain``: README.md, "Orientation, polarity and naming")."""
+    upright, each view shows its spine in the learned pose, and the mirror the finder truly sees wins. Below the
+    finder's ``view_margin`` (negative: the other handedness wins there) the film is flagged ``view_uncertain``
+    (README.md, "Orientation, polarity and naming")."""
     others = [v for v in map(parse_view, finder[0].detection.views)
               if v.mirrored != view.mirrored and v.inverted == view.inverted]
     if not others:
