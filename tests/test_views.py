@@ -712,9 +712,9 @@ def test_a_turned_film_whose_mirror_leads_by_less_than_the_finders_view_margin_i
     """tests/data/varied_turned35_mirror_within_margin.png: varied validation film 141 of seed 6464 turned by 35
     degrees, halved. Its bodies show no posterior elements; the finder read it mirrored, and turned upright that
     reading still led the film as it is, by less than the lead the finder's card asks of a sure view
-    (``view_margin``, the 1st percentile of in-style leads). Every corner went out with its anterior and posterior
-    labels swapped, no flag. Now the chosen mirror must lead the other by that margin, so the film is flagged
-    ``view_uncertain`` on every row."""
+    (``view_margin``, the 1st percentile of the view search's leads on varied validation films). Every corner went
+    out with its anterior and posterior labels swapped, no flag. Now the chosen mirror must lead the other by that
+    margin, so the film is flagged ``view_uncertain`` on every row."""
     from vcorner.models.modelfile import default_detector_path
     from vcorner.pipeline.detection import open_detector_use, resolve_detector
     from vcorner.stages.detect import handedness_lead, searched_view, upright_turn
