@@ -729,6 +729,12 @@ def test_a_turned_film_whose_mirror_leads_by_less_than_the_finders_view_margin_i
     assert detected and all(r["view"] == "mirrored" for r in detected)  # the fixture's point: the wrong mirror
     assert corners and all("view_uncertain" in r["flags"].split(";") for r in detected + corners)
 
+    centres = tmp_path / "centers.csv"
+    result = CliRunner().invoke(app, ["detect", str(films), "--out", str(centres)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "flagged: view_uncertain 1 image(s)" in " ".join(result.output.split())  # said, not only written
+    assert all(r["flags"] == "view_uncertain" for r in csv.DictReader(open(centres, encoding="utf-8")))
+
     with open_detector_use(resolve_detector(default_detector_path())) as use:
         pyramid = build_pyramid(cv2.imread(str(films / name), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0)
         shape = pyramid[0].shape

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -76,6 +77,12 @@ def detect(
                  f"dropped; {result.seconds:.1f} s", highlight=False, soft_wrap=True)
     if result.failed:
         stderr.print(f"failed images are listed with reasons in {errors}", highlight=False, soft_wrap=True)
+    flagged = Counter(flag for f in result.found for flag in f.flags)
+    if flagged:
+        counts = ", ".join(f"{flag} {n} image(s)" for flag, n in sorted(flagged.items()))
+        stderr.print(f"flagged: {counts} (README.md, Flags): their names or view may be wrong; check them (vcorner "
+                     "batch --vis draws them) and correct the centres file before vcorner batch --centers",
+                     highlight=False, soft_wrap=True)
     renamed = sum(f.second_namer for f in result.found)
     if renamed:
         stderr.print(f"{renamed} image(s) flagged levels_uncertain were named by the detector's second namer; check "
