@@ -1,7 +1,8 @@
 """The automatic path on degraded films (issue #27: say when a film is outside what the models learned): an annotated
 phantom set downscaled (0.5x) or upscaled (2x), blurred (sd 3 px), noised (sd 0.15), at a quarter of its contrast,
-under gamma 3, saved as JPEG at quality 8, and each film put side by side with the next one (two spines in one film),
-each through ``vcorner batch DIR --out OUT`` without centres.
+under gamma 3, saved as JPEG at quality 8, each film put side by side with the next one (two spines in one film), and
+processed as clinical films often are (CLAHE, an unsharp mask, global histogram equalization), each through
+``vcorner batch DIR --out OUT`` without centres.
 
 Per variant: named-centre recall, misnamed centres, films wrong without a flag (names), films without a flag whose
 corners lie more than 3 mm off under a right name, films refused, and the unflagged corners' 95% ellipse coverage
@@ -31,7 +32,13 @@ from vcorner.io.annotations import read_annotations, write_annotations  # noqa: 
 from vcorner.io.images import read_image  # noqa: E402
 from vcorner.io.records import ImageRecord, Vertebra  # noqa: E402
 
-VARIANTS = ("scale0.5", "scale2", "blur3", "noise", "lowcontrast", "gamma3", "jpeg", "sidebyside")
+VARIANTS = ("scale0.5", "scale2", "blur3", "noise", "lowcontrast", "gamma3", "jpeg", "sidebyside", "clahe", "unsharp",
+            "equalized")
+
+
+def _as_uint8(pixels: np.ndarray) -> np.ndarray:
+    """A 0-1 film as 8-bit grey levels."""
+    return np.clip(np.round(np.clip(pixels, 0.0, 1.0) * 255), 0, 255).astype(np.uint8)
 
 
 def degraded(pixels: np.ndarray, name: str, rng: np.random.Generator, beside: np.ndarray) -> tuple[np.ndarray, float]:
@@ -52,6 +59,14 @@ def degraded(pixels: np.ndarray, name: str, rng: np.random.Generator, beside: np
     if name == "sidebyside":
         height = min(pixels.shape[0], beside.shape[0])
         return np.hstack([pixels[:height], beside[:height]]), 1.0
+    if name == "clahe":  # the local contrast equalization of many processed digital radiographs
+        clahe = cv2.createCLAHE(clipLimit=4.0, tileGridSize=(8, 8))
+        return clahe.apply(_as_uint8(pixels)).astype(np.float32) / 255.0, 1.0
+    if name == "unsharp":  # the edge enhancement of CR/DR processing: 1.5 x the detail finer than 2% of the film
+        sigma = 0.02 * max(pixels.shape)
+        return pixels + 1.5 * (pixels - cv2.GaussianBlur(pixels, (0, 0), sigma)), 1.0
+    if name == "equalized":
+        return cv2.equalizeHist(_as_uint8(pixels)).astype(np.float32) / 255.0, 1.0
     return pixels, 1.0
 
 
@@ -66,7 +81,7 @@ def write_degraded(data: Path, out: Path, name: str) -> None:
         pixels = read_image(data / record.file).pixels.astype(np.float32)
         beside = read_image(data / records[(i + 1) % len(records)].file).pixels.astype(np.float32)
         film, factor = degraded(pixels, name, rng, beside)
-        film8 = np.clip(np.round(np.clip(film, 0.0, 1.0) * 255), 0, 255).astype(np.uint8)
+        film8 = _as_uint8(film)
         file = Path(record.file).with_suffix(".jpg" if name == "jpeg" else ".png").name
         cv2.imwrite(str(out / file), film8, [cv2.IMWRITE_JPEG_QUALITY, 8] if name == "jpeg" else [])
         vertebrae = tuple(Vertebra(v.name, np.asarray(v.center) * factor, np.asarray(v.corners) * factor)

@@ -86,3 +86,20 @@ def test_a_film_turned_in_its_own_frame_keeps_only_the_vertebrae_whose_centre_st
     assert off[0] > 199.5 or off[1] > 299.5  # C7's turned centre lies outside the film
     variants.write_variant(data, tmp_path / "as_is", "as_is")
     assert len(variants.read_annotations(tmp_path / "as_is" / "annotations.json")[0].vertebrae) == 2
+
+
+def test_the_clinical_processing_variants_keep_the_film_and_raise_its_local_contrast():
+    """benchmarks/degraded_films.py's clahe, unsharp and equalized variants: each keeps the film's size and
+    coordinates (factor 1) and gives finite grey levels; a dull film (grey levels 0.45-0.55) comes out with a wider
+    spread of grey levels, and its edge (a bright square on a dark ground) steeper, as processed films do."""
+    spec = importlib.util.spec_from_file_location("degraded_films", SCRIPT.with_name("degraded_films.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    film = np.full((200, 160), 0.45, dtype=np.float32)
+    film[60:140, 40:120] = 0.55
+    rng = np.random.default_rng(0)
+    for name in ("clahe", "unsharp", "equalized"):
+        out, factor = module.degraded(film, name, rng, film)
+        assert out.shape == film.shape and factor == 1.0 and np.isfinite(out).all(), name
+        step = float(out[100, 41] - out[100, 38])  # across the square's left edge
+        assert np.ptp(np.clip(out, 0, 1)) > np.ptp(film) and step > 0.1, (name, np.ptp(out), step)
