@@ -302,6 +302,8 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
                                                         answer.merged), card
     looks: Looks = {}
     found, lead = searched_view(pyramid, shape, *finder, views, looks=looks)
+    if search:
+        found, lead = quarter_turned(pyramid, shape, finder, card, found, lead, looks)
     seen = seen_names(found, finder[0])
     if seen < 2:
         best = max((d.confidence for d in found.found), default=0.0)
@@ -324,6 +326,32 @@ def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: Detec
     if second is not None and "levels_uncertain" in flags:
         answer, card = second_opinion(pyramid, shape, second, found.view, film_turn), second[0]
     return finder_ends(cut_end_pairs(answer, card), card, found, finder[0]), flags, card
+
+
+QUARTER_TURN_DEG = 90.0
+"""A film stored a quarter turn off (landscape for portrait) is searched again turned by this much; its views turned
+180 degrees cover the other quarter."""
+
+
+def quarter_turned(pyramid: list[np.ndarray], shape: tuple[int, int], finder: Finder, namer: DetectorCard,
+                   found: ViewAnswer, lead: float, looks: Looks | None = None) -> tuple[ViewAnswer, float]:
+    """The finder's answer and lead, searched again on the film turned by :data:`QUARTER_TURN_DEG` where its first
+    search could not tell how the spine leans (fewer than two names, or too few of the namer's span:
+    :func:`span_lean_deg`). The view search turns films leaning up to 45 degrees upright; a film lying on its side
+    shows the finder a few names at most, none of them on a measurable line. The quarter-turned views are more
+    candidates, compared as the search compares its views: kept where the best of them, voted over the finder's
+    looks (:func:`voted_scores`), leads the first search's view by the finder's ``view_margin`` and shows at least
+    two names (a film cut to C5-C7 is not read lying on its side). Its answer's detections are in image pixels, so
+    the lean, and the upright turn, are then measured as for any film (:func:`upright_turn`)."""
+    card, infer = finder
+    if seen_names(found, card) >= 2 and span_lean_deg(found, card, shape, lean_ends(namer)) is not None:
+        return found, lead
+    again, again_lead = searched_view(pyramid, shape, card, infer, None, QUARTER_TURN_DEG, looks)
+    first = voted_scores(pyramid, shape, card, infer, [found.view], 0.0, looks)[found.view]
+    quarter = voted_scores(pyramid, shape, card, infer, [again.view], QUARTER_TURN_DEG, looks)[again.view]
+    if seen_names(again, card) >= 2 and quarter - first >= card.detection.view_margin:
+        return again, again_lead
+    return found, lead
 
 
 def second_opinion(pyramid: list[np.ndarray], shape: tuple[int, int], second: Finder, view: View,
