@@ -275,20 +275,21 @@ def image_flags(searched: DetectorCard | None, view_lead: float, namer: Detector
 def chosen_answer(pyramid: list[np.ndarray], shape: tuple[int, int], card: DetectorCard, infer: Infer,
                   finder: Finder | None = None, search: bool = True, second: Finder | None = None
                   ) -> tuple[ViewAnswer, tuple[str, ...], DetectorCard]:
-    """The detector's answer on the film's view and the image flags: the view is the one where the ``finder``
-    sees a spine (the detector then looks at that view only, turned upright when the finder's spine leans beyond
-    the detector's ``align_deg``: :func:`upright_turn`, the view then searched again on the film so turned; and its
-    levels are flagged uncertain where the finder names a vertebra otherwise, :func:`names_disagree`, or finds
-    neither anchor, :func:`unanchored`), else the best of the detector's own candidates. The view is flagged
+    """The detector's answer on the film's view and the image flags: the view is the one where the ``finder`` sees a
+    spine (searched again on the film turned a quarter where it cannot measure the spine's lean:
+    :func:`quarter_turned`; the detector then looks at that view only, turned upright when the finder's spine leans
+    beyond the detector's ``align_deg``: :func:`upright_turn`, the view then searched again on the film so turned;
+    and its levels are flagged uncertain where the finder names a vertebra otherwise, :func:`names_disagree`, or
+    finds neither anchor, :func:`unanchored`), else the best of the detector's own candidates. The view is flagged
     uncertain where the chosen view, turned upright, does not lead each view of the other mirror, turned upright by
     its own lean, by the finder's ``view_margin``, the lead it asks of a sure view in its search
-    (:func:`handedness_lead`). Levels are flagged
-    uncertain too where two names on one vertebra were merged (:func:`vcorner.postprocess.peaks.decode_spaced`).
-    A body cut by the film's edge that the detector hesitates on and the finder sees is the finder's
-    (:func:`finder_ends`), after the outer of two names piled on one body at an end of the names is dropped
-    (:func:`cut_end_pairs`). Without ``search`` both look at the film as it is (``as_is``) only. Where the levels are
-    flagged uncertain and a ``second`` namer is given, the names are its, on the same view, the flags kept
-    (:func:`second_opinion`). Returns the answer, the flags and the card of the namer that named.
+    (:func:`handedness_lead`). Levels are flagged uncertain too where two names on one vertebra were merged
+    (:func:`vcorner.postprocess.peaks.decode_spaced`). A body cut by the film's edge that the detector hesitates on
+    and the finder sees is the finder's (:func:`finder_ends`), after the outer of two names piled on one body at an
+    end of the names is dropped (:func:`cut_end_pairs`). Without ``search`` both look at the film as it is
+    (``as_is``) only. Where the levels are flagged uncertain and a ``second`` namer is given, the names are its, on
+    the same view, the flags kept (:func:`second_opinion`). Returns the answer, the flags and the card of the namer
+    that named.
 
     Raises:
         InputError: "no vertebrae found" when the finder finds fewer than two names at its confidence in its best
