@@ -87,7 +87,7 @@ def detect(
     if renamed:
         stderr.print(f"{renamed} image(s) flagged levels_uncertain were named by the detector's second namer; check "
                      "their names before vcorner batch --centers", highlight=False, soft_wrap=True)
-    contradicted = sum(VIEW_CONTRADICTED in f.flags for f in result.found)
+    contradicted = flagged[VIEW_CONTRADICTED]
     if contradicted:
         stderr.print(f"{contradicted} image(s) flagged {VIEW_CONTRADICTED}: their anatomy puts the anterior side on "
                      "the other side of the view they were named in, so the view column may be wrong; check them "
